@@ -1,0 +1,209 @@
+//! Event structs shared by busyprobe's eBPF programs (`probe-ebpf`) and its user-space decoder
+//! (`probe-user`).
+//!
+//! Every record in the ring buffer starts with an [`EventHeader`]; the decoder reads the header
+//! first, checks `size` against the bytes it got, then casts by [`EventKind`]. All structs are
+//! `#[repr(C)]` with explicit padding so both sides agree byte for byte.
+#![no_std]
+
+/// Bytes kept of a path passed to a syscall: `PATH_MAX`. A longer path is flagged
+/// [`PATH_TRUNCATED`], never silently cut.
+pub const PATH_BUF_LEN: usize = 4096;
+
+/// Length of `task_struct.comm`.
+pub const COMM_LEN: usize = 16;
+
+/// [`PathBuf::status`] bit: the path was longer than the buffer; `bytes` holds its start.
+pub const PATH_TRUNCATED: u32 = 1;
+/// [`PathBuf::status`] bit: the path could not be read from the caller's memory (for example
+/// a bad pointer, the syscall then fails with EFAULT).
+pub const PATH_UNREADABLE: u32 = 2;
+
+/// Type tag of a ring-buffer record. Ids are stable; a retired id stays a hole.
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// An [`UmountEvent`]: one finished `umount`/`umount2` call.
+    Umount = 1,
+}
+
+impl EventKind {
+    /// The kind for a raw tag, or `None` for a tag this build does not know.
+    pub fn from_u32(tag: u32) -> Option<Self> {
+        match tag {
+            1 => Some(Self::Umount),
+            _ => None,
+        }
+    }
+}
+
+/// The first bytes of every ring-buffer record.
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct EventHeader {
+    /// An [`EventKind`] as `u32`.
+    pub kind: u32,
+    /// Size in bytes of the whole record, header included.
+    pub size: u32,
+    /// `CLOCK_BOOTTIME` nanoseconds when the event started (the syscall's entry).
+    pub ts_boot_ns: u64,
+    /// Thread group id (the process id) in the initial PID namespace.
+    pub pid: u32,
+    /// Thread id in the initial PID namespace.
+    pub tid: u32,
+}
+
+/// A path as bytes: `len` valid bytes of `bytes`, and `status` bits
+/// ([`PATH_TRUNCATED`], [`PATH_UNREADABLE`]).
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct PathBuf {
+    /// Number of valid bytes in `bytes` (no terminating NUL).
+    pub len: u32,
+    /// [`PATH_TRUNCATED`] and [`PATH_UNREADABLE`] bits.
+    pub status: u32,
+    /// The path's bytes; only the first `len` are meaningful.
+    pub bytes: [u8; PATH_BUF_LEN],
+}
+
+impl PathBuf {
+    /// The valid bytes of the path (clamped to the buffer).
+    pub fn as_bytes(&self) -> &[u8] {
+        let len = (self.len as usize).min(PATH_BUF_LEN);
+        &self.bytes[..len]
+    }
+}
+
+/// One finished `umount`/`umount2` call, emitted at syscall exit.
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct UmountEvent {
+    /// `kind` = [`EventKind::Umount`]; `ts_boot_ns` is the syscall entry.
+    pub header: EventHeader,
+    /// Real uid of the caller.
+    pub uid: u32,
+    /// Real gid of the caller.
+    pub gid: u32,
+    /// Flags as passed (`MNT_FORCE` 1, `MNT_DETACH` 2, `MNT_EXPIRE` 4, `UMOUNT_NOFOLLOW` 8).
+    pub flags: u32,
+    /// Padding, always zero.
+    pub _pad: u32,
+    /// The syscall's return value: 0 or `-errno`.
+    pub ret: i64,
+    /// Time between syscall entry and exit.
+    pub duration_ns: u64,
+    /// cgroup v2 id of the caller (the inode of its cgroup directory).
+    pub cgroup_id: u64,
+    /// Inode number of the caller's mount namespace; 0 when the kernel offsets were unknown.
+    pub mntns: u64,
+    /// The caller's `comm`, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+    /// The target path exactly as the caller passed it.
+    pub target: PathBuf,
+}
+
+/// Why an event or part of one was lost; index into the per-CPU `DROPS` counter array.
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DropCause {
+    /// The ring buffer was full: a whole event was lost.
+    RingBufFull = 0,
+    /// The in-flight map (entry → exit) was full: the call was not traced.
+    InflightMapFull = 1,
+    /// A path was longer than its buffer (the event carries the flag too).
+    PathTruncated = 2,
+    /// A path could not be read from user memory.
+    PathUnreadable = 3,
+}
+
+impl DropCause {
+    /// Every cause, in index order.
+    pub const ALL: [DropCause; 4] = [
+        DropCause::RingBufFull,
+        DropCause::InflightMapFull,
+        DropCause::PathTruncated,
+        DropCause::PathUnreadable,
+    ];
+    /// Number of causes: the size of the `DROPS` array.
+    pub const COUNT: u32 = Self::ALL.len() as u32;
+
+    /// The cause's name in `stats` lines and the TUI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropCause::RingBufFull => "ringbuf_full",
+            DropCause::InflightMapFull => "inflight_map_full",
+            DropCause::PathTruncated => "path_truncated",
+            DropCause::PathUnreadable => "path_unreadable",
+        }
+    }
+}
+
+/// Byte offset value meaning "this field was not found in the kernel's BTF".
+pub const OFFSET_UNKNOWN: u32 = u32::MAX;
+
+/// Kernel struct field offsets resolved from `/sys/kernel/btf/vmlinux` in user space and set
+/// as the read-only global `OFFSETS` before load (Rust eBPF has no CO-RE).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `task_struct.nsproxy`.
+    pub task_nsproxy: u32,
+    /// `nsproxy.mnt_ns`.
+    pub nsproxy_mnt_ns: u32,
+    /// `mnt_namespace.ns.inum` (offset of `ns` plus `ns_common.inum`).
+    pub mnt_ns_inum: u32,
+    /// Padding, always zero.
+    pub _pad: u32,
+}
+
+impl KernelOffsets {
+    /// All offsets unknown: the programs skip what needs them.
+    pub const UNKNOWN: KernelOffsets = KernelOffsets {
+        task_nsproxy: OFFSET_UNKNOWN,
+        nsproxy_mnt_ns: OFFSET_UNKNOWN,
+        mnt_ns_inum: OFFSET_UNKNOWN,
+        _pad: 0,
+    };
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` structs of integers and byte arrays, no implicit padding.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    /// The layout both sides rely on: a change here breaks recordings' decoder compatibility.
+    #[test]
+    fn layout_is_stable() {
+        assert_eq!(size_of::<EventHeader>(), 24);
+        assert_eq!(offset_of!(UmountEvent, uid), 24);
+        assert_eq!(offset_of!(UmountEvent, ret), 40);
+        assert_eq!(offset_of!(UmountEvent, mntns), 64);
+        assert_eq!(offset_of!(UmountEvent, comm), 72);
+        assert_eq!(offset_of!(UmountEvent, target), 88);
+        assert_eq!(size_of::<UmountEvent>(), 88 + 8 + PATH_BUF_LEN);
+        assert_eq!(size_of::<KernelOffsets>(), 16);
+    }
+
+    #[test]
+    fn kind_tags_round_trip() {
+        assert_eq!(
+            EventKind::from_u32(EventKind::Umount as u32),
+            Some(EventKind::Umount)
+        );
+        assert_eq!(EventKind::from_u32(0), None);
+        assert_eq!(EventKind::from_u32(99), None);
+    }
+
+    #[test]
+    fn drop_causes_are_indexed_in_order() {
+        for (i, cause) in DropCause::ALL.iter().enumerate() {
+            assert_eq!(*cause as usize, i);
+        }
+    }
+}

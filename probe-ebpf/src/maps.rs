@@ -1,0 +1,37 @@
+//! Maps shared by the programs, and the drop counters.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+    Global,
+};
+use probe_common::{DropCause, KernelOffsets};
+
+/// Default ring buffer size; user space may change it before load (`--ring-buffer-size`).
+const RING_BUF_BYTES: u32 = 4 << 20;
+
+/// Kernel → user space events.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BUF_BYTES, 0);
+
+/// Per-CPU counters indexed by [`DropCause`].
+#[map]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DropCause::COUNT, 0);
+
+/// What `sys_enter_umount` saw, keyed by thread id, until `sys_exit_umount`.
+#[map]
+pub static UMOUNT_INFLIGHT: HashMap<u32, crate::umount::UmountStart> =
+    HashMap::with_max_entries(16384, 0);
+
+/// Struct offsets from the kernel's BTF, set by the loader.
+#[unsafe(no_mangle)]
+pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::UNKNOWN);
+
+/// Counts one loss of the given cause on this CPU.
+#[inline(always)]
+pub fn count_drop(cause: DropCause) {
+    if let Some(counter) = DROPS.get_ptr_mut(cause as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU while the program runs.
+        unsafe { *counter += 1 };
+    }
+}

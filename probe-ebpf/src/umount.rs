@@ -1,0 +1,189 @@
+//! `syscalls:sys_enter_umount` / `sys_exit_umount`: every unmount attempt with its caller,
+//! target, flags, result and duration.
+
+use core::ptr::addr_of_mut;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+        bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use aya_log_ebpf::debug;
+use probe_common::{
+    DropCause, EventKind, PathBuf, UmountEvent, OFFSET_UNKNOWN, PATH_BUF_LEN, PATH_TRUNCATED,
+    PATH_UNREADABLE,
+};
+
+use crate::maps::{count_drop, EVENTS, OFFSETS, UMOUNT_INFLIGHT};
+
+/// `sys_enter_umount` format: `char * name` at 16, `int flags` at 24.
+const ENTER_NAME: usize = 16;
+const ENTER_FLAGS: usize = 24;
+/// `sys_exit_umount` format: `long ret` at 16.
+const EXIT_RET: usize = 16;
+
+/// What the entry probe keeps for the exit probe.
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct UmountStart {
+    ts_boot_ns: u64,
+    name: u64,
+    flags: u32,
+    _pad: u32,
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_umount")]
+pub fn sys_enter_umount(ctx: TracePointContext) -> u32 {
+    let _ = try_enter(&ctx);
+    0
+}
+
+fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: offsets from the syscall tracepoint's fixed format.
+    let (name, flags) = unsafe {
+        (
+            ctx.read_at::<u64>(ENTER_NAME)?,
+            ctx.read_at::<i32>(ENTER_FLAGS)?,
+        )
+    };
+    let start = UmountStart {
+        // SAFETY: helper without preconditions.
+        ts_boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+        name,
+        flags: flags as u32,
+        _pad: 0,
+    };
+    if UMOUNT_INFLIGHT.insert(tid, start, 0).is_err() {
+        count_drop(DropCause::InflightMapFull);
+    }
+    Ok(())
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_umount")]
+pub fn sys_exit_umount(ctx: TracePointContext) -> u32 {
+    let _ = try_exit(&ctx);
+    0
+}
+
+fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    // SAFETY: the value is copied out before the entry is removed.
+    let start = match unsafe { UMOUNT_INFLIGHT.get(tid) } {
+        Some(start) => *start,
+        None => {
+            debug!(ctx, "umount exit of tid {} without a traced entry", tid);
+            return Ok(());
+        }
+    };
+    let _ = UMOUNT_INFLIGHT.remove(tid);
+    // SAFETY: offset from the syscall tracepoint's fixed format.
+    let ret = unsafe { ctx.read_at::<i64>(EXIT_RET)? };
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+
+    let Some(mut entry) = EVENTS.reserve::<UmountEvent>(0) else {
+        count_drop(DropCause::RingBufFull);
+        return Ok(());
+    };
+    let event = entry.as_mut_ptr();
+    let uid_gid = bpf_get_current_uid_gid();
+    // SAFETY: `event` points at a reserved, writable record of the right size; every field
+    // is written before submit.
+    unsafe {
+        let header = addr_of_mut!((*event).header);
+        (*header).kind = EventKind::Umount as u32;
+        (*header).size = core::mem::size_of::<UmountEvent>() as u32;
+        (*header).ts_boot_ns = start.ts_boot_ns;
+        (*header).pid = (pid_tgid >> 32) as u32;
+        (*header).tid = tid;
+        (*event).uid = uid_gid as u32;
+        (*event).gid = (uid_gid >> 32) as u32;
+        (*event).flags = start.flags;
+        (*event)._pad = 0;
+        (*event).ret = ret;
+        (*event).duration_ns = now.saturating_sub(start.ts_boot_ns);
+        (*event).cgroup_id = bpf_get_current_cgroup_id();
+        (*event).mntns = current_mntns();
+        (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        read_user_path(start.name as *const u8, addr_of_mut!((*event).target));
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+/// Reads a NUL-terminated user-space path into `out`, flagging truncation and faults.
+///
+/// Read at syscall exit: the kernel has already copied the name, so its page is resident.
+///
+/// # Safety
+/// `out` must point at a writable [`PathBuf`].
+unsafe fn read_user_path(src: *const u8, out: *mut PathBuf) {
+    let bytes = unsafe { &mut (*out).bytes };
+    match unsafe { bpf_probe_read_user_str_bytes(src, bytes) } {
+        Ok(read) => {
+            let len = read.len();
+            let mut status = 0;
+            // A full buffer may be a cut: look at the byte after the last one kept.
+            if len >= PATH_BUF_LEN - 1 {
+                let next = unsafe { bpf_probe_read_user::<u8>(src.wrapping_add(PATH_BUF_LEN - 1)) };
+                if matches!(next, Ok(b) if b != 0) {
+                    status = PATH_TRUNCATED;
+                    count_drop(DropCause::PathTruncated);
+                }
+            }
+            unsafe {
+                (*out).len = len as u32;
+                (*out).status = status;
+            }
+        }
+        Err(_) => {
+            count_drop(DropCause::PathUnreadable);
+            unsafe {
+                (*out).len = 0;
+                (*out).status = PATH_UNREADABLE;
+            }
+        }
+    }
+}
+
+/// Inode number of the current task's mount namespace, or 0 when the offsets are unknown or
+/// a read fails.
+fn current_mntns() -> u64 {
+    let off = OFFSETS.load();
+    if off.task_nsproxy == OFFSET_UNKNOWN
+        || off.nsproxy_mnt_ns == OFFSET_UNKNOWN
+        || off.mnt_ns_inum == OFFSET_UNKNOWN
+    {
+        return 0;
+    }
+    // SAFETY: kernel pointers are only read through bpf_probe_read_kernel.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let Ok(nsproxy) = bpf_probe_read_kernel(task.add(off.task_nsproxy as usize) as *const u64)
+        else {
+            return 0;
+        };
+        if nsproxy == 0 {
+            return 0;
+        }
+        let nsproxy = nsproxy as *const u8;
+        let Ok(mnt_ns) =
+            bpf_probe_read_kernel(nsproxy.add(off.nsproxy_mnt_ns as usize) as *const u64)
+        else {
+            return 0;
+        };
+        if mnt_ns == 0 {
+            return 0;
+        }
+        let mnt_ns = mnt_ns as *const u8;
+        bpf_probe_read_kernel(mnt_ns.add(off.mnt_ns_inum as usize) as *const u32)
+            .map(u64::from)
+            .unwrap_or(0)
+    }
+}

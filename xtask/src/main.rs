@@ -1,0 +1,48 @@
+//! Developer tasks for busyprobe: `cargo xtask build-ebpf | run | test`.
+//!
+//! The eBPF programs need a nightly toolchain with `rust-src` and `bpf-linker`; this crate
+//! installs both when they are missing (see [`toolchain`]) so that a fresh machine needs
+//! nothing but `cargo xtask ...`.
+
+mod build_ebpf;
+mod run;
+mod test;
+mod toolchain;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// busyprobe's build, run and test tasks.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the eBPF object (installs rust-src and bpf-linker first when missing).
+    BuildEbpf(build_ebpf::Options),
+    /// Build everything and run `busyprobe` (as root) with the given arguments.
+    Run(run::Options),
+    /// Everything CI checks: fmt, clippy, unit tests and the root integration tests.
+    Test(test::Options),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::BuildEbpf(opts) => build_ebpf::build_ebpf(&opts).map(|_| ExitCode::SUCCESS),
+        Task::Run(opts) => run::run(&opts),
+        Task::Test(opts) => test::test(&opts),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
