@@ -1,0 +1,137 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// `busyprobe --version`: the crate version plus the embedded probe object's identity.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (probe object: ",
+    env!("BUSYPROBE_EBPF_PROFILE"),
+    " build, ",
+    env!("BUSYPROBE_EBPF_BYTES"),
+    " bytes, sha256 ",
+    env!("BUSYPROBE_EBPF_SHA256"),
+    ")"
+);
+
+/// Who is holding the mount that umount says is busy?
+///
+/// busyprobe traces every unmount attempt on this host with eBPF and reports who made it and
+/// what the kernel answered. Run `busyprobe doctor` first to see what this kernel supports.
+#[derive(Parser, Debug)]
+#[command(name = "busyprobe", version = VERSION, propagate_version = true)]
+pub struct Cli {
+    /// More diagnostics on stderr (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Stream every unmount attempt on this host, one line each (needs root).
+    ///
+    /// Human-readable by default; `--json` prints JSON Lines (schema v1, see
+    /// docs/json-schema.md): one `umount` object per attempt and periodic `stats` objects
+    /// with the counts of lost events. Stops on Ctrl-C or SIGTERM.
+    Watch(WatchArgs),
+    /// Report what this kernel offers and which mode busyprobe will use.
+    ///
+    /// Checks the kernel version, BTF, tracefs, privileges, and loads a tiny program of each
+    /// probe kind to see whether the kernel really accepts it. Without root it says what it
+    /// could not check.
+    Doctor(DoctorArgs),
+}
+
+/// Options of `busyprobe watch`.
+#[derive(Args, Debug, Clone)]
+pub struct WatchArgs {
+    /// Print JSON Lines (schema v1) instead of human-readable lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Show only unmounts that failed.
+    #[arg(long)]
+    pub only_failed: bool,
+    /// Show only unmounts whose absolute target is PREFIX or below it.
+    #[arg(long, value_name = "PREFIX")]
+    pub path: Option<PathBuf>,
+    /// Seconds between `stats` lines (counts of events and drops); 0 prints one only at exit.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub stats_interval: u64,
+    /// Size of the kernel → user-space ring buffer in bytes (a power of two, at least one
+    /// page). Smaller loses events sooner under bursts; every loss is counted.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, value_parser = parse_ring_size)]
+    pub ring_buffer_size: u32,
+}
+
+/// Options of `busyprobe doctor`.
+#[derive(Args, Debug, Clone)]
+pub struct DoctorArgs {
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// BTF file to read struct offsets from.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/sys/kernel/btf/vmlinux",
+        hide = true
+    )]
+    pub btf: PathBuf,
+}
+
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let size: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    let page = 4096;
+    if size < page || !size.is_power_of_two() {
+        return Err(format!(
+            "{size} is not a power of two of at least {page} bytes"
+        ));
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ring_size_must_be_a_power_of_two_page_multiple() {
+        assert_eq!(parse_ring_size("4096"), Ok(4096));
+        assert_eq!(parse_ring_size("8388608"), Ok(8 << 20));
+        assert!(parse_ring_size("4095").is_err());
+        assert!(parse_ring_size("6144").is_err());
+        assert!(parse_ring_size("2048").is_err());
+        assert!(parse_ring_size("x").is_err());
+    }
+
+    #[test]
+    fn watch_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "busyprobe",
+            "watch",
+            "--json",
+            "--only-failed",
+            "--path",
+            "/var/lib",
+        ])
+        .unwrap();
+        let Some(Command::Watch(w)) = cli.command else {
+            panic!("not watch")
+        };
+        assert!(w.json && w.only_failed);
+        assert_eq!(w.path.as_deref(), Some(std::path::Path::new("/var/lib")));
+        assert_eq!(w.ring_buffer_size, 4 << 20);
+    }
+}

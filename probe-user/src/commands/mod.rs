@@ -1,0 +1,25 @@
+//! One module per subcommand.
+
+mod doctor;
+mod watch;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command, WatchArgs};
+
+/// Runs the chosen subcommand; no subcommand runs `watch` with its defaults.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Some(Command::Watch(args)) => watch::run(args),
+        Some(Command::Doctor(args)) => doctor::run(&args),
+        None => watch::run(WatchArgs {
+            json: false,
+            only_failed: false,
+            path: None,
+            stats_interval: 10,
+            ring_buffer_size: 4 << 20,
+        }),
+    }
+}

@@ -1,0 +1,158 @@
+//! `busyprobe watch`: the live stream of unmount attempts.
+
+use std::{
+    io,
+    os::unix::ffi::OsStrExt,
+    process::ExitCode,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context, Result};
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    cli::WatchArgs,
+    clock::BootClock,
+    decode::{decode, KernelEvent},
+    filter::AttemptFilter,
+    loader::{DropCounters, LoadOptions, Probes, MODE_TRACEPOINT},
+    process::ProcFs,
+    sink::{json::JsonLines, text::TextLines, Sink},
+    stats::Stats,
+};
+
+/// Runs `watch` on a single-threaded runtime.
+pub fn run(args: WatchArgs) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(watch(args))
+}
+
+/// Decoded, enriched, filtered events on their way to a sink, with the counts.
+struct Pipeline {
+    clock: BootClock,
+    proc: ProcFs,
+    filter: AttemptFilter,
+    stats: Stats,
+    next_id: u64,
+}
+
+impl Pipeline {
+    /// Decodes every record waiting in the ring buffer and writes what passes the filter.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, sink: &mut dyn Sink) -> io::Result<()> {
+        while let Some(record) = ring.next() {
+            let decoded = decode(&record);
+            drop(record);
+            match decoded {
+                Ok(KernelEvent::Umount(call)) => {
+                    self.stats.events += 1;
+                    self.next_id += 1;
+                    let ts = self.clock.to_wall(call.ts_boot_ns);
+                    let attempt = self.proc.enrich(self.next_id, ts, call);
+                    if self.filter.accepts(&attempt) {
+                        sink.umount(&attempt)?;
+                    }
+                }
+                Err(e) => {
+                    self.stats.decode_errors += 1;
+                    tracing::debug!("undecodable ring-buffer record: {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn report_stats(
+        &mut self,
+        drops: &DropCounters,
+        sink: &mut dyn Sink,
+        last: bool,
+    ) -> io::Result<()> {
+        match drops.read() {
+            Ok(counts) => self.stats.drops = counts,
+            Err(e) => tracing::warn!("{e:#}"),
+        }
+        sink.stats(SystemTime::now(), &self.stats, last)
+    }
+}
+
+async fn watch(args: WatchArgs) -> Result<ExitCode> {
+    let mut probes = Probes::load(
+        "watch",
+        &LoadOptions {
+            ring_buffer_size: args.ring_buffer_size,
+        },
+    )?;
+    probes.forward_logs();
+    // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, while registered.
+    let mut ring =
+        unsafe { AsyncFd::register(probes.take_events()?) }.context("polling the ring buffer")?;
+    let drops = probes.take_drop_counters()?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+    let stdout = io::stdout().lock();
+    let mut sink: Box<dyn Sink> = if args.json {
+        Box::new(JsonLines::new(stdout))
+    } else {
+        Box::new(TextLines::new(stdout))
+    };
+    let mut pipeline = Pipeline {
+        clock: BootClock::now(),
+        proc: ProcFs::default(),
+        filter: AttemptFilter {
+            only_failed: args.only_failed,
+            path_prefix: args
+                .path
+                .as_ref()
+                .map(|p| p.as_os_str().as_bytes().to_vec()),
+        },
+        stats: Stats::default(),
+        next_id: 0,
+    };
+    let mut ticker = stats_ticker(args.stats_interval);
+    tracing::info!(
+        "probes attached ({MODE_TRACEPOINT} mode); watching every unmount on this host. Ctrl-C to stop."
+    );
+
+    let outcome: io::Result<()> = async {
+        loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    pipeline.drain(guard.get_inner_mut(), sink.as_mut())?;
+                    guard.clear_ready();
+                }
+                _ = ticker.tick(), if args.stats_interval > 0 => {
+                    pipeline.report_stats(&drops, sink.as_mut(), false)?;
+                }
+                _ = sigterm.recv() => return Ok(()),
+                _ = sigint.recv() => return Ok(()),
+            }
+        }
+    }
+    .await;
+    let outcome = outcome
+        .and_then(|()| pipeline.drain(ring.get_mut(), sink.as_mut()))
+        .and_then(|()| pipeline.report_stats(&drops, sink.as_mut(), true));
+    drop(probes);
+    match outcome {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // The reader went away (`busyprobe watch | head -1`): that is how pipes end.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e).context("writing output"),
+    }
+}
+
+fn stats_ticker(secs: u64) -> tokio::time::Interval {
+    let period = Duration::from_secs(secs.max(1));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
+}

@@ -1,0 +1,192 @@
+//! Ring-buffer bytes → typed events. The header is checked before anything is cast; a short,
+//! inconsistent or unknown record is an error the caller counts, never a crash.
+
+use std::mem::size_of;
+
+use probe_common::{
+    EventHeader, EventKind, UmountEvent, COMM_LEN, PATH_BUF_LEN, PATH_TRUNCATED, PATH_UNREADABLE,
+};
+use thiserror::Error;
+
+use crate::event::{KernelPath, UmountCall};
+
+/// A decoded ring-buffer record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelEvent {
+    /// A finished unmount call.
+    Umount(UmountCall),
+}
+
+/// Why a record could not be decoded.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Fewer bytes than a header.
+    #[error("record of {0} bytes is shorter than an event header")]
+    Short(usize),
+    /// A type tag this build does not know (a newer probe object?).
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+    /// The header's size or the record's length does not fit the kind.
+    #[error("event kind {kind:?} needs {need} bytes, header says {said}, record has {got}")]
+    BadSize {
+        /// The kind.
+        kind: EventKind,
+        /// The kind's struct size.
+        need: usize,
+        /// `header.size`.
+        said: u32,
+        /// Bytes received.
+        got: usize,
+    },
+}
+
+/// Decodes one record.
+pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
+    if bytes.len() < size_of::<EventHeader>() {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    // SAFETY: length checked; EventHeader is plain old data; read_unaligned needs no alignment.
+    let header: EventHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+    match kind {
+        EventKind::Umount => {
+            let raw: UmountEvent = read_sized(kind, &header, bytes)?;
+            Ok(KernelEvent::Umount(umount_call(&raw)))
+        }
+    }
+}
+
+fn read_sized<T: Copy>(
+    kind: EventKind,
+    header: &EventHeader,
+    bytes: &[u8],
+) -> Result<T, DecodeError> {
+    let need = size_of::<T>();
+    if header.size as usize != need || bytes.len() < need {
+        return Err(DecodeError::BadSize {
+            kind,
+            need,
+            said: header.size,
+            got: bytes.len(),
+        });
+    }
+    // SAFETY: at least size_of::<T>() bytes; T is one of the plain-old-data event structs.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+}
+
+fn umount_call(raw: &UmountEvent) -> UmountCall {
+    UmountCall {
+        ts_boot_ns: raw.header.ts_boot_ns,
+        pid: raw.header.pid,
+        tid: raw.header.tid,
+        uid: raw.uid,
+        gid: raw.gid,
+        comm: nul_terminated(&raw.comm[..COMM_LEN]).to_vec(),
+        mntns: raw.mntns,
+        cgroup_id: raw.cgroup_id,
+        target: kernel_path(&raw.target),
+        flags: raw.flags,
+        ret: raw.ret,
+        duration_ns: raw.duration_ns,
+    }
+}
+
+fn kernel_path(raw: &probe_common::PathBuf) -> KernelPath {
+    let len = (raw.len as usize).min(PATH_BUF_LEN);
+    KernelPath {
+        bytes: raw.bytes[..len].to_vec(),
+        truncated: raw.status & PATH_TRUNCATED != 0,
+        unreadable: raw.status & PATH_UNREADABLE != 0,
+    }
+}
+
+fn nul_terminated(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    &bytes[..end]
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A zeroed umount record with the given fields, as the kernel would write it.
+    pub(crate) fn umount_record(pid: u32, target: &[u8], ret: i64, flags: u32) -> Vec<u8> {
+        // SAFETY: all-zero is a valid UmountEvent.
+        let mut ev: UmountEvent = unsafe { std::mem::zeroed() };
+        ev.header.kind = EventKind::Umount as u32;
+        ev.header.size = size_of::<UmountEvent>() as u32;
+        ev.header.ts_boot_ns = 42;
+        ev.header.pid = pid;
+        ev.header.tid = pid + 1;
+        ev.uid = 1000;
+        ev.gid = 100;
+        ev.flags = flags;
+        ev.ret = ret;
+        ev.duration_ns = 5120;
+        ev.cgroup_id = 77;
+        ev.mntns = 4026531840;
+        ev.comm[..9].copy_from_slice(b"umount-me");
+        ev.target.len = target.len() as u32;
+        ev.target.bytes[..target.len()].copy_from_slice(target);
+        // SAFETY: viewing a plain struct as bytes.
+        unsafe {
+            std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<UmountEvent>())
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn decodes_an_umount_record() {
+        let bytes = umount_record(1234, b"/mnt/x\xff", -16, 2);
+        let KernelEvent::Umount(call) = decode(&bytes).unwrap();
+        assert_eq!(call.pid, 1234);
+        assert_eq!(call.tid, 1235);
+        assert_eq!(call.uid, 1000);
+        assert_eq!(call.gid, 100);
+        assert_eq!(call.comm, b"umount-me");
+        assert_eq!(call.target.bytes, b"/mnt/x\xff");
+        assert!(!call.target.truncated && !call.target.unreadable);
+        assert_eq!((call.ret, call.flags, call.duration_ns), (-16, 2, 5120));
+        assert_eq!(
+            (call.mntns, call.cgroup_id, call.ts_boot_ns),
+            (4026531840, 77, 42)
+        );
+    }
+
+    #[test]
+    fn status_bits_become_flags() {
+        let mut bytes = umount_record(1, b"/a", 0, 0);
+        let status_at = std::mem::offset_of!(UmountEvent, target) + 4;
+        bytes[status_at] = (PATH_TRUNCATED | PATH_UNREADABLE) as u8;
+        let KernelEvent::Umount(call) = decode(&bytes).unwrap();
+        assert!(call.target.truncated && call.target.unreadable);
+    }
+
+    #[test]
+    fn length_field_is_clamped_to_the_buffer() {
+        let mut bytes = umount_record(1, b"/a", 0, 0);
+        let len_at = std::mem::offset_of!(UmountEvent, target);
+        bytes[len_at..len_at + 4].copy_from_slice(&u32::MAX.to_ne_bytes());
+        let KernelEvent::Umount(call) = decode(&bytes).unwrap();
+        assert_eq!(call.target.bytes.len(), PATH_BUF_LEN);
+    }
+
+    #[test]
+    fn rejects_short_unknown_and_missized_records() {
+        assert_eq!(decode(&[0; 10]), Err(DecodeError::Short(10)));
+        let mut unknown = umount_record(1, b"/a", 0, 0);
+        unknown[0] = 99;
+        assert_eq!(decode(&unknown), Err(DecodeError::UnknownKind(99)));
+        let full = umount_record(1, b"/a", 0, 0);
+        assert!(matches!(
+            decode(&full[..100]),
+            Err(DecodeError::BadSize { got: 100, .. })
+        ));
+        let mut wrong_size = full.clone();
+        wrong_size[4] = 1;
+        assert!(matches!(
+            decode(&wrong_size),
+            Err(DecodeError::BadSize { .. })
+        ));
+    }
+}

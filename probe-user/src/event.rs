@@ -1,0 +1,137 @@
+//! Typed events: what the decoder makes of ring-buffer records ([`UmountCall`]) and what the
+//! sinks receive once process context is added ([`UmountAttempt`]).
+
+use std::time::SystemTime;
+
+use nix::errno::Errno;
+
+/// `umount2` flags and their names, in bit order.
+pub const UMOUNT_FLAGS: [(u32, &str); 4] = [
+    (libc::MNT_FORCE as u32, "MNT_FORCE"),
+    (libc::MNT_DETACH as u32, "MNT_DETACH"),
+    (libc::MNT_EXPIRE as u32, "MNT_EXPIRE"),
+    (libc::UMOUNT_NOFOLLOW as u32, "UMOUNT_NOFOLLOW"),
+];
+
+/// A path read by a probe: its bytes as the kernel saw them and whether they are complete.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelPath {
+    /// The bytes (no NUL); a prefix when `truncated`.
+    pub bytes: Vec<u8>,
+    /// Longer than the probe's buffer: `bytes` is its start.
+    pub truncated: bool,
+    /// The probe could not read it (bad pointer): `bytes` is empty.
+    pub unreadable: bool,
+}
+
+/// One finished `umount`/`umount2` call as the kernel reported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UmountCall {
+    /// `CLOCK_BOOTTIME` ns at syscall entry.
+    pub ts_boot_ns: u64,
+    /// Process id (host PID namespace).
+    pub pid: u32,
+    /// Thread id (host PID namespace).
+    pub tid: u32,
+    /// Real uid.
+    pub uid: u32,
+    /// Real gid.
+    pub gid: u32,
+    /// The caller's `comm` bytes (up to 15, no NUL).
+    pub comm: Vec<u8>,
+    /// Inode of the caller's mount namespace; 0 when unknown.
+    pub mntns: u64,
+    /// cgroup v2 id of the caller.
+    pub cgroup_id: u64,
+    /// The target as passed.
+    pub target: KernelPath,
+    /// Flags as passed.
+    pub flags: u32,
+    /// 0 or `-errno`.
+    pub ret: i64,
+    /// Entry to exit.
+    pub duration_ns: u64,
+}
+
+impl UmountCall {
+    /// Whether the call failed.
+    pub fn failed(&self) -> bool {
+        self.ret != 0
+    }
+
+    /// The errno name (`EBUSY`, ...) of a failed call; `None` on success.
+    pub fn errno_name(&self) -> Option<String> {
+        errno_name(self.ret)
+    }
+
+    /// Names of the flags that are set; unknown bits as `0x...`.
+    pub fn flag_names(&self) -> Vec<String> {
+        flag_names(self.flags)
+    }
+}
+
+/// The name of `-ret` as an errno (`EBUSY`), `None` for `ret >= 0`.
+pub fn errno_name(ret: i64) -> Option<String> {
+    if ret >= 0 {
+        return None;
+    }
+    let code = i32::try_from(-ret).unwrap_or(i32::MAX);
+    Some(match Errno::from_raw(code) {
+        Errno::UnknownErrno => format!("E{code}"),
+        known => format!("{known:?}"),
+    })
+}
+
+/// Names of the set flags in bit order; unknown bits become one `0x...` entry.
+pub fn flag_names(flags: u32) -> Vec<String> {
+    let mut names: Vec<String> = UMOUNT_FLAGS
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, name)| (*name).to_string())
+        .collect();
+    let known = UMOUNT_FLAGS.iter().fold(0, |acc, (bit, _)| acc | bit);
+    if flags & !known != 0 {
+        names.push(format!("{:#x}", flags & !known));
+    }
+    names
+}
+
+/// An unmount attempt as the sinks see it: the kernel's report plus what user space added.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UmountAttempt {
+    /// Sequence number in this run, from 1.
+    pub id: u64,
+    /// Wall-clock time of the syscall entry.
+    pub ts: SystemTime,
+    /// What the kernel reported.
+    pub call: UmountCall,
+    /// The caller's cgroup v2 path, when it could be read.
+    pub cgroup: Option<Vec<u8>>,
+    /// The target made absolute: itself when absolute, else joined to the caller's working
+    /// directory (read while the caller was alive); `None` when that could not be read.
+    pub target_abs: Option<Vec<u8>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_errnos() {
+        assert_eq!(errno_name(0), None);
+        assert_eq!(errno_name(-16).as_deref(), Some("EBUSY"));
+        assert_eq!(errno_name(-22).as_deref(), Some("EINVAL"));
+        assert_eq!(errno_name(-2).as_deref(), Some("ENOENT"));
+        assert_eq!(errno_name(-1).as_deref(), Some("EPERM"));
+        assert_eq!(errno_name(-36).as_deref(), Some("ENAMETOOLONG"));
+        assert_eq!(errno_name(-4000).as_deref(), Some("E4000"));
+    }
+
+    #[test]
+    fn names_flags() {
+        assert!(flag_names(0).is_empty());
+        assert_eq!(flag_names(2), ["MNT_DETACH"]);
+        assert_eq!(flag_names(1 | 8), ["MNT_FORCE", "UMOUNT_NOFOLLOW"]);
+        assert_eq!(flag_names(4 | 0x40), ["MNT_EXPIRE", "0x40"]);
+    }
+}

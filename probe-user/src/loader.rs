@@ -1,0 +1,156 @@
+//! Loads the embedded eBPF object, sets the kernel offsets, attaches the umount tracepoints and
+//! hands out the ring buffer and drop counters. Dropping [`Probes`] detaches everything.
+
+use anyhow::{Context, Result};
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use probe_common::{DropCause, KernelOffsets};
+
+use crate::kernel::{btf, privileges::Privileges, tracefs};
+
+/// The eBPF object, embedded at build time (see build.rs).
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("BUSYPROBE_EBPF_OBJECT"));
+
+/// The tracepoints the umount capture attaches: (program, category, name).
+pub const UMOUNT_TRACEPOINTS: [(&str, &str, &str); 2] = [
+    ("sys_enter_umount", "syscalls", "sys_enter_umount"),
+    ("sys_exit_umount", "syscalls", "sys_exit_umount"),
+];
+
+/// The probe mode in use (more modes come with the security-hook work).
+pub const MODE_TRACEPOINT: &str = "tracepoint";
+
+/// How to load.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Byte size of the events ring buffer.
+    pub ring_buffer_size: u32,
+}
+
+/// Loaded and attached probes.
+pub struct Probes {
+    ebpf: Ebpf,
+}
+
+/// Loads the embedded object with the given offsets, without attaching anything.
+pub fn load_object(offsets: &KernelOffsets, ring_buffer_size: u32) -> Result<Ebpf> {
+    EbpfLoader::new()
+        .override_global("OFFSETS", offsets, true)
+        .map_max_entries("EVENTS", ring_buffer_size)
+        .load(EBPF_OBJECT)
+        .context("loading the eBPF object into the kernel")
+}
+
+/// Resolves the kernel offsets, warning about (not failing on) fields that are missing.
+pub fn resolve_offsets() -> KernelOffsets {
+    let resolved = btf::load(std::path::Path::new(btf::VMLINUX)).map(|b| btf::resolve(&b));
+    match resolved {
+        Ok(r) => {
+            for (field, why) in &r.failures {
+                tracing::warn!("kernel struct field {field} not found in BTF ({why}): mount namespaces come from /proc instead");
+            }
+            r.offsets
+        }
+        Err(e) => {
+            tracing::warn!("{e:#}: mount namespaces come from /proc instead");
+            KernelOffsets::UNKNOWN
+        }
+    }
+}
+
+impl Probes {
+    /// Checks privileges, mounts tracefs if needed, loads and attaches the umount probes.
+    /// `command` names the subcommand for error messages.
+    pub fn load(command: &str, opts: &LoadOptions) -> Result<Self> {
+        Privileges::current().require_probes(command)?;
+        tracefs::ensure_mounted()?;
+        let offsets = resolve_offsets();
+        let mut ebpf = load_object(&offsets, opts.ring_buffer_size)?;
+        for (program, category, name) in UMOUNT_TRACEPOINTS {
+            attach_tracepoint(&mut ebpf, program, category, name)?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    /// Starts forwarding the programs' aya-log records to `tracing` (as `log` records).
+    pub fn forward_logs(&mut self) {
+        match aya_log::EbpfLogger::init(&mut self.ebpf) {
+            Ok(logger) => {
+                // SAFETY: the logger owns its ring buffer fd and keeps it open while registered.
+                let registered = unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(
+                        logger,
+                        tokio::io::Interest::READABLE,
+                    )
+                };
+                let spawned = registered.map(|mut fd| {
+                    tokio::spawn(async move {
+                        while let Ok(mut guard) = fd.readable_mut().await {
+                            guard.get_inner_mut().flush();
+                            guard.clear_ready();
+                        }
+                    })
+                });
+                if let Err(e) = spawned {
+                    tracing::warn!("cannot poll eBPF logs: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("eBPF logs unavailable: {e}"),
+        }
+    }
+
+    /// The events ring buffer (can be taken once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .context("the eBPF object has no EVENTS map")?;
+        RingBuf::try_from(map).context("EVENTS is not a ring buffer")
+    }
+
+    /// The per-CPU drop counters (can be taken once).
+    pub fn take_drop_counters(&mut self) -> Result<DropCounters> {
+        let map = self
+            .ebpf
+            .take_map("DROPS")
+            .context("the eBPF object has no DROPS map")?;
+        Ok(DropCounters(
+            PerCpuArray::try_from(map).context("DROPS is not a per-CPU array")?,
+        ))
+    }
+}
+
+/// Loads and attaches one tracepoint program.
+pub fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(program)
+        .with_context(|| format!("program {program} missing from the eBPF object"))?
+        .try_into()
+        .with_context(|| format!("program {program} is not a tracepoint"))?;
+    prog.load()
+        .with_context(|| format!("loading {program} (the verifier's log is above, if any)"))?;
+    prog.attach(category, name)
+        .with_context(|| format!("attaching to tracepoint {category}:{name}"))?;
+    Ok(())
+}
+
+/// The kernel side's per-CPU loss counters.
+pub struct DropCounters(PerCpuArray<MapData, u64>);
+
+impl DropCounters {
+    /// Sums every cause over all CPUs.
+    pub fn read(&self) -> Result<[u64; DropCause::COUNT as usize]> {
+        let mut out = [0; DropCause::COUNT as usize];
+        for cause in DropCause::ALL {
+            let values = self
+                .0
+                .get(&(cause as u32), 0)
+                .with_context(|| format!("reading drop counter {}", cause.as_str()))?;
+            out[cause as usize] = values.iter().sum();
+        }
+        Ok(out)
+    }
+}

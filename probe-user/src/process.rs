@@ -1,0 +1,150 @@
+//! Process context read from `/proc` while the caller is still alive: its working directory
+//! (to make a relative target absolute) and its cgroup path.
+
+use std::{fs, os::unix::ffi::OsStrExt, path::PathBuf};
+
+use crate::{
+    event::{UmountAttempt, UmountCall},
+    paths,
+};
+
+/// Where process information is read from (`/proc` in production, a fixture tree in tests).
+#[derive(Clone, Debug)]
+pub struct ProcFs {
+    root: PathBuf,
+}
+
+impl Default for ProcFs {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+impl ProcFs {
+    /// A `/proc` look-alike rooted elsewhere.
+    #[cfg(test)]
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The working directory of thread `tid` of `pid` (threads may have their own).
+    pub fn cwd(&self, pid: u32, tid: u32) -> Option<Vec<u8>> {
+        let link = self.root.join(format!("{pid}/task/{tid}/cwd"));
+        let target = fs::read_link(&link)
+            .or_else(|_| fs::read_link(self.root.join(format!("{pid}/cwd"))))
+            .ok()?;
+        Some(target.as_os_str().as_bytes().to_vec())
+    }
+
+    /// The cgroup v2 path of `pid` (the `0::` line of `/proc/PID/cgroup`).
+    pub fn cgroup(&self, pid: u32) -> Option<Vec<u8>> {
+        let text = fs::read(self.root.join(format!("{pid}/cgroup"))).ok()?;
+        text.split(|&b| b == b'\n')
+            .find_map(|line| line.strip_prefix(b"0::"))
+            .map(<[u8]>::to_vec)
+    }
+
+    /// Adds process context to a kernel report.
+    pub fn enrich(&self, id: u64, ts: std::time::SystemTime, call: UmountCall) -> UmountAttempt {
+        let target_abs = absolute_target(&call, || self.cwd(call.pid, call.tid));
+        let cgroup = self.cgroup(call.pid);
+        UmountAttempt {
+            id,
+            ts,
+            call,
+            cgroup,
+            target_abs,
+        }
+    }
+}
+
+/// The target made absolute; `cwd` is asked only for a relative, complete target.
+fn absolute_target(call: &UmountCall, cwd: impl FnOnce() -> Option<Vec<u8>>) -> Option<Vec<u8>> {
+    let target = &call.target;
+    if target.unreadable || target.bytes.is_empty() {
+        return None;
+    }
+    if target.bytes.starts_with(b"/") {
+        return Some(target.bytes.clone());
+    }
+    if target.truncated {
+        return None;
+    }
+    cwd().map(|dir| paths::join(&dir, &target.bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::KernelPath;
+
+    fn call(target: &[u8]) -> UmountCall {
+        UmountCall {
+            ts_boot_ns: 1,
+            pid: 10,
+            tid: 11,
+            uid: 0,
+            gid: 0,
+            comm: b"umount".to_vec(),
+            mntns: 1,
+            cgroup_id: 1,
+            target: KernelPath {
+                bytes: target.to_vec(),
+                truncated: false,
+                unreadable: false,
+            },
+            flags: 0,
+            ret: -16,
+            duration_ns: 1,
+        }
+    }
+
+    #[test]
+    fn absolute_targets_stay_as_they_are() {
+        let got = absolute_target(&call(b"/mnt/x"), || panic!("cwd must not be read"));
+        assert_eq!(got.as_deref(), Some(&b"/mnt/x"[..]));
+    }
+
+    #[test]
+    fn relative_targets_join_the_callers_cwd() {
+        let got = absolute_target(&call(b"mnt"), || Some(b"/tmp/work".to_vec()));
+        assert_eq!(got.as_deref(), Some(&b"/tmp/work/mnt"[..]));
+        assert_eq!(absolute_target(&call(b"mnt"), || None), None);
+    }
+
+    #[test]
+    fn truncated_or_unreadable_relative_targets_have_no_absolute_form() {
+        let mut c = call(b"mnt");
+        c.target.truncated = true;
+        assert_eq!(absolute_target(&c, || Some(b"/x".to_vec())), None);
+        let mut c = call(b"");
+        c.target.unreadable = true;
+        assert_eq!(absolute_target(&c, || Some(b"/x".to_vec())), None);
+    }
+
+    #[test]
+    fn reads_cwd_and_cgroup_from_a_proc_tree() {
+        let dir = std::env::temp_dir().join(format!("busyprobe-proc-{}", std::process::id()));
+        let task = dir.join("10/task/11");
+        fs::create_dir_all(&task).unwrap();
+        std::os::unix::fs::symlink("/srv/data", task.join("cwd")).unwrap();
+        fs::write(
+            dir.join("10/cgroup"),
+            b"0::/system.slice/containerd.service\n",
+        )
+        .unwrap();
+        let proc = ProcFs::at(&dir);
+        assert_eq!(proc.cwd(10, 11).as_deref(), Some(&b"/srv/data"[..]));
+        assert_eq!(
+            proc.cgroup(10).as_deref(),
+            Some(&b"/system.slice/containerd.service"[..])
+        );
+        assert_eq!(proc.cwd(99, 99), None);
+        let attempt = proc.enrich(7, std::time::UNIX_EPOCH, call(b"mnt"));
+        assert_eq!(attempt.target_abs.as_deref(), Some(&b"/srv/data/mnt"[..]));
+        assert_eq!(attempt.id, 7);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

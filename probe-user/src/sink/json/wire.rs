@@ -1,0 +1,203 @@
+//! The JSON wire structs: field names and order are the schema-v1 contract.
+
+use std::time::SystemTime;
+
+use base64::{engine::general_purpose::STANDARD, Engine as _};
+use serde::{ser::SerializeMap, Serialize, Serializer};
+
+use super::SCHEMA_VERSION;
+use crate::{event::UmountAttempt, stats::Stats};
+
+/// Bytes as a JSON string plus, when not UTF-8, their exact base64 (`<field>_b64`).
+struct TextBytes {
+    text: String,
+    b64: Option<String>,
+}
+
+impl TextBytes {
+    fn new(bytes: &[u8]) -> Self {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Self {
+                text: s.to_owned(),
+                b64: None,
+            },
+            Err(_) => Self {
+                text: String::from_utf8_lossy(bytes).into_owned(),
+                b64: Some(STANDARD.encode(bytes)),
+            },
+        }
+    }
+
+    fn split(bytes: &[u8]) -> (String, Option<String>) {
+        let t = Self::new(bytes);
+        (t.text, t.b64)
+    }
+
+    fn split_opt(bytes: Option<&[u8]>) -> (Option<String>, Option<String>) {
+        bytes.map_or((None, None), |b| {
+            let (text, b64) = Self::split(b);
+            (Some(text), b64)
+        })
+    }
+}
+
+/// RFC 3339 with nanoseconds, UTC.
+fn rfc3339(ts: SystemTime) -> String {
+    humantime::format_rfc3339_nanos(ts).to_string()
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `{"type":"umount"}`.
+#[derive(Serialize)]
+pub struct UmountLine {
+    v: u32,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: u64,
+    ts: String,
+    pid: u32,
+    tid: u32,
+    comm: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comm_b64: Option<String>,
+    uid: u32,
+    gid: u32,
+    mntns: u64,
+    cgroup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_b64: Option<String>,
+    cgroup_id: u64,
+    target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_b64: Option<String>,
+    #[serde(skip_serializing_if = "is_false")]
+    target_truncated: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    target_unreadable: bool,
+    target_abs: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_abs_b64: Option<String>,
+    flags: u32,
+    flag_names: Vec<String>,
+    ret: i64,
+    errno: Option<String>,
+    duration_ns: u64,
+}
+
+impl UmountLine {
+    /// The line for one attempt.
+    pub fn new(a: &UmountAttempt) -> Self {
+        let c = &a.call;
+        let (comm, comm_b64) = TextBytes::split(&c.comm);
+        let (cgroup, cgroup_b64) = TextBytes::split_opt(a.cgroup.as_deref());
+        let (target, target_b64) = TextBytes::split(&c.target.bytes);
+        let (target_abs, target_abs_b64) = TextBytes::split_opt(a.target_abs.as_deref());
+        Self {
+            v: SCHEMA_VERSION,
+            kind: "umount",
+            id: a.id,
+            ts: rfc3339(a.ts),
+            pid: c.pid,
+            tid: c.tid,
+            comm,
+            comm_b64,
+            uid: c.uid,
+            gid: c.gid,
+            mntns: c.mntns,
+            cgroup,
+            cgroup_b64,
+            cgroup_id: c.cgroup_id,
+            target,
+            target_b64,
+            target_truncated: c.target.truncated,
+            target_unreadable: c.target.unreadable,
+            target_abs,
+            target_abs_b64,
+            flags: c.flags,
+            flag_names: c.flag_names(),
+            ret: c.ret,
+            errno: c.errno_name(),
+            duration_ns: c.duration_ns,
+        }
+    }
+}
+
+/// `{"type":"stats"}`.
+#[derive(Serialize)]
+pub struct StatsLine<'a> {
+    v: u32,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    ts: String,
+    events: u64,
+    drops: Drops<'a>,
+    decode_errors: u64,
+    #[serde(rename = "final")]
+    last: bool,
+}
+
+impl<'a> StatsLine<'a> {
+    /// The line for the counters at `ts`.
+    pub fn new(ts: SystemTime, stats: &'a Stats, last: bool) -> Self {
+        Self {
+            v: SCHEMA_VERSION,
+            kind: "stats",
+            ts: rfc3339(ts),
+            events: stats.events,
+            drops: Drops(stats),
+            decode_errors: stats.decode_errors,
+            last,
+        }
+    }
+}
+
+/// Drop counts as an object in cause order.
+struct Drops<'a>(&'a Stats);
+
+impl Serialize for Drops<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (cause, count) in self.0.drops_by_cause() {
+            map.serialize_entry(cause, &count)?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 4648 test vectors, through the path encoder.
+    #[test]
+    fn base64_is_rfc4648_standard() {
+        let vectors: [(&[u8], &str); 7] = [
+            (b"", ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+            (b"fooba", "Zm9vYmE="),
+            (b"foobar", "Zm9vYmFy"),
+        ];
+        for (bytes, want) in vectors {
+            assert_eq!(STANDARD.encode(bytes), want);
+        }
+        let t = TextBytes::new(b"\xfffoobar");
+        assert_eq!(t.b64.as_deref(), Some("/2Zvb2Jhcg=="));
+        assert!(TextBytes::new(b"foobar").b64.is_none());
+    }
+
+    #[test]
+    fn timestamps_keep_nanoseconds() {
+        let ts = std::time::UNIX_EPOCH + std::time::Duration::new(1, 5);
+        assert_eq!(rfc3339(ts), "1970-01-01T00:00:01.000000005Z");
+        assert_eq!(
+            rfc3339(std::time::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000000000Z"
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! Where unmount attempts and stats go: human-readable lines or JSON Lines.
+
+pub mod json;
+pub mod text;
+
+use std::{io, time::SystemTime};
+
+use crate::{event::UmountAttempt, stats::Stats};
+
+/// A consumer of the event stream. An `Err` from a write means the output is gone (for
+/// example a closed pipe) and the stream should end.
+pub trait Sink {
+    /// One unmount attempt.
+    fn umount(&mut self, attempt: &UmountAttempt) -> io::Result<()>;
+    /// Periodic counters; `last` on the final report before exit.
+    fn stats(&mut self, ts: SystemTime, stats: &Stats, last: bool) -> io::Result<()>;
+}

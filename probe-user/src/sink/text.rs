@@ -1,0 +1,189 @@
+//! Human-readable output: one line per unmount attempt, safe for a terminal.
+//!
+//! ```text
+//! 19:22:01.123456  EBUSY  umount[1234] uid=0 mntns=4026531840  /tmp/x/mnt  5.1µs
+//! 19:22:01.180211  ok     umount[1240] uid=0 mntns=4026531840  /tmp/x/mnt  [MNT_DETACH]  31.0µs
+//! ```
+//! Counters go to stderr: a warning whenever events were lost, a summary at exit.
+
+use std::{io, time::SystemTime};
+
+use crate::{event::UmountAttempt, paths::escape_for_terminal, sink::Sink, stats::Stats};
+
+/// Writes human-readable lines to `W`.
+pub struct TextLines<W: io::Write> {
+    out: W,
+    reported_drops: Stats,
+}
+
+impl<W: io::Write> TextLines<W> {
+    /// A text sink writing attempts to `out`.
+    pub fn new(out: W) -> Self {
+        Self {
+            out,
+            reported_drops: Stats::default(),
+        }
+    }
+}
+
+/// One attempt as a line (without the newline).
+pub fn format_attempt(a: &UmountAttempt) -> String {
+    let c = &a.call;
+    let result = c.errno_name().unwrap_or_else(|| "ok".into());
+    let mut line = format!(
+        "{}  {result:<6} {}[{}] uid={} mntns={}  {}",
+        clock_time(a.ts),
+        escape_for_terminal(&c.comm),
+        c.pid,
+        c.uid,
+        c.mntns,
+        describe_target(a)
+    );
+    let flags = c.flag_names();
+    if !flags.is_empty() {
+        line.push_str(&format!("  [{}]", flags.join("|")));
+    }
+    line.push_str(&format!("  {}", human_duration(c.duration_ns)));
+    line
+}
+
+fn describe_target(a: &UmountAttempt) -> String {
+    let t = &a.call.target;
+    if t.unreadable {
+        return "<target unreadable>".into();
+    }
+    let mut s = escape_for_terminal(&t.bytes);
+    if t.truncated {
+        s.push_str("…(truncated)");
+    }
+    match &a.target_abs {
+        Some(abs) if *abs != t.bytes => s.push_str(&format!(" (= {})", escape_for_terminal(abs))),
+        None if !t.bytes.starts_with(b"/") => s.push_str(" (cwd unknown)"),
+        _ => {}
+    }
+    s
+}
+
+/// `HH:MM:SS.micros` in UTC.
+fn clock_time(ts: SystemTime) -> String {
+    let full = humantime::format_rfc3339_micros(ts).to_string();
+    full.get(11..26).unwrap_or(&full).to_string()
+}
+
+fn human_duration(ns: u64) -> String {
+    match ns {
+        0..=999 => format!("{ns}ns"),
+        1_000..=999_999 => format!("{:.1}µs", ns as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.1}ms", ns as f64 / 1e6),
+        _ => format!("{:.2}s", ns as f64 / 1e9),
+    }
+}
+
+impl<W: io::Write> Sink for TextLines<W> {
+    fn umount(&mut self, attempt: &UmountAttempt) -> io::Result<()> {
+        writeln!(self.out, "{}", format_attempt(attempt))?;
+        self.out.flush()
+    }
+
+    fn stats(&mut self, _ts: SystemTime, stats: &Stats, last: bool) -> io::Result<()> {
+        let previous = std::mem::replace(&mut self.reported_drops, stats.clone());
+        let new_losses: Vec<String> = stats
+            .drops_by_cause()
+            .zip(previous.drops_by_cause())
+            .filter(|((_, now), (_, before))| now > before)
+            .map(|((cause, now), (_, before))| format!("{cause} +{}", now - before))
+            .collect();
+        if !new_losses.is_empty() {
+            tracing::warn!("kernel side reported losses: {}", new_losses.join(", "));
+        }
+        if stats.decode_errors > previous.decode_errors {
+            tracing::warn!(
+                "{} ring-buffer records could not be decoded",
+                stats.decode_errors - previous.decode_errors
+            );
+        }
+        if last {
+            tracing::info!(
+                "{} unmount attempts seen, {} events lost, {} undecodable",
+                stats.events,
+                stats.events_lost(),
+                stats.decode_errors
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{KernelPath, UmountCall};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn attempt(target: &[u8], abs: Option<&[u8]>, ret: i64, flags: u32) -> UmountAttempt {
+        UmountAttempt {
+            id: 1,
+            ts: UNIX_EPOCH + Duration::new(1_795_428_062, 123_456_789),
+            call: UmountCall {
+                ts_boot_ns: 0,
+                pid: 1234,
+                tid: 1234,
+                uid: 0,
+                gid: 0,
+                comm: b"umount".to_vec(),
+                mntns: 4026531840,
+                cgroup_id: 0,
+                target: KernelPath {
+                    bytes: target.to_vec(),
+                    ..Default::default()
+                },
+                flags,
+                ret,
+                duration_ns: 5120,
+            },
+            cgroup: None,
+            target_abs: abs.map(<[u8]>::to_vec),
+        }
+    }
+
+    #[test]
+    fn formats_a_failure() {
+        assert_eq!(
+            format_attempt(&attempt(b"/tmp/x/mnt", Some(b"/tmp/x/mnt"), -16, 0)),
+            "10:01:02.123456  EBUSY  umount[1234] uid=0 mntns=4026531840  /tmp/x/mnt  5.1µs"
+        );
+    }
+
+    #[test]
+    fn formats_a_lazy_success_with_a_relative_target() {
+        assert_eq!(
+            format_attempt(&attempt(b"mnt", Some(b"/tmp/x/mnt"), 0, 2)),
+            "10:01:02.123456  ok     umount[1234] uid=0 mntns=4026531840  mnt (= /tmp/x/mnt)  [MNT_DETACH]  5.1µs"
+        );
+        assert!(format_attempt(&attempt(b"mnt", None, 0, 0)).contains("mnt (cwd unknown)"));
+    }
+
+    #[test]
+    fn never_writes_control_bytes() {
+        let line = format_attempt(&attempt(b"/tmp/\x1b]0;pwned\x07\xff", None, -22, 0));
+        assert!(!line.bytes().any(|b| b < 0x20 || b == 0x7f), "{line:?}");
+        assert!(line.contains("\\u{1b}]0;pwned\\u{7}\\xff"), "{line}");
+    }
+
+    #[test]
+    fn marks_truncated_and_unreadable_targets() {
+        let mut a = attempt(b"/very/long", None, -36, 0);
+        a.call.target.truncated = true;
+        assert!(format_attempt(&a).contains("/very/long…(truncated)"));
+        a.call.target.unreadable = true;
+        assert!(format_attempt(&a).contains("<target unreadable>"));
+    }
+
+    #[test]
+    fn durations_are_human() {
+        assert_eq!(human_duration(999), "999ns");
+        assert_eq!(human_duration(1_500), "1.5µs");
+        assert_eq!(human_duration(2_500_000), "2.5ms");
+        assert_eq!(human_duration(3_000_000_000), "3.00s");
+    }
+}
