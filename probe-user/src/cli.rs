@@ -69,21 +69,9 @@ pub struct WatchArgs {
     pub ring_buffer_size: u32,
 }
 
-/// Options of `busyprobe doctor`.
+/// Options of `busyprobe doctor` (none yet).
 #[derive(Args, Debug, Clone)]
-pub struct DoctorArgs {
-    /// Print the report as one JSON object.
-    #[arg(long)]
-    pub json: bool,
-    /// BTF file to read struct offsets from.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/sys/kernel/btf/vmlinux",
-        hide = true
-    )]
-    pub btf: PathBuf,
-}
+pub struct DoctorArgs {}
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {
     let size: u32 = s.parse().map_err(|e| format!("{e}"))?;

@@ -1,12 +1,396 @@
-//! `busyprobe doctor`: what this kernel offers and which mode busyprobe will use.
+//! `busyprobe doctor`: what this kernel offers and which mode busyprobe will use. Every probe
+//! kind is tried for real with a tiny program (loaded, then attached when that is harmless);
+//! without root the table says what could not be checked.
 
-use std::process::ExitCode;
+use std::{fmt::Write as _, path::Path, process::ExitCode};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use aya::{
+    programs::{BtfTracePoint, FEntry, Lsm, RawTracePoint},
+    Btf, Ebpf,
+};
+use probe_common::KernelOffsets;
 
-use crate::cli::DoctorArgs;
+use crate::{
+    cli::DoctorArgs,
+    kernel::{self, btf, privileges::Privileges, tracefs},
+    loader::{self, MODE_TRACEPOINT, UMOUNT_TRACEPOINTS},
+};
 
-/// Prints the report.
+/// The verdict of one check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Works.
+    Yes,
+    /// Does not work here.
+    No,
+    /// Could not be checked (for example without root).
+    NotChecked,
+    /// A fact, neither good nor bad.
+    Info,
+}
+
+impl Verdict {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Yes => "yes",
+            Verdict::No => "no",
+            Verdict::NotChecked => "not checked",
+            Verdict::Info => "-",
+        }
+    }
+}
+
+/// One row of the report.
+#[derive(Clone, Debug)]
+struct Row {
+    check: &'static str,
+    verdict: Verdict,
+    detail: String,
+}
+
+fn row(check: &'static str, verdict: Verdict, detail: impl Into<String>) -> Row {
+    Row {
+        check,
+        verdict,
+        detail: detail.into(),
+    }
+}
+
+/// Prints the report; exits 0 whatever the kernel offers (it is a report, not a test).
 pub fn run(_args: &DoctorArgs) -> Result<ExitCode> {
-    anyhow::bail!("doctor: not written yet")
+    let privileges = Privileges::current();
+    let mut rows = vec![row("kernel", Verdict::Info, kernel::release()), btf_row()];
+    let offsets = offsets_rows(&mut rows);
+    rows.extend([tracefs_row(), privileges_row(&privileges), lsm_row()]);
+    let probes = probe_rows(&privileges, &offsets);
+    let mode = mode_line(&probes);
+    rows.extend(probes);
+    print!("{}", render(&rows));
+    println!("\nmode: {mode}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn btf_row() -> Row {
+    match std::fs::metadata(btf::VMLINUX) {
+        Ok(m) => row(
+            "BTF",
+            Verdict::Yes,
+            format!("{} ({} KiB)", btf::VMLINUX, m.len() / 1024),
+        ),
+        Err(e) => row(
+            "BTF",
+            Verdict::No,
+            format!("{}: {e}; struct offsets unknown", btf::VMLINUX),
+        ),
+    }
+}
+
+fn offsets_rows(rows: &mut Vec<Row>) -> KernelOffsets {
+    let parsed = btf::load(Path::new(btf::VMLINUX));
+    let Ok(parsed) = parsed else {
+        rows.push(row(
+            "struct offsets",
+            Verdict::No,
+            "no kernel BTF to read them from",
+        ));
+        return KernelOffsets::UNKNOWN;
+    };
+    let resolved = btf::resolve(&parsed);
+    let o = resolved.offsets;
+    let values = [o.task_nsproxy, o.nsproxy_mnt_ns, o.mnt_ns_inum];
+    let mut detail = String::new();
+    for (spec, value) in btf::FIELDS.iter().zip(values) {
+        let shown = if value == probe_common::OFFSET_UNKNOWN {
+            "missing".to_string()
+        } else {
+            value.to_string()
+        };
+        let _ = write!(detail, "{}={shown} ", spec.name());
+    }
+    let verdict = if resolved.failures.is_empty() {
+        Verdict::Yes
+    } else {
+        Verdict::No
+    };
+    rows.push(row(
+        "struct offsets",
+        verdict,
+        detail.trim_end().to_string(),
+    ));
+    o
+}
+
+fn tracefs_row() -> Row {
+    match tracefs::find().or_else(tracefs::listed_in_mounts) {
+        Some(path) => row(
+            "tracefs",
+            Verdict::Yes,
+            format!("mounted at {}", path.display()),
+        ),
+        None => row(
+            "tracefs",
+            Verdict::No,
+            format!(
+                "not mounted; `busyprobe watch` mounts it at {} when it starts",
+                tracefs::CANDIDATES[0]
+            ),
+        ),
+    }
+}
+
+fn privileges_row(p: &Privileges) -> Row {
+    let caps: Vec<String> = kernel::privileges::NEEDED
+        .iter()
+        .map(|c| format!("{c} {}", if p.effective.contains(c) { "yes" } else { "no" }))
+        .collect();
+    let verdict = if p.missing().is_empty() {
+        Verdict::Yes
+    } else {
+        Verdict::No
+    };
+    row(
+        "privileges",
+        verdict,
+        format!("euid {}; {}", p.euid, caps.join(", ")),
+    )
+}
+
+fn lsm_row() -> Row {
+    match std::fs::read_to_string("/sys/kernel/security/lsm") {
+        Ok(list) => {
+            let bpf = list.split(',').any(|l| l.trim() == "bpf");
+            row(
+                "active LSMs",
+                if bpf { Verdict::Yes } else { Verdict::No },
+                format!(
+                    "{} (bpf {})",
+                    list.trim(),
+                    if bpf { "listed" } else { "absent" }
+                ),
+            )
+        }
+        Err(_) => row(
+            "active LSMs",
+            Verdict::NotChecked,
+            "securityfs not mounted (`mount -t securityfs none /sys/kernel/security` to list them)",
+        ),
+    }
+}
+
+/// Loads the object and tries each probe kind; all rows "not checked" without privileges.
+fn probe_rows(p: &Privileges, offsets: &KernelOffsets) -> Vec<Row> {
+    const KINDS: [&str; 6] = [
+        "ring buffer",
+        "tracepoint",
+        "raw_tracepoint",
+        "tp_btf",
+        "fentry",
+        "BPF LSM",
+    ];
+    if !p.missing().is_empty() {
+        let why = "needs root (CAP_BPF, CAP_PERFMON): run `sudo busyprobe doctor`";
+        return KINDS
+            .iter()
+            .map(|k| row(k, Verdict::NotChecked, why))
+            .collect();
+    }
+    let mut ebpf = match loader::load_object(offsets, 4096) {
+        Ok(ebpf) => ebpf,
+        Err(e) => {
+            let mut rows = vec![row(
+                "ring buffer",
+                Verdict::No,
+                format!("loading the object failed: {}", first_line(&e)),
+            )];
+            rows.extend(
+                KINDS[1..]
+                    .iter()
+                    .map(|k| row(k, Verdict::NotChecked, "the object did not load")),
+            );
+            return rows;
+        }
+    };
+    let btf = Btf::from_sys_fs().ok();
+    vec![
+        row("ring buffer", Verdict::Yes, "BPF_MAP_TYPE_RINGBUF created"),
+        outcome_row("tracepoint", try_tracepoint(&mut ebpf)),
+        outcome_row("raw_tracepoint", try_raw_tracepoint(&mut ebpf)),
+        outcome_row("tp_btf", with_btf(&btf, |b| try_tp_btf(&mut ebpf, b))),
+        outcome_row("fentry", with_btf(&btf, |b| try_fentry(&mut ebpf, b))),
+        outcome_row("BPF LSM", with_btf(&btf, |b| try_lsm(&mut ebpf, b))),
+    ]
+}
+
+fn with_btf(btf: &Option<Btf>, f: impl FnOnce(&Btf) -> Result<String>) -> Result<String> {
+    f(btf.as_ref().context("no kernel BTF")?)
+}
+
+fn outcome_row(check: &'static str, outcome: Result<String>) -> Row {
+    match outcome {
+        Ok(detail) => row(check, Verdict::Yes, detail),
+        Err(e) => row(check, Verdict::No, first_line(&e)),
+    }
+}
+
+/// The error's first line without aya's empty verifier log: the kernel's answer.
+fn first_line(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    let line = text.lines().next().unwrap_or_default();
+    line.split(". Verifier output")
+        .next()
+        .unwrap_or(line)
+        .to_string()
+}
+
+fn try_tracepoint(ebpf: &mut Ebpf) -> Result<String> {
+    let (program, category, name) = UMOUNT_TRACEPOINTS[0];
+    if tracefs::find().is_none() {
+        let prog: &mut aya::programs::TracePoint =
+            ebpf.program_mut(program).context("missing")?.try_into()?;
+        prog.load()?;
+        return Ok(format!(
+            "{program} loads (attach not tried: tracefs not mounted)"
+        ));
+    }
+    loader::attach_tracepoint(ebpf, program, category, name)?;
+    Ok(format!("{category}:{name} loads and attaches"))
+}
+
+fn try_raw_tracepoint(ebpf: &mut Ebpf) -> Result<String> {
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut("doctor_raw_tracepoint")
+        .context("missing")?
+        .try_into()?;
+    prog.load()?;
+    prog.attach("sched_process_exit")?;
+    Ok("sched_process_exit loads and attaches".into())
+}
+
+fn try_tp_btf(ebpf: &mut Ebpf, btf: &Btf) -> Result<String> {
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut("doctor_tp_btf")
+        .context("missing")?
+        .try_into()?;
+    prog.load("sched_process_exit", btf)?;
+    prog.attach()?;
+    Ok("sched_process_exit loads and attaches".into())
+}
+
+fn try_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<String> {
+    let prog: &mut FEntry = ebpf
+        .program_mut("doctor_fentry")
+        .context("missing")?
+        .try_into()?;
+    prog.load("path_umount", btf)?;
+    prog.attach()?;
+    Ok("path_umount loads and attaches".into())
+}
+
+fn try_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<String> {
+    let prog: &mut Lsm = ebpf
+        .program_mut("doctor_lsm")
+        .context("missing")?
+        .try_into()?;
+    prog.load("sb_umount", btf)?;
+    prog.attach()?;
+    Ok("sb_umount loads and attaches".into())
+}
+
+/// Which mode `watch` will run in, from the probe rows.
+fn mode_line(probes: &[Row]) -> String {
+    let works = |check: &str| {
+        probes
+            .iter()
+            .any(|r| r.check == check && r.verdict == Verdict::Yes)
+    };
+    let checked = probes.iter().any(|r| r.verdict != Verdict::NotChecked);
+    if !checked {
+        return "not checked without root; on a kernel with tracepoints and a ring buffer, busyprobe uses tracepoint mode".into();
+    }
+    if works("tracepoint") && works("ring buffer") {
+        let hooks = if works("fentry") && works("BPF LSM") {
+            "security hooks also load here (enhanced mode comes in a later release)"
+        } else {
+            "security hooks (fentry, BPF LSM) are refused here, so no enhanced mode"
+        };
+        format!("{MODE_TRACEPOINT}: every umount/umount2 call is captured at syscall entry and exit; {hooks}")
+    } else {
+        "none: syscall tracepoints or the ring buffer are unavailable, busyprobe cannot capture unmounts on this kernel".into()
+    }
+}
+
+/// The table: a column each for check, verdict and detail.
+fn render(rows: &[Row]) -> String {
+    let check_w = rows.iter().map(|r| r.check.len()).max().unwrap_or(0).max(5);
+    let verdict_w = rows
+        .iter()
+        .map(|r| r.verdict.as_str().len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let mut out = format!("{:<check_w$}  {:<verdict_w$}  DETAIL\n", "CHECK", "RESULT");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<check_w$}  {:<verdict_w$}  {}",
+            r.check,
+            r.verdict.as_str(),
+            r.detail
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_an_aligned_table() {
+        let rows = [
+            row("kernel", Verdict::Info, "6.18"),
+            row("fentry", Verdict::No, "EPERM"),
+        ];
+        assert_eq!(
+            render(&rows),
+            "CHECK   RESULT  DETAIL\nkernel  -       6.18\nfentry  no      EPERM\n"
+        );
+    }
+
+    #[test]
+    fn mode_follows_the_probe_rows() {
+        let yes = |c| row(c, Verdict::Yes, "");
+        let no = |c| row(c, Verdict::No, "");
+        let tp_only = [
+            yes("ring buffer"),
+            yes("tracepoint"),
+            no("fentry"),
+            no("BPF LSM"),
+        ];
+        assert!(mode_line(&tp_only).starts_with("tracepoint:"));
+        assert!(mode_line(&tp_only).contains("refused"));
+        let all = [
+            yes("ring buffer"),
+            yes("tracepoint"),
+            yes("fentry"),
+            yes("BPF LSM"),
+        ];
+        assert!(mode_line(&all).contains("also load"));
+        assert!(mode_line(&[no("ring buffer"), yes("tracepoint")]).starts_with("none"));
+        assert!(mode_line(&[row("tracepoint", Verdict::NotChecked, "")]).starts_with("not checked"));
+    }
+
+    #[test]
+    fn without_privileges_nothing_is_loaded() {
+        let p = Privileges {
+            euid: 1000,
+            effective: Default::default(),
+        };
+        let rows = probe_rows(&p, &KernelOffsets::UNKNOWN);
+        assert_eq!(rows.len(), 6);
+        assert!(rows
+            .iter()
+            .all(|r| r.verdict == Verdict::NotChecked && r.detail.contains("needs root")));
+    }
 }

@@ -27,6 +27,17 @@ pub fn find() -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
+/// A tracefs mount point listed in `/proc/self/mounts` (readable without privileges, unlike
+/// the tracefs directory itself).
+pub fn listed_in_mounts() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (_, dir, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+        (fstype == "tracefs").then(|| PathBuf::from(dir))
+    })
+}
+
 fn is_populated(dir: &Path) -> bool {
     std::fs::read_dir(dir)
         .map(|mut d| d.next().is_some())
