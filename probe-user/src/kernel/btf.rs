@@ -95,7 +95,7 @@ pub fn field_offset(btf: &Btf, spec: &FieldSpec) -> Result<u32> {
             };
         }
     }
-    if offset_bits % 8 != 0 {
+    if !offset_bits.is_multiple_of(8) {
         bail!("{} is a bit field", spec.name());
     }
     Ok(offset_bits / 8)
@@ -195,7 +195,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(mnt, 0);
-        assert!(f_path > 0 && f_path % 8 == 0, "{f_path}");
+        assert!(f_path > 0 && f_path.is_multiple_of(8), "{f_path}");
         let err = field_offset(
             &btf,
             &FieldSpec {
