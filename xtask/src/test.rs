@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use crate::{
     build_ebpf::{self, workspace_root},
-    toolchain::{clean_command, NIGHTLY},
+    toolchain::{clean_command, Nightly, NIGHTLY},
 };
 
 /// Options of `cargo xtask test`.
@@ -66,6 +66,7 @@ pub fn test(opts: &Options) -> Result<ExitCode> {
         )
     });
     step("cargo clippy (eBPF)", &mut || {
+        Nightly::detect()?.ensure_cargo_component("clippy", "clippy")?;
         let mut cmd = clean_command("cargo");
         cmd.current_dir(root.join("probe-ebpf"))
             .arg(format!("+{NIGHTLY}"))

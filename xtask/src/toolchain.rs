@@ -102,6 +102,29 @@ impl Nightly {
         Ok(())
     }
 
+    /// Adds a rustup component (`clippy`, `rustfmt`) to the nightly toolchain when
+    /// `cargo +nightly <subcommand> --version` does not run.
+    pub fn ensure_cargo_component(&self, component: &str, subcommand: &str) -> Result<()> {
+        let works = clean_command("cargo")
+            .args([&format!("+{NIGHTLY}"), subcommand, "--version"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if works {
+            return Ok(());
+        }
+        println!("xtask: the nightly toolchain has no {component}; adding it");
+        let status = clean_command("rustup")
+            .args(["component", "add", component, "--toolchain", NIGHTLY])
+            .status()
+            .context("running rustup")?;
+        ensure!(
+            status.success(),
+            "`rustup component add {component} --toolchain {NIGHTLY}` failed ({status})"
+        );
+        Ok(())
+    }
+
     /// The ELF shared library of the toolchain's LLVM (`libLLVM.so.<ver>-rust-<rustc>`), not
     /// the linker script `libLLVM-<major>-rust-<ver>.so` beside it.
     fn llvm_shared_library(&self) -> Result<PathBuf> {

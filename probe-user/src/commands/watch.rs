@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
 use tokio::{
-    io::unix::AsyncFd,
+    io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
 };
 
@@ -117,6 +117,7 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
         next_id: 0,
     };
     let mut ticker = stats_ticker(args.stats_interval);
+    let mut stdout_closed = std::pin::pin!(stdout_closed());
     tracing::info!(
         "probes attached ({MODE_TRACEPOINT} mode); watching every unmount on this host. Ctrl-C to stop."
     );
@@ -132,6 +133,7 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
                 _ = ticker.tick(), if args.stats_interval > 0 => {
                     pipeline.report_stats(&drops, sink.as_mut(), false)?;
                 }
+                () = stdout_closed.as_mut() => return Err(io::ErrorKind::BrokenPipe.into()),
                 _ = sigterm.recv() => return Ok(()),
                 _ = sigint.recv() => return Ok(()),
             }
@@ -147,6 +149,20 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
         // The reader went away (`busyprobe watch | head -1`): that is how pipes end.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e).context("writing output"),
+    }
+}
+
+/// Resolves when stdout is a pipe or socket whose reader went away (`busyprobe watch | head
+/// -1` after `head` exits), so an idle watch ends then rather than at its next write. Never
+/// resolves for outputs that cannot be polled (regular files).
+async fn stdout_closed() {
+    // SAFETY: the process's stdout stays open for the program's whole life.
+    let registered = unsafe { AsyncFd::register_with_interest(io::stdout(), Interest::ERROR) };
+    match registered {
+        Ok(fd) => {
+            let _ = fd.ready(Interest::ERROR).await;
+        }
+        Err(_) => std::future::pending().await,
     }
 }
 
