@@ -85,8 +85,11 @@ pub fn test(opts: &Options) -> Result<ExitCode> {
         test_args.push("--");
         test_args.extend(opts.cargo_test_args.iter().map(String::as_str));
     }
+    let mut counts = TestCounts::default();
     step("cargo test (unit + root integration)", &mut || {
-        cargo(&root, &test_args)
+        let (passed, c) = cargo_test(&root, &test_args)?;
+        counts = c;
+        Ok(passed)
     });
 
     println!("\nxtask: summary");
@@ -95,7 +98,17 @@ pub fn test(opts: &Options) -> Result<ExitCode> {
         println!("  {verdict}  {:<40} {:>6.1}s", o.step, o.took.as_secs_f64());
     }
     let failed = outcomes.iter().filter(|o| !o.passed).count();
-    println!("{} passed, {} failed", outcomes.len() - failed, failed);
+    println!(
+        "xtask: {} of {} steps ok; tests: {} passed, {} failed, {} ignored",
+        outcomes.len() - failed,
+        outcomes.len(),
+        counts.passed,
+        counts.failed,
+        counts.ignored
+    );
+    if counts.ignored > 0 {
+        println!("xtask: {} tests were IGNORED (integration tests need root: see their SKIPPED line above)", counts.ignored);
+    }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -103,7 +116,72 @@ pub fn test(opts: &Options) -> Result<ExitCode> {
     })
 }
 
+/// Totals of every `test result:` line cargo printed.
+#[derive(Default, Clone, Copy)]
+struct TestCounts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestCounts {
+    /// Adds a libtest summary line such as
+    /// `test result: ok. 42 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ...`.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match label {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cargo test`, echoing its output and adding up its result lines.
+fn cargo_test(dir: &std::path::Path, args: &[&str]) -> Result<(bool, TestCounts)> {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("cargo")
+        .current_dir(dir)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut counts = TestCounts::default();
+    let stdout = child.stdout.take().expect("piped");
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        counts.add_line(&line);
+    }
+    Ok((child.wait()?.success(), counts))
+}
+
 fn cargo(dir: &std::path::Path, args: &[&str]) -> Result<bool> {
     let status = Command::new("cargo").current_dir(dir).args(args).status()?;
     Ok(status.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestCounts;
+
+    #[test]
+    fn adds_up_libtest_result_lines() {
+        let mut c = TestCounts::default();
+        c.add_line("test result: ok. 42 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.25s");
+        c.add_line(
+            "test result: FAILED. 3 passed; 2 failed; 14 ignored; 0 measured; 0 filtered out",
+        );
+        c.add_line("running 14 tests");
+        assert_eq!((c.passed, c.failed, c.ignored), (45, 2, 14));
+    }
 }
