@@ -1,11 +1,5 @@
-//! Root integration tests of `busyprobe watch --json`: the real binary with the real probes,
-//! watching real `umount2` calls made by a fixture process in a private mount namespace.
-//!
-//! The test binary has two modes. With `BUSYPROBE_FIXTURE` set it is a fixture (see
-//! `support/fixture.rs`): it runs the plan it was given and exits. Otherwise it runs the
-//! trials below with libtest-mimic; without root they are all reported as ignored, loudly.
-
-mod support;
+//! `busyprobe watch --json`: the real binary with the real probes, watching real `umount2`
+//! calls made by a fixture process in a private mount namespace.
 
 use std::{
     ffi::OsStr,
@@ -13,14 +7,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use libtest_mimic::{Arguments, Failed, Trial};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use support::{
+use crate::support::{
     contract::{self, assert_stats_line, assert_umount_line, is_stats, TARGET_KEPT},
-    fixture::{self, Call, Plan},
+    fixture::{Call, Plan},
     incident::{observe_one, Fixture},
     watcher::{is_umount_of, lines_text, Stdout, Watcher},
 };
@@ -28,33 +21,8 @@ use support::{
 /// No extra arguments for `busyprobe watch --json`.
 const NO_ARGS: [&str; 0] = [];
 
-fn main() {
-    if let Some(plan) = std::env::var_os(fixture::ENV) {
-        fixture::run(&plan);
-    }
-    let args = Arguments::from_args();
-    let is_root = nix::unistd::geteuid().is_root();
-    if !is_root {
-        eprintln!(
-            "busyprobe integration tests SKIPPED: they need root (they load eBPF programs and \
-             mount tmpfs in private mount namespaces); run as root: cargo xtask test"
-        );
-    }
-    let trials = TESTS
-        .iter()
-        .map(|&(name, test)| {
-            Trial::test(name, move || {
-                test();
-                Ok::<(), Failed>(())
-            })
-            .with_ignored_flag(!is_root)
-        })
-        .collect();
-    libtest_mimic::run(&args, trials).exit();
-}
-
 /// Every trial, by name.
-const TESTS: [(&str, fn()); 14] = [
+pub const TESTS: [(&str, fn()); 14] = [
     (
         "ebusy_on_tmpfs_held_by_open_fd",
         ebusy_on_tmpfs_held_by_open_fd,
@@ -195,7 +163,7 @@ fn non_utf8_target() {
         let b64 = line[format!("{field}_b64")].as_str();
         let b64 = b64.unwrap_or_else(|| panic!("{field}_b64 is a string: {line}"));
         assert_eq!(
-            support::decode_b64(b64).as_deref(),
+            crate::support::decode_b64(b64).as_deref(),
             Some(exact),
             "{field}_b64"
         );

@@ -246,8 +246,7 @@ fn first_line(e: &anyhow::Error) -> String {
 fn try_tracepoint(ebpf: &mut Ebpf) -> Result<String> {
     let (program, category, name) = UMOUNT_TRACEPOINTS[0];
     if tracefs::find().is_none() {
-        let prog: &mut aya::programs::TracePoint =
-            ebpf.program_mut(program).context("missing")?.try_into()?;
+        let prog: &mut aya::programs::TracePoint = self::program(ebpf, program)?;
         prog.load()?;
         return Ok(format!(
             "{program} loads (attach not tried: tracefs not mounted)"
@@ -257,44 +256,50 @@ fn try_tracepoint(ebpf: &mut Ebpf) -> Result<String> {
     Ok(format!("{category}:{name} loads and attaches"))
 }
 
+/// The doctor program `name` as program type `P`.
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the object"))?;
+    Ok(prog.try_into()?)
+}
+
 fn try_raw_tracepoint(ebpf: &mut Ebpf) -> Result<String> {
-    let prog: &mut RawTracePoint = ebpf
-        .program_mut("doctor_raw_tracepoint")
-        .context("missing")?
-        .try_into()?;
+    let prog: &mut RawTracePoint = program(ebpf, "doctor_raw_tracepoint")?;
     prog.load()?;
     prog.attach("sched_process_exit")?;
     Ok("sched_process_exit loads and attaches".into())
 }
 
+/// Loads the BTF-typed doctor program `$name` of type `$ty` at `$target` and attaches it.
+macro_rules! try_btf_program {
+    ($ebpf:expr, $btf:expr, $ty:ty, $name:literal, $target:literal) => {{
+        let prog: &mut $ty = program($ebpf, $name)?;
+        prog.load($target, $btf)?;
+        prog.attach()?;
+        Ok(concat!($target, " loads and attaches").to_string())
+    }};
+}
+
 fn try_tp_btf(ebpf: &mut Ebpf, btf: &Btf) -> Result<String> {
-    let prog: &mut BtfTracePoint = ebpf
-        .program_mut("doctor_tp_btf")
-        .context("missing")?
-        .try_into()?;
-    prog.load("sched_process_exit", btf)?;
-    prog.attach()?;
-    Ok("sched_process_exit loads and attaches".into())
+    try_btf_program!(
+        ebpf,
+        btf,
+        BtfTracePoint,
+        "doctor_tp_btf",
+        "sched_process_exit"
+    )
 }
 
 fn try_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<String> {
-    let prog: &mut FEntry = ebpf
-        .program_mut("doctor_fentry")
-        .context("missing")?
-        .try_into()?;
-    prog.load("path_umount", btf)?;
-    prog.attach()?;
-    Ok("path_umount loads and attaches".into())
+    try_btf_program!(ebpf, btf, FEntry, "doctor_fentry", "path_umount")
 }
 
 fn try_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<String> {
-    let prog: &mut Lsm = ebpf
-        .program_mut("doctor_lsm")
-        .context("missing")?
-        .try_into()?;
-    prog.load("sb_umount", btf)?;
-    prog.attach()?;
-    Ok("sb_umount loads and attaches".into())
+    try_btf_program!(ebpf, btf, Lsm, "doctor_lsm", "sb_umount")
 }
 
 /// Which mode `watch` will run in, from the probe rows.

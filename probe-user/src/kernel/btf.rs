@@ -153,14 +153,21 @@ mod tests {
 
     /// On the build machines (and any BTF kernel) every field resolves; the values match
     /// what bpftool prints for 6.x kernels' layouts.
-    #[test]
-    fn resolves_the_running_kernels_offsets() {
+    /// The running kernel's BTF, or `None` (with a printed reason) on a kernel without it.
+    fn kernel_btf(test: &str) -> Option<Btf> {
         let path = Path::new(VMLINUX);
         if !path.exists() {
-            eprintln!("SKIPPED resolves_the_running_kernels_offsets: {VMLINUX} does not exist (kernel without BTF)");
-            return;
+            eprintln!("SKIPPED {test}: {VMLINUX} does not exist (kernel without BTF)");
+            return None;
         }
-        let btf = load(path).unwrap();
+        Some(load(path).unwrap())
+    }
+
+    #[test]
+    fn resolves_the_running_kernels_offsets() {
+        let Some(btf) = kernel_btf("resolves_the_running_kernels_offsets") else {
+            return;
+        };
         let r = resolve(&btf);
         assert!(r.failures.is_empty(), "{:?}", r.failures);
         let o = r.offsets;
@@ -171,12 +178,9 @@ mod tests {
 
     #[test]
     fn descends_into_anonymous_unions() {
-        let path = Path::new(VMLINUX);
-        if !path.exists() {
-            eprintln!("SKIPPED descends_into_anonymous_unions: {VMLINUX} does not exist");
+        let Some(btf) = kernel_btf("descends_into_anonymous_unions") else {
             return;
-        }
-        let btf = load(path).unwrap();
+        };
         // `file.f_path` sits inside an anonymous union on 6.x kernels (facts doc: 64).
         let f_path = field_offset(
             &btf,

@@ -1,0 +1,166 @@
+//! `busyprobe doctor` as root (every probe kind really tried) and as an unprivileged user
+//! (what could not be checked is said), plus the privilege error of `busyprobe watch`.
+
+use std::{
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    path::PathBuf,
+    process::{Command, Output},
+};
+
+/// Every trial, by name.
+pub const TESTS: [(&str, fn()); 3] = [
+    (
+        "doctor_as_root_tries_every_probe_kind",
+        doctor_as_root_tries_every_probe_kind,
+    ),
+    (
+        "doctor_without_root_says_what_it_could_not_check",
+        doctor_without_root_says_what_it_could_not_check,
+    ),
+    (
+        "watch_without_root_explains_and_fails",
+        watch_without_root_explains_and_fails,
+    ),
+];
+
+/// The unprivileged user the tests switch to.
+const NOBODY: u32 = 65534;
+
+fn run(cmd: &mut Command) -> (Output, String, String) {
+    let out = cmd.output().expect("run busyprobe");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stdout, stderr)
+}
+
+/// The table row for `check`: its verdict and detail.
+fn row<'a>(stdout: &'a str, check: &str) -> (&'a str, &'a str) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(check) && l[check.len()..].starts_with("  "))
+        .unwrap_or_else(|| panic!("no `{check}` row in:\n{stdout}"));
+    let rest = line[check.len()..].trim_start();
+    let verdict = ["not checked", "yes", "no", "-"]
+        .into_iter()
+        .find(|v| rest.starts_with(v))
+        .unwrap_or_else(|| panic!("no verdict in {line:?}"));
+    (verdict, rest[verdict.len()..].trim())
+}
+
+/// A copy of the binary in a directory an unprivileged user can reach (the checkout may not be).
+fn binary_for_nobody() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("busyprobe");
+    std::fs::copy(env!("CARGO_BIN_EXE_busyprobe"), &bin).expect("copy binary");
+    (dir, bin)
+}
+
+fn doctor_as_root_tries_every_probe_kind() {
+    let (out, stdout, stderr) = run(Command::new(env!("CARGO_BIN_EXE_busyprobe")).arg("doctor"));
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
+    let release = nix::sys::utsname::uname()
+        .unwrap()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(row(&stdout, "kernel"), ("-", release.as_str()));
+    assert_eq!(row(&stdout, "BTF").0, "yes");
+    let (verdict, offsets) = row(&stdout, "struct offsets");
+    assert_eq!(verdict, "yes", "{stdout}");
+    for field in [
+        "task_struct.nsproxy=",
+        "nsproxy.mnt_ns=",
+        "mnt_namespace.ns.inum=",
+    ] {
+        let value = offsets
+            .split(field)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{field} missing: {offsets}"));
+        let digits: String = value.chars().take_while(char::is_ascii_digit).collect();
+        assert!(!digits.is_empty(), "{field} has no number: {offsets}");
+    }
+    let (verdict, detail) = row(&stdout, "privileges");
+    assert_eq!(verdict, "yes");
+    assert!(detail.starts_with("euid 0;"), "{detail}");
+    assert_eq!(row(&stdout, "ring buffer").0, "yes", "{stdout}");
+    let (verdict, detail) = row(&stdout, "tracepoint");
+    assert_eq!(verdict, "yes", "{stdout}");
+    assert!(detail.contains("sys_enter_umount loads"), "{detail}");
+    for kind in ["raw_tracepoint", "tp_btf", "fentry", "BPF LSM"] {
+        let (verdict, detail) = row(&stdout, kind);
+        assert!(
+            verdict == "yes" || verdict == "no",
+            "{kind}: {verdict} {detail}"
+        );
+        if verdict == "no" {
+            assert!(!detail.is_empty(), "{kind} refused without a reason");
+        }
+    }
+    let hooks = row(&stdout, "fentry").0 == "yes" && row(&stdout, "BPF LSM").0 == "yes";
+    let mode = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("mode: "))
+        .expect("mode line");
+    assert!(mode.starts_with("tracepoint:"), "{mode}");
+    assert_eq!(mode.contains("refused"), !hooks, "{mode}");
+}
+
+fn doctor_without_root_says_what_it_could_not_check() {
+    let (_dir, bin) = binary_for_nobody();
+    let (out, stdout, stderr) = run(Command::new(bin).arg("doctor").uid(NOBODY).gid(NOBODY));
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
+    let (verdict, detail) = row(&stdout, "privileges");
+    assert_eq!(verdict, "no");
+    assert!(detail.starts_with(&format!("euid {NOBODY};")), "{detail}");
+    assert!(detail.contains("CAP_BPF no"), "{detail}");
+    for kind in [
+        "ring buffer",
+        "tracepoint",
+        "raw_tracepoint",
+        "tp_btf",
+        "fentry",
+        "BPF LSM",
+    ] {
+        let (verdict, detail) = row(&stdout, kind);
+        assert_eq!(verdict, "not checked", "{kind}");
+        assert!(detail.contains("needs root"), "{kind}: {detail}");
+    }
+    assert_eq!(
+        row(&stdout, "BTF").0,
+        "yes",
+        "BTF is world-readable: {stdout}"
+    );
+    assert!(
+        stdout.contains("\nmode: not checked without root"),
+        "{stdout}"
+    );
+}
+
+fn watch_without_root_explains_and_fails() {
+    let (_dir, bin) = binary_for_nobody();
+    let (out, stdout, stderr) = run(Command::new(bin).arg("watch").uid(NOBODY).gid(NOBODY));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.starts_with("busyprobe: error: `busyprobe watch` loads eBPF programs"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("runs as uid {NOBODY}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("sudo busyprobe watch"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,39 @@
+//! Root integration tests: the real `busyprobe` binary with the real probes on this kernel.
+//!
+//! The test binary has two modes. With `BUSYPROBE_FIXTURE` set it is a fixture (see
+//! `support/fixture.rs`): it runs the plan it was given and exits. Otherwise it runs every
+//! trial with libtest-mimic; without root they are all reported as ignored, loudly.
+
+mod doctor;
+mod support;
+mod watch;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+use support::fixture;
+
+fn main() {
+    if let Some(plan) = std::env::var_os(fixture::ENV) {
+        fixture::run(&plan);
+    }
+    let args = Arguments::from_args();
+    let is_root = nix::unistd::geteuid().is_root();
+    if !is_root {
+        eprintln!(
+            "busyprobe integration tests SKIPPED: they need root (they load eBPF programs and \
+             mount tmpfs in private mount namespaces); run as root: cargo xtask test"
+        );
+    }
+    let trials = watch::TESTS
+        .iter()
+        .chain(doctor::TESTS.iter())
+        .map(|&(name, test)| {
+            Trial::test(name, move || {
+                test();
+                Ok::<(), Failed>(())
+            })
+            .with_ignored_flag(!is_root)
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
