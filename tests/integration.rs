@@ -4,6 +4,7 @@
 //! `support/fixture.rs`): it runs the plan it was given and exits. Otherwise it runs every
 //! trial with libtest-mimic; without root they are all reported as ignored, loudly.
 
+mod binary;
 mod doctor;
 mod support;
 mod watch;
@@ -27,6 +28,7 @@ fn main() {
     let trials = watch::TESTS
         .iter()
         .chain(doctor::TESTS.iter())
+        .chain(binary::TESTS.iter())
         .map(|&(name, test)| {
             Trial::test(name, move || {
                 test();

@@ -22,7 +22,11 @@ use crate::support::{
 const NO_ARGS: [&str; 0] = [];
 
 /// Every trial, by name.
-pub const TESTS: [(&str, fn()); 14] = [
+pub const TESTS: [(&str, fn()); 15] = [
+    (
+        "eperm_for_an_unprivileged_caller",
+        eperm_for_an_unprivileged_caller,
+    ),
     (
         "ebusy_on_tmpfs_held_by_open_fd",
         ebusy_on_tmpfs_held_by_open_fd,
@@ -104,6 +108,20 @@ fn ebusy_on_tmpfs_held_by_open_fd() {
     assert_eq!(line["mntns"], fixture.mntns);
     assert_eq!(line["comm"], fixture.comm.as_str());
     assert!(line["duration_ns"].as_u64().is_some_and(|d| d > 0));
+}
+
+fn eperm_for_an_unprivileged_caller() {
+    const NOBODY: u32 = 65534;
+    let (_dir, tmp) = temp_dir();
+    let mnt = tmp.join("mnt");
+    let watcher = Watcher::start(&NO_ARGS);
+    let plan = Plan::new().tmpfs(&mnt).become_user(NOBODY).umount2(&mnt, 0);
+    let (fixture, call, line) = observe_one(&watcher, &plan);
+    assert_failed_with(&call, &line, libc::EPERM, "EPERM");
+    assert_eq!(line["pid"], fixture.pid());
+    assert_eq!(line["uid"], NOBODY);
+    assert_eq!(line["gid"], NOBODY);
+    assert_eq!(line["target"], mnt.to_str().unwrap());
 }
 
 fn successful_unmount() {

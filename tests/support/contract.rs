@@ -77,8 +77,8 @@ pub fn assert_umount_line(line: &Value, fixture: &Fixture, call: &Call) {
         "tid (single-threaded fixture){ctx}"
     );
     assert_eq!(line["comm"], fixture.comm.as_str(), "comm{ctx}");
-    assert_eq!(line["uid"], 0, "uid{ctx}");
-    assert_eq!(line["gid"], 0, "gid{ctx}");
+    assert_eq!(line["uid"], fixture.uid_gid.0, "uid{ctx}");
+    assert_eq!(line["gid"], fixture.uid_gid.1, "gid{ctx}");
     assert_mntns(line, fixture, &ctx);
     assert_cgroup(line, fixture, &ctx);
     assert_eq!(line["flags"], call.flags, "flags{ctx}");

@@ -41,6 +41,8 @@ enum Step {
     Chdir(Vec<u8>),
     /// `umount2(target, flags)`, called directly (no canonicalization).
     Umount2 { target: Vec<u8>, flags: i32 },
+    /// Drop root: `setresgid` + `setresuid` to this id (all capabilities go with it).
+    BecomeUser(u32),
 }
 
 /// What the fixture does: a list of steps, built with the methods below.
@@ -97,6 +99,12 @@ impl Plan {
         self
     }
 
+    /// Drops root for the steps that follow: becomes uid and gid `id`.
+    pub fn become_user(mut self, id: u32) -> Self {
+        self.steps.push(Step::BecomeUser(id));
+        self
+    }
+
     /// The plan as one environment-variable-safe string: `op[:hex[:flags]]` joined by `;`.
     pub fn encode(&self) -> String {
         let step = |s: &Step| match s {
@@ -106,6 +114,7 @@ impl Plan {
             Step::CloseAll => "close".to_owned(),
             Step::Chdir(p) => format!("chdir:{}", hex(p)),
             Step::Umount2 { target, flags } => format!("umount2:{}:{flags}", hex(target)),
+            Step::BecomeUser(id) => format!("user:{id}"),
         };
         self.steps.iter().map(step).collect::<Vec<_>>().join(";")
     }
@@ -125,6 +134,7 @@ impl Plan {
                     target: path(),
                     flags: fields[2].parse().expect("umount2 flags"),
                 },
+                "user" => Step::BecomeUser(fields[1].parse().expect("user id")),
                 other => panic!("fixture: unknown plan step {other:?}"),
             }
         };
@@ -262,6 +272,14 @@ fn run_step(step: Step, held: &mut Vec<File>, calls: &mut Vec<Call>) {
         Step::CloseAll => held.clear(),
         Step::Chdir(p) => std::env::set_current_dir(path(&p))
             .unwrap_or_else(|e| panic!("fixture: chdir {:?}: {e}", path(&p))),
+        Step::BecomeUser(id) => {
+            let (uid, gid) = (
+                nix::unistd::Uid::from_raw(id),
+                nix::unistd::Gid::from_raw(id),
+            );
+            nix::unistd::setresgid(gid, gid, gid).expect("fixture: setresgid");
+            nix::unistd::setresuid(uid, uid, uid).expect("fixture: setresuid");
+        }
         Step::Umount2 { target, flags } => {
             let errno = raw_umount2(&target, flags);
             calls.push(Call {

@@ -26,6 +26,8 @@ pub struct Fixture {
     pub comm: String,
     /// Inode of its mount namespace (`/proc/PID/ns/mnt`), read while it is alive.
     pub mntns: u64,
+    /// Its real uid and gid after the plan ran (`/proc/PID/status`).
+    pub uid_gid: (u32, u32),
     /// Wall-clock time just before it was started.
     pub started: SystemTime,
     /// Wall-clock time just after its report arrived.
@@ -55,6 +57,7 @@ impl Fixture {
                 calls: Vec::new(),
             },
             comm: String::new(),
+            uid_gid: (0, 0),
             mntns: 0,
             started,
             finished: started,
@@ -81,6 +84,9 @@ impl Fixture {
         guard.mntns = std::fs::metadata(format!("{proc}/ns/mnt"))
             .expect("stat fixture mount namespace")
             .ino();
+        guard.uid_gid = real_ids(
+            &std::fs::read_to_string(format!("{proc}/status")).expect("read fixture status"),
+        );
         guard
     }
 
@@ -124,4 +130,17 @@ pub fn observe_one(watcher: &Watcher, plan: &Plan) -> (Fixture, Call, Value) {
     assert_eq!(fixture.report.calls.len(), 1, "plan makes one umount2 call");
     let call = fixture.report.calls[0].clone();
     (fixture, call, lines.remove(0))
+}
+
+/// The real uid and gid from a `/proc/PID/status` text (first number of `Uid:` and `Gid:`).
+fn real_ids(status: &str) -> (u32, u32) {
+    let first = |key: &str| -> u32 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} line in /proc/PID/status"))
+    };
+    (first("Uid:"), first("Gid:"))
 }
