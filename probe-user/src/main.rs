@@ -12,8 +12,8 @@ mod filter;
 mod kernel;
 mod loader;
 mod paths;
-mod process;
 mod sink;
+mod state;
 mod stats;
 
 use std::process::ExitCode;

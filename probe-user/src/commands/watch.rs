@@ -20,8 +20,8 @@ use crate::{
     decode::{decode, KernelEvent},
     filter::AttemptFilter,
     loader::{DropCounters, LoadOptions, Probes, MODE_TRACEPOINT},
-    process::ProcFs,
     sink::{json::JsonLines, text::TextLines, Sink},
+    state::process::ProcFs,
     stats::Stats,
 };
 

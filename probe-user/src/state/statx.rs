@@ -1,0 +1,66 @@
+//! `statx(2)` for what mounts are about: the mount id of a path (following magic links such
+//! as `/proc/PID/fd/N`, so the answer is the mount the open file was reached through).
+
+use std::{ffi::CString, io, mem::MaybeUninit, os::unix::ffi::OsStrExt, path::Path};
+
+/// Mount id and device of a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MountOf {
+    /// `stx_mnt_id` (the mountinfo id).
+    pub mount_id: u64,
+    /// Device of the filesystem: major.
+    pub dev_major: u32,
+    /// Device of the filesystem: minor.
+    pub dev_minor: u32,
+    /// Inode number.
+    pub ino: u64,
+}
+
+/// The mount `path` resolves to (symlinks and magic links followed).
+pub fn mount_of(path: &Path) -> io::Result<MountOf> {
+    let c_path =
+        CString::new(path.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let mut buf = MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: valid NUL-terminated path and a writable statx buffer.
+    let ret = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::AT_STATX_SYNC_AS_STAT,
+            libc::STATX_MNT_ID | libc::STATX_INO,
+            buf.as_mut_ptr(),
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statx succeeded and filled the buffer.
+    let stx = unsafe { buf.assume_init() };
+    if stx.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "statx gave no mount id (kernel older than 5.8)",
+        ));
+    }
+    Ok(MountOf {
+        mount_id: stx.stx_mnt_id,
+        dev_major: stx.stx_dev_major,
+        dev_minor: stx.stx_dev_minor,
+        ino: stx.stx_ino,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_and_proc_are_different_mounts() {
+        let root = mount_of(Path::new("/")).unwrap();
+        let proc = mount_of(Path::new("/proc/self")).unwrap();
+        assert_ne!(root.mount_id, proc.mount_id);
+        let cwd = mount_of(Path::new("/proc/self/cwd")).unwrap();
+        assert_eq!(cwd, mount_of(&std::env::current_dir().unwrap()).unwrap());
+        assert!(mount_of(Path::new("/no/such/path")).is_err());
+    }
+}
