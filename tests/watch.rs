@@ -265,10 +265,18 @@ fn only_failed_and_path_filters() {
     assert_eq!(errnos, expected, "the fixture's umount2 results");
 
     let pid = fixture.pid();
-    let seen = watcher.read_until("the sentinel's line", |v| {
-        is_umount_of(v, pid) && v["target"] == sentinel.to_str().unwrap()
+    // An EBUSY line waits for its holder scan, so it may come after the sentinel's: read
+    // until both are in, then put them in kernel order (`id`).
+    let (mut saw_sentinel, mut saw_ebusy) = (false, false);
+    let seen = watcher.read_until("the sentinel's and the EBUSY's lines", |v| {
+        if is_umount_of(v, pid) {
+            saw_sentinel |= v["target"] == sentinel.to_str().unwrap();
+            saw_ebusy |= v["errno"] == "EBUSY";
+        }
+        saw_sentinel && saw_ebusy
     });
-    let shown: Vec<Value> = seen.into_iter().filter(|v| is_umount_of(v, pid)).collect();
+    let mut shown: Vec<Value> = seen.into_iter().filter(|v| is_umount_of(v, pid)).collect();
+    shown.sort_by_key(|v| v["id"].as_u64());
     assert_eq!(
         shown.len(),
         2,

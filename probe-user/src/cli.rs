@@ -40,6 +40,16 @@ pub enum Command {
     /// docs/json-schema.md): one `umount` object per attempt and periodic `stats` objects
     /// with the counts of lost events. Stops on Ctrl-C or SIGTERM.
     Watch(WatchArgs),
+    /// Who holds this mount right now, in every mount and PID namespace (a better `fuser -vm`).
+    ///
+    /// Finds open files, working directories, roots, executables, memory mappings,
+    /// submounts, copies of the mount in other mount namespaces that would make an unmount
+    /// fail, loop devices, swap files and fanotify listeners whose marks cover it. Loads no
+    /// probes: works where eBPF is unavailable; without root, most processes cannot be
+    /// inspected (they are counted).
+    ///
+    /// Exit status: 0 when something holds the mount, 1 when nothing does, 2 on error.
+    Who(WhoArgs),
     /// Report what this kernel offers and which mode busyprobe will use.
     ///
     /// Checks the kernel version, BTF, tracefs, privileges, and loads a tiny program of each
@@ -67,6 +77,19 @@ pub struct WatchArgs {
     /// page). Smaller loses events sooner under bursts; every loss is counted.
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, value_parser = parse_ring_size)]
     pub ring_buffer_size: u32,
+    /// Do not look for the holders of a busy mount (no `holders` on EBUSY events).
+    #[arg(long)]
+    pub no_holders: bool,
+}
+
+/// Options of `busyprobe who`.
+#[derive(Args, Debug, Clone)]
+pub struct WhoArgs {
+    /// A mount point (or any path: the mount it is on is examined, and said).
+    pub path: PathBuf,
+    /// Print one JSON object (`"type":"who"`) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `busyprobe doctor` (none yet).

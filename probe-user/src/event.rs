@@ -110,6 +110,42 @@ pub struct UmountAttempt {
     /// The target made absolute: itself when absolute, else joined to the caller's working
     /// directory (read while the caller was alive); `None` when that could not be read.
     pub target_abs: Option<Vec<u8>>,
+    /// For an EBUSY: who holds the mount, or why that could not be found out.
+    pub attribution: Option<Result<crate::attribution::Attribution, String>>,
+}
+
+/// A realistic attempt for tests of the consumers of [`UmountAttempt`].
+#[cfg(test)]
+pub(crate) fn sample_attempt(
+    target: &[u8],
+    abs: Option<&[u8]>,
+    ret: i64,
+    flags: u32,
+) -> UmountAttempt {
+    UmountAttempt {
+        id: 42,
+        ts: std::time::UNIX_EPOCH + std::time::Duration::new(1_795_428_062, 123_456_789),
+        call: UmountCall {
+            ts_boot_ns: 5,
+            pid: 1234,
+            tid: 1235,
+            uid: 0,
+            gid: 0,
+            comm: b"containerd".to_vec(),
+            mntns: 4026532001,
+            cgroup_id: 99,
+            target: KernelPath {
+                bytes: target.to_vec(),
+                ..Default::default()
+            },
+            flags,
+            ret,
+            duration_ns: 5120,
+        },
+        cgroup: Some(b"/system.slice/containerd.service".to_vec()),
+        target_abs: abs.map(<[u8]>::to_vec),
+        attribution: None,
+    }
 }
 
 #[cfg(test)]

@@ -32,32 +32,9 @@ impl AttemptFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{KernelPath, UmountCall};
 
     fn attempt(target: &[u8], abs: Option<&[u8]>, ret: i64) -> UmountAttempt {
-        UmountAttempt {
-            id: 1,
-            ts: std::time::UNIX_EPOCH,
-            call: UmountCall {
-                ts_boot_ns: 0,
-                pid: 1,
-                tid: 1,
-                uid: 0,
-                gid: 0,
-                comm: vec![],
-                mntns: 0,
-                cgroup_id: 0,
-                target: KernelPath {
-                    bytes: target.to_vec(),
-                    ..Default::default()
-                },
-                flags: 0,
-                ret,
-                duration_ns: 0,
-            },
-            cgroup: None,
-            target_abs: abs.map(<[u8]>::to_vec),
-        }
+        crate::event::sample_attempt(target, abs, ret, 0)
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! Events flow one way: kernel probes → ring buffer → [`decode`] → [`event`] (typed, enriched
 //! with process context) → [`filter`] → [`sink`] (human lines, JSON Lines).
 
+mod attribution;
 mod cli;
 mod clock;
 mod commands;
+mod container;
 mod decode;
 mod event;
 mod filter;

@@ -2,6 +2,7 @@
 
 mod doctor;
 mod watch;
+mod who;
 
 use std::process::ExitCode;
 
@@ -14,12 +15,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Some(Command::Watch(args)) => watch::run(args),
         Some(Command::Doctor(args)) => doctor::run(&args),
+        Some(Command::Who(args)) => Ok(who::run(&args)),
         None => watch::run(WatchArgs {
             json: false,
             only_failed: false,
             path: None,
             stats_interval: 10,
             ring_buffer_size: 4 << 20,
+            no_holders: false,
         }),
     }
 }

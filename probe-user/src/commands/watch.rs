@@ -12,12 +12,15 @@ use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
+    task::JoinSet,
 };
 
 use crate::{
+    attribution::{self, target::Viewpoint},
     cli::WatchArgs,
     clock::BootClock,
     decode::{decode, KernelEvent},
+    event::UmountAttempt,
     filter::AttemptFilter,
     loader::{DropCounters, LoadOptions, Probes, MODE_TRACEPOINT},
     sink::{json::JsonLines, text::TextLines, Sink},
@@ -44,8 +47,10 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    /// Decodes every record waiting in the ring buffer and writes what passes the filter.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, sink: &mut dyn Sink) -> io::Result<()> {
+    /// Decodes every record waiting in the ring buffer; returns the attempts that pass the
+    /// filter, in order.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Vec<UmountAttempt> {
+        let mut out = Vec::new();
         while let Some(record) = ring.next() {
             let decoded = decode(&record);
             drop(record);
@@ -56,7 +61,7 @@ impl Pipeline {
                     let ts = self.clock.to_wall(call.ts_boot_ns);
                     let attempt = self.proc.enrich(self.next_id, ts, call);
                     if self.filter.accepts(&attempt) {
-                        sink.umount(&attempt)?;
+                        out.push(attempt);
                     }
                 }
                 Err(e) => {
@@ -65,7 +70,7 @@ impl Pipeline {
                 }
             }
         }
-        Ok(())
+        out
     }
 
     fn report_stats(
@@ -117,6 +122,7 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
         next_id: 0,
     };
     let mut ticker = stats_ticker(args.stats_interval);
+    let mut attributing: JoinSet<UmountAttempt> = JoinSet::new();
     let mut stdout_closed = std::pin::pin!(stdout_closed());
     tracing::info!(
         "probes attached ({MODE_TRACEPOINT} mode); watching every unmount on this host. Ctrl-C to stop."
@@ -127,8 +133,12 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
             tokio::select! {
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
-                    pipeline.drain(guard.get_inner_mut(), sink.as_mut())?;
+                    let attempts = pipeline.drain(guard.get_inner_mut());
                     guard.clear_ready();
+                    dispatch(attempts, args.no_holders, &mut attributing, sink.as_mut())?;
+                }
+                Some(done) = attributing.join_next(), if !attributing.is_empty() => {
+                    sink.umount(&done.map_err(io::Error::other)?)?;
                 }
                 _ = ticker.tick(), if args.stats_interval > 0 => {
                     pipeline.report_stats(&drops, sink.as_mut(), false)?;
@@ -140,9 +150,15 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
         }
     }
     .await;
-    let outcome = outcome
-        .and_then(|()| pipeline.drain(ring.get_mut(), sink.as_mut()))
-        .and_then(|()| pipeline.report_stats(&drops, sink.as_mut(), true));
+    let outcome = match outcome {
+        Ok(()) => {
+            let last = pipeline.drain(ring.get_mut());
+            finish(last, args.no_holders, &mut attributing, sink.as_mut())
+                .await
+                .and_then(|()| pipeline.report_stats(&drops, sink.as_mut(), true))
+        }
+        Err(e) => Err(e),
+    };
     drop(probes);
     match outcome {
         Ok(()) => Ok(ExitCode::SUCCESS),
@@ -150,6 +166,56 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e).context("writing output"),
     }
+}
+
+/// Writes attempts that need no attribution at once; starts attribution of each EBUSY on a
+/// blocking thread, so a scan never holds up the events behind it.
+fn dispatch(
+    attempts: Vec<UmountAttempt>,
+    no_holders: bool,
+    attributing: &mut JoinSet<UmountAttempt>,
+    sink: &mut dyn Sink,
+) -> io::Result<()> {
+    for attempt in attempts {
+        if !no_holders && attempt.call.ret == -i64::from(libc::EBUSY) {
+            attributing.spawn_blocking(move || with_attribution(attempt));
+        } else {
+            sink.umount(&attempt)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the last attempts and waits for every attribution still running.
+async fn finish(
+    attempts: Vec<UmountAttempt>,
+    no_holders: bool,
+    attributing: &mut JoinSet<UmountAttempt>,
+    sink: &mut dyn Sink,
+) -> io::Result<()> {
+    dispatch(attempts, no_holders, attributing, sink)?;
+    while let Some(done) = attributing.join_next().await {
+        sink.umount(&done.map_err(io::Error::other)?)?;
+    }
+    Ok(())
+}
+
+/// The attempt with who holds its mount (or why that is unknown).
+fn with_attribution(mut attempt: UmountAttempt) -> UmountAttempt {
+    let call = &attempt.call;
+    let result = if call.target.truncated || call.target.unreadable {
+        Err("the probe could not read the whole target path".to_string())
+    } else {
+        Viewpoint::of_caller(call.pid, call.tid, call.mntns)
+            .and_then(|view| attribution::attribute(view, &call.target.bytes))
+            .map(|mut a| {
+                a.add_unknown_if_unexplained();
+                a
+            })
+            .map_err(|e| format!("{e:#}"))
+    };
+    attempt.attribution = Some(result);
+    attempt
 }
 
 /// Resolves when stdout is a pipe or socket whose reader went away (`busyprobe watch | head

@@ -1,14 +1,17 @@
 //! Human-readable output: one line per unmount attempt, safe for a terminal.
 //!
 //! ```text
-//! 19:22:01.123456  EBUSY  umount[1234] uid=0 mntns=4026531840  /tmp/x/mnt  5.1µs
+//! 19:22:01.123456  EBUSY  containerd[1234] uid=0 mntns=4026532001  /tmp/x/mnt  5.1µs
 //! 19:22:01.180211  ok     umount[1240] uid=0 mntns=4026531840  /tmp/x/mnt  [MNT_DETACH]  31.0µs
 //! ```
 //! Counters go to stderr: a warning whenever events were lost, a summary at exit.
 
 use std::{io, time::SystemTime};
 
-use crate::{event::UmountAttempt, paths::escape_for_terminal, sink::Sink, stats::Stats};
+use crate::{
+    attribution::holder::Holder, container::Container, event::UmountAttempt,
+    paths::escape_for_terminal, sink::Sink, stats::Stats,
+};
 
 /// Writes human-readable lines to `W`.
 pub struct TextLines<W: io::Write> {
@@ -44,6 +47,47 @@ pub fn format_attempt(a: &UmountAttempt) -> String {
         line.push_str(&format!("  [{}]", flags.join("|")));
     }
     line.push_str(&format!("  {}", human_duration(c.duration_ns)));
+    match &a.attribution {
+        Some(Ok(attribution)) => {
+            for holder in &attribution.holders {
+                line.push_str("\n    ");
+                line.push_str(&format_holder(holder));
+            }
+        }
+        Some(Err(e)) => line.push_str(&format!(
+            "\n    holders unknown: {}",
+            escape_for_terminal(e.as_bytes())
+        )),
+        None => {}
+    }
+    line
+}
+
+/// One holder on one line: kind, process, fd, path, namespace, container, note.
+pub fn format_holder(h: &Holder) -> String {
+    let kind = match h.via {
+        Some(via) => format!("{} ({})", h.kind.as_str(), via.as_str()),
+        None => h.kind.as_str().to_string(),
+    };
+    let mut line = format!("{}{kind:<10}", if h.blamed { "" } else { "(info) " });
+    if let Some(p) = &h.process {
+        line.push_str(&format!(" {}[{}]", escape_for_terminal(&p.comm), p.pid));
+    }
+    if let Some(fd) = h.fd {
+        line.push_str(&format!(" fd {fd}"));
+    }
+    if let Some(path) = &h.path {
+        line.push_str(&format!("  {}", escape_for_terminal(path)));
+    }
+    if let Some(ns) = h.process.as_ref().and_then(|p| p.mntns) {
+        line.push_str(&format!("  mntns={ns}"));
+    }
+    if let Some(c) = h.process.as_ref().and_then(|p| p.container.as_ref()) {
+        line.push_str(&format!("  container={}", describe_container(c)));
+    }
+    if let Some(note) = &h.note {
+        line.push_str(&format!("  ({})", escape_for_terminal(note.as_bytes())));
+    }
     line
 }
 
@@ -60,6 +104,20 @@ fn describe_target(a: &UmountAttempt) -> String {
         Some(abs) if *abs != t.bytes => s.push_str(&format!(" (= {})", escape_for_terminal(abs))),
         None if !t.bytes.starts_with(b"/") => s.push_str(" (cwd unknown)"),
         _ => {}
+    }
+    s
+}
+
+/// `containerd 0123456789ab pod <uid>`: runtime, short id, pod.
+fn describe_container(c: &Container) -> String {
+    let mut s = format!("{:?}", c.runtime).to_lowercase();
+    if let Some(id) = &c.id {
+        s.push(' ');
+        s.push_str(id.get(..12).unwrap_or(id));
+    }
+    if let Some(pod) = &c.pod_uid {
+        s.push_str(" pod ");
+        s.push_str(pod);
     }
     s
 }
@@ -117,40 +175,16 @@ impl<W: io::Write> Sink for TextLines<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{KernelPath, UmountCall};
-    use std::time::{Duration, UNIX_EPOCH};
 
     fn attempt(target: &[u8], abs: Option<&[u8]>, ret: i64, flags: u32) -> UmountAttempt {
-        UmountAttempt {
-            id: 1,
-            ts: UNIX_EPOCH + Duration::new(1_795_428_062, 123_456_789),
-            call: UmountCall {
-                ts_boot_ns: 0,
-                pid: 1234,
-                tid: 1234,
-                uid: 0,
-                gid: 0,
-                comm: b"umount".to_vec(),
-                mntns: 4026531840,
-                cgroup_id: 0,
-                target: KernelPath {
-                    bytes: target.to_vec(),
-                    ..Default::default()
-                },
-                flags,
-                ret,
-                duration_ns: 5120,
-            },
-            cgroup: None,
-            target_abs: abs.map(<[u8]>::to_vec),
-        }
+        crate::event::sample_attempt(target, abs, ret, flags)
     }
 
     #[test]
     fn formats_a_failure() {
         assert_eq!(
             format_attempt(&attempt(b"/tmp/x/mnt", Some(b"/tmp/x/mnt"), -16, 0)),
-            "10:01:02.123456  EBUSY  umount[1234] uid=0 mntns=4026531840  /tmp/x/mnt  5.1µs"
+            "10:01:02.123456  EBUSY  containerd[1234] uid=0 mntns=4026532001  /tmp/x/mnt  5.1µs"
         );
     }
 
@@ -158,7 +192,7 @@ mod tests {
     fn formats_a_lazy_success_with_a_relative_target() {
         assert_eq!(
             format_attempt(&attempt(b"mnt", Some(b"/tmp/x/mnt"), 0, 2)),
-            "10:01:02.123456  ok     umount[1234] uid=0 mntns=4026531840  mnt (= /tmp/x/mnt)  [MNT_DETACH]  5.1µs"
+            "10:01:02.123456  ok     containerd[1234] uid=0 mntns=4026532001  mnt (= /tmp/x/mnt)  [MNT_DETACH]  5.1µs"
         );
         assert!(format_attempt(&attempt(b"mnt", None, 0, 0)).contains("mnt (cwd unknown)"));
     }

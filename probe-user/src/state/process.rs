@@ -56,6 +56,7 @@ impl ProcFs {
             call,
             cgroup,
             target_abs,
+            attribution: None,
         }
     }
 }

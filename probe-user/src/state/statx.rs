@@ -14,6 +14,8 @@ pub struct MountOf {
     pub dev_minor: u32,
     /// Inode number.
     pub ino: u64,
+    /// The path is the root of its mount (a mount point, as seen through it).
+    pub is_mount_root: bool,
 }
 
 /// The mount `path` resolves to (symlinks and magic links followed).
@@ -42,11 +44,14 @@ pub fn mount_of(path: &Path) -> io::Result<MountOf> {
             "statx gave no mount id (kernel older than 5.8)",
         ));
     }
+    let is_mount_root = stx.stx_attributes_mask & (libc::STATX_ATTR_MOUNT_ROOT as u64) != 0
+        && stx.stx_attributes & (libc::STATX_ATTR_MOUNT_ROOT as u64) != 0;
     Ok(MountOf {
         mount_id: stx.stx_mnt_id,
         dev_major: stx.stx_dev_major,
         dev_minor: stx.stx_dev_minor,
         ino: stx.stx_ino,
+        is_mount_root,
     })
 }
 
@@ -59,6 +64,9 @@ mod tests {
         let root = mount_of(Path::new("/")).unwrap();
         let proc = mount_of(Path::new("/proc/self")).unwrap();
         assert_ne!(root.mount_id, proc.mount_id);
+        assert!(root.is_mount_root);
+        assert!(mount_of(Path::new("/proc")).unwrap().is_mount_root);
+        assert!(!proc.is_mount_root);
         let cwd = mount_of(Path::new("/proc/self/cwd")).unwrap();
         assert_eq!(cwd, mount_of(&std::env::current_dir().unwrap()).unwrap());
         assert!(mount_of(Path::new("/no/such/path")).is_err());

@@ -27,6 +27,12 @@ use std::{io, time::SystemTime};
 
 use crate::{event::UmountAttempt, sink::Sink, stats::Stats};
 
+/// The `who` object for `busyprobe who --json` (one line).
+pub fn who_line(path: &[u8], attribution: &crate::attribution::Attribution) -> String {
+    serde_json::to_string(&wire::WhoLine::new(path, attribution))
+        .expect("serialising plain data cannot fail")
+}
+
 /// The schema version written in every line's `v`.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -62,33 +68,10 @@ impl<W: io::Write> Sink for JsonLines<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{KernelPath, UmountCall};
-    use std::time::{Duration, UNIX_EPOCH};
+    use std::time::UNIX_EPOCH;
 
     fn attempt(target: &[u8], abs: Option<&[u8]>) -> UmountAttempt {
-        UmountAttempt {
-            id: 42,
-            ts: UNIX_EPOCH + Duration::new(1_795_428_062, 123_456_789),
-            call: UmountCall {
-                ts_boot_ns: 5,
-                pid: 1234,
-                tid: 1235,
-                uid: 0,
-                gid: 0,
-                comm: b"containerd".to_vec(),
-                mntns: 4026532001,
-                cgroup_id: 99,
-                target: KernelPath {
-                    bytes: target.to_vec(),
-                    ..Default::default()
-                },
-                flags: 2,
-                ret: -16,
-                duration_ns: 5120,
-            },
-            cgroup: Some(b"/system.slice/containerd.service".to_vec()),
-            target_abs: abs.map(<[u8]>::to_vec),
-        }
+        crate::event::sample_attempt(target, abs, -16, 2)
     }
 
     fn write(f: impl FnOnce(&mut JsonLines<&mut Vec<u8>>) -> io::Result<()>) -> String {

@@ -6,7 +6,16 @@ use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde::{ser::SerializeMap, Serialize, Serializer};
 
 use super::SCHEMA_VERSION;
-use crate::{event::UmountAttempt, stats::Stats};
+use crate::{
+    attribution::{
+        holder::{Holder, HolderProcess},
+        proc_scan::Uninspectable,
+        Attribution, MountSummary,
+    },
+    container::Container,
+    event::UmountAttempt,
+    stats::Stats,
+};
 
 /// Bytes as a JSON string plus, when not UTF-8, their exact base64 (`<field>_b64`).
 struct TextBytes {
@@ -85,6 +94,14 @@ pub struct UmountLine {
     ret: i64,
     errno: Option<String>,
     duration_ns: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mount: Option<MountWire>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holders: Option<Vec<HolderWire>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uninspectable: Option<Vec<UninspectableWire>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attribution_error: Option<String>,
 }
 
 impl UmountLine {
@@ -121,6 +138,169 @@ impl UmountLine {
             ret: c.ret,
             errno: c.errno_name(),
             duration_ns: c.duration_ns,
+            mount: None,
+            holders: None,
+            uninspectable: None,
+            attribution_error: None,
+        }
+        .with_attribution(a.attribution.as_ref())
+    }
+
+    fn with_attribution(mut self, attribution: Option<&Result<Attribution, String>>) -> Self {
+        match attribution {
+            Some(Ok(a)) => {
+                self.mount = Some(MountWire::new(&a.mount));
+                self.holders = Some(a.holders.iter().map(HolderWire::new).collect());
+                self.uninspectable =
+                    Some(a.uninspectable.iter().map(UninspectableWire::new).collect());
+            }
+            Some(Err(e)) => self.attribution_error = Some(e.clone()),
+            None => {}
+        }
+        self
+    }
+}
+
+/// The `mount` object: the mount an EBUSY (or `who`) was about.
+#[derive(Serialize)]
+pub struct MountWire {
+    id: u64,
+    mntns: u64,
+    mount_point: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mount_point_b64: Option<String>,
+    root: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root_b64: Option<String>,
+    fstype: String,
+    source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_b64: Option<String>,
+    dev: String,
+    propagation: String,
+}
+
+impl MountWire {
+    /// The object for a mount.
+    pub fn new(m: &MountSummary) -> Self {
+        let e = &m.entry;
+        let (mount_point, mount_point_b64) = TextBytes::split(&e.mount_point);
+        let (root, root_b64) = TextBytes::split(&e.root);
+        let (source, source_b64) = TextBytes::split(&e.source);
+        Self {
+            id: m.id,
+            mntns: m.mntns,
+            mount_point,
+            mount_point_b64,
+            root,
+            root_b64,
+            fstype: e.fstype.clone(),
+            source,
+            source_b64,
+            dev: format!("{}:{}", e.major, e.minor),
+            propagation: e.propagation.describe(),
+        }
+    }
+}
+
+/// One element of `holders`.
+#[derive(Serialize)]
+pub struct HolderWire {
+    pid: Option<u32>,
+    comm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comm_b64: Option<String>,
+    kind: &'static str,
+    path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_b64: Option<String>,
+    fd: Option<i32>,
+    mntns: Option<u64>,
+    container: Option<Container>,
+    seen: &'static str,
+    mount_id: u64,
+    via: Option<&'static str>,
+    blamed: bool,
+    note: Option<String>,
+}
+
+impl HolderWire {
+    /// The object for a holder.
+    pub fn new(h: &Holder) -> Self {
+        let p: Option<&HolderProcess> = h.process.as_ref();
+        let (comm, comm_b64) = TextBytes::split_opt(p.map(|p| p.comm.as_slice()));
+        let (path, path_b64) = TextBytes::split_opt(h.path.as_deref());
+        Self {
+            pid: p.map(|p| p.pid),
+            comm,
+            comm_b64,
+            kind: h.kind.as_str(),
+            path,
+            path_b64,
+            fd: h.fd,
+            mntns: p.and_then(|p| p.mntns),
+            container: p.and_then(|p| p.container.clone()),
+            seen: h.seen.as_str(),
+            mount_id: h.mount_id,
+            via: h.via.map(|v| v.as_str()),
+            blamed: h.blamed,
+            note: h.note.clone(),
+        }
+    }
+}
+
+/// `{"type":"who"}`: the answer of `busyprobe who --json`.
+#[derive(Serialize)]
+pub struct WhoLine {
+    v: u32,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_b64: Option<String>,
+    is_mount_point: bool,
+    mount: MountWire,
+    holders: Vec<HolderWire>,
+    uninspectable: Vec<UninspectableWire>,
+    processes_scanned: usize,
+    fds_scanned: usize,
+    mount_namespaces: usize,
+}
+
+impl WhoLine {
+    /// The object for one answer.
+    pub fn new(path: &[u8], a: &Attribution) -> Self {
+        let (text, path_b64) = TextBytes::split(path);
+        Self {
+            v: SCHEMA_VERSION,
+            kind: "who",
+            path: text,
+            path_b64,
+            is_mount_point: a.is_mount_point,
+            mount: MountWire::new(&a.mount),
+            holders: a.holders.iter().map(HolderWire::new).collect(),
+            uninspectable: a.uninspectable.iter().map(UninspectableWire::new).collect(),
+            processes_scanned: a.coverage.processes,
+            fds_scanned: a.coverage.fds,
+            mount_namespaces: a.coverage.namespaces,
+        }
+    }
+}
+
+/// One element of `uninspectable`: a process the scan could not look into.
+#[derive(Serialize)]
+pub struct UninspectableWire {
+    pid: u32,
+    comm: String,
+    error: String,
+}
+
+impl UninspectableWire {
+    fn new(u: &Uninspectable) -> Self {
+        Self {
+            pid: u.pid,
+            comm: String::from_utf8_lossy(&u.comm).into_owned(),
+            error: u.error.clone(),
         }
     }
 }

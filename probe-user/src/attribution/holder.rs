@@ -1,0 +1,124 @@
+//! The vocabulary of attribution: what holds a mount ([`HolderKind`]), how it was seen
+//! ([`Seen`]), and one [`Holder`].
+
+use crate::container::Container;
+
+/// What holds the mount (design.md, "Holder kinds").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HolderKind {
+    /// An open file descriptor (any flags, `O_PATH` too).
+    Fd,
+    /// A process's working directory.
+    Cwd,
+    /// A process's root directory (chroot, pivot_root).
+    Root,
+    /// The running executable.
+    Exe,
+    /// A memory mapping of a file.
+    Mmap,
+    /// Another mount on top of or under the target.
+    Submount,
+    /// A copy of the mount in another mount namespace, and what holds that copy.
+    MountCopy,
+    /// A loop device backed by a file on the mount.
+    Loop,
+    /// A swap file on the mount.
+    Swap,
+    /// A fanotify listener whose queued events (may) reference the mount.
+    Fanotify,
+    /// Nothing found explains the EBUSY.
+    Unknown,
+}
+
+impl HolderKind {
+    /// The name used in JSON and the TUI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HolderKind::Fd => "fd",
+            HolderKind::Cwd => "cwd",
+            HolderKind::Root => "root",
+            HolderKind::Exe => "exe",
+            HolderKind::Mmap => "mmap",
+            HolderKind::Submount => "submount",
+            HolderKind::MountCopy => "mount-copy",
+            HolderKind::Loop => "loop",
+            HolderKind::Swap => "swap",
+            HolderKind::Fanotify => "fanotify",
+            HolderKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// How a holder was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// A walk of `/proc` after the fact.
+    ProcScan,
+    /// The mount tables (`/proc/PID/mountinfo`), `/sys/block`, `/proc/swaps`.
+    MountTable,
+}
+
+impl Seen {
+    /// The name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Seen::ProcScan => "proc-scan",
+            Seen::MountTable => "mount-table",
+        }
+    }
+}
+
+/// The process side of a holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HolderProcess {
+    /// Process id in the host's PID namespace.
+    pub pid: u32,
+    /// Its `comm`.
+    pub comm: Vec<u8>,
+    /// Inode of its mount namespace.
+    pub mntns: Option<u64>,
+    /// Its container, when its cgroup path names one.
+    pub container: Option<Container>,
+}
+
+/// One thing that holds the mount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    /// What kind of hold.
+    pub kind: HolderKind,
+    /// The process, for kinds that have one.
+    pub process: Option<HolderProcess>,
+    /// The held path (file, directory, mount point, backing file), as the kernel names it.
+    pub path: Option<Vec<u8>>,
+    /// The file descriptor, for `fd` (and the listener's fd for `fanotify`).
+    pub fd: Option<i32>,
+    /// The mount that is held: the target, a submount or a copy.
+    pub mount_id: u64,
+    /// For `mount-copy`: the kind of hold on the copy (`fd`, `cwd`, ...; `submount`).
+    pub via: Option<HolderKind>,
+    /// Whether this holder can make the unmount fail. A private copy in another namespace
+    /// cannot: it is reported as information with `blamed: false`.
+    pub blamed: bool,
+    /// How it was found.
+    pub seen: Seen,
+    /// A sentence for the human: the device of a loop, the propagation of a copy, why a
+    /// fanotify listener is only suspected, what was checked for `unknown`.
+    pub note: Option<String>,
+}
+
+impl Holder {
+    /// A blamed holder of `kind` on `mount_id`, with nothing else set.
+    pub fn new(kind: HolderKind, mount_id: u64, seen: Seen) -> Self {
+        Self {
+            kind,
+            process: None,
+            path: None,
+            fd: None,
+            mount_id,
+            via: None,
+            blamed: true,
+            seen,
+            note: None,
+        }
+    }
+}

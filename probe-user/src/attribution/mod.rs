@@ -1,0 +1,272 @@
+//! Attribution: who holds a mount. Given the mount a target resolves to, finds every holder
+//! of every kind in every mount and PID namespace: processes' fds, cwd, root, executable and
+//! mappings; submounts; copies in other namespaces that receive the unmount; loop devices;
+//! swap files; fanotify listeners whose marks cover it.
+
+pub mod copies;
+pub mod devices;
+pub mod fanotify;
+pub mod holder;
+pub mod namespaces;
+pub mod proc_scan;
+pub mod target;
+
+use std::collections::HashSet;
+
+use anyhow::Result;
+
+use self::{
+    copies::MountCopy,
+    holder::{Holder, HolderKind, Seen},
+    proc_scan::{ScanOutcome, Uninspectable},
+    target::{TargetMount, Viewpoint},
+};
+use crate::state::mountinfo::MountEntry;
+
+/// The mount that was attributed, as reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountSummary {
+    /// Mount id.
+    pub id: u64,
+    /// Mount namespace it was resolved in.
+    pub mntns: u64,
+    /// Its mountinfo entry there.
+    pub entry: MountEntry,
+}
+
+/// How much was looked at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// Processes walked.
+    pub processes: usize,
+    /// File descriptors examined.
+    pub fds: usize,
+    /// Mount namespaces whose tables were read.
+    pub namespaces: usize,
+}
+
+/// Everything known about who holds one mount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attribution {
+    /// The mount.
+    pub mount: MountSummary,
+    /// Whether the path asked about is the mount's root (a mount point).
+    pub is_mount_point: bool,
+    /// Holders: blamed ones first, then information (private copies).
+    pub holders: Vec<Holder>,
+    /// Processes that could not be inspected.
+    pub uninspectable: Vec<Uninspectable>,
+    /// What was scanned.
+    pub coverage: Coverage,
+}
+
+impl Attribution {
+    /// Whether any holder can make an unmount fail.
+    pub fn has_blamed(&self) -> bool {
+        self.holders.iter().any(|h| h.blamed)
+    }
+
+    /// For an EBUSY that nothing explains: an `unknown` holder saying what was checked.
+    pub fn add_unknown_if_unexplained(&mut self) {
+        if self.has_blamed() {
+            return;
+        }
+        let c = self.coverage;
+        let mut note = format!(
+            "nothing found: checked {} processes ({} fds, cwd, root, exe, mappings), {} mount namespaces, submounts, loop devices, swap files and fanotify marks",
+            c.processes, c.fds, c.namespaces
+        );
+        if !self.uninspectable.is_empty() {
+            note.push_str(&format!(
+                "; {} processes could not be inspected",
+                self.uninspectable.len()
+            ));
+        }
+        note.push_str("; a holder that let go before the scan is not visible to it");
+        let mut unknown = Holder::new(HolderKind::Unknown, self.mount.id, Seen::ProcScan);
+        unknown.note = Some(note);
+        self.holders.push(unknown);
+    }
+}
+
+/// Resolves `path` as `view` sees it and attributes the mount it names.
+pub fn attribute(view: Viewpoint, path: &[u8]) -> Result<Attribution> {
+    let target = target::resolve(view, path)?;
+    Ok(attribute_mount(&target))
+}
+
+/// Finds every holder of `target`'s mount.
+pub fn attribute_mount(target: &TargetMount) -> Attribution {
+    let namespaces = namespaces::all_namespaces();
+    let own_ns = target.namespace.mntns;
+    let copies = copies::find(&target.entry, own_ns, namespaces.values());
+    let mut ids: HashSet<u64> = copies.iter().map(|c| c.id).collect();
+    ids.insert(target.entry.id);
+    let scan = proc_scan::scan(&ids);
+
+    let mut holders = process_holders(target.entry.id, &scan, &copies);
+    holders.extend(submount_holders(target));
+    holders.extend(copy_submount_holders(&copies, &namespaces));
+    let mut viewers: Vec<u32> = vec![target.namespace.pid];
+    viewers.extend(copies.iter().map(|c| c.pid));
+    viewers.push(std::process::id());
+    holders.extend(backing_file_holders(&ids, &viewers));
+    holders.extend(fanotify_holders(target, &scan));
+    holders.extend(private_copy_notes(&copies, &holders));
+    holders.sort_by_key(|h| (!h.blamed, h.kind, h.process.as_ref().map(|p| p.pid), h.fd));
+
+    Attribution {
+        mount: MountSummary {
+            id: target.entry.id,
+            mntns: own_ns,
+            entry: target.entry.clone(),
+        },
+        is_mount_point: target.is_mount_point,
+        holders,
+        uninspectable: scan.uninspectable,
+        coverage: Coverage {
+            processes: scan.processes,
+            fds: scan.fds,
+            namespaces: namespaces.len(),
+        },
+    }
+}
+
+/// Holds of processes: direct ones on the target, `mount-copy` ones on its copies.
+fn process_holders(target_id: u64, scan: &ScanOutcome, copies: &[MountCopy]) -> Vec<Holder> {
+    let mut out = Vec::new();
+    for (process, holds) in &scan.holders {
+        for hold in holds {
+            let mut h = Holder::new(hold.kind, hold.mount_id, Seen::ProcScan);
+            h.process = Some(process.clone());
+            h.path = Some(hold.path.clone());
+            h.fd = hold.fd;
+            if hold.mount_id != target_id {
+                let Some(copy) = copies.iter().find(|c| c.id == hold.mount_id) else {
+                    continue;
+                };
+                h.kind = HolderKind::MountCopy;
+                h.via = Some(hold.kind);
+                h.blamed = copy.counted;
+                h.note = Some(copy_note(copy));
+            }
+            out.push(h);
+        }
+    }
+    out
+}
+
+fn copy_note(copy: &MountCopy) -> String {
+    let role = if copy.counted {
+        "receives the unmount"
+    } else {
+        "private: cannot cause EBUSY"
+    };
+    format!(
+        "copy (mount {}) at {} in mount namespace {} ({}, {role})",
+        copy.id,
+        String::from_utf8_lossy(&copy.mount_point),
+        copy.mntns,
+        copy.propagation
+    )
+}
+
+/// Mounts stacked below the target.
+fn submount_holders(target: &TargetMount) -> Vec<Holder> {
+    target
+        .namespace
+        .children(target.entry.id)
+        .map(|child| {
+            let mut h = Holder::new(HolderKind::Submount, child.id, Seen::MountTable);
+            h.path = Some(child.mount_point.clone());
+            h.note = Some(format!(
+                "{} mount {} of {}",
+                child.fstype,
+                child.id,
+                String::from_utf8_lossy(&child.source)
+            ));
+            h
+        })
+        .collect()
+}
+
+/// Submounts of counted copies (they make the copy, so the unmount, busy).
+fn copy_submount_holders(
+    copies: &[MountCopy],
+    namespaces: &std::collections::BTreeMap<u64, namespaces::Namespace>,
+) -> Vec<Holder> {
+    let mut out = Vec::new();
+    for copy in copies.iter().filter(|c| c.counted) {
+        let Some(ns) = namespaces.get(&copy.mntns) else {
+            continue;
+        };
+        for child in ns.children(copy.id) {
+            let mut h = Holder::new(HolderKind::MountCopy, copy.id, Seen::MountTable);
+            h.via = Some(HolderKind::Submount);
+            h.path = Some(child.mount_point.clone());
+            h.note = Some(copy_note(copy));
+            out.push(h);
+        }
+    }
+    out
+}
+
+/// Loop devices and swap files backed by files on the target or its copies.
+fn backing_file_holders(ids: &HashSet<u64>, viewers: &[u32]) -> Vec<Holder> {
+    let loops = devices::loop_devices(ids, viewers)
+        .into_iter()
+        .map(|b| (HolderKind::Loop, b));
+    let swaps = devices::swap_files(ids, viewers)
+        .into_iter()
+        .map(|b| (HolderKind::Swap, b));
+    loops
+        .chain(swaps)
+        .map(|(kind, b)| {
+            let mut h = Holder::new(kind, b.mount_id, Seen::MountTable);
+            h.path = Some(b.file);
+            h.note = Some(match kind {
+                HolderKind::Loop => format!("backing file of {}", b.device),
+                _ => "active swap file".to_string(),
+            });
+            h
+        })
+        .collect()
+}
+
+/// fanotify listeners with a mark covering the target: suspects (their queue is not visible).
+fn fanotify_holders(target: &TargetMount, scan: &ScanOutcome) -> Vec<Holder> {
+    let dev = fanotify::kernel_dev(target.entry.major, target.entry.minor);
+    let mut out = Vec::new();
+    for listener in &scan.fanotify {
+        for mark in fanotify::marks_of(listener.process.pid, listener.fd) {
+            let Some(why) = fanotify::covers(mark, target.entry.id, dev) else {
+                continue;
+            };
+            let mut h = Holder::new(HolderKind::Fanotify, target.entry.id, Seen::ProcScan);
+            h.process = Some(listener.process.clone());
+            h.fd = Some(listener.fd);
+            h.note = Some(format!(
+                "suspected: its {why}; unread events queued by this listener pin the mount, but a /proc scan cannot see its queue"
+            ));
+            out.push(h);
+            break;
+        }
+    }
+    out
+}
+
+/// A line of information for each private copy nobody holds (so the user sees it exists).
+fn private_copy_notes(copies: &[MountCopy], holders: &[Holder]) -> Vec<Holder> {
+    copies
+        .iter()
+        .filter(|c| !c.counted && !holders.iter().any(|h| h.mount_id == c.id))
+        .map(|c| {
+            let mut h = Holder::new(HolderKind::MountCopy, c.id, Seen::MountTable);
+            h.blamed = false;
+            h.path = Some(c.mount_point.clone());
+            h.process = Some(proc_scan::process_facts(c.pid));
+            h.note = Some(copy_note(c));
+            h
+        })
+        .collect()
+}
