@@ -1,10 +1,12 @@
 //! Copies of the target mount in other mount namespaces.
 //!
-//! Unmounting a shared mount checks every mount it propagates to: the kernel
-//! (`propagate_mount_busy`) fails with EBUSY when a copy that receives the unmount (a peer in
-//! the same peer group, or a slave of it) is busy. A private copy (made by `unshare -m` of a
-//! private mount, or `mount --make-private` after the copy) does not receive the unmount and
-//! cannot cause EBUSY: it is reported, never blamed.
+//! An unmount propagates through the target's *parent*: the kernel (`propagate_mount_busy` in
+//! fs/pnode.c) looks, in every mount that receives propagation from the parent (its peers and
+//! slaves, in any namespace), at the copy mounted at the same place, and fails with EBUSY when
+//! that copy is busy. So a copy counts when its parent is a peer (`shared:N`) or a slave
+//! (`master:N`) of the target's parent's peer group N. Any other copy (the parent is private,
+//! as after `unshare -m` with the default private propagation) cannot cause EBUSY: it is
+//! reported, never blamed, and it keeps the filesystem alive after the unmount.
 
 use super::namespaces::Namespace;
 use crate::state::mountinfo::MountEntry;
@@ -20,42 +22,53 @@ pub struct MountCopy {
     pub pid: u32,
     /// Where it is mounted there.
     pub mount_point: Vec<u8>,
-    /// Its propagation, as mountinfo shows it there.
+    /// Its parent's propagation there (`parent shared:5`): what decides whether it counts.
     pub propagation: String,
     /// Whether the unmount propagates to it, so that its being busy makes the unmount fail.
     pub counted: bool,
 }
 
-/// Whether `copy` (same filesystem, same root) receives unmount propagation from `target`.
-pub fn receives_propagation(target: &MountEntry, copy: &MountEntry) -> bool {
-    match target.propagation.shared {
-        Some(group) => {
-            copy.propagation.shared == Some(group) || copy.propagation.master == Some(group)
-        }
+/// Whether a copy whose parent is `copy_parent` receives unmount propagation from a target
+/// whose parent is `target_parent`.
+pub fn receives_propagation(
+    target_parent: Option<&MountEntry>,
+    copy_parent: Option<&MountEntry>,
+) -> bool {
+    let (Some(tp), Some(cp)) = (target_parent, copy_parent) else {
+        return false;
+    };
+    match tp.propagation.shared {
+        Some(group) => cp.propagation.shared == Some(group) || cp.propagation.master == Some(group),
         None => false,
     }
 }
 
-/// Mounts of the same filesystem and root as `target` in namespaces other than `own`.
+/// Other mounts of the same filesystem and root as `target` (the target's own namespace
+/// included: a bind mount of a shared parent makes a copy there too). `target_parent` is
+/// the target's parent mount in its namespace.
 pub fn find<'a>(
     target: &MountEntry,
-    own: u64,
+    target_parent: Option<&MountEntry>,
     namespaces: impl IntoIterator<Item = &'a Namespace>,
 ) -> Vec<MountCopy> {
     let mut copies = Vec::new();
-    for ns in namespaces.into_iter().filter(|ns| ns.mntns != own) {
+    for ns in namespaces {
         for m in ns
             .mounts
             .iter()
             .filter(|m| same_filesystem_and_root(target, m))
         {
+            let parent = ns.mount(m.parent);
             copies.push(MountCopy {
                 id: m.id,
                 mntns: ns.mntns,
                 pid: ns.pid,
                 mount_point: m.mount_point.clone(),
-                propagation: m.propagation.describe(),
-                counted: receives_propagation(target, m),
+                propagation: parent.map_or_else(
+                    || "parent unknown".into(),
+                    |p| format!("parent {}", p.propagation.describe()),
+                ),
+                counted: receives_propagation(target_parent, parent),
             });
         }
     }
@@ -80,23 +93,52 @@ mod tests {
     }
 
     #[test]
-    fn peers_and_slaves_are_counted_private_copies_are_not() {
-        let target = parse_line(b"100 1 0:50 / /mnt rw shared:7 - tmpfs t rw").unwrap();
+    fn copies_under_peers_and_slaves_of_the_parent_count_others_do_not() {
+        let host = ns(
+            1,
+            10,
+            &[
+                b"1 1 8:1 / / rw shared:1 - ext4 /dev/sda1 rw",
+                b"100 1 0:50 / /mnt rw shared:7 - tmpfs t rw",
+            ],
+        );
+        let target = host.mount(100).unwrap().clone();
         let namespaces = [
-            ns(1, 10, &[b"100 1 0:50 / /mnt rw shared:7 - tmpfs t rw"]),
-            ns(2, 20, &[b"200 2 0:50 / /mnt rw shared:7 - tmpfs t rw"]),
-            ns(3, 30, &[b"300 3 0:50 / /host/mnt rw master:7 - tmpfs t rw"]),
+            host.clone(),
+            ns(
+                2,
+                20,
+                &[
+                    b"2 2 8:1 / / rw shared:1 - ext4 /dev/sda1 rw",
+                    b"200 2 0:50 / /mnt rw shared:7 - tmpfs t rw",
+                ],
+            ),
+            ns(
+                3,
+                30,
+                &[
+                    b"3 3 8:1 / / rw master:1 - ext4 /dev/sda1 rw",
+                    b"300 3 0:50 / /mnt rw master:7 - tmpfs t rw",
+                ],
+            ),
             ns(
                 4,
                 40,
                 &[
-                    b"400 4 0:50 / /mnt rw - tmpfs t rw",
-                    b"401 4 0:50 /sub /other rw - tmpfs t rw",
+                    b"4 4 8:1 / / rw - ext4 /dev/sda1 rw",
+                    b"400 4 0:50 / /mnt rw shared:7 - tmpfs t rw",
                 ],
             ),
-            ns(5, 50, &[b"500 5 0:51 / /mnt rw shared:7 - tmpfs t rw"]),
+            ns(
+                5,
+                50,
+                &[
+                    b"5 5 8:1 / / rw shared:1 - ext4 /dev/sda1 rw",
+                    b"500 5 0:51 / /mnt rw - tmpfs t rw",
+                ],
+            ),
         ];
-        let copies = find(&target, 1, &namespaces);
+        let copies = find(&target, host.mount(1), &namespaces);
         let summary: Vec<_> = copies
             .iter()
             .map(|c| (c.id, c.mntns, c.pid, c.counted, c.propagation.as_str()))
@@ -104,18 +146,18 @@ mod tests {
         assert_eq!(
             summary,
             [
-                (200, 2, 20, true, "shared:7"),
-                (300, 3, 30, true, "master:7"),
-                (400, 4, 40, false, "private")
+                (200, 2, 20, true, "parent shared:1"),
+                (300, 3, 30, true, "parent master:1"),
+                (400, 4, 40, false, "parent private")
             ]
         );
-        assert_eq!(copies[1].mount_point, b"/host/mnt");
     }
 
     #[test]
-    fn nothing_propagates_from_a_private_target() {
-        let target = parse_line(b"100 1 0:50 / /mnt rw - tmpfs t rw").unwrap();
-        let copy = parse_line(b"200 2 0:50 / /mnt rw shared:7 - tmpfs t rw").unwrap();
-        assert!(!receives_propagation(&target, &copy));
+    fn nothing_propagates_below_a_private_parent() {
+        let tp = parse_line(b"1 1 8:1 / / rw - ext4 /dev/sda1 rw").unwrap();
+        let cp = parse_line(b"2 2 8:1 / / rw shared:1 - ext4 /dev/sda1 rw").unwrap();
+        assert!(!receives_propagation(Some(&tp), Some(&cp)));
+        assert!(!receives_propagation(None, Some(&cp)));
     }
 }

@@ -99,7 +99,8 @@ pub fn attribute(view: Viewpoint, path: &[u8]) -> Result<Attribution> {
 pub fn attribute_mount(target: &TargetMount) -> Attribution {
     let namespaces = namespaces::all_namespaces();
     let own_ns = target.namespace.mntns;
-    let copies = copies::find(&target.entry, own_ns, namespaces.values());
+    let parent = target.namespace.mount(target.entry.parent);
+    let copies = copies::find(&target.entry, parent, namespaces.values());
     let mut ids: HashSet<u64> = copies.iter().map(|c| c.id).collect();
     ids.insert(target.entry.id);
     let scan = proc_scan::scan(&ids);
