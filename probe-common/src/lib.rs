@@ -138,38 +138,53 @@ impl DropCause {
     }
 }
 
-/// Byte offset value meaning "this field was not found in the kernel's BTF".
+/// Value of an offset global that the loader could not resolve from BTF: programs skip what
+/// needs it.
 pub const OFFSET_UNKNOWN: u32 = u32::MAX;
 
-/// Kernel struct field offsets resolved from `/sys/kernel/btf/vmlinux` in user space and set
-/// as the read-only global `OFFSETS` before load (Rust eBPF has no CO-RE).
-#[repr(C)]
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct KernelOffsets {
-    /// `task_struct.nsproxy`.
-    pub task_nsproxy: u32,
-    /// `nsproxy.mnt_ns`.
-    pub nsproxy_mnt_ns: u32,
-    /// `mnt_namespace.ns.inum` (offset of `ns` plus `ns_common.inum`).
-    pub mnt_ns_inum: u32,
-    /// Padding, always zero.
-    pub _pad: u32,
+/// What a holder-scan record reports ([`ScanRecord::kind`]).
+pub mod scan_kind {
+    /// An open file descriptor on a wanted mount.
+    pub const FD: u32 = 1;
+    /// A task's working directory.
+    pub const CWD: u32 = 2;
+    /// A task's root directory.
+    pub const ROOT: u32 = 3;
+    /// A task's executable.
+    pub const EXE: u32 = 4;
+    /// A file mapping (`addr`..`addr_end`).
+    pub const MMAP: u32 = 5;
+    /// A fanotify group fd with `count` queued events on a wanted mount.
+    pub const FANOTIFY: u32 = 6;
 }
 
-impl KernelOffsets {
-    /// All offsets unknown: the programs skip what needs them.
-    pub const UNKNOWN: KernelOffsets = KernelOffsets {
-        task_nsproxy: OFFSET_UNKNOWN,
-        nsproxy_mnt_ns: OFFSET_UNKNOWN,
-        mnt_ns_inum: OFFSET_UNKNOWN,
-        _pad: 0,
-    };
+/// One record written by the holder-scan iterators (`iter/task_file`, `iter/task`,
+/// `iter/task_vma`) with `bpf_seq_write`.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanRecord {
+    /// A [`scan_kind`] constant.
+    pub kind: u32,
+    /// Thread group id (host PID namespace).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// The fd for `FD` and `FANOTIFY`.
+    pub fd: u32,
+    /// The wanted mount held.
+    pub mnt_id: u32,
+    /// For `FANOTIFY`: queued events referencing a wanted mount.
+    pub count: u32,
+    /// For `MMAP`: the mapping's start.
+    pub addr: u64,
+    /// For `MMAP`: the mapping's end.
+    pub addr_end: u64,
 }
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: plain `#[repr(C)]` structs of integers and byte arrays, no implicit padding.
-    unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: plain `#[repr(C)]` struct of integers, no implicit padding.
+    unsafe impl aya::Pod for super::ScanRecord {}
 }
 
 #[cfg(test)]
@@ -187,7 +202,7 @@ mod tests {
         assert_eq!(offset_of!(UmountEvent, comm), 72);
         assert_eq!(offset_of!(UmountEvent, target), 88);
         assert_eq!(size_of::<UmountEvent>(), 88 + 8 + PATH_BUF_LEN);
-        assert_eq!(size_of::<KernelOffsets>(), 16);
+        assert_eq!(size_of::<ScanRecord>(), 40);
     }
 
     #[test]

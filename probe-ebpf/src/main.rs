@@ -5,7 +5,10 @@
 #![no_main]
 
 mod doctor;
+mod holders;
+mod kernel;
 mod maps;
+mod offsets;
 mod umount;
 
 #[cfg(not(test))]

@@ -3,9 +3,8 @@
 use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
-    Global,
 };
-use probe_common::{DropCause, KernelOffsets};
+use probe_common::DropCause;
 
 /// Default ring buffer size; user space may change it before load (`--ring-buffer-size`).
 const RING_BUF_BYTES: u32 = 4 << 20;
@@ -23,9 +22,10 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DropCause::CO
 pub static UMOUNT_INFLIGHT: HashMap<u32, crate::umount::UmountStart> =
     HashMap::with_max_entries(16384, 0);
 
-/// Struct offsets from the kernel's BTF, set by the loader.
-#[unsafe(no_mangle)]
-pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::UNKNOWN);
+/// The mount ids a holder scan looks for (value unused), filled by user space before each
+/// run of the iterators.
+#[map]
+pub static SCAN_MOUNTS: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
 
 /// Counts one loss of the given cause on this CPU.
 #[inline(always)]

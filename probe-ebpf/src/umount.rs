@@ -6,19 +6,22 @@ use core::ptr::addr_of_mut;
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
-        bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+        bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_user,
+        bpf_probe_read_user_str_bytes,
     },
     macros::tracepoint,
     programs::TracePointContext,
 };
 use aya_log_ebpf::debug;
 use probe_common::{
-    DropCause, EventKind, PathBuf, UmountEvent, OFFSET_UNKNOWN, PATH_BUF_LEN, PATH_TRUNCATED,
-    PATH_UNREADABLE,
+    DropCause, EventKind, PathBuf, UmountEvent, PATH_BUF_LEN, PATH_TRUNCATED, PATH_UNREADABLE,
 };
 
-use crate::maps::{count_drop, EVENTS, OFFSETS, UMOUNT_INFLIGHT};
+use crate::{
+    kernel::{self, read_ptr},
+    maps::{count_drop, EVENTS, UMOUNT_INFLIGHT},
+    offsets::{self, OFF_MNT_NS_INUM, OFF_NSPROXY_MNT_NS, OFF_TASK_NSPROXY},
+};
 
 /// `sys_enter_umount` format: `char * name` at 16, `int flags` at 24.
 const ENTER_NAME: usize = 16;
@@ -155,35 +158,14 @@ unsafe fn read_user_path(src: *const u8, out: *mut PathBuf) {
 /// Inode number of the current task's mount namespace, or 0 when the offsets are unknown or
 /// a read fails.
 fn current_mntns() -> u64 {
-    let off = OFFSETS.load();
-    if off.task_nsproxy == OFFSET_UNKNOWN
-        || off.nsproxy_mnt_ns == OFFSET_UNKNOWN
-        || off.mnt_ns_inum == OFFSET_UNKNOWN
-    {
-        return 0;
-    }
-    // SAFETY: kernel pointers are only read through bpf_probe_read_kernel.
-    unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        let Ok(nsproxy) = bpf_probe_read_kernel(task.add(off.task_nsproxy as usize) as *const u64)
-        else {
-            return 0;
-        };
-        if nsproxy == 0 {
-            return 0;
-        }
-        let nsproxy = nsproxy as *const u8;
-        let Ok(mnt_ns) =
-            bpf_probe_read_kernel(nsproxy.add(off.nsproxy_mnt_ns as usize) as *const u64)
-        else {
-            return 0;
-        };
-        if mnt_ns == 0 {
-            return 0;
-        }
-        let mnt_ns = mnt_ns as *const u8;
-        bpf_probe_read_kernel(mnt_ns.add(off.mnt_ns_inum as usize) as *const u32)
-            .map(u64::from)
-            .unwrap_or(0)
-    }
+    // SAFETY: helper without preconditions; the pointer is only read through probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    mntns_of(task).unwrap_or(0)
+}
+
+fn mntns_of(task: u64) -> Option<u64> {
+    let nsproxy = read_ptr(task, offsets::get(&OFF_TASK_NSPROXY)?)?;
+    let mnt_ns = read_ptr(nsproxy, offsets::get(&OFF_NSPROXY_MNT_NS)?)?;
+    let inum: u32 = kernel::read(mnt_ns + offsets::get(&OFF_MNT_NS_INUM)?)?;
+    Some(u64::from(inum))
 }

@@ -90,6 +90,22 @@ pub struct WhoArgs {
     /// Print one JSON object (`"type":"who"`) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// How to find holders among processes: `kernel` (BPF iterators: exact, fast, sees
+    /// fanotify queues; needs root), `proc` (a /proc walk; works without eBPF), or `auto`
+    /// (kernel when it loads, else proc).
+    #[arg(long, value_enum, default_value_t = ScanChoice::Auto)]
+    pub scan: ScanChoice,
+}
+
+/// `--scan`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanChoice {
+    /// The kernel scan when it loads, else /proc.
+    Auto,
+    /// BPF iterators only (error if they cannot load).
+    Kernel,
+    /// A /proc walk only.
+    Proc,
 }
 
 /// Options of `busyprobe doctor` (none yet).

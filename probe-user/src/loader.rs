@@ -7,9 +7,13 @@ use aya::{
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
-use probe_common::{DropCause, KernelOffsets};
+use probe_common::DropCause;
 
-use crate::kernel::{btf, privileges::Privileges, tracefs};
+use crate::kernel::{
+    btf::{self, Resolved},
+    privileges::Privileges,
+    tracefs,
+};
 
 /// The eBPF object, embedded at build time (see build.rs).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("BUSYPROBE_EBPF_OBJECT"));
@@ -36,29 +40,36 @@ pub struct Probes {
 }
 
 /// Loads the embedded object with the given offsets, without attaching anything.
-pub fn load_object(offsets: &KernelOffsets, ring_buffer_size: u32) -> Result<Ebpf> {
-    EbpfLoader::new()
-        .override_global("OFFSETS", offsets, true)
+pub fn load_object(offsets: &Resolved, ring_buffer_size: u32) -> Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    for (name, value) in &offsets.values {
+        loader.override_global(name, value, true);
+    }
+    loader
         .map_max_entries("EVENTS", ring_buffer_size)
         .load(EBPF_OBJECT)
         .context("loading the eBPF object into the kernel")
 }
 
-/// Resolves the kernel offsets, warning about (not failing on) fields that are missing.
-pub fn resolve_offsets() -> KernelOffsets {
-    let resolved = btf::load(std::path::Path::new(btf::VMLINUX)).map(|b| btf::resolve(&b));
-    match resolved {
-        Ok(r) => {
-            for (field, why) in &r.failures {
-                tracing::warn!("kernel struct field {field} not found in BTF ({why}): mount namespaces come from /proc instead");
+/// Resolves the kernel offsets once per process (parsing BTF takes ~100 ms), warning about
+/// (not failing on) what is missing: the programs skip what needs an unknown offset.
+pub fn resolve_offsets() -> &'static Resolved {
+    static RESOLVED: std::sync::OnceLock<Resolved> = std::sync::OnceLock::new();
+    RESOLVED.get_or_init(|| match btf::load(std::path::Path::new(btf::VMLINUX)) {
+        Ok(parsed) => {
+            let r = btf::resolve(&parsed);
+            for (what, why) in &r.failures {
+                tracing::warn!(
+                    "kernel BTF has no {what} ({why}): the probes that need it are disabled"
+                );
             }
-            r.offsets
+            r
         }
         Err(e) => {
-            tracing::warn!("{e:#}: mount namespaces come from /proc instead");
-            KernelOffsets::UNKNOWN
+            tracing::warn!("{e:#}: the probes that need kernel struct offsets are disabled");
+            Resolved::unknown()
         }
-    }
+    })
 }
 
 impl Probes {
@@ -67,8 +78,7 @@ impl Probes {
     pub fn load(command: &str, opts: &LoadOptions) -> Result<Self> {
         Privileges::current().require_probes(command)?;
         tracefs::ensure_mounted()?;
-        let offsets = resolve_offsets();
-        let mut ebpf = load_object(&offsets, opts.ring_buffer_size)?;
+        let mut ebpf = load_object(resolve_offsets(), opts.ring_buffer_size)?;
         for (program, category, name) in UMOUNT_TRACEPOINTS {
             attach_tracepoint(&mut ebpf, program, category, name)?;
         }

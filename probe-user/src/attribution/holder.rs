@@ -54,6 +54,8 @@ impl HolderKind {
 pub enum Seen {
     /// A walk of `/proc` after the fact.
     ProcScan,
+    /// BPF iterators over every task, comparing the exact `struct mount`.
+    KernelScan,
     /// The mount tables (`/proc/PID/mountinfo`), `/sys/block`, `/proc/swaps`.
     MountTable,
 }
@@ -63,6 +65,7 @@ impl Seen {
     pub fn as_str(self) -> &'static str {
         match self {
             Seen::ProcScan => "proc-scan",
+            Seen::KernelScan => "kernel-scan",
             Seen::MountTable => "mount-table",
         }
     }

@@ -7,6 +7,7 @@ pub mod copies;
 pub mod devices;
 pub mod fanotify;
 pub mod holder;
+pub mod kernel_scan;
 pub mod namespaces;
 pub mod proc_scan;
 pub mod target;
@@ -34,9 +35,31 @@ pub struct MountSummary {
     pub entry: MountEntry,
 }
 
+/// How the processes were scanned.
+pub enum Scanner<'a> {
+    /// Walk `/proc`.
+    Proc,
+    /// Run the BPF iterators; falls back to `/proc` (with a warning) if a run fails.
+    Kernel(&'a mut kernel_scan::KernelScanner),
+}
+
+impl Scanner<'_> {
+    fn scan(&mut self, ids: &HashSet<u64>) -> ScanOutcome {
+        match self {
+            Scanner::Proc => proc_scan::scan(ids),
+            Scanner::Kernel(k) => k.scan(ids).unwrap_or_else(|e| {
+                tracing::warn!("kernel holder scan failed ({e:#}); walking /proc instead");
+                proc_scan::scan(ids)
+            }),
+        }
+    }
+}
+
 /// How much was looked at.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Coverage {
+    /// How processes were scanned.
+    pub method: Seen,
     /// Processes walked.
     pub processes: usize,
     /// File descriptors examined.
@@ -83,27 +106,27 @@ impl Attribution {
             ));
         }
         note.push_str("; a holder that let go before the scan is not visible to it");
-        let mut unknown = Holder::new(HolderKind::Unknown, self.mount.id, Seen::ProcScan);
+        let mut unknown = Holder::new(HolderKind::Unknown, self.mount.id, c.method);
         unknown.note = Some(note);
         self.holders.push(unknown);
     }
 }
 
 /// Resolves `path` as `view` sees it and attributes the mount it names.
-pub fn attribute(view: Viewpoint, path: &[u8]) -> Result<Attribution> {
+pub fn attribute(view: Viewpoint, path: &[u8], scanner: &mut Scanner) -> Result<Attribution> {
     let target = target::resolve(view, path)?;
-    Ok(attribute_mount(&target))
+    Ok(attribute_mount(&target, scanner))
 }
 
 /// Finds every holder of `target`'s mount.
-pub fn attribute_mount(target: &TargetMount) -> Attribution {
+pub fn attribute_mount(target: &TargetMount, scanner: &mut Scanner) -> Attribution {
     let namespaces = namespaces::all_namespaces();
     let own_ns = target.namespace.mntns;
     let parent = target.namespace.mount(target.entry.parent);
     let copies = copies::find(&target.entry, parent, namespaces.values());
     let mut ids: HashSet<u64> = copies.iter().map(|c| c.id).collect();
     ids.insert(target.entry.id);
-    let scan = proc_scan::scan(&ids);
+    let scan = scanner.scan(&ids);
 
     let mut holders = process_holders(target.entry.id, &scan, &copies);
     holders.extend(submount_holders(target));
@@ -126,6 +149,7 @@ pub fn attribute_mount(target: &TargetMount) -> Attribution {
         holders,
         uninspectable: scan.uninspectable,
         coverage: Coverage {
+            method: scan.method,
             processes: scan.processes,
             fds: scan.fds,
             namespaces: namespaces.len(),
@@ -138,7 +162,7 @@ fn process_holders(target_id: u64, scan: &ScanOutcome, copies: &[MountCopy]) -> 
     let mut out = Vec::new();
     for (process, holds) in &scan.holders {
         for hold in holds {
-            let mut h = Holder::new(hold.kind, hold.mount_id, Seen::ProcScan);
+            let mut h = Holder::new(hold.kind, hold.mount_id, scan.method);
             h.process = Some(process.clone());
             h.path = Some(hold.path.clone());
             h.fd = hold.fd;
@@ -234,26 +258,36 @@ fn backing_file_holders(ids: &HashSet<u64>, viewers: &[u32]) -> Vec<Holder> {
         .collect()
 }
 
-/// fanotify listeners with a mark covering the target: suspects (their queue is not visible).
+/// fanotify listeners: exact ones (the kernel scan counted unread events pinning the mount)
+/// or, from a `/proc` scan, suspects whose marks cover the target.
 fn fanotify_holders(target: &TargetMount, scan: &ScanOutcome) -> Vec<Holder> {
-    let dev = fanotify::kernel_dev(target.entry.major, target.entry.minor);
-    let mut out = Vec::new();
-    for listener in &scan.fanotify {
-        for mark in fanotify::marks_of(listener.process.pid, listener.fd) {
-            let Some(why) = fanotify::covers(mark, target.entry.id, dev) else {
-                continue;
+    scan.fanotify
+        .iter()
+        .filter_map(|listener| {
+            let note = match listener.queued {
+                Some(n) => format!(
+                    "{n} unread events in this listener's queue reference files opened through this mount"
+                ),
+                None => format!(
+                    "suspected: its {}; unread events queued by this listener pin the mount, but a /proc scan cannot see its queue",
+                    covering_mark(target, listener)?
+                ),
             };
-            let mut h = Holder::new(HolderKind::Fanotify, target.entry.id, Seen::ProcScan);
+            let mut h = Holder::new(HolderKind::Fanotify, target.entry.id, scan.method);
             h.process = Some(listener.process.clone());
             h.fd = Some(listener.fd);
-            h.note = Some(format!(
-                "suspected: its {why}; unread events queued by this listener pin the mount, but a /proc scan cannot see its queue"
-            ));
-            out.push(h);
-            break;
-        }
-    }
-    out
+            h.note = Some(note);
+            Some(h)
+        })
+        .collect()
+}
+
+/// Why a listener's marks cover the target, if they do.
+fn covering_mark(target: &TargetMount, listener: &proc_scan::FanotifyFd) -> Option<String> {
+    let dev = fanotify::kernel_dev(target.entry.major, target.entry.minor);
+    fanotify::marks_of(listener.process.pid, listener.fd)
+        .into_iter()
+        .find_map(|mark| fanotify::covers(mark, target.entry.id, dev))
 }
 
 /// A line of information for each private copy nobody holds (so the user sees it exists).

@@ -6,13 +6,13 @@
 use std::{collections::HashSet, fs, io, os::unix::ffi::OsStrExt, path::Path};
 
 use super::{
-    holder::{HolderKind, HolderProcess},
+    holder::{HolderKind, HolderProcess, Seen},
     namespaces::{self, proc_path},
 };
 use crate::{container, state::statx};
 
 /// One hold a process has on a mount of interest.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Hold {
     /// `fd`, `cwd`, `root`, `exe` or `mmap`.
     pub kind: HolderKind,
@@ -42,10 +42,13 @@ pub struct FanotifyFd {
     pub process: HolderProcess,
     /// Its fanotify fd.
     pub fd: i32,
+    /// Unread events in its queue that reference the mounts of interest, when the kernel
+    /// scan could count them (`None` from a `/proc` scan, which cannot see the queue).
+    pub queued: Option<u32>,
 }
 
 /// What the walk found.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ScanOutcome {
     /// Each process holding one of the mounts, with its holds.
     pub holders: Vec<(HolderProcess, Vec<Hold>)>,
@@ -55,8 +58,23 @@ pub struct ScanOutcome {
     pub fanotify: Vec<FanotifyFd>,
     /// Processes walked.
     pub processes: usize,
-    /// Descriptors examined.
+    /// Descriptors examined (0 for the kernel scan, which does not count them).
     pub fds: usize,
+    /// Which scan produced this.
+    pub method: Seen,
+}
+
+impl Default for ScanOutcome {
+    fn default() -> Self {
+        Self {
+            holders: Vec::new(),
+            uninspectable: Vec::new(),
+            fanotify: Vec::new(),
+            processes: 0,
+            fds: 0,
+            method: Seen::ProcScan,
+        }
+    }
 }
 
 /// Walks every process for holds on `ids`.
@@ -103,6 +121,7 @@ fn scan_process(pid: u32, ids: &HashSet<u64>, anon_mount: Option<u64>, out: &mut
         .extend(fanotify_fds.into_iter().map(|fd| FanotifyFd {
             process: process.clone(),
             fd,
+            queued: None,
         }));
     if !holds.is_empty() {
         out.holders.push((process, holds));

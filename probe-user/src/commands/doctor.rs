@@ -9,11 +9,16 @@ use aya::{
     programs::{BtfTracePoint, FEntry, Lsm, RawTracePoint},
     Btf, Ebpf,
 };
-use probe_common::KernelOffsets;
+use probe_common::OFFSET_UNKNOWN;
 
 use crate::{
     cli::DoctorArgs,
-    kernel::{self, btf, privileges::Privileges, tracefs},
+    kernel::{
+        self,
+        btf::{self, Resolved},
+        privileges::Privileges,
+        tracefs,
+    },
     loader::{self, MODE_TRACEPOINT, UMOUNT_TRACEPOINTS},
 };
 
@@ -86,39 +91,35 @@ fn btf_row() -> Row {
     }
 }
 
-fn offsets_rows(rows: &mut Vec<Row>) -> KernelOffsets {
-    let parsed = btf::load(Path::new(btf::VMLINUX));
-    let Ok(parsed) = parsed else {
+fn offsets_rows(rows: &mut Vec<Row>) -> Resolved {
+    if btf::load(Path::new(btf::VMLINUX)).is_err() {
         rows.push(row(
             "struct offsets",
             Verdict::No,
             "no kernel BTF to read them from",
         ));
-        return KernelOffsets::UNKNOWN;
-    };
-    let resolved = btf::resolve(&parsed);
-    let o = resolved.offsets;
-    let values = [o.task_nsproxy, o.nsproxy_mnt_ns, o.mnt_ns_inum];
-    let mut detail = String::new();
-    for (spec, value) in btf::FIELDS.iter().zip(values) {
-        let shown = if value == probe_common::OFFSET_UNKNOWN {
-            "missing".to_string()
-        } else {
-            value.to_string()
-        };
-        let _ = write!(detail, "{}={shown} ", spec.name());
+        return Resolved::unknown();
     }
+    let resolved = loader::resolve_offsets().clone();
+    let detail: Vec<String> = btf::GLOBALS
+        .iter()
+        .map(|(name, spec)| {
+            let value = resolved.get(name);
+            let shown = if value == OFFSET_UNKNOWN {
+                "missing".to_string()
+            } else {
+                value.to_string()
+            };
+            format!("{}={shown}", spec.describe())
+        })
+        .collect();
     let verdict = if resolved.failures.is_empty() {
         Verdict::Yes
     } else {
         Verdict::No
     };
-    rows.push(row(
-        "struct offsets",
-        verdict,
-        detail.trim_end().to_string(),
-    ));
-    o
+    rows.push(row("struct offsets", verdict, detail.join(" ")));
+    resolved
 }
 
 fn tracefs_row() -> Row {
@@ -179,7 +180,7 @@ fn lsm_row() -> Row {
 }
 
 /// Loads the object and tries each probe kind; all rows "not checked" without privileges.
-fn probe_rows(p: &Privileges, offsets: &KernelOffsets) -> Vec<Row> {
+fn probe_rows(p: &Privileges, offsets: &Resolved) -> Vec<Row> {
     const KINDS: [&str; 6] = [
         "ring buffer",
         "tracepoint",
@@ -392,7 +393,7 @@ mod tests {
             euid: 1000,
             effective: Default::default(),
         };
-        let rows = probe_rows(&p, &KernelOffsets::UNKNOWN);
+        let rows = probe_rows(&p, &Resolved::unknown());
         assert_eq!(rows.len(), 6);
         assert!(rows
             .iter()

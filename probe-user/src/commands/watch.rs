@@ -4,6 +4,7 @@ use std::{
     io,
     os::unix::ffi::OsStrExt,
     process::ExitCode,
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
 
@@ -16,7 +17,7 @@ use tokio::{
 };
 
 use crate::{
-    attribution::{self, target::Viewpoint},
+    attribution::{self, kernel_scan::KernelScanner, target::Viewpoint, Scanner},
     cli::WatchArgs,
     clock::BootClock,
     decode::{decode, KernelEvent},
@@ -123,6 +124,7 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
     };
     let mut ticker = stats_ticker(args.stats_interval);
     let mut attributing: JoinSet<UmountAttempt> = JoinSet::new();
+    let scanner = Arc::new(Mutex::new(load_scanner(args.no_holders)));
     let mut stdout_closed = std::pin::pin!(stdout_closed());
     tracing::info!(
         "probes attached ({MODE_TRACEPOINT} mode); watching every unmount on this host. Ctrl-C to stop."
@@ -135,7 +137,7 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
                     let mut guard = guard?;
                     let attempts = pipeline.drain(guard.get_inner_mut());
                     guard.clear_ready();
-                    dispatch(attempts, args.no_holders, &mut attributing, sink.as_mut())?;
+                    dispatch(attempts, &scanner, &mut attributing, sink.as_mut())?;
                 }
                 Some(done) = attributing.join_next(), if !attributing.is_empty() => {
                     sink.umount(&done.map_err(io::Error::other)?)?;
@@ -153,7 +155,7 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
     let outcome = match outcome {
         Ok(()) => {
             let last = pipeline.drain(ring.get_mut());
-            finish(last, args.no_holders, &mut attributing, sink.as_mut())
+            finish(last, &scanner, &mut attributing, sink.as_mut())
                 .await
                 .and_then(|()| pipeline.report_stats(&drops, sink.as_mut(), true))
         }
@@ -172,13 +174,15 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
 /// blocking thread, so a scan never holds up the events behind it.
 fn dispatch(
     attempts: Vec<UmountAttempt>,
-    no_holders: bool,
+    scanner: &SharedScanner,
     attributing: &mut JoinSet<UmountAttempt>,
     sink: &mut dyn Sink,
 ) -> io::Result<()> {
     for attempt in attempts {
-        if !no_holders && attempt.call.ret == -i64::from(libc::EBUSY) {
-            attributing.spawn_blocking(move || with_attribution(attempt));
+        let wanted = scanner.lock().map(|s| s.is_some()).unwrap_or(false);
+        if wanted && attempt.call.ret == -i64::from(libc::EBUSY) {
+            let scanner = Arc::clone(scanner);
+            attributing.spawn_blocking(move || with_attribution(attempt, &scanner));
         } else {
             sink.umount(&attempt)?;
         }
@@ -189,25 +193,61 @@ fn dispatch(
 /// Writes the last attempts and waits for every attribution still running.
 async fn finish(
     attempts: Vec<UmountAttempt>,
-    no_holders: bool,
+    scanner: &SharedScanner,
     attributing: &mut JoinSet<UmountAttempt>,
     sink: &mut dyn Sink,
 ) -> io::Result<()> {
-    dispatch(attempts, no_holders, attributing, sink)?;
+    dispatch(attempts, scanner, attributing, sink)?;
     while let Some(done) = attributing.join_next().await {
         sink.umount(&done.map_err(io::Error::other)?)?;
     }
     Ok(())
 }
 
+/// How EBUSY holders are looked for: `None` with `--no-holders`, else the kernel scanner
+/// when it loads (`Kernel`) or the /proc walk (`Proc`). Scans run one at a time.
+type SharedScanner = Arc<Mutex<Option<ScanMode>>>;
+
+/// The scan used for EBUSY attribution.
+enum ScanMode {
+    /// BPF iterators.
+    Kernel(KernelScanner),
+    /// A /proc walk.
+    Proc,
+}
+
+fn load_scanner(no_holders: bool) -> Option<ScanMode> {
+    if no_holders {
+        return None;
+    }
+    Some(match KernelScanner::load() {
+        Ok(k) => ScanMode::Kernel(k),
+        Err(e) => {
+            tracing::warn!(
+                "kernel holder scan unavailable ({e:#}); EBUSY holders come from a /proc walk"
+            );
+            ScanMode::Proc
+        }
+    })
+}
+
 /// The attempt with who holds its mount (or why that is unknown).
-fn with_attribution(mut attempt: UmountAttempt) -> UmountAttempt {
+fn with_attribution(mut attempt: UmountAttempt, scanner: &SharedScanner) -> UmountAttempt {
     let call = &attempt.call;
     let result = if call.target.truncated || call.target.unreadable {
         Err("the probe could not read the whole target path".to_string())
     } else {
         Viewpoint::of_caller(call.pid, call.tid, call.mntns)
-            .and_then(|view| attribution::attribute(view, &call.target.bytes))
+            .and_then(|view| {
+                let mut guard = scanner
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("a holder scan panicked"))?;
+                let mut scan = match guard.as_mut() {
+                    Some(ScanMode::Kernel(k)) => Scanner::Kernel(k),
+                    _ => Scanner::Proc,
+                };
+                attribution::attribute(view, &call.target.bytes, &mut scan)
+            })
             .map(|mut a| {
                 a.add_unknown_if_unexplained();
                 a

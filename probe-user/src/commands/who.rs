@@ -6,8 +6,11 @@ use std::{io::Write as _, os::unix::ffi::OsStrExt, process::ExitCode};
 use anyhow::Result;
 
 use crate::{
-    attribution::{self, holder::Holder, target::Viewpoint, Attribution},
-    cli::WhoArgs,
+    attribution::{
+        self, holder::Holder, kernel_scan::KernelScanner, target::Viewpoint, Attribution, Scanner,
+    },
+    cli::{ScanChoice, WhoArgs},
+    kernel::privileges::Privileges,
     paths::escape_for_terminal,
     sink::{json::who_line, text::format_holder},
 };
@@ -37,7 +40,12 @@ fn who(args: &WhoArgs) -> Result<u8> {
         );
     }
     let path = args.path.as_os_str().as_bytes();
-    let attribution = attribution::attribute(Viewpoint::own(), path)?;
+    let mut kernel = kernel_scanner(args.scan)?;
+    let mut scanner = match kernel.as_mut() {
+        Some(k) => Scanner::Kernel(k),
+        None => Scanner::Proc,
+    };
+    let attribution = attribution::attribute(Viewpoint::own(), path, &mut scanner)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", who_line(path, &attribution))?;
@@ -49,6 +57,26 @@ fn who(args: &WhoArgs) -> Result<u8> {
     } else {
         NONE
     })
+}
+
+/// The kernel scanner `choice` asks for: loaded for `kernel` (an error if it cannot be),
+/// tried for `auto` (falling back to /proc with a note), none for `proc`.
+fn kernel_scanner(choice: ScanChoice) -> Result<Option<KernelScanner>> {
+    match choice {
+        ScanChoice::Proc => Ok(None),
+        ScanChoice::Kernel => {
+            Privileges::current().require_probes("who --scan kernel")?;
+            KernelScanner::load().map(Some)
+        }
+        ScanChoice::Auto if !Privileges::current().missing().is_empty() => Ok(None),
+        ScanChoice::Auto => match KernelScanner::load() {
+            Ok(k) => Ok(Some(k)),
+            Err(e) => {
+                tracing::info!("kernel scan unavailable ({e:#}); walking /proc");
+                Ok(None)
+            }
+        },
+    }
 }
 
 /// The human report: the mount, then holders grouped by process, then what was scanned.
@@ -94,11 +122,16 @@ pub fn render(path: &[u8], a: &Attribution) -> String {
         s.push_str("\nnothing holds it: an unmount would succeed now\n");
     }
     let c = a.coverage;
+    let fds = if c.fds > 0 {
+        format!(" ({} fds)", c.fds)
+    } else {
+        String::new()
+    };
     s.push_str(&format!(
-        "\n{} holders; scanned {} processes ({} fds) in {} mount namespaces",
+        "\n{} holders; {} of {} processes{fds} in {} mount namespaces",
         a.holders.iter().filter(|h| h.blamed).count(),
+        c.method.as_str(),
         c.processes,
-        c.fds,
         c.namespaces
     ));
     if !a.uninspectable.is_empty() {

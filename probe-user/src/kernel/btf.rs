@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use btf_rs::{Btf, Type};
-use probe_common::{KernelOffsets, OFFSET_UNKNOWN};
+use probe_common::OFFSET_UNKNOWN;
 
 /// The kernel's own BTF.
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -26,29 +26,123 @@ impl FieldSpec {
     }
 }
 
-/// The fields behind [`KernelOffsets`], in field order.
-pub const FIELDS: [FieldSpec; 3] = [
-    FieldSpec {
-        structure: "task_struct",
-        members: &["nsproxy"],
+/// How one eBPF global's value is derived from BTF.
+#[derive(Clone, Copy, Debug)]
+pub enum OffsetSpec {
+    /// The byte offset of a field.
+    Field(FieldSpec),
+    /// For a bit field: the byte offset of the aligned 32-bit word holding it.
+    BitfieldWord(FieldSpec),
+    /// For a bit field: its shift within that word.
+    BitfieldShift(FieldSpec),
+    /// For a bit field: its width in bits.
+    BitfieldWidth(FieldSpec),
+    /// The value of an enumerator.
+    EnumValue {
+        /// The enum type.
+        enumeration: &'static str,
+        /// The enumerator.
+        name: &'static str,
     },
-    FieldSpec {
-        structure: "nsproxy",
-        members: &["mnt_ns"],
-    },
-    FieldSpec {
-        structure: "mnt_namespace",
-        members: &["ns", "inum"],
-    },
+}
+
+impl OffsetSpec {
+    /// What is resolved, for messages and `doctor`.
+    pub fn describe(&self) -> String {
+        match self {
+            OffsetSpec::Field(f) => f.name(),
+            OffsetSpec::BitfieldWord(f) => format!("{} (word)", f.name()),
+            OffsetSpec::BitfieldShift(f) => format!("{} (shift)", f.name()),
+            OffsetSpec::BitfieldWidth(f) => format!("{} (width)", f.name()),
+            OffsetSpec::EnumValue { enumeration, name } => format!("enum {enumeration}::{name}"),
+        }
+    }
+}
+
+const fn field(structure: &'static str, members: &'static [&'static str]) -> OffsetSpec {
+    OffsetSpec::Field(FieldSpec { structure, members })
+}
+
+const FAN_TYPE: FieldSpec = FieldSpec {
+    structure: "fanotify_event",
+    members: &["type"],
+};
+
+/// Every offset global of the eBPF object (`probe-ebpf/src/offsets.rs`) and its source.
+pub const GLOBALS: [(&str, OffsetSpec); 28] = [
+    ("OFF_TASK_NSPROXY", field("task_struct", &["nsproxy"])),
+    ("OFF_NSPROXY_MNT_NS", field("nsproxy", &["mnt_ns"])),
+    ("OFF_MNT_NS_INUM", field("mnt_namespace", &["ns", "inum"])),
+    ("OFF_TASK_TGID", field("task_struct", &["tgid"])),
+    ("OFF_TASK_PID", field("task_struct", &["pid"])),
+    ("OFF_TASK_FS", field("task_struct", &["fs"])),
+    ("OFF_TASK_MM", field("task_struct", &["mm"])),
+    ("OFF_MM_EXE_FILE", field("mm_struct", &["exe_file"])),
+    ("OFF_FS_ROOT", field("fs_struct", &["root"])),
+    ("OFF_FS_PWD", field("fs_struct", &["pwd"])),
+    ("OFF_FILE_F_PATH", field("file", &["f_path"])),
+    ("OFF_FILE_PRIVATE_DATA", field("file", &["private_data"])),
+    ("OFF_PATH_MNT", field("path", &["mnt"])),
+    ("OFF_PATH_DENTRY", field("path", &["dentry"])),
+    ("OFF_MOUNT_MNT", field("mount", &["mnt"])),
+    ("OFF_MOUNT_MNT_ID", field("mount", &["mnt_id"])),
+    ("OFF_DENTRY_NAME", field("dentry", &["d_name", "name"])),
+    (
+        "OFF_GROUP_NOTIFICATION_LIST",
+        field("fsnotify_group", &["notification_list"]),
+    ),
+    ("OFF_GROUP_Q_LEN", field("fsnotify_group", &["q_len"])),
+    ("OFF_FAN_TYPE_WORD", OffsetSpec::BitfieldWord(FAN_TYPE)),
+    ("FAN_TYPE_SHIFT", OffsetSpec::BitfieldShift(FAN_TYPE)),
+    ("FAN_TYPE_WIDTH", OffsetSpec::BitfieldWidth(FAN_TYPE)),
+    (
+        "FAN_TYPE_PATH",
+        OffsetSpec::EnumValue {
+            enumeration: "fanotify_event_type",
+            name: "FANOTIFY_EVENT_TYPE_PATH",
+        },
+    ),
+    (
+        "FAN_TYPE_PATH_PERM",
+        OffsetSpec::EnumValue {
+            enumeration: "fanotify_event_type",
+            name: "FANOTIFY_EVENT_TYPE_PATH_PERM",
+        },
+    ),
+    (
+        "OFF_FAN_PATH_EVENT_PATH",
+        field("fanotify_path_event", &["path"]),
+    ),
+    ("OFF_VMA_FILE", field("vm_area_struct", &["vm_file"])),
+    ("OFF_VMA_START", field("vm_area_struct", &["vm_start"])),
+    ("OFF_VMA_END", field("vm_area_struct", &["vm_end"])),
 ];
 
-/// Offsets resolved, with the fields that could not be.
+/// The offset globals resolved, with those that could not be.
 #[derive(Clone, Debug)]
 pub struct Resolved {
-    /// The offsets; unresolved ones are [`OFFSET_UNKNOWN`].
-    pub offsets: KernelOffsets,
-    /// `(field, why)` for each field that failed.
+    /// `(global name, value)`; unresolved ones hold [`OFFSET_UNKNOWN`].
+    pub values: Vec<(&'static str, u32)>,
+    /// `(what, why)` for each spec that failed.
     pub failures: Vec<(String, String)>,
+}
+
+impl Resolved {
+    /// Every global unknown (no BTF): the programs skip what needs them.
+    pub fn unknown() -> Self {
+        Self {
+            values: GLOBALS.iter().map(|(n, _)| (*n, OFFSET_UNKNOWN)).collect(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// The value of one global.
+    pub fn get(&self, name: &str) -> u32 {
+        self.values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(OFFSET_UNKNOWN, |(_, v)| *v)
+    }
 }
 
 /// Reads and parses a BTF file (the kernel's takes about 100 ms).
@@ -58,36 +152,52 @@ pub fn load(path: &Path) -> Result<Btf> {
         .with_context(|| format!("reading BTF from {}", path.display()))
 }
 
-/// Resolves every field of [`KernelOffsets`].
+/// Resolves every global of [`GLOBALS`].
 pub fn resolve(btf: &Btf) -> Resolved {
-    let mut values = [OFFSET_UNKNOWN; FIELDS.len()];
+    let mut values = Vec::with_capacity(GLOBALS.len());
     let mut failures = Vec::new();
-    for (slot, spec) in values.iter_mut().zip(FIELDS.iter()) {
-        match field_offset(btf, spec) {
-            Ok(off) => *slot = off,
-            Err(e) => failures.push((spec.name(), format!("{e:#}"))),
-        }
+    for (name, spec) in GLOBALS {
+        let value = resolve_spec(btf, &spec).unwrap_or_else(|e| {
+            failures.push((spec.describe(), format!("{e:#}")));
+            OFFSET_UNKNOWN
+        });
+        values.push((name, value));
     }
-    let [task_nsproxy, nsproxy_mnt_ns, mnt_ns_inum] = values;
-    Resolved {
-        offsets: KernelOffsets {
-            task_nsproxy,
-            nsproxy_mnt_ns,
-            mnt_ns_inum,
-            _pad: 0,
-        },
-        failures,
+    Resolved { values, failures }
+}
+
+/// The value of one spec.
+pub fn resolve_spec(btf: &Btf, spec: &OffsetSpec) -> Result<u32> {
+    match spec {
+        OffsetSpec::Field(f) => field_offset(btf, f),
+        OffsetSpec::BitfieldWord(f) => Ok(member_bits(btf, f)?.0 / 32 * 4),
+        OffsetSpec::BitfieldShift(f) => Ok(member_bits(btf, f)?.0 % 32),
+        OffsetSpec::BitfieldWidth(f) => member_bits(btf, f)?
+            .1
+            .with_context(|| format!("{} is not a bit field", f.name())),
+        OffsetSpec::EnumValue { enumeration, name } => enum_value(btf, enumeration, name),
     }
 }
 
 /// Byte offset of `spec` from the start of its struct.
 pub fn field_offset(btf: &Btf, spec: &FieldSpec) -> Result<u32> {
+    let (bits, bitfield) = member_bits(btf, spec)?;
+    if bitfield.is_some() || !bits.is_multiple_of(8) {
+        bail!("{} is a bit field", spec.name());
+    }
+    Ok(bits / 8)
+}
+
+/// Bit offset of `spec` from the start of its struct, and its width if it is a bit field.
+fn member_bits(btf: &Btf, spec: &FieldSpec) -> Result<(u32, Option<u32>)> {
     let mut current = struct_named(btf, spec.structure)?;
     let mut offset_bits = 0u32;
+    let mut width = None;
     for (i, member) in spec.members.iter().enumerate() {
-        let (bits, ty) = find_member(btf, &current, member)
+        let (bits, ty, size) = find_member(btf, &current, member)
             .with_context(|| format!("no member `{member}` in {}", spec.name()))?;
         offset_bits += bits;
+        width = size;
         if i + 1 < spec.members.len() {
             current = match skip_qualifiers(btf, ty)? {
                 Type::Struct(s) | Type::Union(s) => s,
@@ -95,10 +205,24 @@ pub fn field_offset(btf: &Btf, spec: &FieldSpec) -> Result<u32> {
             };
         }
     }
-    if !offset_bits.is_multiple_of(8) {
-        bail!("{} is a bit field", spec.name());
+    Ok((offset_bits, width))
+}
+
+fn enum_value(btf: &Btf, enumeration: &str, name: &str) -> Result<u32> {
+    let types = btf
+        .resolve_types_by_name(enumeration)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("no enum `{enumeration}`"))?;
+    for t in types {
+        if let Type::Enum(e) = t {
+            for m in &e.members {
+                if btf.resolve_name(m).is_ok_and(|n| n == name) {
+                    return Ok(m.val());
+                }
+            }
+        }
     }
-    Ok(offset_bits / 8)
+    bail!("no enumerator {name} in enum {enumeration}")
 }
 
 fn struct_named(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
@@ -114,18 +238,18 @@ fn struct_named(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
 }
 
 /// Finds `name` among the members of `s`, descending into unnamed struct/union members.
-/// Returns its bit offset from the start of `s` and its type.
-fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Option<(u32, Type)> {
+/// Returns its bit offset from the start of `s`, its type and its bit-field width.
+fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Option<(u32, Type, Option<u32>)> {
     for m in &s.members {
         let member_name = btf.resolve_name(m).unwrap_or_default();
         let ty = btf.resolve_chained_type(m).ok()?;
         if member_name == name {
-            return Some((m.bit_offset(), ty));
+            return Some((m.bit_offset(), ty, m.bitfield_size().filter(|&w| w > 0)));
         }
         if member_name.is_empty() {
             if let Type::Struct(inner) | Type::Union(inner) = skip_qualifiers(btf, ty).ok()? {
-                if let Some((bits, found)) = find_member(btf, &inner, name) {
-                    return Some((m.bit_offset() + bits, found));
+                if let Some((bits, found, width)) = find_member(btf, &inner, name) {
+                    return Some((m.bit_offset() + bits, found, width));
                 }
             }
         }
@@ -170,10 +294,19 @@ mod tests {
         };
         let r = resolve(&btf);
         assert!(r.failures.is_empty(), "{:?}", r.failures);
-        let o = r.offsets;
-        assert!(o.task_nsproxy > 1000 && o.task_nsproxy < 8000, "{o:?}");
-        assert!(o.nsproxy_mnt_ns > 0 && o.nsproxy_mnt_ns < 64, "{o:?}");
-        assert!(o.mnt_ns_inum < 256, "{o:?}");
+        assert_eq!(r.values.len(), GLOBALS.len());
+        assert!((1000..8000).contains(&r.get("OFF_TASK_NSPROXY")), "{r:?}");
+        assert_eq!(r.get("OFF_PATH_MNT"), 0);
+        assert_eq!(r.get("OFF_PATH_DENTRY"), 8);
+        // fanotify_event.type is a 3-bit field; the path events' enumerators are 2 and 3
+        // on every kernel since 5.9.
+        assert_eq!(r.get("FAN_TYPE_WIDTH"), 3);
+        assert_eq!(
+            (r.get("FAN_TYPE_PATH"), r.get("FAN_TYPE_PATH_PERM")),
+            (2, 3)
+        );
+        assert_eq!(r.get("OFF_FAN_TYPE_WORD") % 4, 0);
+        assert_eq!(r.get("NO_SUCH_GLOBAL"), OFFSET_UNKNOWN);
     }
 
     #[test]

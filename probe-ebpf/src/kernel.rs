@@ -1,0 +1,33 @@
+//! Reading kernel memory at `base + offset` through `bpf_probe_read_kernel`, and the walk
+//! from a `struct file` or `struct path` to its mount id.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+
+use crate::offsets::{self, OFF_FILE_F_PATH, OFF_MOUNT_MNT, OFF_MOUNT_MNT_ID, OFF_PATH_MNT};
+
+/// Reads a `T` at kernel address `addr`.
+#[inline(always)]
+pub fn read<T>(addr: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a fault is an error, not a crash.
+    unsafe { bpf_probe_read_kernel(addr as *const T).ok() }
+}
+
+/// Reads a non-null pointer at `base + offset`.
+#[inline(always)]
+pub fn read_ptr(base: u64, offset: u64) -> Option<u64> {
+    read::<u64>(base + offset).filter(|&p| p != 0)
+}
+
+/// Mount id of the `struct path` at `path`.
+#[inline(always)]
+pub fn path_mount_id(path: u64) -> Option<u32> {
+    let vfsmount = read_ptr(path, offsets::get(&OFF_PATH_MNT)?)?;
+    let mount = vfsmount.checked_sub(offsets::get(&OFF_MOUNT_MNT)?)?;
+    read::<u32>(mount + offsets::get(&OFF_MOUNT_MNT_ID)?)
+}
+
+/// Mount id of the `struct file` at `file`.
+#[inline(always)]
+pub fn file_mount_id(file: u64) -> Option<u32> {
+    path_mount_id(file + offsets::get(&OFF_FILE_F_PATH)?)
+}

@@ -1,0 +1,191 @@
+//! The kernel-side holder scan: three BPF iterators (`iter/task_file`, `iter/task`,
+//! `iter/task_vma`) walk every task from the host's view and report, per wanted mount id,
+//! open files, cwd, root, executable, file mappings, and fanotify groups with unread events
+//! pinning the mount. User space only names what they found (`readlink` on `/proc`).
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    fs,
+    io::Read,
+    os::unix::ffi::OsStrExt,
+};
+
+use anyhow::{Context, Result};
+use aya::{maps::HashMap as BpfHashMap, programs::Iter, Btf, Ebpf};
+use probe_common::{scan_kind, ScanRecord};
+
+use super::{
+    holder::{HolderKind, Seen},
+    namespaces::{self, proc_path},
+    proc_scan::{process_facts, FanotifyFd, Hold, ScanOutcome},
+};
+use crate::loader;
+
+/// The iterator programs and the BTF iterator types they attach to.
+const ITERATORS: [(&str, &str); 3] = [
+    ("scan_task_file", "task_file"),
+    ("scan_task", "task"),
+    ("scan_task_vma", "task_vma"),
+];
+
+/// Loaded iterator programs, ready to run as often as needed (one scan at a time).
+pub struct KernelScanner {
+    ebpf: Ebpf,
+}
+
+impl KernelScanner {
+    /// Loads the object (with the kernel's offsets) and verifies the three iterators once.
+    pub fn load() -> Result<Self> {
+        let mut ebpf = loader::load_object(loader::resolve_offsets(), 4096)?;
+        let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
+        for (program, iter_type) in ITERATORS {
+            let prog: &mut Iter = ebpf
+                .program_mut(program)
+                .with_context(|| format!("program {program} missing from the object"))?
+                .try_into()?;
+            prog.load(iter_type, &btf)
+                .with_context(|| format!("loading BPF iterator {program} (iter/{iter_type})"))?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    /// Finds every hold on `ids`.
+    pub fn scan(&mut self, ids: &HashSet<u64>) -> Result<ScanOutcome> {
+        self.set_wanted(ids)?;
+        let mut records = Vec::new();
+        for (program, _) in ITERATORS {
+            records.extend(self.run(program)?);
+        }
+        Ok(outcome(&records))
+    }
+
+    fn set_wanted(&mut self, ids: &HashSet<u64>) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut("SCAN_MOUNTS")
+            .context("no SCAN_MOUNTS map")?;
+        let mut wanted: BpfHashMap<_, u32, u32> = BpfHashMap::try_from(map)?;
+        let old: Vec<u32> = wanted.keys().filter_map(Result::ok).collect();
+        for key in old {
+            wanted.remove(&key)?;
+        }
+        for &id in ids {
+            let id = u32::try_from(id).context("mount id beyond 32 bits")?;
+            wanted
+                .insert(id, 1, 0)
+                .context("filling SCAN_MOUNTS (at most 64 mounts)")?;
+        }
+        Ok(())
+    }
+
+    /// Runs one iterator to the end and decodes its records.
+    fn run(&mut self, program: &str) -> Result<Vec<ScanRecord>> {
+        let prog: &mut Iter = self
+            .ebpf
+            .program_mut(program)
+            .context("program missing")?
+            .try_into()?;
+        let link_id = prog
+            .attach()
+            .with_context(|| format!("attaching {program}"))?;
+        let link = prog.take_link(link_id)?;
+        let mut file = link.into_file().context("creating the iterator")?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .with_context(|| format!("reading {program}"))?;
+        Ok(decode_records(&bytes))
+    }
+}
+
+/// The fixed-size records in an iterator's output (a trailing partial record is dropped).
+pub fn decode_records(bytes: &[u8]) -> Vec<ScanRecord> {
+    bytes
+        .chunks_exact(std::mem::size_of::<ScanRecord>())
+        // SAFETY: each chunk has exactly the size of the plain-old-data record.
+        .map(|chunk| unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast::<ScanRecord>()) })
+        .collect()
+}
+
+/// Names the records' holds and groups them by process, as the `/proc` scan does.
+fn outcome(records: &[ScanRecord]) -> ScanOutcome {
+    let own = std::process::id();
+    let mut holds: BTreeMap<u32, BTreeSet<Hold>> = BTreeMap::new();
+    let mut out = ScanOutcome {
+        processes: namespaces::pids().len(),
+        method: Seen::KernelScan,
+        ..ScanOutcome::default()
+    };
+    for r in records.iter().filter(|r| r.pid != own && r.pid != 0) {
+        if r.kind == scan_kind::FANOTIFY {
+            out.fanotify.push(FanotifyFd {
+                process: process_facts(r.pid),
+                fd: r.fd as i32,
+                queued: Some(r.count),
+            });
+            continue;
+        }
+        let Some((kind, link)) = link_of(r) else {
+            continue;
+        };
+        let path = fs::read_link(&link)
+            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .unwrap_or_default();
+        let fd = (kind == HolderKind::Fd).then_some(r.fd as i32);
+        holds.entry(r.pid).or_default().insert(Hold {
+            kind,
+            mount_id: u64::from(r.mnt_id),
+            path,
+            fd,
+        });
+    }
+    out.holders = holds
+        .into_iter()
+        .map(|(pid, set)| (process_facts(pid), set.into_iter().collect()))
+        .collect();
+    out
+}
+
+/// The hold's kind and the `/proc` magic link that names it.
+fn link_of(r: &ScanRecord) -> Option<(HolderKind, std::path::PathBuf)> {
+    let task = |link: &str| proc_path(r.pid, &format!("task/{}/{link}", r.tid));
+    Some(match r.kind {
+        scan_kind::FD => (HolderKind::Fd, proc_path(r.pid, &format!("fd/{}", r.fd))),
+        scan_kind::CWD => (HolderKind::Cwd, task("cwd")),
+        scan_kind::ROOT => (HolderKind::Root, task("root")),
+        scan_kind::EXE => (HolderKind::Exe, proc_path(r.pid, "exe")),
+        scan_kind::MMAP => (
+            HolderKind::Mmap,
+            proc_path(r.pid, &format!("map_files/{:x}-{:x}", r.addr, r.addr_end)),
+        ),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_whole_records_only() {
+        let rec = ScanRecord {
+            kind: scan_kind::FD,
+            pid: 7,
+            tid: 7,
+            fd: 3,
+            mnt_id: 99,
+            count: 0,
+            addr: 1,
+            addr_end: 2,
+        };
+        // SAFETY: viewing a plain struct as bytes.
+        let one = unsafe {
+            std::slice::from_raw_parts(
+                (&raw const rec).cast::<u8>(),
+                std::mem::size_of::<ScanRecord>(),
+            )
+        };
+        let mut bytes = [one, one].concat();
+        bytes.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(decode_records(&bytes), [rec, rec]);
+    }
+}
