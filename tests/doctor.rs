@@ -101,6 +101,11 @@ fn doctor_as_root_tries_every_probe_kind() {
             assert!(!detail.is_empty(), "{kind} refused without a reason");
         }
     }
+    let (verdict, detail) = row(&stdout, "BPF iterator");
+    assert_eq!(
+        verdict, "yes",
+        "the kernel holder scan must load here: {detail}"
+    );
     let hooks = row(&stdout, "fentry").0 == "yes" && row(&stdout, "BPF LSM").0 == "yes";
     let mode = stdout
         .lines()

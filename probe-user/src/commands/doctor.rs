@@ -181,13 +181,14 @@ fn lsm_row() -> Row {
 
 /// Loads the object and tries each probe kind; all rows "not checked" without privileges.
 fn probe_rows(p: &Privileges, offsets: &Resolved) -> Vec<Row> {
-    const KINDS: [&str; 6] = [
+    const KINDS: [&str; 7] = [
         "ring buffer",
         "tracepoint",
         "raw_tracepoint",
         "tp_btf",
         "fentry",
         "BPF LSM",
+        "BPF iterator",
     ];
     if !p.missing().is_empty() {
         let why = "needs root (CAP_BPF, CAP_PERFMON): run `sudo busyprobe doctor`";
@@ -220,7 +221,13 @@ fn probe_rows(p: &Privileges, offsets: &Resolved) -> Vec<Row> {
         outcome_row("tp_btf", with_btf(&btf, |b| try_tp_btf(&mut ebpf, b))),
         outcome_row("fentry", with_btf(&btf, |b| try_fentry(&mut ebpf, b))),
         outcome_row("BPF LSM", with_btf(&btf, |b| try_lsm(&mut ebpf, b))),
+        outcome_row("BPF iterator", try_iterators()),
     ]
+}
+
+fn try_iterators() -> Result<String> {
+    crate::attribution::kernel_scan::KernelScanner::load()?;
+    Ok("task_file, task, task_vma load: holders are found by the kernel scan".into())
 }
 
 fn with_btf(btf: &Option<Btf>, f: impl FnOnce(&Btf) -> Result<String>) -> Result<String> {
@@ -394,7 +401,7 @@ mod tests {
             effective: Default::default(),
         };
         let rows = probe_rows(&p, &Resolved::unknown());
-        assert_eq!(rows.len(), 6);
+        assert_eq!(rows.len(), 7);
         assert!(rows
             .iter()
             .all(|r| r.verdict == Verdict::NotChecked && r.detail.contains("needs root")));
