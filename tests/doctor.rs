@@ -134,6 +134,7 @@ fn doctor_without_root_says_what_it_could_not_check() {
         "tp_btf",
         "fentry",
         "BPF LSM",
+        "BPF iterator",
     ] {
         let (verdict, detail) = row(&stdout, kind);
         assert_eq!(verdict, "not checked", "{kind}");
