@@ -114,6 +114,24 @@ pub struct UmountAttempt {
     pub attribution: Option<Result<crate::attribution::Attribution, String>>,
 }
 
+/// Something a user should know that is not an unmount attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Warning {
+    /// An unmount succeeded but the filesystem lives on.
+    AliveAfterUnmount {
+        /// The successful attempt.
+        umount_id: u64,
+        /// When it was noticed.
+        ts: SystemTime,
+        /// The unmount's target as passed.
+        target: Vec<u8>,
+        /// The mount that was unmounted.
+        mount: crate::attribution::MountSummary,
+        /// What keeps the filesystem alive.
+        holders: Vec<crate::attribution::holder::Holder>,
+    },
+}
+
 /// A realistic attempt for tests of the consumers of [`UmountAttempt`].
 #[cfg(test)]
 pub(crate) fn sample_attempt(

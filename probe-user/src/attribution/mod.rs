@@ -8,6 +8,7 @@ pub mod devices;
 pub mod fanotify;
 pub mod holder;
 pub mod kernel_scan;
+pub mod live;
 pub mod namespaces;
 pub mod proc_scan;
 pub mod target;
@@ -155,6 +156,41 @@ pub fn attribute_mount(target: &TargetMount, scanner: &mut Scanner) -> Attributi
             namespaces: namespaces.len(),
         },
     }
+}
+
+/// What keeps a filesystem alive after `unmounted` was successfully unmounted (plain or
+/// lazy): other mounts of the same filesystem and root in any namespace, and processes still
+/// holding the (lazily detached) mount. Empty when nothing does.
+pub fn alive_after_unmount(unmounted: &MountEntry, scanner: &mut Scanner) -> Vec<Holder> {
+    let namespaces = namespaces::all_namespaces();
+    let mut holders: Vec<Holder> = Vec::new();
+    for ns in namespaces.values() {
+        for m in ns.mounts.iter().filter(|m| {
+            (m.major, m.minor, &m.root) == (unmounted.major, unmounted.minor, &unmounted.root)
+        }) {
+            let mut h = Holder::new(HolderKind::MountCopy, m.id, Seen::MountTable);
+            h.path = Some(m.mount_point.clone());
+            h.process = Some(proc_scan::process_facts(ns.pid));
+            h.note = Some(format!(
+                "the filesystem is still mounted at {} in mount namespace {}",
+                String::from_utf8_lossy(&m.mount_point),
+                ns.mntns
+            ));
+            holders.push(h);
+        }
+    }
+    let scan = scanner.scan(&HashSet::from([unmounted.id]));
+    for (process, holds) in &scan.holders {
+        for hold in holds {
+            let mut h = Holder::new(hold.kind, hold.mount_id, scan.method);
+            h.process = Some(process.clone());
+            h.path = Some(hold.path.clone());
+            h.fd = hold.fd;
+            h.note = Some("holds the detached mount".into());
+            holders.push(h);
+        }
+    }
+    holders
 }
 
 /// Holds of processes: direct ones on the target, `mount-copy` ones on its copies.

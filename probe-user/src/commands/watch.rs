@@ -4,7 +4,7 @@ use std::{
     io,
     os::unix::ffi::OsStrExt,
     process::ExitCode,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -17,7 +17,7 @@ use tokio::{
 };
 
 use crate::{
-    attribution::{self, kernel_scan::KernelScanner, target::Viewpoint, Scanner},
+    attribution::live::{Finished, Live},
     cli::WatchArgs,
     clock::BootClock,
     decode::{decode, KernelEvent},
@@ -123,8 +123,8 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
         next_id: 0,
     };
     let mut ticker = stats_ticker(args.stats_interval);
-    let mut attributing: JoinSet<UmountAttempt> = JoinSet::new();
-    let scanner = Arc::new(Mutex::new(load_scanner(args.no_holders)));
+    let mut jobs: JoinSet<Finished> = JoinSet::new();
+    let live = (!args.no_holders).then(Live::start);
     let mut stdout_closed = std::pin::pin!(stdout_closed());
     tracing::info!(
         "probes attached ({MODE_TRACEPOINT} mode); watching every unmount on this host. Ctrl-C to stop."
@@ -137,10 +137,10 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
                     let mut guard = guard?;
                     let attempts = pipeline.drain(guard.get_inner_mut());
                     guard.clear_ready();
-                    dispatch(attempts, &scanner, &mut attributing, sink.as_mut())?;
+                    dispatch(attempts, live.as_ref(), &mut jobs, sink.as_mut())?;
                 }
-                Some(done) = attributing.join_next(), if !attributing.is_empty() => {
-                    sink.umount(&done.map_err(io::Error::other)?)?;
+                Some(done) = jobs.join_next(), if !jobs.is_empty() => {
+                    write_finished(done, sink.as_mut())?;
                 }
                 _ = ticker.tick(), if args.stats_interval > 0 => {
                     pipeline.report_stats(&drops, sink.as_mut(), false)?;
@@ -155,7 +155,7 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
     let outcome = match outcome {
         Ok(()) => {
             let last = pipeline.drain(ring.get_mut());
-            finish(last, &scanner, &mut attributing, sink.as_mut())
+            finish(last, live.as_ref(), &mut jobs, sink.as_mut())
                 .await
                 .and_then(|()| pipeline.report_stats(&drops, sink.as_mut(), true))
         }
@@ -170,92 +170,56 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
     }
 }
 
-/// Writes attempts that need no attribution at once; starts attribution of each EBUSY on a
-/// blocking thread, so a scan never holds up the events behind it.
+/// Writes each attempt that needs no attribution at once; starts the attribution of each
+/// EBUSY, and the alive-after-unmount check of each success, on a blocking thread.
 fn dispatch(
     attempts: Vec<UmountAttempt>,
-    scanner: &SharedScanner,
-    attributing: &mut JoinSet<UmountAttempt>,
+    live: Option<&Arc<Live>>,
+    jobs: &mut JoinSet<Finished>,
     sink: &mut dyn Sink,
 ) -> io::Result<()> {
     for attempt in attempts {
-        let wanted = scanner.lock().map(|s| s.is_some()).unwrap_or(false);
-        if wanted && attempt.call.ret == -i64::from(libc::EBUSY) {
-            let scanner = Arc::clone(scanner);
-            attributing.spawn_blocking(move || with_attribution(attempt, &scanner));
-        } else {
+        let Some(live) = live else {
             sink.umount(&attempt)?;
+            continue;
+        };
+        let live = Arc::clone(live);
+        if Live::is_busy(&attempt) {
+            jobs.spawn_blocking(move || live.attribute(attempt));
+            continue;
+        }
+        sink.umount(&attempt)?;
+        if Live::may_outlive(&attempt) {
+            jobs.spawn_blocking(move || live.check_outlived(&attempt));
         }
     }
     Ok(())
 }
 
-/// Writes the last attempts and waits for every attribution still running.
-async fn finish(
-    attempts: Vec<UmountAttempt>,
-    scanner: &SharedScanner,
-    attributing: &mut JoinSet<UmountAttempt>,
+/// Writes what a finished job produced.
+fn write_finished(
+    done: Result<Finished, tokio::task::JoinError>,
     sink: &mut dyn Sink,
 ) -> io::Result<()> {
-    dispatch(attempts, scanner, attributing, sink)?;
-    while let Some(done) = attributing.join_next().await {
-        sink.umount(&done.map_err(io::Error::other)?)?;
+    match done.map_err(io::Error::other)? {
+        Finished::Attempt(attempt) => sink.umount(&attempt),
+        Finished::Warning(warning) => sink.warning(&warning),
+        Finished::Nothing => Ok(()),
+    }
+}
+
+/// Writes the last attempts and waits for every job still running.
+async fn finish(
+    attempts: Vec<UmountAttempt>,
+    live: Option<&Arc<Live>>,
+    jobs: &mut JoinSet<Finished>,
+    sink: &mut dyn Sink,
+) -> io::Result<()> {
+    dispatch(attempts, live, jobs, sink)?;
+    while let Some(done) = jobs.join_next().await {
+        write_finished(done, sink)?;
     }
     Ok(())
-}
-
-/// How EBUSY holders are looked for: `None` with `--no-holders`, else the kernel scanner
-/// when it loads (`Kernel`) or the /proc walk (`Proc`). Scans run one at a time.
-type SharedScanner = Arc<Mutex<Option<ScanMode>>>;
-
-/// The scan used for EBUSY attribution.
-enum ScanMode {
-    /// BPF iterators.
-    Kernel(KernelScanner),
-    /// A /proc walk.
-    Proc,
-}
-
-fn load_scanner(no_holders: bool) -> Option<ScanMode> {
-    if no_holders {
-        return None;
-    }
-    Some(match KernelScanner::load() {
-        Ok(k) => ScanMode::Kernel(k),
-        Err(e) => {
-            tracing::warn!(
-                "kernel holder scan unavailable ({e:#}); EBUSY holders come from a /proc walk"
-            );
-            ScanMode::Proc
-        }
-    })
-}
-
-/// The attempt with who holds its mount (or why that is unknown).
-fn with_attribution(mut attempt: UmountAttempt, scanner: &SharedScanner) -> UmountAttempt {
-    let call = &attempt.call;
-    let result = if call.target.truncated || call.target.unreadable {
-        Err("the probe could not read the whole target path".to_string())
-    } else {
-        Viewpoint::of_caller(call.pid, call.tid, call.mntns)
-            .and_then(|view| {
-                let mut guard = scanner
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("a holder scan panicked"))?;
-                let mut scan = match guard.as_mut() {
-                    Some(ScanMode::Kernel(k)) => Scanner::Kernel(k),
-                    _ => Scanner::Proc,
-                };
-                attribution::attribute(view, &call.target.bytes, &mut scan)
-            })
-            .map(|mut a| {
-                a.add_unknown_if_unexplained();
-                a
-            })
-            .map_err(|e| format!("{e:#}"))
-    };
-    attempt.attribution = Some(result);
-    attempt
 }
 
 /// Resolves when stdout is a pipe or socket whose reader went away (`busyprobe watch | head

@@ -5,13 +5,18 @@ pub mod text;
 
 use std::{io, time::SystemTime};
 
-use crate::{event::UmountAttempt, stats::Stats};
+use crate::{
+    event::{UmountAttempt, Warning},
+    stats::Stats,
+};
 
 /// A consumer of the event stream. An `Err` from a write means the output is gone (for
 /// example a closed pipe) and the stream should end.
 pub trait Sink {
     /// One unmount attempt.
     fn umount(&mut self, attempt: &UmountAttempt) -> io::Result<()>;
+    /// A warning (for example a filesystem alive after its unmount).
+    fn warning(&mut self, warning: &Warning) -> io::Result<()>;
     /// Periodic counters; `last` on the final report before exit.
     fn stats(&mut self, ts: SystemTime, stats: &Stats, last: bool) -> io::Result<()>;
 }

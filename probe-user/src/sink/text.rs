@@ -9,8 +9,12 @@
 use std::{io, time::SystemTime};
 
 use crate::{
-    attribution::holder::Holder, container::Container, event::UmountAttempt,
-    paths::escape_for_terminal, sink::Sink, stats::Stats,
+    attribution::holder::Holder,
+    container::Container,
+    event::{UmountAttempt, Warning},
+    paths::escape_for_terminal,
+    sink::Sink,
+    stats::Stats,
 };
 
 /// Writes human-readable lines to `W`.
@@ -140,6 +144,24 @@ fn human_duration(ns: u64) -> String {
 impl<W: io::Write> Sink for TextLines<W> {
     fn umount(&mut self, attempt: &UmountAttempt) -> io::Result<()> {
         writeln!(self.out, "{}", format_attempt(attempt))?;
+        self.out.flush()
+    }
+
+    fn warning(&mut self, warning: &Warning) -> io::Result<()> {
+        let Warning::AliveAfterUnmount {
+            umount_id,
+            target,
+            holders,
+            ..
+        } = warning;
+        writeln!(
+            self.out,
+            "warning: unmount {umount_id} of {} succeeded but the filesystem is still in use:",
+            escape_for_terminal(target)
+        )?;
+        for h in holders {
+            writeln!(self.out, "    {}", format_holder(h))?;
+        }
         self.out.flush()
     }
 

@@ -25,7 +25,11 @@ mod wire;
 
 use std::{io, time::SystemTime};
 
-use crate::{event::UmountAttempt, sink::Sink, stats::Stats};
+use crate::{
+    event::{UmountAttempt, Warning},
+    sink::Sink,
+    stats::Stats,
+};
 
 /// The `who` object for `busyprobe who --json` (one line).
 pub fn who_line(path: &[u8], attribution: &crate::attribution::Attribution) -> String {
@@ -62,6 +66,10 @@ impl<W: io::Write> Sink for JsonLines<W> {
 
     fn stats(&mut self, ts: SystemTime, stats: &Stats, last: bool) -> io::Result<()> {
         self.line(&wire::StatsLine::new(ts, stats, last))
+    }
+
+    fn warning(&mut self, warning: &Warning) -> io::Result<()> {
+        self.line(&wire::WarningLine::new(warning))
     }
 }
 

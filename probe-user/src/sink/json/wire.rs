@@ -13,7 +13,7 @@ use crate::{
         Attribution, MountSummary,
     },
     container::Container,
-    event::UmountAttempt,
+    event::{UmountAttempt, Warning},
     stats::Stats,
 };
 
@@ -245,6 +245,52 @@ impl HolderWire {
             via: h.via.map(|v| v.as_str()),
             blamed: h.blamed,
             note: h.note.clone(),
+        }
+    }
+}
+
+/// `{"type":"warning"}`.
+#[derive(Serialize)]
+pub struct WarningLine {
+    v: u32,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    ts: String,
+    warning: &'static str,
+    umount_id: u64,
+    target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_b64: Option<String>,
+    mount: MountWire,
+    holders: Vec<HolderWire>,
+    message: String,
+}
+
+impl WarningLine {
+    /// The line for a warning.
+    pub fn new(w: &Warning) -> Self {
+        let Warning::AliveAfterUnmount {
+            umount_id,
+            ts,
+            target,
+            mount,
+            holders,
+        } = w;
+        let (target, target_b64) = TextBytes::split(target);
+        Self {
+            v: SCHEMA_VERSION,
+            kind: "warning",
+            ts: rfc3339(*ts),
+            warning: "alive-after-unmount",
+            umount_id: *umount_id,
+            message: format!(
+                "unmount {umount_id} succeeded but the filesystem is still in use ({} holders)",
+                holders.len()
+            ),
+            target,
+            target_b64,
+            mount: MountWire::new(mount),
+            holders: holders.iter().map(HolderWire::new).collect(),
         }
     }
 }

@@ -1,0 +1,148 @@
+//! Attribution during `watch`: what to do with each unmount attempt once it is decoded.
+//! An EBUSY gets its holders; a successful unmount whose filesystem lives on (a copy in
+//! another namespace, processes on a lazily detached mount) gets a warning. Both run on
+//! blocking threads, one scan at a time, so the event stream never waits for them.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
+
+use super::{
+    kernel_scan::KernelScanner,
+    namespaces::Namespace,
+    target::{self, TargetMount, Viewpoint},
+    MountSummary, Scanner,
+};
+use crate::{
+    event::{UmountAttempt, Warning},
+    state::mount_cache::MountCache,
+};
+
+/// The scan used in `watch`.
+enum ScanMode {
+    /// BPF iterators.
+    Kernel(KernelScanner),
+    /// A /proc walk.
+    Proc,
+}
+
+/// What the watch loop gets back from a blocking job.
+pub enum Finished {
+    /// An EBUSY attempt, now with its holders.
+    Attempt(Box<UmountAttempt>),
+    /// A warning about a successful unmount.
+    Warning(Box<Warning>),
+    /// Nothing to report.
+    Nothing,
+}
+
+/// The attribution state of one `watch`: the scanner and the mount-table cache.
+pub struct Live {
+    scanner: Mutex<ScanMode>,
+    mounts: Arc<MountCache>,
+}
+
+impl Live {
+    /// Loads the kernel scanner (or settles for /proc) and starts the mount-table cache.
+    pub fn start() -> Arc<Self> {
+        let scanner = match KernelScanner::load() {
+            Ok(k) => ScanMode::Kernel(k),
+            Err(e) => {
+                tracing::warn!(
+                    "kernel holder scan unavailable ({e:#}); holders come from a /proc walk"
+                );
+                ScanMode::Proc
+            }
+        };
+        Arc::new(Self {
+            scanner: Mutex::new(scanner),
+            mounts: MountCache::start(),
+        })
+    }
+
+    /// Whether the attempt is an EBUSY to attribute (written when that is done).
+    pub fn is_busy(attempt: &UmountAttempt) -> bool {
+        attempt.call.ret == -i64::from(libc::EBUSY)
+    }
+
+    /// Whether a successful attempt should be checked for a filesystem that lives on.
+    pub fn may_outlive(attempt: &UmountAttempt) -> bool {
+        attempt.call.ret == 0 && attempt.target_abs.is_some()
+    }
+
+    fn with_scanner<T>(&self, f: impl FnOnce(&mut Scanner) -> T) -> anyhow::Result<T> {
+        let mut guard = self
+            .scanner
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a holder scan panicked"))?;
+        let mut scanner = match &mut *guard {
+            ScanMode::Kernel(k) => Scanner::Kernel(k),
+            ScanMode::Proc => Scanner::Proc,
+        };
+        Ok(f(&mut scanner))
+    }
+
+    /// The EBUSY attempt with who holds its mount (or why that is unknown).
+    pub fn attribute(&self, mut attempt: UmountAttempt) -> Finished {
+        let call = &attempt.call;
+        let result = if call.target.truncated || call.target.unreadable {
+            Err("the probe could not read the whole target path".to_string())
+        } else {
+            Viewpoint::of_caller(call.pid, call.tid, call.mntns)
+                .and_then(|view| self.target(view, &attempt))
+                .and_then(|target| self.with_scanner(|s| super::attribute_mount(&target, s)))
+                .map(|mut a| {
+                    a.add_unknown_if_unexplained();
+                    a
+                })
+                .map_err(|e| format!("{e:#}"))
+        };
+        attempt.attribution = Some(result);
+        Finished::Attempt(Box::new(attempt))
+    }
+
+    /// The mount an EBUSY was about: from the mount-table cache when it knew the mount point
+    /// (so a lazy unmount racing the scan does not change the answer), else resolved now.
+    fn target(&self, view: Viewpoint, attempt: &UmountAttempt) -> anyhow::Result<TargetMount> {
+        let cached = attempt
+            .target_abs
+            .as_deref()
+            .and_then(|abs| self.mounts.mounted_at(attempt.call.mntns, abs));
+        match (cached, Namespace::of_pid(view.pid)) {
+            (Some(entry), Some(namespace)) => Ok(TargetMount {
+                entry,
+                namespace,
+                is_mount_point: true,
+            }),
+            _ => target::resolve(view, &attempt.call.target.bytes),
+        }
+    }
+
+    /// A warning when the filesystem a successful unmount removed is still in use.
+    pub fn check_outlived(&self, attempt: &UmountAttempt) -> Finished {
+        let Some(target) = attempt.target_abs.as_deref() else {
+            return Finished::Nothing;
+        };
+        let Some(unmounted) = self.mounts.unmounted_at(attempt.call.mntns, target) else {
+            return Finished::Nothing;
+        };
+        let holders = self
+            .with_scanner(|s| super::alive_after_unmount(&unmounted, s))
+            .unwrap_or_default();
+        if holders.is_empty() {
+            return Finished::Nothing;
+        }
+        Finished::Warning(Box::new(Warning::AliveAfterUnmount {
+            umount_id: attempt.id,
+            ts: SystemTime::now(),
+            target: attempt.call.target.bytes.clone(),
+            mount: MountSummary {
+                id: unmounted.id,
+                mntns: attempt.call.mntns,
+                entry: unmounted,
+            },
+            holders,
+        }))
+    }
+}

@@ -1,0 +1,228 @@
+//! A live copy of every mount namespace's mount table, kept by a background thread that
+//! wakes when a table changes (`poll` on `/proc/PID/mountinfo` reports `POLLPRI`). Mounts
+//! that disappear are kept a while as *removed*: after a successful unmount, user space can
+//! still learn what was unmounted (its id, device and root) to check whether it lives on.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::{Read, Seek},
+    os::fd::AsFd,
+    sync::{Arc, RwLock},
+    thread,
+    time::{Duration, Instant},
+};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::mountinfo::{self, MountEntry};
+use crate::attribution::namespaces;
+
+/// How long a removed mount is remembered.
+const REMEMBER_REMOVED: Duration = Duration::from_secs(30);
+/// How often new mount namespaces are looked for.
+const DISCOVER_EVERY: Duration = Duration::from_secs(2);
+
+/// The tables, shared with the thread that keeps them.
+#[derive(Default)]
+pub struct MountCache {
+    inner: RwLock<Tables>,
+}
+
+#[derive(Default)]
+struct Tables {
+    current: HashMap<u64, Vec<MountEntry>>,
+    removed: Vec<(u64, MountEntry, Instant)>,
+}
+
+impl Tables {
+    fn current_at(&self, mntns: u64, mount_point: &[u8]) -> Option<MountEntry> {
+        self.current
+            .get(&mntns)?
+            .iter()
+            .rev()
+            .find(|m| m.mount_point == mount_point)
+            .cloned()
+    }
+
+    fn removed_at(&self, mntns: u64, mount_point: &[u8]) -> Option<MountEntry> {
+        self.removed
+            .iter()
+            .rev()
+            .find(|(ns, m, _)| *ns == mntns && m.mount_point == mount_point)
+            .map(|(_, m, _)| m.clone())
+    }
+}
+
+impl MountCache {
+    /// Reads every namespace's table now and keeps them current from a background thread.
+    pub fn start() -> Arc<Self> {
+        let cache = Arc::new(Self::default());
+        let keeper = Arc::clone(&cache);
+        thread::Builder::new()
+            .name("mount-cache".into())
+            .spawn(move || keeper.keep_current())
+            .expect("spawning a thread");
+        cache
+    }
+
+    /// The mount that was at `mount_point` in namespace `mntns` and has been removed in the
+    /// last half minute (the most recently removed first), or else the one there now: what a
+    /// successful unmount removed.
+    pub fn unmounted_at(&self, mntns: u64, mount_point: &[u8]) -> Option<MountEntry> {
+        let tables = self.inner.read().ok()?;
+        tables
+            .removed_at(mntns, mount_point)
+            .or_else(|| tables.current_at(mntns, mount_point))
+    }
+
+    /// The topmost mount at `mount_point` in namespace `mntns` now, or else the one most
+    /// recently removed from there: what a failed unmount was about, even if it has been
+    /// lazily detached since.
+    pub fn mounted_at(&self, mntns: u64, mount_point: &[u8]) -> Option<MountEntry> {
+        let tables = self.inner.read().ok()?;
+        tables
+            .current_at(mntns, mount_point)
+            .or_else(|| tables.removed_at(mntns, mount_point))
+    }
+
+    fn update(&self, mntns: u64, table: Vec<MountEntry>) {
+        let Ok(mut tables) = self.inner.write() else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some(old) = tables.current.insert(mntns, table) {
+            let gone: Vec<MountEntry> = {
+                let new = &tables.current[&mntns];
+                old.into_iter()
+                    .filter(|m| !new.iter().any(|n| n.id == m.id))
+                    .collect()
+            };
+            tables
+                .removed
+                .extend(gone.into_iter().map(|m| (mntns, m, now)));
+        }
+        tables
+            .removed
+            .retain(|(_, _, at)| now.duration_since(*at) < REMEMBER_REMOVED);
+    }
+
+    fn forget(&self, mntns: u64) {
+        if let Ok(mut tables) = self.inner.write() {
+            tables.current.remove(&mntns);
+        }
+    }
+
+    /// The thread: watches one mountinfo file per namespace, re-reading a table when the
+    /// kernel says it changed, and looks for new namespaces every few seconds.
+    fn keep_current(&self) {
+        let mut watched: HashMap<u64, File> = HashMap::new();
+        let mut last_discovery = Instant::now() - DISCOVER_EVERY;
+        loop {
+            if last_discovery.elapsed() >= DISCOVER_EVERY {
+                self.discover(&mut watched);
+                last_discovery = Instant::now();
+            }
+            let changed = wait_for_changes(&watched);
+            for mntns in changed {
+                let table = watched.get_mut(&mntns).and_then(read_table);
+                match table {
+                    Some(table) => self.update(mntns, table),
+                    None => {
+                        watched.remove(&mntns);
+                        self.forget(mntns);
+                    }
+                }
+            }
+        }
+    }
+
+    fn discover(&self, watched: &mut HashMap<u64, File>) {
+        let mut seen = HashMap::new();
+        for pid in namespaces::pids() {
+            if let Some(ns) = namespaces::mntns_of(pid) {
+                seen.entry(ns).or_insert(pid);
+            }
+        }
+        for (ns, pid) in seen {
+            if watched.contains_key(&ns) {
+                continue;
+            }
+            if let Ok(mut file) = File::open(namespaces::proc_path(pid, "mountinfo")) {
+                if let Some(table) = read_table(&mut file) {
+                    self.update(ns, table);
+                    watched.insert(ns, file);
+                }
+            }
+        }
+    }
+}
+
+/// Re-reads a mountinfo file from the start.
+fn read_table(file: &mut File) -> Option<Vec<MountEntry>> {
+    file.rewind().ok()?;
+    let mut text = Vec::new();
+    file.read_to_end(&mut text).ok()?;
+    mountinfo::parse(&text).ok()
+}
+
+/// The namespaces whose table changed (or whose process went away) within a second.
+fn wait_for_changes(watched: &HashMap<u64, File>) -> Vec<u64> {
+    let keys: Vec<u64> = watched.keys().copied().collect();
+    let mut fds: Vec<PollFd> = keys
+        .iter()
+        .map(|k| PollFd::new(watched[k].as_fd(), PollFlags::POLLPRI))
+        .collect();
+    if fds.is_empty() {
+        thread::sleep(Duration::from_millis(200));
+        return Vec::new();
+    }
+    match poll(&mut fds, PollTimeout::from(1000u16)) {
+        Ok(n) if n > 0 => keys
+            .iter()
+            .zip(&fds)
+            .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(k, _)| *k)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::mountinfo::parse_line;
+
+    #[test]
+    fn remembers_what_an_update_removed() {
+        let cache = MountCache::default();
+        let a = parse_line(b"10 1 0:50 / /mnt rw - tmpfs t rw").unwrap();
+        let b = parse_line(b"11 1 0:51 / /other rw - tmpfs t rw").unwrap();
+        cache.update(7, vec![a.clone(), b.clone()]);
+        assert_eq!(
+            cache.unmounted_at(7, b"/mnt"),
+            Some(a.clone()),
+            "present now"
+        );
+        cache.update(7, vec![b.clone()]);
+        assert_eq!(
+            cache.unmounted_at(7, b"/mnt"),
+            Some(a.clone()),
+            "removed, remembered"
+        );
+        let again = parse_line(b"12 1 0:52 / /mnt rw - tmpfs t rw").unwrap();
+        cache.update(7, vec![b.clone(), again.clone()]);
+        assert_eq!(
+            cache.mounted_at(7, b"/mnt"),
+            Some(again),
+            "a failed unmount is about what is there now"
+        );
+        assert_eq!(
+            cache.unmounted_at(7, b"/mnt"),
+            Some(a),
+            "a success removed the older one"
+        );
+        assert_eq!(cache.unmounted_at(8, b"/mnt"), None, "other namespace");
+        assert_eq!(cache.unmounted_at(7, b"/nothing"), None);
+    }
+}
