@@ -4,9 +4,11 @@
 //! fs/pnode.c) looks, in every mount that receives propagation from the parent (its peers and
 //! slaves, in any namespace), at the copy mounted at the same place, and fails with EBUSY when
 //! that copy is busy. So a copy counts when its parent is a peer (`shared:N`) or a slave
-//! (`master:N`) of the target's parent's peer group N. Any other copy (the parent is private,
-//! as after `unshare -m` with the default private propagation) cannot cause EBUSY: it is
-//! reported, never blamed, and it keeps the filesystem alive after the unmount.
+//! (`master:N`) of the target's parent's peer group N, *and* it has no submounts of its own
+//! other than one mount covering it entirely (the kernel skips such copies, and the unmount
+//! leaves them in place). Any other copy (the parent is private, as after `unshare -m` with
+//! the default private propagation) cannot cause EBUSY: it is reported, never blamed, and it
+//! keeps the filesystem alive after the unmount.
 
 use super::namespaces::Namespace;
 use crate::state::mountinfo::MountEntry;
@@ -59,20 +61,36 @@ pub fn find<'a>(
             .filter(|m| same_filesystem_and_root(target, m))
         {
             let parent = ns.mount(m.parent);
+            let mut propagation = parent.map_or_else(
+                || "parent unknown".into(),
+                |p| format!("parent {}", p.propagation.describe()),
+            );
+            let mut counted = receives_propagation(target_parent, parent);
+            if counted && has_submounts(ns, m) {
+                counted = false;
+                propagation.push_str("; it has submounts of its own, so the kernel skips it");
+            }
             copies.push(MountCopy {
                 id: m.id,
                 mntns: ns.mntns,
                 pid: ns.pid,
                 mount_point: m.mount_point.clone(),
-                propagation: parent.map_or_else(
-                    || "parent unknown".into(),
-                    |p| format!("parent {}", p.propagation.describe()),
-                ),
-                counted: receives_propagation(target_parent, parent),
+                propagation,
+                counted,
             });
         }
     }
     copies
+}
+
+/// Whether `m` has children other than a single mount covering its root (`find_topper`).
+fn has_submounts(ns: &Namespace, m: &MountEntry) -> bool {
+    let children: Vec<&MountEntry> = ns.children(m.id).collect();
+    match children.as_slice() {
+        [] => false,
+        [topper] => topper.mount_point != m.mount_point,
+        _ => true,
+    }
 }
 
 fn same_filesystem_and_root(a: &MountEntry, b: &MountEntry) -> bool {
@@ -150,6 +168,45 @@ mod tests {
                 (300, 3, 30, true, "parent master:1"),
                 (400, 4, 40, false, "parent private")
             ]
+        );
+    }
+
+    #[test]
+    fn a_copy_with_submounts_is_skipped_a_covered_one_is_not() {
+        let host = ns(
+            1,
+            10,
+            &[
+                b"1 1 8:1 / / rw shared:1 - ext4 /dev/sda1 rw",
+                b"100 1 0:50 / /mnt rw shared:7 - tmpfs t rw",
+            ],
+        );
+        let target = host.mount(100).unwrap().clone();
+        let with_sub = ns(
+            2,
+            20,
+            &[
+                b"2 2 8:1 / / rw master:1 - ext4 /dev/sda1 rw",
+                b"200 2 0:50 / /mnt rw master:7 - tmpfs t rw",
+                b"201 200 0:60 / /mnt/sub rw - tmpfs s rw",
+            ],
+        );
+        let covered = ns(
+            3,
+            30,
+            &[
+                b"3 3 8:1 / / rw master:1 - ext4 /dev/sda1 rw",
+                b"300 3 0:50 / /mnt rw master:7 - tmpfs t rw",
+                b"301 300 0:61 / /mnt rw - tmpfs c rw",
+            ],
+        );
+        let copies = find(&target, host.mount(1), [&host, &with_sub, &covered]);
+        let summary: Vec<_> = copies.iter().map(|c| (c.id, c.counted)).collect();
+        assert_eq!(summary, [(200, false), (300, true)]);
+        assert!(
+            copies[0].propagation.contains("submounts of its own"),
+            "{}",
+            copies[0].propagation
         );
     }
 

@@ -131,7 +131,6 @@ pub fn attribute_mount(target: &TargetMount, scanner: &mut Scanner) -> Attributi
 
     let mut holders = process_holders(target.entry.id, &scan, &copies);
     holders.extend(submount_holders(target));
-    holders.extend(copy_submount_holders(&copies, &namespaces));
     let mut viewers: Vec<u32> = vec![target.namespace.pid];
     viewers.extend(copies.iter().map(|c| c.pid));
     viewers.push(std::process::id());
@@ -249,27 +248,6 @@ fn submount_holders(target: &TargetMount) -> Vec<Holder> {
             h
         })
         .collect()
-}
-
-/// Submounts of counted copies (they make the copy, so the unmount, busy).
-fn copy_submount_holders(
-    copies: &[MountCopy],
-    namespaces: &std::collections::BTreeMap<u64, namespaces::Namespace>,
-) -> Vec<Holder> {
-    let mut out = Vec::new();
-    for copy in copies.iter().filter(|c| c.counted) {
-        let Some(ns) = namespaces.get(&copy.mntns) else {
-            continue;
-        };
-        for child in ns.children(copy.id) {
-            let mut h = Holder::new(HolderKind::MountCopy, copy.id, Seen::MountTable);
-            h.via = Some(HolderKind::Submount);
-            h.path = Some(child.mount_point.clone());
-            h.note = Some(copy_note(copy));
-            out.push(h);
-        }
-    }
-    out
 }
 
 /// Loop devices and swap files backed by files on the target or its copies.
