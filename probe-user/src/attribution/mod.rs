@@ -220,7 +220,7 @@ fn copy_note(copy: &MountCopy) -> String {
     let role = if copy.counted {
         "receives the unmount"
     } else {
-        "private: cannot cause EBUSY"
+        "cannot cause EBUSY"
     };
     format!(
         "copy (mount {}) at {} in mount namespace {} ({}, {role})",
