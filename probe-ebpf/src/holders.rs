@@ -14,7 +14,7 @@ use probe_common::{scan_kind, ScanRecord};
 
 use crate::{
     kernel::{file_mount_id, path_mount_id, read, read_ptr},
-    maps::SCAN_MOUNTS,
+    maps::{bump, SCAN_COUNTS, SCAN_MOUNTS},
     offsets::{self, *},
 };
 
@@ -90,6 +90,7 @@ pub fn scan_task_file(ctx: *mut c_void) -> i32 {
         if task.is_null() || file.is_null() {
             return 0;
         }
+        bump(&SCAN_COUNTS, 0);
         let seq = (*(*ctx).meta).seq;
         let (task, file, fd) = (task as u64, file as u64, (*ctx).fd);
         if let Some(id) = file_mount_id(file).filter(|&id| wanted(id)) {
@@ -119,6 +120,7 @@ pub fn scan_task(ctx: *mut c_void) -> i32 {
         if task.is_null() {
             return 0;
         }
+        bump(&SCAN_COUNTS, 1);
         let seq = (*(*ctx).meta).seq;
         let task = task as u64;
         if let Some(fs) = offsets::get(&OFF_TASK_FS).and_then(|o| read_ptr(task, o)) {

@@ -27,11 +27,22 @@ pub static UMOUNT_INFLIGHT: HashMap<u32, crate::umount::UmountStart> =
 #[map]
 pub static SCAN_MOUNTS: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
 
-/// Counts one loss of the given cause on this CPU.
+/// Per-CPU counts of what a holder scan visited: index 0 open files, 1 tasks. User space
+/// zeroes them before a scan and sums them after.
+#[map]
+pub static SCAN_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+/// Adds one to the per-CPU counter `index` of `counters`.
 #[inline(always)]
-pub fn count_drop(cause: DropCause) {
-    if let Some(counter) = DROPS.get_ptr_mut(cause as u32) {
+pub fn bump(counters: &PerCpuArray<u64>, index: u32) {
+    if let Some(counter) = counters.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU while the program runs.
         unsafe { *counter += 1 };
     }
+}
+
+/// Counts one loss of the given cause on this CPU.
+#[inline(always)]
+pub fn count_drop(cause: DropCause) {
+    bump(&DROPS, cause as u32);
 }

@@ -7,13 +7,20 @@
 //!
 //! Every mount the child makes lives in its own mount namespace, whose `/` is recursively
 //! private: the mounts vanish with the process, whatever happens to the test.
+//!
+//! Holder tests add: files with content, shared propagation, copies, helper processes that
+//! hold the mount (see [`super::holder`]), commands run inside the namespace (`busyprobe who`,
+//! `fuser`, `mkfs`, `swapon`: their output is reported) and loop devices. What outlives the
+//! namespace (loop devices, swap) is undone when the fixture ends, even by a panic.
 
 use std::{
     ffi::{CString, OsStr},
     fs::File,
-    io::{BufRead, Write},
-    os::unix::ffi::OsStrExt,
+    io::{BufRead, BufReader, Write},
+    os::{fd::AsRawFd, unix::ffi::OsStrExt},
     path::Path,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use nix::{
@@ -21,6 +28,8 @@ use nix::{
     sched::{unshare, CloneFlags},
 };
 use serde_json::{json, Value};
+
+use super::holder::{self, Helper, HelperReport};
 
 /// Environment variable that turns the test binary into a fixture; its value is an encoded
 /// [`Plan`].
@@ -43,6 +52,23 @@ enum Step {
     Umount2 { target: Vec<u8>, flags: i32 },
     /// Drop root: `setresgid` + `setresuid` to this id (all capabilities go with it).
     BecomeUser(u32),
+    /// Create `path` with `len` bytes written (no holes: swap files need that).
+    Write { path: Vec<u8>, len: u64 },
+    /// `mount --make-shared path`.
+    MakeShared(Vec<u8>),
+    /// Copy a file, permissions included.
+    Copy { from: Vec<u8>, to: Vec<u8> },
+    /// Start a helper process and wait for its report line.
+    Spawn(Helper),
+    /// Run a command to its end; `must`: panic unless it succeeds; `undo`: a command to run
+    /// when the fixture ends, if this one succeeded.
+    Run {
+        argv: Vec<Vec<u8>>,
+        must: bool,
+        undo: Vec<Vec<u8>>,
+    },
+    /// `losetup -f --show path`; detached with `losetup -d` when the fixture ends.
+    Losetup(Vec<u8>),
 }
 
 /// What the fixture does: a list of steps, built with the methods below.
@@ -105,6 +131,74 @@ impl Plan {
         self
     }
 
+    /// Creates the file `path` with `len` bytes in it.
+    pub fn write(mut self, path: impl AsRef<Path>, len: u64) -> Self {
+        self.steps.push(Step::Write {
+            path: bytes(path),
+            len,
+        });
+        self
+    }
+
+    /// Makes the mount at `path` shared (`mount --make-shared`).
+    pub fn make_shared(mut self, path: impl AsRef<Path>) -> Self {
+        self.steps.push(Step::MakeShared(bytes(path)));
+        self
+    }
+
+    /// Copies the file `from` to `to`.
+    pub fn copy(mut self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Self {
+        self.steps.push(Step::Copy {
+            from: bytes(from),
+            to: bytes(to),
+        });
+        self
+    }
+
+    /// Starts `helper` and waits until it holds what it was told to.
+    pub fn spawn(mut self, helper: Helper) -> Self {
+        self.steps.push(Step::Spawn(helper));
+        self
+    }
+
+    /// Runs `argv` inside the fixture's namespace and reports its output (see
+    /// [`Report::runs`]), whatever its exit status.
+    pub fn run<S: AsRef<OsStr>>(mut self, argv: &[S]) -> Self {
+        self.steps.push(Step::Run {
+            argv: argvec(argv),
+            must: false,
+            undo: Vec::new(),
+        });
+        self
+    }
+
+    /// Runs `argv`, which must succeed; if `undo` is not empty, it runs when the fixture ends.
+    pub fn must_run<S: AsRef<OsStr>, U: AsRef<OsStr>>(mut self, argv: &[S], undo: &[U]) -> Self {
+        self.steps.push(Step::Run {
+            argv: argvec(argv),
+            must: true,
+            undo: argvec(undo),
+        });
+        self
+    }
+
+    /// Like [`Plan::run`], and runs `undo` when the fixture ends if `argv` succeeded.
+    pub fn try_run<S: AsRef<OsStr>, U: AsRef<OsStr>>(mut self, argv: &[S], undo: &[U]) -> Self {
+        self.steps.push(Step::Run {
+            argv: argvec(argv),
+            must: false,
+            undo: argvec(undo),
+        });
+        self
+    }
+
+    /// Attaches `path` to a free loop device (reported in [`Report::loops`]), detached when
+    /// the fixture ends.
+    pub fn losetup(mut self, path: impl AsRef<Path>) -> Self {
+        self.steps.push(Step::Losetup(bytes(path)));
+        self
+    }
+
     /// The plan as one environment-variable-safe string: `op[:hex[:flags]]` joined by `;`.
     pub fn encode(&self) -> String {
         let step = |s: &Step| match s {
@@ -115,6 +209,23 @@ impl Plan {
             Step::Chdir(p) => format!("chdir:{}", hex(p)),
             Step::Umount2 { target, flags } => format!("umount2:{}:{flags}", hex(target)),
             Step::BecomeUser(id) => format!("user:{id}"),
+            Step::Write { path, len } => format!("write:{}:{len}", hex(path)),
+            Step::MakeShared(p) => format!("shared:{}", hex(p)),
+            Step::Copy { from, to } => format!("copy:{}:{}", hex(from), hex(to)),
+            Step::Spawn(h) => format!(
+                "spawn:{}:{}:{}:{}",
+                hex(&h.wrapper.join(&0)),
+                hex(h.program.as_deref().unwrap_or_default()),
+                u8::from(h.reenter),
+                hex(holder::encode(&h.actions).as_bytes())
+            ),
+            Step::Run { argv, must, undo } => format!(
+                "run:{}:{}:{}",
+                hex(&argv.join(&0)),
+                u8::from(*must),
+                hex(&undo.join(&0))
+            ),
+            Step::Losetup(p) => format!("losetup:{}", hex(p)),
         };
         self.steps.iter().map(step).collect::<Vec<_>>().join(";")
     }
@@ -135,6 +246,28 @@ impl Plan {
                     flags: fields[2].parse().expect("umount2 flags"),
                 },
                 "user" => Step::BecomeUser(fields[1].parse().expect("user id")),
+                "write" => Step::Write {
+                    path: path(),
+                    len: fields[2].parse().expect("write length"),
+                },
+                "shared" => Step::MakeShared(path()),
+                "copy" => Step::Copy {
+                    from: path(),
+                    to: unhex(fields[2]),
+                },
+                "spawn" => Step::Spawn(Helper {
+                    wrapper: split_nul(&path()),
+                    program: Some(unhex(fields[2])).filter(|p| !p.is_empty()),
+                    reenter: fields[3] == "1",
+                    actions: Vec::new(),
+                })
+                .with_actions(&unhex(fields[4])),
+                "run" => Step::Run {
+                    argv: split_nul(&path()),
+                    must: fields[2] == "1",
+                    undo: split_nul(&unhex(fields[3])),
+                },
+                "losetup" => Step::Losetup(path()),
                 other => panic!("fixture: unknown plan step {other:?}"),
             }
         };
@@ -145,6 +278,32 @@ impl Plan {
                 .map(step)
                 .collect(),
         }
+    }
+}
+
+fn argvec<S: AsRef<OsStr>>(argv: &[S]) -> Vec<Vec<u8>> {
+    argv.iter()
+        .map(|s| s.as_ref().as_bytes().to_vec())
+        .collect()
+}
+
+/// The NUL-separated fields of `joined` (none when it is empty).
+fn split_nul(joined: &[u8]) -> Vec<Vec<u8>> {
+    if joined.is_empty() {
+        return Vec::new();
+    }
+    joined.split(|&b| b == 0).map(<[u8]>::to_vec).collect()
+}
+
+impl Step {
+    /// A decoded `spawn` step gets its actions from their own encoding.
+    fn with_actions(self, encoded: &[u8]) -> Self {
+        let Step::Spawn(mut helper) = self else {
+            return self;
+        };
+        let text = std::str::from_utf8(encoded).expect("actions are ASCII");
+        helper.actions = holder::decode(text);
+        Step::Spawn(helper)
     }
 }
 
@@ -173,8 +332,38 @@ pub struct Call {
     pub errno: i32,
 }
 
+/// A command run by [`Plan::run`] (or its relatives) and what it gave.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunOutput {
+    /// The command line.
+    pub argv: Vec<Vec<u8>>,
+    /// Its exit status, or 128 + the signal that killed it.
+    pub status: i32,
+    /// Its standard output.
+    pub stdout: Vec<u8>,
+    /// Its standard error.
+    pub stderr: Vec<u8>,
+}
+
+impl RunOutput {
+    fn to_json(&self) -> Value {
+        json!({"argv": hex(&self.argv.join(&0)), "status": self.status,
+               "stdout": hex(&self.stdout), "stderr": hex(&self.stderr)})
+    }
+
+    fn from_json(v: &Value) -> Self {
+        let text = |key: &str| unhex(v[key].as_str().expect(key));
+        Self {
+            argv: split_nul(&text("argv")),
+            status: v["status"].as_i64().expect("status") as i32,
+            stdout: text("stdout"),
+            stderr: text("stderr"),
+        }
+    }
+}
+
 /// What the fixture reports after running its plan.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Report {
     /// The fixture's pid (it is single-threaded, so also its tid).
     pub pid: u32,
@@ -182,6 +371,12 @@ pub struct Report {
     pub cwd: Vec<u8>,
     /// Its `umount2` calls, in order.
     pub calls: Vec<Call>,
+    /// The helpers it started ([`Plan::spawn`]), in order.
+    pub helpers: Vec<HelperReport>,
+    /// The commands it ran with [`Plan::run`] and its relatives, in order.
+    pub runs: Vec<RunOutput>,
+    /// The loop devices it attached ([`Plan::losetup`]), such as `/dev/loop3`.
+    pub loops: Vec<String>,
 }
 
 impl Report {
@@ -195,14 +390,19 @@ impl Report {
             flags: c["flags"].as_i64().expect("flags") as i32,
             errno: c["errno"].as_i64().expect("errno") as i32,
         };
+        let list = |key: &str| v[key].as_array().cloned().unwrap_or_default();
         Self {
             pid: v["pid"].as_u64().expect("pid") as u32,
             cwd: text(&v, "cwd"),
-            calls: v["calls"]
-                .as_array()
-                .expect("calls")
+            calls: list("calls").iter().map(call).collect(),
+            helpers: list("helpers")
                 .iter()
-                .map(call)
+                .map(HelperReport::from_json)
+                .collect(),
+            runs: list("runs").iter().map(RunOutput::from_json).collect(),
+            loops: list("loops")
+                .iter()
+                .map(|l| l.as_str().expect("loop device").to_owned())
                 .collect(),
         }
     }
@@ -213,7 +413,10 @@ impl Report {
             .iter()
             .map(|c| json!({"target": hex(&c.target), "flags": c.flags, "errno": c.errno}))
             .collect();
-        json!({"pid": self.pid, "cwd": hex(&self.cwd), "calls": calls})
+        let helpers: Vec<Value> = self.helpers.iter().map(HelperReport::to_json).collect();
+        let runs: Vec<Value> = self.runs.iter().map(RunOutput::to_json).collect();
+        json!({"pid": self.pid, "cwd": hex(&self.cwd), "calls": calls,
+               "helpers": helpers, "runs": runs, "loops": self.loops})
     }
 }
 
@@ -231,17 +434,16 @@ pub fn run(encoded: &OsStr) -> ! {
     .expect("fixture: make / recursively private");
 
     let plan = Plan::decode(encoded.to_str().expect("plan is ASCII"));
-    let mut held = Vec::new();
-    let mut calls = Vec::new();
-    for step in plan.steps {
-        run_step(step, &mut held, &mut calls);
-    }
-    let cwd = std::env::current_dir().expect("fixture: getcwd");
-    let report = Report {
+    // Dropped last, also when a step panics: helpers stop, loop devices and swap are undone.
+    let mut held = Held::default();
+    let mut report = Report {
         pid: std::process::id(),
-        cwd: bytes(cwd),
-        calls,
+        ..Report::default()
     };
+    for step in plan.steps {
+        run_step(step, &mut held, &mut report);
+    }
+    report.cwd = bytes(std::env::current_dir().expect("fixture: getcwd"));
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", report.to_json()).expect("fixture: write report");
     out.flush().expect("fixture: flush report");
@@ -253,7 +455,121 @@ pub fn run(encoded: &OsStr) -> ! {
     std::process::exit(0)
 }
 
-fn run_step(step: Step, held: &mut Vec<File>, calls: &mut Vec<Call>) {
+/// What the fixture holds until it ends: open files, helpers, and commands that undo what
+/// outlives the namespace. Dropping it stops the helpers first, then undoes in reverse order.
+#[derive(Default)]
+struct Held {
+    files: Vec<File>,
+    helpers: Vec<Running>,
+    undo: Vec<Vec<Vec<u8>>>,
+}
+
+/// A helper started by [`Step::Spawn`]: it exits when its stdin closes.
+struct Running {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        for helper in &mut self.helpers {
+            drop(helper.stdin.take());
+        }
+        let deadline = Instant::now() + Duration::from_millis(500);
+        for helper in &mut self.helpers {
+            while Instant::now() < deadline && matches!(helper.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = helper.child.kill();
+            let _ = helper.child.wait();
+        }
+        self.files.clear();
+        for argv in self.undo.drain(..).rev() {
+            let out = run_command(&argv);
+            if out.status != 0 {
+                eprintln!(
+                    "fixture: cleanup {:?} failed ({}): {}",
+                    String::from_utf8_lossy(&argv.join(&b' ')),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+}
+
+/// Runs `argv` to its end, stdin closed, output captured.
+fn run_command(argv: &[Vec<u8>]) -> RunOutput {
+    use std::os::unix::process::ExitStatusExt;
+    let os = |b: &Vec<u8>| OsStr::from_bytes(b).to_owned();
+    let out = Command::new(os(&argv[0]))
+        .args(argv[1..].iter().map(os))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("fixture: run {:?}: {e}", os(&argv[0])));
+    RunOutput {
+        argv: argv.to_vec(),
+        status: out
+            .status
+            .code()
+            .unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0)),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    }
+}
+
+/// Starts `helper` and reads its report line.
+fn spawn_helper(helper: Helper) -> (Running, HelperReport) {
+    let test_binary = std::env::current_exe().expect("fixture: current_exe");
+    let program = helper
+        .program
+        .map_or(test_binary, |p| OsStr::from_bytes(&p).into());
+    let mut actions = helper.actions;
+    // The namespace descriptor must survive exec (no O_CLOEXEC) until the helper is started.
+    let mntns = helper.reenter.then(|| {
+        let file = File::open("/proc/self/ns/mnt").expect("fixture: open own mount namespace");
+        let fd = file.as_raw_fd();
+        // SAFETY: clearing FD_CLOEXEC on a descriptor this function owns.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        actions.insert(0, holder::Action::EnterMntns(fd));
+        file
+    });
+    let mut argv: Vec<&OsStr> = helper
+        .wrapper
+        .iter()
+        .map(|w| OsStr::from_bytes(w))
+        .collect();
+    argv.push(program.as_os_str());
+    let mut child = Command::new(argv[0])
+        .args(&argv[1..])
+        .env_remove(ENV)
+        .env(holder::ENV, holder::encode(&actions))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("fixture: start helper {argv:?}: {e}"));
+    drop(mntns);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("fixture: read helper");
+    if line.is_empty() {
+        panic!(
+            "fixture: helper {argv:?} exited before its report: {:?}",
+            child.wait()
+        );
+    }
+    let report = HelperReport::parse(&line, child.id());
+    let stdin = child.stdin.take();
+    let running = Running {
+        child,
+        stdin,
+        _stdout: stdout,
+    };
+    (running, report)
+}
+
+fn run_step(step: Step, held: &mut Held, report: &mut Report) {
     let path = |p: &[u8]| Path::new(OsStr::from_bytes(p)).to_owned();
     match step {
         Step::Mkdir(p) => std::fs::create_dir(path(&p))
@@ -266,10 +582,10 @@ fn run_step(step: Step, held: &mut Vec<File>, calls: &mut Vec<Call>) {
             None::<&str>,
         )
         .unwrap_or_else(|e| panic!("fixture: mount tmpfs on {:?}: {e}", path(&p))),
-        Step::Open(p) => held.push(
+        Step::Open(p) => held.files.push(
             File::create(path(&p)).unwrap_or_else(|e| panic!("fixture: open {:?}: {e}", path(&p))),
         ),
-        Step::CloseAll => held.clear(),
+        Step::CloseAll => held.files.clear(),
         Step::Chdir(p) => std::env::set_current_dir(path(&p))
             .unwrap_or_else(|e| panic!("fixture: chdir {:?}: {e}", path(&p))),
         Step::BecomeUser(id) => {
@@ -282,11 +598,71 @@ fn run_step(step: Step, held: &mut Vec<File>, calls: &mut Vec<Call>) {
         }
         Step::Umount2 { target, flags } => {
             let errno = raw_umount2(&target, flags);
-            calls.push(Call {
+            report.calls.push(Call {
                 target,
                 flags,
                 errno,
             });
+        }
+        Step::Write { path: p, len } => {
+            let mut file = File::create(path(&p))
+                .unwrap_or_else(|e| panic!("fixture: create {:?}: {e}", path(&p)));
+            let chunk = vec![0x5a_u8; 1 << 16];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                file.write_all(&chunk[..n]).expect("fixture: write");
+                left -= n as u64;
+            }
+            file.sync_all().expect("fixture: sync");
+        }
+        Step::MakeShared(p) => mount(
+            None::<&str>,
+            &path(&p),
+            None::<&str>,
+            MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .unwrap_or_else(|e| panic!("fixture: make {:?} shared: {e}", path(&p))),
+        Step::Copy { from, to } => {
+            std::fs::copy(path(&from), path(&to))
+                .unwrap_or_else(|e| panic!("fixture: copy {:?}: {e}", path(&from)));
+        }
+        Step::Spawn(helper) => {
+            let (running, helper) = spawn_helper(helper);
+            held.helpers.push(running);
+            report.helpers.push(helper);
+        }
+        Step::Run { argv, must, undo } => {
+            let out = run_command(&argv);
+            if out.status == 0 && !undo.is_empty() {
+                held.undo.push(undo);
+            }
+            assert!(
+                !must || out.status == 0,
+                "fixture: {:?} failed ({}): {}",
+                String::from_utf8_lossy(&argv.join(&b' ')),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            report.runs.push(out);
+        }
+        Step::Losetup(p) => {
+            let argv: Vec<Vec<u8>> = vec![b"losetup".into(), b"-f".into(), b"--show".into(), p];
+            let out = run_command(&argv);
+            assert_eq!(
+                out.status,
+                0,
+                "fixture: losetup failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let device = String::from_utf8(out.stdout)
+                .expect("losetup output")
+                .trim()
+                .to_owned();
+            held.undo
+                .push(vec![b"losetup".into(), b"-d".into(), device.clone().into()]);
+            report.loops.push(device);
         }
     }
 }

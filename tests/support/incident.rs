@@ -51,11 +51,7 @@ impl Fixture {
         let mut guard = Self {
             child,
             stdin,
-            report: Report {
-                pid: 0,
-                cwd: Vec::new(),
-                calls: Vec::new(),
-            },
+            report: Report::default(),
             comm: String::new(),
             uid_gid: (0, 0),
             mntns: 0,

@@ -1,6 +1,7 @@
-//! Helpers of the root integration tests (`tests/watch.rs`).
+//! Helpers of the root integration tests (`tests/watch.rs`, `tests/holders.rs`).
 //!
 //! - [`fixture`]: the test binary re-executed as an incident in a private mount namespace;
+//! - [`holder`]: the test binary re-executed as a helper process that holds a mount;
 //! - [`incident`]: the parent's side of it (start, report, the watcher's lines for its pid);
 //! - [`watcher`]: the `busyprobe watch --json` process under test;
 //! - [`contract`]: checks of the JSON Lines contract;
@@ -8,6 +9,7 @@
 
 pub mod contract;
 pub mod fixture;
+pub mod holder;
 pub mod incident;
 pub mod lines;
 pub mod watcher;

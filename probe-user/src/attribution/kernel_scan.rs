@@ -11,7 +11,11 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use aya::{maps::HashMap as BpfHashMap, programs::Iter, Btf, Ebpf};
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues},
+    programs::Iter,
+    Btf, Ebpf,
+};
 use probe_common::{scan_kind, ScanRecord};
 
 use super::{
@@ -52,11 +56,36 @@ impl KernelScanner {
     /// Finds every hold on `ids`.
     pub fn scan(&mut self, ids: &HashSet<u64>) -> Result<ScanOutcome> {
         self.set_wanted(ids)?;
+        self.reset_counts()?;
         let mut records = Vec::new();
         for (program, _) in ITERATORS {
             records.extend(self.run(program)?);
         }
-        Ok(outcome(&records))
+        let mut out = outcome(&records);
+        out.fds = usize::try_from(self.count(0)?).unwrap_or(usize::MAX);
+        Ok(out)
+    }
+
+    fn counts(&mut self) -> Result<PerCpuArray<&mut MapData, u64>> {
+        let map = self
+            .ebpf
+            .map_mut("SCAN_COUNTS")
+            .context("no SCAN_COUNTS map")?;
+        Ok(PerCpuArray::try_from(map)?)
+    }
+
+    fn reset_counts(&mut self) -> Result<()> {
+        let mut counts = self.counts()?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        for index in 0..2 {
+            counts.set(index, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
+        }
+        Ok(())
+    }
+
+    /// The sum over CPUs of counter `index` (0: open files visited, 1: tasks visited).
+    fn count(&mut self, index: u32) -> Result<u64> {
+        Ok(self.counts()?.get(&index, 0)?.iter().sum())
     }
 
     fn set_wanted(&mut self, ids: &HashSet<u64>) -> Result<()> {

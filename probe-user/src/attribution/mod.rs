@@ -280,7 +280,8 @@ fn fanotify_holders(target: &TargetMount, scan: &ScanOutcome) -> Vec<Holder> {
         .filter_map(|listener| {
             let note = match listener.queued {
                 Some(n) => format!(
-                    "{n} unread events in this listener's queue reference files opened through this mount"
+                    "its queue holds {n} unread {} on files opened through this mount",
+                    if n == 1 { "event" } else { "events" }
                 ),
                 None => format!(
                     "suspected: its {}; unread events queued by this listener pin the mount, but a /proc scan cannot see its queue",

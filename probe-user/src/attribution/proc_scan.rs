@@ -58,7 +58,7 @@ pub struct ScanOutcome {
     pub fanotify: Vec<FanotifyFd>,
     /// Processes walked.
     pub processes: usize,
-    /// Descriptors examined (0 for the kernel scan, which does not count them).
+    /// Descriptors examined.
     pub fds: usize,
     /// Which scan produced this.
     pub method: Seen,

@@ -1,0 +1,204 @@
+//! busyprobe against `fuser -vm` on the same real incidents: each fixture runs both inside its
+//! mount namespace, then `umount2`. The test checks busyprobe's answer (as in
+//! `tests/holders.rs`) and writes what each tool found to `docs/comparison.md`, in words
+//! (no pids, no temporary paths), so that the document only changes when a result does.
+
+use std::{fmt::Write as _, path::Path};
+
+use libtest_mimic::Completion;
+use serde_json::Value;
+
+use crate::{
+    holders::{self, run_of, Named, Propagation, Scene},
+    support::{contract::errno_name, fixture::Report, incident::Fixture},
+};
+
+/// Every trial, by name.
+pub const TESTS: [Named; 1] = [("comparison_with_fuser", comparison_with_fuser)];
+
+/// Where the generated document goes.
+const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/comparison.md");
+
+fn comparison_with_fuser() -> Completion {
+    if !Path::new("/usr/bin/fuser").exists() && !Path::new("/bin/fuser").exists() {
+        let why = "fuser is not installed (apt-get install -y psmisc)";
+        eprintln!("SKIPPED: {why}");
+        return Completion::ignored_with(why);
+    }
+    let scenes = [
+        holders::fd_scene(false),
+        holders::cwd_scene(),
+        holders::mmap_scene(),
+        holders::submount_scene(),
+        holders::copy_scene(Propagation::Unchanged),
+        holders::fanotify_scene(),
+        holders::copy_scene(Propagation::Private),
+    ];
+    let rows: Vec<Row> = scenes.iter().map(compare).collect();
+    std::fs::write(DOC, render(&rows)).expect("write docs/comparison.md");
+    Completion::Completed
+}
+
+/// One line of the table.
+struct Row {
+    title: &'static str,
+    kernel: String,
+    busy: bool,
+    fuser: String,
+    busyprobe: String,
+    fuser_found_holder: bool,
+}
+
+/// Runs one scene with `fuser -vm` and `who`, checks `who`, describes both.
+fn compare(scene: &Scene) -> Row {
+    let target = scene.target.to_str().expect("UTF-8 temp path").to_owned();
+    let fuser = vec!["fuser".to_owned(), "-vm".to_owned(), target];
+    let fixture = Fixture::run(&scene.full_plan(&[fuser]));
+    let report = &fixture.report;
+    let expected = (scene.expect)(report);
+    let (_, who) = holders::check_who(scene, report, &expected);
+    let errno = report.calls[0].errno;
+    let want = if scene.busy { libc::EBUSY } else { 0 };
+    assert_eq!(errno, want, "{}: the unmount's errno", scene.title);
+    let found = fuser_found(report);
+    Row {
+        title: scene.title,
+        kernel: if scene.busy {
+            errno_name(errno)
+        } else {
+            "succeeded".to_owned()
+        },
+        busy: scene.busy,
+        fuser_found_holder: found.iter().any(|f| f == HOLDER),
+        fuser: list_or_nothing(found),
+        busyprobe: list_or_nothing(busyprobe_found(report, &who)),
+    }
+}
+
+const HOLDER: &str = "holder process";
+
+/// The role of process `pid` in the fixture, in words.
+fn role(report: &Report, pid: u64) -> &'static str {
+    if report.helpers.iter().any(|h| u64::from(h.pid) == pid) {
+        HOLDER
+    } else if report.helpers.iter().any(|h| u64::from(h.spawned) == pid) {
+        "the helper's wrapper"
+    } else if u64::from(report.pid) == pid {
+        "the umount caller"
+    } else {
+        "another process"
+    }
+}
+
+/// What `fuser -vm` printed on stdout (pids, and `kernel` for the mount itself), in words.
+fn fuser_found(report: &Report) -> Vec<String> {
+    let run = run_of(report, "fuser");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let mut found: Vec<String> = stdout
+        .split_whitespace()
+        .map(|word| match word.parse::<u64>() {
+            Ok(pid) => role(report, pid).to_owned(),
+            Err(_) if word == "kernel" => "kernel (the mount point)".to_owned(),
+            Err(_) => format!("unparsed {word:?}"),
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// busyprobe's holders, in words: kind, how (for copies), and who.
+fn busyprobe_found(report: &Report, who: &Value) -> Vec<String> {
+    let holders = who["holders"].as_array().expect("holders");
+    let mut found: Vec<String> = holders
+        .iter()
+        .map(|h| {
+            let kind = h["kind"].as_str().unwrap_or("?");
+            let via = h["via"]
+                .as_str()
+                .map(|v| format!(" via {v}"))
+                .unwrap_or_default();
+            let whom = match h["pid"].as_u64() {
+                Some(pid) => role(report, pid),
+                None => "no process",
+            };
+            let blamed = if h["blamed"] == true {
+                ""
+            } else {
+                ", not blamed"
+            };
+            format!("`{kind}`{via} ({whom}{blamed})")
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn list_or_nothing(items: Vec<String>) -> String {
+    if items.is_empty() {
+        "nothing".to_owned()
+    } else {
+        items.join("; ")
+    }
+}
+
+fn render(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "# busyprobe and `fuser -vm` on the same incidents\n\n\
+         Generated by the root integration test `comparison_with_fuser`\n\
+         (`cargo test -p probe-user --test integration comparison_with_fuser`): do not edit.\n\n\
+         Each incident is built for real in a private mount namespace (tests/holders.rs):\n\
+         something holds the tmpfs mounted there, both `fuser -vm MOUNT` and\n\
+         `busyprobe who MOUNT --json` run inside that namespace while it holds, then the\n\
+         fixture calls `umount2` and the kernel answers. \"holder process\" is the helper\n\
+         process that holds the mount; `kernel` in fuser's output only says that the path is\n\
+         a mount point. The last incident is a control: a copy in a private namespace, which\n\
+         cannot make the unmount fail.\n\n\
+         | incident | umount2 | `fuser -vm` found | `busyprobe who` found |\n\
+         | --- | --- | --- | --- |\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} |",
+            r.title, r.kernel, r.fuser, r.busyprobe
+        );
+    }
+    let name = |r: &&Row| r.title.split(':').next().unwrap_or(r.title);
+    let busy: Vec<&Row> = rows.iter().filter(|r| r.busy).collect();
+    let missed: Vec<&str> = busy
+        .iter()
+        .filter(|r| !r.fuser_found_holder)
+        .map(name)
+        .collect();
+    let _ = write!(
+        s,
+        "\nOf the {} incidents where the kernel said EBUSY, `fuser -vm` named the holder \
+         process in {}",
+        busy.len(),
+        busy.len() - missed.len()
+    );
+    if missed.is_empty() {
+        s.push_str(".\n");
+    } else {
+        let _ = writeln!(
+            s,
+            "; it found nothing that holds the mount in: {}.",
+            missed.join(", ")
+        );
+    }
+    let unblocking: Vec<&str> = rows
+        .iter()
+        .filter(|r| !r.busy && r.fuser_found_holder)
+        .map(|r| name(&r))
+        .collect();
+    if !unblocking.is_empty() {
+        let _ = writeln!(
+            s,
+            "Where the unmount succeeded ({}), `fuser -vm` still named the holder process as \
+             using the mount; busyprobe reported it as not blamed.",
+            unblocking.join(", ")
+        );
+    }
+    s
+}
