@@ -19,7 +19,7 @@ use anyhow::Result;
 
 use self::{
     copies::MountCopy,
-    holder::{Holder, HolderKind, Seen},
+    holder::{Holder, HolderKind, HolderProcess, Seen},
     proc_scan::{ScanOutcome, Uninspectable},
     target::{TargetMount, Viewpoint},
 };
@@ -181,10 +181,7 @@ pub fn alive_after_unmount(unmounted: &MountEntry, scanner: &mut Scanner) -> Vec
     let scan = scanner.scan(&HashSet::from([unmounted.id]));
     for (process, holds) in &scan.holders {
         for hold in holds {
-            let mut h = Holder::new(hold.kind, hold.mount_id, scan.method);
-            h.process = Some(process.clone());
-            h.path = Some(hold.path.clone());
-            h.fd = hold.fd;
+            let mut h = process_hold(process, hold, scan.method);
             h.note = Some("holds the detached mount".into());
             holders.push(h);
         }
@@ -192,15 +189,21 @@ pub fn alive_after_unmount(unmounted: &MountEntry, scanner: &mut Scanner) -> Vec
     holders
 }
 
+/// The holder for one hold of one process.
+fn process_hold(process: &HolderProcess, hold: &proc_scan::Hold, seen: Seen) -> Holder {
+    let mut h = Holder::new(hold.kind, hold.mount_id, seen);
+    h.process = Some(process.clone());
+    h.path = Some(hold.path.clone());
+    h.fd = hold.fd;
+    h
+}
+
 /// Holds of processes: direct ones on the target, `mount-copy` ones on its copies.
 fn process_holders(target_id: u64, scan: &ScanOutcome, copies: &[MountCopy]) -> Vec<Holder> {
     let mut out = Vec::new();
     for (process, holds) in &scan.holders {
         for hold in holds {
-            let mut h = Holder::new(hold.kind, hold.mount_id, scan.method);
-            h.process = Some(process.clone());
-            h.path = Some(hold.path.clone());
-            h.fd = hold.fd;
+            let mut h = process_hold(process, hold, scan.method);
             if hold.mount_id != target_id {
                 let Some(copy) = copies.iter().find(|c| c.id == hold.mount_id) else {
                     continue;
