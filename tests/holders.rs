@@ -380,7 +380,7 @@ pub fn cwd_scene() -> Scene {
     })
 }
 
-fn root_scene() -> Scene {
+pub fn root_scene() -> Scene {
     Scene::new("root: a process chrooted into the mount", |tmp| {
         let mnt = tmp.join("mnt");
         let plan = Plan::new().tmpfs(&mnt).spawn(Helper::new().chroot(&mnt));
@@ -392,7 +392,7 @@ fn root_scene() -> Scene {
     })
 }
 
-fn exe_scene() -> Scene {
+pub fn exe_scene() -> Scene {
     Scene::new("exe: a process runs a program from the mount", |tmp| {
         let mnt = tmp.join("mnt");
         let exe = mnt.join("holder-exe");
@@ -519,7 +519,7 @@ pub fn copy_scene(propagation: Propagation) -> Scene {
 /// A helper started by `unshare -p -f --mount-proc` (a child PID namespace, and a private
 /// mount namespace it leaves again to hold the fixture's mount). Its host pid is reported; the
 /// `unshare` process stays in the private copy, reported for information only.
-fn pidns_scene() -> Scene {
+pub fn pidns_scene() -> Scene {
     Scene::new("fd: a process in a child PID namespace", |tmp| {
         let mnt = tmp.join("mnt");
         let held = mnt.join("held");

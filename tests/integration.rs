@@ -8,6 +8,7 @@ mod binary;
 mod comparison;
 mod doctor;
 mod holders;
+mod scans;
 mod support;
 mod watch;
 
@@ -45,6 +46,7 @@ fn main() {
             holders::TESTS
                 .iter()
                 .chain(comparison::TESTS.iter())
+                .chain(scans::TESTS.iter())
                 .map(|&(name, test)| {
                     Trial::ignorable_test(name, move || Ok(test())).with_ignored_flag(!is_root)
                 }),
