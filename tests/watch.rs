@@ -22,7 +22,11 @@ use crate::support::{
 const NO_ARGS: [&str; 0] = [];
 
 /// Every trial, by name.
-pub const TESTS: [(&str, fn()); 15] = [
+pub const TESTS: [(&str, fn()); 16] = [
+    (
+        "ebusy_whose_holder_let_go_is_unknown_with_what_was_checked",
+        ebusy_whose_holder_let_go_is_unknown_with_what_was_checked,
+    ),
     (
         "eperm_for_an_unprivileged_caller",
         eperm_for_an_unprivileged_caller,
@@ -122,6 +126,38 @@ fn eperm_for_an_unprivileged_caller() {
     assert_eq!(line["uid"], NOBODY);
     assert_eq!(line["gid"], NOBODY);
     assert_eq!(line["target"], mnt.to_str().unwrap());
+}
+
+/// The fixture holds a file itself, fails to unmount, and closes the file at once: by the
+/// time the scan runs, nothing holds the mount. The EBUSY line must say `unknown`, with what
+/// was checked, rather than blame anyone or stay silent.
+fn ebusy_whose_holder_let_go_is_unknown_with_what_was_checked() {
+    let (_dir, tmp) = temp_dir();
+    let mnt = tmp.join("mnt");
+    let watcher = Watcher::start(&NO_ARGS);
+    let plan = busy_tmpfs(&mnt).umount2(&mnt, 0).release();
+    let (_fixture, call, line) = observe_one(&watcher, &plan);
+    assert_failed_with(&call, &line, libc::EBUSY, "EBUSY");
+    assert_eq!(
+        line["mount"]["mount_point"],
+        mnt.to_str().unwrap(),
+        "{line}"
+    );
+    let holders = line["holders"]
+        .as_array()
+        .expect("holders on an EBUSY line");
+    assert_eq!(holders.len(), 1, "exactly one holder: {line}");
+    let h = &holders[0];
+    assert_eq!(h["kind"], "unknown", "{line}");
+    assert_eq!(h["pid"], Value::Null, "{line}");
+    assert_eq!(h["blamed"], true, "{line}");
+    let note = h["note"].as_str().unwrap_or_default();
+    assert!(note.starts_with("nothing found: checked "), "{note}");
+    assert!(
+        note.contains("mount namespaces, submounts, loop devices, swap files and fanotify"),
+        "{note}"
+    );
+    assert!(note.contains("let go before the scan"), "{note}");
 }
 
 fn successful_unmount() {
