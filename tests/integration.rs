@@ -6,6 +6,7 @@
 
 mod binary;
 mod comparison;
+mod container;
 mod doctor;
 mod holders;
 mod scans;
@@ -35,6 +36,7 @@ fn main() {
         .iter()
         .chain(doctor::TESTS.iter())
         .chain(binary::TESTS.iter())
+        .chain(container::TESTS.iter())
         .map(|&(name, test)| {
             Trial::test(name, move || {
                 test();

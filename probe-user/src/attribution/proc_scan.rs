@@ -232,12 +232,14 @@ fn anon_inode_mount_id() -> Option<u64> {
 
 /// comm, mount namespace, container of a process.
 pub fn process_facts(pid: u32) -> HolderProcess {
-    let cgroup = crate::state::process::ProcFs::default().cgroup(pid);
+    let cgroups = crate::state::process::ProcFs::default().cgroup_paths(pid);
     HolderProcess {
         pid,
         comm: comm_of(pid),
         mntns: namespaces::mntns_of(pid),
-        container: cgroup.as_deref().and_then(container::from_cgroup_path),
+        container: cgroups
+            .iter()
+            .find_map(|path| container::from_cgroup_path(path)),
     }
 }
 

@@ -46,6 +46,24 @@ impl ProcFs {
             .map(<[u8]>::to_vec)
     }
 
+    /// Every cgroup path of `pid`: the v2 path first, then the v1 hierarchies' (hybrid
+    /// hosts keep container layouts in the v1 lines while the `0::` path may be `/`).
+    pub fn cgroup_paths(&self, pid: u32) -> Vec<Vec<u8>> {
+        let Ok(text) = fs::read(self.root.join(format!("{pid}/cgroup"))) else {
+            return Vec::new();
+        };
+        let mut v2 = Vec::new();
+        let mut v1 = Vec::new();
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            match line.strip_prefix(b"0::") {
+                Some(path) => v2.push(path.to_vec()),
+                None => v1.extend(line.splitn(3, |&b| b == b':').nth(2).map(<[u8]>::to_vec)),
+            }
+        }
+        v2.extend(v1);
+        v2
+    }
+
     /// Adds process context to a kernel report.
     pub fn enrich(&self, id: u64, ts: std::time::SystemTime, call: UmountCall) -> UmountAttempt {
         let target_abs = absolute_target(&call, || self.cwd(call.pid, call.tid));
@@ -133,7 +151,7 @@ mod tests {
         std::os::unix::fs::symlink("/srv/data", task.join("cwd")).unwrap();
         fs::write(
             dir.join("10/cgroup"),
-            b"0::/system.slice/containerd.service\n",
+            b"12:memory:/docker/abc\n1:name=systemd:/system.slice/x.scope\n0::/system.slice/containerd.service\n",
         )
         .unwrap();
         let proc = ProcFs::at(&dir);
@@ -141,6 +159,14 @@ mod tests {
         assert_eq!(
             proc.cgroup(10).as_deref(),
             Some(&b"/system.slice/containerd.service"[..])
+        );
+        assert_eq!(
+            proc.cgroup_paths(10),
+            [
+                &b"/system.slice/containerd.service"[..],
+                b"/docker/abc",
+                b"/system.slice/x.scope"
+            ]
         );
         assert_eq!(proc.cwd(99, 99), None);
         let attempt = proc.enrich(7, std::time::UNIX_EPOCH, call(b"mnt"));

@@ -1,0 +1,106 @@
+//! Container context, end to end: a holder process placed in a cgroup named the way Docker's
+//! systemd driver names containers is reported with that container's id.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Every trial, by name.
+pub const TESTS: [(&str, fn()); 1] = [(
+    "holder_in_a_docker_cgroup_names_the_container",
+    holder_in_a_docker_cgroup_names_the_container,
+)];
+
+/// A container id in Docker's format (64 lowercase hex characters).
+const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` or, on hybrid hosts,
+/// `/sys/fs/cgroup/unified`).
+fn cgroup2_root() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("read /proc/self/mounts");
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .expect("a cgroup2 mount")
+}
+
+/// A cgroup directory removed (after its processes are gone) on drop.
+struct Cgroup(Vec<PathBuf>);
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for dir in self.0.iter().rev() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::fs::remove_dir(dir).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// A process killed (and reaped) on drop.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn holder_in_a_docker_cgroup_names_the_container() {
+    let parent = cgroup2_root().join(format!("busyprobe-test-{}", std::process::id()));
+    let scope = parent.join(format!("docker-{ID}.scope"));
+    std::fs::create_dir_all(&scope).expect("create the test cgroup");
+    let _cgroup = Cgroup(vec![parent, scope.clone()]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mnt = dir.path().canonicalize().unwrap().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+
+    // The holder: joins the cgroup, mounts a tmpfs in a private namespace, sits in it.
+    let script = format!(
+        "echo $$ > {procs} && mount -t tmpfs ctr {mnt} && cd {mnt} && echo ready && exec sleep 60",
+        procs = scope.join("cgroup.procs").display(),
+        mnt = mnt.display()
+    );
+    let child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the holder");
+    let mut holder = Reaped(child);
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.0.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready", "the holder did not set up");
+    let pid = holder.0.id();
+
+    let out = Command::new("nsenter")
+        .arg(format!("--mount=/proc/{pid}/ns/mnt"))
+        .args([env!("CARGO_BIN_EXE_busyprobe"), "who", "--json"])
+        .arg(&mnt)
+        .output()
+        .expect("run who");
+    let who: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let holders = who["holders"].as_array().expect("holders");
+    let cwd = holders
+        .iter()
+        .find(|h| h["kind"] == "cwd" && h["pid"] == pid)
+        .unwrap_or_else(|| panic!("no cwd holder for {pid}: {who}"));
+    assert_eq!(cwd["path"], mnt.to_str().unwrap(), "{who}");
+    assert_eq!(cwd["container"]["runtime"], "docker", "{who}");
+    assert_eq!(cwd["container"]["id"], ID, "{who}");
+    assert_eq!(cwd["container"]["pod_uid"], Value::Null, "{who}");
+    assert!(Path::new(&scope).exists());
+}
