@@ -44,6 +44,9 @@ enum Step {
     MountTmpfs(Vec<u8>),
     /// Create `path` and keep it open (it holds its mount busy).
     Open(Vec<u8>),
+    /// Create `path`, send its fd over a Unix socket pair that nobody reads, close it here:
+    /// the open file (and its mount) is held only by the message in flight.
+    InFlight(Vec<u8>),
     /// Close every file kept open by [`Step::Open`].
     CloseAll,
     /// `chdir(path)`.
@@ -103,6 +106,12 @@ impl Plan {
     /// Creates the file `path` and keeps it open.
     pub fn hold(mut self, path: impl AsRef<Path>) -> Self {
         self.steps.push(Step::Open(bytes(path)));
+        self
+    }
+
+    /// Creates the file `path` and leaves it open only inside an unread `SCM_RIGHTS` message.
+    pub fn hold_in_flight(mut self, path: impl AsRef<Path>) -> Self {
+        self.steps.push(Step::InFlight(bytes(path)));
         self
     }
 
@@ -205,6 +214,7 @@ impl Plan {
             Step::Mkdir(p) => format!("mkdir:{}", hex(p)),
             Step::MountTmpfs(p) => format!("tmpfs:{}", hex(p)),
             Step::Open(p) => format!("open:{}", hex(p)),
+            Step::InFlight(p) => format!("inflight:{}", hex(p)),
             Step::CloseAll => "close".to_owned(),
             Step::Chdir(p) => format!("chdir:{}", hex(p)),
             Step::Umount2 { target, flags } => format!("umount2:{}:{flags}", hex(target)),
@@ -239,6 +249,7 @@ impl Plan {
                 "mkdir" => Step::Mkdir(path()),
                 "tmpfs" => Step::MountTmpfs(path()),
                 "open" => Step::Open(path()),
+                "inflight" => Step::InFlight(path()),
                 "close" => Step::CloseAll,
                 "chdir" => Step::Chdir(path()),
                 "umount2" => Step::Umount2 {
@@ -585,6 +596,7 @@ fn run_step(step: Step, held: &mut Held, report: &mut Report) {
         Step::Open(p) => held.files.push(
             File::create(path(&p)).unwrap_or_else(|e| panic!("fixture: open {:?}: {e}", path(&p))),
         ),
+        Step::InFlight(p) => held.files.extend(send_in_flight(&path(&p))),
         Step::CloseAll => held.files.clear(),
         Step::Chdir(p) => std::env::set_current_dir(path(&p))
             .unwrap_or_else(|e| panic!("fixture: chdir {:?}: {e}", path(&p))),
@@ -679,4 +691,33 @@ fn raw_umount2(target: &[u8], flags: i32) -> i32 {
             .raw_os_error()
             .expect("umount2 failure has an errno")
     }
+}
+
+/// Creates `file`, sends its fd over a new Unix socket pair, closes it, and returns the two
+/// sockets (the message stays queued, unread, while they are open).
+fn send_in_flight(file: &Path) -> [File; 2] {
+    use nix::sys::socket::{
+        sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+    };
+    use std::os::fd::AsRawFd;
+    let opened = File::create(file).unwrap_or_else(|e| panic!("fixture: create {file:?}: {e}"));
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .expect("fixture: socketpair");
+    let fds = [opened.as_raw_fd()];
+    let payload = [std::io::IoSlice::new(b"x")];
+    sendmsg::<()>(
+        a.as_raw_fd(),
+        &payload,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .expect("fixture: sendmsg SCM_RIGHTS");
+    drop(opened);
+    [File::from(a), File::from(b)]
 }

@@ -106,7 +106,9 @@ impl Attribution {
                 self.uninspectable.len()
             ));
         }
-        note.push_str("; a holder that let go before the scan is not visible to it");
+        note.push_str(
+            "; not visible to a scan: a holder that let go before the scan, fds passed over Unix sockets and not yet received, references held inside the kernel",
+        );
         let mut unknown = Holder::new(HolderKind::Unknown, self.mount.id, c.method);
         unknown.note = Some(note);
         self.holders.push(unknown);
