@@ -4,6 +4,7 @@
 //! `support/fixture.rs`): it runs the plan it was given and exits. Otherwise it runs every
 //! trial with libtest-mimic; without root they are all reported as ignored, loudly.
 
+mod alive;
 mod binary;
 mod comparison;
 mod container;
@@ -36,6 +37,7 @@ fn main() {
         .iter()
         .chain(doctor::TESTS.iter())
         .chain(binary::TESTS.iter())
+        .chain(alive::TESTS.iter())
         .chain(container::TESTS.iter())
         .map(|&(name, test)| {
             Trial::test(name, move || {

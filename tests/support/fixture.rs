@@ -59,6 +59,8 @@ enum Step {
     Write { path: Vec<u8>, len: u64 },
     /// `mount --make-shared path`.
     MakeShared(Vec<u8>),
+    /// Sleep this many milliseconds.
+    Sleep(u64),
     /// Copy a file, permissions included.
     Copy { from: Vec<u8>, to: Vec<u8> },
     /// Start a helper process and wait for its report line.
@@ -155,6 +157,12 @@ impl Plan {
         self
     }
 
+    /// Sleeps `ms` milliseconds (for example to let busyprobe notice a new mount namespace).
+    pub fn sleep(mut self, ms: u64) -> Self {
+        self.steps.push(Step::Sleep(ms));
+        self
+    }
+
     /// Copies the file `from` to `to`.
     pub fn copy(mut self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Self {
         self.steps.push(Step::Copy {
@@ -221,6 +229,7 @@ impl Plan {
             Step::BecomeUser(id) => format!("user:{id}"),
             Step::Write { path, len } => format!("write:{}:{len}", hex(path)),
             Step::MakeShared(p) => format!("shared:{}", hex(p)),
+            Step::Sleep(ms) => format!("sleep:{ms}"),
             Step::Copy { from, to } => format!("copy:{}:{}", hex(from), hex(to)),
             Step::Spawn(h) => format!(
                 "spawn:{}:{}:{}:{}",
@@ -262,6 +271,7 @@ impl Plan {
                     len: fields[2].parse().expect("write length"),
                 },
                 "shared" => Step::MakeShared(path()),
+                "sleep" => Step::Sleep(fields[1].parse().expect("sleep ms")),
                 "copy" => Step::Copy {
                     from: path(),
                     to: unhex(fields[2]),
@@ -628,6 +638,7 @@ fn run_step(step: Step, held: &mut Held, report: &mut Report) {
             }
             file.sync_all().expect("fixture: sync");
         }
+        Step::Sleep(ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
         Step::MakeShared(p) => mount(
             None::<&str>,
             &path(&p),

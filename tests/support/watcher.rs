@@ -101,7 +101,32 @@ impl Watcher {
 
     /// Panics with `msg` and everything the watcher wrote to stderr so far.
     pub fn fail(&self, msg: &str) -> ! {
-        panic!("{msg}\n--- watcher stderr ---\n{}", self.stderr())
+        panic!(
+            "{msg}\n--- watcher stderr ---\n{}\n--- watcher threads ---\n{}",
+            self.stderr(),
+            self.threads()
+        )
+    }
+
+    /// Each thread of the watcher with its kernel wait channel and stack: where it is stuck.
+    fn threads(&self) -> String {
+        let dir = format!("/proc/{}/task", self.child.id());
+        let Ok(tasks) = std::fs::read_dir(&dir) else {
+            return String::new();
+        };
+        let mut out = String::new();
+        for task in tasks.flatten() {
+            let path = task.path();
+            let read = |f: &str| std::fs::read_to_string(path.join(f)).unwrap_or_default();
+            out.push_str(&format!(
+                "{} {} wchan={}\n{}",
+                task.file_name().to_string_lossy(),
+                read("comm").trim(),
+                read("wchan"),
+                read("stack")
+            ));
+        }
+        out
     }
 
     /// Everything the watcher wrote to stderr so far.

@@ -125,12 +125,23 @@ impl Live {
             return Finished::Nothing;
         };
         let Some(unmounted) = self.mounts.unmounted_at(attempt.call.mntns, target) else {
+            tracing::debug!(
+                "unmount {}: the cached table of mount namespace {} has nothing at {}",
+                attempt.id,
+                attempt.call.mntns,
+                String::from_utf8_lossy(target)
+            );
             return Finished::Nothing;
         };
         let holders = self
             .with_scanner(|s| super::alive_after_unmount(&unmounted, s))
             .unwrap_or_default();
         if holders.is_empty() {
+            tracing::debug!(
+                "unmount {}: nothing keeps mount {} alive",
+                attempt.id,
+                unmounted.id
+            );
             return Finished::Nothing;
         }
         Finished::Warning(Box::new(Warning::AliveAfterUnmount {

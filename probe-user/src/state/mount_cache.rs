@@ -21,7 +21,7 @@ use crate::attribution::namespaces;
 /// How long a removed mount is remembered.
 const REMEMBER_REMOVED: Duration = Duration::from_secs(30);
 /// How often new mount namespaces are looked for.
-const DISCOVER_EVERY: Duration = Duration::from_secs(2);
+const DISCOVER_EVERY: Duration = Duration::from_secs(1);
 
 /// The tables, shared with the thread that keeps them.
 #[derive(Default)]
@@ -58,10 +58,12 @@ impl MountCache {
     /// Reads every namespace's table now and keeps them current from a background thread.
     pub fn start() -> Arc<Self> {
         let cache = Arc::new(Self::default());
+        let mut watched = HashMap::new();
+        cache.discover(&mut watched);
         let keeper = Arc::clone(&cache);
         thread::Builder::new()
             .name("mount-cache".into())
-            .spawn(move || keeper.keep_current())
+            .spawn(move || keeper.keep_current(watched))
             .expect("spawning a thread");
         cache
     }
@@ -113,21 +115,29 @@ impl MountCache {
         }
     }
 
-    /// The thread: watches one mountinfo file per namespace, re-reading a table when the
+    /// The thread (given the namespaces found at start): watches one mountinfo file per namespace, re-reading a table when the
     /// kernel says it changed, and looks for new namespaces every few seconds.
-    fn keep_current(&self) {
-        let mut watched: HashMap<u64, File> = HashMap::new();
-        let mut last_discovery = Instant::now() - DISCOVER_EVERY;
+    fn keep_current(&self, mut watched: HashMap<u64, Watched>) {
+        let mut last_discovery = Instant::now();
         loop {
             if last_discovery.elapsed() >= DISCOVER_EVERY {
                 self.discover(&mut watched);
                 last_discovery = Instant::now();
             }
-            let changed = wait_for_changes(&watched);
+            let until_discovery = DISCOVER_EVERY.saturating_sub(last_discovery.elapsed());
+            let changed = wait_for_changes(&watched, until_discovery);
             for mntns in changed {
-                let table = watched.get_mut(&mntns).and_then(read_table);
+                let table = watched
+                    .get_mut(&mntns)
+                    .and_then(|w| read_table(&mut w.file));
                 match table {
-                    Some(table) => self.update(mntns, table),
+                    Some(table) => {
+                        tracing::trace!(
+                            "mount cache: namespace {mntns} changed ({} mounts)",
+                            table.len()
+                        );
+                        self.update(mntns, table)
+                    }
                     None => {
                         watched.remove(&mntns);
                         self.forget(mntns);
@@ -137,7 +147,20 @@ impl MountCache {
         }
     }
 
-    fn discover(&self, watched: &mut HashMap<u64, File>) {
+    /// Watches namespaces that appeared, and drops those whose process left them: namespace
+    /// inode numbers are reused as soon as a namespace dies, so a namespace is known by its
+    /// inode *and* a live process still in it.
+    fn discover(&self, watched: &mut HashMap<u64, Watched>) {
+        let stale: Vec<u64> = watched
+            .iter()
+            .filter(|(ns, w)| namespaces::mntns_of(w.pid) != Some(**ns))
+            .map(|(ns, _)| *ns)
+            .collect();
+        for ns in stale {
+            tracing::trace!("mount cache: namespace {ns} is gone");
+            watched.remove(&ns);
+            self.forget(ns);
+        }
         let mut seen = HashMap::new();
         for pid in namespaces::pids() {
             if let Some(ns) = namespaces::mntns_of(pid) {
@@ -150,12 +173,22 @@ impl MountCache {
             }
             if let Ok(mut file) = File::open(namespaces::proc_path(pid, "mountinfo")) {
                 if let Some(table) = read_table(&mut file) {
+                    tracing::trace!(
+                        "mount cache: watching namespace {ns} through pid {pid} ({} mounts)",
+                        table.len()
+                    );
                     self.update(ns, table);
-                    watched.insert(ns, file);
+                    watched.insert(ns, Watched { file, pid });
                 }
             }
         }
     }
+}
+
+/// A namespace's mountinfo, opened through one of its processes.
+struct Watched {
+    file: File,
+    pid: u32,
 }
 
 /// Re-reads a mountinfo file from the start.
@@ -166,18 +199,19 @@ fn read_table(file: &mut File) -> Option<Vec<MountEntry>> {
     mountinfo::parse(&text).ok()
 }
 
-/// The namespaces whose table changed (or whose process went away) within a second.
-fn wait_for_changes(watched: &HashMap<u64, File>) -> Vec<u64> {
+/// The namespaces whose table changed (or whose process went away), waiting `at_most`.
+fn wait_for_changes(watched: &HashMap<u64, Watched>, at_most: Duration) -> Vec<u64> {
     let keys: Vec<u64> = watched.keys().copied().collect();
     let mut fds: Vec<PollFd> = keys
         .iter()
-        .map(|k| PollFd::new(watched[k].as_fd(), PollFlags::POLLPRI))
+        .map(|k| PollFd::new(watched[k].file.as_fd(), PollFlags::POLLPRI))
         .collect();
     if fds.is_empty() {
-        thread::sleep(Duration::from_millis(200));
+        thread::sleep(at_most);
         return Vec::new();
     }
-    match poll(&mut fds, PollTimeout::from(1000u16)) {
+    let timeout = PollTimeout::try_from(at_most).unwrap_or(PollTimeout::ZERO);
+    match poll(&mut fds, timeout) {
         Ok(n) if n > 0 => keys
             .iter()
             .zip(&fds)
