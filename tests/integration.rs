@@ -13,6 +13,7 @@ mod holders;
 mod scans;
 mod support;
 mod watch;
+mod who;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -39,6 +40,7 @@ fn main() {
         .chain(binary::TESTS.iter())
         .chain(alive::TESTS.iter())
         .chain(container::TESTS.iter())
+        .chain(who::TESTS.iter())
         .map(|&(name, test)| {
             Trial::test(name, move || {
                 test();

@@ -1,0 +1,88 @@
+//! `busyprobe who`'s contract beyond the holder kinds: exit statuses (0 held, 1 not held,
+//! 2 error) and a path that is not a mount point (the mount it is on is named).
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Every trial, by name.
+pub const TESTS: [(&str, fn()); 2] = [
+    (
+        "who_inside_a_mount_names_that_mount_and_exits_by_holders",
+        who_inside_a_mount_names_that_mount_and_exits_by_holders,
+    ),
+    (
+        "who_on_a_missing_path_exits_2",
+        who_on_a_missing_path_exits_2,
+    ),
+];
+
+/// Runs a shell script in a private mount namespace (its mounts vanish with it).
+fn in_private_namespace(script: &str) -> Output {
+    Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script])
+        .env("BUSYPROBE", env!("CARGO_BIN_EXE_busyprobe"))
+        .output()
+        .expect("run unshare")
+}
+
+fn who_inside_a_mount_names_that_mount_and_exits_by_holders() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().canonicalize().unwrap().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    // Nothing holds the tmpfs (exit 1), then a child sits in it (exit 0); `who` is asked
+    // about a directory inside the mount both times.
+    let script = format!(
+        r#"mount -t tmpfs whotest {m}; mkdir {m}/sub
+"$BUSYPROBE" who --json {m}/sub; echo "status=$?"
+(cd {m}/sub && exec sleep 30) & sleep 0.3
+"$BUSYPROBE" who --json {m}/sub; echo "status=$?"
+kill $!"#,
+        m = mnt.display()
+    );
+    let out = in_private_namespace(&script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        4,
+        "two answers, two statuses:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (idle, held): (Value, Value) = (
+        serde_json::from_str(lines[0]).unwrap(),
+        serde_json::from_str(lines[2]).unwrap(),
+    );
+    for who in [&idle, &held] {
+        assert_eq!(who["is_mount_point"], false, "{who}");
+        assert_eq!(who["path"], mnt.join("sub").to_str().unwrap(), "{who}");
+        assert_eq!(
+            who["mount"]["mount_point"],
+            mnt.to_str().unwrap(),
+            "the mount it is on: {who}"
+        );
+        assert_eq!(who["mount"]["source"], "whotest", "{who}");
+    }
+    assert_eq!(lines[1], "status=1", "nothing holds it: {idle}");
+    assert_eq!(idle["holders"], serde_json::json!([]), "{idle}");
+    assert_eq!(lines[3], "status=0", "a cwd holds it: {held}");
+    let cwd = &held["holders"][0];
+    assert_eq!(cwd["kind"], "cwd", "{held}");
+    assert_eq!(cwd["comm"], "sleep", "{held}");
+    assert_eq!(cwd["path"], mnt.join("sub").to_str().unwrap(), "{held}");
+}
+
+fn who_on_a_missing_path_exits_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_busyprobe"))
+        .args(["who", "/nonexistent/busyprobe/path"])
+        .output()
+        .expect("run who");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("busyprobe: error: resolving /nonexistent/busyprobe/path"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("No such file or directory"), "{stderr}");
+}
