@@ -25,6 +25,8 @@ pub const PATH_UNREADABLE: u32 = 2;
 pub enum EventKind {
     /// An [`UmountEvent`]: one finished `umount`/`umount2` call.
     Umount = 1,
+    /// A [`ReleaseEvent`]: a file on a tracked mount let go during the busy window.
+    Release = 2,
 }
 
 impl EventKind {
@@ -32,6 +34,7 @@ impl EventKind {
     pub fn from_u32(tag: u32) -> Option<Self> {
         match tag {
             1 => Some(Self::Umount),
+            2 => Some(Self::Release),
             _ => None,
         }
     }
@@ -100,6 +103,47 @@ pub struct UmountEvent {
     pub comm: [u8; COMM_LEN],
     /// The target path exactly as the caller passed it.
     pub target: PathBuf,
+}
+
+/// Path components a [`ReleaseEvent`] carries, leaf first.
+pub const RELEASE_DEPTH: usize = 12;
+/// Bytes kept of each component (NUL included).
+pub const NAME_LEN: usize = 64;
+
+/// [`ReleaseEvent::flags`] bit: the path had more components than [`RELEASE_DEPTH`].
+pub const RELEASE_PATH_DEEPER: u32 = 1;
+/// [`ReleaseEvent::flags`] bit: a component was longer than [`NAME_LEN`]` - 1`.
+pub const RELEASE_NAME_CUT: u32 = 2;
+
+/// How a file was let go.
+pub mod release_how {
+    /// `close(fd)`.
+    pub const CLOSE: u32 = 1;
+}
+
+/// A file on a tracked mount let go (closed) while some unmount was recently busy: the
+/// evidence of a transient holder. Its path is given within the mount, leaf first.
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct ReleaseEvent {
+    /// `kind` = [`EventKind::Release`]; `ts_boot_ns` is the release.
+    pub header: EventHeader,
+    /// A [`release_how`] constant.
+    pub how: u32,
+    /// The fd let go.
+    pub fd: u32,
+    /// Mount id of the file.
+    pub mnt_id: u32,
+    /// Components filled in `names`.
+    pub depth: u32,
+    /// [`RELEASE_PATH_DEEPER`], [`RELEASE_NAME_CUT`].
+    pub flags: u32,
+    /// Padding, always zero.
+    pub _pad: u32,
+    /// The process's `comm`.
+    pub comm: [u8; COMM_LEN],
+    /// Path components from the file up to (not including) the mount's root, NUL-terminated.
+    pub names: [[u8; NAME_LEN]; RELEASE_DEPTH],
 }
 
 /// Why an event or part of one was lost; index into the per-CPU `DROPS` counter array.
@@ -203,6 +247,8 @@ mod tests {
         assert_eq!(offset_of!(UmountEvent, target), 88);
         assert_eq!(size_of::<UmountEvent>(), 88 + 8 + PATH_BUF_LEN);
         assert_eq!(size_of::<ScanRecord>(), 40);
+        assert_eq!(offset_of!(ReleaseEvent, comm), 48);
+        assert_eq!(size_of::<ReleaseEvent>(), 64 + NAME_LEN * RELEASE_DEPTH);
     }
 
     #[test]

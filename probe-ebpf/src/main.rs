@@ -9,6 +9,7 @@ mod holders;
 mod kernel;
 mod maps;
 mod offsets;
+mod release;
 mod umount;
 
 #[cfg(not(test))]

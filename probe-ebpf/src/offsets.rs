@@ -71,6 +71,18 @@ offsets!(
     OFF_VMA_START,
     /// `vm_area_struct.vm_end`.
     OFF_VMA_END,
+    /// `task_struct.files`.
+    OFF_TASK_FILES,
+    /// `files_struct.fdt`.
+    OFF_FILES_FDT,
+    /// `fdtable.fd`.
+    OFF_FDT_FD,
+    /// `fdtable.max_fds`.
+    OFF_FDT_MAX_FDS,
+    /// `dentry.d_parent`.
+    OFF_DENTRY_PARENT,
+    /// `vfsmount.mnt_root`.
+    OFF_VFSMOUNT_ROOT,
 );
 
 /// The offset held by `global`, or `None` when it is unknown.

@@ -90,6 +90,9 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
 
+    if ret == -16 {
+        crate::release::open_busy_window(now);
+    }
     let Some(mut entry) = EVENTS.reserve::<UmountEvent>(0) else {
         count_drop(DropCause::RingBufFull);
         return Ok(());

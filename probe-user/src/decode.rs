@@ -4,17 +4,20 @@
 use std::mem::size_of;
 
 use probe_common::{
-    EventHeader, EventKind, UmountEvent, COMM_LEN, PATH_BUF_LEN, PATH_TRUNCATED, PATH_UNREADABLE,
+    EventHeader, EventKind, ReleaseEvent, UmountEvent, COMM_LEN, PATH_BUF_LEN, PATH_TRUNCATED,
+    PATH_UNREADABLE, RELEASE_DEPTH, RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
 };
 use thiserror::Error;
 
-use crate::event::{KernelPath, UmountCall};
+use crate::event::{KernelPath, Release, UmountCall};
 
 /// A decoded ring-buffer record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KernelEvent {
     /// A finished unmount call.
     Umount(UmountCall),
+    /// A file on a tracked mount let go during a busy window.
+    Release(Release),
 }
 
 /// Why a record could not be decoded.
@@ -53,6 +56,34 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             let raw: UmountEvent = read_sized(kind, &header, bytes)?;
             Ok(KernelEvent::Umount(umount_call(&raw)))
         }
+        EventKind::Release => {
+            let raw: ReleaseEvent = read_sized(kind, &header, bytes)?;
+            Ok(KernelEvent::Release(release(&raw)))
+        }
+    }
+}
+
+fn release(raw: &ReleaseEvent) -> Release {
+    let depth = (raw.depth as usize).min(RELEASE_DEPTH);
+    // Components come leaf first; the path within the mount is root first.
+    let mut within = Vec::new();
+    for name in raw.names[..depth].iter().rev() {
+        within.push(b'/');
+        within.extend_from_slice(nul_terminated(name));
+    }
+    Release {
+        ts_boot_ns: raw.header.ts_boot_ns,
+        pid: raw.header.pid,
+        tid: raw.header.tid,
+        comm: nul_terminated(&raw.comm).to_vec(),
+        fd: raw.fd,
+        mnt_id: u64::from(raw.mnt_id),
+        path_within_mount: if within.is_empty() {
+            b"/".to_vec()
+        } else {
+            within
+        },
+        truncated: raw.flags & (RELEASE_PATH_DEEPER | RELEASE_NAME_CUT) != 0,
     }
 }
 
@@ -136,9 +167,53 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn decodes_a_release_record_into_a_path_within_the_mount() {
+        // SAFETY: all-zero is a valid ReleaseEvent.
+        let mut ev: ReleaseEvent = unsafe { std::mem::zeroed() };
+        ev.header.kind = EventKind::Release as u32;
+        ev.header.size = size_of::<ReleaseEvent>() as u32;
+        ev.header.ts_boot_ns = 77;
+        ev.header.pid = 9;
+        ev.header.tid = 10;
+        ev.fd = 4;
+        ev.mnt_id = 812;
+        ev.depth = 2;
+        ev.names[0][..6].copy_from_slice(b"passwd");
+        ev.names[1][..3].copy_from_slice(b"etc");
+        ev.comm[..7].copy_from_slice(b"scanner");
+        // SAFETY: viewing a plain struct as bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<ReleaseEvent>())
+        };
+        let KernelEvent::Release(r) = decode(bytes).unwrap() else {
+            panic!("not a release")
+        };
+        assert_eq!(r.path_within_mount, b"/etc/passwd");
+        assert_eq!(
+            (r.pid, r.tid, r.fd, r.mnt_id, r.ts_boot_ns),
+            (9, 10, 4, 812, 77)
+        );
+        assert_eq!(r.comm, b"scanner");
+        assert!(!r.truncated);
+        ev.flags = RELEASE_PATH_DEEPER;
+        ev.depth = 0;
+        // SAFETY: as above.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<ReleaseEvent>())
+        };
+        let KernelEvent::Release(r) = decode(bytes).unwrap() else {
+            panic!("not a release")
+        };
+        assert!(r.truncated);
+        assert_eq!(r.path_within_mount, b"/");
+    }
+
+    #[test]
     fn decodes_an_umount_record() {
         let bytes = umount_record(1234, b"/mnt/x\xff", -16, 2);
-        let KernelEvent::Umount(call) = decode(&bytes).unwrap();
+        let KernelEvent::Umount(call) = decode(&bytes).unwrap() else {
+            panic!("not an umount")
+        };
         assert_eq!(call.pid, 1234);
         assert_eq!(call.tid, 1235);
         assert_eq!(call.uid, 1000);
@@ -158,7 +233,9 @@ pub(crate) mod tests {
         let mut bytes = umount_record(1, b"/a", 0, 0);
         let status_at = std::mem::offset_of!(UmountEvent, target) + 4;
         bytes[status_at] = (PATH_TRUNCATED | PATH_UNREADABLE) as u8;
-        let KernelEvent::Umount(call) = decode(&bytes).unwrap();
+        let KernelEvent::Umount(call) = decode(&bytes).unwrap() else {
+            panic!("not an umount")
+        };
         assert!(call.target.truncated && call.target.unreadable);
     }
 
@@ -167,7 +244,9 @@ pub(crate) mod tests {
         let mut bytes = umount_record(1, b"/a", 0, 0);
         let len_at = std::mem::offset_of!(UmountEvent, target);
         bytes[len_at..len_at + 4].copy_from_slice(&u32::MAX.to_ne_bytes());
-        let KernelEvent::Umount(call) = decode(&bytes).unwrap();
+        let KernelEvent::Umount(call) = decode(&bytes).unwrap() else {
+            panic!("not an umount")
+        };
         assert_eq!(call.target.bytes.len(), PATH_BUF_LEN);
     }
 

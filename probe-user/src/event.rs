@@ -5,6 +5,27 @@ use std::time::SystemTime;
 
 use nix::errno::Errno;
 
+/// A file on a tracked mount let go while an unmount was recently busy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    /// `CLOCK_BOOTTIME` ns of the release.
+    pub ts_boot_ns: u64,
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// The process's comm.
+    pub comm: Vec<u8>,
+    /// The fd let go.
+    pub fd: u32,
+    /// The file's mount.
+    pub mnt_id: u64,
+    /// The file's path within the mount (`/etc/passwd`), as far as the probe walked.
+    pub path_within_mount: Vec<u8>,
+    /// The probe could not walk the whole path (too deep or a name too long).
+    pub truncated: bool,
+}
+
 /// `umount2` flags and their names, in bit order.
 pub const UMOUNT_FLAGS: [(u32, &str); 4] = [
     (libc::MNT_FORCE as u32, "MNT_FORCE"),

@@ -24,6 +24,10 @@ pub const UMOUNT_TRACEPOINTS: [(&str, &str, &str); 2] = [
     ("sys_exit_umount", "syscalls", "sys_exit_umount"),
 ];
 
+/// The release-tracking tracepoints: (program, category, name).
+pub const RELEASE_TRACEPOINTS: [(&str, &str, &str); 1] =
+    [("sys_enter_close", "syscalls", "sys_enter_close")];
+
 /// The probe mode in use (more modes come with the security-hook work).
 pub const MODE_TRACEPOINT: &str = "tracepoint";
 
@@ -32,6 +36,8 @@ pub const MODE_TRACEPOINT: &str = "tracepoint";
 pub struct LoadOptions {
     /// Byte size of the events ring buffer.
     pub ring_buffer_size: u32,
+    /// Attach release tracking (the busy window's `close` probe).
+    pub track_releases: bool,
 }
 
 /// Loaded and attached probes.
@@ -82,6 +88,13 @@ impl Probes {
         for (program, category, name) in UMOUNT_TRACEPOINTS {
             attach_tracepoint(&mut ebpf, program, category, name)?;
         }
+        if opts.track_releases {
+            for (program, category, name) in RELEASE_TRACEPOINTS {
+                if let Err(e) = attach_tracepoint(&mut ebpf, program, category, name) {
+                    tracing::warn!("release tracking is off: {e:#}");
+                }
+            }
+        }
         Ok(Self { ebpf })
     }
 
@@ -119,6 +132,15 @@ impl Probes {
             .take_map("EVENTS")
             .context("the eBPF object has no EVENTS map")?;
         RingBuf::try_from(map).context("EVENTS is not a ring buffer")
+    }
+
+    /// The kernel's set of tracked mounts (can be taken once).
+    pub fn take_tracked_mounts(&mut self) -> Result<aya::maps::HashMap<MapData, u32, u8>> {
+        let map = self
+            .ebpf
+            .take_map("TRACKED_MOUNTS")
+            .context("the eBPF object has no TRACKED_MOUNTS map")?;
+        aya::maps::HashMap::try_from(map).context("TRACKED_MOUNTS is not a hash map")
     }
 
     /// The per-CPU drop counters (can be taken once).

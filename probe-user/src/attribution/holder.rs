@@ -26,6 +26,8 @@ pub enum HolderKind {
     Swap,
     /// A fanotify listener whose queued events (may) reference the mount.
     Fanotify,
+    /// A process that held a file on the mount at the failing call and let go after it.
+    Transient,
     /// Nothing found explains the EBUSY.
     Unknown,
 }
@@ -44,6 +46,7 @@ impl HolderKind {
             HolderKind::Loop => "loop",
             HolderKind::Swap => "swap",
             HolderKind::Fanotify => "fanotify",
+            HolderKind::Transient => "transient",
             HolderKind::Unknown => "unknown",
         }
     }
@@ -56,6 +59,8 @@ pub enum Seen {
     ProcScan,
     /// BPF iterators over every task, comparing the exact `struct mount`.
     KernelScan,
+    /// Release tracking: the probe saw it let go.
+    Traced,
     /// The mount tables (`/proc/PID/mountinfo`), `/sys/block`, `/proc/swaps`.
     MountTable,
 }
@@ -66,6 +71,7 @@ impl Seen {
         match self {
             Seen::ProcScan => "proc-scan",
             Seen::KernelScan => "kernel-scan",
+            Seen::Traced => "traced",
             Seen::MountTable => "mount-table",
         }
     }
@@ -107,6 +113,11 @@ pub struct Holder {
     /// A sentence for the human: the device of a loop, the propagation of a copy, why a
     /// fanotify listener is only suspected, what was checked for `unknown`.
     pub note: Option<String>,
+    /// For `transient`: how long before the failing call the file was opened, when the open
+    /// was seen.
+    pub opened_ns_before: Option<u64>,
+    /// For `transient`: how long after the failing call returned the file was let go.
+    pub closed_ns_after: Option<u64>,
 }
 
 impl Holder {
@@ -122,6 +133,8 @@ impl Holder {
             blamed: true,
             seen,
             note: None,
+            opened_ns_before: None,
+            closed_ns_after: None,
         }
     }
 }

@@ -16,8 +16,10 @@ use super::{
 };
 use crate::{
     event::{UmountAttempt, Warning},
-    state::mount_cache::MountCache,
+    state::mount_cache::{MountCache, OnTables},
 };
+
+pub use super::tracked::TrackedMounts;
 
 /// The scan used in `watch`.
 enum ScanMode {
@@ -44,8 +46,9 @@ pub struct Live {
 }
 
 impl Live {
-    /// Loads the kernel scanner (or settles for /proc) and starts the mount-table cache.
-    pub fn start() -> Arc<Self> {
+    /// Loads the kernel scanner (or settles for /proc) and starts the mount-table cache,
+    /// which keeps `tracked` (the kernel's set of mounts whose releases matter) in step.
+    pub fn start(tracked: Option<TrackedMounts>) -> Arc<Self> {
         let scanner = match KernelScanner::load() {
             Ok(k) => ScanMode::Kernel(k),
             Err(e) => {
@@ -55,9 +58,10 @@ impl Live {
                 ScanMode::Proc
             }
         };
+        let on_change = tracked.map(|t| Box::new(t) as Box<dyn OnTables>);
         Arc::new(Self {
             scanner: Mutex::new(scanner),
-            mounts: MountCache::start(),
+            mounts: MountCache::start(on_change),
         })
     }
 
@@ -83,7 +87,8 @@ impl Live {
         Ok(f(&mut scanner))
     }
 
-    /// The EBUSY attempt with who holds its mount (or why that is unknown).
+    /// The EBUSY attempt with who holds its mount now; the watch loop completes it with the
+    /// transient holders (and `unknown` if nothing explains it).
     pub fn attribute(&self, mut attempt: UmountAttempt) -> Finished {
         let call = &attempt.call;
         let result = if call.target.truncated || call.target.unreadable {
@@ -92,10 +97,6 @@ impl Live {
             Viewpoint::of_caller(call.pid, call.tid, call.mntns)
                 .and_then(|view| self.target(view, &attempt))
                 .and_then(|target| self.with_scanner(|s| super::attribute_mount(&target, s)))
-                .map(|mut a| {
-                    a.add_unknown_if_unexplained();
-                    a
-                })
                 .map_err(|e| format!("{e:#}"))
         };
         attempt.attribution = Some(result);

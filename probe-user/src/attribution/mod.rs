@@ -12,6 +12,8 @@ pub mod live;
 pub mod namespaces;
 pub mod proc_scan;
 pub mod target;
+pub mod tracked;
+pub mod transient;
 
 use std::collections::HashSet;
 

@@ -17,7 +17,10 @@ use tokio::{
 };
 
 use crate::{
-    attribution::live::{Finished, Live},
+    attribution::{
+        live::{Finished, Live, TrackedMounts},
+        transient::RecentReleases,
+    },
     cli::WatchArgs,
     clock::BootClock,
     decode::{decode, KernelEvent},
@@ -38,18 +41,20 @@ pub fn run(args: WatchArgs) -> Result<ExitCode> {
     runtime.block_on(watch(args))
 }
 
-/// Decoded, enriched, filtered events on their way to a sink, with the counts.
+/// Decoded, enriched, filtered events on their way to a sink, with the counts and the
+/// recent releases that complete EBUSY attributions.
 struct Pipeline {
     clock: BootClock,
     proc: ProcFs,
     filter: AttemptFilter,
     stats: Stats,
     next_id: u64,
+    releases: RecentReleases,
 }
 
 impl Pipeline {
-    /// Decodes every record waiting in the ring buffer; returns the attempts that pass the
-    /// filter, in order.
+    /// Decodes every record waiting in the ring buffer: keeps releases, returns the attempts
+    /// that pass the filter, in order.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Vec<UmountAttempt> {
         let mut out = Vec::new();
         while let Some(record) = ring.next() {
@@ -64,6 +69,10 @@ impl Pipeline {
                     if self.filter.accepts(&attempt) {
                         out.push(attempt);
                     }
+                }
+                Ok(KernelEvent::Release(release)) => {
+                    self.stats.events += 1;
+                    self.releases.record(release);
                 }
                 Err(e) => {
                     self.stats.decode_errors += 1;
@@ -88,11 +97,82 @@ impl Pipeline {
     }
 }
 
+/// The attribution side of a watch: the jobs running on blocking threads.
+struct Jobs {
+    live: Option<Arc<Live>>,
+    running: JoinSet<Finished>,
+}
+
+impl Jobs {
+    /// Writes each attempt that needs no attribution at once; starts the attribution of each
+    /// EBUSY, and the alive-after-unmount check of each success, on a blocking thread.
+    fn dispatch(&mut self, attempts: Vec<UmountAttempt>, sink: &mut dyn Sink) -> io::Result<()> {
+        for attempt in attempts {
+            let Some(live) = &self.live else {
+                sink.umount(&attempt)?;
+                continue;
+            };
+            let live = Arc::clone(live);
+            if Live::is_busy(&attempt) {
+                self.running.spawn_blocking(move || live.attribute(attempt));
+                continue;
+            }
+            sink.umount(&attempt)?;
+            if Live::may_outlive(&attempt) {
+                self.running
+                    .spawn_blocking(move || live.check_outlived(&attempt));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what a finished job produced. An EBUSY attempt is completed with the releases
+    /// seen so far (the ring buffer is drained first: a holder that let go before the scan
+    /// ended is in it) and `unknown` if nothing explains it.
+    fn finished(
+        &mut self,
+        done: Result<Finished, tokio::task::JoinError>,
+        pipeline: &mut Pipeline,
+        ring: &mut RingBuf<MapData>,
+        sink: &mut dyn Sink,
+    ) -> io::Result<()> {
+        match done.map_err(io::Error::other)? {
+            Finished::Attempt(mut attempt) => {
+                let more = pipeline.drain(ring);
+                if let Some(Ok(attribution)) = &mut attempt.attribution {
+                    pipeline.releases.complete(&attempt.call, attribution);
+                }
+                sink.umount(&attempt)?;
+                self.dispatch(more, sink)
+            }
+            Finished::Warning(warning) => sink.warning(&warning),
+            Finished::Nothing => Ok(()),
+        }
+    }
+
+    /// Writes the last attempts and waits for every job still running.
+    async fn finish(
+        &mut self,
+        pipeline: &mut Pipeline,
+        ring: &mut RingBuf<MapData>,
+        sink: &mut dyn Sink,
+    ) -> io::Result<()> {
+        let last = pipeline.drain(ring);
+        self.dispatch(last, sink)?;
+        while let Some(done) = self.running.join_next().await {
+            self.finished(done, pipeline, ring, sink)?;
+        }
+        Ok(())
+    }
+}
+
 async fn watch(args: WatchArgs) -> Result<ExitCode> {
+    let track_releases = !args.no_holders;
     let mut probes = Probes::load(
         "watch",
         &LoadOptions {
             ring_buffer_size: args.ring_buffer_size,
+            track_releases,
         },
     )?;
     probes.forward_logs();
@@ -121,10 +201,28 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
         },
         stats: Stats::default(),
         next_id: 0,
+        releases: RecentReleases::default(),
     };
     let mut ticker = stats_ticker(args.stats_interval);
-    let mut jobs: JoinSet<Finished> = JoinSet::new();
-    let live = (!args.no_holders).then(Live::start);
+    let live = if track_releases {
+        let prefix = args
+            .path
+            .as_ref()
+            .map(|p| p.as_os_str().as_bytes().to_vec());
+        let tracked = probes
+            .take_tracked_mounts()
+            .map(|map| TrackedMounts::new(map, prefix));
+        if let Err(e) = &tracked {
+            tracing::warn!("release tracking is off: {e:#}");
+        }
+        Some(Live::start(tracked.ok()))
+    } else {
+        None
+    };
+    let mut jobs = Jobs {
+        live,
+        running: JoinSet::new(),
+    };
     let mut stdout_closed = std::pin::pin!(stdout_closed());
     tracing::info!(
         "probes attached ({MODE_TRACEPOINT} mode); watching every unmount on this host. Ctrl-C to stop."
@@ -137,10 +235,10 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
                     let mut guard = guard?;
                     let attempts = pipeline.drain(guard.get_inner_mut());
                     guard.clear_ready();
-                    dispatch(attempts, live.as_ref(), &mut jobs, sink.as_mut())?;
+                    jobs.dispatch(attempts, sink.as_mut())?;
                 }
-                Some(done) = jobs.join_next(), if !jobs.is_empty() => {
-                    write_finished(done, sink.as_mut())?;
+                Some(done) = jobs.running.join_next(), if !jobs.running.is_empty() => {
+                    jobs.finished(done, &mut pipeline, ring.get_mut(), sink.as_mut())?;
                 }
                 _ = ticker.tick(), if args.stats_interval > 0 => {
                     pipeline.report_stats(&drops, sink.as_mut(), false)?;
@@ -153,12 +251,10 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
     }
     .await;
     let outcome = match outcome {
-        Ok(()) => {
-            let last = pipeline.drain(ring.get_mut());
-            finish(last, live.as_ref(), &mut jobs, sink.as_mut())
-                .await
-                .and_then(|()| pipeline.report_stats(&drops, sink.as_mut(), true))
-        }
+        Ok(()) => jobs
+            .finish(&mut pipeline, ring.get_mut(), sink.as_mut())
+            .await
+            .and_then(|()| pipeline.report_stats(&drops, sink.as_mut(), true)),
         Err(e) => Err(e),
     };
     drop(probes);
@@ -168,58 +264,6 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e).context("writing output"),
     }
-}
-
-/// Writes each attempt that needs no attribution at once; starts the attribution of each
-/// EBUSY, and the alive-after-unmount check of each success, on a blocking thread.
-fn dispatch(
-    attempts: Vec<UmountAttempt>,
-    live: Option<&Arc<Live>>,
-    jobs: &mut JoinSet<Finished>,
-    sink: &mut dyn Sink,
-) -> io::Result<()> {
-    for attempt in attempts {
-        let Some(live) = live else {
-            sink.umount(&attempt)?;
-            continue;
-        };
-        let live = Arc::clone(live);
-        if Live::is_busy(&attempt) {
-            jobs.spawn_blocking(move || live.attribute(attempt));
-            continue;
-        }
-        sink.umount(&attempt)?;
-        if Live::may_outlive(&attempt) {
-            jobs.spawn_blocking(move || live.check_outlived(&attempt));
-        }
-    }
-    Ok(())
-}
-
-/// Writes what a finished job produced.
-fn write_finished(
-    done: Result<Finished, tokio::task::JoinError>,
-    sink: &mut dyn Sink,
-) -> io::Result<()> {
-    match done.map_err(io::Error::other)? {
-        Finished::Attempt(attempt) => sink.umount(&attempt),
-        Finished::Warning(warning) => sink.warning(&warning),
-        Finished::Nothing => Ok(()),
-    }
-}
-
-/// Writes the last attempts and waits for every job still running.
-async fn finish(
-    attempts: Vec<UmountAttempt>,
-    live: Option<&Arc<Live>>,
-    jobs: &mut JoinSet<Finished>,
-    sink: &mut dyn Sink,
-) -> io::Result<()> {
-    dispatch(attempts, live, jobs, sink)?;
-    while let Some(done) = jobs.join_next().await {
-        write_finished(done, sink)?;
-    }
-    Ok(())
 }
 
 /// Resolves when stdout is a pipe or socket whose reader went away (`busyprobe watch | head

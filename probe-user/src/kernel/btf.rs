@@ -69,7 +69,7 @@ const FAN_TYPE: FieldSpec = FieldSpec {
 };
 
 /// Every offset global of the eBPF object (`probe-ebpf/src/offsets.rs`) and its source.
-pub const GLOBALS: [(&str, OffsetSpec); 28] = [
+pub const GLOBALS: [(&str, OffsetSpec); 34] = [
     ("OFF_TASK_NSPROXY", field("task_struct", &["nsproxy"])),
     ("OFF_NSPROXY_MNT_NS", field("nsproxy", &["mnt_ns"])),
     ("OFF_MNT_NS_INUM", field("mnt_namespace", &["ns", "inum"])),
@@ -116,6 +116,12 @@ pub const GLOBALS: [(&str, OffsetSpec); 28] = [
     ("OFF_VMA_FILE", field("vm_area_struct", &["vm_file"])),
     ("OFF_VMA_START", field("vm_area_struct", &["vm_start"])),
     ("OFF_VMA_END", field("vm_area_struct", &["vm_end"])),
+    ("OFF_TASK_FILES", field("task_struct", &["files"])),
+    ("OFF_FILES_FDT", field("files_struct", &["fdt"])),
+    ("OFF_FDT_FD", field("fdtable", &["fd"])),
+    ("OFF_FDT_MAX_FDS", field("fdtable", &["max_fds"])),
+    ("OFF_DENTRY_PARENT", field("dentry", &["d_parent"])),
+    ("OFF_VFSMOUNT_ROOT", field("vfsmount", &["mnt_root"])),
 ];
 
 /// The offset globals resolved, with those that could not be.

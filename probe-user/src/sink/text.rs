@@ -89,6 +89,15 @@ pub fn format_holder(h: &Holder) -> String {
     if let Some(c) = h.process.as_ref().and_then(|p| p.container.as_ref()) {
         line.push_str(&format!("  container={}", describe_container(c)));
     }
+    if let Some(before) = h.opened_ns_before {
+        line.push_str(&format!(
+            "  opened {} before the call",
+            human_duration(before)
+        ));
+    }
+    if let Some(after) = h.closed_ns_after {
+        line.push_str(&format!("  closed {} after it", human_duration(after)));
+    }
     if let Some(note) = &h.note {
         line.push_str(&format!("  ({})", escape_for_terminal(note.as_bytes())));
     }

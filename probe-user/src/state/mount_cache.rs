@@ -23,6 +23,12 @@ const REMEMBER_REMOVED: Duration = Duration::from_secs(30);
 /// How often new mount namespaces are looked for.
 const DISCOVER_EVERY: Duration = Duration::from_secs(1);
 
+/// Told about every change of the tables (by the thread that keeps them).
+pub trait OnTables: Send {
+    /// The tables of every known namespace, after a change.
+    fn tables_changed(&mut self, tables: &HashMap<u64, Vec<MountEntry>>);
+}
+
 /// The tables, shared with the thread that keeps them.
 #[derive(Default)]
 pub struct MountCache {
@@ -56,16 +62,23 @@ impl Tables {
 
 impl MountCache {
     /// Reads every namespace's table now and keeps them current from a background thread.
-    pub fn start() -> Arc<Self> {
+    pub fn start(mut on_change: Option<Box<dyn OnTables>>) -> Arc<Self> {
         let cache = Arc::new(Self::default());
         let mut watched = HashMap::new();
         cache.discover(&mut watched);
+        cache.notify(&mut on_change);
         let keeper = Arc::clone(&cache);
         thread::Builder::new()
             .name("mount-cache".into())
-            .spawn(move || keeper.keep_current(watched))
+            .spawn(move || keeper.keep_current(watched, on_change))
             .expect("spawning a thread");
         cache
+    }
+
+    fn notify(&self, on_change: &mut Option<Box<dyn OnTables>>) {
+        if let (Some(listener), Ok(tables)) = (on_change.as_mut(), self.inner.read()) {
+            listener.tables_changed(&tables.current);
+        }
     }
 
     /// The mount that was at `mount_point` in namespace `mntns` and has been removed in the
@@ -115,17 +128,24 @@ impl MountCache {
         }
     }
 
-    /// The thread (given the namespaces found at start): watches one mountinfo file per namespace, re-reading a table when the
-    /// kernel says it changed, and looks for new namespaces every few seconds.
-    fn keep_current(&self, mut watched: HashMap<u64, Watched>) {
+    /// The thread (given the namespaces found at start): watches one mountinfo file per
+    /// namespace, re-reading a table when the kernel says it changed, and looks for new
+    /// namespaces every second; tells `on_change` after each change.
+    fn keep_current(
+        &self,
+        mut watched: HashMap<u64, Watched>,
+        mut on_change: Option<Box<dyn OnTables>>,
+    ) {
         let mut last_discovery = Instant::now();
         loop {
             if last_discovery.elapsed() >= DISCOVER_EVERY {
                 self.discover(&mut watched);
+                self.notify(&mut on_change);
                 last_discovery = Instant::now();
             }
             let until_discovery = DISCOVER_EVERY.saturating_sub(last_discovery.elapsed());
             let changed = wait_for_changes(&watched, until_discovery);
+            let any = !changed.is_empty();
             for mntns in changed {
                 let table = watched
                     .get_mut(&mntns)
@@ -143,6 +163,9 @@ impl MountCache {
                         self.forget(mntns);
                     }
                 }
+            }
+            if any {
+                self.notify(&mut on_change);
             }
         }
     }

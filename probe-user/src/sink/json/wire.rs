@@ -222,6 +222,8 @@ pub struct HolderWire {
     via: Option<&'static str>,
     blamed: bool,
     note: Option<String>,
+    opened_ns_before: Option<u64>,
+    closed_ns_after: Option<u64>,
 }
 
 impl HolderWire {
@@ -245,6 +247,8 @@ impl HolderWire {
             via: h.via.map(|v| v.as_str()),
             blamed: h.blamed,
             note: h.note.clone(),
+            opened_ns_before: h.opened_ns_before,
+            closed_ns_after: h.closed_ns_after,
         }
     }
 }

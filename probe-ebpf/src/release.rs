@@ -1,0 +1,160 @@
+//! Release tracking: a holder that made the kernel say busy lets go *after* the failing call.
+//! An EBUSY opens a busy window (`BUSY_UNTIL`); while it is open, `close` reports files on
+//! tracked mounts (`TRACKED_MOUNTS`, kept by user space) with their path within the mount.
+//! Outside the window `close` costs one array lookup.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes,
+    },
+    macros::{map, tracepoint},
+    maps::{Array, HashMap},
+    programs::TracePointContext,
+    Global,
+};
+use probe_common::{
+    release_how, DropCause, EventKind, ReleaseEvent, NAME_LEN, RELEASE_DEPTH, RELEASE_NAME_CUT,
+    RELEASE_PATH_DEEPER,
+};
+
+use crate::{
+    kernel::{read, read_ptr},
+    maps::{count_drop, EVENTS},
+    offsets::{self, *},
+};
+
+/// `sys_enter_close` format: `unsigned int fd` at 16.
+const CLOSE_FD: usize = 16;
+
+/// How long after an EBUSY releases are reported, in ns (set by the loader).
+#[unsafe(no_mangle)]
+pub static BUSY_WINDOW_NS: Global<u64> = Global::new(2_000_000_000);
+
+/// `[0]`: the `CLOCK_BOOTTIME` ns until which releases are reported.
+#[map]
+pub static BUSY_UNTIL: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Mount ids whose releases matter (every mount but the host root and pseudo filesystems,
+/// or those under `--path`), kept by user space.
+#[map]
+pub static TRACKED_MOUNTS: HashMap<u32, u8> = HashMap::with_max_entries(8192, 0);
+
+/// Opens the busy window: called by the umount exit probe on EBUSY.
+pub fn open_busy_window(now: u64) {
+    if let Some(until) = BUSY_UNTIL.get_ptr_mut(0) {
+        // SAFETY: a single u64 slot; a racing writer only moves the deadline.
+        unsafe { *until = now + BUSY_WINDOW_NS.load() };
+    }
+}
+
+fn window_open(now: u64) -> bool {
+    // SAFETY: a single u64 slot.
+    BUSY_UNTIL.get(0).is_some_and(|until| now < *until)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_close")]
+pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    if !window_open(now) {
+        return 0;
+    }
+    // SAFETY: offset from the syscall tracepoint's fixed format.
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(CLOSE_FD) }) else {
+        return 0;
+    };
+    let _ = report_close(now, fd as u32);
+    0
+}
+
+fn report_close(now: u64, fd: u32) -> Option<()> {
+    // SAFETY: helper without preconditions; the pointer is only read through probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    let file = file_of_fd(task, fd)?;
+    let f_path = file + offsets::get(&OFF_FILE_F_PATH)?;
+    let vfsmount = read_ptr(f_path, offsets::get(&OFF_PATH_MNT)?)?;
+    let mount = vfsmount.checked_sub(offsets::get(&OFF_MOUNT_MNT)?)?;
+    let mnt_id: u32 = read(mount + offsets::get(&OFF_MOUNT_MNT_ID)?)?;
+    // SAFETY: presence check only.
+    if unsafe { TRACKED_MOUNTS.get(mnt_id) }.is_none() {
+        return None;
+    }
+    let dentry = read_ptr(f_path, offsets::get(&OFF_PATH_DENTRY)?)?;
+    let root = read_ptr(vfsmount, offsets::get(&OFF_VFSMOUNT_ROOT)?)?;
+    let Some(mut entry) = EVENTS.reserve::<ReleaseEvent>(0) else {
+        count_drop(DropCause::RingBufFull);
+        return None;
+    };
+    let ev = entry.as_mut_ptr();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: `ev` points at a reserved record; every field is written before submit.
+    unsafe {
+        (*ev).header.kind = EventKind::Release as u32;
+        (*ev).header.size = core::mem::size_of::<ReleaseEvent>() as u32;
+        (*ev).header.ts_boot_ns = now;
+        (*ev).header.pid = (pid_tgid >> 32) as u32;
+        (*ev).header.tid = pid_tgid as u32;
+        (*ev).how = release_how::CLOSE;
+        (*ev).fd = fd;
+        (*ev).mnt_id = mnt_id;
+        (*ev)._pad = 0;
+        (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        let (depth, flags) = walk_names(dentry, root, &mut (*ev).names);
+        (*ev).depth = depth;
+        (*ev).flags = flags;
+    }
+    entry.submit(0);
+    Some(())
+}
+
+/// `task->files->fdt->fd[fd]`, when `fd` is open.
+fn file_of_fd(task: u64, fd: u32) -> Option<u64> {
+    let files = read_ptr(task, offsets::get(&OFF_TASK_FILES)?)?;
+    let fdt = read_ptr(files, offsets::get(&OFF_FILES_FDT)?)?;
+    let max_fds: u32 = read(fdt + offsets::get(&OFF_FDT_MAX_FDS)?)?;
+    if fd >= max_fds {
+        return None;
+    }
+    let array = read_ptr(fdt, offsets::get(&OFF_FDT_FD)?)?;
+    read_ptr(array, u64::from(fd) * 8)
+}
+
+/// Copies the names from `dentry` up to (not including) `root` into `names`, leaf first;
+/// returns how many and the truncation flags.
+fn walk_names(
+    mut dentry: u64,
+    root: u64,
+    names: &mut [[u8; NAME_LEN]; RELEASE_DEPTH],
+) -> (u32, u32) {
+    let (Some(name_off), Some(parent_off)) = (
+        offsets::get(&OFF_DENTRY_NAME),
+        offsets::get(&OFF_DENTRY_PARENT),
+    ) else {
+        return (0, RELEASE_PATH_DEEPER);
+    };
+    let mut flags = 0;
+    for (depth, slot) in names.iter_mut().enumerate() {
+        if dentry == root || dentry == 0 {
+            return (depth as u32, flags);
+        }
+        let Some(name) = read_ptr(dentry, name_off) else {
+            return (depth as u32, flags);
+        };
+        // SAFETY: a bounded copy of a kernel string into the event.
+        match unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, slot) } {
+            Ok(bytes) if bytes.len() >= NAME_LEN - 1 => flags |= RELEASE_NAME_CUT,
+            Ok(_) => {}
+            Err(_) => slot[0] = 0,
+        }
+        let parent = read_ptr(dentry, parent_off).unwrap_or(0);
+        if parent == dentry {
+            return (depth as u32 + 1, flags);
+        }
+        dentry = parent;
+    }
+    if dentry != root {
+        flags |= RELEASE_PATH_DEEPER;
+    }
+    (RELEASE_DEPTH as u32, flags)
+}
