@@ -140,10 +140,22 @@ pub struct ReleaseEvent {
     pub flags: u32,
     /// Padding, always zero.
     pub _pad: u32,
+    /// `CLOCK_BOOTTIME` ns when the file was opened, if the open was seen; else 0.
+    pub opened_ts_boot_ns: u64,
     /// The process's `comm`.
     pub comm: [u8; COMM_LEN],
     /// Path components from the file up to (not including) the mount's root, NUL-terminated.
     pub names: [[u8; NAME_LEN]; RELEASE_DEPTH],
+}
+
+/// Key of the open-times map: which fd of which process.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FdKey {
+    /// Thread group id.
+    pub pid: u32,
+    /// File descriptor.
+    pub fd: u32,
 }
 
 /// Why an event or part of one was lost; index into the per-CPU `DROPS` counter array.
@@ -227,8 +239,10 @@ pub struct ScanRecord {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: plain `#[repr(C)]` struct of integers, no implicit padding.
+    // SAFETY: plain `#[repr(C)]` structs of integers, no implicit padding.
     unsafe impl aya::Pod for super::ScanRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FdKey {}
 }
 
 #[cfg(test)]
@@ -247,8 +261,9 @@ mod tests {
         assert_eq!(offset_of!(UmountEvent, target), 88);
         assert_eq!(size_of::<UmountEvent>(), 88 + 8 + PATH_BUF_LEN);
         assert_eq!(size_of::<ScanRecord>(), 40);
-        assert_eq!(offset_of!(ReleaseEvent, comm), 48);
-        assert_eq!(size_of::<ReleaseEvent>(), 64 + NAME_LEN * RELEASE_DEPTH);
+        assert_eq!(offset_of!(ReleaseEvent, opened_ts_boot_ns), 48);
+        assert_eq!(offset_of!(ReleaseEvent, comm), 56);
+        assert_eq!(size_of::<ReleaseEvent>(), 72 + NAME_LEN * RELEASE_DEPTH);
     }
 
     #[test]

@@ -9,23 +9,53 @@ use aya_ebpf::{
         bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes,
     },
     macros::{map, tracepoint},
-    maps::{Array, HashMap},
+    maps::{Array, HashMap, LruHashMap},
     programs::TracePointContext,
     Global,
 };
 use probe_common::{
-    release_how, DropCause, EventKind, ReleaseEvent, NAME_LEN, RELEASE_DEPTH, RELEASE_NAME_CUT,
+    release_how, DropCause, EventKind, FdKey, ReleaseEvent, NAME_LEN, RELEASE_DEPTH, RELEASE_NAME_CUT,
     RELEASE_PATH_DEEPER,
 };
 
 use crate::{
-    kernel::{read, read_ptr},
+    kernel::{file_mount_id, read, read_ptr},
     maps::{count_drop, EVENTS},
     offsets::{self, *},
 };
 
 /// `sys_enter_close` format: `unsigned int fd` at 16.
 const CLOSE_FD: usize = 16;
+/// `sys_exit_open*` / `sys_exit_creat` format: `long ret` at 16.
+const EXIT_RET: usize = 16;
+
+/// Records when a file on a tracked mount was opened (attached to the exit of `open`,
+/// `openat`, `openat2` and `creat`).
+#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
+pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
+    // SAFETY: offset from the syscall tracepoint's fixed format.
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(EXIT_RET) }) else { return 0 };
+    if ret < 0 {
+        return 0;
+    }
+    let _ = record_open(ret as u32);
+    0
+}
+
+fn record_open(fd: u32) -> Option<()> {
+    // SAFETY: helper without preconditions; the pointer is only read through probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    let mnt_id = file_of_fd(task, fd).and_then(file_mount_id)?;
+    // SAFETY: presence check only.
+    unsafe { TRACKED_MOUNTS.get(mnt_id) }?;
+    let key = FdKey { pid: (bpf_get_current_pid_tgid() >> 32) as u32, fd };
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    if OPEN_TIMES.insert(key, now, 0).is_err() {
+        count_drop(DropCause::InflightMapFull);
+    }
+    Some(())
+}
 
 /// How long after an EBUSY releases are reported, in ns (set by the loader).
 #[unsafe(no_mangle)]
@@ -34,6 +64,10 @@ pub static BUSY_WINDOW_NS: Global<u64> = Global::new(2_000_000_000);
 /// `[0]`: the `CLOCK_BOOTTIME` ns until which releases are reported.
 #[map]
 pub static BUSY_UNTIL: Array<u64> = Array::with_max_entries(1, 0);
+
+/// When each fd on a tracked mount was opened (`CLOCK_BOOTTIME` ns), by the open probes.
+#[map]
+pub static OPEN_TIMES: LruHashMap<FdKey, u64> = LruHashMap::with_max_entries(65536, 0);
 
 /// Mount ids whose releases matter (every mount but the host root and pseudo filesystems,
 /// or those under `--path`), kept by user space.
@@ -99,6 +133,8 @@ fn report_close(now: u64, fd: u32) -> Option<()> {
         (*ev).fd = fd;
         (*ev).mnt_id = mnt_id;
         (*ev)._pad = 0;
+        let key = FdKey { pid: (pid_tgid >> 32) as u32, fd };
+        (*ev).opened_ts_boot_ns = OPEN_TIMES.get(key).copied().unwrap_or(0);
         (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         let (depth, flags) = walk_names(dentry, root, &mut (*ev).names);
         (*ev).depth = depth;

@@ -77,9 +77,14 @@ pub struct WatchArgs {
     /// page). Smaller loses events sooner under bursts; every loss is counted.
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, value_parser = parse_ring_size)]
     pub ring_buffer_size: u32,
-    /// Do not look for the holders of a busy mount (no `holders` on EBUSY events).
+    /// Do not look for the holders of a busy mount (no `holders` on EBUSY events, no
+    /// release tracking): the lightest mode.
     #[arg(long)]
     pub no_holders: bool,
+    /// Do not record when files on tracked mounts are opened (a transient holder then has no
+    /// open time, and a file opened after the failing call cannot be told apart).
+    #[arg(long)]
+    pub no_open_times: bool,
 }
 
 /// Options of `busyprobe who`.

@@ -84,6 +84,7 @@ fn release(raw: &ReleaseEvent) -> Release {
             within
         },
         truncated: raw.flags & (RELEASE_PATH_DEEPER | RELEASE_NAME_CUT) != 0,
+        opened_ts_boot_ns: (raw.opened_ts_boot_ns != 0).then_some(raw.opened_ts_boot_ns),
     }
 }
 
@@ -195,6 +196,7 @@ pub(crate) mod tests {
         );
         assert_eq!(r.comm, b"scanner");
         assert!(!r.truncated);
+        assert_eq!(r.opened_ts_boot_ns, None);
         ev.flags = RELEASE_PATH_DEEPER;
         ev.depth = 0;
         // SAFETY: as above.

@@ -24,6 +24,9 @@ pub struct Release {
     pub path_within_mount: Vec<u8>,
     /// The probe could not walk the whole path (too deep or a name too long).
     pub truncated: bool,
+    /// When the file was opened, if the open probe saw it (not for fds made by fanotify,
+    /// `dup`, Unix sockets, or opened before busyprobe started).
+    pub opened_ts_boot_ns: Option<u64>,
 }
 
 /// `umount2` flags and their names, in bit order.

@@ -28,6 +28,14 @@ pub const UMOUNT_TRACEPOINTS: [(&str, &str, &str); 2] = [
 pub const RELEASE_TRACEPOINTS: [(&str, &str, &str); 1] =
     [("sys_enter_close", "syscalls", "sys_enter_close")];
 
+/// Where the open-times program attaches: the exits of every syscall that opens a file.
+pub const OPEN_TRACEPOINTS: [&str; 4] = [
+    "sys_exit_openat",
+    "sys_exit_open",
+    "sys_exit_openat2",
+    "sys_exit_creat",
+];
+
 /// The probe mode in use (more modes come with the security-hook work).
 pub const MODE_TRACEPOINT: &str = "tracepoint";
 
@@ -38,6 +46,8 @@ pub struct LoadOptions {
     pub ring_buffer_size: u32,
     /// Attach release tracking (the busy window's `close` probe).
     pub track_releases: bool,
+    /// Attach the open-times probes (when a file on a tracked mount was opened).
+    pub open_times: bool,
 }
 
 /// Loaded and attached probes.
@@ -95,6 +105,13 @@ impl Probes {
                 }
             }
         }
+        if opts.track_releases && opts.open_times {
+            if let Err(e) = attach_open_times(&mut ebpf) {
+                tracing::warn!(
+                    "open times are off (transient holders will have no open time): {e:#}"
+                );
+            }
+        }
         Ok(Self { ebpf })
     }
 
@@ -134,6 +151,17 @@ impl Probes {
         RingBuf::try_from(map).context("EVENTS is not a ring buffer")
     }
 
+    /// When each fd on a tracked mount was opened (can be taken once).
+    pub fn take_open_times(
+        &mut self,
+    ) -> Result<aya::maps::HashMap<MapData, probe_common::FdKey, u64>> {
+        let map = self
+            .ebpf
+            .take_map("OPEN_TIMES")
+            .context("the eBPF object has no OPEN_TIMES map")?;
+        aya::maps::HashMap::try_from(map).context("OPEN_TIMES is not a hash map")
+    }
+
     /// The kernel's set of tracked mounts (can be taken once).
     pub fn take_tracked_mounts(&mut self) -> Result<aya::maps::HashMap<MapData, u32, u8>> {
         let map = self
@@ -153,6 +181,20 @@ impl Probes {
             PerCpuArray::try_from(map).context("DROPS is not a per-CPU array")?,
         ))
     }
+}
+
+/// Loads the open-times program once and attaches it to every open syscall's exit.
+fn attach_open_times(ebpf: &mut Ebpf) -> Result<()> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut("sys_exit_open")
+        .context("program sys_exit_open missing from the eBPF object")?
+        .try_into()?;
+    prog.load().context("loading sys_exit_open")?;
+    for name in OPEN_TRACEPOINTS {
+        prog.attach("syscalls", name)
+            .with_context(|| format!("attaching to syscalls:{name}"))?;
+    }
+    Ok(())
 }
 
 /// Loads and attaches one tracepoint program.

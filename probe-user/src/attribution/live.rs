@@ -14,6 +14,8 @@ use super::{
     target::{self, TargetMount, Viewpoint},
     MountSummary, Scanner,
 };
+use probe_common::FdKey;
+
 use crate::{
     event::{UmountAttempt, Warning},
     state::mount_cache::{MountCache, OnTables},
@@ -43,12 +45,16 @@ pub enum Finished {
 pub struct Live {
     scanner: Mutex<ScanMode>,
     mounts: Arc<MountCache>,
+    open_times: Option<OpenTimes>,
 }
+
+/// The kernel's open times of fds on tracked mounts.
+type OpenTimes = aya::maps::HashMap<aya::maps::MapData, FdKey, u64>;
 
 impl Live {
     /// Loads the kernel scanner (or settles for /proc) and starts the mount-table cache,
     /// which keeps `tracked` (the kernel's set of mounts whose releases matter) in step.
-    pub fn start(tracked: Option<TrackedMounts>) -> Arc<Self> {
+    pub fn start(tracked: Option<TrackedMounts>, open_times: Option<OpenTimes>) -> Arc<Self> {
         let scanner = match KernelScanner::load() {
             Ok(k) => ScanMode::Kernel(k),
             Err(e) => {
@@ -62,6 +68,7 @@ impl Live {
         Arc::new(Self {
             scanner: Mutex::new(scanner),
             mounts: MountCache::start(on_change),
+            open_times,
         })
     }
 
@@ -97,10 +104,39 @@ impl Live {
             Viewpoint::of_caller(call.pid, call.tid, call.mntns)
                 .and_then(|view| self.target(view, &attempt))
                 .and_then(|target| self.with_scanner(|s| super::attribute_mount(&target, s)))
+                .map(|mut a| {
+                    self.apply_open_times(call.ts_boot_ns, &mut a);
+                    a
+                })
                 .map_err(|e| format!("{e:#}"))
         };
         attempt.attribution = Some(result);
         Finished::Attempt(Box::new(attempt))
+    }
+
+    /// With open times: drops fd holders whose file was opened after the failing call (they
+    /// did not hold the mount then) and says how long before the call the others opened.
+    fn apply_open_times(&self, call_ts: u64, a: &mut super::Attribution) {
+        let Some(times) = &self.open_times else {
+            return;
+        };
+        a.holders.retain_mut(|h| {
+            let (Some(p), Some(fd), super::holder::HolderKind::Fd) = (&h.process, h.fd, h.kind)
+            else {
+                return true;
+            };
+            let Ok(fd) = u32::try_from(fd) else {
+                return true;
+            };
+            match times.get(&FdKey { pid: p.pid, fd }, 0) {
+                Ok(opened) if opened > call_ts => false,
+                Ok(opened) => {
+                    h.opened_ns_before = Some(call_ts - opened);
+                    true
+                }
+                Err(_) => true,
+            }
+        });
     }
 
     /// The mount an EBUSY was about: from the mount-table cache when it knew the mount point

@@ -41,9 +41,9 @@ impl RecentReleases {
     }
 
     /// Adds to `attribution` a `transient` holder for every process that let go of a file on
-    /// the attributed mount (or a counted copy of it) after `call` failed, unless the scan
-    /// still sees it holding that same file; then, if still nothing explains the EBUSY,
-    /// `unknown`.
+    /// the attributed mount (or a counted copy of it) after `call` failed, unless the file was
+    /// opened after the call or the scan still sees it holding that same file; then, if still
+    /// nothing explains the EBUSY, `unknown`.
     pub fn complete(&self, call: &UmountCall, attribution: &mut Attribution) {
         let mounts = blamed_mounts(attribution);
         let mount_point = attribution.mount.entry.mount_point.clone();
@@ -67,7 +67,9 @@ impl RecentReleases {
             if !seen.insert((r.pid, path.clone())) {
                 continue;
             }
-            attribution.holders.push(transient(r, path, call_end));
+            attribution
+                .holders
+                .push(transient(r, path, call.ts_boot_ns, call_end));
         }
         attribution.add_unknown_if_unexplained();
     }
@@ -85,7 +87,7 @@ fn blamed_mounts(a: &Attribution) -> HashSet<u64> {
     ids
 }
 
-fn transient(r: &Release, path: Vec<u8>, call_end: u64) -> Holder {
+fn transient(r: &Release, path: Vec<u8>, call_start: u64, call_end: u64) -> Holder {
     let mut h = Holder::new(HolderKind::Transient, r.mnt_id, Seen::Traced);
     h.process = Some(HolderProcess {
         pid: r.pid,
@@ -96,6 +98,9 @@ fn transient(r: &Release, path: Vec<u8>, call_end: u64) -> Holder {
     h.path = Some(path);
     h.fd = i32::try_from(r.fd).ok();
     h.closed_ns_after = Some(r.ts_boot_ns.saturating_sub(call_end));
+    h.opened_ns_before = r
+        .opened_ts_boot_ns
+        .map(|opened| call_start.saturating_sub(opened));
     h.note = Some(if r.truncated {
         "closed after the failing call (path cut: too deep or a name too long)".into()
     } else {

@@ -23,6 +23,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             stats_interval: 10,
             ring_buffer_size: 4 << 20,
             no_holders: false,
+            no_open_times: false,
         }),
     }
 }

@@ -173,6 +173,7 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
         &LoadOptions {
             ring_buffer_size: args.ring_buffer_size,
             track_releases,
+            open_times: !args.no_open_times,
         },
     )?;
     probes.forward_logs();
@@ -215,7 +216,8 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
         if let Err(e) = &tracked {
             tracing::warn!("release tracking is off: {e:#}");
         }
-        Some(Live::start(tracked.ok()))
+        let open_times = probes.take_open_times().ok();
+        Some(Live::start(tracked.ok(), open_times))
     } else {
         None
     };
