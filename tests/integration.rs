@@ -12,6 +12,7 @@ mod doctor;
 mod holders;
 mod scans;
 mod support;
+mod transient;
 mod watch;
 mod who;
 
@@ -26,6 +27,12 @@ fn main() {
     if let Some(plan) = std::env::var_os(fixture::ENV) {
         fixture::run(&plan);
     }
+    if let Some(dir) = std::env::var_os(transient::SCANNER_ENV) {
+        transient::scanner(&dir);
+    }
+    if let Some(dir) = std::env::var_os(transient::RACE_ENV) {
+        transient::race(&dir);
+    }
     let args = Arguments::from_args();
     let is_root = nix::unistd::geteuid().is_root();
     if !is_root {
@@ -39,6 +46,7 @@ fn main() {
         .chain(doctor::TESTS.iter())
         .chain(binary::TESTS.iter())
         .chain(alive::TESTS.iter())
+        .chain(transient::TESTS.iter())
         .chain(container::TESTS.iter())
         .chain(who::TESTS.iter())
         .map(|&(name, test)| {

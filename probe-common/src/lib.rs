@@ -119,6 +119,8 @@ pub const RELEASE_NAME_CUT: u32 = 2;
 pub mod release_how {
     /// `close(fd)`.
     pub const CLOSE: u32 = 1;
+    /// The process exited (its last thread: the fd table was not shared).
+    pub const EXIT: u32 = 2;
 }
 
 /// A file on a tracked mount let go (closed) while some unmount was recently busy: the

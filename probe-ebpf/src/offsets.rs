@@ -83,6 +83,12 @@ offsets!(
     OFF_DENTRY_PARENT,
     /// `vfsmount.mnt_root`.
     OFF_VFSMOUNT_ROOT,
+    /// `vfsmount.mnt_sb`.
+    OFF_VFSMOUNT_SB,
+    /// `super_block.s_magic`.
+    OFF_SB_MAGIC,
+    /// `files_struct.count`.
+    OFF_FILES_COUNT,
 );
 
 /// The offset held by `global`, or `None` when it is unknown.

@@ -1,12 +1,14 @@
 //! Release tracking: a holder that made the kernel say busy lets go *after* the failing call.
 //! An EBUSY opens a busy window (`BUSY_UNTIL`); while it is open, `close` reports files on
-//! tracked mounts (`TRACKED_MOUNTS`, kept by user space) with their path within the mount.
+//! tracked mounts (see `tracked`) with their path within the mount.
 //! Outside the window `close` costs one array lookup.
+
+use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes,
+        bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes, generated::bpf_loop,
     },
     macros::{map, tracepoint},
     maps::{Array, HashMap, LruHashMap},
@@ -14,12 +16,12 @@ use aya_ebpf::{
     Global,
 };
 use probe_common::{
-    release_how, DropCause, EventKind, FdKey, ReleaseEvent, NAME_LEN, RELEASE_DEPTH, RELEASE_NAME_CUT,
-    RELEASE_PATH_DEEPER,
+    release_how, DropCause, EventKind, FdKey, ReleaseEvent, NAME_LEN, RELEASE_DEPTH,
+    RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
 };
 
 use crate::{
-    kernel::{file_mount_id, read, read_ptr},
+    kernel::{read, read_ptr},
     maps::{count_drop, EVENTS},
     offsets::{self, *},
 };
@@ -34,7 +36,9 @@ const EXIT_RET: usize = 16;
 #[tracepoint(category = "syscalls", name = "sys_exit_openat")]
 pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
     // SAFETY: offset from the syscall tracepoint's fixed format.
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(EXIT_RET) }) else { return 0 };
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(EXIT_RET) }) else {
+        return 0;
+    };
     if ret < 0 {
         return 0;
     }
@@ -45,10 +49,14 @@ pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
 fn record_open(fd: u32) -> Option<()> {
     // SAFETY: helper without preconditions; the pointer is only read through probe reads.
     let task = unsafe { bpf_get_current_task() };
-    let mnt_id = file_of_fd(task, fd).and_then(file_mount_id)?;
-    // SAFETY: presence check only.
-    unsafe { TRACKED_MOUNTS.get(mnt_id) }?;
-    let key = FdKey { pid: (bpf_get_current_pid_tgid() >> 32) as u32, fd };
+    let (vfsmount, mnt_id) = file_of_fd(task, fd).and_then(file_mount)?;
+    if !tracked(vfsmount, mnt_id) {
+        return None;
+    }
+    let key = FdKey {
+        pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        fd,
+    };
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     if OPEN_TIMES.insert(key, now, 0).is_err() {
@@ -69,16 +77,90 @@ pub static BUSY_UNTIL: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 pub static OPEN_TIMES: LruHashMap<FdKey, u64> = LruHashMap::with_max_entries(65536, 0);
 
-/// Mount ids whose releases matter (every mount but the host root and pseudo filesystems,
-/// or those under `--path`), kept by user space.
+/// The mount filter, kept by user space. By default a deny list (the host root and pseudo
+/// filesystems), so that a mount is tracked from the moment it appears; with `--path` an
+/// allow list (the mounts under the prefix). See `FILTER_IS_ALLOW_LIST`.
 #[map]
 pub static TRACKED_MOUNTS: HashMap<u32, u8> = HashMap::with_max_entries(8192, 0);
 
-/// Opens the busy window: called by the umount exit probe on EBUSY.
+/// 1: `TRACKED_MOUNTS` lists the tracked mounts; 0: it lists the untracked ones.
+#[unsafe(no_mangle)]
+pub static FILTER_IS_ALLOW_LIST: Global<u8> = Global::new(0);
+
+/// Superblock magic numbers of pseudo filesystems, never tracked in any namespace (so that
+/// no map of mount ids, which the kernel reuses at once, has to follow every namespace).
+const PSEUDO_MAGICS: [u64; 18] = [
+    0x9fa0,      // proc
+    0x6265_6572, // sysfs
+    0x0027_e0eb, // cgroup
+    0x6367_7270, // cgroup2
+    0x1cd1,      // devpts
+    0x7472_6163, // tracefs
+    0x6462_6720, // debugfs
+    0xcafe_4a11, // bpf
+    0x7363_6673, // securityfs
+    0x6165_676c, // pstore
+    0x1980_0202, // mqueue
+    0x9584_58f6, // hugetlbfs
+    0x6265_6570, // configfs
+    0x6573_5543, // fusectl
+    0x4249_4e4d, // binfmt_misc
+    0x0187,      // autofs
+    0x6e73_6673, // nsfs
+    0xde5e_81e4, // efivarfs
+];
+
+/// Whether opens and releases on the mount `vfsmount` (id `mnt_id`) matter. With an allow
+/// list (`--path`) it must be listed; otherwise it must not be listed (this namespace's root
+/// and pseudo mounts) and must not be a pseudo filesystem.
+fn tracked(vfsmount: u64, mnt_id: u32) -> bool {
+    // SAFETY: presence check only.
+    let listed = unsafe { TRACKED_MOUNTS.get(mnt_id) }.is_some();
+    if FILTER_IS_ALLOW_LIST.load() == 1 {
+        return listed;
+    }
+    !listed && !is_pseudo(vfsmount)
+}
+
+fn is_pseudo(vfsmount: u64) -> bool {
+    let magic = offsets::get(&OFF_VFSMOUNT_SB)
+        .and_then(|o| read_ptr(vfsmount, o))
+        .and_then(|sb| read::<u64>(sb + offsets::get(&OFF_SB_MAGIC)?));
+    matches!(magic, Some(m) if PSEUDO_MAGICS.contains(&m))
+}
+
+/// The vfsmount and mount id of the file at `file`.
+fn file_mount(file: u64) -> Option<(u64, u32)> {
+    let vfsmount = read_ptr(
+        file + offsets::get(&OFF_FILE_F_PATH)?,
+        offsets::get(&OFF_PATH_MNT)?,
+    )?;
+    let mount = vfsmount.checked_sub(offsets::get(&OFF_MOUNT_MNT)?)?;
+    Some((vfsmount, read(mount + offsets::get(&OFF_MOUNT_MNT_ID)?)?))
+}
+
+/// How long every unmount attempt opens the window for, from its entry: a holder may let go
+/// between the kernel's busy check and the syscall's exit, before an EBUSY is known.
+const ATTEMPT_WINDOW_NS: u64 = 100_000_000;
+
+/// Opens the busy window: for the whole window on EBUSY (the umount exit probe).
 pub fn open_busy_window(now: u64) {
+    extend_window(now + BUSY_WINDOW_NS.load());
+}
+
+/// Opens the window briefly at every unmount attempt's entry.
+pub fn open_attempt_window(now: u64) {
+    extend_window(now + ATTEMPT_WINDOW_NS);
+}
+
+fn extend_window(deadline: u64) {
     if let Some(until) = BUSY_UNTIL.get_ptr_mut(0) {
         // SAFETY: a single u64 slot; a racing writer only moves the deadline.
-        unsafe { *until = now + BUSY_WINDOW_NS.load() };
+        unsafe {
+            if *until < deadline {
+                *until = deadline;
+            }
+        }
     }
 }
 
@@ -105,13 +187,73 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
 fn report_close(now: u64, fd: u32) -> Option<()> {
     // SAFETY: helper without preconditions; the pointer is only read through probe reads.
     let task = unsafe { bpf_get_current_task() };
-    let file = file_of_fd(task, fd)?;
+    report_file(now, fd, file_of_fd(task, fd)?, release_how::CLOSE)
+}
+
+/// Most fds an exiting process's table is walked for.
+const MAX_EXIT_FDS: u32 = 4096;
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    if window_open(now) {
+        let _ = report_exit(now);
+    }
+    0
+}
+
+/// What the walk over an exiting process's fd table needs.
+#[repr(C)]
+struct ExitWalk {
+    fd_array: u64,
+    now: u64,
+}
+
+/// Reports every file on a tracked mount in the fd table of the exiting task, when it is
+/// the table's last user (the tracepoint runs before the files are closed).
+fn report_exit(now: u64) -> Option<()> {
+    // SAFETY: helper without preconditions; the pointer is only read through probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    let files = read_ptr(task, offsets::get(&OFF_TASK_FILES)?)?;
+    let users: u32 = read(files + offsets::get(&OFF_FILES_COUNT)?)?;
+    if users != 1 {
+        return None;
+    }
+    let fdt = read_ptr(files, offsets::get(&OFF_FILES_FDT)?)?;
+    let max_fds: u32 = read(fdt + offsets::get(&OFF_FDT_MAX_FDS)?)?;
+    let mut walk = ExitWalk {
+        fd_array: read_ptr(fdt, offsets::get(&OFF_FDT_FD)?)?,
+        now,
+    };
+    // SAFETY: the callback only reads kernel memory through probe reads; `walk` outlives it.
+    unsafe {
+        bpf_loop(
+            max_fds.min(MAX_EXIT_FDS),
+            exit_step as *mut c_void,
+            (&mut walk as *mut ExitWalk).cast(),
+            0,
+        );
+    }
+    Some(())
+}
+
+/// One fd of an exiting process.
+#[inline(never)]
+extern "C" fn exit_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `ExitWalk` given to it.
+    let walk = unsafe { &*(ctx as *const ExitWalk) };
+    if let Some(file) = read_ptr(walk.fd_array, index * 8) {
+        let _ = report_file(walk.now, index as u32, file, release_how::EXIT);
+    }
+    0
+}
+
+/// Reports `file` (at `fd`) let go `how`, when it is on a tracked mount.
+fn report_file(now: u64, fd: u32, file: u64, how: u32) -> Option<()> {
     let f_path = file + offsets::get(&OFF_FILE_F_PATH)?;
-    let vfsmount = read_ptr(f_path, offsets::get(&OFF_PATH_MNT)?)?;
-    let mount = vfsmount.checked_sub(offsets::get(&OFF_MOUNT_MNT)?)?;
-    let mnt_id: u32 = read(mount + offsets::get(&OFF_MOUNT_MNT_ID)?)?;
-    // SAFETY: presence check only.
-    if unsafe { TRACKED_MOUNTS.get(mnt_id) }.is_none() {
+    let (vfsmount, mnt_id) = file_mount(file)?;
+    if !tracked(vfsmount, mnt_id) {
         return None;
     }
     let dentry = read_ptr(f_path, offsets::get(&OFF_PATH_DENTRY)?)?;
@@ -129,11 +271,14 @@ fn report_close(now: u64, fd: u32) -> Option<()> {
         (*ev).header.ts_boot_ns = now;
         (*ev).header.pid = (pid_tgid >> 32) as u32;
         (*ev).header.tid = pid_tgid as u32;
-        (*ev).how = release_how::CLOSE;
+        (*ev).how = how;
         (*ev).fd = fd;
         (*ev).mnt_id = mnt_id;
         (*ev)._pad = 0;
-        let key = FdKey { pid: (pid_tgid >> 32) as u32, fd };
+        let key = FdKey {
+            pid: (pid_tgid >> 32) as u32,
+            fd,
+        };
         (*ev).opened_ts_boot_ns = OPEN_TIMES.get(key).copied().unwrap_or(0);
         (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         let (depth, flags) = walk_names(dentry, root, &mut (*ev).names);

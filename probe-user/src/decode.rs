@@ -4,8 +4,8 @@
 use std::mem::size_of;
 
 use probe_common::{
-    EventHeader, EventKind, ReleaseEvent, UmountEvent, COMM_LEN, PATH_BUF_LEN, PATH_TRUNCATED,
-    PATH_UNREADABLE, RELEASE_DEPTH, RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
+    release_how, EventHeader, EventKind, ReleaseEvent, UmountEvent, COMM_LEN, PATH_BUF_LEN,
+    PATH_TRUNCATED, PATH_UNREADABLE, RELEASE_DEPTH, RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
 };
 use thiserror::Error;
 
@@ -77,6 +77,7 @@ fn release(raw: &ReleaseEvent) -> Release {
         tid: raw.header.tid,
         comm: nul_terminated(&raw.comm).to_vec(),
         fd: raw.fd,
+        exited: raw.how == release_how::EXIT,
         mnt_id: u64::from(raw.mnt_id),
         path_within_mount: if within.is_empty() {
             b"/".to_vec()
@@ -197,6 +198,7 @@ pub(crate) mod tests {
         assert_eq!(r.comm, b"scanner");
         assert!(!r.truncated);
         assert_eq!(r.opened_ts_boot_ns, None);
+        assert!(!r.exited);
         ev.flags = RELEASE_PATH_DEEPER;
         ev.depth = 0;
         // SAFETY: as above.

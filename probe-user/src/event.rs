@@ -18,6 +18,8 @@ pub struct Release {
     pub comm: Vec<u8>,
     /// The fd let go.
     pub fd: u32,
+    /// How: closed, or the process exited.
+    pub exited: bool,
     /// The file's mount.
     pub mnt_id: u64,
     /// The file's path within the mount (`/etc/passwd`), as far as the probe walked.

@@ -25,8 +25,10 @@ pub const UMOUNT_TRACEPOINTS: [(&str, &str, &str); 2] = [
 ];
 
 /// The release-tracking tracepoints: (program, category, name).
-pub const RELEASE_TRACEPOINTS: [(&str, &str, &str); 1] =
-    [("sys_enter_close", "syscalls", "sys_enter_close")];
+pub const RELEASE_TRACEPOINTS: [(&str, &str, &str); 2] = [
+    ("sys_enter_close", "syscalls", "sys_enter_close"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+];
 
 /// Where the open-times program attaches: the exits of every syscall that opens a file.
 pub const OPEN_TRACEPOINTS: [&str; 4] = [
@@ -48,6 +50,8 @@ pub struct LoadOptions {
     pub track_releases: bool,
     /// Attach the open-times probes (when a file on a tracked mount was opened).
     pub open_times: bool,
+    /// Track only mounts listed in `TRACKED_MOUNTS` (with `--path`); else all but those.
+    pub allow_list: bool,
 }
 
 /// Loaded and attached probes.
@@ -57,10 +61,17 @@ pub struct Probes {
 
 /// Loads the embedded object with the given offsets, without attaching anything.
 pub fn load_object(offsets: &Resolved, ring_buffer_size: u32) -> Result<Ebpf> {
+    load_object_with(offsets, ring_buffer_size, false)
+}
+
+/// Like [`load_object`], choosing how `TRACKED_MOUNTS` is read (allow or deny list).
+fn load_object_with(offsets: &Resolved, ring_buffer_size: u32, allow_list: bool) -> Result<Ebpf> {
+    let allow = u8::from(allow_list);
     let mut loader = EbpfLoader::new();
     for (name, value) in &offsets.values {
         loader.override_global(name, value, true);
     }
+    loader.override_global("FILTER_IS_ALLOW_LIST", &allow, true);
     loader
         .map_max_entries("EVENTS", ring_buffer_size)
         .load(EBPF_OBJECT)
@@ -94,7 +105,7 @@ impl Probes {
     pub fn load(command: &str, opts: &LoadOptions) -> Result<Self> {
         Privileges::current().require_probes(command)?;
         tracefs::ensure_mounted()?;
-        let mut ebpf = load_object(resolve_offsets(), opts.ring_buffer_size)?;
+        let mut ebpf = load_object_with(resolve_offsets(), opts.ring_buffer_size, opts.allow_list)?;
         for (program, category, name) in UMOUNT_TRACEPOINTS {
             attach_tracepoint(&mut ebpf, program, category, name)?;
         }

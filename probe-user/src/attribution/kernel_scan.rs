@@ -156,9 +156,11 @@ fn outcome(records: &[ScanRecord]) -> ScanOutcome {
         let Some((kind, link)) = link_of(r) else {
             continue;
         };
-        let path = fs::read_link(&link)
-            .map(|p| p.as_os_str().as_bytes().to_vec())
-            .unwrap_or_default();
+        // Gone between the iterator and now (closed, exited): not a holder any more; release
+        // tracking reports it if it let go after the failing call.
+        let Ok(path) = fs::read_link(&link).map(|p| p.as_os_str().as_bytes().to_vec()) else {
+            continue;
+        };
         let fd = (kind == HolderKind::Fd).then_some(r.fd as i32);
         holds.entry(r.pid).or_default().insert(Hold {
             kind,

@@ -1,6 +1,8 @@
-//! The kernel's set of tracked mounts (`TRACKED_MOUNTS`): the mounts whose releases the busy
-//! window reports. Every mount of every namespace except this namespace's root and pseudo
-//! filesystems, or only those under `--path`; kept in step with the mount tables.
+//! The kernel's mount filter (`TRACKED_MOUNTS`): which mounts' opens and releases matter.
+//! By default every mount of every namespace except this namespace's root and pseudo
+//! filesystems: the map is then a *deny list* of those, so that a new mount is tracked the
+//! moment it appears. With `--path` only mounts under the prefix: an *allow list*, kept in
+//! step with the mount tables (a new mount is tracked once the tables show it).
 
 use std::collections::{HashMap, HashSet};
 
@@ -35,7 +37,7 @@ const PSEUDO: [&str; 20] = [
     "efivarfs",
 ];
 
-/// Keeps the kernel map equal to the mounts that should be tracked.
+/// Keeps the kernel map equal to the mounts it should list.
 pub struct TrackedMounts {
     map: BpfHashMap<MapData, u32, u8>,
     own_mntns: u64,
@@ -56,25 +58,37 @@ impl TrackedMounts {
     }
 }
 
-/// The mount ids to track in these tables.
-pub fn wanted(
+/// Whether the kernel map is an allow list (with a prefix) rather than a deny list.
+pub fn is_allow_list(prefix: Option<&[u8]>) -> bool {
+    prefix.is_some()
+}
+
+/// The mount ids the kernel map must list: with a prefix, the tracked mounts; without, this
+/// namespace's root and pseudo mounts (pseudo filesystems elsewhere are recognised by the
+/// kernel from their superblock, so the deny list never follows other namespaces, whose mount
+/// ids the kernel reuses as soon as they die).
+pub fn listed(
     tables: &HashMap<u64, Vec<MountEntry>>,
     own_mntns: u64,
     prefix: Option<&[u8]>,
 ) -> HashSet<u32> {
+    let tracked = |ns: u64, m: &MountEntry| {
+        let our_root = ns == own_mntns && m.mount_point == b"/";
+        let pseudo = PSEUDO.contains(&m.fstype.as_str());
+        !our_root && !pseudo && prefix.is_none_or(|p| paths::is_under(&m.mount_point, p))
+    };
     tables
         .iter()
         .flat_map(|(ns, mounts)| mounts.iter().map(move |m| (*ns, m)))
-        .filter(|(ns, m)| !(*ns == own_mntns && m.mount_point == b"/"))
-        .filter(|(_, m)| !PSEUDO.contains(&m.fstype.as_str()))
-        .filter(|(_, m)| prefix.is_none_or(|p| paths::is_under(&m.mount_point, p)))
+        .filter(|(ns, _)| is_allow_list(prefix) || *ns == own_mntns)
+        .filter(|(ns, m)| tracked(*ns, m) == is_allow_list(prefix))
         .filter_map(|(_, m)| u32::try_from(m.id).ok())
         .collect()
 }
 
 impl OnTables for TrackedMounts {
     fn tables_changed(&mut self, tables: &HashMap<u64, Vec<MountEntry>>) {
-        let want = wanted(tables, self.own_mntns, self.prefix.as_deref());
+        let want = listed(tables, self.own_mntns, self.prefix.as_deref());
         for gone in self.synced.difference(&want).copied().collect::<Vec<_>>() {
             let _ = self.map.remove(&gone);
             self.synced.remove(&gone);
@@ -98,7 +112,7 @@ mod tests {
     use crate::state::mountinfo::parse_line;
 
     #[test]
-    fn tracks_all_but_our_root_and_pseudo_filesystems() {
+    fn lists_what_is_denied_or_allowed() {
         let line = |l: &[u8]| parse_line(l).unwrap();
         let tables = HashMap::from([
             (
@@ -117,13 +131,14 @@ mod tests {
                 ],
             ),
         ]);
-        let all = wanted(&tables, 1, None);
+        let denied = listed(&tables, 1, None);
         assert_eq!(
-            all,
-            HashSet::from([3, 10, 11]),
-            "a container's root is tracked, ours is not"
+            denied,
+            HashSet::from([1, 2]),
+            "our root and /proc are denied; a container's root is not"
         );
-        let under = wanted(&tables, 1, Some(b"/var/lib"));
-        assert_eq!(under, HashSet::from([3]));
+        let allowed = listed(&tables, 1, Some(b"/var/lib"));
+        assert_eq!(allowed, HashSet::from([3]));
+        assert!(is_allow_list(Some(b"/x")) && !is_allow_list(None));
     }
 }

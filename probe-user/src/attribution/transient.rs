@@ -28,6 +28,16 @@ pub struct RecentReleases {
 impl RecentReleases {
     /// Keeps one release (and forgets old ones).
     pub fn record(&mut self, release: Release) {
+        tracing::trace!(
+            "release: pid {} fd {} mount {} {} exited={} opened={:?} at {}",
+            release.pid,
+            release.fd,
+            release.mnt_id,
+            String::from_utf8_lossy(&release.path_within_mount),
+            release.exited,
+            release.opened_ts_boot_ns,
+            release.ts_boot_ns
+        );
         let horizon = release.ts_boot_ns.saturating_sub(KEEP_NS);
         while self
             .releases
@@ -53,10 +63,16 @@ impl RecentReleases {
             .iter()
             .filter_map(|h| Some((h.process.as_ref()?.pid, h.path.clone()?)))
             .collect();
+        // A file opened after the call did not hold the mount when the kernel said busy.
+        let held_at_call = |r: &&Release| {
+            r.opened_ts_boot_ns
+                .is_none_or(|opened| opened <= call.ts_boot_ns)
+        };
         for r in self
             .releases
             .iter()
             .filter(|r| r.ts_boot_ns >= call.ts_boot_ns && mounts.contains(&r.mnt_id))
+            .filter(held_at_call)
         {
             let path = paths::join(
                 &mount_point,
@@ -101,10 +117,158 @@ fn transient(r: &Release, path: Vec<u8>, call_start: u64, call_end: u64) -> Hold
     h.opened_ns_before = r
         .opened_ts_boot_ns
         .map(|opened| call_start.saturating_sub(opened));
+    let how = if r.exited { "exited" } else { "closed it" };
     h.note = Some(if r.truncated {
-        "closed after the failing call (path cut: too deep or a name too long)".into()
+        format!("{how} after the failing call (path cut: too deep or a name too long)")
     } else {
-        "closed after the failing call".into()
+        format!("{how} after the failing call")
     });
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        attribution::{Coverage, MountSummary},
+        event::KernelPath,
+        state::mountinfo::parse_line,
+    };
+
+    const CALL_TS: u64 = 10_000_000;
+
+    fn call() -> UmountCall {
+        UmountCall {
+            ts_boot_ns: CALL_TS,
+            pid: 1,
+            tid: 1,
+            uid: 0,
+            gid: 0,
+            comm: b"containerd".to_vec(),
+            mntns: 0,
+            cgroup_id: 0,
+            target: KernelPath {
+                bytes: b"/mnt".to_vec(),
+                ..Default::default()
+            },
+            flags: 0,
+            ret: -16,
+            duration_ns: 5_000,
+        }
+    }
+
+    fn attribution() -> Attribution {
+        let entry = parse_line(b"812 1 0:50 / /var/lib/m rw - tmpfs t rw").unwrap();
+        Attribution {
+            mount: MountSummary {
+                id: 812,
+                mntns: 0,
+                entry,
+            },
+            is_mount_point: true,
+            holders: Vec::new(),
+            uninspectable: Vec::new(),
+            coverage: Coverage {
+                method: Seen::KernelScan,
+                processes: 1,
+                fds: 1,
+                namespaces: 1,
+            },
+        }
+    }
+
+    fn release(pid: u32, at: u64, mnt_id: u64, path: &[u8], opened: Option<u64>) -> Release {
+        Release {
+            ts_boot_ns: at,
+            pid,
+            tid: pid,
+            comm: b"scanner".to_vec(),
+            fd: 7,
+            exited: false,
+            mnt_id,
+            path_within_mount: path.to_vec(),
+            truncated: false,
+            opened_ts_boot_ns: opened,
+        }
+    }
+
+    #[test]
+    fn releases_after_the_call_of_files_held_at_it_are_transient_holders() {
+        let mut recent = RecentReleases::default();
+        recent.record(release(9, CALL_TS - 10, 812, b"/etc/before", Some(1))); // let go before the call
+        recent.record(release(
+            9,
+            CALL_TS + 400_000,
+            812,
+            b"/etc/passwd",
+            Some(CALL_TS - 1_800_000),
+        )); // the holder
+        recent.record(release(
+            9,
+            CALL_TS + 500_000,
+            812,
+            b"/etc/passwd",
+            Some(CALL_TS - 1_800_000),
+        )); // same file again
+        recent.record(release(
+            9,
+            CALL_TS + 600_000,
+            812,
+            b"/etc/later",
+            Some(CALL_TS + 1),
+        )); // opened after the call
+        recent.record(release(9, CALL_TS + 700_000, 999, b"/elsewhere", None)); // another mount
+        recent.record(release(10, CALL_TS + 800_000, 812, b"/fanotify-fd", None)); // open never seen
+        let mut a = attribution();
+        recent.complete(&call(), &mut a);
+        let got: Vec<_> = a
+            .holders
+            .iter()
+            .map(|h| {
+                (
+                    h.kind,
+                    h.process.as_ref().unwrap().pid,
+                    h.path.clone().unwrap(),
+                    h.opened_ns_before,
+                    h.closed_ns_after,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    HolderKind::Transient,
+                    9,
+                    b"/var/lib/m/etc/passwd".to_vec(),
+                    Some(1_800_000),
+                    Some(395_000)
+                ),
+                (
+                    HolderKind::Transient,
+                    10,
+                    b"/var/lib/m/fanotify-fd".to_vec(),
+                    None,
+                    Some(795_000)
+                ),
+            ]
+        );
+        assert!(a.holders.iter().all(|h| h.seen == Seen::Traced && h.blamed));
+    }
+
+    #[test]
+    fn nothing_released_leaves_unknown() {
+        let mut a = attribution();
+        RecentReleases::default().complete(&call(), &mut a);
+        assert_eq!(a.holders.len(), 1);
+        assert_eq!(a.holders[0].kind, HolderKind::Unknown);
+    }
+
+    #[test]
+    fn old_releases_are_forgotten() {
+        let mut recent = RecentReleases::default();
+        recent.record(release(1, 1, 812, b"/a", None));
+        recent.record(release(1, KEEP_NS + 10, 812, b"/b", None));
+        assert_eq!(recent.releases.len(), 1);
+    }
 }

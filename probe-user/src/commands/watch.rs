@@ -174,6 +174,7 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
             ring_buffer_size: args.ring_buffer_size,
             track_releases,
             open_times: !args.no_open_times,
+            allow_list: args.path.is_some(),
         },
     )?;
     probes.forward_logs();

@@ -69,7 +69,7 @@ const FAN_TYPE: FieldSpec = FieldSpec {
 };
 
 /// Every offset global of the eBPF object (`probe-ebpf/src/offsets.rs`) and its source.
-pub const GLOBALS: [(&str, OffsetSpec); 34] = [
+pub const GLOBALS: [(&str, OffsetSpec); 37] = [
     ("OFF_TASK_NSPROXY", field("task_struct", &["nsproxy"])),
     ("OFF_NSPROXY_MNT_NS", field("nsproxy", &["mnt_ns"])),
     ("OFF_MNT_NS_INUM", field("mnt_namespace", &["ns", "inum"])),
@@ -122,6 +122,9 @@ pub const GLOBALS: [(&str, OffsetSpec); 34] = [
     ("OFF_FDT_MAX_FDS", field("fdtable", &["max_fds"])),
     ("OFF_DENTRY_PARENT", field("dentry", &["d_parent"])),
     ("OFF_VFSMOUNT_ROOT", field("vfsmount", &["mnt_root"])),
+    ("OFF_VFSMOUNT_SB", field("vfsmount", &["mnt_sb"])),
+    ("OFF_SB_MAGIC", field("super_block", &["s_magic"])),
+    ("OFF_FILES_COUNT", field("files_struct", &["count"])),
 ];
 
 /// The offset globals resolved, with those that could not be.

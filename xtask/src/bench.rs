@@ -1,0 +1,168 @@
+//! `cargo xtask bench [BENCHMARK]`: benchmarks that compare busyprobe with baselines measured
+//! in the same run (ratios, never absolute thresholds).
+//!
+//! `attribution` builds the release binary, then, inside a private mount namespace, sets up a
+//! tmpfs held by a few processes among a thousand that hold a hundred unrelated files each,
+//! and measures how fast each tool names the holders:
+//!
+//! * (a) a failing `umount2` → its JSON line with holders on `busyprobe watch --json`;
+//! * (b) `busyprobe who --scan kernel --json` (BPF iterators);
+//! * (c) `busyprobe who --scan proc --json` (a /proc walk);
+//! * (d) `fuser -m` and (e) `lsof`, the baselines.
+//!
+//! Every process and mount it makes is removed on the way out, on error and on Ctrl-C too.
+
+mod interrupt;
+mod lines;
+mod report;
+mod tools;
+mod watch;
+mod workload;
+
+use std::{path::PathBuf, process::ExitCode, time::Instant};
+
+use anyhow::{ensure, Context, Result};
+use nix::{
+    mount::{mount, MsFlags},
+    sched::{unshare, CloneFlags},
+};
+
+pub use workload::{holder, HolderOptions};
+
+use report::Measurement;
+use workload::{Workload, WorkloadSpec};
+
+/// Options of `cargo xtask bench`.
+#[derive(clap::Args)]
+pub struct Options {
+    /// The benchmark to run; without one, the list of benchmarks is printed.
+    pub benchmark: Option<Benchmark>,
+    /// Timed runs of each command, after one untimed warm-up run (median and min reported).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
+    /// Timed failing unmounts for the `watch` latency, after one untimed warm-up.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=200))]
+    pub umounts: u32,
+    /// Extra processes in the workload (the holders are among them).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    pub processes: u32,
+    /// Open files each extra process holds.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub fds: u32,
+    /// How many of the extra processes hold the target mount (open files or working directory).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub holders: u32,
+    /// Measure this busyprobe binary instead of building the release profile.
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+}
+
+/// The benchmarks there are.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Benchmark {
+    /// How fast busyprobe names the holders of a busy mount (watch latency, `who --scan
+    /// kernel|proc`) against `fuser -m` and `lsof`, under 1000 processes × 100 open files.
+    Attribution,
+}
+
+/// Runs one benchmark, or lists them when none is named.
+pub fn bench(opts: &Options) -> Result<ExitCode> {
+    match opts.benchmark {
+        None => {
+            list_benchmarks();
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Benchmark::Attribution) => attribution(opts),
+    }
+}
+
+/// Prints the benchmarks `cargo xtask bench` knows.
+fn list_benchmarks() {
+    use clap::ValueEnum;
+    println!("usage: cargo xtask bench BENCHMARK [OPTIONS]   (as root; --help for the options)\n");
+    println!("benchmarks:");
+    for b in Benchmark::value_variants() {
+        if let Some(value) = b.to_possible_value() {
+            let help = value.get_help().map(ToString::to_string).unwrap_or_default();
+            println!("  {:<13} {help}", value.get_name());
+        }
+    }
+}
+
+/// `cargo xtask bench attribution`.
+fn attribution(opts: &Options) -> Result<ExitCode> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("xtask: bench attribution mounts a tmpfs and loads eBPF programs: run it as root");
+        return Ok(ExitCode::FAILURE);
+    }
+    // Before any thread exists: unshare(CLONE_NEWNS) refuses multi-threaded callers.
+    enter_private_mount_namespace()?;
+    interrupt::install()?;
+    let started = Instant::now();
+
+    let binary = match &opts.binary {
+        Some(path) => path.clone(),
+        None => crate::run::build_busyprobe(true)?,
+    };
+    ensure!(binary.is_file(), "no busyprobe binary at {}", binary.display());
+    let baselines = tools::ensure_baselines_installed();
+
+    let spec = WorkloadSpec {
+        processes: opts.processes as usize,
+        fds: opts.fds as usize,
+        holders: opts.holders as usize,
+    };
+    let (measurements, context) = {
+        let workload = Workload::set_up(&spec)?;
+        measure_all(opts, &binary, &workload, &baselines)?
+        // `workload` is dropped here: holders killed, tmpfs unmounted, temp dir removed.
+    };
+    println!(
+        "\nxtask: bench: done in {:.0} s; every process and mount it made is gone",
+        started.elapsed().as_secs_f64()
+    );
+    report::print(&spec, &context, &measurements);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Moves this process into a new mount namespace whose mounts all are private, so that the
+/// benchmark's tmpfs is invisible outside and vanishes with the namespace.
+fn enter_private_mount_namespace() -> Result<()> {
+    unshare(CloneFlags::CLONE_NEWNS).context("unshare(CLONE_NEWNS)")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("making every mount private in the new mount namespace")
+}
+
+/// Runs (b)–(e) first, without `watch` running (its tracepoints slow every syscall down), then
+/// (a). Returns the measurements and a line about what the kernel scan saw.
+fn measure_all(
+    opts: &Options,
+    binary: &std::path::Path,
+    workload: &Workload,
+    baselines: &tools::Baselines,
+) -> Result<(Vec<Measurement>, String)> {
+    let commands = tools::commands(binary, &workload.mount, baselines);
+    println!(
+        "\nxtask: bench: timing {} commands, {} runs each after a warm-up, interleaved",
+        commands.len(),
+        opts.runs
+    );
+    let timed = tools::time_commands(&commands, opts.runs as usize, &workload.expected)?;
+    let context = timed.context.clone();
+
+    println!(
+        "xtask: bench: timing {} failing unmounts seen by busyprobe watch",
+        opts.umounts
+    );
+    let latency = watch::measure(binary, workload, opts.umounts as usize)?;
+
+    let mut measurements = vec![latency];
+    measurements.extend(timed.measurements);
+    Ok((measurements, context))
+}
