@@ -22,10 +22,7 @@ fn a_lone_copy_names_and_loads_its_embedded_probe_object() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let out = Command::new(&copy)
-        .arg("--version")
-        .output()
-        .expect("run --version");
+    let out = crate::support::output_of_fresh_copy(Command::new(&copy).arg("--version"));
     assert!(out.status.success());
     let version = String::from_utf8(out.stdout).unwrap();
     assert_eq!(
@@ -38,11 +35,9 @@ fn a_lone_copy_names_and_loads_its_embedded_probe_object() {
         )
     );
 
-    let out = Command::new(&copy)
-        .arg("doctor")
-        .current_dir(dir.path())
-        .output()
-        .expect("run doctor");
+    let out = crate::support::output_of_fresh_copy(
+        Command::new(&copy).arg("doctor").current_dir(dir.path()),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(

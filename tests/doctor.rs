@@ -27,7 +27,7 @@ pub const TESTS: [(&str, fn()); 3] = [
 const NOBODY: u32 = 65534;
 
 fn run(cmd: &mut Command) -> (Output, String, String) {
-    let out = cmd.output().expect("run busyprobe");
+    let out = crate::support::output_of_fresh_copy(cmd);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out, stdout, stderr)

@@ -17,10 +17,38 @@ use serde_json::{json, Value};
 use crate::support::watcher::Watcher;
 
 /// Every trial, by name.
-pub const TESTS: [(&str, fn()); 1] = [(
-    "scanner_race_every_ebusy_names_the_scanner",
-    scanner_race_every_ebusy_names_the_scanner,
-)];
+pub const TESTS: [(&str, fn()); 2] = [
+    ("scanner_race_every_ebusy_names_the_scanner", || {
+        race_test(Scanner::Open)
+    }),
+    (
+        "fanotify_scanner_race_every_ebusy_names_the_scanner",
+        || race_test(Scanner::Fanotify),
+    ),
+];
+
+/// Which kind of scanner races the unmounter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scanner {
+    /// Opens each file itself and holds it.
+    Open,
+    /// An on-access scanner: a fanotify listener (`FAN_MARK_MOUNT`, `FAN_OPEN`) holding each
+    /// event's fd for a while; another process (the opener) makes the events.
+    Fanotify,
+}
+
+impl Scanner {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scanner::Open => "open",
+            Scanner::Fanotify => "fanotify",
+        }
+    }
+}
+
+/// Environment variable: the scanner mode (`open`, `fanotify`, or `opener` for the process
+/// whose opens a fanotify scanner sees).
+pub const MODE_ENV: &str = "BUSYPROBE_TEST_SCANNER_MODE";
 
 /// Environment variable: run the race in the directory it names (a child mode of the test
 /// binary, so that it can unshare its mount namespace while single-threaded).
@@ -33,9 +61,18 @@ const FILES: [&str; 3] = ["etc/passwd", "etc/group", "etc/hosts"];
 /// How long the scanner holds each file.
 const HOLD: Duration = Duration::from_millis(2);
 
-/// Scanner mode: open, hold, close each file in turn, forever (killed by the race).
+/// Scanner mode (see [`MODE_ENV`]): runs until killed by the race.
 pub fn scanner(dir: &OsStr) -> ! {
     let dir = Path::new(dir);
+    match std::env::var(MODE_ENV).as_deref() {
+        Ok("fanotify") => fanotify_scanner(dir),
+        Ok("opener") => opener(dir),
+        _ => open_scanner(dir),
+    }
+}
+
+/// Opens, holds, closes each file in turn.
+fn open_scanner(dir: &Path) -> ! {
     loop {
         for file in FILES {
             if let Ok(f) = std::fs::File::open(dir.join(file)) {
@@ -44,6 +81,73 @@ pub fn scanner(dir: &OsStr) -> ! {
             }
         }
         std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Opens and closes each file at once, for a fanotify scanner to see.
+fn opener(dir: &Path) -> ! {
+    loop {
+        for file in FILES {
+            drop(std::fs::File::open(dir.join(file)));
+        }
+        std::thread::sleep(Duration::from_millis(3));
+    }
+}
+
+/// `struct fanotify_event_metadata`.
+#[repr(C)]
+struct EventMetadata {
+    event_len: u32,
+    vers: u8,
+    reserved: u8,
+    metadata_len: u16,
+    mask: u64,
+    fd: i32,
+    pid: i32,
+}
+
+/// An on-access scanner: reads fanotify events for the mount and holds each event's fd
+/// (which the kernel installed; no `open` call names the file) for a while.
+fn fanotify_scanner(dir: &Path) -> ! {
+    // SAFETY: plain syscalls with valid arguments; the buffer outlives every read.
+    unsafe {
+        let group = libc::fanotify_init(
+            libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC,
+            libc::O_RDONLY as u32,
+        );
+        assert!(
+            group >= 0,
+            "fanotify_init: {}",
+            std::io::Error::last_os_error()
+        );
+        let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        let marked = libc::fanotify_mark(
+            group,
+            libc::FAN_MARK_ADD | libc::FAN_MARK_MOUNT,
+            libc::FAN_OPEN,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+        );
+        assert_eq!(
+            marked,
+            0,
+            "fanotify_mark: {}",
+            std::io::Error::last_os_error()
+        );
+        println!("marked");
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = libc::read(group, buf.as_mut_ptr().cast(), buf.len());
+            let mut at = 0;
+            while n > 0 && at + std::mem::size_of::<EventMetadata>() <= n as usize {
+                let ev = std::ptr::read_unaligned(buf.as_ptr().add(at).cast::<EventMetadata>());
+                if ev.fd >= 0 {
+                    std::thread::sleep(HOLD);
+                    libc::close(ev.fd);
+                }
+                at += ev.event_len.max(1) as usize;
+            }
+        }
     }
 }
 
@@ -76,11 +180,25 @@ pub fn race(dir: &OsStr) -> ! {
     for file in FILES {
         std::fs::write(mnt.join(file), b"x").unwrap();
     }
-    let mut scanner = Command::new(std::env::current_exe().unwrap())
-        .env(SCANNER_ENV, mnt)
-        .env_remove(RACE_ENV)
-        .spawn()
-        .expect("race: start the scanner");
+    let mode = std::env::var(MODE_ENV).unwrap_or_default();
+    let start = |mode: &str| {
+        Command::new(std::env::current_exe().unwrap())
+            .env(SCANNER_ENV, mnt)
+            .env(MODE_ENV, mode)
+            .env_remove(RACE_ENV)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("race: start a helper")
+    };
+    let mut scanner = start(&mode);
+    if mode == "fanotify" {
+        let mut line = String::new();
+        BufReader::new(scanner.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "marked", "the fanotify scanner did not start");
+    }
+    let mut opener = (mode == "fanotify").then(|| start("opener"));
     std::thread::sleep(Duration::from_millis(20));
     let mut failures = 0;
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -92,26 +210,40 @@ pub fn race(dir: &OsStr) -> ! {
         }
         if failures == 8 {
             // Enough failures for one round: let the next attempt work.
-            let _ = scanner.kill();
-            let _ = scanner.wait();
+            for child in std::iter::once(&mut scanner).chain(opener.as_mut()) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = scanner.kill();
-    let _ = scanner.wait();
+    for child in std::iter::once(&mut scanner).chain(opener.as_mut()) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let opener = opener.map(|o| o.id());
     println!(
         "{}",
-        json!({"unmounter": std::process::id(), "scanner": scanner.id(), "failures": failures})
+        json!({"unmounter": std::process::id(), "scanner": scanner.id(), "opener": opener, "failures": failures})
     );
     std::process::exit(0)
 }
 
+/// What one round of the race produced.
+struct Round {
+    scanner: u32,
+    opener: Option<u32>,
+    mnt: PathBuf,
+    ebusy: Vec<Value>,
+}
+
 /// One round: the race under a new temporary directory; its EBUSY lines.
-fn round(watcher: &Watcher, tmp: &Path) -> (u32, u32, Vec<Value>, PathBuf) {
+fn round(watcher: &Watcher, tmp: &Path, kind: Scanner) -> Round {
     let mnt = tmp.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .env(RACE_ENV, &mnt)
+        .env(MODE_ENV, kind.as_str())
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the race");
@@ -123,8 +255,8 @@ fn round(watcher: &Watcher, tmp: &Path) -> (u32, u32, Vec<Value>, PathBuf) {
     assert!(status.success(), "the race failed: {status}");
     let report: Value =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("race report {line:?}: {e}"));
-    let unmounter = report["unmounter"].as_u64().unwrap() as u32;
-    let scanner = report["scanner"].as_u64().unwrap() as u32;
+    let pid = |f: &str| report[f].as_u64().map(|p| p as u32);
+    let unmounter = pid("unmounter").unwrap();
     let failures = report["failures"].as_u64().unwrap() as usize;
     let mut ebusy = Vec::new();
     if failures > 0 {
@@ -135,10 +267,75 @@ fn round(watcher: &Watcher, tmp: &Path) -> (u32, u32, Vec<Value>, PathBuf) {
             ebusy.len() == failures
         });
     }
-    (unmounter, scanner, ebusy, mnt)
+    Round {
+        scanner: pid("scanner").unwrap(),
+        opener: pid("opener"),
+        mnt,
+        ebusy,
+    }
 }
 
-fn scanner_race_every_ebusy_names_the_scanner() {
+/// Checks one EBUSY line of a round; returns the kinds of the scanner's holders.
+fn check_line(kind: Scanner, round: &Round, line: &Value) -> Vec<String> {
+    let holders = line["holders"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no holders: {line}"));
+    let of_scanner: Vec<&Value> = holders
+        .iter()
+        .filter(|h| h["pid"] == round.scanner)
+        .collect();
+    assert!(!of_scanner.is_empty(), "the scanner is not named: {line}");
+    for h in holders {
+        let from_opener = round.opener.is_some_and(|o| h["pid"] == o);
+        assert!(
+            h["pid"] == round.scanner || from_opener,
+            "only the scanner (and its opener) hold: {line}"
+        );
+    }
+    if kind == Scanner::Open {
+        assert_eq!(
+            holders.len(),
+            1,
+            "exactly the scanner, nothing else: {line}"
+        );
+    }
+    for h in &of_scanner {
+        let exact_file = || {
+            let path = h["path"].as_str().unwrap_or_default();
+            assert!(
+                FILES.iter().any(|f| Path::new(path) == round.mnt.join(f)),
+                "an exact scanner file: {line}"
+            );
+        };
+        match h["kind"].as_str() {
+            Some("fd") => {
+                exact_file();
+                assert!(h["fd"].is_i64(), "{line}");
+            }
+            Some("transient") => {
+                exact_file();
+                assert_eq!(h["seen"], "traced", "{line}");
+                assert!(h["closed_ns_after"].is_u64(), "{line}");
+                // A fanotify event's fd is installed by the kernel: no open to time.
+                assert_eq!(
+                    h["opened_ns_before"].is_u64(),
+                    kind == Scanner::Open,
+                    "{line}"
+                );
+            }
+            Some("fanotify") if kind == Scanner::Fanotify => assert!(h["fd"].is_i64(), "{line}"),
+            other => panic!("kind {other:?} is not a {kind:?} scanner's: {line}"),
+        }
+    }
+    of_scanner
+        .iter()
+        .map(|h| h["kind"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Rounds of the race until both `fd` and `transient` were seen (at most 12): every EBUSY
+/// must name the scanner with the exact file.
+fn race_test(kind: Scanner) {
     let dir = tempfile::tempdir().unwrap();
     let tmp = dir.path().canonicalize().unwrap();
     // No --path: by default every new mount is tracked the moment it appears (a deny list);
@@ -149,45 +346,18 @@ fn scanner_race_every_ebusy_names_the_scanner() {
     for n in 0..12 {
         let round_dir = tmp.join(format!("round{n}"));
         std::fs::create_dir(&round_dir).unwrap();
-        let (_, scanner, ebusy, mnt) = round(&watcher, &round_dir);
-        for line in &ebusy {
+        let round = round(&watcher, &round_dir, kind);
+        for line in &round.ebusy {
             total += 1;
-            let holders = line["holders"]
-                .as_array()
-                .unwrap_or_else(|| panic!("no holders: {line}"));
-            assert_eq!(
-                holders.len(),
-                1,
-                "exactly the scanner, nothing else: {line}"
-            );
-            let h = &holders[0];
-            assert_eq!(h["pid"], scanner, "{line}");
-            let path = h["path"].as_str().unwrap_or_default();
-            assert!(
-                FILES.iter().any(|f| Path::new(path) == mnt.join(f)),
-                "an exact scanner file: {line}"
-            );
-            match h["kind"].as_str() {
-                Some("fd") => assert!(h["fd"].is_i64(), "{line}"),
-                Some("transient") => {
-                    assert_eq!(h["seen"], "traced", "{line}");
-                    assert!(h["closed_ns_after"].is_u64(), "{line}");
-                    assert!(
-                        h["opened_ns_before"].is_u64(),
-                        "the open was traced: {line}"
-                    );
-                }
-                other => panic!("kind {other:?} is neither fd nor transient: {line}"),
+            for k in check_line(kind, &round, line) {
+                *kinds.entry(k).or_default() += 1;
             }
-            *kinds
-                .entry(h["kind"].as_str().unwrap().to_owned())
-                .or_default() += 1;
         }
-        if kinds.contains_key("fd") && kinds.contains_key("transient") && total >= 10 {
+        if kinds.contains_key("transient") && total >= 10 {
             break;
         }
     }
-    eprintln!("scanner race: {total} EBUSY, all attributed to the scanner: {kinds:?}");
+    eprintln!("{kind:?} scanner race: {total} EBUSY, every one names the scanner: {kinds:?}");
     assert!(total >= 10, "too few failures to mean anything: {total}");
     assert!(
         kinds.contains_key("transient"),

@@ -19,3 +19,17 @@ pub fn decode_b64(text: &str) -> Option<Vec<u8>> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(text).ok()
 }
+
+/// Runs `cmd` to completion, retrying while its program is "text file busy": a binary copied
+/// just now may still be open for writing in a child another test thread is forking.
+pub fn output_of_fresh_copy(cmd: &mut std::process::Command) -> std::process::Output {
+    for _ in 0..50 {
+        match cmd.output() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return other.expect("run the copied binary"),
+        }
+    }
+    panic!("the copied binary stayed busy (ETXTBSY)")
+}

@@ -32,6 +32,9 @@ pub use workload::{holder, HolderOptions};
 use report::Measurement;
 use workload::{Workload, WorkloadSpec};
 
+/// A one-minute load average above this gets a warning before the benchmark starts.
+const BUSY_LOAD: f64 = 0.5;
+
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args)]
 pub struct Options {
@@ -83,7 +86,10 @@ fn list_benchmarks() {
     println!("benchmarks:");
     for b in Benchmark::value_variants() {
         if let Some(value) = b.to_possible_value() {
-            let help = value.get_help().map(ToString::to_string).unwrap_or_default();
+            let help = value
+                .get_help()
+                .map(ToString::to_string)
+                .unwrap_or_default();
             println!("  {:<13} {help}", value.get_name());
         }
     }
@@ -92,7 +98,9 @@ fn list_benchmarks() {
 /// `cargo xtask bench attribution`.
 fn attribution(opts: &Options) -> Result<ExitCode> {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("xtask: bench attribution mounts a tmpfs and loads eBPF programs: run it as root");
+        eprintln!(
+            "xtask: bench attribution mounts a tmpfs and loads eBPF programs: run it as root"
+        );
         return Ok(ExitCode::FAILURE);
     }
     // Before any thread exists: unshare(CLONE_NEWNS) refuses multi-threaded callers.
@@ -104,25 +112,45 @@ fn attribution(opts: &Options) -> Result<ExitCode> {
         Some(path) => path.clone(),
         None => crate::run::build_busyprobe(true)?,
     };
-    ensure!(binary.is_file(), "no busyprobe binary at {}", binary.display());
+    ensure!(
+        binary.is_file(),
+        "no busyprobe binary at {}",
+        binary.display()
+    );
     let baselines = tools::ensure_baselines_installed();
+    warn_if_busy();
 
     let spec = WorkloadSpec {
         processes: opts.processes as usize,
         fds: opts.fds as usize,
         holders: opts.holders as usize,
     };
-    let (measurements, context) = {
+    let (measurements, expected) = {
         let workload = Workload::set_up(&spec)?;
-        measure_all(opts, &binary, &workload, &baselines)?
+        let measurements = measure_all(opts, &binary, &workload, &baselines)?;
+        (measurements, workload.expected.clone())
         // `workload` is dropped here: holders killed, tmpfs unmounted, temp dir removed.
     };
     println!(
         "\nxtask: bench: done in {:.0} s; every process and mount it made is gone",
         started.elapsed().as_secs_f64()
     );
-    report::print(&spec, &context, &measurements);
+    report::print(&spec, &expected, &measurements);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Warns when the machine is already busy: other work makes every number noisier.
+fn warn_if_busy() {
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let Some(load) = loadavg.split_whitespace().next() else {
+        return;
+    };
+    if load.parse::<f64>().is_ok_and(|load| load > BUSY_LOAD) {
+        println!(
+            "xtask: bench: warning: load average {load} before the benchmark: other work on \
+             this machine will make the numbers noisy"
+        );
+    }
 }
 
 /// Moves this process into a new mount namespace whose mounts all are private, so that the
@@ -140,29 +168,24 @@ fn enter_private_mount_namespace() -> Result<()> {
 }
 
 /// Runs (b)–(e) first, without `watch` running (its tracepoints slow every syscall down), then
-/// (a). Returns the measurements and a line about what the kernel scan saw.
+/// (a); returns them in the order (a)–(e).
 fn measure_all(
     opts: &Options,
     binary: &std::path::Path,
     workload: &Workload,
     baselines: &tools::Baselines,
-) -> Result<(Vec<Measurement>, String)> {
+) -> Result<Vec<Measurement>> {
     let commands = tools::commands(binary, &workload.mount, baselines);
     println!(
-        "\nxtask: bench: timing {} commands, {} runs each after a warm-up, interleaved",
+        "xtask: bench: timing {} commands, {} runs each after a warm-up, interleaved",
         commands.len(),
         opts.runs
     );
-    let timed = tools::time_commands(&commands, opts.runs as usize, &workload.expected)?;
-    let context = timed.context.clone();
-
+    let timed = tools::time_commands(&commands, opts.runs as usize)?;
     println!(
-        "xtask: bench: timing {} failing unmounts seen by busyprobe watch",
+        "xtask: bench: timing {} failing unmounts seen by busyprobe watch, after a warm-up",
         opts.umounts
     );
     let latency = watch::measure(binary, workload, opts.umounts as usize)?;
-
-    let mut measurements = vec![latency];
-    measurements.extend(timed.measurements);
-    Ok((measurements, context))
+    Ok(std::iter::once(latency).chain(timed).collect())
 }

@@ -1,9 +1,10 @@
-//! Developer tasks for busyprobe: `cargo xtask build-ebpf | run | test`.
+//! Developer tasks for busyprobe: `cargo xtask build-ebpf | run | test | bench`.
 //!
 //! The eBPF programs need a nightly toolchain with `rust-src` and `bpf-linker`; this crate
 //! installs both when they are missing (see [`toolchain`]) so that a fresh machine needs
 //! nothing but `cargo xtask ...`.
 
+mod bench;
 mod build_ebpf;
 mod run;
 mod test;
@@ -29,6 +30,11 @@ enum Task {
     Run(run::Options),
     /// Everything CI checks: fmt, clippy, unit tests and the root integration tests.
     Test(test::Options),
+    /// Benchmarks against baselines measured in the same run (as root); none named lists them.
+    Bench(bench::Options),
+    /// Internal: a process of `bench`'s workload that holds open files until killed.
+    #[command(name = "__bench-holder", hide = true)]
+    BenchHolder(bench::HolderOptions),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +43,8 @@ fn main() -> ExitCode {
         Task::BuildEbpf(opts) => build_ebpf::build_ebpf(&opts).map(|_| ExitCode::SUCCESS),
         Task::Run(opts) => run::run(&opts),
         Task::Test(opts) => test::test(&opts),
+        Task::Bench(opts) => bench::bench(&opts),
+        Task::BenchHolder(opts) => bench::holder(&opts),
     };
     match result {
         Ok(code) => code,

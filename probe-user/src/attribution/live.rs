@@ -142,6 +142,12 @@ impl Live {
     /// The mount an EBUSY was about: from the mount-table cache when it knew the mount point
     /// (so a lazy unmount racing the scan does not change the answer), else resolved now.
     fn target(&self, view: Viewpoint, attempt: &UmountAttempt) -> anyhow::Result<TargetMount> {
+        // Resolved now, the path names the mount the call failed on, unless that mount has
+        // been detached since (a lazy unmount racing the scan): then the cache knows it.
+        let live = target::resolve(view, &attempt.call.target.bytes);
+        if live.as_ref().is_ok_and(|t| t.is_mount_point) {
+            return live;
+        }
         let cached = attempt
             .target_abs
             .as_deref()
@@ -152,7 +158,7 @@ impl Live {
                 namespace,
                 is_mount_point: true,
             }),
-            _ => target::resolve(view, &attempt.call.target.bytes),
+            _ => live,
         }
     }
 

@@ -24,7 +24,8 @@ pub fn install() -> Result<()> {
     for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         set.add(signal);
     }
-    set.thread_block().context("blocking SIGINT, SIGTERM and SIGHUP")?;
+    set.thread_block()
+        .context("blocking SIGINT, SIGTERM and SIGHUP")?;
     thread::Builder::new()
         .name("bench-signals".into())
         .spawn(move || {
@@ -43,4 +44,11 @@ pub fn check() -> Result<()> {
         bail!("interrupted");
     }
     Ok(())
+}
+
+/// The reason to show for a measurement that failed with `error`; an interruption stays an
+/// error, so that the benchmark stops.
+pub fn failure_reason(error: &anyhow::Error) -> Result<String> {
+    check()?;
+    Ok(format!("failed: {error:#}"))
 }

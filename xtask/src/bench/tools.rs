@@ -27,7 +27,10 @@ pub struct Baselines {
 
 /// Finds `fuser` and `lsof`, installing them with apt-get when one is missing.
 pub fn ensure_baselines_installed() -> Baselines {
-    if BASELINES.iter().any(|(tool, _)| find_in_path(tool).is_none()) {
+    if BASELINES
+        .iter()
+        .any(|(tool, _)| find_in_path(tool).is_none())
+    {
         let packages: Vec<&str> = BASELINES.iter().map(|(_, package)| *package).collect();
         println!(
             "xtask: bench: installing the baselines: apt-get install -y {}",
@@ -58,7 +61,7 @@ pub fn ensure_baselines_installed() -> Baselines {
 }
 
 /// The first executable named `name` in `$PATH`.
-fn find_in_path(name: &str) -> Option<PathBuf> {
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = env::var_os("PATH")?;
     env::split_paths(&path)
         .map(|dir| dir.join(name))
@@ -122,7 +125,12 @@ pub fn commands(busyprobe: &Path, mount: &Path, baselines: &Baselines) -> Vec<Ti
 pub fn time_commands(commands: &[Timed], runs: usize) -> Result<Vec<Measurement>> {
     let mut results: Vec<Result<Samples, String>> = commands
         .iter()
-        .map(|c| c.program.as_ref().map(|_| Samples::default()).map_err(Clone::clone))
+        .map(|c| {
+            c.program
+                .as_ref()
+                .map(|_| Samples::default())
+                .map_err(Clone::clone)
+        })
         .collect();
     for round in 0..=runs {
         for i in (0..commands.len()).map(|j| (j + round) % commands.len()) {
@@ -136,10 +144,7 @@ pub fn time_commands(commands: &[Timed], runs: usize) -> Result<Vec<Measurement>
                     samples.scanned = found.scanned;
                 }
                 Ok(_) => {}
-                Err(e) => {
-                    interrupt::check()?;
-                    results[i] = Err(format!("failed: {e:#}"));
-                }
+                Err(e) => results[i] = Err(interrupt::failure_reason(&e)?),
             }
         }
     }
@@ -157,7 +162,7 @@ pub fn time_commands(commands: &[Timed], runs: usize) -> Result<Vec<Measurement>
 /// Runs a command once; returns how long it took and what it found.
 fn run_once(timed: &Timed) -> Result<(Duration, Found)> {
     interrupt::check()?;
-    let program = timed.program.as_ref().map_err(anyhow::Error::msg)?;
+    let program = timed.program.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
     let started = Instant::now();
     let output = Command::new(program)
         .args(&timed.args)

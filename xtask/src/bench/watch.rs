@@ -19,7 +19,7 @@ use super::{
     interrupt,
     lines::Lines,
     report::{Measurement, Samples},
-    tools::holder_pids,
+    tools::{find_in_path, holder_pids},
     workload::Workload,
 };
 
@@ -37,10 +37,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 pub fn measure(busyprobe: &Path, workload: &Workload, umounts: usize) -> Result<Measurement> {
     let result = match time_umounts(busyprobe, &workload.mount, umounts) {
         Ok(samples) => Ok(samples),
-        Err(e) => {
-            interrupt::check()?;
-            Err(format!("failed: {e:#}"))
-        }
+        Err(e) => Err(interrupt::failure_reason(&e)?),
     };
     Ok(Measurement {
         key: "a",
@@ -99,7 +96,7 @@ struct Watch {
 
 impl Watch {
     fn start(busyprobe: &Path, mount: &Path) -> Result<Self> {
-        let mut child = Command::new(busyprobe)
+        let mut child = command_dying_with_us(busyprobe)
             .args(["watch", "--json", "--only-failed", "--stats-interval", "0"])
             .arg("--path")
             .arg(mount)
@@ -125,7 +122,10 @@ impl Watch {
             match self.stderr.next_before(deadline) {
                 Ok(Some(line)) if line.text.contains("probes attached") => return Ok(()),
                 Ok(Some(line)) => said.push(line.text),
-                Ok(None) => bail!("watch not attached after {ATTACH_TIMEOUT:?}: {}", said.join(" / ")),
+                Ok(None) => bail!(
+                    "watch not attached after {ATTACH_TIMEOUT:?}: {}",
+                    said.join(" / ")
+                ),
                 Err(e) => {
                     interrupt::check()?;
                     bail!("watch exited before attaching ({e}): {}", said.join(" / "))
@@ -158,6 +158,19 @@ impl Watch {
             }
         }
         Ok(Rep::Timeout)
+    }
+}
+
+/// A command for `program` that the kernel kills should this process die without cleaning up
+/// (`setpriv --pdeathsig KILL` execs it: same pid), when util-linux's `setpriv` is there.
+fn command_dying_with_us(program: &Path) -> Command {
+    match find_in_path("setpriv") {
+        Some(setpriv) => {
+            let mut command = Command::new(setpriv);
+            command.args(["--pdeathsig", "KILL", "--"]).arg(program);
+            command
+        }
+        None => Command::new(program),
     }
 }
 

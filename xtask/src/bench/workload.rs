@@ -11,6 +11,7 @@ use std::{
     ffi::OsString,
     fs::{self, File},
     io::{self, Write},
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{self, Child, Command, ExitCode, Stdio},
     thread,
@@ -214,7 +215,10 @@ impl ProcessGroup {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut count = 0;
         while count < self.children.len() {
-            ensure!(Instant::now() < deadline, "holders not ready after {READY_TIMEOUT:?}");
+            ensure!(
+                Instant::now() < deadline,
+                "holders not ready after {READY_TIMEOUT:?}"
+            );
             match ready.next_before(Instant::now() + Duration::from_millis(500))? {
                 Some(line) if line.text == "ready" => count += 1,
                 Some(line) => bail!("unexpected line from a holder: {}", line.text),
@@ -344,7 +348,10 @@ pub fn holder(opts: &HolderOptions) -> Result<ExitCode> {
 /// Opens the target files first, then `/dev/null` and the filler files in turn up to `fds`.
 fn open_files(opts: &HolderOptions) -> Result<Vec<File>> {
     let fillers = (0..opts.fillers.max(1)).map(|i| opts.filler_dir.join(format!("f{i}")));
-    let off_target = [PathBuf::from("/dev/null")].into_iter().chain(fillers).cycle();
+    let off_target = [PathBuf::from("/dev/null")]
+        .into_iter()
+        .chain(fillers)
+        .cycle();
     let paths = opts.on_target.iter().cloned().chain(off_target);
     paths
         .take(opts.fds)
