@@ -85,10 +85,8 @@ pub fn resolve_offsets() -> &'static Resolved {
     RESOLVED.get_or_init(|| match btf::load(std::path::Path::new(btf::VMLINUX)) {
         Ok(parsed) => {
             let r = btf::resolve(&parsed);
-            for (what, why) in &r.failures {
-                tracing::warn!(
-                    "kernel BTF has no {what} ({why}): the probes that need it are disabled"
-                );
+            for warning in r.warnings() {
+                tracing::warn!("{warning}");
             }
             r
         }

@@ -145,6 +145,16 @@ impl Resolved {
         }
     }
 
+    /// One sentence per spec that could not be resolved, for the user.
+    pub fn warnings(&self) -> Vec<String> {
+        self.failures
+            .iter()
+            .map(|(what, why)| {
+                format!("kernel BTF has no {what} ({why}): the probes that need it are disabled")
+            })
+            .collect()
+    }
+
     /// The value of one global.
     pub fn get(&self, name: &str) -> u32 {
         self.values
@@ -316,6 +326,74 @@ mod tests {
         );
         assert_eq!(r.get("OFF_FAN_TYPE_WORD") % 4, 0);
         assert_eq!(r.get("NO_SUCH_GLOBAL"), OFFSET_UNKNOWN);
+    }
+
+    /// A BTF blob with `int` and `struct task_struct { int pid; }` only.
+    fn tiny_btf() -> Vec<u8> {
+        let strings: &[u8] = b"\0int\0task_struct\0pid\0";
+        let (int_name, struct_name, pid_name) = (1u32, 5u32, 17u32);
+        let mut types = Vec::new();
+        let mut push = |words: &[u32]| {
+            words
+                .iter()
+                .for_each(|w| types.extend_from_slice(&w.to_le_bytes()))
+        };
+        push(&[int_name, 1 << 24, 4, 32]); // [1] INT "int", size 4, 32 bits
+        push(&[struct_name, (4 << 24) | 1, 4]); // [2] STRUCT "task_struct", 1 member, size 4
+        push(&[pid_name, 1, 0]); //     pid: type [1] at bit 0
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&0xeb9fu16.to_le_bytes());
+        blob.extend_from_slice(&[1, 0]);
+        for word in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            blob.extend_from_slice(&word.to_le_bytes());
+        }
+        blob.extend_from_slice(&types);
+        blob.extend_from_slice(strings);
+        blob
+    }
+
+    #[test]
+    fn a_btf_without_a_field_gives_a_clear_warning() {
+        let btf = Btf::from_bytes(&tiny_btf()).expect("a valid BTF blob");
+        assert_eq!(
+            field_offset(
+                &btf,
+                &FieldSpec {
+                    structure: "task_struct",
+                    members: &["pid"]
+                }
+            )
+            .unwrap(),
+            0
+        );
+        let r = resolve(&btf);
+        assert_eq!(r.get("OFF_TASK_NSPROXY"), OFFSET_UNKNOWN);
+        assert_eq!(r.get("OFF_TASK_PID"), 0, "task_struct.pid is in the blob");
+        assert_eq!(
+            r.failures.len(),
+            GLOBALS.len() - 1,
+            "nothing else resolves in this blob"
+        );
+        let warnings = r.warnings();
+        assert!(
+            warnings.contains(
+                &"kernel BTF has no task_struct.nsproxy (no member `nsproxy` in task_struct.nsproxy): the probes that need it are disabled"
+                    .to_string()
+            ),
+            "{warnings:#?}"
+        );
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("kernel BTF has no mount.mnt_id (no type `mount`")),
+            "{warnings:#?}"
+        );
     }
 
     #[test]
