@@ -5,6 +5,7 @@
 //! trial with libtest-mimic; without root they are all reported as ignored, loudly.
 
 mod alive;
+mod before_start;
 mod binary;
 mod comparison;
 mod container;
@@ -45,6 +46,7 @@ fn main() {
         .iter()
         .chain(doctor::TESTS.iter())
         .chain(binary::TESTS.iter())
+        .chain(before_start::TESTS.iter())
         .chain(alive::TESTS.iter())
         .chain(transient::TESTS.iter())
         .chain(container::TESTS.iter())
