@@ -294,3 +294,61 @@ fn markdown_table(rows: &[Vec<String>]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(ms: &[u64], found: &[&[u32]]) -> Samples {
+        Samples {
+            times: ms.iter().copied().map(Duration::from_millis).collect(),
+            found: found.iter().map(|f| f.iter().copied().collect()).collect(),
+            ..Samples::default()
+        }
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        let odd = samples(&[30, 10, 20], &[]).summary().unwrap();
+        assert_eq!(
+            (odd.median, odd.min),
+            (Duration::from_millis(20), Duration::from_millis(10))
+        );
+        let even = samples(&[40, 10, 20, 30], &[]).summary().unwrap();
+        assert_eq!(even.median, Duration::from_millis(25));
+        assert!(samples(&[], &[]).summary().is_none());
+    }
+
+    #[test]
+    fn holders_found_in_every_run_count_and_fewer_is_flagged() {
+        let expected = BTreeMap::from([(1, "cwd".to_string()), (2, "2 fds".to_string())]);
+        let s = samples(&[1, 1], &[&[1, 2, 9], &[1]]).summary().unwrap();
+        assert_eq!(holders_cell(&s, expected.len()), "1/2 (up to 3) FEWER");
+        assert_eq!(
+            holder_notes(&s, &expected),
+            ["missed 2 (2 fds)", "also named 9"]
+        );
+    }
+
+    #[test]
+    fn speedups_read_both_ways() {
+        let ms = Duration::from_millis;
+        assert_eq!(speedup(ms(400), ms(100)), "4.0x faster");
+        assert_eq!(speedup(ms(100), ms(400)), "4.0x slower");
+    }
+
+    #[test]
+    fn markdown_escapes_pipes() {
+        let mut rows = vec![HEADER.map(String::from).to_vec()];
+        rows.push(vec![
+            "(b)".into(),
+            "a|b".into(),
+            "1".into(),
+            "1".into(),
+            "1/1".into(),
+            "".into(),
+            "".into(),
+        ]);
+        assert!(markdown_table(&rows).contains("| (b) | a\\|b | 1 |"));
+    }
+}

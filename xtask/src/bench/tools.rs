@@ -49,7 +49,8 @@ pub fn ensure_baselines_installed() -> Baselines {
     }
     let locate = |tool: &str, package: &str| {
         find_in_path(tool).ok_or_else(|| {
-            let reason = format!("skipped: `{tool}` not found (apt-get install {package} failed)");
+            let reason =
+                format!("skipped: no `{tool}`, and apt-get install {package} did not provide it");
             println!("xtask: bench: {reason}");
             reason
         })
@@ -78,6 +79,7 @@ pub struct Timed {
 }
 
 /// What one run of a command found.
+#[derive(Debug)]
 struct Found {
     pids: BTreeSet<u32>,
     /// What the command says it scanned, when it says.
@@ -247,4 +249,51 @@ fn parse_lsof(output: &Output) -> Result<Found> {
         pids,
         scanned: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    fn output(code: i32, stdout: &str) -> Output {
+        Output {
+            status: std::process::ExitStatus::from_raw(code << 8),
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: b"Cannot stat file /proc/1/fd/0: Permission denied\n".to_vec(),
+        }
+    }
+
+    #[test]
+    fn fuser_pids_lose_their_access_letters() {
+        let found = parse_fuser(&output(0, " 23888 23890c 23892rce")).unwrap();
+        assert_eq!(found.pids, BTreeSet::from([23888, 23890, 23892]));
+    }
+
+    #[test]
+    fn lsof_pids_come_from_the_second_column() {
+        let stdout = "COMMAND   PID USER   FD   TYPE DEVICE SIZE/OFF NODE NAME\n\
+                      sleep   23888 root    0r   REG   0,40        0    2 /m/f\n\
+                      bash    23890 root  cwd    DIR   0,40       60    1 /m\n\
+                      bash    23890 root    3r   DIR   0,40       60    1 /m\n";
+        let found = parse_lsof(&output(0, stdout)).unwrap();
+        assert_eq!(found.pids, BTreeSet::from([23888, 23890]));
+    }
+
+    #[test]
+    fn who_pids_skip_holders_that_are_not_processes() {
+        let stdout = r#"{"type":"who","scan":"kernel-scan","processes_scanned":3,"fds_scanned":9,
+            "holders":[{"pid":7,"kind":"fd"},{"pid":7,"kind":"cwd"},{"pid":null,"kind":"submount"}]}"#;
+        let found = parse_who(&output(0, stdout)).unwrap();
+        assert_eq!(found.pids, BTreeSet::from([7]));
+        assert_eq!(found.scanned.unwrap(), "kernel-scan: 3 processes, 9 fds");
+    }
+
+    #[test]
+    fn nothing_found_is_not_a_failure_but_an_error_status_is() {
+        assert!(parse_fuser(&output(1, "")).unwrap().pids.is_empty());
+        let error = parse_who(&output(2, "")).unwrap_err().to_string();
+        assert!(error.contains("Permission denied"), "{error}");
+    }
 }
