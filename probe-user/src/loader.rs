@@ -11,6 +11,7 @@ use probe_common::DropCause;
 
 use crate::kernel::{
     btf::{self, Resolved},
+    offset_cache,
     privileges::Privileges,
     tracefs,
 };
@@ -82,18 +83,32 @@ fn load_object_with(offsets: &Resolved, ring_buffer_size: u32, allow_list: bool)
 /// (not failing on) what is missing: the programs skip what needs an unknown offset.
 pub fn resolve_offsets() -> &'static Resolved {
     static RESOLVED: std::sync::OnceLock<Resolved> = std::sync::OnceLock::new();
-    RESOLVED.get_or_init(|| match btf::load(std::path::Path::new(btf::VMLINUX)) {
-        Ok(parsed) => {
-            let r = btf::resolve(&parsed);
-            for warning in r.warnings() {
-                tracing::warn!("{warning}");
-            }
-            r
+    RESOLVED.get_or_init(|| {
+        let vmlinux = std::path::Path::new(btf::VMLINUX);
+        let cache = std::path::Path::new(offset_cache::DIR);
+        let key = offset_cache::key(vmlinux);
+        let resolved = match key.as_deref().and_then(|k| offset_cache::read(cache, k)) {
+            Some(cached) => cached,
+            None => match btf::load(vmlinux) {
+                Ok(parsed) => {
+                    let r = btf::resolve(&parsed);
+                    if let Some(k) = &key {
+                        offset_cache::write(cache, k, &r);
+                    }
+                    r
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "{e:#}: the probes that need kernel struct offsets are disabled"
+                    );
+                    return Resolved::unknown();
+                }
+            },
+        };
+        for warning in resolved.warnings() {
+            tracing::warn!("{warning}");
         }
-        Err(e) => {
-            tracing::warn!("{e:#}: the probes that need kernel struct offsets are disabled");
-            Resolved::unknown()
-        }
+        resolved
     })
 }
 

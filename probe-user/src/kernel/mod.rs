@@ -1,6 +1,7 @@
 //! Facts about the running kernel and this process: privileges, tracefs, BTF struct offsets.
 
 pub mod btf;
+pub mod offset_cache;
 pub mod privileges;
 pub mod tracefs;
 
