@@ -52,9 +52,19 @@ struct IterTaskVma {
     vma: *const u8,
 }
 
+/// `SCAN_MOUNTS` value of a mount whose holders are wanted.
+const MOUNT_WANTED: u32 = 1;
+/// `SCAN_MOUNTS` value of the anonymous-inode mount, where fanotify groups live.
+const MOUNT_ANON: u32 = 2;
+
+/// What `SCAN_MOUNTS` says of a mount (0: nothing).
+fn role(mnt_id: u32) -> u32 {
+    // SAFETY: the value is copied out at once.
+    unsafe { SCAN_MOUNTS.get(mnt_id).copied().unwrap_or(0) }
+}
+
 fn wanted(mnt_id: u32) -> bool {
-    // SAFETY: the value is not used, only its presence.
-    unsafe { SCAN_MOUNTS.get(mnt_id).is_some() }
+    role(mnt_id) == MOUNT_WANTED
 }
 
 /// A record for `task` with everything else zero.
@@ -93,11 +103,15 @@ pub fn scan_task_file(ctx: *mut c_void) -> i32 {
         bump(&SCAN_COUNTS, 0);
         let seq = (*(*ctx).meta).seq;
         let (task, file, fd) = (task as u64, file as u64, (*ctx).fd);
-        if let Some(id) = file_mount_id(file).filter(|&id| wanted(id)) {
+        let Some(id) = file_mount_id(file) else {
+            return 0;
+        };
+        let role = role(id);
+        if role == MOUNT_WANTED {
             let mut rec = record(scan_kind::FD, task, id);
             rec.fd = fd;
             emit(seq, &rec);
-        } else if is_fanotify(file) {
+        } else if role == MOUNT_ANON && is_fanotify(file) {
             if let Some((count, id)) = queued_on_wanted(file) {
                 let mut rec = record(scan_kind::FANOTIFY, task, id);
                 rec.fd = fd;

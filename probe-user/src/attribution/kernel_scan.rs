@@ -35,7 +35,12 @@ const ITERATORS: [(&str, &str); 3] = [
 /// Loaded iterator programs, ready to run as often as needed (one scan at a time).
 pub struct KernelScanner {
     ebpf: Ebpf,
+    anon_mount: Option<u32>,
 }
+
+/// `SCAN_MOUNTS` values (see `probe-ebpf/src/holders.rs`).
+const MOUNT_WANTED: u32 = 1;
+const MOUNT_ANON: u32 = 2;
 
 impl KernelScanner {
     /// Loads the object (with the kernel's offsets) and verifies the three iterators once.
@@ -50,7 +55,9 @@ impl KernelScanner {
             prog.load(iter_type, &btf)
                 .with_context(|| format!("loading BPF iterator {program} (iter/{iter_type})"))?;
         }
-        Ok(Self { ebpf })
+        let anon_mount =
+            super::proc_scan::anon_inode_mount_id().and_then(|id| u32::try_from(id).ok());
+        Ok(Self { ebpf, anon_mount })
     }
 
     /// Finds every hold on `ids`.
@@ -101,8 +108,15 @@ impl KernelScanner {
         for &id in ids {
             let id = u32::try_from(id).context("mount id beyond 32 bits")?;
             wanted
-                .insert(id, 1, 0)
+                .insert(id, MOUNT_WANTED, 0)
                 .context("filling SCAN_MOUNTS (at most 64 mounts)")?;
+        }
+        // Only files on the anonymous-inode mount can be fanotify groups: the iterator looks
+        // at their names and queues, and at nothing else's.
+        if let Some(anon) = self.anon_mount {
+            wanted
+                .insert(anon, MOUNT_ANON, 0)
+                .context("filling SCAN_MOUNTS")?;
         }
         Ok(())
     }

@@ -216,7 +216,7 @@ fn mmap_holds(pid: u32, ids: &HashSet<u64>) -> Vec<Hold> {
 }
 
 /// The mount id of anonymous inodes (eventfd, fanotify, ...), learnt from an eventfd of our own.
-fn anon_inode_mount_id() -> Option<u64> {
+pub fn anon_inode_mount_id() -> Option<u64> {
     // SAFETY: plain syscall; the fd is closed right after.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     if fd < 0 {
