@@ -61,20 +61,41 @@ pub struct Probes {
 }
 
 /// Loads the embedded object with the given offsets, without attaching anything.
-pub fn load_object(offsets: &Resolved, ring_buffer_size: u32) -> Result<Ebpf> {
-    load_object_with(offsets, ring_buffer_size, false)
+///
+/// For a holder scan or `doctor` (no event stream): the event maps are made as small as the
+/// kernel allows, so that nothing is allocated for them.
+pub fn load_object(offsets: &Resolved) -> Result<Ebpf> {
+    load_object_with(offsets, None, false)
 }
 
-/// Like [`load_object`], choosing how `TRACKED_MOUNTS` is read (allow or deny list).
-fn load_object_with(offsets: &Resolved, ring_buffer_size: u32, allow_list: bool) -> Result<Ebpf> {
+/// The maps that only the event stream fills, which a lean load shrinks to one entry.
+const STREAM_MAPS: [&str; 3] = ["UMOUNT_INFLIGHT", "OPEN_TIMES", "TRACKED_MOUNTS"];
+
+/// Loads the object: with `ring_buffer_size` for the event stream (full maps), without for a
+/// lean load; `allow_list` says how `TRACKED_MOUNTS` is read.
+fn load_object_with(
+    offsets: &Resolved,
+    ring_buffer_size: Option<u32>,
+    allow_list: bool,
+) -> Result<Ebpf> {
     let allow = u8::from(allow_list);
     let mut loader = EbpfLoader::new();
     for (name, value) in &offsets.values {
         loader.override_global(name, value, true);
     }
     loader.override_global("FILTER_IS_ALLOW_LIST", &allow, true);
+    match ring_buffer_size {
+        Some(size) => {
+            loader.map_max_entries("EVENTS", size);
+        }
+        None => {
+            loader.map_max_entries("EVENTS", 4096);
+            for map in STREAM_MAPS {
+                loader.map_max_entries(map, 1);
+            }
+        }
+    }
     loader
-        .map_max_entries("EVENTS", ring_buffer_size)
         .load(EBPF_OBJECT)
         .context("loading the eBPF object into the kernel")
 }
@@ -118,7 +139,11 @@ impl Probes {
     pub fn load(command: &str, opts: &LoadOptions) -> Result<Self> {
         Privileges::current().require_probes(command)?;
         tracefs::ensure_mounted()?;
-        let mut ebpf = load_object_with(resolve_offsets(), opts.ring_buffer_size, opts.allow_list)?;
+        let mut ebpf = load_object_with(
+            resolve_offsets(),
+            Some(opts.ring_buffer_size),
+            opts.allow_list,
+        )?;
         for (program, category, name) in UMOUNT_TRACEPOINTS {
             attach_tracepoint(&mut ebpf, program, category, name)?;
         }

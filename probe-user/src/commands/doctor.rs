@@ -197,7 +197,7 @@ fn probe_rows(p: &Privileges, offsets: &Resolved) -> Vec<Row> {
             .map(|k| row(k, Verdict::NotChecked, why))
             .collect();
     }
-    let mut ebpf = match loader::load_object(offsets, 4096) {
+    let mut ebpf = match loader::load_object(offsets) {
         Ok(ebpf) => ebpf,
         Err(e) => {
             let mut rows = vec![row(
