@@ -1,15 +1,46 @@
-//! A holder whose file was opened before busyprobe started is still attributed: the scan sees
-//! the fd, and with no open time recorded it is kept as a holder (its open time unknown).
+//! fds no traced open made are still attributed, to the process that holds them: one opened
+//! before busyprobe started, and one received over a Unix socket. Their open time is unknown.
 
-use std::{ffi::OsStr, time::Duration};
+use std::{ffi::OsStr, path::Path, time::Duration};
 
 use crate::support::{fixture::Plan, incident::Fixture, watcher::Watcher};
 
 /// Every trial, by name.
-pub const TESTS: [(&str, fn()); 1] = [(
-    "fd_opened_before_busyprobe_started_is_attributed",
-    fd_opened_before_busyprobe_started_is_attributed,
-)];
+pub const TESTS: [(&str, fn()); 2] = [
+    (
+        "fd_opened_before_busyprobe_started_is_attributed",
+        fd_opened_before_busyprobe_started_is_attributed,
+    ),
+    (
+        "fd_received_over_a_unix_socket_is_attributed_to_the_receiver",
+        fd_received_over_a_unix_socket_is_attributed_to_the_receiver,
+    ),
+];
+
+/// The one holder of the EBUSY line of `fixture`'s only call: an fd of the fixture on `path`,
+/// with no open time.
+fn assert_untimed_fd_holder(watcher: &Watcher, fixture: &Fixture, path: &Path) {
+    assert_eq!(
+        fixture.report.calls[0].errno,
+        libc::EBUSY,
+        "the held file makes it busy"
+    );
+    let lines = watcher.umount_lines_of(fixture.pid(), 1);
+    let line = &lines[0];
+    let holders = line["holders"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no holders: {line}"));
+    assert_eq!(holders.len(), 1, "{line}");
+    let h = &holders[0];
+    assert_eq!(h["kind"], "fd", "{line}");
+    assert_eq!(h["pid"], fixture.pid(), "{line}");
+    assert_eq!(h["path"], path.to_str().unwrap(), "{line}");
+    assert_eq!(
+        h["opened_ns_before"],
+        serde_json::Value::Null,
+        "no open was traced: {line}"
+    );
+}
 
 fn fd_opened_before_busyprobe_started_is_attributed() {
     let dir = tempfile::tempdir().unwrap();
@@ -26,25 +57,19 @@ fn fd_opened_before_busyprobe_started_is_attributed() {
     std::thread::sleep(Duration::from_millis(300));
     let watcher = Watcher::start(&[OsStr::new("--only-failed")]);
     let fixture = fixture.join().expect("the fixture thread");
-    assert_eq!(
-        fixture.report.calls[0].errno,
-        libc::EBUSY,
-        "the held file makes it busy"
-    );
-    let pid = fixture.pid();
-    let lines = watcher.umount_lines_of(pid, 1);
-    let line = &lines[0];
-    let holders = line["holders"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no holders: {line}"));
-    assert_eq!(holders.len(), 1, "{line}");
-    let h = &holders[0];
-    assert_eq!(h["kind"], "fd", "{line}");
-    assert_eq!(h["pid"], pid, "{line}");
-    assert_eq!(h["path"], held.to_str().unwrap(), "{line}");
-    assert_eq!(
-        h["opened_ns_before"],
-        serde_json::Value::Null,
-        "the open was before busyprobe: {line}"
-    );
+    assert_untimed_fd_holder(&watcher, &fixture, &held);
+}
+
+fn fd_received_over_a_unix_socket_is_attributed_to_the_receiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().canonicalize().unwrap();
+    let mnt = tmp.join("mnt");
+    let passed = mnt.join("passed");
+    let watcher = Watcher::start(&[OsStr::new("--only-failed")]);
+    let plan = Plan::new()
+        .tmpfs(&mnt)
+        .hold_received(&passed)
+        .umount2(&mnt, 0);
+    let fixture = Fixture::run(&plan);
+    assert_untimed_fd_holder(&watcher, &fixture, &passed);
 }

@@ -47,6 +47,9 @@ enum Step {
     /// Create `path`, send its fd over a Unix socket pair that nobody reads, close it here:
     /// the open file (and its mount) is held only by the message in flight.
     InFlight(Vec<u8>),
+    /// Create `path`, send its fd over a Unix socket pair, close it, receive it back (under a
+    /// new number) and keep that: an fd no open call made.
+    Received(Vec<u8>),
     /// Close every file kept open by [`Step::Open`].
     CloseAll,
     /// `chdir(path)`.
@@ -108,6 +111,12 @@ impl Plan {
     /// Creates the file `path` and keeps it open.
     pub fn hold(mut self, path: impl AsRef<Path>) -> Self {
         self.steps.push(Step::Open(bytes(path)));
+        self
+    }
+
+    /// Creates the file `path`, passes it over a Unix socket and keeps the received fd.
+    pub fn hold_received(mut self, path: impl AsRef<Path>) -> Self {
+        self.steps.push(Step::Received(bytes(path)));
         self
     }
 
@@ -223,6 +232,7 @@ impl Plan {
             Step::MountTmpfs(p) => format!("tmpfs:{}", hex(p)),
             Step::Open(p) => format!("open:{}", hex(p)),
             Step::InFlight(p) => format!("inflight:{}", hex(p)),
+            Step::Received(p) => format!("received:{}", hex(p)),
             Step::CloseAll => "close".to_owned(),
             Step::Chdir(p) => format!("chdir:{}", hex(p)),
             Step::Umount2 { target, flags } => format!("umount2:{}:{flags}", hex(target)),
@@ -259,6 +269,7 @@ impl Plan {
                 "tmpfs" => Step::MountTmpfs(path()),
                 "open" => Step::Open(path()),
                 "inflight" => Step::InFlight(path()),
+                "received" => Step::Received(path()),
                 "close" => Step::CloseAll,
                 "chdir" => Step::Chdir(path()),
                 "umount2" => Step::Umount2 {
@@ -607,6 +618,7 @@ fn run_step(step: Step, held: &mut Held, report: &mut Report) {
             File::create(path(&p)).unwrap_or_else(|e| panic!("fixture: open {:?}: {e}", path(&p))),
         ),
         Step::InFlight(p) => held.files.extend(send_in_flight(&path(&p))),
+        Step::Received(p) => held.files.push(receive_back(&path(&p))),
         Step::CloseAll => held.files.clear(),
         Step::Chdir(p) => std::env::set_current_dir(path(&p))
             .unwrap_or_else(|e| panic!("fixture: chdir {:?}: {e}", path(&p))),
@@ -731,4 +743,32 @@ fn send_in_flight(file: &Path) -> [File; 2] {
     .expect("fixture: sendmsg SCM_RIGHTS");
     drop(opened);
     [File::from(a), File::from(b)]
+}
+
+/// Sends a new file's fd over a socket pair, closes it, and returns the fd received back.
+fn receive_back(file: &Path) -> File {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let [a, b] = send_in_flight(file);
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        b.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .expect("fixture: recvmsg SCM_RIGHTS");
+    let fd = msg
+        .cmsgs()
+        .expect("fixture: control messages")
+        .find_map(|c| match c {
+            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        })
+        .expect("fixture: an fd in the message");
+    drop((a, b));
+    // SAFETY: the fd was just received and is owned by nothing else.
+    unsafe { File::from_raw_fd(fd) }
 }
