@@ -193,7 +193,7 @@ impl<W: io::Write> Sink for TextLines<W> {
         }
         if last {
             tracing::info!(
-                "{} unmount attempts seen, {} events lost, {} undecodable",
+                "{} kernel events seen (unmount attempts and releases), {} lost, {} undecodable",
                 stats.events,
                 stats.events_lost(),
                 stats.decode_errors
