@@ -9,6 +9,7 @@ mod before_start;
 mod binary;
 mod comparison;
 mod container;
+mod demo;
 mod doctor;
 mod holders;
 mod scans;
@@ -50,6 +51,7 @@ fn main() {
         .chain(alive::TESTS.iter())
         .chain(transient::TESTS.iter())
         .chain(container::TESTS.iter())
+        .chain(demo::TESTS.iter())
         .chain(who::TESTS.iter())
         .map(|&(name, test)| {
             Trial::test(name, move || {

@@ -34,6 +34,13 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// A small incident built for real and explained live: the first thing to run (needs root).
+    ///
+    /// In a private mount namespace under a temporary directory: a tmpfs, a process holding a
+    /// file on it, a "scanner" that opens a file for a moment, and an unmounter that retries
+    /// the way container runtimes do. `busyprobe watch` runs alongside and names every holder.
+    /// Everything is cleaned up at the end.
+    Demo,
     /// Stream every unmount attempt on this host, one line each (needs root).
     ///
     /// Human-readable by default; `--json` prints JSON Lines (schema v1, see
@@ -50,6 +57,21 @@ pub enum Command {
     ///
     /// Exit status: 0 when something holds the mount, 1 when nothing does, 2 on error.
     Who(WhoArgs),
+    /// The demo's incident (internal).
+    #[command(name = "__demo-incident", hide = true)]
+    DemoIncident {
+        /// The temporary directory to build it in.
+        dir: PathBuf,
+    },
+    /// One of the demo's helper processes (internal): `hold` keeps FILE open until killed,
+    /// `scan` opens it for a moment.
+    #[command(name = "__demo-helper", hide = true)]
+    DemoHelper {
+        /// `hold` or `scan`.
+        role: String,
+        /// The file.
+        file: PathBuf,
+    },
     /// Report what this kernel offers and which mode busyprobe will use.
     ///
     /// Checks the kernel version, BTF, tracefs, privileges, and loads a tiny program of each

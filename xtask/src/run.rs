@@ -6,8 +6,8 @@ use anyhow::{ensure, Context, Result};
 
 use crate::build_ebpf::{self, workspace_root};
 
-/// What `cargo xtask run` runs when given no arguments: the main job.
-const DEFAULT_ARGS: &[&str] = &["watch"];
+/// What `cargo xtask run` runs when given no arguments: the demo, an incident explained live.
+const DEFAULT_ARGS: &[&str] = &["demo"];
 
 /// Options of `cargo xtask run`.
 #[derive(clap::Args)]
@@ -15,7 +15,7 @@ pub struct Options {
     /// Build and run the release profile.
     #[arg(long)]
     pub release: bool,
-    /// Arguments for `busyprobe` (after `--`); none runs the main job (`watch`).
+    /// Arguments for `busyprobe` (after `--`); none runs the demo (`demo`).
     #[arg(last = true)]
     pub args: Vec<String>,
 }

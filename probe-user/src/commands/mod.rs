@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod demo;
 mod doctor;
 mod watch;
 mod who;
@@ -16,6 +17,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Watch(args)) => watch::run(args),
         Some(Command::Doctor(args)) => doctor::run(&args),
         Some(Command::Who(args)) => Ok(who::run(&args)),
+        Some(Command::Demo) => demo::run(),
+        Some(Command::DemoIncident { dir }) => demo::incident(&dir),
+        Some(Command::DemoHelper { role, file }) => demo::helper(&role, &file),
         None => watch::run(WatchArgs {
             json: false,
             only_failed: false,
