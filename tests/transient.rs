@@ -154,19 +154,8 @@ fn fanotify_scanner(dir: &Path) -> ! {
 /// Race mode: a private mount namespace, a tmpfs with the files, the scanner, then
 /// `umount2` every 50 ms until it works. Prints `{"unmounter","scanner","failures"}`.
 pub fn race(dir: &OsStr) -> ! {
-    use nix::{
-        mount::{mount, MsFlags},
-        sched::{unshare, CloneFlags},
-    };
-    unshare(CloneFlags::CLONE_NEWNS).expect("race: unshare");
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .expect("race: private /");
+    use nix::mount::{mount, MsFlags};
+    crate::support::enter_private_mount_namespace();
     let mnt = Path::new(dir);
     mount(
         Some("tmpfs"),

@@ -23,10 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nix::{
-    mount::{mount, MsFlags},
-    sched::{unshare, CloneFlags},
-};
+use nix::mount::{mount, MsFlags};
 use serde_json::{json, Value};
 
 use super::holder::{self, Helper, HelperReport};
@@ -455,15 +452,7 @@ impl Report {
 /// Fixture mode: isolates the mount namespace, runs the plan in `encoded`, prints the report,
 /// waits for stdin, exits. Must run first thing in `main`, while the process has one thread.
 pub fn run(encoded: &OsStr) -> ! {
-    unshare(CloneFlags::CLONE_NEWNS).expect("fixture: unshare(CLONE_NEWNS)");
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .expect("fixture: make / recursively private");
+    super::enter_private_mount_namespace();
 
     let plan = Plan::decode(encoded.to_str().expect("plan is ASCII"));
     // Dropped last, also when a step panics: helpers stop, loop devices and swap are undone.

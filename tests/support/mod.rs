@@ -33,3 +33,21 @@ pub fn output_of_fresh_copy(cmd: &mut std::process::Command) -> std::process::Ou
     }
     panic!("the copied binary stayed busy (ETXTBSY)")
 }
+
+/// Moves this (single-threaded) process into a mount namespace of its own whose `/` is
+/// recursively private: every mount it makes vanishes with it, whatever happens.
+pub fn enter_private_mount_namespace() {
+    use nix::{
+        mount::{mount, MsFlags},
+        sched::{unshare, CloneFlags},
+    };
+    unshare(CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS)");
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .expect("make / recursively private");
+}
