@@ -12,6 +12,7 @@ mod container;
 mod demo;
 mod doctor;
 mod holders;
+mod record;
 mod scans;
 mod support;
 mod transient;
@@ -52,6 +53,7 @@ fn main() {
         .chain(transient::TESTS.iter())
         .chain(container::TESTS.iter())
         .chain(demo::TESTS.iter())
+        .chain(record::TESTS.iter())
         .chain(who::TESTS.iter())
         .map(|&(name, test)| {
             Trial::test(name, move || {

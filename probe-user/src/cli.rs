@@ -47,6 +47,13 @@ pub enum Command {
     /// docs/json-schema.md): one `umount` object per attempt and periodic `stats` objects
     /// with the counts of lost events. Stops on Ctrl-C or SIGTERM.
     Watch(WatchArgs),
+    /// Record every unmount attempt to a file, headless, for a node that fails now and then.
+    ///
+    /// JSON Lines (schema v1): a `header` line first in every file (version, host, kernel,
+    /// probe mode, start), then every event and periodic `stats` lines. Mode 0600, flushed
+    /// line by line (a crash loses at most the line being written), rotated by size.
+    /// SIGINT/SIGTERM finish the current line and exit 0.
+    Record(RecordArgs),
     /// Who holds this mount right now, in every mount and PID namespace (a better `fuser -vm`).
     ///
     /// Finds open files, working directories, roots, executables, memory mappings,
@@ -86,10 +93,18 @@ pub struct WatchArgs {
     /// Print JSON Lines (schema v1) instead of human-readable lines.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+}
+
+/// What every event stream (`watch`, `record`) can be told.
+#[derive(Args, Debug, Clone)]
+pub struct StreamArgs {
     /// Show only unmounts that failed.
     #[arg(long)]
     pub only_failed: bool,
-    /// Show only unmounts whose absolute target is PREFIX or below it.
+    /// Show only unmounts whose absolute target is PREFIX or below it (and track only mounts
+    /// under it; a new mount is then tracked once the mount tables show it, within a second).
     #[arg(long, value_name = "PREFIX")]
     pub path: Option<PathBuf>,
     /// Seconds between `stats` lines (counts of events and drops); 0 prints one only at exit.
@@ -107,6 +122,39 @@ pub struct WatchArgs {
     /// open time, and a file opened after the failing call cannot be told apart).
     #[arg(long)]
     pub no_open_times: bool,
+}
+
+impl Default for StreamArgs {
+    fn default() -> Self {
+        Self {
+            only_failed: false,
+            path: None,
+            stats_interval: 10,
+            ring_buffer_size: 4 << 20,
+            no_holders: false,
+            no_open_times: false,
+        }
+    }
+}
+
+/// Options of `busyprobe record`.
+#[derive(Args, Debug, Clone)]
+pub struct RecordArgs {
+    /// The recording (JSON Lines, mode 0600). An existing one is rotated away first.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Start a new file when the current one reaches SIZE (`100M`, `512K`, `1G`): FILE.1 is
+    /// the newest old one.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub rotate: Option<u64>,
+    /// Old files to keep when rotating (FILE.1 .. FILE.N).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub keep: usize,
+    /// Stop after this long (`30m`, `2h`, `90s`).
+    #[arg(long, value_name = "D")]
+    pub duration: Option<humantime::Duration>,
+    #[command(flatten)]
+    pub stream: StreamArgs,
 }
 
 /// Options of `busyprobe who`.
@@ -138,6 +186,25 @@ pub enum ScanChoice {
 /// Options of `busyprobe doctor` (none yet).
 #[derive(Args, Debug, Clone)]
 pub struct DoctorArgs {}
+
+/// `100M`, `512K`, `1G`, `4096` (binary units, an optional `i`/`B`) → bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_end_matches(['B', 'b']).trim_end_matches('i');
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 100M"))?;
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return Err(format!("{s:?}: unknown unit (use K, M or G)")),
+    };
+    n.checked_mul(1 << shift)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("{s:?} is not a usable size"))
+}
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {
     let size: u32 = s.parse().map_err(|e| format!("{e}"))?;
@@ -171,6 +238,43 @@ mod tests {
     }
 
     #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("100M"), Ok(100 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("2mb"), Ok(2 << 20));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("10T").is_err());
+        assert!(parse_size("M").is_err());
+    }
+
+    #[test]
+    fn record_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "busyprobe",
+            "record",
+            "-o",
+            "/var/log/b.jsonl",
+            "--rotate",
+            "100M",
+            "--keep",
+            "3",
+            "--duration",
+            "30m",
+            "--only-failed",
+        ])
+        .unwrap();
+        let Some(Command::Record(r)) = cli.command else {
+            panic!("not record")
+        };
+        assert_eq!(r.rotate, Some(100 << 20));
+        assert_eq!(r.keep, 3);
+        assert_eq!(*r.duration.unwrap(), std::time::Duration::from_secs(1800));
+        assert!(r.stream.only_failed);
+    }
+
+    #[test]
     fn watch_flags_parse() {
         let cli = Cli::try_parse_from([
             "busyprobe",
@@ -184,8 +288,11 @@ mod tests {
         let Some(Command::Watch(w)) = cli.command else {
             panic!("not watch")
         };
-        assert!(w.json && w.only_failed);
-        assert_eq!(w.path.as_deref(), Some(std::path::Path::new("/var/lib")));
-        assert_eq!(w.ring_buffer_size, 4 << 20);
+        assert!(w.json && w.stream.only_failed);
+        assert_eq!(
+            w.stream.path.as_deref(),
+            Some(std::path::Path::new("/var/lib"))
+        );
+        assert_eq!(w.stream.ring_buffer_size, 4 << 20);
     }
 }

@@ -2,6 +2,7 @@
 
 mod demo;
 mod doctor;
+mod record;
 mod watch;
 mod who;
 
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, WatchArgs};
+use crate::cli::{Cli, Command, StreamArgs, WatchArgs};
 
 /// Runs the chosen subcommand; no subcommand runs `watch` with its defaults.
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -22,12 +23,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::DemoHelper { role, file }) => demo::helper(&role, &file),
         None => watch::run(WatchArgs {
             json: false,
-            only_failed: false,
-            path: None,
-            stats_interval: 10,
-            ring_buffer_size: 4 << 20,
-            no_holders: false,
-            no_open_times: false,
+            stream: StreamArgs::default(),
         }),
+        Some(Command::Record(args)) => record::run(&args),
     }
 }

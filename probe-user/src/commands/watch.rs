@@ -21,7 +21,7 @@ use crate::{
         live::{Finished, Live, TrackedMounts},
         transient::RecentReleases,
     },
-    cli::WatchArgs,
+    cli::{StreamArgs, WatchArgs},
     clock::BootClock,
     decode::{decode, KernelEvent},
     event::UmountAttempt,
@@ -34,11 +34,16 @@ use crate::{
 
 /// Runs `watch` on a single-threaded runtime.
 pub fn run(args: WatchArgs) -> Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    block_on(watch(args))
+}
+
+/// Runs a future on a single-threaded runtime (blocking work goes to its blocking pool).
+pub fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(watch(args))
+        .context("starting the async runtime")?
+        .block_on(future)
 }
 
 /// Decoded, enriched, filtered events on their way to a sink, with the counts and the
@@ -166,10 +171,24 @@ impl Jobs {
     }
 }
 
-async fn watch(args: WatchArgs) -> Result<ExitCode> {
+/// Where a stream's lines go and when it ends.
+pub struct Output {
+    /// The sink.
+    pub sink: Box<dyn Sink>,
+    /// Stop after this long (`record --duration`).
+    pub stop_after: Option<Duration>,
+    /// Whether the sink is stdout (then a reader going away ends the stream quietly).
+    pub is_stdout: bool,
+    /// Which command runs (for messages).
+    pub command: &'static str,
+}
+
+/// Loads the probes and streams every unmount attempt into `out` until a signal, the
+/// duration, or the output's end.
+pub async fn stream(args: &StreamArgs, mut out: Output) -> Result<ExitCode> {
     let track_releases = !args.no_holders;
     let mut probes = Probes::load(
-        "watch",
+        out.command,
         &LoadOptions {
             ring_buffer_size: args.ring_buffer_size,
             track_releases,
@@ -184,52 +203,45 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
     let drops = probes.take_drop_counters()?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-
-    let stdout = io::stdout().lock();
-    let mut sink: Box<dyn Sink> = if args.json {
-        Box::new(JsonLines::new(stdout))
-    } else {
-        Box::new(TextLines::new(stdout))
-    };
+    let prefix = args
+        .path
+        .as_ref()
+        .map(|p| p.as_os_str().as_bytes().to_vec());
     let mut pipeline = Pipeline {
         clock: BootClock::now(),
         proc: ProcFs::default(),
         filter: AttemptFilter {
             only_failed: args.only_failed,
-            path_prefix: args
-                .path
-                .as_ref()
-                .map(|p| p.as_os_str().as_bytes().to_vec()),
+            path_prefix: prefix.clone(),
         },
         stats: Stats::default(),
         next_id: 0,
         releases: RecentReleases::default(),
     };
     let mut ticker = stats_ticker(args.stats_interval);
-    let live = if track_releases {
-        let prefix = args
-            .path
-            .as_ref()
-            .map(|p| p.as_os_str().as_bytes().to_vec());
+    let live = track_releases.then(|| {
         let tracked = probes
             .take_tracked_mounts()
             .map(|map| TrackedMounts::new(map, prefix));
         if let Err(e) = &tracked {
             tracing::warn!("release tracking is off: {e:#}");
         }
-        let open_times = probes.take_open_times().ok();
-        Some(Live::start(tracked.ok(), open_times))
-    } else {
-        None
-    };
+        Live::start(tracked.ok(), probes.take_open_times().ok())
+    });
     let mut jobs = Jobs {
         live,
         running: JoinSet::new(),
     };
-    let mut stdout_closed = std::pin::pin!(stdout_closed());
-    tracing::info!(
-        "probes attached ({MODE_TRACEPOINT} mode); watching every unmount on this host. Ctrl-C to stop."
-    );
+    let mut stdout_closed = std::pin::pin!(stdout_closed(out.is_stdout));
+    let deadline = out.stop_after.map(|d| tokio::time::Instant::now() + d);
+    let mut stop = std::pin::pin!(async move {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    });
+    let sink = out.sink.as_mut();
+    tracing::info!("probes attached ({MODE_TRACEPOINT} mode); watching every unmount on this host. Ctrl-C to stop.");
 
     let outcome: io::Result<()> = async {
         loop {
@@ -238,15 +250,16 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
                     let mut guard = guard?;
                     let attempts = pipeline.drain(guard.get_inner_mut());
                     guard.clear_ready();
-                    jobs.dispatch(attempts, sink.as_mut())?;
+                    jobs.dispatch(attempts, sink)?;
                 }
                 Some(done) = jobs.running.join_next(), if !jobs.running.is_empty() => {
-                    jobs.finished(done, &mut pipeline, ring.get_mut(), sink.as_mut())?;
+                    jobs.finished(done, &mut pipeline, ring.get_mut(), sink)?;
                 }
                 _ = ticker.tick(), if args.stats_interval > 0 => {
-                    pipeline.report_stats(&drops, sink.as_mut(), false)?;
+                    pipeline.report_stats(&drops, sink, false)?;
                 }
                 () = stdout_closed.as_mut() => return Err(io::ErrorKind::BrokenPipe.into()),
+                () = stop.as_mut() => return Ok(()),
                 _ = sigterm.recv() => return Ok(()),
                 _ = sigint.recv() => return Ok(()),
             }
@@ -255,24 +268,46 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
     .await;
     let outcome = match outcome {
         Ok(()) => jobs
-            .finish(&mut pipeline, ring.get_mut(), sink.as_mut())
+            .finish(&mut pipeline, ring.get_mut(), sink)
             .await
-            .and_then(|()| pipeline.report_stats(&drops, sink.as_mut(), true)),
+            .and_then(|()| pipeline.report_stats(&drops, sink, true)),
         Err(e) => Err(e),
     };
     drop(probes);
     match outcome {
         Ok(()) => Ok(ExitCode::SUCCESS),
         // The reader went away (`busyprobe watch | head -1`): that is how pipes end.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) if out.is_stdout && e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e).context("writing output"),
     }
+}
+
+async fn watch(args: WatchArgs) -> Result<ExitCode> {
+    let stdout = io::stdout().lock();
+    let sink: Box<dyn Sink> = if args.json {
+        Box::new(JsonLines::new(stdout))
+    } else {
+        Box::new(TextLines::new(stdout))
+    };
+    stream(
+        &args.stream,
+        Output {
+            sink,
+            stop_after: None,
+            is_stdout: true,
+            command: "watch",
+        },
+    )
+    .await
 }
 
 /// Resolves when stdout is a pipe or socket whose reader went away (`busyprobe watch | head
 /// -1` after `head` exits), so an idle watch ends then rather than at its next write. Never
 /// resolves for outputs that cannot be polled (regular files).
-async fn stdout_closed() {
+async fn stdout_closed(is_stdout: bool) {
+    if !is_stdout {
+        return std::future::pending().await;
+    }
     // SAFETY: the process's stdout stays open for the program's whole life.
     let registered = unsafe { AsyncFd::register_with_interest(io::stdout(), Interest::ERROR) };
     match registered {

@@ -1,6 +1,7 @@
 //! Where unmount attempts and stats go: human-readable lines or JSON Lines.
 
 pub mod json;
+pub mod record;
 pub mod text;
 
 use std::{io, time::SystemTime};

@@ -31,6 +31,12 @@ use crate::{
     stats::Stats,
 };
 
+/// The `header` line that starts every recording file (without its newline).
+pub fn header_line(host: &str, kernel: &str, probe_mode: &str, started: SystemTime) -> String {
+    serde_json::to_string(&wire::HeaderLine::new(host, kernel, probe_mode, started))
+        .expect("serialising plain data cannot fail")
+}
+
 /// The `who` object for `busyprobe who --json` (one line).
 pub fn who_line(path: &[u8], attribution: &crate::attribution::Attribution) -> String {
     serde_json::to_string(&wire::WhoLine::new(path, attribution))

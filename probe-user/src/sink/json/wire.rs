@@ -253,6 +253,34 @@ impl HolderWire {
     }
 }
 
+/// `{"type":"header"}`: the first line of every recording file.
+#[derive(Serialize)]
+pub struct HeaderLine<'a> {
+    v: u32,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    busyprobe: &'static str,
+    host: &'a str,
+    kernel: &'a str,
+    probe_mode: &'a str,
+    started: String,
+}
+
+impl<'a> HeaderLine<'a> {
+    /// The header for a recording started at `started`.
+    pub fn new(host: &'a str, kernel: &'a str, probe_mode: &'a str, started: SystemTime) -> Self {
+        Self {
+            v: SCHEMA_VERSION,
+            kind: "header",
+            busyprobe: env!("CARGO_PKG_VERSION"),
+            host,
+            kernel,
+            probe_mode,
+            started: rfc3339(started),
+        }
+    }
+}
+
 /// `{"type":"warning"}`.
 #[derive(Serialize)]
 pub struct WarningLine {

@@ -1,0 +1,45 @@
+//! `busyprobe record -o FILE`: the event stream of `watch --json`, into a rotating recording.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use super::watch::{block_on, stream, Output};
+use crate::{
+    cli::RecordArgs,
+    kernel,
+    loader::MODE_TRACEPOINT,
+    sink::{
+        json::{header_line, JsonLines},
+        record::{RecordPlan, RotatingFile},
+    },
+};
+
+/// Records until a signal or `--duration`.
+pub fn run(args: &RecordArgs) -> Result<ExitCode> {
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let header = header_line(
+        &host,
+        &kernel::release(),
+        MODE_TRACEPOINT,
+        std::time::SystemTime::now(),
+    );
+    let plan = RecordPlan {
+        path: args.output.clone(),
+        rotate_at: args.rotate,
+        keep: args.keep,
+        header: header.into_bytes(),
+    };
+    let file = RotatingFile::create(plan)
+        .with_context(|| format!("creating the recording {}", args.output.display()))?;
+    tracing::info!("recording to {}", args.output.display());
+    let out = Output {
+        sink: Box::new(JsonLines::new(file)),
+        stop_after: args.duration.map(Into::into),
+        is_stdout: false,
+        command: "record",
+    };
+    block_on(stream(&args.stream, out))
+}

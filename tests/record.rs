@@ -1,0 +1,150 @@
+//! `busyprobe record`: rotation keeps exactly N old files, every file is mode 0600 and starts
+//! with a `header` line, SIGTERM exits 0 with the last line whole, and `kill -9` loses at
+//! most the line being written.
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    process::{Child, Command, Stdio},
+};
+
+use nix::{
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
+use serde_json::Value;
+
+use crate::support::{fixture::Plan, incident::Fixture};
+
+/// Every trial, by name.
+pub const TESTS: [(&str, fn()); 2] = [
+    (
+        "record_rotates_and_keeps_n_files_of_mode_0600",
+        record_rotates_and_keeps_n_files_of_mode_0600,
+    ),
+    (
+        "record_killed_keeps_every_whole_line",
+        record_killed_keeps_every_whole_line,
+    ),
+];
+
+/// `busyprobe record -o FILE ARGS`, returned once its probes are attached.
+fn start_record(file: &Path, args: &[&str]) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_busyprobe"))
+        .arg("record")
+        .arg("-o")
+        .arg(file)
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start busyprobe record");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains("probes attached") => break,
+            Some(Ok(_)) => {}
+            other => panic!("record did not attach: {other:?}"),
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    child
+}
+
+/// Makes `n` failing unmounts (EINVAL on a plain directory) under `tmp`.
+fn unmount_attempts(tmp: &Path, n: usize) -> u32 {
+    let plain = tmp.join("plain");
+    let plan = (0..n).fold(Plan::new().mkdir(&plain), |p, _| p.umount2(&plain, 0));
+    let fixture = Fixture::run(&plan);
+    assert!(fixture.report.calls.iter().all(|c| c.errno == libc::EINVAL));
+    fixture.pid()
+}
+
+/// Every line of `path` parsed; the last one may be torn when `torn_ok`.
+fn lines_of(path: &Path, torn_ok: bool) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    let tail = lines.pop().unwrap_or_default();
+    assert!(
+        torn_ok || tail.is_empty(),
+        "{} ends with a whole line: {tail:?}",
+        path.display()
+    );
+    lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {l:?}: {e}", path.display()))
+        })
+        .collect()
+}
+
+fn record_rotates_and_keeps_n_files_of_mode_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().canonicalize().unwrap();
+    let file = tmp.join("rec.jsonl");
+    let record = start_record(
+        &file,
+        &[
+            "--rotate",
+            "4K",
+            "--keep",
+            "2",
+            "--only-failed",
+            "--path",
+            tmp.to_str().unwrap(),
+        ],
+    );
+    unmount_attempts(&tmp, 60);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    kill(Pid::from_raw(record.id() as i32), Signal::SIGTERM).unwrap();
+    let status = record.wait_with_output().unwrap().status;
+    assert!(status.success(), "SIGTERM exits 0: {status}");
+    let mut names: Vec<String> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("rec.jsonl"))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["rec.jsonl", "rec.jsonl.1", "rec.jsonl.2"],
+        "the file and exactly 2 old ones"
+    );
+    for name in &names {
+        let path = tmp.join(name);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{name}"
+        );
+        let lines = lines_of(&path, false);
+        assert_eq!(lines[0]["type"], "header", "{name} starts with its header");
+        assert_eq!(lines[0]["v"], 1);
+        assert!(lines.len() > 1, "{name} has events");
+    }
+    let last = lines_of(&file, false).pop().unwrap();
+    assert_eq!(
+        last["type"], "stats",
+        "the last line is the final stats: {last}"
+    );
+    assert_eq!(last["final"], true, "{last}");
+}
+
+fn record_killed_keeps_every_whole_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().canonicalize().unwrap();
+    let file = tmp.join("rec.jsonl");
+    let mut record = start_record(&file, &["--path", tmp.to_str().unwrap()]);
+    let pid = unmount_attempts(&tmp, 20);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    record.kill().unwrap();
+    record.wait().unwrap();
+    let lines = lines_of(&file, true);
+    assert_eq!(lines[0]["type"], "header");
+    let attempts = lines
+        .iter()
+        .filter(|l| l["type"] == "umount" && l["pid"] == pid)
+        .count();
+    assert_eq!(attempts, 20, "every attempt before the kill is in the file");
+}
