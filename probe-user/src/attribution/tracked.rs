@@ -40,7 +40,7 @@ const PSEUDO: [&str; 20] = [
 /// Keeps the kernel map equal to the mounts it should list.
 pub struct TrackedMounts {
     map: BpfHashMap<MapData, u32, u8>,
-    own_mntns: u64,
+    home: Vec<u64>,
     prefix: Option<Vec<u8>>,
     synced: HashSet<u32>,
 }
@@ -48,10 +48,14 @@ pub struct TrackedMounts {
 impl TrackedMounts {
     /// Tracks through `map`; `prefix` narrows to mounts at or below it.
     pub fn new(map: BpfHashMap<MapData, u32, u8>, prefix: Option<Vec<u8>>) -> Self {
-        let own_mntns = crate::attribution::namespaces::mntns_of(std::process::id()).unwrap_or(0);
+        // Ours, and the host's (pid 1): under systemd's ProtectSystem we run in a copy of it.
+        let home = [std::process::id(), 1]
+            .iter()
+            .filter_map(|&p| crate::attribution::namespaces::mntns_of(p))
+            .collect();
         Self {
             map,
-            own_mntns,
+            home,
             prefix,
             synced: HashSet::new(),
         }
@@ -63,24 +67,24 @@ pub fn is_allow_list(prefix: Option<&[u8]>) -> bool {
     prefix.is_some()
 }
 
-/// The mount ids the kernel map must list: with a prefix, the tracked mounts; without, this
-/// namespace's root and pseudo mounts (pseudo filesystems elsewhere are recognised by the
-/// kernel from their superblock, so the deny list never follows other namespaces, whose mount
-/// ids the kernel reuses as soon as they die).
+/// The mount ids the kernel map must list: with a prefix, the tracked mounts; without, the
+/// root and pseudo mounts of the `home` namespaces (ours and the host's; pseudo filesystems
+/// elsewhere are recognised by the kernel from their superblock, so the deny list never
+/// follows other namespaces, whose mount ids the kernel reuses as soon as they die).
 pub fn listed(
     tables: &HashMap<u64, Vec<MountEntry>>,
-    own_mntns: u64,
+    home: &[u64],
     prefix: Option<&[u8]>,
 ) -> HashSet<u32> {
     let tracked = |ns: u64, m: &MountEntry| {
-        let our_root = ns == own_mntns && m.mount_point == b"/";
+        let our_root = home.contains(&ns) && m.mount_point == b"/";
         let pseudo = PSEUDO.contains(&m.fstype.as_str());
         !our_root && !pseudo && prefix.is_none_or(|p| paths::is_under(&m.mount_point, p))
     };
     tables
         .iter()
         .flat_map(|(ns, mounts)| mounts.iter().map(move |m| (*ns, m)))
-        .filter(|(ns, _)| is_allow_list(prefix) || *ns == own_mntns)
+        .filter(|(ns, _)| is_allow_list(prefix) || home.contains(ns))
         .filter(|(ns, m)| tracked(*ns, m) == is_allow_list(prefix))
         .filter_map(|(_, m)| u32::try_from(m.id).ok())
         .collect()
@@ -88,7 +92,7 @@ pub fn listed(
 
 impl OnTables for TrackedMounts {
     fn tables_changed(&mut self, tables: &HashMap<u64, Vec<MountEntry>>) {
-        let want = listed(tables, self.own_mntns, self.prefix.as_deref());
+        let want = listed(tables, &self.home, self.prefix.as_deref());
         for gone in self.synced.difference(&want).copied().collect::<Vec<_>>() {
             let _ = self.map.remove(&gone);
             self.synced.remove(&gone);
@@ -131,13 +135,13 @@ mod tests {
                 ],
             ),
         ]);
-        let denied = listed(&tables, 1, None);
+        let denied = listed(&tables, &[1], None);
         assert_eq!(
             denied,
             HashSet::from([1, 2]),
             "our root and /proc are denied; a container's root is not"
         );
-        let allowed = listed(&tables, 1, Some(b"/var/lib"));
+        let allowed = listed(&tables, &[1], Some(b"/var/lib"));
         assert_eq!(allowed, HashSet::from([3]));
         assert!(is_allow_list(Some(b"/x")) && !is_allow_list(None));
     }
