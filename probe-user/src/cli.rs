@@ -64,6 +64,15 @@ pub enum Command {
     ///
     /// Exit status: 0 when something holds the mount, 1 when nothing does, 2 on error.
     Who(WhoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// For example: `busyprobe completions bash > /etc/bash_completion.d/busyprobe`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `busyprobe man | man -l -`.
+    Man,
     /// The demo's incident (internal).
     #[command(name = "__demo-incident", hide = true)]
     DemoIncident {

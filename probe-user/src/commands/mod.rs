@@ -3,6 +3,7 @@
 mod demo;
 mod doctor;
 mod record;
+mod shell_help;
 mod watch;
 mod who;
 
@@ -19,6 +20,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Doctor(args)) => doctor::run(&args),
         Some(Command::Who(args)) => Ok(who::run(&args)),
         Some(Command::Demo) => demo::run(),
+        Some(Command::Completions { shell }) => shell_help::completions(shell),
+        Some(Command::Man) => shell_help::man(),
         Some(Command::DemoIncident { dir }) => demo::incident(&dir),
         Some(Command::DemoHelper { role, file }) => demo::helper(&role, &file),
         None => watch::run(WatchArgs {
