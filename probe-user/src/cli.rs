@@ -88,6 +88,14 @@ pub enum Command {
         /// The file.
         file: PathBuf,
     },
+    /// A self-contained report of a recording, to paste into a bug report (no root needed).
+    ///
+    /// Host, kernel and probe mode; the counts (attempts, failures by errno, the mounts that
+    /// failed most, the holders seen most); then each incident: consecutive failed attempts on
+    /// one target up to the one that worked, with the mount, the holders and the retry
+    /// timeline. Rotated files (FILE.1 ...) are read oldest first. Streams: any size, constant
+    /// memory. A torn last line or a malformed line is skipped and said on stderr.
+    Report(ReportArgs),
     /// Report what this kernel offers and which mode busyprobe will use.
     ///
     /// Checks the kernel version, BTF, tracefs, privileges, and loads a tiny program of each
@@ -164,6 +172,29 @@ pub struct RecordArgs {
     pub duration: Option<humantime::Duration>,
     #[command(flatten)]
     pub stream: StreamArgs,
+}
+
+/// Options of `busyprobe report`.
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// The recording(s): each with its rotated predecessors.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Only the incident that contains attempt ID (the `id` of an `umount` line).
+    #[arg(long, value_name = "ID")]
+    pub event: Option<u64>,
+    /// `markdown` (default) or `json` (one object with the same content).
+    #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
+    pub format: ReportFormat,
+}
+
+/// `report --format`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    /// GitHub-flavoured Markdown.
+    Markdown,
+    /// One JSON object.
+    Json,
 }
 
 /// Options of `busyprobe who`.

@@ -14,6 +14,7 @@ mod filter;
 mod kernel;
 mod loader;
 mod paths;
+mod recording;
 mod sink;
 mod state;
 mod stats;

@@ -3,6 +3,7 @@
 mod demo;
 mod doctor;
 mod record;
+mod report;
 mod shell_help;
 mod watch;
 mod who;
@@ -29,5 +30,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             stream: StreamArgs::default(),
         }),
         Some(Command::Record(args)) => record::run(&args),
+        Some(Command::Report(args)) => report::run(&args),
     }
 }

@@ -1,0 +1,170 @@
+//! `busyprobe report FILE...`: Markdown or JSON, streamed to stdout.
+
+use std::{
+    io::{self, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{
+    cli::{ReportArgs, ReportFormat},
+    recording::{
+        files_in_order, markdown,
+        report::{self, Incident},
+        LineProblem,
+    },
+};
+
+/// Writes the report to stdout; problems with lines go to stderr.
+pub fn run(args: &ReportArgs) -> Result<ExitCode> {
+    let files = files_in_order(&args.files);
+    let mut out = io::stdout().lock();
+    let written = write_report(&files, args.event, args.format, &mut out, &mut |p| {
+        eprintln!("busyprobe: warning: {p}");
+    })?;
+    if let (Some(id), 0) = (args.event, written) {
+        bail!("no failed attempt with id {id} in the recording");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the report of `files` to `out` (only the incident containing attempt `event`,
+/// when given); tells `warn` of every skipped line; returns how many incidents were written.
+pub fn write_report(
+    files: &[PathBuf],
+    event: Option<u64>,
+    format: ReportFormat,
+    out: &mut dyn Write,
+    warn: &mut dyn FnMut(&LineProblem),
+) -> Result<usize> {
+    let (summary, problems) = report::summarize(files).context("reading the recording")?;
+    problems.iter().for_each(&mut *warn);
+    match format {
+        ReportFormat::Markdown => {
+            out.write_all(markdown::summary(&summary, files.len()).as_bytes())?
+        }
+        ReportFormat::Json => {
+            write!(out, "{{\"v\":1,\"type\":\"report\",\"summary\":")?;
+            serde_json::to_writer(&mut *out, &summary)?;
+            let texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            write!(out, ",\"problems\":")?;
+            serde_json::to_writer(&mut *out, &texts)?;
+            write!(out, ",\"incidents\":[")?;
+        }
+    }
+    let mut written = 0usize;
+    let mut failed: Option<io::Error> = None;
+    report::incidents(files, |inc: Incident| {
+        if failed.is_some() || event.is_some_and(|id| !inc.contains(id)) {
+            return;
+        }
+        written += 1;
+        failed = write_incident(out, format, written, &inc).err();
+    })
+    .context("reading the recording")?;
+    if let Some(e) = failed {
+        return Err(e).context("writing the report");
+    }
+    if format == ReportFormat::Json {
+        writeln!(out, "]}}")?;
+    }
+    Ok(written)
+}
+
+fn write_incident(
+    out: &mut dyn Write,
+    format: ReportFormat,
+    number: usize,
+    inc: &Incident,
+) -> io::Result<()> {
+    match format {
+        ReportFormat::Markdown => out.write_all(markdown::incident(number, inc).as_bytes()),
+        ReportFormat::Json => {
+            if number > 1 {
+                out.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut *out, inc).map_err(io::Error::other)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECORDING: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/recording/testdata/incident.jsonl"
+    );
+    const GOLDEN: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/recording/testdata/incident.md"
+    );
+
+    fn render(event: Option<u64>, format: ReportFormat) -> (String, Vec<String>, usize) {
+        let mut out = Vec::new();
+        let mut problems = Vec::new();
+        let n = write_report(
+            &[PathBuf::from(RECORDING)],
+            event,
+            format,
+            &mut out,
+            &mut |p| problems.push(p.to_string()),
+        )
+        .unwrap();
+        (String::from_utf8(out).unwrap(), problems, n)
+    }
+
+    /// The Markdown of a fixed recording is exactly the golden file (set
+    /// BUSYPROBE_UPDATE_GOLDEN=1 to rewrite it after a deliberate change).
+    #[test]
+    fn markdown_matches_the_golden_file() {
+        let (markdown, problems, incidents) = render(None, ReportFormat::Markdown);
+        if std::env::var_os("BUSYPROBE_UPDATE_GOLDEN").is_some() {
+            std::fs::write(GOLDEN, &markdown).unwrap();
+        }
+        assert_eq!(markdown, std::fs::read_to_string(GOLDEN).unwrap());
+        assert_eq!(incidents, 2);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].ends_with("incident.jsonl:4: not JSON: expected ident at line 1 column 2"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].contains("incident.jsonl:10: torn last line"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn event_selects_its_incident() {
+        let (markdown, _, incidents) = render(Some(4), ReportFormat::Markdown);
+        assert_eq!(incidents, 1);
+        assert!(markdown.contains("## 1. /var/lib/containerd/tmpmounts/containerd-mount123: 3 failed attempt(s), then attempt 5 worked"));
+        assert!(
+            !markdown.contains("not\\_a\\_mount: 1 failed"),
+            "{markdown}"
+        );
+        assert_eq!(render(Some(99), ReportFormat::Markdown).2, 0);
+    }
+
+    #[test]
+    fn json_parses_and_has_the_same_content() {
+        let (json, _, incidents) = render(None, ReportFormat::Json);
+        let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        assert_eq!(v["type"], "report");
+        assert_eq!(v["summary"]["attempts"], 5);
+        assert_eq!(v["summary"]["failures_by_errno"]["EBUSY"], 3);
+        assert_eq!(v["incidents"].as_array().unwrap().len(), incidents);
+        let first = &v["incidents"][0];
+        assert_eq!(first["resolved_by"], 5);
+        assert_eq!(first["holders"][0][0]["comm"], "scanner");
+        assert_eq!(
+            first["holders"][0][1], 2,
+            "the scanner was named by two attempts"
+        );
+        assert_eq!(v["problems"].as_array().unwrap().len(), 2);
+    }
+}
