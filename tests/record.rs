@@ -147,4 +147,22 @@ fn record_killed_keeps_every_whole_line() {
         .filter(|l| l["type"] == "umount" && l["pid"] == pid)
         .count();
     assert_eq!(attempts, 20, "every attempt before the kill is in the file");
+    // The report reads what the kill left, whole lines only.
+    let report = Command::new(env!("CARGO_BIN_EXE_busyprobe"))
+        .arg("report")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let markdown = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        report.status.success(),
+        "{markdown}\n{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    assert!(markdown.starts_with("# busyprobe report\n"), "{markdown}");
+    assert!(
+        markdown.contains("- 20 unmount attempts in 1 file(s)"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("- 20 failed: EINVAL 20"), "{markdown}");
 }
