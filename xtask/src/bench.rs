@@ -10,12 +10,20 @@
 //! * (c) `busyprobe who --scan proc --json` (a /proc walk);
 //! * (d) `fuser -m` and (e) `lsof`, the baselines.
 //!
-//! Every process and mount it makes is removed on the way out, on error and on Ctrl-C too.
+//! `overhead` measures what a running `busyprobe watch` (in each of its modes) and `opensnoop`
+//! cost every other process: syscall loops and a many-small-files workload, timed against no
+//! tracer in shuffled rounds (see [`overhead`]).
+//!
+//! Every process and mount they make is removed on the way out, on error and on Ctrl-C too.
 
 mod interrupt;
 mod lines;
+mod overhead;
 mod report;
+mod scratch;
+mod table;
 mod tools;
+mod tracer;
 mod watch;
 mod workload;
 
@@ -27,6 +35,7 @@ use nix::{
     sched::{unshare, CloneFlags},
 };
 
+pub use overhead::{bench_loop, LoopOptions};
 pub use workload::{holder, HolderOptions};
 
 use report::Measurement;
@@ -58,6 +67,9 @@ pub struct Options {
     /// Measure this busyprobe binary instead of building the release profile.
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
+    /// Options of the `overhead` benchmark.
+    #[command(flatten)]
+    pub overhead: overhead::OverheadOptions,
 }
 
 /// The benchmarks there are.
@@ -66,6 +78,9 @@ pub enum Benchmark {
     /// How fast busyprobe names the holders of a busy mount (watch latency, `who --scan
     /// kernel|proc`) against `fuser -m` and `lsof`, under 1000 processes × 100 open files.
     Attribution,
+    /// What running busyprobe costs everyone else (openat+close, getppid, 20,000 small
+    /// files), in each of its modes and for opensnoop, as ratios to no tracer.
+    Overhead,
 }
 
 /// Runs one benchmark, or lists them when none is named.
@@ -76,6 +91,10 @@ pub fn bench(opts: &Options) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Benchmark::Attribution) => attribution(opts),
+        Some(Benchmark::Overhead) => match prepare("overhead", opts.binary.as_ref())? {
+            Some(binary) => overhead::run(&opts.overhead, &binary),
+            None => Ok(ExitCode::FAILURE),
+        },
     }
 }
 
@@ -97,26 +116,10 @@ fn list_benchmarks() {
 
 /// `cargo xtask bench attribution`.
 fn attribution(opts: &Options) -> Result<ExitCode> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!(
-            "xtask: bench attribution mounts a tmpfs and loads eBPF programs: run it as root"
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-    // Before any thread exists: unshare(CLONE_NEWNS) refuses multi-threaded callers.
-    enter_private_mount_namespace()?;
-    interrupt::install()?;
     let started = Instant::now();
-
-    let binary = match &opts.binary {
-        Some(path) => path.clone(),
-        None => crate::run::build_busyprobe(true)?,
+    let Some(binary) = prepare("attribution", opts.binary.as_ref())? else {
+        return Ok(ExitCode::FAILURE);
     };
-    ensure!(
-        binary.is_file(),
-        "no busyprobe binary at {}",
-        binary.display()
-    );
     let baselines = tools::ensure_baselines_installed();
     warn_if_busy();
 
@@ -137,6 +140,29 @@ fn attribution(opts: &Options) -> Result<ExitCode> {
     );
     report::print(&spec, &expected, &measurements);
     Ok(ExitCode::SUCCESS)
+}
+
+/// What every benchmark does first: checks that it runs as root, enters a private mount
+/// namespace (before any thread exists: `unshare(CLONE_NEWNS)` refuses multi-threaded
+/// callers), takes Ctrl-C over, and builds the release binary unless `binary` names one.
+/// `None` when not root (said on stderr).
+fn prepare(name: &str, binary: Option<&PathBuf>) -> Result<Option<PathBuf>> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("xtask: bench {name} mounts a tmpfs and loads eBPF programs: run it as root");
+        return Ok(None);
+    }
+    enter_private_mount_namespace()?;
+    interrupt::install()?;
+    let binary = match binary {
+        Some(path) => path.clone(),
+        None => crate::run::build_busyprobe(true)?,
+    };
+    ensure!(
+        binary.is_file(),
+        "no busyprobe binary at {}",
+        binary.display()
+    );
+    Ok(Some(binary))
 }
 
 /// Warns when the machine is already busy: other work makes every number noisier.

@@ -35,6 +35,9 @@ enum Task {
     /// Internal: a process of `bench`'s workload that holds open files until killed.
     #[command(name = "__bench-holder", hide = true)]
     BenchHolder(bench::HolderOptions),
+    /// Internal: one timed loop of `bench overhead`'s workloads; prints its elapsed time.
+    #[command(name = "__bench-loop", hide = true)]
+    BenchLoop(bench::LoopOptions),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Task::Test(opts) => test::test(&opts),
         Task::Bench(opts) => bench::bench(&opts),
         Task::BenchHolder(opts) => bench::holder(&opts),
+        Task::BenchLoop(opts) => bench::bench_loop(&opts),
     };
     match result {
         Ok(code) => code,

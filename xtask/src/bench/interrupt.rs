@@ -2,11 +2,14 @@
 //! what it made.
 //!
 //! The signals are blocked in every thread and taken by one thread with `sigwait`; the work
-//! checks [`check`] between steps and unwinds with an error. Child processes start with an
-//! empty signal mask (the standard library resets it), so a Ctrl-C at the terminal still
-//! reaches the commands in the foreground process group.
+//! checks [`check`] between steps and unwinds with an error. A child inherits the mask across
+//! `exec` (the standard library does not reset it): commands that must see SIGTERM or a
+//! Ctrl-C at the terminal are started through [`unblock_in_child`].
 
 use std::{
+    io,
+    os::unix::process::CommandExt,
+    process::Command,
     sync::atomic::{AtomicBool, Ordering},
     thread,
 };
@@ -36,6 +39,20 @@ pub fn install() -> Result<()> {
         })
         .context("starting the signal thread")?;
     Ok(())
+}
+
+/// Makes `command`'s process start with no signal blocked, so that it stops on SIGTERM (a
+/// tracer's clean exit prints its final counters) and on a Ctrl-C at the terminal.
+pub fn unblock_in_child(command: &mut Command) -> &mut Command {
+    // SAFETY: the closure runs between fork and exec; it only calls pthread_sigmask, which is
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            SigSet::all()
+                .thread_unblock()
+                .map_err(|errno| io::Error::from_raw_os_error(errno as i32))
+        })
+    }
 }
 
 /// An error once the benchmark has been interrupted.

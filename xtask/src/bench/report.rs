@@ -2,11 +2,13 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fs,
     time::Duration,
 };
 
-use super::workload::WorkloadSpec;
+use super::{
+    table::{machine, print_report, verdict},
+    workload::WorkloadSpec,
+};
 
 /// Goal (a): the longest acceptable median from EBUSY to the line with holders.
 const WATCH_GOAL: Duration = Duration::from_millis(50);
@@ -82,27 +84,17 @@ pub fn print(spec: &WorkloadSpec, expected: &BTreeMap<u32, String>, measurements
     );
     let goals = goals(measurements);
 
-    println!("\n{}\n", headline(spec, expected.len()));
-    print!("{}", plain_table(&rows));
-    for m in measurements {
-        if let Ok(Samples {
-            scanned: Some(scanned),
-            ..
-        }) = &m.result
-        {
-            println!("  ({}) scanned {scanned}", m.key);
-        }
-    }
-    println!("\ngoals (informational):");
-    for goal in &goals {
-        println!("  {goal}");
-    }
-    println!("\nMarkdown:\n\n{}\n", headline(spec, expected.len()));
-    print!("{}", markdown_table(&rows));
-    println!();
-    for goal in &goals {
-        println!("- {goal}");
-    }
+    let notes: Vec<String> = measurements
+        .iter()
+        .filter_map(|m| match &m.result {
+            Ok(Samples {
+                scanned: Some(scanned),
+                ..
+            }) => Some(format!("({}) scanned {scanned}", m.key)),
+            _ => None,
+        })
+        .collect();
+    print_report(&headline(spec, expected.len()), &rows, &notes, &goals);
 }
 
 /// The columns.
@@ -118,14 +110,12 @@ const HEADER: [&str; 7] = [
 
 /// What was measured, and on what.
 fn headline(spec: &WorkloadSpec, holders: usize) -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!(
         "busyprobe attribution benchmark: {} extra processes × {} open files, {holders} of them \
-         holding the tmpfs; {cpus} CPUs, Linux {}",
+         holding the tmpfs; {}",
         spec.processes,
         spec.fds,
-        kernel.trim()
+        machine()
     )
 }
 
@@ -241,14 +231,6 @@ fn goals(measurements: &[Measurement]) -> Vec<String> {
     vec![watch_goal, scan_goal]
 }
 
-fn verdict(pass: bool) -> &'static str {
-    if pass {
-        "PASS"
-    } else {
-        "MISS"
-    }
-}
-
 /// How many times faster `this` is than `baseline`.
 fn speedup(baseline: Duration, this: Duration) -> String {
     let ratio = baseline.as_secs_f64() / this.as_secs_f64().max(1e-9);
@@ -262,37 +244,6 @@ fn speedup(baseline: Duration, this: Duration) -> String {
 /// Milliseconds with one decimal.
 fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
-}
-
-/// Columns padded to their widest cell.
-fn plain_table(rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..HEADER.len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    rows.iter()
-        .map(|r| {
-            let cells: Vec<String> = r
-                .iter()
-                .zip(&widths)
-                .map(|(cell, &w)| format!("{cell:<w$}"))
-                .collect();
-            format!("{}\n", cells.join("  ").trim_end())
-        })
-        .collect()
-}
-
-/// A GitHub Markdown table; the first row is the header.
-fn markdown_table(rows: &[Vec<String>]) -> String {
-    let line = |cells: &[String]| {
-        let cells: Vec<String> = cells.iter().map(|c| c.replace('|', "\\|")).collect();
-        format!("| {} |\n", cells.join(" | "))
-    };
-    let mut out = line(&rows[0]);
-    out += &line(&vec!["---".to_string(); HEADER.len()]);
-    for r in &rows[1..] {
-        out += &line(r);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -335,20 +286,5 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(speedup(ms(400), ms(100)), "4.0x faster");
         assert_eq!(speedup(ms(100), ms(400)), "4.0x slower");
-    }
-
-    #[test]
-    fn markdown_escapes_pipes() {
-        let mut rows = vec![HEADER.map(String::from).to_vec()];
-        rows.push(vec![
-            "(b)".into(),
-            "a|b".into(),
-            "1".into(),
-            "1".into(),
-            "1/1".into(),
-            "".into(),
-            "".into(),
-        ]);
-        assert!(markdown_table(&rows).contains("| (b) | a\\|b | 1 |"));
     }
 }

@@ -27,13 +27,18 @@ pub struct Baselines {
 
 /// Finds `fuser` and `lsof`, installing them with apt-get when one is missing.
 pub fn ensure_baselines_installed() -> Baselines {
-    if BASELINES
-        .iter()
-        .any(|(tool, _)| find_in_path(tool).is_none())
-    {
-        let packages: Vec<&str> = BASELINES.iter().map(|(_, package)| *package).collect();
+    let [fuser, lsof] = find_or_install(&BASELINES);
+    Baselines { fuser, lsof }
+}
+
+/// Finds each `(tool, Debian package)` in `$PATH`; when one is missing, installs all their
+/// packages with one `apt-get install -y` and looks again. A tool still missing gets the
+/// reason it is skipped, which is also printed.
+pub fn find_or_install<const N: usize>(wanted: &[(&str, &str); N]) -> [Result<PathBuf, String>; N] {
+    if wanted.iter().any(|(tool, _)| find_in_path(tool).is_none()) {
+        let packages: Vec<&str> = wanted.iter().map(|(_, package)| *package).collect();
         println!(
-            "xtask: bench: installing the baselines: apt-get install -y {}",
+            "xtask: bench: installing what is missing: apt-get install -y {}",
             packages.join(" ")
         );
         match Command::new("apt-get")
@@ -47,18 +52,14 @@ pub fn ensure_baselines_installed() -> Baselines {
             Err(e) => println!("xtask: bench: could not run apt-get: {e}"),
         }
     }
-    let locate = |tool: &str, package: &str| {
+    wanted.map(|(tool, package)| {
         find_in_path(tool).ok_or_else(|| {
             let reason =
                 format!("skipped: no `{tool}`, and apt-get install {package} did not provide it");
             println!("xtask: bench: {reason}");
             reason
         })
-    };
-    Baselines {
-        fuser: locate("fuser", "psmisc"),
-        lsof: locate("lsof", "lsof"),
-    }
+    })
 }
 
 /// The first executable named `name` in `$PATH`.

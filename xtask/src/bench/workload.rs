@@ -20,7 +20,6 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 use nix::{
-    mount::{mount, umount2, MntFlags, MsFlags},
     sys::{
         prctl,
         resource::{getrlimit, setrlimit, Resource},
@@ -29,7 +28,10 @@ use nix::{
     unistd::{getppid, Pid},
 };
 
-use super::lines::Lines;
+use super::{
+    lines::Lines,
+    scratch::{TempDir, Tmpfs},
+};
 
 /// Files under the temporary directory (on the root filesystem) that fill the fd tables.
 const FILLER_FILES: usize = 20;
@@ -71,7 +73,7 @@ impl Workload {
         }
         let mount = dir.path.join("mnt");
         fs::create_dir(&mount)?;
-        let tmpfs = Tmpfs::mount(&mount)?;
+        let tmpfs = Tmpfs::mount(&mount, "size=4m")?;
         for k in 0..spec.holders {
             fs::write(mount.join(format!("held-{k}")), b"held\n")?;
         }
@@ -247,58 +249,6 @@ impl Drop for ProcessGroup {
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
-        }
-    }
-}
-
-/// A tmpfs mounted for the benchmark; detached when dropped.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(path: &Path) -> Result<Self> {
-        mount(
-            Some("busyprobe-bench"),
-            path,
-            Some("tmpfs"),
-            MsFlags::empty(),
-            Some("size=4m"),
-        )
-        .with_context(|| format!("mounting a tmpfs at {}", path.display()))?;
-        Ok(Self { path: path.into() })
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        if let Err(e) = umount2(&self.path, MntFlags::MNT_DETACH) {
-            eprintln!("xtask: bench: unmounting {}: {e}", self.path.display());
-        }
-    }
-}
-
-/// A directory under the system's temporary directory; removed with its contents when dropped.
-struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn create() -> Result<Self> {
-        let path = env::temp_dir().join(format!("busyprobe-bench.{}", process::id()));
-        if path.exists() {
-            fs::remove_dir_all(&path)
-                .with_context(|| format!("removing the stale {}", path.display()))?;
-        }
-        fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(Self { path })
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Err(e) = fs::remove_dir_all(&self.path) {
-            eprintln!("xtask: bench: removing {}: {e}", self.path.display());
         }
     }
 }

@@ -1,0 +1,209 @@
+//! The workloads whose slowdown is measured: each runs in a fresh child process, this xtask
+//! binary re-run as the hidden `__bench-loop` task, which times itself and prints
+//! `ELAPSED_NS OPS` on stdout.
+
+use std::{
+    env,
+    ffi::CString,
+    fs,
+    hint::black_box,
+    io::{self, Write},
+    os::unix::{ffi::OsStrExt, process as unix_process},
+    path::{Path, PathBuf},
+    process::{self, Command, ExitCode, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use nix::{
+    libc,
+    sys::{prctl, signal::Signal},
+};
+
+use crate::bench::interrupt;
+
+/// Files per directory in the many-small-files workload.
+const FILES_PER_DIR: u64 = 200;
+/// Size of each small file.
+const SMALL_FILE: usize = 512;
+/// How the loop opens its file.
+const OPEN_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_CLOEXEC;
+/// Untimed iterations of a loop before the timed ones (caches, page faults).
+const WARM_UP: u64 = 1000;
+
+/// One workload.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// `openat` + `close` of one file, in a loop.
+    OpenClose,
+    /// `getppid`, in a loop.
+    Getppid,
+    /// Creates `count` small files in a new directory, reads each back; timed as a whole.
+    Files,
+}
+
+impl Workload {
+    /// Its name on the command line.
+    fn arg(self) -> &'static str {
+        match self {
+            Self::OpenClose => "open-close",
+            Self::Getppid => "getppid",
+            Self::Files => "files",
+        }
+    }
+}
+
+/// Options of the hidden `cargo xtask __bench-loop` task (run by `bench overhead` only).
+#[derive(clap::Args)]
+pub struct LoopOptions {
+    /// The benchmark's pid: the loop does not outlive it.
+    #[arg(long)]
+    parent: i32,
+    /// What to run.
+    #[arg(long, value_enum)]
+    workload: Workload,
+    /// The file to open, or the directory to create for the small files.
+    #[arg(long)]
+    path: Option<PathBuf>,
+    /// Iterations, or files.
+    #[arg(long)]
+    count: u64,
+}
+
+/// The hidden loop task: runs the workload once and prints `ELAPSED_NS OPS`.
+pub fn bench_loop(opts: &LoopOptions) -> Result<ExitCode> {
+    prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
+    if unix_process::parent_id() as i32 != opts.parent {
+        return Ok(ExitCode::FAILURE); // The benchmark is already gone.
+    }
+    let path = || opts.path.as_deref().context("--path is needed");
+    let elapsed = match opts.workload {
+        Workload::OpenClose => open_close(path()?, opts.count)?,
+        Workload::Getppid => getppid(opts.count),
+        Workload::Files => small_files(path()?, opts.count)?,
+    };
+    let mut out = io::stdout().lock();
+    writeln!(out, "{} {}", elapsed.as_nanos(), opts.count)?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `count` times `openat(AT_FDCWD, path, O_RDONLY|O_CLOEXEC)` then `close`, straight into libc:
+/// the xtask binary is built without optimizations, and only the system calls should count.
+fn open_close(path: &Path, count: u64) -> Result<Duration> {
+    let path = CString::new(path.as_os_str().as_bytes())?;
+    let once = || {
+        // SAFETY: `path` is a valid NUL-terminated string; the fd is closed at once.
+        let fd = unsafe { libc::openat(libc::AT_FDCWD, path.as_ptr(), OPEN_FLAGS) };
+        ensure!(fd >= 0, "opening {path:?}: {}", io::Error::last_os_error());
+        // SAFETY: `fd` was just opened and nothing else uses it.
+        unsafe { libc::close(fd) };
+        Ok(())
+    };
+    for _ in 0..WARM_UP {
+        once()?;
+    }
+    let started = Instant::now();
+    for _ in 0..count {
+        once()?;
+    }
+    Ok(started.elapsed())
+}
+
+/// `count` times `getppid` (a real system call every time: glibc does not cache it).
+fn getppid(count: u64) -> Duration {
+    // SAFETY: getppid has no preconditions.
+    let once = || black_box(unsafe { libc::getppid() });
+    for _ in 0..WARM_UP {
+        once();
+    }
+    let started = Instant::now();
+    for _ in 0..count {
+        once();
+    }
+    started.elapsed()
+}
+
+/// Creates `dir`, then `count` files of [`SMALL_FILE`] bytes in subdirectories of
+/// [`FILES_PER_DIR`], then reads each back and checks its size; times all of that, then removes
+/// `dir` untimed.
+fn small_files(dir: &Path, count: u64) -> Result<Duration> {
+    let content = vec![b'x'; SMALL_FILE];
+    let file = |i: u64| {
+        dir.join(format!("d{}", i / FILES_PER_DIR))
+            .join(format!("f{i}"))
+    };
+    let started = Instant::now();
+    fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for i in 0..count {
+        if i % FILES_PER_DIR == 0 {
+            fs::create_dir(dir.join(format!("d{}", i / FILES_PER_DIR)))?;
+        }
+        fs::write(file(i), &content).with_context(|| format!("writing file {i}"))?;
+    }
+    for i in 0..count {
+        let read = fs::read(file(i)).with_context(|| format!("reading file {i}"))?;
+        ensure!(
+            read.len() == SMALL_FILE,
+            "file {i} has {} bytes",
+            read.len()
+        );
+    }
+    let elapsed = started.elapsed();
+    fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    Ok(elapsed)
+}
+
+/// Runs `workload` once in a child process; returns its elapsed time and operation count.
+pub fn run_child(workload: Workload, path: Option<&Path>, count: u64) -> Result<(Duration, u64)> {
+    let exe = env::current_exe().context("finding the xtask binary")?;
+    let mut command = Command::new(&exe);
+    interrupt::unblock_in_child(&mut command)
+        .args(["__bench-loop", "--parent", &process::id().to_string()])
+        .args(["--count", &count.to_string(), "--workload", workload.arg()]);
+    if let Some(path) = path {
+        command.arg("--path").arg(path);
+    }
+    let output = command
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {} __bench-loop", exe.display()))?;
+    if !output.status.success() {
+        bail!("__bench-loop {workload:?} failed ({})", output.status);
+    }
+    parse_output(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// `ELAPSED_NS OPS` → the elapsed time and the count.
+fn parse_output(stdout: &str) -> Result<(Duration, u64)> {
+    let mut words = stdout.split_whitespace().map(str::parse::<u64>);
+    match (words.next(), words.next()) {
+        (Some(Ok(ns)), Some(Ok(ops))) if ops > 0 => Ok((Duration::from_nanos(ns), ops)),
+        _ => bail!("unexpected __bench-loop output {stdout:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_names_are_what_clap_accepts() {
+        use clap::ValueEnum;
+        for w in Workload::value_variants() {
+            assert_eq!(w.to_possible_value().unwrap().get_name(), w.arg());
+        }
+    }
+
+    #[test]
+    fn loop_output_parses_and_garbage_does_not() {
+        assert_eq!(
+            parse_output("1500 3\n").unwrap(),
+            (Duration::from_nanos(1500), 3)
+        );
+        assert!(parse_output("1500\n").is_err());
+        assert!(parse_output("x 3\n").is_err());
+        assert!(parse_output("1500 0\n").is_err());
+    }
+}
