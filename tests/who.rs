@@ -6,7 +6,11 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 /// Every trial, by name.
-pub const TESTS: [(&str, fn()); 2] = [
+pub const TESTS: [(&str, fn()); 3] = [
+    (
+        "who_counts_and_names_processes_it_cannot_inspect",
+        who_counts_and_names_processes_it_cannot_inspect,
+    ),
     (
         "who_inside_a_mount_names_that_mount_and_exits_by_holders",
         who_inside_a_mount_names_that_mount_and_exits_by_holders,
@@ -85,4 +89,45 @@ fn who_on_a_missing_path_exits_2() {
         "{stderr}"
     );
     assert!(stderr.contains("No such file or directory"), "{stderr}");
+}
+
+/// As an unprivileged user most processes cannot be inspected (EACCES on /proc/PID/fd): they
+/// are counted and named, and the scan goes on to an answer.
+fn who_counts_and_names_processes_it_cannot_inspect() {
+    use std::os::unix::{fs::PermissionsExt, process::CommandExt};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.path().join("busyprobe");
+    std::fs::copy(env!("CARGO_BIN_EXE_busyprobe"), &copy).unwrap();
+    let out = crate::support::output_of_fresh_copy(
+        Command::new(&copy)
+            .args(["who", "--scan", "proc", "--json", "/tmp"])
+            .uid(65534)
+            .gid(65534),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "an answer, not an error: {stderr}"
+    );
+    assert!(stderr.contains("not running as root"), "{stderr}");
+    let who: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    let blocked = who["uninspectable"].as_array().expect("uninspectable");
+    let init = blocked
+        .iter()
+        .find(|u| u["pid"] == 1)
+        .unwrap_or_else(|| panic!("pid 1 is named: {who}"));
+    assert!(
+        init["comm"].as_str().is_some_and(|c| !c.is_empty()),
+        "{init}"
+    );
+    assert_eq!(
+        init["error"], "reading /proc/1/fd: Permission denied (os error 13)",
+        "{init}"
+    );
+    assert!(
+        who["processes_scanned"].as_u64().unwrap() > blocked.len() as u64 / 2,
+        "{who}"
+    );
 }
