@@ -8,7 +8,8 @@ use core::ffi::c_void;
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes, generated::bpf_loop,
+        bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes,
+        generated::{bpf_get_current_task_btf, bpf_loop},
     },
     macros::{map, tracepoint},
     maps::{Array, HashMap, LruHashMap},
@@ -47,9 +48,7 @@ pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
 }
 
 fn record_open(fd: u32) -> Option<()> {
-    // SAFETY: helper without preconditions; the pointer is only read through probe reads.
-    let task = unsafe { bpf_get_current_task() };
-    let (vfsmount, mnt_id) = file_of_fd(task, fd).and_then(file_mount)?;
+    let (vfsmount, mnt_id) = current_file_of_fd(fd).and_then(file_mount)?;
     if !tracked(vfsmount, mnt_id) {
         return None;
     }
@@ -287,6 +286,36 @@ fn report_file(now: u64, fd: u32, file: u64, how: u32) -> Option<()> {
     }
     entry.submit(0);
     Some(())
+}
+
+/// The current task's `files->fdt->fd[fd]`, reading the BTF-typed task pointer directly
+/// (cheaper than `bpf_probe_read_kernel` for each step); only the array element needs the
+/// helper (the verifier refuses a variable offset into it).
+fn current_file_of_fd(fd: u32) -> Option<u64> {
+    let (files_off, fdt_off, max_off, fd_off) = (
+        offsets::get(&OFF_TASK_FILES)?,
+        offsets::get(&OFF_FILES_FDT)?,
+        offsets::get(&OFF_FDT_MAX_FDS)?,
+        offsets::get(&OFF_FDT_FD)?,
+    );
+    // SAFETY: the task pointer is trusted by the verifier; each load is checked against BTF.
+    unsafe {
+        let task = bpf_get_current_task_btf() as *const u8;
+        let files = *(task.add(files_off as usize) as *const *const u8);
+        if files.is_null() {
+            return None;
+        }
+        let fdt = *(files.add(fdt_off as usize) as *const *const u8);
+        if fdt.is_null() {
+            return None;
+        }
+        let max_fds = *(fdt.add(max_off as usize) as *const u32);
+        if fd >= max_fds {
+            return None;
+        }
+        let array = *(fdt.add(fd_off as usize) as *const *const u8) as u64;
+        read_ptr(array, u64::from(fd) * 8)
+    }
 }
 
 /// `task->files->fdt->fd[fd]`, when `fd` is open.
