@@ -1,12 +1,21 @@
 //! fds no traced open made are still attributed, to the process that holds them: one opened
-//! before busyprobe started (its open time unknown), and one received over a Unix socket.
+//! before busyprobe started (its open time unknown), one received over a Unix socket, one
+//! made by `dup2`.
 
 use std::{ffi::OsStr, path::Path, time::Duration};
 
-use crate::support::{fixture::Plan, incident::Fixture, watcher::Watcher};
+use crate::support::{
+    fixture::{Plan, DUP_FD},
+    incident::Fixture,
+    watcher::Watcher,
+};
 
 /// Every trial, by name.
-pub const TESTS: [(&str, fn()); 2] = [
+pub const TESTS: [(&str, fn()); 3] = [
+    (
+        "fd_made_by_dup_is_attributed_under_its_number",
+        fd_made_by_dup_is_attributed_under_its_number,
+    ),
     (
         "fd_opened_before_busyprobe_started_is_attributed",
         fd_opened_before_busyprobe_started_is_attributed,
@@ -74,4 +83,20 @@ fn fd_received_over_a_unix_socket_is_attributed_to_the_receiver() {
     // The file description is the one the fixture opened (traced), whatever fd number it
     // came back under, so its open time may be known.
     assert_fd_holder(&watcher, &fixture, &passed);
+}
+
+fn fd_made_by_dup_is_attributed_under_its_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().canonicalize().unwrap();
+    let mnt = tmp.join("mnt");
+    let file = mnt.join("duplicated");
+    let watcher = Watcher::start(&[OsStr::new("--only-failed")]);
+    let fixture = Fixture::run(&Plan::new().tmpfs(&mnt).hold_dup(&file).umount2(&mnt, 0));
+    let h = assert_fd_holder(&watcher, &fixture, &file);
+    assert_eq!(h["fd"], DUP_FD, "{h}");
+    assert_eq!(
+        h["opened_ns_before"],
+        serde_json::Value::Null,
+        "no open returned fd {DUP_FD}: {h}"
+    );
 }

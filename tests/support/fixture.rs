@@ -28,6 +28,9 @@ use serde_json::{json, Value};
 
 use super::holder::{self, Helper, HelperReport};
 
+/// The fd number [`Plan::hold_dup`] keeps its file under.
+pub const DUP_FD: i32 = 100;
+
 /// Environment variable that turns the test binary into a fixture; its value is an encoded
 /// [`Plan`].
 pub const ENV: &str = "BUSYPROBE_FIXTURE";
@@ -47,6 +50,9 @@ enum Step {
     /// Create `path`, send its fd over a Unix socket pair, close it, receive it back (under a
     /// new number) and keep that: an fd no open call made.
     Received(Vec<u8>),
+    /// Create `path`, `dup2` its fd to [`DUP_FD`], close the original: the file is held only
+    /// under a number no open call returned.
+    Dup(Vec<u8>),
     /// Close every file kept open by [`Step::Open`].
     CloseAll,
     /// `chdir(path)`.
@@ -108,6 +114,12 @@ impl Plan {
     /// Creates the file `path` and keeps it open.
     pub fn hold(mut self, path: impl AsRef<Path>) -> Self {
         self.steps.push(Step::Open(bytes(path)));
+        self
+    }
+
+    /// Creates the file `path` and keeps it only as fd [`DUP_FD`] (a `dup2` of the original).
+    pub fn hold_dup(mut self, path: impl AsRef<Path>) -> Self {
+        self.steps.push(Step::Dup(bytes(path)));
         self
     }
 
@@ -230,6 +242,7 @@ impl Plan {
             Step::Open(p) => format!("open:{}", hex(p)),
             Step::InFlight(p) => format!("inflight:{}", hex(p)),
             Step::Received(p) => format!("received:{}", hex(p)),
+            Step::Dup(p) => format!("dup:{}", hex(p)),
             Step::CloseAll => "close".to_owned(),
             Step::Chdir(p) => format!("chdir:{}", hex(p)),
             Step::Umount2 { target, flags } => format!("umount2:{}:{flags}", hex(target)),
@@ -267,6 +280,7 @@ impl Plan {
                 "open" => Step::Open(path()),
                 "inflight" => Step::InFlight(path()),
                 "received" => Step::Received(path()),
+                "dup" => Step::Dup(path()),
                 "close" => Step::CloseAll,
                 "chdir" => Step::Chdir(path()),
                 "umount2" => Step::Umount2 {
@@ -608,6 +622,7 @@ fn run_step(step: Step, held: &mut Held, report: &mut Report) {
         ),
         Step::InFlight(p) => held.files.extend(send_in_flight(&path(&p))),
         Step::Received(p) => held.files.push(receive_back(&path(&p))),
+        Step::Dup(p) => held.files.push(dup_away(&path(&p))),
         Step::CloseAll => held.files.clear(),
         Step::Chdir(p) => std::env::set_current_dir(path(&p))
             .unwrap_or_else(|e| panic!("fixture: chdir {:?}: {e}", path(&p))),
@@ -760,4 +775,20 @@ fn receive_back(file: &Path) -> File {
     drop((a, b));
     // SAFETY: the fd was just received and is owned by nothing else.
     unsafe { File::from_raw_fd(fd) }
+}
+
+/// Creates `file`, `dup2`s its fd to [`DUP_FD`] and closes the original.
+fn dup_away(file: &Path) -> File {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let opened = File::create(file).unwrap_or_else(|e| panic!("fixture: create {file:?}: {e}"));
+    // SAFETY: DUP_FD is not in use in the fixture (it keeps few files); the new fd is owned here.
+    unsafe {
+        assert_eq!(
+            libc::dup2(opened.as_raw_fd(), DUP_FD),
+            DUP_FD,
+            "fixture: dup2"
+        );
+        drop(opened);
+        File::from_raw_fd(DUP_FD)
+    }
 }
