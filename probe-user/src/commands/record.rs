@@ -12,6 +12,7 @@ use crate::{
     sink::{
         json::{header_line, JsonLines},
         record::{RecordPlan, RotatingFile},
+        status::WithStatus,
     },
 };
 
@@ -36,7 +37,10 @@ pub fn run(args: &RecordArgs) -> Result<ExitCode> {
         .with_context(|| format!("creating the recording {}", args.output.display()))?;
     tracing::info!("recording to {}", args.output.display());
     let out = Output {
-        sink: Box::new(JsonLines::new(file)),
+        sink: Box::new(WithStatus::new(
+            JsonLines::new(file),
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )),
         stop_after: args.duration.map(Into::into),
         is_stdout: false,
         command: "record",

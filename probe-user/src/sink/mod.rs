@@ -2,6 +2,7 @@
 
 pub mod json;
 pub mod record;
+pub mod status;
 pub mod text;
 
 use std::{io, time::SystemTime};
