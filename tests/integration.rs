@@ -15,6 +15,7 @@ mod holders;
 mod record;
 mod scans;
 mod support;
+mod top;
 mod transient;
 mod watch;
 mod who;
@@ -55,6 +56,7 @@ fn main() {
         .chain(demo::TESTS.iter())
         .chain(record::TESTS.iter())
         .chain(who::TESTS.iter())
+        .chain(top::TESTS.iter())
         .map(|&(name, test)| {
             Trial::test(name, move || {
                 test();

@@ -47,6 +47,15 @@ pub enum Command {
     /// docs/json-schema.md): one `umount` object per attempt and periodic `stats` objects
     /// with the counts of lost events. Stops on Ctrl-C or SIGTERM.
     Watch(WatchArgs),
+    /// A live full-screen view of every unmount attempt and who held each failed one (needs
+    /// root and a terminal).
+    ///
+    /// Newest first; failures in red. Enter opens the details (the mount, each holder, and how
+    /// long before or after the failure a transient holder had the file open); `/` filters by
+    /// command or path, `f` shows failures only, `p` pauses, `?` lists the keys, `q` quits.
+    /// The status bar counts events lost, if any. `--replay FILE` shows a recording instead
+    /// (no root needed).
+    Top(TopArgs),
     /// Record every unmount attempt to a file, headless, for a node that fails now and then.
     ///
     /// JSON Lines (schema v1): a `header` line first in every file (version, host, kernel,
@@ -110,6 +119,19 @@ pub struct WatchArgs {
     /// Print JSON Lines (schema v1) instead of human-readable lines.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+}
+
+/// Options of `busyprobe top`.
+#[derive(Args, Debug, Clone)]
+pub struct TopArgs {
+    /// Show these recordings (with their rotated predecessors) instead of the live stream.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub replay: Vec<PathBuf>,
+    /// Most events kept on screen (the oldest go first).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub keep: usize,
     #[command(flatten)]
     pub stream: StreamArgs,
 }

@@ -5,6 +5,7 @@ mod doctor;
 mod record;
 mod report;
 mod shell_help;
+mod top;
 mod watch;
 mod who;
 
@@ -18,6 +19,7 @@ use crate::cli::{Cli, Command, StreamArgs, WatchArgs};
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Some(Command::Watch(args)) => watch::run(args),
+        Some(Command::Top(args)) => top::run(&args),
         Some(Command::Doctor(args)) => doctor::run(&args),
         Some(Command::Who(args)) => Ok(who::run(&args)),
         Some(Command::Demo) => demo::run(),

@@ -42,6 +42,7 @@ pub fn run(args: &RecordArgs) -> Result<ExitCode> {
             std::io::IsTerminal::is_terminal(&std::io::stderr()),
         )),
         stop_after: args.duration.map(Into::into),
+        stop_on: None,
         is_stdout: false,
         command: "record",
     };

@@ -177,6 +177,8 @@ pub struct Output {
     pub sink: Box<dyn Sink>,
     /// Stop after this long (`record --duration`).
     pub stop_after: Option<Duration>,
+    /// Stop when this is sent (or its sender dropped): the TUI's `q`.
+    pub stop_on: Option<tokio::sync::oneshot::Receiver<()>>,
     /// Whether the sink is stdout (then a reader going away ends the stream quietly).
     pub is_stdout: bool,
     /// Which command runs (for messages).
@@ -234,10 +236,22 @@ pub async fn stream(args: &StreamArgs, mut out: Output) -> Result<ExitCode> {
     };
     let mut stdout_closed = std::pin::pin!(stdout_closed(out.is_stdout));
     let deadline = out.stop_after.map(|d| tokio::time::Instant::now() + d);
+    let stop_on = out.stop_on.take();
     let mut stop = std::pin::pin!(async move {
+        let asked = async {
+            match stop_on {
+                Some(asked) => {
+                    let _ = asked.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         match deadline {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
+            Some(at) => tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = asked => {}
+            },
+            None => asked.await,
         }
     });
     let sink = out.sink.as_mut();
@@ -294,6 +308,7 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
         Output {
             sink,
             stop_after: None,
+            stop_on: None,
             is_stdout: true,
             command: "watch",
         },

@@ -4,6 +4,7 @@ pub mod json;
 pub mod record;
 pub mod status;
 pub mod text;
+pub mod tui;
 
 use std::{io, time::SystemTime};
 

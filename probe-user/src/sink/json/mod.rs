@@ -58,6 +58,11 @@ impl<W: io::Write> JsonLines<W> {
         Self { out }
     }
 
+    /// The output written so far (the TUI's feed drains its buffer after every line).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     fn line(&mut self, value: &impl serde::Serialize) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, value)?;
         self.out.write_all(b"\n")?;

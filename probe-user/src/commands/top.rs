@@ -1,0 +1,112 @@
+//! `busyprobe top`: the terminal UI, fed live by the probes or by a recording.
+
+use std::{
+    fs::File,
+    io::{self, Read, Seek, Write},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    process::ExitCode,
+    sync::mpsc,
+    thread,
+};
+
+use anyhow::{Context, Result};
+
+use super::watch::{self, Output};
+use crate::{
+    cli::TopArgs,
+    recording::{files_in_order, for_each_line},
+    sink::tui::{self, app::App, feed::Feed, term::TerminalGuard},
+};
+
+/// Runs the live view, or the replay of `--replay` files.
+pub fn run(args: &TopArgs) -> Result<ExitCode> {
+    if args.replay.is_empty() {
+        live(args)
+    } else {
+        replay(args)
+    }
+}
+
+fn replay(args: &TopArgs) -> Result<ExitCode> {
+    let files = files_in_order(&args.replay);
+    let names: Vec<String> = args
+        .replay
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut app = App::new(args.keep, format!("replay of {}", names.join(", ")));
+    let problems =
+        for_each_line(&files, |line| app.push(line.clone())).context("reading the recording")?;
+    tui::show(TerminalGuard::new("top")?, app, None)?;
+    for problem in &problems {
+        eprintln!("busyprobe: {problem}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn live(args: &TopArgs) -> Result<ExitCode> {
+    let guard = TerminalGuard::new("top")?;
+    let app = App::new(args.keep, "live".into());
+    let (to_screen, lines) = mpsc::channel();
+    // Messages (warnings, the probes' logs) would scribble over the screen: they are kept
+    // and printed once the terminal is back.
+    let messages = CapturedStderr::start()?;
+    let (quit, stop_on) = tokio::sync::oneshot::channel();
+    let screen = thread::spawn(move || {
+        let shown = tui::show(guard, app, Some(lines));
+        // The screen is closed (the terminal restored): the stream ends too. If it is
+        // already over, nobody is listening: harmless.
+        let _ = quit.send(());
+        shown
+    });
+    let streamed = watch::block_on(watch::stream(
+        &args.stream,
+        Output {
+            sink: Box::new(Feed::new(to_screen)),
+            stop_after: None,
+            stop_on: Some(stop_on),
+            // The screen going away ends the stream quietly, as a closed pipe does `watch`.
+            is_stdout: true,
+            command: "top",
+        },
+    ));
+    let shown = screen
+        .join()
+        .map_err(|_| anyhow::anyhow!("the screen thread panicked"))?;
+    messages.replay()?;
+    shown?;
+    streamed
+}
+
+/// Stderr sent to a temporary file while the screen is up, then printed.
+struct CapturedStderr {
+    saved: OwnedFd,
+    file: File,
+}
+
+impl CapturedStderr {
+    fn start() -> Result<Self> {
+        let file = tempfile::tempfile().context("creating a file for messages")?;
+        // SAFETY: dup and dup2 on valid descriptors; the duplicate is owned from here on.
+        let saved = unsafe {
+            let fd = libc::dup(libc::STDERR_FILENO);
+            if fd < 0 || libc::dup2(file.as_raw_fd(), libc::STDERR_FILENO) < 0 {
+                return Err(io::Error::last_os_error()).context("redirecting stderr");
+            }
+            OwnedFd::from_raw_fd(fd)
+        };
+        Ok(Self { saved, file })
+    }
+
+    fn replay(mut self) -> Result<()> {
+        // SAFETY: dup2 of a descriptor we own onto stderr.
+        if unsafe { libc::dup2(self.saved.as_raw_fd(), libc::STDERR_FILENO) } < 0 {
+            return Err(io::Error::last_os_error()).context("restoring stderr");
+        }
+        let mut text = Vec::new();
+        self.file.rewind()?;
+        self.file.read_to_end(&mut text)?;
+        io::stderr().write_all(&text)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,279 @@
+//! The TUI's state and the verbs a user has over it. No terminal here: every verb is tested
+//! on its own.
+
+use std::collections::VecDeque;
+
+use serde_json::Value;
+
+use crate::stats::Stats;
+
+/// Which overlay or input mode is active.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The event list.
+    List,
+    /// Typing a filter after `/`.
+    Filter,
+    /// The help screen.
+    Help,
+}
+
+/// Everything the screen shows.
+pub struct App {
+    /// Events, newest first (JSON Lines objects, as recorded).
+    events: VecDeque<Value>,
+    /// Most events kept.
+    capacity: usize,
+    /// Index into the visible events.
+    pub selected: usize,
+    /// Whether the detail pane is open.
+    pub detail: bool,
+    /// Show only failures.
+    pub only_failures: bool,
+    /// Text that comm or target must contain.
+    pub filter: String,
+    /// Whether new events are held back.
+    pub paused: bool,
+    /// Events held back while paused.
+    held: Vec<Value>,
+    /// The input mode.
+    pub mode: Mode,
+    /// Counters for the status bar.
+    pub stats: Stats,
+    /// Where the events come from (`live, tracepoint mode`, `replay of FILE`).
+    pub source: String,
+    /// Set when the user asked to quit.
+    pub quit: bool,
+}
+
+impl App {
+    /// An empty screen keeping at most `capacity` events.
+    pub fn new(capacity: usize, source: String) -> Self {
+        Self {
+            events: VecDeque::new(),
+            capacity: capacity.max(1),
+            selected: 0,
+            detail: false,
+            only_failures: false,
+            filter: String::new(),
+            paused: false,
+            held: Vec::new(),
+            mode: Mode::List,
+            stats: Stats::default(),
+            source,
+            quit: false,
+        }
+    }
+
+    /// Takes one line of the stream: `umount` lines are listed, `stats` update the bar.
+    pub fn push(&mut self, line: Value) {
+        match line["type"].as_str() {
+            Some("umount") if self.paused => self.held.push(line),
+            Some("umount") => self.list(line),
+            Some("stats") => self.take_stats(&line),
+            _ => {}
+        }
+    }
+
+    fn list(&mut self, line: Value) {
+        self.events.push_front(line);
+        self.events.truncate(self.capacity);
+        if self.selected > 0 {
+            // Keep the selection on the same event as new ones arrive on top.
+            self.selected = (self.selected + 1).min(self.visible().len().saturating_sub(1));
+        }
+    }
+
+    fn take_stats(&mut self, line: &Value) {
+        self.stats.events = line["events"].as_u64().unwrap_or(0);
+        self.stats.decode_errors = line["decode_errors"].as_u64().unwrap_or(0);
+        for (slot, cause) in self
+            .stats
+            .drops
+            .iter_mut()
+            .zip(probe_common::DropCause::ALL)
+        {
+            *slot = line["drops"][cause.as_str()].as_u64().unwrap_or(0);
+        }
+    }
+
+    /// The events shown, newest first.
+    pub fn visible(&self) -> Vec<&Value> {
+        let needle = self.filter.to_lowercase();
+        self.events
+            .iter()
+            .filter(|e| !self.only_failures || e["errno"].is_string())
+            .filter(|e| {
+                needle.is_empty()
+                    || [&e["comm"], &e["target"]].iter().any(|f| {
+                        f.as_str()
+                            .is_some_and(|s| s.to_lowercase().contains(&needle))
+                    })
+            })
+            .collect()
+    }
+
+    /// The selected event.
+    pub fn current(&self) -> Option<&Value> {
+        self.visible().get(self.selected).copied()
+    }
+
+    /// Counts for the status bar: (events listed, failures among them).
+    pub fn counts(&self) -> (usize, usize) {
+        (
+            self.events.len(),
+            self.events
+                .iter()
+                .filter(|e| e["errno"].is_string())
+                .count(),
+        )
+    }
+
+    /// Down one event.
+    pub fn next(&mut self) {
+        let last = self.visible().len().saturating_sub(1);
+        self.selected = (self.selected + 1).min(last);
+    }
+
+    /// Up one event.
+    pub fn previous(&mut self) {
+        self.selected = self.selected.saturating_sub(1);
+    }
+
+    /// Open or close the detail pane.
+    pub fn toggle_detail(&mut self) {
+        self.detail = !self.detail;
+    }
+
+    /// Show only failures, or everything.
+    pub fn toggle_failures(&mut self) {
+        self.only_failures = !self.only_failures;
+        self.selected = 0;
+    }
+
+    /// Hold back new events, or release them.
+    pub fn toggle_pause(&mut self) {
+        self.paused = !self.paused;
+        if !self.paused {
+            for line in std::mem::take(&mut self.held) {
+                self.list(line);
+            }
+        }
+    }
+
+    /// Start typing a filter.
+    pub fn start_filter(&mut self) {
+        self.mode = Mode::Filter;
+        self.filter.clear();
+    }
+
+    /// One character of the filter.
+    pub fn type_filter(&mut self, c: char) {
+        self.filter.push(c);
+        self.selected = 0;
+    }
+
+    /// Remove the last character of the filter.
+    pub fn erase_filter(&mut self) {
+        self.filter.pop();
+    }
+
+    /// Stop typing (the filter stays).
+    pub fn end_filter(&mut self) {
+        self.mode = Mode::List;
+    }
+
+    /// Open or close the help.
+    pub fn toggle_help(&mut self) {
+        self.mode = if self.mode == Mode::Help {
+            Mode::List
+        } else {
+            Mode::Help
+        };
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// An `umount` line for tests.
+    pub(crate) fn attempt(id: u64, comm: &str, target: &str, errno: Option<&str>) -> Value {
+        json!({"v":1,"type":"umount","id":id,"ts":"2026-11-23T10:01:02.123456789Z","pid":100 + id,"comm":comm,
+               "target":target,"errno":errno,"ret":if errno.is_some() { -16 } else { 0 },"duration_ns":5120,
+               "mntns":4026531840u64,"flag_names":[]})
+    }
+
+    #[test]
+    fn newest_first_bounded_and_filterable() {
+        let mut app = App::new(3, "test".into());
+        for i in 1..=4 {
+            app.push(attempt(
+                i,
+                if i % 2 == 0 { "containerd" } else { "umount" },
+                "/mnt/x",
+                (i % 2 == 0).then_some("EBUSY"),
+            ));
+        }
+        let ids: Vec<u64> = app
+            .visible()
+            .iter()
+            .map(|e| e["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ids, [4, 3, 2], "newest first, at most 3");
+        app.toggle_failures();
+        assert_eq!(app.visible().len(), 2);
+        app.toggle_failures();
+        app.start_filter();
+        "CONTAINERD".chars().for_each(|c| app.type_filter(c));
+        app.end_filter();
+        assert_eq!(app.visible().len(), 2, "case-insensitive filter on comm");
+        assert_eq!(app.mode, Mode::List);
+        assert_eq!(app.counts(), (3, 2));
+    }
+
+    #[test]
+    fn selection_moves_and_follows_its_event() {
+        let mut app = App::new(10, "test".into());
+        (1..=3).for_each(|i| app.push(attempt(i, "umount", "/m", None)));
+        app.next();
+        app.next();
+        app.next();
+        assert_eq!(app.selected, 2, "stops at the last");
+        app.previous();
+        assert_eq!(app.current().unwrap()["id"], 2);
+        app.push(attempt(4, "umount", "/m", None));
+        assert_eq!(app.current().unwrap()["id"], 2, "still the same event");
+    }
+
+    #[test]
+    fn pause_holds_events_back() {
+        let mut app = App::new(10, "test".into());
+        app.toggle_pause();
+        app.push(attempt(1, "umount", "/m", None));
+        assert!(app.visible().is_empty());
+        app.toggle_pause();
+        assert_eq!(app.visible().len(), 1);
+    }
+
+    #[test]
+    fn stats_lines_fill_the_counters() {
+        let mut app = App::new(10, "test".into());
+        app.push(
+            json!({"v":1,"type":"stats","events":7,"drops":{"ringbuf_full":2},"decode_errors":1}),
+        );
+        assert_eq!(
+            (
+                app.stats.events,
+                app.stats.drops[0],
+                app.stats.decode_errors
+            ),
+            (7, 2, 1)
+        );
+        app.toggle_help();
+        assert_eq!(app.mode, Mode::Help);
+        app.toggle_help();
+        assert_eq!(app.mode, Mode::List);
+    }
+}

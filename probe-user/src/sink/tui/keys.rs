@@ -1,0 +1,101 @@
+//! What each key does: a pure mapping from a key press to a verb on the [`App`].
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use super::app::{App, Mode};
+
+/// Applies one key press to the app.
+pub fn handle(app: &mut App, key: KeyEvent) {
+    if key.kind == KeyEventKind::Release {
+        return;
+    }
+    if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+        app.quit = true;
+        return;
+    }
+    match app.mode {
+        Mode::Filter => filter_key(app, key.code),
+        Mode::Help => app.toggle_help(),
+        Mode::List => list_key(app, key.code),
+    }
+}
+
+fn filter_key(app: &mut App, code: KeyCode) {
+    match code {
+        KeyCode::Enter => app.end_filter(),
+        KeyCode::Esc => {
+            app.filter.clear();
+            app.end_filter();
+        }
+        KeyCode::Backspace => app.erase_filter(),
+        KeyCode::Char(c) => app.type_filter(c),
+        _ => {}
+    }
+}
+
+fn list_key(app: &mut App, code: KeyCode) {
+    match code {
+        KeyCode::Char('q') | KeyCode::Esc => app.quit = true,
+        KeyCode::Char('j') | KeyCode::Down => app.next(),
+        KeyCode::Char('k') | KeyCode::Up => app.previous(),
+        KeyCode::Enter => app.toggle_detail(),
+        KeyCode::Char('/') => app.start_filter(),
+        KeyCode::Char('f') => app.toggle_failures(),
+        KeyCode::Char('p') => app.toggle_pause(),
+        KeyCode::Char('?') => app.toggle_help(),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::tui::app::tests::attempt;
+
+    fn press(app: &mut App, code: KeyCode) {
+        handle(app, KeyEvent::new(code, KeyModifiers::NONE));
+    }
+
+    #[test]
+    fn keys_drive_the_verbs() {
+        let mut app = App::new(10, "test".into());
+        (1..=3).for_each(|i| app.push(attempt(i, "umount", "/m", (i == 1).then_some("EBUSY"))));
+        press(&mut app, KeyCode::Char('j'));
+        press(&mut app, KeyCode::Down);
+        assert_eq!(app.selected, 2);
+        press(&mut app, KeyCode::Up);
+        assert_eq!(app.selected, 1);
+        press(&mut app, KeyCode::Enter);
+        assert!(app.detail);
+        press(&mut app, KeyCode::Char('f'));
+        assert_eq!(app.visible().len(), 1);
+        press(&mut app, KeyCode::Char('?'));
+        assert_eq!(app.mode, Mode::Help);
+        press(&mut app, KeyCode::Char('q'));
+        assert!(!app.quit, "any key closes the help first");
+        assert_eq!(app.mode, Mode::List);
+        press(&mut app, KeyCode::Char('q'));
+        assert!(app.quit);
+    }
+
+    #[test]
+    fn typing_a_filter_does_not_trigger_list_keys() {
+        let mut app = App::new(10, "test".into());
+        press(&mut app, KeyCode::Char('/'));
+        for c in "qfp".chars() {
+            press(&mut app, KeyCode::Char(c));
+        }
+        press(&mut app, KeyCode::Backspace);
+        assert_eq!(
+            (app.filter.as_str(), app.quit, app.paused, app.only_failures),
+            ("qf", false, false, false)
+        );
+        press(&mut app, KeyCode::Esc);
+        assert_eq!((app.filter.as_str(), app.mode), ("", Mode::List));
+        handle(
+            &mut app,
+            KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL),
+        );
+        assert!(app.quit);
+    }
+}

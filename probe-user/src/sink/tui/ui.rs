@@ -1,0 +1,315 @@
+//! Drawing, and nothing else: pure functions of the [`App`] onto a frame.
+
+use ratatui::{
+    layout::{Constraint, Layout, Rect},
+    style::{Color, Modifier, Style},
+    text::Line,
+    widgets::{Block, Borders, Clear, List, ListItem, ListState, Paragraph, Wrap},
+    Frame,
+};
+use serde_json::Value;
+
+use super::app::{App, Mode};
+use crate::paths::escape_for_terminal;
+
+/// Terminal-safe text of a JSON field (`-` for null).
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => escape_for_terminal(s.as_bytes()),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The whole screen: the list (and the detail pane), the status bar, overlays.
+pub fn draw(frame: &mut Frame, app: &App) {
+    let [body, status] =
+        Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
+    if app.detail {
+        let [list, detail] =
+            Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(body);
+        draw_list(frame, app, list);
+        draw_detail(frame, app, detail);
+    } else {
+        draw_list(frame, app, body);
+    }
+    frame.render_widget(
+        Paragraph::new(status_line(app)).style(Style::new().add_modifier(Modifier::REVERSED)),
+        status,
+    );
+    if app.mode == Mode::Help {
+        draw_help(frame);
+    }
+}
+
+/// One row: time, result, caller, target, holders.
+pub fn row(e: &Value) -> String {
+    let ts = e["ts"].as_str().and_then(|t| t.get(11..23)).unwrap_or("");
+    let result = e["errno"].as_str().unwrap_or("ok");
+    let holders = e["holders"]
+        .as_array()
+        .map_or(String::new(), |h| format!("  {} holder(s)", h.len()));
+    format!(
+        "{ts} {result:<6} {}[{}] {}{holders}",
+        text(&e["comm"]),
+        text(&e["pid"]),
+        text(&e["target"])
+    )
+}
+
+fn draw_list(frame: &mut Frame, app: &App, area: Rect) {
+    let visible = app.visible();
+    let items: Vec<ListItem> = visible
+        .iter()
+        .map(|e| {
+            let style = if e["errno"].is_string() {
+                Style::new().fg(Color::Red)
+            } else {
+                Style::new()
+            };
+            ListItem::new(row(e)).style(style)
+        })
+        .collect();
+    let title = format!(" unmounts ({}) ", visible.len());
+    let list = List::new(items)
+        .block(Block::default().borders(Borders::ALL).title(title))
+        .highlight_style(Style::new().add_modifier(Modifier::REVERSED));
+    let mut state =
+        ListState::default().with_selected((!visible.is_empty()).then_some(app.selected));
+    frame.render_stateful_widget(list, area, &mut state);
+}
+
+/// The detail of one event: the call, the mount, each holder.
+pub fn detail_lines(e: &Value) -> Vec<String> {
+    let mut lines = vec![
+        format!("attempt {} at {}", text(&e["id"]), text(&e["ts"])),
+        format!(
+            "caller {}[{}] uid {} mntns {}",
+            text(&e["comm"]),
+            text(&e["pid"]),
+            text(&e["uid"]),
+            text(&e["mntns"])
+        ),
+        format!(
+            "target {}  result {} ({})",
+            text(&e["target"]),
+            e["errno"].as_str().unwrap_or("ok"),
+            text(&e["ret"])
+        ),
+    ];
+    let m = &e["mount"];
+    if m.is_object() {
+        lines.push(format!(
+            "mount {} {} from {} ({})",
+            text(&m["id"]),
+            text(&m["fstype"]),
+            text(&m["source"]),
+            text(&m["propagation"])
+        ));
+    }
+    for h in e["holders"].as_array().into_iter().flatten() {
+        let mut line = format!(
+            "  {:<10} {}[{}] {}",
+            text(&h["kind"]),
+            text(&h["comm"]),
+            text(&h["pid"]),
+            text(&h["path"])
+        );
+        if let Some(ns) = h["opened_ns_before"].as_u64() {
+            line.push_str(&format!("  opened {:.1} ms before", ns as f64 / 1e6));
+        }
+        if let Some(ns) = h["closed_ns_after"].as_u64() {
+            line.push_str(&format!("  closed {:.1} ms after", ns as f64 / 1e6));
+        }
+        lines.push(line);
+    }
+    lines
+}
+
+fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
+    let lines = app
+        .current()
+        .map(detail_lines)
+        .unwrap_or_else(|| vec!["no event selected".into()]);
+    let body: Vec<Line> = lines.into_iter().map(Line::from).collect();
+    frame.render_widget(
+        Paragraph::new(body)
+            .wrap(Wrap { trim: false })
+            .block(Block::default().borders(Borders::ALL).title(" detail ")),
+        area,
+    );
+}
+
+/// The status bar: source, counts, losses, filters, keys.
+pub fn status_line(app: &App) -> String {
+    let (events, failures) = app.counts();
+    let lost = app.stats.events_lost();
+    let mut s = format!(
+        " {} | {events} events, {failures} failed | lost {lost}",
+        app.source
+    );
+    if app.only_failures {
+        s.push_str(" | failures only");
+    }
+    if !app.filter.is_empty() || app.mode == Mode::Filter {
+        s.push_str(&format!(
+            " | filter: {}",
+            escape_for_terminal(app.filter.as_bytes())
+        ));
+    }
+    if app.paused {
+        s.push_str(" | PAUSED");
+    }
+    s.push_str(" | ? help  q quit");
+    s
+}
+
+/// What the keys do.
+pub const HELP: [&str; 8] = [
+    "j / down     next event",
+    "k / up       previous event",
+    "Enter        open or close the details",
+    "/            filter by command or path (Enter to keep)",
+    "f            failures only, or everything",
+    "p            pause or resume",
+    "?            this help",
+    "q / Esc      quit (Ctrl-C too)",
+];
+
+fn draw_help(frame: &mut Frame) {
+    let area = frame.area();
+    let help = Rect {
+        x: area.width.saturating_sub(50) / 2,
+        y: 2,
+        width: area.width.min(50),
+        height: 10.min(area.height),
+    };
+    frame.render_widget(Clear, help);
+    let lines: Vec<Line> = HELP.iter().map(|l| Line::from(*l)).collect();
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" keys ")),
+        help,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::tui::app::tests::attempt;
+    use ratatui::{backend::TestBackend, Terminal};
+
+    fn screen(app: &App, width: u16, height: u16) -> Vec<String> {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+        terminal.draw(|f| draw(f, app)).unwrap();
+        let buffer = terminal.backend().buffer().clone();
+        (0..height)
+            .map(|y| {
+                (0..width)
+                    .map(|x| buffer[(x, y)].symbol().to_string())
+                    .collect::<String>()
+                    .trim_end()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn main_screen_at_80x24() {
+        let mut app = App::new(100, "live, tracepoint mode".into());
+        app.push(attempt(1, "umount", "/mnt/ok", None));
+        app.push(attempt(
+            2,
+            "containerd",
+            "/var/lib/containerd/tmpmounts/m1",
+            Some("EBUSY"),
+        ));
+        let lines = screen(&app, 80, 24);
+        assert_eq!(lines[0], format!("┌ unmounts (2) {}┐", "─".repeat(64)));
+        assert_eq!(
+            lines[1],
+            "│10:01:02.123 EBUSY  containerd[102] /var/lib/containerd/tmpmounts/m1          │"
+        );
+        assert_eq!(
+            lines[2],
+            "│10:01:02.123 ok     umount[101] /mnt/ok                                       │"
+        );
+        assert_eq!(
+            lines[23],
+            " live, tracepoint mode | 2 events, 1 failed | lost 0 | ? help  q quit"
+        );
+    }
+
+    #[test]
+    fn detail_pane_lists_the_holders() {
+        let mut app = App::new(100, "replay".into());
+        let mut e = attempt(7, "containerd", "/var/lib/m", Some("EBUSY"));
+        e["holders"] = serde_json::json!([{"kind":"transient","comm":"scanner","pid":999,"path":"/var/lib/m/etc/passwd",
+            "opened_ns_before":1800000,"closed_ns_after":400000}]);
+        app.push(e);
+        app.toggle_detail();
+        let lines = screen(&app, 80, 24);
+        assert_eq!(
+            lines[1],
+            "│10:01:02.123 EBUSY  containerd[107] /var/lib/m  1 holder(s)                   │"
+        );
+        let holder = lines
+            .iter()
+            .position(|l| l.contains("transient  scanner[999]"))
+            .expect("the holder's line");
+        assert_eq!(
+            lines[holder],
+            "│  transient  scanner[999] /var/lib/m/etc/passwd  opened 1.8 ms before  closed │"
+        );
+        assert_eq!(
+            lines[holder + 1],
+            format!("│0.4 ms after{}│", " ".repeat(66)),
+            "long lines wrap"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("attempt 7 at 2026-11-23T10:01:02.123456789Z")),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn filter_and_help_show_in_place() {
+        let mut app = App::new(100, "live".into());
+        app.push(attempt(1, "umount", "/a", None));
+        app.start_filter();
+        app.type_filter('x');
+        let lines = screen(&app, 80, 24);
+        assert_eq!(lines[0], format!("┌ unmounts (0) {}┐", "─".repeat(64)));
+        assert!(lines[23].contains("| filter: x |"), "{}", lines[23]);
+        app.end_filter();
+        app.toggle_help();
+        let lines = screen(&app, 80, 24);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("f            failures only, or everything")),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn a_small_terminal_still_draws() {
+        let mut app = App::new(100, "live".into());
+        app.push(attempt(
+            1,
+            "umount",
+            "/a/very/long/path/that/does/not/fit/in/a/small/terminal",
+            None,
+        ));
+        app.toggle_detail();
+        let lines = screen(&app, 20, 5);
+        assert_eq!(lines.len(), 5);
+    }
+
+    #[test]
+    fn control_characters_in_paths_never_reach_the_terminal() {
+        let e = attempt(1, "evil", "/mnt/\u{1b}]0;pwned\u{7}", Some("EBUSY"));
+        assert!(!row(&e).chars().any(|c| c.is_control()), "{}", row(&e));
+    }
+}

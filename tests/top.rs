@@ -1,0 +1,208 @@
+//! `busyprobe top`, driven for real inside tmux: the live screen lists a failed unmount with
+//! the caller's pid and opens the holder's pid and path in the detail pane; `q` quits with
+//! status 0; `--replay` shows a recording and reports its malformed lines once the terminal
+//! is back; without a terminal it refuses clearly.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use crate::support::{fixture::Plan, incident::Fixture};
+
+/// Every trial, by name.
+pub const TESTS: [(&str, fn()); 3] = [
+    (
+        "top_live_names_the_holder_of_a_failed_unmount",
+        top_live_names_the_holder_of_a_failed_unmount,
+    ),
+    ("top_replays_a_recording", top_replays_a_recording),
+    (
+        "top_without_a_terminal_says_so",
+        top_without_a_terminal_says_so,
+    ),
+];
+
+/// A tmux server of its own (its own socket), running one command in a 120x40 window; the
+/// server is killed when dropped, whatever the test did.
+struct Screen {
+    socket: String,
+}
+
+impl Screen {
+    fn start(args: &[&str]) -> Self {
+        let socket = format!("busyprobe-test-{}-{}", std::process::id(), args.len());
+        let screen = Self { socket };
+        let command = format!(
+            "{} {} 2>&1; echo EXIT=$?; sleep 600",
+            env!("CARGO_BIN_EXE_busyprobe"),
+            args.join(" ")
+        );
+        screen.tmux(&["new-session", "-d", "-x", "120", "-y", "40", &command]);
+        screen
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("run tmux (apt-get install tmux)");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn text(&self) -> String {
+        self.tmux(&["capture-pane", "-p"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys"];
+        args.extend_from_slice(keys);
+        self.tmux(&args);
+    }
+
+    /// The screen once it contains `needle`; panics with the screen after 15 s.
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = self.text();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the screen never showed {needle:?}:\n{text}"
+            );
+            sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+fn temp_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("create temp dir");
+    let path = dir.path().canonicalize().expect("canonicalize temp dir");
+    (dir, path)
+}
+
+/// Fails unmounts of a plain directory until the screen shows one: the probes are attached.
+fn wait_until_attached(screen: &Screen, tmp: &Path) {
+    let plain = tmp.join("plain");
+    std::fs::create_dir(&plain).expect("create a plain directory");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let fixture = Fixture::run(&Plan::new().umount2(&plain, 0));
+        if screen
+            .text()
+            .contains(&format!("EINVAL {}[{}]", fixture.comm, fixture.pid()))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "top never showed an attempt:\n{}",
+            screen.text()
+        );
+        sleep(Duration::from_millis(300));
+    }
+}
+
+fn top_live_names_the_holder_of_a_failed_unmount() {
+    let (_dir, tmp) = temp_dir();
+    let screen = Screen::start(&["top"]);
+    wait_until_attached(&screen, &tmp);
+    let mnt = tmp.join("mnt");
+    let held = mnt.join("held");
+    let fixture = Fixture::run(&Plan::new().tmpfs(&mnt).hold(&held).umount2(&mnt, 0));
+    assert_eq!(
+        fixture.report.calls[0].errno,
+        libc::EBUSY,
+        "the fixture's unmount failed"
+    );
+    let (comm, pid) = (&fixture.comm, fixture.pid());
+    screen.wait_for(&format!(
+        "EBUSY  {comm}[{pid}] {}  1 holder(s)",
+        mnt.display()
+    ));
+    // The newest event is selected: open its details.
+    screen.keys(&["Enter"]);
+    let text = screen.wait_for(" detail ");
+    assert!(
+        text.contains(&format!("caller {comm}[{pid}] uid 0")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("target {}  result EBUSY (-16)", mnt.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("fd         {comm}[{pid}] {}", held.display())),
+        "{text}"
+    );
+    assert!(text.contains(" live | "), "the status bar: {text}");
+    screen.keys(&["q"]);
+    let text = screen.wait_for("EXIT=");
+    assert!(text.contains("EXIT=0"), "q ends top with status 0:\n{text}");
+    assert!(
+        !text.contains(" detail "),
+        "the terminal is restored:\n{text}"
+    );
+}
+
+fn top_replays_a_recording() {
+    let recording =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/recording/testdata/incident.jsonl");
+    let screen = Screen::start(&["top", "--replay", recording.to_str().unwrap()]);
+    let text = screen.wait_for(" replay of ");
+    assert!(text.contains("┌ unmounts (5) "), "{text}");
+    assert!(text.contains("10:01:02.200 EBUSY  containerd[1234] /var/lib/containerd/tmpmounts/containerd-mount123  1 holder(s)"), "{text}");
+    assert!(
+        text.contains("10:01:02.120 EINVAL umount[77] /mnt/not_a_mount"),
+        "{text}"
+    );
+    // Failures only, then the oldest failure's details.
+    screen.keys(&["f", "j", "j", "j", "Enter"]);
+    let text = screen.wait_for(" detail ");
+    assert!(
+        text.contains(
+            "transient  scanner[999] /var/lib/containerd/tmpmounts/containerd-mount123/etc/passwd"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("failures only"), "{text}");
+    screen.keys(&["q"]);
+    let text = screen.wait_for("EXIT=");
+    assert!(text.contains("EXIT=0"), "{text}");
+    assert!(
+        text.contains("incident.jsonl:"),
+        "malformed lines are reported after the screen closes:\n{text}"
+    );
+}
+
+fn top_without_a_terminal_says_so() {
+    let out = Command::new(env!("CARGO_BIN_EXE_busyprobe"))
+        .arg("top")
+        .output()
+        .expect("run busyprobe top");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`busyprobe top` is a full-screen view and needs a terminal"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("busyprobe watch"), "{stderr}");
+}
