@@ -1,6 +1,6 @@
 //! `busyprobe top`, driven for real inside tmux: the live screen lists a failed unmount with
 //! the caller's pid and opens the holder's pid and path in the detail pane; `q` quits with
-//! status 0; `--replay` shows a recording and reports its malformed lines once the terminal
+//! status 0; `replay` shows a recording and reports its malformed lines once the terminal
 //! is back; without a terminal it refuses clearly.
 
 use std::{
@@ -123,7 +123,8 @@ fn wait_until_attached(screen: &Screen, tmp: &Path) {
 
 fn top_live_names_the_holder_of_a_failed_unmount() {
     let (_dir, tmp) = temp_dir();
-    let screen = Screen::start(&["top"]);
+    // Plain `busyprobe` on a terminal is `top`.
+    let screen = Screen::start(&[]);
     wait_until_attached(&screen, &tmp);
     let mnt = tmp.join("mnt");
     let held = mnt.join("held");
@@ -153,7 +154,10 @@ fn top_live_names_the_holder_of_a_failed_unmount() {
         text.contains(&format!("fd         {comm}[{pid}] {}", held.display())),
         "{text}"
     );
-    assert!(text.contains(" live | "), "the status bar: {text}");
+    assert!(
+        text.contains(" live, tracepoint mode, holders on | "),
+        "the status bar: {text}"
+    );
     screen.keys(&["q"]);
     let text = screen.wait_for("EXIT=");
     assert!(text.contains("EXIT=0"), "q ends top with status 0:\n{text}");
@@ -166,8 +170,12 @@ fn top_live_names_the_holder_of_a_failed_unmount() {
 fn top_replays_a_recording() {
     let recording =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("src/recording/testdata/incident.jsonl");
-    let screen = Screen::start(&["top", "--replay", recording.to_str().unwrap()]);
+    let screen = Screen::start(&["replay", recording.to_str().unwrap()]);
     let text = screen.wait_for(" replay of ");
+    assert!(
+        text.contains(" replay of incident.jsonl (host node-7, kernel 6.18.44, tracepoint mode) | 5 events, 4 failed | lost 0 |"),
+        "the status bar: {text}"
+    );
     assert!(text.contains("┌ unmounts (5) "), "{text}");
     assert!(text.contains("10:01:02.200 EBUSY  containerd[1234] /var/lib/containerd/tmpmounts/containerd-mount123  1 holder(s)"), "{text}");
     assert!(

@@ -53,9 +53,12 @@ pub enum Command {
     /// Newest first; failures in red. Enter opens the details (the mount, each holder, and how
     /// long before or after the failure a transient holder had the file open); `/` filters by
     /// command or path, `f` shows failures only, `p` pauses, `?` lists the keys, `q` quits.
-    /// The status bar counts events lost, if any. `--replay FILE` shows a recording instead
-    /// (no root needed).
+    /// The status bar counts events lost, by cause. Plain `busyprobe` on a terminal runs this.
     Top(TopArgs),
+    /// The `top` view over a recording (no root, no probes): rotated files oldest first, the
+    /// recording's host, kernel and probe mode in the status bar. Malformed lines are skipped
+    /// and listed once the screen closes.
+    Replay(ReplayArgs),
     /// Record every unmount attempt to a file, headless, for a node that fails now and then.
     ///
     /// JSON Lines (schema v1): a `header` line first in every file (version, host, kernel,
@@ -126,14 +129,25 @@ pub struct WatchArgs {
 /// Options of `busyprobe top`.
 #[derive(Args, Debug, Clone)]
 pub struct TopArgs {
-    /// Show these recordings (with their rotated predecessors) instead of the live stream.
-    #[arg(long, value_name = "FILE", num_args = 1..)]
-    pub replay: Vec<PathBuf>,
-    /// Most events kept on screen (the oldest go first).
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    /// Most events kept on screen (the oldest go first), so memory stays flat.
+    #[arg(long, value_name = "N", default_value_t = KEEP_ON_SCREEN)]
     pub keep: usize,
     #[command(flatten)]
     pub stream: StreamArgs,
+}
+
+/// `top --keep` and `replay --keep` by default.
+pub const KEEP_ON_SCREEN: usize = 10_000;
+
+/// Options of `busyprobe replay`.
+#[derive(Args, Debug, Clone)]
+pub struct ReplayArgs {
+    /// The recording(s): each with its rotated predecessors.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Most events kept on screen (the newest are kept).
+    #[arg(long, value_name = "N", default_value_t = KEEP_ON_SCREEN)]
+    pub keep: usize,
 }
 
 /// What every event stream (`watch`, `record`) can be told.

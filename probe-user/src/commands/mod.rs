@@ -13,13 +13,14 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, StreamArgs, WatchArgs};
+use crate::cli::{Cli, Command, StreamArgs, TopArgs, WatchArgs, KEEP_ON_SCREEN};
 
 /// Runs the chosen subcommand; no subcommand runs `watch` with its defaults.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Some(Command::Watch(args)) => watch::run(args),
-        Some(Command::Top(args)) => top::run(&args),
+        Some(Command::Top(args)) => top::live(&args),
+        Some(Command::Replay(args)) => top::replay(&args),
         Some(Command::Doctor(args)) => doctor::run(&args),
         Some(Command::Who(args)) => Ok(who::run(&args)),
         Some(Command::Demo) => demo::run(),
@@ -27,6 +28,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Man) => shell_help::man(),
         Some(Command::DemoIncident { dir }) => demo::incident(&dir),
         Some(Command::DemoHelper { role, file }) => demo::helper(&role, &file),
+        // On a terminal, the live view; piped or redirected, the stream.
+        None if top::on_a_terminal() => top::live(&TopArgs {
+            keep: KEEP_ON_SCREEN,
+            stream: StreamArgs::default(),
+        }),
         None => watch::run(WatchArgs {
             json: false,
             stream: StreamArgs::default(),

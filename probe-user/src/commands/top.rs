@@ -2,7 +2,7 @@
 
 use std::{
     fs::File,
-    io::{self, Read, Seek, Write},
+    io::{self, IsTerminal, Read, Seek, Write},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     process::ExitCode,
     sync::mpsc,
@@ -13,40 +13,52 @@ use anyhow::{Context, Result};
 
 use super::watch::{self, Output};
 use crate::{
-    cli::TopArgs,
+    cli::{ReplayArgs, TopArgs},
+    loader::MODE_TRACEPOINT,
     recording::{files_in_order, for_each_line},
     sink::tui::{self, app::App, feed::Feed, term::TerminalGuard},
 };
 
-/// Runs the live view, or the replay of `--replay` files.
-pub fn run(args: &TopArgs) -> Result<ExitCode> {
-    if args.replay.is_empty() {
-        live(args)
-    } else {
-        replay(args)
-    }
+/// Whether stdin and stdout are a terminal (where plain `busyprobe` shows `top`).
+pub fn on_a_terminal() -> bool {
+    io::stdin().is_terminal() && io::stdout().is_terminal()
 }
 
-fn replay(args: &TopArgs) -> Result<ExitCode> {
-    let files = files_in_order(&args.replay);
+/// `busyprobe replay`: the screen over recordings; malformed lines listed after it closes.
+pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
+    let files = files_in_order(&args.files);
     let names: Vec<String> = args
-        .replay
+        .files
         .iter()
-        .map(|p| p.display().to_string())
+        .map(|p| {
+            p.file_name()
+                .unwrap_or(p.as_os_str())
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     let mut app = App::new(args.keep, format!("replay of {}", names.join(", ")));
     let problems =
         for_each_line(&files, |line| app.push(line.clone())).context("reading the recording")?;
-    tui::show(TerminalGuard::new("top")?, app, None)?;
+    tui::show(TerminalGuard::new("replay")?, app, None)?;
     for problem in &problems {
         eprintln!("busyprobe: {problem}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn live(args: &TopArgs) -> Result<ExitCode> {
+/// `busyprobe top`: the screen over the live stream.
+pub fn live(args: &TopArgs) -> Result<ExitCode> {
     let guard = TerminalGuard::new("top")?;
-    let app = App::new(args.keep, "live".into());
+    let tracking = if args.stream.no_holders {
+        "holders off"
+    } else {
+        "holders on"
+    };
+    let app = App::new(
+        args.keep,
+        format!("live, {MODE_TRACEPOINT} mode, {tracking}"),
+    );
     let (to_screen, lines) = mpsc::channel();
     // Messages (warnings, the probes' logs) would scribble over the screen: they are kept
     // and printed once the terminal is back.

@@ -40,8 +40,10 @@ pub struct App {
     pub mode: Mode,
     /// Counters for the status bar.
     pub stats: Stats,
-    /// Where the events come from (`live, tracepoint mode`, `replay of FILE`).
+    /// Where the events come from (`live, tracepoint mode, holders on`, `replay of FILE`).
     pub source: String,
+    /// A recording's header facts (host, kernel, probe mode), once its `header` line is read.
+    pub header: Option<String>,
     /// Set when the user asked to quit.
     pub quit: bool,
 }
@@ -61,6 +63,7 @@ impl App {
             mode: Mode::List,
             stats: Stats::default(),
             source,
+            header: None,
             quit: false,
         }
     }
@@ -71,6 +74,14 @@ impl App {
             Some("umount") if self.paused => self.held.push(line),
             Some("umount") => self.list(line),
             Some("stats") => self.take_stats(&line),
+            Some("header") => {
+                self.header = Some(format!(
+                    "host {}, kernel {}, {} mode",
+                    line["host"].as_str().unwrap_or("?"),
+                    line["kernel"].as_str().unwrap_or("?"),
+                    line["probe_mode"].as_str().unwrap_or("?")
+                ));
+            }
             _ => {}
         }
     }
@@ -270,6 +281,11 @@ pub(crate) mod tests {
                 app.stats.decode_errors
             ),
             (7, 2, 1)
+        );
+        app.push(json!({"v":1,"type":"header","host":"node-7","kernel":"6.8.0","probe_mode":"tracepoint"}));
+        assert_eq!(
+            app.header.as_deref(),
+            Some("host node-7, kernel 6.8.0, tracepoint mode")
         );
         app.toggle_help();
         assert_eq!(app.mode, Mode::Help);

@@ -122,8 +122,37 @@ pub fn detail_lines(e: &Value) -> Vec<String> {
             line.push_str(&format!("  closed {:.1} ms after", ns as f64 / 1e6));
         }
         lines.push(line);
+        lines.push(holder_context(h));
     }
     lines
+}
+
+/// A holder's second line: its namespace, container, how it was seen, and any note.
+fn holder_context(h: &Value) -> String {
+    let mut line = format!(
+        "{:13}mntns {}  seen {}",
+        "",
+        text(&h["mntns"]),
+        text(&h["seen"])
+    );
+    if let Some(via) = h["via"].as_str() {
+        line.push_str(&format!(" via {}", escape_for_terminal(via.as_bytes())));
+    }
+    let container = &h["container"];
+    if container.is_object() {
+        let id = container["id"]
+            .as_str()
+            .map_or("-", |id| id.get(..12).unwrap_or(id));
+        line.push_str(&format!(
+            "  container {} {}",
+            text(&container["runtime"]),
+            escape_for_terminal(id.as_bytes())
+        ));
+    }
+    if let Some(note) = h["note"].as_str() {
+        line.push_str(&format!("  ({})", escape_for_terminal(note.as_bytes())));
+    }
+    line
 }
 
 fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
@@ -140,14 +169,33 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
     );
 }
 
+/// Events lost, then every drop counter that is not zero (never hidden).
+fn losses(app: &App) -> String {
+    let causes: Vec<String> = probe_common::DropCause::ALL
+        .iter()
+        .zip(app.stats.drops)
+        .filter(|(_, n)| *n > 0)
+        .map(|(cause, n)| format!("{} {n}", cause.as_str()))
+        .collect();
+    let lost = app.stats.events_lost();
+    if causes.is_empty() {
+        format!("lost {lost}")
+    } else {
+        format!("lost {lost} | {}", causes.join(", "))
+    }
+}
+
 /// The status bar: source, counts, losses, filters, keys.
 pub fn status_line(app: &App) -> String {
     let (events, failures) = app.counts();
-    let lost = app.stats.events_lost();
-    let mut s = format!(
-        " {} | {events} events, {failures} failed | lost {lost}",
-        app.source
-    );
+    let mut s = format!(" {}", app.source);
+    if let Some(header) = &app.header {
+        s.push_str(&format!(" ({header})"));
+    }
+    s.push_str(&format!(
+        " | {events} events, {failures} failed | {}",
+        losses(app)
+    ));
     if app.only_failures {
         s.push_str(" | failures only");
     }
@@ -244,7 +292,8 @@ mod tests {
         let mut app = App::new(100, "replay".into());
         let mut e = attempt(7, "containerd", "/var/lib/m", Some("EBUSY"));
         e["holders"] = serde_json::json!([{"kind":"transient","comm":"scanner","pid":999,"path":"/var/lib/m/etc/passwd",
-            "opened_ns_before":1800000,"closed_ns_after":400000}]);
+            "opened_ns_before":1800000,"closed_ns_after":400000,"mntns":4026532001u64,"seen":"traced",
+            "container":{"runtime":"containerd","id":"0123456789abcdef0123"}}]);
         app.push(e);
         app.toggle_detail();
         let lines = screen(&app, 80, 24);
@@ -264,6 +313,13 @@ mod tests {
             lines[holder + 1],
             format!("│0.4 ms after{}│", " ".repeat(66)),
             "long lines wrap"
+        );
+        assert_eq!(
+            lines[holder + 2],
+            format!(
+                "│{:13}mntns 4026532001  seen traced  container containerd 0123456789ab{}│",
+                "", " "
+            )
         );
         assert!(
             lines
@@ -290,6 +346,18 @@ mod tests {
                 .iter()
                 .any(|l| l.contains("f            failures only, or everything")),
             "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn the_status_bar_names_every_loss_and_the_recording() {
+        let mut app = App::new(100, "replay of r.jsonl".into());
+        app.push(serde_json::json!({"v":1,"type":"header","host":"node-7","kernel":"6.8.0","probe_mode":"tracepoint"}));
+        app.push(serde_json::json!({"v":1,"type":"stats","events":9,"drops":{"ringbuf_full":2,"path_truncated":1},"decode_errors":0}));
+        assert_eq!(
+            status_line(&app),
+            " replay of r.jsonl (host node-7, kernel 6.8.0, tracepoint mode) | 0 events, 0 failed \
+             | lost 2 | ringbuf_full 2, path_truncated 1 | ? help  q quit"
         );
     }
 
