@@ -13,7 +13,11 @@ use std::{
 use crate::support::{fixture::Plan, incident::Fixture};
 
 /// Every trial, by name.
-pub const TESTS: [(&str, fn()); 3] = [
+pub const TESTS: [(&str, fn()); 4] = [
+    (
+        "demo_on_a_terminal_opens_the_top_view",
+        demo_on_a_terminal_opens_the_top_view,
+    ),
     (
         "top_live_names_the_holder_of_a_failed_unmount",
         top_live_names_the_holder_of_a_failed_unmount,
@@ -199,6 +203,34 @@ fn top_replays_a_recording() {
         text.contains("incident.jsonl:"),
         "malformed lines are reported after the screen closes:\n{text}"
     );
+}
+
+fn demo_on_a_terminal_opens_the_top_view() {
+    let screen = Screen::start(&["demo"]);
+    let text = screen.wait_for(" demo (every process is busyprobe) | ");
+    let layer = "/tmpmounts/containerd-mount1";
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains(layer)).collect();
+    assert!(
+        rows.first()
+            .is_some_and(|r| r.contains(" ok     busyprobe[")),
+        "the last unmount worked, newest first:\n{text}"
+    );
+    assert!(
+        rows.len() >= 3
+            && rows[1..]
+                .iter()
+                .all(|r| r.contains(" EBUSY  busyprobe[") && r.contains("1 holder(s)")),
+        "then the failures, one holder each:\n{text}"
+    );
+    // The newest failure is the scanner's: its holder is the file it read.
+    screen.keys(&["j", "Enter"]);
+    let text = screen.wait_for(" detail ");
+    assert!(text.contains(&format!("{layer}/etc/hosts")), "{text}");
+    assert!(text.contains("result EBUSY (-16)"), "{text}");
+    screen.keys(&["q"]);
+    let text = screen.wait_for("EXIT=");
+    assert!(text.contains("EXIT=0"), "{text}");
+    assert!(text.contains("Every EBUSY names the process"), "{text}");
 }
 
 fn top_without_a_terminal_says_so() {

@@ -22,7 +22,7 @@ use nix::{
     sched::{unshare, CloneFlags},
 };
 
-use crate::kernel::privileges::Privileges;
+use crate::{cli::KEEP_ON_SCREEN, kernel::privileges::Privileges};
 
 /// How long the scanner holds its file: a few milliseconds, gone before anyone looks.
 const SCAN_HOLD: Duration = Duration::from_millis(1);
@@ -68,7 +68,9 @@ pub fn run() -> Result<ExitCode> {
         "unmounter retries every 50 ms as containerd does. `busyprobe watch` explains each failure"
     );
     println!("(every demo process is this binary, so each is named busyprobe):\n");
-    let watch = start_watch(&layer)?;
+    // On a terminal the stream is recorded and shown in the `top` view at the end.
+    let recording = super::top::on_a_terminal().then(|| dir.path().join("demo.jsonl"));
+    let watch = start_watch(&layer, recording.as_deref())?;
     let status = Command::new(this_binary()?)
         .arg("__demo-incident")
         .arg(&layer)
@@ -79,16 +81,32 @@ pub fn run() -> Result<ExitCode> {
     if !status.success() {
         bail!("the demo incident failed ({status})");
     }
-    println!("\nEvery EBUSY above names the process and the file that held the mount. Run");
+    if let Some(recording) = recording {
+        println!("Opening the result in the `top` view (Enter: details, ?: keys, q: quit)...");
+        sleep(Duration::from_secs(1));
+        super::top::show_recording(
+            &[recording],
+            KEEP_ON_SCREEN,
+            "demo (every process is busyprobe)".into(),
+        )?;
+    }
+    println!("\nEvery EBUSY names the process and the file that held the mount. Run");
     println!("`busyprobe watch` (or `busyprobe watch --json`) to see this for every unmount on this host.");
     Ok(ExitCode::SUCCESS)
 }
 
-/// `busyprobe watch --path LAYER`, stdout shared with ours; returns once the probes are attached.
-fn start_watch(layer: &Path) -> Result<Child> {
-    let mut child = Command::new(this_binary()?)
+/// `busyprobe watch --path LAYER`, stdout shared with ours (or, given a recording, JSON Lines
+/// into it); returns once the probes are attached.
+fn start_watch(layer: &Path, recording: Option<&Path>) -> Result<Child> {
+    let mut watch = Command::new(this_binary()?);
+    watch
         .args(["watch", "--stats-interval", "0", "--path"])
-        .arg(layer)
+        .arg(layer);
+    if let Some(recording) = recording {
+        let file = std::fs::File::create(recording).context("creating the demo's recording")?;
+        watch.arg("--json").stdout(file);
+    }
+    let mut child = watch
         .stderr(Stdio::piped())
         .spawn()
         .context("starting busyprobe watch")?;

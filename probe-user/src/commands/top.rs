@@ -4,6 +4,7 @@ use std::{
     fs::File,
     io::{self, IsTerminal, Read, Seek, Write},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::PathBuf,
     process::ExitCode,
     sync::mpsc,
     thread,
@@ -37,14 +38,21 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
                 .into_owned()
         })
         .collect();
-    let mut app = App::new(args.keep, format!("replay of {}", names.join(", ")));
+    show_recording(&files, args.keep, format!("replay of {}", names.join(", ")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The screen over the lines of `files` (in order), titled `source`; malformed lines are
+/// listed on stderr once the terminal is back.
+pub fn show_recording(files: &[PathBuf], keep: usize, source: String) -> Result<()> {
+    let mut app = App::new(keep, source);
     let problems =
-        for_each_line(&files, |line| app.push(line.clone())).context("reading the recording")?;
+        for_each_line(files, |line| app.push(line.clone())).context("reading the recording")?;
     tui::show(TerminalGuard::new("replay")?, app, None)?;
     for problem in &problems {
         eprintln!("busyprobe: {problem}");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// `busyprobe top`: the screen over the live stream.
