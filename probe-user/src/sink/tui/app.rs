@@ -89,10 +89,22 @@ impl App {
     fn list(&mut self, line: Value) {
         self.events.push_front(line);
         self.events.truncate(self.capacity);
-        if self.selected > 0 {
-            // Keep the selection on the same event as new ones arrive on top.
-            self.selected = (self.selected + 1).min(self.visible().len().saturating_sub(1));
+        // Keep the selection on the same event as new ones arrive on top (constant time: a
+        // burst must not cost a pass over the history per event).
+        if self.selected > 0 && self.shows(&self.events[0]) {
+            self.selected = (self.selected + 1).min(self.events.len() - 1);
         }
+    }
+
+    /// Whether `e` passes the failure toggle and the filter.
+    fn shows(&self, e: &Value) -> bool {
+        let needle = self.filter.to_lowercase();
+        (!self.only_failures || e["errno"].is_string())
+            && (needle.is_empty()
+                || [&e["comm"], &e["target"]].iter().any(|f| {
+                    f.as_str()
+                        .is_some_and(|s| s.to_lowercase().contains(&needle))
+                }))
     }
 
     fn take_stats(&mut self, line: &Value) {
@@ -110,18 +122,7 @@ impl App {
 
     /// The events shown, newest first.
     pub fn visible(&self) -> Vec<&Value> {
-        let needle = self.filter.to_lowercase();
-        self.events
-            .iter()
-            .filter(|e| !self.only_failures || e["errno"].is_string())
-            .filter(|e| {
-                needle.is_empty()
-                    || [&e["comm"], &e["target"]].iter().any(|f| {
-                        f.as_str()
-                            .is_some_and(|s| s.to_lowercase().contains(&needle))
-                    })
-            })
-            .collect()
+        self.events.iter().filter(|e| self.shows(e)).collect()
     }
 
     /// The selected event.
@@ -256,6 +257,28 @@ pub(crate) mod tests {
         assert_eq!(app.current().unwrap()["id"], 2);
         app.push(attempt(4, "umount", "/m", None));
         assert_eq!(app.current().unwrap()["id"], 2, "still the same event");
+    }
+
+    #[test]
+    fn a_burst_of_100k_events_keeps_memory_bounded_and_the_selection() {
+        let mut app = App::new(1000, "test".into());
+        app.push(attempt(0, "umount", "/m", Some("EBUSY")));
+        app.push(attempt(1, "umount", "/m", None));
+        app.next();
+        assert_eq!(app.current().unwrap()["id"], 0);
+        for i in 2..100_002 {
+            app.push(attempt(i, "umount", "/m", None));
+            if i == 500 {
+                assert_eq!(app.current().unwrap()["id"], 0, "followed while it is kept");
+            }
+        }
+        assert_eq!(app.visible().len(), 1000, "at most --keep events");
+        assert_eq!(app.visible()[0]["id"], 100_001);
+        assert_eq!(
+            app.current().unwrap()["id"],
+            99_002,
+            "the oldest kept once its event went"
+        );
     }
 
     #[test]
