@@ -5,7 +5,7 @@
 
 use std::{
     fs::File,
-    io::{self, BufRead, BufReader},
+    io::{self, BufRead, BufReader, Read},
     path::{Path, PathBuf},
 };
 
@@ -16,6 +16,10 @@ pub mod report;
 
 /// The highest schema version this build knows.
 pub const KNOWN_SCHEMA: u64 = 1;
+
+/// The longest line read: a real line is a few KiB, so a longer one is damage (or hostile)
+/// and is skipped without being held in memory.
+pub const MAX_LINE: usize = 16 << 20;
 
 /// A problem with one line, reported and skipped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,10 +83,19 @@ fn read_file(
     let mut number = 0;
     loop {
         buf.clear();
-        if reader.read_until(b'\n', &mut buf)? == 0 {
+        let (read, too_long) = read_line(&mut reader, &mut buf, MAX_LINE)?;
+        if read == 0 {
             return Ok(());
         }
         number += 1;
+        if too_long {
+            problems.push(LineProblem {
+                file: path.to_path_buf(),
+                line: number,
+                why: format!("longer than {} MiB: skipped", MAX_LINE >> 20),
+            });
+            continue;
+        }
         let whole = buf.last() == Some(&b'\n');
         let problem = |why: String| LineProblem {
             file: path.to_path_buf(),
@@ -95,6 +108,35 @@ fn read_file(
                 "torn last line (the recorder stopped while writing it): skipped".into(),
             )),
             Err(why) => problems.push(problem(why)),
+        }
+    }
+}
+
+/// Reads one line into `buf`, at most `max` bytes of it: a longer line is consumed to its end
+/// without being kept. Returns the bytes consumed and whether the line was too long.
+fn read_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<(usize, bool)> {
+    let mut read = reader
+        .by_ref()
+        .take(max as u64 + 1)
+        .read_until(b'\n', buf)?;
+    if buf.len() <= max || buf.last() == Some(&b'\n') {
+        return Ok((read, false));
+    }
+    buf.clear();
+    loop {
+        let available = reader.fill_buf()?;
+        let (used, ended) = match available.iter().position(|b| *b == b'\n') {
+            Some(newline) => (newline + 1, true),
+            None => (available.len(), available.is_empty()),
+        };
+        reader.consume(used);
+        read += used;
+        if ended {
+            return Ok((read, true));
         }
     }
 }
@@ -117,6 +159,48 @@ pub fn parse_line(bytes: &[u8]) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_absurdly_long_line_is_skipped_without_being_kept() {
+        let mut input = io::Cursor::new(b"short\n0123456789abcdef\nnext\n0123456789".to_vec());
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        loop {
+            buf.clear();
+            let (read, too_long) = read_line(&mut input, &mut buf, 8).unwrap();
+            if read == 0 {
+                break;
+            }
+            lines.push((String::from_utf8(buf.clone()).unwrap(), too_long, read));
+        }
+        assert_eq!(
+            lines,
+            [
+                ("short\n".to_string(), false, 6),
+                (String::new(), true, 17),
+                ("next\n".to_string(), false, 5),
+                (String::new(), true, 10),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_a_problem_with_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let mut text = b"{\"v\":1,\"type\":\"umount\",\"id\":1}\n".to_vec();
+        text.extend(std::iter::repeat_n(b'x', MAX_LINE + 1));
+        text.extend(b"\n{\"v\":1,\"type\":\"umount\",\"id\":2}\n");
+        std::fs::write(&path, text).unwrap();
+        let mut ids = Vec::new();
+        let problems = for_each_line(&[path], |l| ids.push(l["id"].as_u64().unwrap())).unwrap();
+        assert_eq!(ids, [1, 2]);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(
+            (problems[0].line, problems[0].why.as_str()),
+            (2, "longer than 16 MiB: skipped")
+        );
+    }
 
     #[test]
     fn parses_objects_with_a_type_only() {
