@@ -19,6 +19,7 @@
 mod interrupt;
 mod lines;
 mod overhead;
+mod record;
 mod report;
 mod scratch;
 mod table;
@@ -81,6 +82,9 @@ pub enum Benchmark {
     /// What running busyprobe costs everyone else (openat+close, getppid, 20,000 small
     /// files), in each of its modes and for opensnoop, as ratios to no tracer.
     Overhead,
+    /// Unmount events per second `busyprobe record` writes to a file, and whether it loses
+    /// any, against the rate of unmount calls with no tracer.
+    Record,
 }
 
 /// Runs one benchmark, or lists them when none is named.
@@ -93,6 +97,10 @@ pub fn bench(opts: &Options) -> Result<ExitCode> {
         Some(Benchmark::Attribution) => attribution(opts),
         Some(Benchmark::Overhead) => match prepare("overhead", opts.binary.as_ref())? {
             Some(binary) => overhead::run(&opts.overhead, &binary),
+            None => Ok(ExitCode::FAILURE),
+        },
+        Some(Benchmark::Record) => match prepare("record", opts.binary.as_ref())? {
+            Some(binary) => record::run(&binary),
             None => Ok(ExitCode::FAILURE),
         },
     }

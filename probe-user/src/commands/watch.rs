@@ -32,6 +32,9 @@ use crate::{
     stats::Stats,
 };
 
+/// Records decoded per turn of the event loop.
+const DRAIN_BATCH: usize = 4096;
+
 /// Runs `watch` on a single-threaded runtime.
 pub fn run(args: WatchArgs) -> Result<ExitCode> {
     block_on(watch(args))
@@ -62,7 +65,18 @@ impl Pipeline {
     /// that pass the filter, in order.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Vec<UmountAttempt> {
         let mut out = Vec::new();
-        while let Some(record) = ring.next() {
+        while !self.drain_batch(ring, &mut out) {}
+        out
+    }
+
+    /// Decodes at most [`DRAIN_BATCH`] records into `out`; true when the ring buffer is empty.
+    /// The event loop drains in batches so that under a flood it still ticks its stats (and
+    /// reports the losses) and hears signals.
+    fn drain_batch(&mut self, ring: &mut RingBuf<MapData>, out: &mut Vec<UmountAttempt>) -> bool {
+        for _ in 0..DRAIN_BATCH {
+            let Some(record) = ring.next() else {
+                return true;
+            };
             let decoded = decode(&record);
             drop(record);
             match decoded {
@@ -85,7 +99,7 @@ impl Pipeline {
                 }
             }
         }
-        out
+        false
     }
 
     fn report_stats(
@@ -262,8 +276,10 @@ pub async fn stream(args: &StreamArgs, mut out: Output) -> Result<ExitCode> {
             tokio::select! {
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
-                    let attempts = pipeline.drain(guard.get_inner_mut());
-                    guard.clear_ready();
+                    let mut attempts = Vec::new();
+                    if pipeline.drain_batch(guard.get_inner_mut(), &mut attempts) {
+                        guard.clear_ready();
+                    }
                     jobs.dispatch(attempts, sink)?;
                 }
                 Some(done) = jobs.running.join_next(), if !jobs.running.is_empty() => {

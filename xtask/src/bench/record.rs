@@ -1,0 +1,163 @@
+//! `cargo xtask bench record`: how many unmount events per second `busyprobe record` writes
+//! to a recording, and whether it loses any.
+//!
+//! Two threads per CPU fail `umount2` on a plain directory (EINVAL, the cheapest attempt the
+//! probes see) as fast as they can for a few seconds: first with no tracer (the baseline
+//! rate), then with `busyprobe record` running. The recording is then read back: the events
+//! it holds for that directory, per second, and the drop counters of its final `stats` line.
+
+use std::{
+    ffi::OsStr,
+    path::Path,
+    process::ExitCode,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use nix::mount::{umount2, MntFlags};
+use serde_json::Value;
+
+use super::{
+    scratch::TempDir,
+    table::{machine, print_report, verdict},
+    tracer::{Stdout, Tracer},
+};
+
+/// How long each phase hammers `umount2`.
+const PHASE: Duration = Duration::from_secs(3);
+/// The goal: events recorded per second, with none lost.
+const GOAL_EVENTS_PER_SEC: f64 = 100_000.0;
+
+/// Runs the benchmark with the busyprobe at `binary`.
+pub fn run(binary: &Path) -> Result<ExitCode> {
+    let dir = TempDir::create()?;
+    let plain = dir.path.join("plain");
+    std::fs::create_dir(&plain)?;
+    let threads = 2 * std::thread::available_parallelism().map_or(1, usize::from);
+
+    println!("xtask: bench record: {threads} threads failing umount2 for {PHASE:?}, no tracer");
+    let baseline = hammer(&plain, threads);
+    let file = dir.path.join("bench.jsonl");
+    let record = Tracer::start(
+        binary,
+        [
+            OsStr::new("record"),
+            OsStr::new("-o"),
+            file.as_os_str(),
+            OsStr::new("--stats-interval"),
+            OsStr::new("1"),
+        ],
+        Stdout::Null,
+    )?;
+    record.wait_for_stderr("probes attached", Duration::from_secs(30))?;
+    println!(
+        "xtask: bench record: the same with `busyprobe record -o {}`",
+        file.display()
+    );
+    let traced = hammer(&plain, threads);
+    record.stop();
+    let (recorded, drops) = read_back(&file, &plain)?;
+
+    let rate = |n: u64| n as f64 / PHASE.as_secs_f64();
+    let recorded_rate = rate(recorded);
+    let rows = vec![
+        vec![
+            "".into(),
+            "umount2 calls/s".into(),
+            "events recorded/s".into(),
+            "events lost".into(),
+        ],
+        vec![
+            "no tracer (baseline)".into(),
+            format!("{:.0}", rate(baseline)),
+            "-".into(),
+            "-".into(),
+        ],
+        vec![
+            "busyprobe record".into(),
+            format!(
+                "{:.0} (×{:.2} of baseline)",
+                rate(traced),
+                rate(traced) / rate(baseline)
+            ),
+            format!(
+                "{recorded_rate:.0} ({:.1}% of calls)",
+                100.0 * recorded as f64 / traced.max(1) as f64
+            ),
+            drops.clone(),
+        ],
+    ];
+    let lossless = drops == "none";
+    let goals = vec![format!(
+        "≥ {GOAL_EVENTS_PER_SEC:.0} events/s recorded with none lost: {:.0}/s, {} — {}",
+        recorded_rate,
+        if lossless { "none lost" } else { "some lost" },
+        verdict(lossless && recorded_rate >= GOAL_EVENTS_PER_SEC)
+    )];
+    let notes = vec![
+        format!("machine: {}", machine()),
+        "calls are EINVAL umount2 on a plain directory; the recording is read back and only \
+         its lines for that directory are counted; losses from its final stats line"
+            .into(),
+    ];
+    print_report("busyprobe record throughput", &rows, &notes, &goals);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fails `umount2(plain)` from `threads` threads for [`PHASE`]; returns the calls made.
+fn hammer(plain: &Path, threads: usize) -> u64 {
+    let calls = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = umount2(plain, MntFlags::empty());
+                    n += 1;
+                }
+                calls.fetch_add(n, Ordering::Relaxed);
+            });
+        }
+        let started = Instant::now();
+        std::thread::sleep(PHASE.saturating_sub(started.elapsed()));
+        stop.store(true, Ordering::Relaxed);
+    });
+    calls.into_inner()
+}
+
+/// The recording's events for `plain`, and its final drop counters (`none`, or `cause n, ...`).
+fn read_back(file: &Path, plain: &Path) -> Result<(u64, String)> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let target = plain.to_str().context("a UTF-8 temp path")?;
+    let mut recorded = 0;
+    let mut drops = "no final stats line".to_string();
+    for line in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
+        match line["type"].as_str() {
+            Some("umount") if line["target"] == target => recorded += 1,
+            Some("stats") => drops = describe_drops(&line["drops"]),
+            _ => {}
+        }
+    }
+    Ok((recorded, drops))
+}
+
+fn describe_drops(drops: &Value) -> String {
+    let lost: Vec<String> = drops
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64().is_some_and(|n| n > 0))
+        .map(|(cause, n)| format!("{cause} {n}"))
+        .collect();
+    if lost.is_empty() {
+        "none".into()
+    } else {
+        lost.join(", ")
+    }
+}
