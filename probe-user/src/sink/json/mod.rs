@@ -63,9 +63,12 @@ impl<W: io::Write> JsonLines<W> {
         &mut self.out
     }
 
+    /// One line in one write: serialising straight into an unbuffered file would issue a
+    /// `write` per token (dozens per line), and a crash could leave any prefix of it.
     fn line(&mut self, value: &impl serde::Serialize) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, value)?;
-        self.out.write_all(b"\n")?;
+        let mut line = serde_json::to_vec(value)?;
+        line.push(b'\n');
+        self.out.write_all(&line)?;
         self.out.flush()
     }
 }
