@@ -28,7 +28,7 @@ use crate::{
     filter::AttemptFilter,
     loader::{DropCounters, LoadOptions, Probes, MODE_TRACEPOINT},
     sink::{json::JsonLines, text::TextLines, Sink},
-    state::process::ProcFs,
+    state::process::{CgroupPaths, ProcFs},
     stats::Stats,
 };
 
@@ -54,6 +54,7 @@ pub fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Resu
 struct Pipeline {
     clock: BootClock,
     proc: ProcFs,
+    cgroups: CgroupPaths,
     filter: AttemptFilter,
     stats: Stats,
     next_id: u64,
@@ -84,7 +85,7 @@ impl Pipeline {
                     self.stats.events += 1;
                     self.next_id += 1;
                     let ts = self.clock.to_wall(call.ts_boot_ns);
-                    let attempt = self.proc.enrich(self.next_id, ts, call);
+                    let attempt = self.proc.enrich(self.next_id, ts, call, &mut self.cgroups);
                     if self.filter.accepts(&attempt) {
                         out.push(attempt);
                     }
@@ -226,6 +227,7 @@ pub async fn stream(args: &StreamArgs, mut out: Output) -> Result<ExitCode> {
     let mut pipeline = Pipeline {
         clock: BootClock::now(),
         proc: ProcFs::default(),
+        cgroups: CgroupPaths::default(),
         filter: AttemptFilter {
             only_failed: args.only_failed,
             path_prefix: prefix.clone(),

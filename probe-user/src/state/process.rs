@@ -65,9 +65,15 @@ impl ProcFs {
     }
 
     /// Adds process context to a kernel report.
-    pub fn enrich(&self, id: u64, ts: std::time::SystemTime, call: UmountCall) -> UmountAttempt {
+    pub fn enrich(
+        &self,
+        id: u64,
+        ts: std::time::SystemTime,
+        call: UmountCall,
+        cgroups: &mut CgroupPaths,
+    ) -> UmountAttempt {
         let target_abs = absolute_target(&call, || self.cwd(call.pid, call.tid));
-        let cgroup = self.cgroup(call.pid);
+        let cgroup = cgroups.path(call.cgroup_id, || self.cgroup(call.pid));
         UmountAttempt {
             id,
             ts,
@@ -76,6 +82,35 @@ impl ProcFs {
             target_abs,
             attribution: None,
         }
+    }
+}
+
+/// Cgroup paths by the cgroup id the probe read at the call: a flood of attempts from one
+/// service reads `/proc/PID/cgroup` once, not once per attempt (that read was most of the
+/// cost of recording). Ids are not reused while the cgroup exists; bounded in size.
+#[derive(Debug, Default)]
+pub struct CgroupPaths {
+    known: std::collections::HashMap<u64, Vec<u8>>,
+}
+
+/// Most cgroup paths kept before the cache starts over.
+const CGROUP_PATHS_KEPT: usize = 4096;
+
+impl CgroupPaths {
+    /// The path of cgroup `id`, asking `read` (the caller's `/proc/PID/cgroup`) the first time.
+    /// Id 0 (unknown) and failed reads are never cached.
+    pub fn path(&mut self, id: u64, read: impl FnOnce() -> Option<Vec<u8>>) -> Option<Vec<u8>> {
+        if let Some(path) = self.known.get(&id) {
+            return Some(path.clone());
+        }
+        let path = read()?;
+        if id != 0 {
+            if self.known.len() >= CGROUP_PATHS_KEPT {
+                self.known.clear();
+            }
+            self.known.insert(id, path.clone());
+        }
+        Some(path)
     }
 }
 
@@ -169,9 +204,28 @@ mod tests {
             ]
         );
         assert_eq!(proc.cwd(99, 99), None);
-        let attempt = proc.enrich(7, std::time::UNIX_EPOCH, call(b"mnt"));
+        let mut cgroups = CgroupPaths::default();
+        let attempt = proc.enrich(7, std::time::UNIX_EPOCH, call(b"mnt"), &mut cgroups);
         assert_eq!(attempt.target_abs.as_deref(), Some(&b"/srv/data/mnt"[..]));
         assert_eq!(attempt.id, 7);
+        assert_eq!(
+            attempt.cgroup.as_deref(),
+            Some(&b"/system.slice/containerd.service"[..])
+        );
+        // The same cgroup id again: the path comes from the cache, not from /proc.
+        fs::remove_file(dir.join("10/cgroup")).unwrap();
+        let again = proc.enrich(8, std::time::UNIX_EPOCH, call(b"mnt"), &mut cgroups);
+        assert_eq!(
+            again.cgroup.as_deref(),
+            Some(&b"/system.slice/containerd.service"[..])
+        );
+        let mut other = call(b"mnt");
+        other.cgroup_id = 2;
+        let unknown = proc.enrich(9, std::time::UNIX_EPOCH, other, &mut cgroups);
+        assert_eq!(
+            unknown.cgroup, None,
+            "another cgroup is read, and the process is gone"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }
