@@ -37,8 +37,83 @@ pub fn run(binary: &Path) -> Result<ExitCode> {
     let threads = 2 * std::thread::available_parallelism().map_or(1, usize::from);
 
     println!("xtask: bench record: {threads} threads failing umount2 for {PHASE:?}, no tracer");
-    let baseline = hammer(&plain, threads);
-    let file = dir.path.join("bench.jsonl");
+    let baseline = hammer(&plain, threads, None);
+    let goal = GOAL_EVENTS_PER_SEC as u64;
+    let paced = recorded_run(binary, &dir.path, &plain, threads, Some(goal))?;
+    let flood = recorded_run(binary, &dir.path, &plain, threads, None)?;
+
+    let rate = |n: u64| n as f64 / PHASE.as_secs_f64();
+    let row = |name: &str, run: &Run| {
+        let calls = match run.paced {
+            true => format!("{:.0} (paced)", rate(run.calls)),
+            false => format!(
+                "{:.0} (×{:.2} of baseline)",
+                rate(run.calls),
+                rate(run.calls) / rate(baseline)
+            ),
+        };
+        vec![
+            name.to_string(),
+            calls,
+            format!(
+                "{:.0} ({:.1}% of calls)",
+                rate(run.recorded),
+                100.0 * run.recorded as f64 / run.calls.max(1) as f64
+            ),
+            run.drops.clone(),
+        ]
+    };
+    let rows = vec![
+        vec![
+            "".into(),
+            "umount2 calls/s".into(),
+            "events recorded/s".into(),
+            "events lost".into(),
+        ],
+        vec![
+            "no tracer, as fast as possible (baseline)".into(),
+            format!("{:.0}", rate(baseline)),
+            "-".into(),
+            "-".into(),
+        ],
+        row("`record`, calls paced at 100,000/s", &paced),
+        row("`record`, as fast as possible", &flood),
+    ];
+    let lossless = paced.drops == "none" && paced.recorded == paced.calls;
+    let goals = vec![format!(
+        "≥ {goal} events/s recorded with none lost: {:.0}/s recorded of {:.0}/s made, {} — {}",
+        rate(paced.recorded),
+        rate(paced.calls),
+        if lossless { "none lost" } else { "some lost" },
+        verdict(lossless && rate(paced.recorded) >= 0.99 * GOAL_EVENTS_PER_SEC)
+    )];
+    let notes = vec![
+        format!("machine: {}", machine()),
+        "calls are EINVAL umount2 on a plain directory; the recording is read back and only \
+         its lines for that directory are counted; losses from its final stats line"
+            .into(),
+    ];
+    print_report("busyprobe record throughput", &rows, &notes, &goals);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One phase with `busyprobe record` running.
+struct Run {
+    paced: bool,
+    calls: u64,
+    recorded: u64,
+    drops: String,
+}
+
+/// Starts `busyprobe record`, hammers, stops it, reads the recording back.
+fn recorded_run(
+    binary: &Path,
+    dir: &Path,
+    plain: &Path,
+    threads: usize,
+    per_sec: Option<u64>,
+) -> Result<Run> {
+    let file = dir.join(format!("bench-{}.jsonl", per_sec.unwrap_or(0)));
     let record = Tracer::start(
         binary,
         [
@@ -51,71 +126,43 @@ pub fn run(binary: &Path) -> Result<ExitCode> {
         Stdout::Null,
     )?;
     record.wait_for_stderr("probes attached", Duration::from_secs(30))?;
+    let pace = per_sec.map_or("as fast as possible".into(), |n| format!("paced at {n}/s"));
     println!(
-        "xtask: bench record: the same with `busyprobe record -o {}`",
+        "xtask: bench record: umount2 {pace} with `busyprobe record -o {}`",
         file.display()
     );
-    let traced = hammer(&plain, threads);
+    let calls = hammer(plain, threads, per_sec);
     record.stop();
-    let (recorded, drops) = read_back(&file, &plain)?;
-
-    let rate = |n: u64| n as f64 / PHASE.as_secs_f64();
-    let recorded_rate = rate(recorded);
-    let rows = vec![
-        vec![
-            "".into(),
-            "umount2 calls/s".into(),
-            "events recorded/s".into(),
-            "events lost".into(),
-        ],
-        vec![
-            "no tracer (baseline)".into(),
-            format!("{:.0}", rate(baseline)),
-            "-".into(),
-            "-".into(),
-        ],
-        vec![
-            "busyprobe record".into(),
-            format!(
-                "{:.0} (×{:.2} of baseline)",
-                rate(traced),
-                rate(traced) / rate(baseline)
-            ),
-            format!(
-                "{recorded_rate:.0} ({:.1}% of calls)",
-                100.0 * recorded as f64 / traced.max(1) as f64
-            ),
-            drops.clone(),
-        ],
-    ];
-    let lossless = drops == "none";
-    let goals = vec![format!(
-        "≥ {GOAL_EVENTS_PER_SEC:.0} events/s recorded with none lost: {:.0}/s, {} — {}",
-        recorded_rate,
-        if lossless { "none lost" } else { "some lost" },
-        verdict(lossless && recorded_rate >= GOAL_EVENTS_PER_SEC)
-    )];
-    let notes = vec![
-        format!("machine: {}", machine()),
-        "calls are EINVAL umount2 on a plain directory; the recording is read back and only \
-         its lines for that directory are counted; losses from its final stats line"
-            .into(),
-    ];
-    print_report("busyprobe record throughput", &rows, &notes, &goals);
-    Ok(ExitCode::SUCCESS)
+    let (recorded, drops) = read_back(&file, plain)?;
+    Ok(Run {
+        paced: per_sec.is_some(),
+        calls,
+        recorded,
+        drops,
+    })
 }
 
-/// Fails `umount2(plain)` from `threads` threads for [`PHASE`]; returns the calls made.
-fn hammer(plain: &Path, threads: usize) -> u64 {
+/// Fails `umount2(plain)` from `threads` threads for [`PHASE`], as fast as possible or
+/// `per_sec` in all (each thread its share); returns the calls made.
+fn hammer(plain: &Path, threads: usize, per_sec: Option<u64>) -> u64 {
     let calls = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
+    let per_thread = per_sec.map(|n| (n / threads as u64).max(1));
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
-                let mut n = 0;
+                let mut n = 0u64;
+                let started = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     let _ = umount2(plain, MntFlags::empty());
                     n += 1;
+                    if let Some(per_thread) = per_thread {
+                        // Ahead of the pace: wait for the moment this call was due.
+                        let due = Duration::from_nanos(n * 1_000_000_000 / per_thread);
+                        if let Some(early) = due.checked_sub(started.elapsed()) {
+                            std::thread::sleep(early);
+                        }
+                    }
                 }
                 calls.fetch_add(n, Ordering::Relaxed);
             });
