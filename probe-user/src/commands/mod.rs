@@ -15,7 +15,7 @@ use anyhow::Result;
 
 use crate::cli::{Cli, Command, StreamArgs, TopArgs, WatchArgs, KEEP_ON_SCREEN};
 
-/// Runs the chosen subcommand; no subcommand runs `watch` with its defaults.
+/// Runs the chosen subcommand; with none, `top` on a terminal and `watch` otherwise (defaults).
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Some(Command::Watch(args)) => watch::run(args),
