@@ -19,7 +19,9 @@ const VERSION: &str = concat!(
 /// Who is holding the mount that umount says is busy?
 ///
 /// busyprobe traces every unmount attempt on this host with eBPF and reports who made it and
-/// what the kernel answered. Run `busyprobe doctor` first to see what this kernel supports.
+/// what the kernel answered. Run `busyprobe doctor` first to see what this kernel supports,
+/// and `busyprobe demo` to see it explain a real failure. Without a subcommand it runs `top`
+/// on a terminal and `watch` when its output is piped.
 #[derive(Parser, Debug)]
 #[command(name = "busyprobe", version = VERSION, propagate_version = true)]
 pub struct Cli {
