@@ -91,19 +91,19 @@ impl App {
         self.events.truncate(self.capacity);
         // Keep the selection on the same event as new ones arrive on top (constant time: a
         // burst must not cost a pass over the history per event).
-        if self.selected > 0 && self.shows(&self.events[0]) {
+        if self.selected > 0 && self.shows(&self.events[0], &self.filter.to_lowercase()) {
             self.selected = (self.selected + 1).min(self.events.len() - 1);
         }
     }
 
-    /// Whether `e` passes the failure toggle and the filter.
-    fn shows(&self, e: &Value) -> bool {
-        let needle = self.filter.to_lowercase();
+    /// Whether `e` passes the failure toggle and the filter (`needle`: the filter lowercased,
+    /// once per pass rather than once per event).
+    fn shows(&self, e: &Value, needle: &str) -> bool {
         (!self.only_failures || e["errno"].is_string())
             && (needle.is_empty()
                 || [&e["comm"], &e["target"]].iter().any(|f| {
                     f.as_str()
-                        .is_some_and(|s| s.to_lowercase().contains(&needle))
+                        .is_some_and(|s| s.to_lowercase().contains(needle))
                 }))
     }
 
@@ -122,7 +122,11 @@ impl App {
 
     /// The events shown, newest first.
     pub fn visible(&self) -> Vec<&Value> {
-        self.events.iter().filter(|e| self.shows(e)).collect()
+        let needle = self.filter.to_lowercase();
+        self.events
+            .iter()
+            .filter(|e| self.shows(e, &needle))
+            .collect()
     }
 
     /// The selected event.
