@@ -1,7 +1,7 @@
 //! Reading kernel memory at `base + offset` through `bpf_probe_read_kernel`, and the walk
 //! from a `struct file` or `struct path` to its mount id.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::TracePointContext, EbpfContext};
 
 use crate::offsets::{self, OFF_FILE_F_PATH, OFF_MOUNT_MNT, OFF_MOUNT_MNT_ID, OFF_PATH_MNT};
 
@@ -10,6 +10,14 @@ use crate::offsets::{self, OFF_FILE_F_PATH, OFF_MOUNT_MNT, OFF_MOUNT_MNT_ID, OFF
 pub fn read<T>(addr: u64) -> Option<T> {
     // SAFETY: bpf_probe_read_kernel checks the address; a fault is an error, not a crash.
     unsafe { bpf_probe_read_kernel(addr as *const T).ok() }
+}
+
+/// Reads the tracepoint record's field at `offset` with a direct load (the verifier checks the
+/// offset against the record; cheaper than a `bpf_probe_read_kernel`).
+#[inline(always)]
+pub fn tracepoint_field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: `offset` comes from the tracepoint's fixed format and is aligned for `T`.
+    unsafe { *(ctx.as_ptr().cast::<u8>().add(offset).cast::<T>()) }
 }
 
 /// Reads a non-null pointer at `base + offset`.

@@ -12,7 +12,7 @@ use aya_ebpf::{
         generated::{bpf_get_current_task_btf, bpf_loop},
     },
     macros::{map, tracepoint},
-    maps::{Array, HashMap, LruHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::TracePointContext,
     Global,
 };
@@ -22,7 +22,7 @@ use probe_common::{
 };
 
 use crate::{
-    kernel::{read, read_ptr},
+    kernel::{read, read_ptr, tracepoint_field},
     maps::{count_drop, EVENTS},
     offsets::{self, *},
 };
@@ -36,10 +36,7 @@ const EXIT_RET: usize = 16;
 /// `openat`, `openat2` and `creat`).
 #[tracepoint(category = "syscalls", name = "sys_exit_openat")]
 pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
-    // SAFETY: offset from the syscall tracepoint's fixed format.
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(EXIT_RET) }) else {
-        return 0;
-    };
+    let ret: i64 = tracepoint_field(&ctx, EXIT_RET);
     if ret < 0 {
         return 0;
     }
@@ -58,7 +55,12 @@ fn record_open(fd: u32) -> Option<()> {
     };
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    if OPEN_TIMES.insert(key, now, 0).is_err() {
+    // fd numbers are reused at once: overwriting the slot in place is far cheaper than an
+    // LRU update, which takes a fresh node from the free list every time.
+    if let Some(slot) = OPEN_TIMES.get_ptr_mut(key) {
+        // SAFETY: a u64 slot of this map; only this (tgid, fd) writes it.
+        unsafe { *slot = now };
+    } else if OPEN_TIMES.insert(key, now, 0).is_err() {
         count_drop(DropCause::InflightMapFull);
     }
     Some(())
@@ -71,6 +73,11 @@ pub static BUSY_WINDOW_NS: Global<u64> = Global::new(2_000_000_000);
 /// `[0]`: the `CLOCK_BOOTTIME` ns until which releases are reported.
 #[map]
 pub static BUSY_UNTIL: Array<u64> = Array::with_max_entries(1, 0);
+
+/// `[0]`: per CPU, the last deadline of `BUSY_UNTIL` this CPU saw pass (so that, outside a
+/// window, `close` reads no clock).
+#[map]
+static SEEN_PASSED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// When each fd on a tracked mount was opened (`CLOCK_BOOTTIME` ns), by the open probes.
 #[map]
@@ -163,22 +170,31 @@ fn extend_window(deadline: u64) {
     }
 }
 
-fn window_open(now: u64) -> bool {
-    // SAFETY: a single u64 slot.
-    BUSY_UNTIL.get(0).is_some_and(|until| now < *until)
+/// The time now, when releases are being reported. Once this CPU has seen the current deadline
+/// pass, it costs two array lookups and no clock read until an unmount moves the deadline.
+fn window_open() -> Option<u64> {
+    // SAFETY: single u64 slots; the per-CPU one is only written on this CPU.
+    unsafe {
+        let deadline = *BUSY_UNTIL.get(0)?;
+        let seen_passed = SEEN_PASSED.get_ptr_mut(0)?;
+        if deadline == *seen_passed {
+            return None;
+        }
+        let now = bpf_ktime_get_boot_ns();
+        if now < deadline {
+            return Some(now);
+        }
+        *seen_passed = deadline;
+    }
+    None
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_close")]
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    if !window_open(now) {
-        return 0;
-    }
-    // SAFETY: offset from the syscall tracepoint's fixed format.
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(CLOSE_FD) }) else {
+    let Some(now) = window_open() else {
         return 0;
     };
+    let fd: u64 = tracepoint_field(&ctx, CLOSE_FD);
     let _ = report_close(now, fd as u32);
     0
 }
@@ -194,9 +210,7 @@ const MAX_EXIT_FDS: u32 = 4096;
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    if window_open(now) {
+    if let Some(now) = window_open() {
         let _ = report_exit(now);
     }
     0
