@@ -94,6 +94,15 @@ impl UmountCall {
     pub fn flag_names(&self) -> Vec<String> {
         flag_names(self.flags)
     }
+
+    /// For a file opened at `opened_ts_boot_ns`: how long before the call it was opened (0 when
+    /// it was opened during the call, before the kernel's busy check as far as the tracepoints
+    /// can tell), or `None` when it was opened after the call returned and so cannot have
+    /// held the mount when the kernel said busy.
+    pub fn opened_before(&self, opened_ts_boot_ns: u64) -> Option<u64> {
+        let end = self.ts_boot_ns + self.duration_ns;
+        (opened_ts_boot_ns <= end).then(|| self.ts_boot_ns.saturating_sub(opened_ts_boot_ns))
+    }
 }
 
 /// The name of `-ret` as an errno (`EBUSY`), `None` for `ret >= 0`.

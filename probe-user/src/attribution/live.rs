@@ -17,7 +17,7 @@ use super::{
 use probe_common::FdKey;
 
 use crate::{
-    event::{UmountAttempt, Warning},
+    event::{UmountAttempt, UmountCall, Warning},
     state::mount_cache::{MountCache, OnTables},
 };
 
@@ -105,38 +105,15 @@ impl Live {
                 .and_then(|view| self.target(view, &attempt))
                 .and_then(|target| self.with_scanner(|s| super::attribute_mount(&target, s)))
                 .map(|mut a| {
-                    self.apply_open_times(call.ts_boot_ns, &mut a);
+                    if let Some(times) = &self.open_times {
+                        apply_open_times(call, &mut a, |key| times.get(&key, 0).ok());
+                    }
                     a
                 })
                 .map_err(|e| format!("{e:#}"))
         };
         attempt.attribution = Some(result);
         Finished::Attempt(Box::new(attempt))
-    }
-
-    /// With open times: drops fd holders whose file was opened after the failing call (they
-    /// did not hold the mount then) and says how long before the call the others opened.
-    fn apply_open_times(&self, call_ts: u64, a: &mut super::Attribution) {
-        let Some(times) = &self.open_times else {
-            return;
-        };
-        a.holders.retain_mut(|h| {
-            let (Some(p), Some(fd), super::holder::HolderKind::Fd) = (&h.process, h.fd, h.kind)
-            else {
-                return true;
-            };
-            let Ok(fd) = u32::try_from(fd) else {
-                return true;
-            };
-            match times.get(&FdKey { pid: p.pid, fd }, 0) {
-                Ok(opened) if opened > call_ts => false,
-                Ok(opened) => {
-                    h.opened_ns_before = Some(call_ts - opened);
-                    true
-                }
-                Err(_) => true,
-            }
-        });
     }
 
     /// The mount an EBUSY was about: from the mount-table cache when it knew the mount point
@@ -198,5 +175,118 @@ impl Live {
             },
             holders,
         }))
+    }
+}
+/// With open times (`opened_at` looks one up): drops fd holders whose file was opened after the
+/// failing call returned (they did not hold the mount then) and says how long before the call
+/// the others opened.
+fn apply_open_times(
+    call: &UmountCall,
+    a: &mut super::Attribution,
+    opened_at: impl Fn(FdKey) -> Option<u64>,
+) {
+    a.holders.retain_mut(|h| {
+        let (Some(p), Some(fd), super::holder::HolderKind::Fd) = (&h.process, h.fd, h.kind) else {
+            return true;
+        };
+        let Ok(fd) = u32::try_from(fd) else {
+            return true;
+        };
+        let Some(opened) = opened_at(FdKey { pid: p.pid, fd }) else {
+            return true;
+        };
+        h.opened_ns_before = call.opened_before(opened);
+        h.opened_ns_before.is_some()
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        attribution::{
+            holder::{Holder, HolderKind, HolderProcess, Seen},
+            Attribution, Coverage, MountSummary,
+        },
+        event::KernelPath,
+        state::mountinfo::parse_line,
+    };
+
+    const CALL_TS: u64 = 1_000_000_000;
+    const CALL_NS: u64 = 50_000;
+
+    fn call() -> UmountCall {
+        UmountCall {
+            ts_boot_ns: CALL_TS,
+            pid: 1,
+            tid: 1,
+            uid: 0,
+            gid: 0,
+            comm: b"containerd".to_vec(),
+            mntns: 0,
+            cgroup_id: 0,
+            target: KernelPath {
+                bytes: b"/mnt".to_vec(),
+                ..Default::default()
+            },
+            flags: 0,
+            ret: -16,
+            duration_ns: CALL_NS,
+        }
+    }
+
+    fn fd_holder(pid: u32, fd: i32) -> Holder {
+        let mut h = Holder::new(HolderKind::Fd, 812, Seen::KernelScan);
+        h.process = Some(HolderProcess {
+            pid,
+            comm: b"scanner".to_vec(),
+            mntns: None,
+            container: None,
+        });
+        h.fd = Some(fd);
+        h
+    }
+
+    fn attribution(holders: Vec<Holder>) -> Attribution {
+        let entry = parse_line(b"812 27 0:99 / /mnt rw - tmpfs t rw").unwrap();
+        Attribution {
+            mount: MountSummary {
+                id: 812,
+                mntns: 0,
+                entry,
+            },
+            is_mount_point: true,
+            holders,
+            uninspectable: Vec::new(),
+            coverage: Coverage {
+                method: Seen::KernelScan,
+                processes: 1,
+                fds: 1,
+                namespaces: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn open_times_keep_what_was_open_at_the_busy_check() {
+        let mut a = attribution(vec![
+            fd_holder(10, 3), // opened 2 ms before the call
+            fd_holder(11, 3), // opened during the call: maybe before the busy check
+            fd_holder(12, 3), // opened after the call returned
+            fd_holder(13, 3), // open never seen (fanotify, passed, before start)
+        ]);
+        let opened = |key: FdKey| match key.pid {
+            10 => Some(CALL_TS - 2_000_000),
+            11 => Some(CALL_TS + CALL_NS),
+            12 => Some(CALL_TS + CALL_NS + 1),
+            _ => None,
+        };
+        apply_open_times(&call(), &mut a, opened);
+        let got: Vec<_> = a
+            .holders
+            .iter()
+            .map(|h| (h.process.as_ref().unwrap().pid, h.opened_ns_before))
+            .collect();
+        assert_eq!(got, [(10, Some(2_000_000)), (11, Some(0)), (13, None)]);
     }
 }

@@ -57,17 +57,17 @@ impl RecentReleases {
     pub fn complete(&self, call: &UmountCall, attribution: &mut Attribution) {
         let mounts = blamed_mounts(attribution);
         let mount_point = attribution.mount.entry.mount_point.clone();
-        let call_end = call.ts_boot_ns + call.duration_ns;
+        // A file opened after the call returned did not hold the mount when the kernel said
+        // busy; one opened during the call may have (before its busy check).
+        let held_at_call = |r: &&Release| {
+            r.opened_ts_boot_ns
+                .is_none_or(|t| call.opened_before(t).is_some())
+        };
         let mut seen: HashSet<(u32, Vec<u8>)> = attribution
             .holders
             .iter()
             .filter_map(|h| Some((h.process.as_ref()?.pid, h.path.clone()?)))
             .collect();
-        // A file opened after the call did not hold the mount when the kernel said busy.
-        let held_at_call = |r: &&Release| {
-            r.opened_ts_boot_ns
-                .is_none_or(|opened| opened <= call.ts_boot_ns)
-        };
         for r in self
             .releases
             .iter()
@@ -83,9 +83,7 @@ impl RecentReleases {
             if !seen.insert((r.pid, path.clone())) {
                 continue;
             }
-            attribution
-                .holders
-                .push(transient(r, path, call.ts_boot_ns, call_end));
+            attribution.holders.push(transient(r, path, call));
         }
         attribution.add_unknown_if_unexplained();
     }
@@ -103,7 +101,8 @@ fn blamed_mounts(a: &Attribution) -> HashSet<u64> {
     ids
 }
 
-fn transient(r: &Release, path: Vec<u8>, call_start: u64, call_end: u64) -> Holder {
+fn transient(r: &Release, path: Vec<u8>, call: &UmountCall) -> Holder {
+    let call_end = call.ts_boot_ns + call.duration_ns;
     let mut h = Holder::new(HolderKind::Transient, r.mnt_id, Seen::Traced);
     h.process = Some(HolderProcess {
         pid: r.pid,
@@ -114,9 +113,7 @@ fn transient(r: &Release, path: Vec<u8>, call_start: u64, call_end: u64) -> Hold
     h.path = Some(path);
     h.fd = i32::try_from(r.fd).ok();
     h.closed_ns_after = Some(r.ts_boot_ns.saturating_sub(call_end));
-    h.opened_ns_before = r
-        .opened_ts_boot_ns
-        .map(|opened| call_start.saturating_sub(opened));
+    h.opened_ns_before = r.opened_ts_boot_ns.and_then(|t| call.opened_before(t));
     let how = if r.exited { "exited" } else { "closed it" };
     h.note = Some(if r.truncated {
         format!("{how} after the failing call (path cut: too deep or a name too long)")
@@ -215,8 +212,15 @@ mod tests {
             CALL_TS + 600_000,
             812,
             b"/etc/later",
+            Some(CALL_TS + 5_001),
+        )); // opened after the call returned (it took 5,000 ns)
+        recent.record(release(
+            11,
+            CALL_TS + 650_000,
+            812,
+            b"/etc/during",
             Some(CALL_TS + 1),
-        )); // opened after the call
+        )); // opened during the call: maybe before the busy check
         recent.record(release(9, CALL_TS + 700_000, 999, b"/elsewhere", None)); // another mount
         recent.record(release(10, CALL_TS + 800_000, 812, b"/fanotify-fd", None)); // open never seen
         let mut a = attribution();
@@ -243,6 +247,13 @@ mod tests {
                     b"/var/lib/m/etc/passwd".to_vec(),
                     Some(1_800_000),
                     Some(395_000)
+                ),
+                (
+                    HolderKind::Transient,
+                    11,
+                    b"/var/lib/m/etc/during".to_vec(),
+                    Some(0),
+                    Some(645_000)
                 ),
                 (
                     HolderKind::Transient,
