@@ -32,8 +32,68 @@ const CLOSE_FD: usize = 16;
 /// `sys_exit_open*` / `sys_exit_creat` format: `long ret` at 16.
 const EXIT_RET: usize = 16;
 
+/// `[0]`: how many unmount attempts have entered (wrapping; only its changes matter).
+#[map]
+static UMOUNT_EPOCH: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The thread that last entered an open syscall on a CPU, and the [`UMOUNT_EPOCH`] then.
+#[repr(C)]
+pub struct OpenEntry {
+    tid: u32,
+    umount_epoch: u32,
+}
+
+/// `[0]`: per CPU, the last [`OpenEntry`].
+#[map]
+static OPEN_ENTRY: PerCpuArray<OpenEntry> = PerCpuArray::with_max_entries(1, 0);
+
+/// Notes that an unmount attempt entered (from the umount entry probe).
+pub fn note_umount_entry() {
+    if let Some(epoch) = UMOUNT_EPOCH.get_ptr_mut(0) {
+        // SAFETY: a single u32 slot; a racing increment still changes it.
+        unsafe { *epoch = (*epoch).wrapping_add(1) };
+    }
+}
+
+fn umount_epoch() -> u32 {
+    // SAFETY: a single u32 slot, copied out.
+    unsafe { UMOUNT_EPOCH.get(0).copied().unwrap_or(0) }
+}
+
+/// Stamps the entry of `open`, `openat`, `openat2` and `creat` with the unmount epoch: an open
+/// whose exit probe ran after an unmount's entry may have installed its fd before that
+/// unmount's busy check (the opener was preempted in between), so its exit time would wrongly
+/// say "opened after the call".
+#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
+pub fn sys_enter_open(_ctx: TracePointContext) -> u32 {
+    if let Some(entry) = OPEN_ENTRY.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; helper without preconditions.
+        unsafe {
+            (*entry).tid = bpf_get_current_pid_tgid() as u32;
+            (*entry).umount_epoch = umount_epoch();
+        }
+    }
+    0
+}
+
+/// When the open the current thread is leaving installed its fd, as far as it matters: now,
+/// when no unmount attempt entered since the open entered on this CPU; else 0 (unknown: the
+/// open may have raced that unmount's busy check, or the call slept and moved CPU).
+fn open_time(tid: u32) -> u64 {
+    // SAFETY: this CPU's slot, read at once.
+    let raced = match unsafe { OPEN_ENTRY.get(0) } {
+        Some(entry) => entry.tid != tid || entry.umount_epoch != umount_epoch(),
+        None => true,
+    };
+    if raced {
+        return 0;
+    }
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
 /// Records when a file on a tracked mount was opened (attached to the exit of `open`,
-/// `openat`, `openat2` and `creat`).
+/// `openat`, `openat2` and `creat`): see [`open_time`].
 #[tracepoint(category = "syscalls", name = "sys_exit_openat")]
 pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
     let ret: i64 = tracepoint_field(&ctx, EXIT_RET);
@@ -49,18 +109,18 @@ fn record_open(fd: u32) -> Option<()> {
     if !tracked(vfsmount, mnt_id) {
         return None;
     }
+    let pid_tgid = bpf_get_current_pid_tgid();
     let key = FdKey {
-        pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        pid: (pid_tgid >> 32) as u32,
         fd,
     };
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let opened = open_time(pid_tgid as u32);
     // fd numbers are reused at once: overwriting the slot in place is far cheaper than an
     // LRU update, which takes a fresh node from the free list every time.
     if let Some(slot) = OPEN_TIMES.get_ptr_mut(key) {
         // SAFETY: a u64 slot of this map; only this (tgid, fd) writes it.
-        unsafe { *slot = now };
-    } else if OPEN_TIMES.insert(key, now, 0).is_err() {
+        unsafe { *slot = opened };
+    } else if OPEN_TIMES.insert(key, opened, 0).is_err() {
         count_drop(DropCause::InflightMapFull);
     }
     Some(())
@@ -79,7 +139,8 @@ pub static BUSY_UNTIL: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 static SEEN_PASSED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// When each fd on a tracked mount was opened (`CLOCK_BOOTTIME` ns), by the open probes.
+/// When each fd on a tracked mount was opened (`CLOCK_BOOTTIME` ns; 0: unknown, see
+/// [`open_time`]), by the open probes.
 #[map]
 pub static OPEN_TIMES: LruHashMap<FdKey, u64> = LruHashMap::with_max_entries(65536, 0);
 

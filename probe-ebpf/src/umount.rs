@@ -61,6 +61,7 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
         flags: flags as u32,
         _pad: 0,
     };
+    crate::release::note_umount_entry();
     crate::release::open_attempt_window(start.ts_boot_ns);
     if UMOUNT_INFLIGHT.insert(tid, start, 0).is_err() {
         count_drop(DropCause::InflightMapFull);

@@ -31,13 +31,9 @@ pub const RELEASE_TRACEPOINTS: [(&str, &str, &str); 2] = [
     ("sched_process_exit", "sched", "sched_process_exit"),
 ];
 
-/// Where the open-times program attaches: the exits of every syscall that opens a file.
-pub const OPEN_TRACEPOINTS: [&str; 4] = [
-    "sys_exit_openat",
-    "sys_exit_open",
-    "sys_exit_openat2",
-    "sys_exit_creat",
-];
+/// The syscalls that open a file: the open-times programs attach to their entry
+/// (`sys_enter_open`) and exit (`sys_exit_open`).
+pub const OPEN_SYSCALLS: [&str; 4] = ["openat", "open", "openat2", "creat"];
 
 /// The probe mode in use (more modes come with the security-hook work).
 pub const MODE_TRACEPOINT: &str = "tracepoint";
@@ -232,16 +228,20 @@ impl Probes {
     }
 }
 
-/// Loads the open-times program once and attaches it to every open syscall's exit.
+/// Loads the open-times programs once each and attaches them to the entry and the exit of
+/// every syscall that opens a file.
 fn attach_open_times(ebpf: &mut Ebpf) -> Result<()> {
-    let prog: &mut TracePoint = ebpf
-        .program_mut("sys_exit_open")
-        .context("program sys_exit_open missing from the eBPF object")?
-        .try_into()?;
-    prog.load().context("loading sys_exit_open")?;
-    for name in OPEN_TRACEPOINTS {
-        prog.attach("syscalls", name)
-            .with_context(|| format!("attaching to syscalls:{name}"))?;
+    for (program, side) in [("sys_enter_open", "enter"), ("sys_exit_open", "exit")] {
+        let prog: &mut TracePoint = ebpf
+            .program_mut(program)
+            .with_context(|| format!("program {program} missing from the eBPF object"))?
+            .try_into()?;
+        prog.load().with_context(|| format!("loading {program}"))?;
+        for syscall in OPEN_SYSCALLS {
+            let name = format!("sys_{side}_{syscall}");
+            prog.attach("syscalls", &name)
+                .with_context(|| format!("attaching to syscalls:{name}"))?;
+        }
     }
     Ok(())
 }

@@ -101,19 +101,56 @@ impl Live {
         let result = if call.target.truncated || call.target.unreadable {
             Err("the probe could not read the whole target path".to_string())
         } else {
-            Viewpoint::of_caller(call.pid, call.tid, call.mntns)
-                .and_then(|view| self.target(view, &attempt))
-                .and_then(|target| self.with_scanner(|s| super::attribute_mount(&target, s)))
-                .map(|mut a| {
-                    if let Some(times) = &self.open_times {
-                        apply_open_times(call, &mut a, |key| times.get(&key, 0).ok());
-                    }
-                    a
-                })
-                .map_err(|e| format!("{e:#}"))
+            match Viewpoint::of_caller(call.pid, call.tid, call.mntns) {
+                Ok(view) => self
+                    .target(view, &attempt)
+                    .and_then(|target| self.with_scanner(|s| super::attribute_mount(&target, s)))
+                    .map(|mut a| {
+                        if let Some(times) = &self.open_times {
+                            apply_open_times(call, &mut a, |key| {
+                                times.get(&key, 0).ok().filter(|&opened| opened != 0)
+                            });
+                        }
+                        a
+                    }),
+                Err(gone) => self.in_vanished_namespace(&attempt).ok_or(gone),
+            }
+            .map_err(|e| format!("{e:#}"))
         };
         attempt.attribution = Some(result);
         Finished::Attempt(Box::new(attempt))
+    }
+
+    /// Reads the caller's mount table now if the cache does not know it yet (a cheap no-op
+    /// when it does): so that its mounts are known even if every process in it exits before
+    /// the attribution runs.
+    pub fn learn_namespace(&self, attempt: &UmountAttempt) {
+        self.mounts.learn(attempt.call.mntns, attempt.call.pid);
+    }
+
+    /// When every process of the caller's mount namespace exited before the scan (a sandbox
+    /// torn down, a busy node where the scan started late), its mounts are gone with it and
+    /// nothing is left to scan: the mount the call named, from the mount-table cache, with no
+    /// holders yet (the watch loop adds the releases traced after the call).
+    fn in_vanished_namespace(&self, attempt: &UmountAttempt) -> Option<super::Attribution> {
+        let abs = attempt.target_abs.as_deref()?;
+        let entry = self.mounts.unmounted_at(attempt.call.mntns, abs)?;
+        Some(super::Attribution {
+            mount: MountSummary {
+                id: entry.id,
+                mntns: attempt.call.mntns,
+                entry,
+            },
+            is_mount_point: true,
+            holders: Vec::new(),
+            uninspectable: Vec::new(),
+            coverage: super::Coverage {
+                method: super::holder::Seen::Traced,
+                processes: 0,
+                fds: 0,
+                namespaces: 0,
+            },
+        })
     }
 
     /// The mount an EBUSY was about: from the mount-table cache when it knew the mount point

@@ -98,6 +98,14 @@ impl Attribution {
             return;
         }
         let c = self.coverage;
+        if c.namespaces == 0 {
+            let mut unknown = Holder::new(HolderKind::Unknown, self.mount.id, c.method);
+            unknown.note = Some(
+                "nothing found: every process of the caller's mount namespace had exited before the scan, and its mounts with it; no release traced after the call matched".into(),
+            );
+            self.holders.push(unknown);
+            return;
+        }
         let mut note = format!(
             "nothing found: checked {} processes ({} fds, cwd, root, exe, mappings), {} mount namespaces, submounts, loop devices, swap files and fanotify marks",
             c.processes, c.fds, c.namespaces

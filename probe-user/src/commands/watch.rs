@@ -134,6 +134,7 @@ impl Jobs {
             };
             let live = Arc::clone(live);
             if Live::is_busy(&attempt) {
+                live.learn_namespace(&attempt);
                 self.running.spawn_blocking(move || live.attribute(attempt));
                 continue;
             }

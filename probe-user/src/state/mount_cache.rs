@@ -101,6 +101,29 @@ impl MountCache {
             .or_else(|| tables.removed_at(mntns, mount_point))
     }
 
+    /// Makes sure the table of `mntns` is known, reading it through `pid` now when it is not:
+    /// a namespace younger than the discovery interval may die before the keeper thread finds
+    /// it, taking with it the mount an EBUSY named.
+    pub fn learn(&self, mntns: u64, pid: u32) {
+        if self
+            .inner
+            .read()
+            .is_ok_and(|t| t.current.contains_key(&mntns))
+        {
+            return;
+        }
+        let Ok(mut file) = File::open(namespaces::proc_path(pid, "mountinfo")) else {
+            return;
+        };
+        if namespaces::mntns_of(pid) != Some(mntns) {
+            return;
+        }
+        if let Some(table) = read_table(&mut file) {
+            tracing::trace!("mount cache: learnt namespace {mntns} through pid {pid}");
+            self.update(mntns, table);
+        }
+    }
+
     fn update(&self, mntns: u64, table: Vec<MountEntry>) {
         let Ok(mut tables) = self.inner.write() else {
             return;
@@ -122,9 +145,16 @@ impl MountCache {
             .retain(|(_, _, at)| now.duration_since(*at) < REMEMBER_REMOVED);
     }
 
+    /// Drops a namespace whose processes all left it; its mounts went with it, and are
+    /// remembered as removed (an EBUSY in it may still be waiting for its attribution).
     fn forget(&self, mntns: u64) {
         if let Ok(mut tables) = self.inner.write() {
-            tables.current.remove(&mntns);
+            if let Some(table) = tables.current.remove(&mntns) {
+                let now = Instant::now();
+                tables
+                    .removed
+                    .extend(table.into_iter().map(|m| (mntns, m, now)));
+            }
         }
     }
 
@@ -205,6 +235,20 @@ impl MountCache {
                 }
             }
         }
+        // Namespaces learnt between two discoveries that died before this one.
+        let unwatched: Vec<u64> = self.inner.read().map_or_else(
+            |_| Vec::new(),
+            |t| {
+                t.current
+                    .keys()
+                    .filter(|ns| !watched.contains_key(ns))
+                    .copied()
+                    .collect()
+            },
+        );
+        for ns in unwatched {
+            self.forget(ns);
+        }
     }
 }
 
@@ -249,6 +293,32 @@ fn wait_for_changes(watched: &HashMap<u64, Watched>, at_most: Duration) -> Vec<u
 mod tests {
     use super::*;
     use crate::state::mountinfo::parse_line;
+
+    #[test]
+    fn learns_a_namespace_through_a_process_in_it() {
+        let cache = MountCache::default();
+        let me = std::process::id();
+        let ns = namespaces::mntns_of(me).unwrap();
+        cache.learn(ns + 1, me);
+        assert_eq!(
+            cache.mounted_at(ns + 1, b"/"),
+            None,
+            "not that process's namespace"
+        );
+        cache.learn(ns, me);
+        assert!(cache.mounted_at(ns, b"/").is_some());
+    }
+
+    #[test]
+    fn a_vanished_namespace_leaves_its_mounts_as_removed() {
+        let cache = MountCache::default();
+        let layer = parse_line(b"10 1 0:50 / /run/sandbox/rootfs rw - overlay o rw").unwrap();
+        cache.update(9, vec![layer.clone()]);
+        cache.forget(9);
+        assert_eq!(cache.mounted_at(9, b"/run/sandbox/rootfs"), Some(layer));
+        assert_eq!(cache.mounted_at(9, b"/elsewhere"), None);
+        assert!(cache.inner.read().unwrap().current.is_empty());
+    }
 
     #[test]
     fn remembers_what_an_update_removed() {
