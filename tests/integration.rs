@@ -13,6 +13,7 @@ mod demo;
 mod doctor;
 mod holders;
 mod record;
+mod releases;
 mod scans;
 mod support;
 mod top;
@@ -37,6 +38,9 @@ fn main() {
     if let Some(dir) = std::env::var_os(transient::RACE_ENV) {
         transient::race(&dir);
     }
+    if let Some(dir) = std::env::var_os(releases::LET_GO_ENV) {
+        releases::let_go(&dir);
+    }
     let args = Arguments::from_args();
     let is_root = nix::unistd::geteuid().is_root();
     if !is_root {
@@ -52,6 +56,7 @@ fn main() {
         .chain(before_start::TESTS.iter())
         .chain(alive::TESTS.iter())
         .chain(transient::TESTS.iter())
+        .chain(releases::TESTS.iter())
         .chain(container::TESTS.iter())
         .chain(demo::TESTS.iter())
         .chain(record::TESTS.iter())

@@ -121,6 +121,13 @@ pub mod release_how {
     pub const CLOSE: u32 = 1;
     /// The process exited (its last thread: the fd table was not shared).
     pub const EXIT: u32 = 2;
+    /// `dup2`/`dup3` over the fd.
+    pub const DUP_OVER: u32 = 3;
+    /// `close_range` over the fd.
+    pub const CLOSE_RANGE: u32 = 4;
+    /// `execve`/`execveat` with the fd marked close-on-exec (reported when the call enters: an
+    /// exec that then fails keeps the fd).
+    pub const EXEC: u32 = 5;
 }
 
 /// A file on a tracked mount let go (closed) while some unmount was recently busy: the

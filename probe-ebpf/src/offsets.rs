@@ -89,6 +89,8 @@ offsets!(
     OFF_SB_MAGIC,
     /// `files_struct.count`.
     OFF_FILES_COUNT,
+    /// `fdtable.close_on_exec`.
+    OFF_FDT_CLOSE_ON_EXEC,
 );
 
 /// The offset held by `global`, or `None` when it is unknown.

@@ -256,18 +256,66 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let fd: u64 = tracepoint_field(&ctx, CLOSE_FD);
-    let _ = report_close(now, fd as u32);
+    let _ = report_fd(now, fd as u32, release_how::CLOSE);
     0
 }
 
-fn report_close(now: u64, fd: u32) -> Option<()> {
-    // SAFETY: helper without preconditions; the pointer is only read through probe reads.
-    let task = unsafe { bpf_get_current_task() };
-    report_file(now, fd, file_of_fd(task, fd)?, release_how::CLOSE)
+/// `sys_enter_dup2` / `sys_enter_dup3` formats: `oldfd` at 16, `newfd` at 24.
+const DUP_OLDFD: usize = 16;
+const DUP_NEWFD: usize = 24;
+
+/// `dup2`/`dup3` close the file at `newfd` (attached to both).
+#[tracepoint(category = "syscalls", name = "sys_enter_dup2")]
+pub fn sys_enter_dup(ctx: TracePointContext) -> u32 {
+    let Some(now) = window_open() else {
+        return 0;
+    };
+    let old: u64 = tracepoint_field(&ctx, DUP_OLDFD);
+    let new: u64 = tracepoint_field(&ctx, DUP_NEWFD);
+    if old != new {
+        let _ = report_fd(now, new as u32, release_how::DUP_OVER);
+    }
+    0
 }
 
-/// Most fds an exiting process's table is walked for.
-const MAX_EXIT_FDS: u32 = 4096;
+/// `sys_enter_close_range` format: `fd` at 16, `max_fd` at 24, `flags` at 32.
+const RANGE_FIRST: usize = 16;
+const RANGE_LAST: usize = 24;
+const RANGE_FLAGS: usize = 32;
+/// `CLOSE_RANGE_CLOEXEC`: the range is only marked close-on-exec, nothing is let go.
+const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
+
+#[tracepoint(category = "syscalls", name = "sys_enter_close_range")]
+pub fn sys_enter_close_range(ctx: TracePointContext) -> u32 {
+    let Some(now) = window_open() else {
+        return 0;
+    };
+    let flags: u64 = tracepoint_field(&ctx, RANGE_FLAGS);
+    if flags & CLOSE_RANGE_CLOEXEC == 0 {
+        let first: u64 = tracepoint_field(&ctx, RANGE_FIRST);
+        let last: u64 = tracepoint_field(&ctx, RANGE_LAST);
+        let _ = walk_fds(now, first as u32, last as u32, release_how::CLOSE_RANGE);
+    }
+    0
+}
+
+/// `execve`/`execveat` close the fds marked close-on-exec (attached to both).
+#[tracepoint(category = "syscalls", name = "sys_enter_execve")]
+pub fn sys_enter_exec(_ctx: TracePointContext) -> u32 {
+    if let Some(now) = window_open() {
+        let _ = walk_fds(now, 0, u32::MAX, release_how::EXEC);
+    }
+    0
+}
+
+fn report_fd(now: u64, fd: u32, how: u32) -> Option<()> {
+    // SAFETY: helper without preconditions; the pointer is only read through probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    report_file(now, fd, file_of_fd(task, fd)?, how)
+}
+
+/// Most fds a walk over one fd table covers.
+const MAX_WALK_FDS: u32 = 4096;
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
@@ -275,13 +323,6 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
         let _ = report_exit(now);
     }
     0
-}
-
-/// What the walk over an exiting process's fd table needs.
-#[repr(C)]
-struct ExitWalk {
-    fd_array: u64,
-    now: u64,
 }
 
 /// Reports every file on a tracked mount in the fd table of the exiting task, when it is
@@ -294,31 +335,71 @@ fn report_exit(now: u64) -> Option<()> {
     if users != 1 {
         return None;
     }
+    walk_fds(now, 0, u32::MAX, release_how::EXIT)
+}
+
+/// What a walk over the current task's fd table needs.
+#[repr(C)]
+struct FdWalk {
+    fd_array: u64,
+    /// The close-on-exec bitmap, when only the fds marked in it are let go; else 0.
+    close_on_exec: u64,
+    first: u32,
+    how: u32,
+    now: u64,
+}
+
+/// Reports the files on tracked mounts at fds `first..=last` of the current task (for
+/// [`release_how::EXEC`], only those marked close-on-exec), at most [`MAX_WALK_FDS`].
+fn walk_fds(now: u64, first: u32, last: u32, how: u32) -> Option<()> {
+    // SAFETY: helper without preconditions; the pointer is only read through probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    let files = read_ptr(task, offsets::get(&OFF_TASK_FILES)?)?;
     let fdt = read_ptr(files, offsets::get(&OFF_FILES_FDT)?)?;
     let max_fds: u32 = read(fdt + offsets::get(&OFF_FDT_MAX_FDS)?)?;
-    let mut walk = ExitWalk {
+    let last = last.min(max_fds.checked_sub(1)?);
+    if first > last {
+        return None;
+    }
+    let close_on_exec = if how == release_how::EXEC {
+        read_ptr(fdt, offsets::get(&OFF_FDT_CLOSE_ON_EXEC)?)?
+    } else {
+        0
+    };
+    let mut walk = FdWalk {
         fd_array: read_ptr(fdt, offsets::get(&OFF_FDT_FD)?)?,
+        close_on_exec,
+        first,
+        how,
         now,
     };
     // SAFETY: the callback only reads kernel memory through probe reads; `walk` outlives it.
     unsafe {
         bpf_loop(
-            max_fds.min(MAX_EXIT_FDS),
-            exit_step as *mut c_void,
-            (&mut walk as *mut ExitWalk).cast(),
+            (last - first + 1).min(MAX_WALK_FDS),
+            walk_step as *mut c_void,
+            (&mut walk as *mut FdWalk).cast(),
             0,
         );
     }
     Some(())
 }
 
-/// One fd of an exiting process.
+/// One fd of a walk.
 #[inline(never)]
-extern "C" fn exit_step(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes back the `ExitWalk` given to it.
-    let walk = unsafe { &*(ctx as *const ExitWalk) };
-    if let Some(file) = read_ptr(walk.fd_array, index * 8) {
-        let _ = report_file(walk.now, index as u32, file, release_how::EXIT);
+extern "C" fn walk_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `FdWalk` given to it.
+    let walk = unsafe { &*(ctx as *const FdWalk) };
+    let fd = u64::from(walk.first) + index;
+    if walk.close_on_exec != 0 {
+        let marked = read::<u64>(walk.close_on_exec + fd / 64 * 8)
+            .is_some_and(|word| word & (1 << (fd % 64)) != 0);
+        if !marked {
+            return 0;
+        }
+    }
+    if let Some(file) = read_ptr(walk.fd_array, fd * 8) {
+        let _ = report_file(walk.now, fd as u32, file, walk.how);
     }
     0
 }

@@ -4,12 +4,12 @@
 use std::mem::size_of;
 
 use probe_common::{
-    release_how, EventHeader, EventKind, ReleaseEvent, UmountEvent, COMM_LEN, PATH_BUF_LEN,
-    PATH_TRUNCATED, PATH_UNREADABLE, RELEASE_DEPTH, RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
+    EventHeader, EventKind, ReleaseEvent, UmountEvent, COMM_LEN, PATH_BUF_LEN, PATH_TRUNCATED,
+    PATH_UNREADABLE, RELEASE_DEPTH, RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
 };
 use thiserror::Error;
 
-use crate::event::{KernelPath, Release, UmountCall};
+use crate::event::{KernelPath, Release, ReleaseHow, UmountCall};
 
 /// A decoded ring-buffer record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,7 +77,7 @@ fn release(raw: &ReleaseEvent) -> Release {
         tid: raw.header.tid,
         comm: nul_terminated(&raw.comm).to_vec(),
         fd: raw.fd,
-        exited: raw.how == release_how::EXIT,
+        how: ReleaseHow::from_raw(raw.how),
         mnt_id: u64::from(raw.mnt_id),
         path_within_mount: if within.is_empty() {
             b"/".to_vec()
@@ -198,7 +198,7 @@ pub(crate) mod tests {
         assert_eq!(r.comm, b"scanner");
         assert!(!r.truncated);
         assert_eq!(r.opened_ts_boot_ns, None);
-        assert!(!r.exited);
+        assert_eq!(r.how, ReleaseHow::Close);
         ev.flags = RELEASE_PATH_DEEPER;
         ev.depth = 0;
         // SAFETY: as above.

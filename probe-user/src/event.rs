@@ -18,8 +18,8 @@ pub struct Release {
     pub comm: Vec<u8>,
     /// The fd let go.
     pub fd: u32,
-    /// How: closed, or the process exited.
-    pub exited: bool,
+    /// How it was let go.
+    pub how: ReleaseHow,
     /// The file's mount.
     pub mnt_id: u64,
     /// The file's path within the mount (`/etc/passwd`), as far as the probe walked.
@@ -29,6 +29,46 @@ pub struct Release {
     /// When the file was opened, if the open probe saw it (not for fds made by fanotify,
     /// `dup`, Unix sockets, or opened before busyprobe started).
     pub opened_ts_boot_ns: Option<u64>,
+}
+
+/// How a process let go of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseHow {
+    /// `close`.
+    Close,
+    /// `dup2`/`dup3` over its fd.
+    DupOver,
+    /// `close_range`.
+    CloseRange,
+    /// `execve` with the fd marked close-on-exec (seen as the call entered).
+    Exec,
+    /// The process exited.
+    Exit,
+}
+
+impl ReleaseHow {
+    /// From the kernel's [`probe_common::release_how`] constant (unknown ones read as close).
+    pub fn from_raw(how: u32) -> Self {
+        use probe_common::release_how as raw;
+        match how {
+            raw::EXIT => Self::Exit,
+            raw::DUP_OVER => Self::DupOver,
+            raw::CLOSE_RANGE => Self::CloseRange,
+            raw::EXEC => Self::Exec,
+            _ => Self::Close,
+        }
+    }
+
+    /// What the holder did, for a holder's note: "closed it", "exited", ...
+    pub fn verb(self) -> &'static str {
+        match self {
+            Self::Close => "closed it",
+            Self::DupOver => "replaced it with dup2/dup3",
+            Self::CloseRange => "closed it with close_range",
+            Self::Exec => "exec'd (close-on-exec)",
+            Self::Exit => "exited",
+        }
+    }
 }
 
 /// `umount2` flags and their names, in bit order.

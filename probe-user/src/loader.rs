@@ -19,21 +19,69 @@ use crate::kernel::{
 /// The eBPF object, embedded at build time (see build.rs).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("BUSYPROBE_EBPF_OBJECT"));
 
-/// The tracepoints the umount capture attaches: (program, category, name).
-pub const UMOUNT_TRACEPOINTS: [(&str, &str, &str); 2] = [
-    ("sys_enter_umount", "syscalls", "sys_enter_umount"),
-    ("sys_exit_umount", "syscalls", "sys_exit_umount"),
+/// One program and the tracepoints of one category it is attached to.
+#[derive(Clone, Copy, Debug)]
+pub struct Attachment {
+    /// The program's name in the object.
+    pub program: &'static str,
+    /// The tracepoints' category.
+    pub category: &'static str,
+    /// The tracepoints.
+    pub names: &'static [&'static str],
+}
+
+const fn syscalls(program: &'static str, names: &'static [&'static str]) -> Attachment {
+    Attachment {
+        program,
+        category: "syscalls",
+        names,
+    }
+}
+
+/// The umount capture.
+pub const UMOUNT_TRACEPOINTS: [Attachment; 2] = [
+    syscalls("sys_enter_umount", &["sys_enter_umount"]),
+    syscalls("sys_exit_umount", &["sys_exit_umount"]),
 ];
 
-/// The release-tracking tracepoints: (program, category, name).
-pub const RELEASE_TRACEPOINTS: [(&str, &str, &str); 2] = [
-    ("sys_enter_close", "syscalls", "sys_enter_close"),
-    ("sched_process_exit", "sched", "sched_process_exit"),
+/// Release tracking: every way a process lets go of an fd (`close`, `dup2`/`dup3` over it,
+/// `close_range`, close-on-exec at `execve`, exit).
+pub const RELEASE_TRACEPOINTS: [Attachment; 5] = [
+    syscalls("sys_enter_close", &["sys_enter_close"]),
+    syscalls("sys_enter_dup", &["sys_enter_dup2", "sys_enter_dup3"]),
+    syscalls("sys_enter_close_range", &["sys_enter_close_range"]),
+    syscalls(
+        "sys_enter_exec",
+        &["sys_enter_execve", "sys_enter_execveat"],
+    ),
+    Attachment {
+        program: "sched_process_exit",
+        category: "sched",
+        names: &["sched_process_exit"],
+    },
 ];
 
-/// The syscalls that open a file: the open-times programs attach to their entry
-/// (`sys_enter_open`) and exit (`sys_exit_open`).
-pub const OPEN_SYSCALLS: [&str; 4] = ["openat", "open", "openat2", "creat"];
+/// Open times: the entry and the exit of every syscall that opens a file.
+pub const OPEN_TIME_TRACEPOINTS: [Attachment; 2] = [
+    syscalls(
+        "sys_enter_open",
+        &[
+            "sys_enter_openat",
+            "sys_enter_open",
+            "sys_enter_openat2",
+            "sys_enter_creat",
+        ],
+    ),
+    syscalls(
+        "sys_exit_open",
+        &[
+            "sys_exit_openat",
+            "sys_exit_open",
+            "sys_exit_openat2",
+            "sys_exit_creat",
+        ],
+    ),
+];
 
 /// The probe mode in use (more modes come with the security-hook work).
 pub const MODE_TRACEPOINT: &str = "tracepoint";
@@ -140,21 +188,23 @@ impl Probes {
             Some(opts.ring_buffer_size),
             opts.allow_list,
         )?;
-        for (program, category, name) in UMOUNT_TRACEPOINTS {
-            attach_tracepoint(&mut ebpf, program, category, name)?;
+        for attachment in &UMOUNT_TRACEPOINTS {
+            attach(&mut ebpf, attachment)?;
         }
         if opts.track_releases {
-            for (program, category, name) in RELEASE_TRACEPOINTS {
-                if let Err(e) = attach_tracepoint(&mut ebpf, program, category, name) {
-                    tracing::warn!("release tracking is off: {e:#}");
+            for attachment in &RELEASE_TRACEPOINTS {
+                if let Err(e) = attach(&mut ebpf, attachment) {
+                    tracing::warn!("release tracking is partly off: {e:#}");
                 }
             }
         }
         if opts.track_releases && opts.open_times {
-            if let Err(e) = attach_open_times(&mut ebpf) {
-                tracing::warn!(
-                    "open times are off (transient holders will have no open time): {e:#}"
-                );
+            for attachment in &OPEN_TIME_TRACEPOINTS {
+                if let Err(e) = attach(&mut ebpf, attachment) {
+                    tracing::warn!(
+                        "open times are off (transient holders will have no open time): {e:#}"
+                    );
+                }
             }
         }
         Ok(Self { ebpf })
@@ -228,35 +278,23 @@ impl Probes {
     }
 }
 
-/// Loads the open-times programs once each and attaches them to the entry and the exit of
-/// every syscall that opens a file.
-fn attach_open_times(ebpf: &mut Ebpf) -> Result<()> {
-    for (program, side) in [("sys_enter_open", "enter"), ("sys_exit_open", "exit")] {
-        let prog: &mut TracePoint = ebpf
-            .program_mut(program)
-            .with_context(|| format!("program {program} missing from the eBPF object"))?
-            .try_into()?;
-        prog.load().with_context(|| format!("loading {program}"))?;
-        for syscall in OPEN_SYSCALLS {
-            let name = format!("sys_{side}_{syscall}");
-            prog.attach("syscalls", &name)
-                .with_context(|| format!("attaching to syscalls:{name}"))?;
-        }
-    }
-    Ok(())
-}
-
-/// Loads and attaches one tracepoint program.
-pub fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
+/// Loads one tracepoint program and attaches it to each of its tracepoints.
+pub fn attach(ebpf: &mut Ebpf, a: &Attachment) -> Result<()> {
     let prog: &mut TracePoint = ebpf
-        .program_mut(program)
-        .with_context(|| format!("program {program} missing from the eBPF object"))?
+        .program_mut(a.program)
+        .with_context(|| format!("program {} missing from the eBPF object", a.program))?
         .try_into()
-        .with_context(|| format!("program {program} is not a tracepoint"))?;
-    prog.load()
-        .with_context(|| format!("loading {program} (the verifier's log is above, if any)"))?;
-    prog.attach(category, name)
-        .with_context(|| format!("attaching to tracepoint {category}:{name}"))?;
+        .with_context(|| format!("program {} is not a tracepoint", a.program))?;
+    prog.load().with_context(|| {
+        format!(
+            "loading {} (the verifier's log is above, if any)",
+            a.program
+        )
+    })?;
+    for name in a.names {
+        prog.attach(a.category, name)
+            .with_context(|| format!("attaching to tracepoint {}:{name}", a.category))?;
+    }
     Ok(())
 }
 

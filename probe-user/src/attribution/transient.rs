@@ -29,12 +29,12 @@ impl RecentReleases {
     /// Keeps one release (and forgets old ones).
     pub fn record(&mut self, release: Release) {
         tracing::trace!(
-            "release: pid {} fd {} mount {} {} exited={} opened={:?} at {}",
+            "release: pid {} fd {} mount {} {} how={:?} opened={:?} at {}",
             release.pid,
             release.fd,
             release.mnt_id,
             String::from_utf8_lossy(&release.path_within_mount),
-            release.exited,
+            release.how,
             release.opened_ts_boot_ns,
             release.ts_boot_ns
         );
@@ -114,7 +114,7 @@ fn transient(r: &Release, path: Vec<u8>, call: &UmountCall) -> Holder {
     h.fd = i32::try_from(r.fd).ok();
     h.closed_ns_after = Some(r.ts_boot_ns.saturating_sub(call_end));
     h.opened_ns_before = r.opened_ts_boot_ns.and_then(|t| call.opened_before(t));
-    let how = if r.exited { "exited" } else { "closed it" };
+    let how = r.how.verb();
     h.note = Some(if r.truncated {
         format!("{how} after the failing call (path cut: too deep or a name too long)")
     } else {
@@ -128,7 +128,7 @@ mod tests {
     use super::*;
     use crate::{
         attribution::{Coverage, MountSummary},
-        event::KernelPath,
+        event::{KernelPath, ReleaseHow},
         state::mountinfo::parse_line,
     };
 
@@ -181,7 +181,7 @@ mod tests {
             tid: pid,
             comm: b"scanner".to_vec(),
             fd: 7,
-            exited: false,
+            how: ReleaseHow::Close,
             mnt_id,
             path_within_mount: path.to_vec(),
             truncated: false,

@@ -252,16 +252,20 @@ fn first_line(e: &anyhow::Error) -> String {
 }
 
 fn try_tracepoint(ebpf: &mut Ebpf) -> Result<String> {
-    let (program, category, name) = UMOUNT_TRACEPOINTS[0];
+    let umount = &UMOUNT_TRACEPOINTS[0];
     if tracefs::find().is_none() {
-        let prog: &mut aya::programs::TracePoint = self::program(ebpf, program)?;
+        let prog: &mut aya::programs::TracePoint = self::program(ebpf, umount.program)?;
         prog.load()?;
         return Ok(format!(
-            "{program} loads (attach not tried: tracefs not mounted)"
+            "{} loads (attach not tried: tracefs not mounted)",
+            umount.program
         ));
     }
-    loader::attach_tracepoint(ebpf, program, category, name)?;
-    Ok(format!("{category}:{name} loads and attaches"))
+    loader::attach(ebpf, umount)?;
+    Ok(format!(
+        "{}:{} loads and attaches",
+        umount.category, umount.names[0]
+    ))
 }
 
 /// The doctor program `name` as program type `P`.

@@ -69,7 +69,7 @@ const FAN_TYPE: FieldSpec = FieldSpec {
 };
 
 /// Every offset global of the eBPF object (`probe-ebpf/src/offsets.rs`) and its source.
-pub const GLOBALS: [(&str, OffsetSpec); 37] = [
+pub const GLOBALS: [(&str, OffsetSpec); 38] = [
     ("OFF_TASK_NSPROXY", field("task_struct", &["nsproxy"])),
     ("OFF_NSPROXY_MNT_NS", field("nsproxy", &["mnt_ns"])),
     ("OFF_MNT_NS_INUM", field("mnt_namespace", &["ns", "inum"])),
@@ -125,6 +125,10 @@ pub const GLOBALS: [(&str, OffsetSpec); 37] = [
     ("OFF_VFSMOUNT_SB", field("vfsmount", &["mnt_sb"])),
     ("OFF_SB_MAGIC", field("super_block", &["s_magic"])),
     ("OFF_FILES_COUNT", field("files_struct", &["count"])),
+    (
+        "OFF_FDT_CLOSE_ON_EXEC",
+        field("fdtable", &["close_on_exec"]),
+    ),
 ];
 
 /// The offset globals resolved, with those that could not be.
