@@ -20,13 +20,19 @@ use nix::{
 };
 use serde_json::{json, Value};
 
-use crate::support::watcher::Watcher;
+use crate::support::{fixture::Plan, incident::Fixture, watcher::Watcher};
 
 /// Every trial, by name.
-pub const TESTS: [(&str, fn()); 1] = [(
-    "dup2_close_range_and_exec_releases_are_transient_holders",
-    dup2_close_range_and_exec_releases_are_transient_holders,
-)];
+pub const TESTS: [(&str, fn()); 2] = [
+    (
+        "dup2_close_range_and_exec_releases_are_transient_holders",
+        dup2_close_range_and_exec_releases_are_transient_holders,
+    ),
+    (
+        "a_recent_accessor_is_context_not_a_holder",
+        a_recent_accessor_is_context_not_a_holder,
+    ),
+];
 
 /// Environment variable: run [`let_go`] on the mount point it names (a child mode of the
 /// test binary, so that it can unshare its mount namespace while single-threaded).
@@ -208,4 +214,50 @@ fn dup2_close_range_and_exec_releases_are_transient_holders() {
         assert_eq!(got, want, "{line}");
         return;
     }
+}
+
+/// `cat` reads a file on the mount and exits; then the fixture holds another file and fails
+/// to unmount: the holder is the fixture's fd, and `cat` is listed under `accessors` (it opened
+/// a file there shortly before the call), not among the holders.
+fn a_recent_accessor_is_context_not_a_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().canonicalize().unwrap();
+    let mnt = tmp.join("mnt");
+    let (touched, held) = (mnt.join("touched"), mnt.join("held"));
+    let watcher = Watcher::start(&[OsStr::new("--only-failed")]);
+    let cat = format!("echo $$; exec cat {} >/dev/null", touched.display());
+    let plan = Plan::new()
+        .tmpfs(&mnt)
+        .write(&touched, 10)
+        .run(&["sh", "-c", &cat])
+        .hold(&held)
+        .umount2(&mnt, 0);
+    let fixture = Fixture::run(&plan);
+    assert_eq!(fixture.report.calls[0].errno, libc::EBUSY);
+    let run = &fixture.report.runs[0];
+    assert_eq!(run.status, 0, "cat: {run:?}");
+    let cat_pid: u64 = String::from_utf8_lossy(&run.stdout).trim().parse().unwrap();
+    let line = watcher.umount_lines_of(fixture.pid(), 1).remove(0);
+    let holders = line["holders"].as_array().unwrap();
+    assert_eq!(holders.len(), 1, "{line}");
+    assert_eq!(holders[0]["kind"], "fd", "{line}");
+    assert_eq!(holders[0]["pid"], fixture.pid(), "{line}");
+    assert_eq!(holders[0]["path"], held.to_str().unwrap(), "{line}");
+    let accessors = line["accessors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no accessors: {line}"));
+    let cat = accessors
+        .iter()
+        .find(|a| a["pid"] == cat_pid)
+        .unwrap_or_else(|| panic!("cat[{cat_pid}] is not an accessor: {line}"));
+    assert_eq!(cat["comm"], "cat", "{line}");
+    assert_eq!(cat["fd"], 3, "{line}");
+    let before = cat["opened_ns_before"].as_u64().unwrap();
+    assert!(before > 0 && before < 2_000_000_000, "{line}");
+    assert!(
+        !accessors
+            .iter()
+            .any(|a| a["pid"] == holders[0]["pid"] && a["fd"] == holders[0]["fd"]),
+        "the holder is not also an accessor: {line}"
+    );
 }

@@ -167,6 +167,50 @@ pub struct FdKey {
     pub fd: u32,
 }
 
+/// Value of the open-times map: when a file on a tracked mount was opened, and on which mount
+/// (an entry left by an earlier file under the same fd number is told apart by it).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenRecord {
+    /// `CLOCK_BOOTTIME` ns of the open; 0: unknown (it raced an unmount).
+    pub opened_ts_boot_ns: u64,
+    /// Mount id of the file.
+    pub mnt_id: u32,
+    /// Padding, always zero.
+    pub _pad: u32,
+}
+
+/// Opens on one mount kept per CPU, most recent first after sorting by time.
+pub const RECENT_OPENS: usize = 8;
+
+/// One open on a tracked mount, as the recent-opens ring keeps it.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecentOpen {
+    /// `CLOCK_BOOTTIME` ns of the open; 0: an empty slot or unknown.
+    pub opened_ts_boot_ns: u64,
+    /// Thread group id of the opener.
+    pub pid: u32,
+    /// The fd it got.
+    pub fd: u32,
+    /// The opener's `comm`.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Value of the per-CPU recent-opens map, keyed by mount id: the last [`RECENT_OPENS`] opens of
+/// files on that mount on one CPU, a ring (`next` is the slot written next). User space reads
+/// it on an EBUSY: who touched the mount shortly before the call, holder or not.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecentOpens {
+    /// The slot written next, modulo [`RECENT_OPENS`].
+    pub next: u32,
+    /// Padding, always zero.
+    pub _pad: u32,
+    /// The ring.
+    pub slots: [RecentOpen; RECENT_OPENS],
+}
+
 /// Why an event or part of one was lost; index into the per-CPU `DROPS` counter array.
 #[repr(u32)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -252,6 +296,10 @@ mod pod {
     unsafe impl aya::Pod for super::ScanRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FdKey {}
+    // SAFETY: as above (`_pad` makes the padding explicit).
+    unsafe impl aya::Pod for super::OpenRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RecentOpens {}
 }
 
 #[cfg(test)]

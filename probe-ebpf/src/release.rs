@@ -12,13 +12,13 @@ use aya_ebpf::{
         generated::{bpf_get_current_task_btf, bpf_loop},
     },
     macros::{map, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
     programs::TracePointContext,
     Global,
 };
 use probe_common::{
-    release_how, DropCause, EventKind, FdKey, ReleaseEvent, NAME_LEN, RELEASE_DEPTH,
-    RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
+    release_how, DropCause, EventKind, FdKey, OpenRecord, RecentOpens, ReleaseEvent, NAME_LEN,
+    RECENT_OPENS, RELEASE_DEPTH, RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
 };
 
 use crate::{
@@ -114,13 +114,18 @@ fn record_open(fd: u32) -> Option<()> {
         pid: (pid_tgid >> 32) as u32,
         fd,
     };
-    let opened = open_time(pid_tgid as u32);
+    let record = OpenRecord {
+        opened_ts_boot_ns: open_time(pid_tgid as u32),
+        mnt_id,
+        _pad: 0,
+    };
+    note_recent_open(mnt_id, key, record.opened_ts_boot_ns);
     // fd numbers are reused at once: overwriting the slot in place is far cheaper than an
     // LRU update, which takes a fresh node from the free list every time.
     if let Some(slot) = OPEN_TIMES.get_ptr_mut(key) {
-        // SAFETY: a u64 slot of this map; only this (tgid, fd) writes it.
-        unsafe { *slot = opened };
-    } else if OPEN_TIMES.insert(key, opened, 0).is_err() {
+        // SAFETY: a slot of this map; only this (tgid, fd) writes it.
+        unsafe { *slot = record };
+    } else if OPEN_TIMES.insert(key, record, 0).is_err() {
         count_drop(DropCause::InflightMapFull);
     }
     Some(())
@@ -142,7 +147,7 @@ static SEEN_PASSED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// When each fd on a tracked mount was opened (`CLOCK_BOOTTIME` ns; 0: unknown, see
 /// [`open_time`]), by the open probes.
 #[map]
-pub static OPEN_TIMES: LruHashMap<FdKey, u64> = LruHashMap::with_max_entries(65536, 0);
+pub static OPEN_TIMES: LruHashMap<FdKey, OpenRecord> = LruHashMap::with_max_entries(65536, 0);
 
 /// The mount filter, kept by user space. By default a deny list (the host root and pseudo
 /// filesystems), so that a mount is tracked from the moment it appears; with `--path` an
@@ -205,6 +210,37 @@ fn file_mount(file: u64) -> Option<(u64, u32)> {
     let mount = vfsmount.checked_sub(offsets::get(&OFF_MOUNT_MNT)?)?;
     Some((vfsmount, read(mount + offsets::get(&OFF_MOUNT_MNT_ID)?)?))
 }
+
+/// Adds an open to this CPU's ring of recent opens on `mnt_id`.
+fn note_recent_open(mnt_id: u32, key: FdKey, opened_ts_boot_ns: u64) {
+    let ring = match RECENT_OPENS_BY_MOUNT.get_ptr_mut(mnt_id) {
+        Some(ring) => ring,
+        None => {
+            let empty = RecentOpens::default();
+            if RECENT_OPENS_BY_MOUNT.insert(mnt_id, empty, 0).is_err() {
+                return;
+            }
+            let Some(ring) = RECENT_OPENS_BY_MOUNT.get_ptr_mut(mnt_id) else {
+                return;
+            };
+            ring
+        }
+    };
+    // SAFETY: this CPU's value; programs on one CPU do not run concurrently.
+    unsafe {
+        let slot = &mut (*ring).slots[(*ring).next as usize % RECENT_OPENS];
+        slot.opened_ts_boot_ns = opened_ts_boot_ns;
+        slot.pid = key.pid;
+        slot.fd = key.fd;
+        slot.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*ring).next = (*ring).next.wrapping_add(1);
+    }
+}
+
+/// Per CPU and per tracked mount, the last opens of files on it (see [`RecentOpens`]).
+#[map]
+pub static RECENT_OPENS_BY_MOUNT: LruPerCpuHashMap<u32, RecentOpens> =
+    LruPerCpuHashMap::with_max_entries(1024, 0);
 
 /// How long every unmount attempt opens the window for, from its entry: a holder may let go
 /// between the kernel's busy check and the syscall's exit, before an EBUSY is known.
@@ -434,7 +470,12 @@ fn report_file(now: u64, fd: u32, file: u64, how: u32) -> Option<()> {
             pid: (pid_tgid >> 32) as u32,
             fd,
         };
-        (*ev).opened_ts_boot_ns = OPEN_TIMES.get(key).copied().unwrap_or(0);
+        // An entry left by an earlier file on another mount under the same fd number (this
+        // one came from fanotify, a socket, dup...) is not this file's open.
+        (*ev).opened_ts_boot_ns = OPEN_TIMES
+            .get(key)
+            .filter(|r| r.mnt_id == mnt_id)
+            .map_or(0, |r| r.opened_ts_boot_ns);
         (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         let (depth, flags) = walk_names(dentry, root, &mut (*ev).names);
         (*ev).depth = depth;

@@ -133,7 +133,8 @@ fn kernel_path(raw: &probe_common::PathBuf) -> KernelPath {
     }
 }
 
-fn nul_terminated(bytes: &[u8]) -> &[u8] {
+/// `bytes` up to its first NUL (all of it without one).
+pub fn nul_terminated(bytes: &[u8]) -> &[u8] {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     &bytes[..end]
 }

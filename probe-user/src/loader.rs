@@ -99,6 +99,11 @@ pub struct LoadOptions {
     pub allow_list: bool,
 }
 
+/// `OPEN_TIMES`: `(pid, fd)` → when and on which mount a file on a tracked mount was opened.
+pub type OpenTimesMap = aya::maps::HashMap<MapData, probe_common::FdKey, probe_common::OpenRecord>;
+/// `RECENT_OPENS_BY_MOUNT`: per CPU, each tracked mount's last opens.
+pub type RecentOpensMap = aya::maps::PerCpuHashMap<MapData, u32, probe_common::RecentOpens>;
+
 /// Loaded and attached probes.
 pub struct Probes {
     ebpf: Ebpf,
@@ -113,7 +118,12 @@ pub fn load_object(offsets: &Resolved) -> Result<Ebpf> {
 }
 
 /// The maps that only the event stream fills, which a lean load shrinks to one entry.
-const STREAM_MAPS: [&str; 3] = ["UMOUNT_INFLIGHT", "OPEN_TIMES", "TRACKED_MOUNTS"];
+const STREAM_MAPS: [&str; 4] = [
+    "UMOUNT_INFLIGHT",
+    "OPEN_TIMES",
+    "RECENT_OPENS_BY_MOUNT",
+    "TRACKED_MOUNTS",
+];
 
 /// Loads the object: with `ring_buffer_size` for the event stream (full maps), without for a
 /// lean load; `allow_list` says how `TRACKED_MOUNTS` is read.
@@ -246,15 +256,22 @@ impl Probes {
         RingBuf::try_from(map).context("EVENTS is not a ring buffer")
     }
 
-    /// When each fd on a tracked mount was opened (can be taken once).
-    pub fn take_open_times(
-        &mut self,
-    ) -> Result<aya::maps::HashMap<MapData, probe_common::FdKey, u64>> {
-        let map = self
+    /// The open probes' maps: when each fd on a tracked mount was opened, and each tracked
+    /// mount's recent opens (can be taken once).
+    pub fn take_open_maps(&mut self) -> Result<(OpenTimesMap, RecentOpensMap)> {
+        let times = self
             .ebpf
             .take_map("OPEN_TIMES")
             .context("the eBPF object has no OPEN_TIMES map")?;
-        aya::maps::HashMap::try_from(map).context("OPEN_TIMES is not a hash map")
+        let recent = self
+            .ebpf
+            .take_map("RECENT_OPENS_BY_MOUNT")
+            .context("the eBPF object has no RECENT_OPENS_BY_MOUNT map")?;
+        Ok((
+            aya::maps::HashMap::try_from(times).context("OPEN_TIMES is not a hash map")?,
+            aya::maps::PerCpuHashMap::try_from(recent)
+                .context("RECENT_OPENS_BY_MOUNT is not a per-CPU hash map")?,
+        ))
     }
 
     /// The kernel's set of tracked mounts (can be taken once).

@@ -11,13 +11,13 @@ use std::{
 use super::{
     kernel_scan::KernelScanner,
     namespaces::Namespace,
+    opens::OpenMaps,
     target::{self, TargetMount, Viewpoint},
     MountSummary, Scanner,
 };
-use probe_common::FdKey;
 
 use crate::{
-    event::{UmountAttempt, UmountCall, Warning},
+    event::{UmountAttempt, Warning},
     state::mount_cache::{MountCache, OnTables},
 };
 
@@ -45,16 +45,13 @@ pub enum Finished {
 pub struct Live {
     scanner: Mutex<ScanMode>,
     mounts: Arc<MountCache>,
-    open_times: Option<OpenTimes>,
+    opens: Option<OpenMaps>,
 }
-
-/// The kernel's open times of fds on tracked mounts.
-type OpenTimes = aya::maps::HashMap<aya::maps::MapData, FdKey, u64>;
 
 impl Live {
     /// Loads the kernel scanner (or settles for /proc) and starts the mount-table cache,
     /// which keeps `tracked` (the kernel's set of mounts whose releases matter) in step.
-    pub fn start(tracked: Option<TrackedMounts>, open_times: Option<OpenTimes>) -> Arc<Self> {
+    pub fn start(tracked: Option<TrackedMounts>, opens: Option<OpenMaps>) -> Arc<Self> {
         let scanner = match KernelScanner::load() {
             Ok(k) => ScanMode::Kernel(k),
             Err(e) => {
@@ -68,7 +65,7 @@ impl Live {
         Arc::new(Self {
             scanner: Mutex::new(scanner),
             mounts: MountCache::start(on_change),
-            open_times,
+            opens,
         })
     }
 
@@ -106,10 +103,8 @@ impl Live {
                     .target(view, &attempt)
                     .and_then(|target| self.with_scanner(|s| super::attribute_mount(&target, s)))
                     .map(|mut a| {
-                        if let Some(times) = &self.open_times {
-                            apply_open_times(call, &mut a, |key| {
-                                times.get(&key, 0).ok().filter(|&opened| opened != 0)
-                            });
+                        if let Some(opens) = &self.opens {
+                            opens.apply(call, &mut a);
                         }
                         a
                     }),
@@ -143,6 +138,7 @@ impl Live {
             },
             is_mount_point: true,
             holders: Vec::new(),
+            accessors: Vec::new(),
             uninspectable: Vec::new(),
             coverage: super::Coverage {
                 method: super::holder::Seen::Traced,
@@ -212,118 +208,5 @@ impl Live {
             },
             holders,
         }))
-    }
-}
-/// With open times (`opened_at` looks one up): drops fd holders whose file was opened after the
-/// failing call returned (they did not hold the mount then) and says how long before the call
-/// the others opened.
-fn apply_open_times(
-    call: &UmountCall,
-    a: &mut super::Attribution,
-    opened_at: impl Fn(FdKey) -> Option<u64>,
-) {
-    a.holders.retain_mut(|h| {
-        let (Some(p), Some(fd), super::holder::HolderKind::Fd) = (&h.process, h.fd, h.kind) else {
-            return true;
-        };
-        let Ok(fd) = u32::try_from(fd) else {
-            return true;
-        };
-        let Some(opened) = opened_at(FdKey { pid: p.pid, fd }) else {
-            return true;
-        };
-        h.opened_ns_before = call.opened_before(opened);
-        h.opened_ns_before.is_some()
-    });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{
-        attribution::{
-            holder::{Holder, HolderKind, HolderProcess, Seen},
-            Attribution, Coverage, MountSummary,
-        },
-        event::KernelPath,
-        state::mountinfo::parse_line,
-    };
-
-    const CALL_TS: u64 = 1_000_000_000;
-    const CALL_NS: u64 = 50_000;
-
-    fn call() -> UmountCall {
-        UmountCall {
-            ts_boot_ns: CALL_TS,
-            pid: 1,
-            tid: 1,
-            uid: 0,
-            gid: 0,
-            comm: b"containerd".to_vec(),
-            mntns: 0,
-            cgroup_id: 0,
-            target: KernelPath {
-                bytes: b"/mnt".to_vec(),
-                ..Default::default()
-            },
-            flags: 0,
-            ret: -16,
-            duration_ns: CALL_NS,
-        }
-    }
-
-    fn fd_holder(pid: u32, fd: i32) -> Holder {
-        let mut h = Holder::new(HolderKind::Fd, 812, Seen::KernelScan);
-        h.process = Some(HolderProcess {
-            pid,
-            comm: b"scanner".to_vec(),
-            mntns: None,
-            container: None,
-        });
-        h.fd = Some(fd);
-        h
-    }
-
-    fn attribution(holders: Vec<Holder>) -> Attribution {
-        let entry = parse_line(b"812 27 0:99 / /mnt rw - tmpfs t rw").unwrap();
-        Attribution {
-            mount: MountSummary {
-                id: 812,
-                mntns: 0,
-                entry,
-            },
-            is_mount_point: true,
-            holders,
-            uninspectable: Vec::new(),
-            coverage: Coverage {
-                method: Seen::KernelScan,
-                processes: 1,
-                fds: 1,
-                namespaces: 1,
-            },
-        }
-    }
-
-    #[test]
-    fn open_times_keep_what_was_open_at_the_busy_check() {
-        let mut a = attribution(vec![
-            fd_holder(10, 3), // opened 2 ms before the call
-            fd_holder(11, 3), // opened during the call: maybe before the busy check
-            fd_holder(12, 3), // opened after the call returned
-            fd_holder(13, 3), // open never seen (fanotify, passed, before start)
-        ]);
-        let opened = |key: FdKey| match key.pid {
-            10 => Some(CALL_TS - 2_000_000),
-            11 => Some(CALL_TS + CALL_NS),
-            12 => Some(CALL_TS + CALL_NS + 1),
-            _ => None,
-        };
-        apply_open_times(&call(), &mut a, opened);
-        let got: Vec<_> = a
-            .holders
-            .iter()
-            .map(|h| (h.process.as_ref().unwrap().pid, h.opened_ns_before))
-            .collect();
-        assert_eq!(got, [(10, Some(2_000_000)), (11, Some(0)), (13, None)]);
     }
 }

@@ -10,6 +10,7 @@ pub mod holder;
 pub mod kernel_scan;
 pub mod live;
 pub mod namespaces;
+pub mod opens;
 pub mod proc_scan;
 pub mod target;
 pub mod tracked;
@@ -80,6 +81,9 @@ pub struct Attribution {
     pub is_mount_point: bool,
     /// Holders: blamed ones first, then information (private copies).
     pub holders: Vec<Holder>,
+    /// Processes that opened a file on the mount shortly before the call and no longer
+    /// held it: context, not holders (filled when open times are on).
+    pub accessors: Vec<opens::Accessor>,
     /// Processes that could not be inspected.
     pub uninspectable: Vec<Uninspectable>,
     /// What was scanned.
@@ -87,6 +91,19 @@ pub struct Attribution {
 }
 
 impl Attribution {
+    /// The target's mount id and those of the copies whose holders are blamed: the mounts
+    /// whose holders make the unmount fail.
+    pub fn blamed_mount_ids(&self) -> HashSet<u64> {
+        let mut ids: HashSet<u64> = self
+            .holders
+            .iter()
+            .filter(|h| h.blamed)
+            .map(|h| h.mount_id)
+            .collect();
+        ids.insert(self.mount.id);
+        ids
+    }
+
     /// Whether any holder can make an unmount fail.
     pub fn has_blamed(&self) -> bool {
         self.holders.iter().any(|h| h.blamed)
@@ -159,6 +176,7 @@ pub fn attribute_mount(target: &TargetMount, scanner: &mut Scanner) -> Attributi
         },
         is_mount_point: target.is_mount_point,
         holders,
+        accessors: Vec::new(),
         uninspectable: scan.uninspectable,
         coverage: Coverage {
             method: scan.method,

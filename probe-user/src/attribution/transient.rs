@@ -55,7 +55,7 @@ impl RecentReleases {
     /// opened after the call or the scan still sees it holding that same file; then, if still
     /// nothing explains the EBUSY, `unknown`.
     pub fn complete(&self, call: &UmountCall, attribution: &mut Attribution) {
-        let mounts = blamed_mounts(attribution);
+        let mounts = attribution.blamed_mount_ids();
         let mount_point = attribution.mount.entry.mount_point.clone();
         // A file opened after the call returned did not hold the mount when the kernel said
         // busy; one opened during the call may have (before its busy check).
@@ -85,20 +85,13 @@ impl RecentReleases {
             }
             attribution.holders.push(transient(r, path, call));
         }
+        // An accessor whose release came after the call was holding: it is a holder now.
+        let held = super::opens::held_fds(&attribution.holders);
+        attribution
+            .accessors
+            .retain(|x| !held.contains(&(x.pid, x.fd)));
         attribution.add_unknown_if_unexplained();
     }
-}
-
-/// The target and the counted copies: the mounts whose holders make the unmount fail.
-fn blamed_mounts(a: &Attribution) -> HashSet<u64> {
-    let mut ids: HashSet<u64> = a
-        .holders
-        .iter()
-        .filter(|h| h.blamed)
-        .map(|h| h.mount_id)
-        .collect();
-    ids.insert(a.mount.id);
-    ids
 }
 
 fn transient(r: &Release, path: Vec<u8>, call: &UmountCall) -> Holder {
@@ -164,6 +157,7 @@ mod tests {
             },
             is_mount_point: true,
             holders: Vec::new(),
+            accessors: Vec::new(),
             uninspectable: Vec::new(),
             coverage: Coverage {
                 method: Seen::KernelScan,

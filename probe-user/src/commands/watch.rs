@@ -19,6 +19,7 @@ use tokio::{
 use crate::{
     attribution::{
         live::{Finished, Live, TrackedMounts},
+        opens::OpenMaps,
         transient::RecentReleases,
     },
     cli::{StreamArgs, WatchArgs},
@@ -245,7 +246,11 @@ pub async fn stream(args: &StreamArgs, mut out: Output) -> Result<ExitCode> {
         if let Err(e) = &tracked {
             tracing::warn!("release tracking is off: {e:#}");
         }
-        Live::start(tracked.ok(), probes.take_open_times().ok())
+        let opens = probes
+            .take_open_maps()
+            .ok()
+            .map(|(times, recent)| OpenMaps::new(times, recent));
+        Live::start(tracked.ok(), opens)
     });
     let mut jobs = Jobs {
         live,

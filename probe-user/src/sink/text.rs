@@ -9,7 +9,7 @@
 use std::{io, time::SystemTime};
 
 use crate::{
-    attribution::holder::Holder,
+    attribution::{holder::Holder, opens::Accessor},
     container::Container,
     event::{UmountAttempt, Warning},
     paths::escape_for_terminal,
@@ -57,6 +57,10 @@ pub fn format_attempt(a: &UmountAttempt) -> String {
                 line.push_str("\n    ");
                 line.push_str(&format_holder(holder));
             }
+            for accessor in &attribution.accessors {
+                line.push_str("\n    ");
+                line.push_str(&format_accessor(accessor));
+            }
         }
         Some(Err(e)) => line.push_str(&format!(
             "\n    holders unknown: {}",
@@ -102,6 +106,17 @@ pub fn format_holder(h: &Holder) -> String {
         line.push_str(&format!("  ({})", escape_for_terminal(note.as_bytes())));
     }
     line
+}
+
+/// A recent accessor on one line: not a holder, context.
+pub fn format_accessor(a: &Accessor) -> String {
+    format!(
+        "(context) opened a file here {} before the call and had let go: {}[{}] fd {}",
+        human_duration(a.opened_ns_before),
+        escape_for_terminal(&a.comm),
+        a.pid,
+        a.fd
+    )
 }
 
 fn describe_target(a: &UmountAttempt) -> String {

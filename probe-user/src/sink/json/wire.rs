@@ -9,6 +9,7 @@ use super::SCHEMA_VERSION;
 use crate::{
     attribution::{
         holder::{Holder, HolderProcess},
+        opens::Accessor,
         proc_scan::Uninspectable,
         Attribution, MountSummary,
     },
@@ -99,6 +100,8 @@ pub struct UmountLine {
     #[serde(skip_serializing_if = "Option::is_none")]
     holders: Option<Vec<HolderWire>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    accessors: Option<Vec<AccessorWire>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     uninspectable: Option<Vec<UninspectableWire>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     attribution_error: Option<String>,
@@ -140,6 +143,7 @@ impl UmountLine {
             duration_ns: c.duration_ns,
             mount: None,
             holders: None,
+            accessors: None,
             uninspectable: None,
             attribution_error: None,
         }
@@ -151,6 +155,7 @@ impl UmountLine {
             Some(Ok(a)) => {
                 self.mount = Some(MountWire::new(&a.mount));
                 self.holders = Some(a.holders.iter().map(HolderWire::new).collect());
+                self.accessors = Some(a.accessors.iter().map(AccessorWire::new).collect());
                 self.uninspectable =
                     Some(a.uninspectable.iter().map(UninspectableWire::new).collect());
             }
@@ -249,6 +254,34 @@ impl HolderWire {
             note: h.note.clone(),
             opened_ns_before: h.opened_ns_before,
             closed_ns_after: h.closed_ns_after,
+        }
+    }
+}
+
+/// One element of `accessors`: a process that opened a file on the mount shortly before the
+/// call and no longer held it (context, not a holder).
+#[derive(Serialize)]
+pub struct AccessorWire {
+    pid: u32,
+    comm: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comm_b64: Option<String>,
+    fd: u32,
+    mount_id: u64,
+    opened_ns_before: u64,
+}
+
+impl AccessorWire {
+    /// The object for an accessor.
+    pub fn new(a: &Accessor) -> Self {
+        let (comm, comm_b64) = TextBytes::split(&a.comm);
+        Self {
+            pid: a.pid,
+            comm,
+            comm_b64,
+            fd: a.fd,
+            mount_id: a.mount_id,
+            opened_ns_before: a.opened_ns_before,
         }
     }
 }

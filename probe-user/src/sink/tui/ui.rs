@@ -124,6 +124,19 @@ pub fn detail_lines(e: &Value) -> Vec<String> {
         lines.push(line);
         lines.push(holder_context(h));
     }
+    let accessors = e["accessors"].as_array().into_iter().flatten();
+    for (i, a) in accessors.enumerate() {
+        if i == 0 {
+            lines.push("recently (let go before the call; context, not holders):".into());
+        }
+        let before = a["opened_ns_before"].as_u64().unwrap_or(0) as f64 / 1e6;
+        lines.push(format!(
+            "  {}[{}] fd {}  opened {before:.1} ms before",
+            text(&a["comm"]),
+            text(&a["pid"]),
+            text(&a["fd"])
+        ));
+    }
     lines
 }
 

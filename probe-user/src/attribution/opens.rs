@@ -1,0 +1,276 @@
+//! What the open probes leave in the kernel's maps, read on an EBUSY: when each held file was
+//! opened (an fd opened after the failing call returned did not hold the mount then), and who
+//! opened files on the mount shortly before the call (recent accessors: context, not holders).
+
+use std::collections::HashSet;
+
+use probe_common::{FdKey, OpenRecord, RecentOpens};
+
+use super::{
+    holder::{Holder, HolderKind},
+    Attribution,
+};
+use crate::{
+    event::UmountCall,
+    loader::{OpenTimesMap, RecentOpensMap},
+};
+
+/// How long before the failing call an open still makes a recent accessor.
+pub const RECENT_NS: u64 = 2_000_000_000;
+
+/// The kernel's open-time maps.
+pub struct OpenMaps {
+    times: OpenTimesMap,
+    recent: RecentOpensMap,
+}
+
+/// A process that opened a file on the mount shortly before the failing call and, by the
+/// time of the scan, held it no more (it let go before the call, or the scan would have seen it
+/// or the release been traced).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accessor {
+    /// Process id.
+    pub pid: u32,
+    /// Its `comm` at the open.
+    pub comm: Vec<u8>,
+    /// The fd it got.
+    pub fd: u32,
+    /// The mount (the target or a counted copy).
+    pub mount_id: u64,
+    /// How long before the call it opened the file.
+    pub opened_ns_before: u64,
+}
+
+impl OpenMaps {
+    /// The two maps, taken from the loaded probes.
+    pub fn new(times: OpenTimesMap, recent: RecentOpensMap) -> Self {
+        Self { times, recent }
+    }
+
+    /// Drops `a`'s fd holders opened after `call` returned, says when the others were opened,
+    /// and lists the recent accessors of its mounts.
+    pub fn apply(&self, call: &UmountCall, a: &mut Attribution) {
+        apply_open_times(call, a, |key| self.times.get(&key, 0).ok());
+        let rings: Vec<(u64, RecentOpens)> = a
+            .blamed_mount_ids()
+            .into_iter()
+            .filter_map(|id| {
+                let per_cpu = self.recent.get(&u32::try_from(id).ok()?, 0).ok()?;
+                Some(per_cpu.iter().map(|r| (id, *r)).collect::<Vec<_>>())
+            })
+            .flatten()
+            .collect();
+        a.accessors = recent_accessors(&rings, call, &a.holders);
+    }
+}
+
+/// Drops fd holders whose file was opened after the failing call returned and says how long
+/// before the call the others were opened. `opened_at` looks up an fd's open record; one left
+/// by an earlier file on another mount under the same number says nothing of this file.
+fn apply_open_times(
+    call: &UmountCall,
+    a: &mut Attribution,
+    opened_at: impl Fn(FdKey) -> Option<OpenRecord>,
+) {
+    a.holders.retain_mut(|h| {
+        let (Some(p), Some(fd), HolderKind::Fd) = (&h.process, h.fd, h.kind) else {
+            return true;
+        };
+        let Ok(fd) = u32::try_from(fd) else {
+            return true;
+        };
+        let record = opened_at(FdKey { pid: p.pid, fd })
+            .filter(|r| r.opened_ts_boot_ns != 0 && u64::from(r.mnt_id) == h.mount_id);
+        let Some(record) = record else {
+            return true;
+        };
+        h.opened_ns_before = call.opened_before(record.opened_ts_boot_ns);
+        h.opened_ns_before.is_some()
+    });
+}
+
+/// The opens in `rings` (mount id, ring) made within [`RECENT_NS`] before the call by an fd
+/// that is not among `holders`, newest first, each once.
+fn recent_accessors(
+    rings: &[(u64, RecentOpens)],
+    call: &UmountCall,
+    holders: &[Holder],
+) -> Vec<Accessor> {
+    let held = held_fds(holders);
+    let mut seen = HashSet::new();
+    let mut out: Vec<Accessor> = rings
+        .iter()
+        .flat_map(|(mount_id, ring)| ring.slots.iter().map(move |s| (*mount_id, s)))
+        .filter(|(_, s)| s.opened_ts_boot_ns != 0 && s.opened_ts_boot_ns <= call.ts_boot_ns)
+        .filter(|(_, s)| call.ts_boot_ns - s.opened_ts_boot_ns <= RECENT_NS)
+        .filter(|(_, s)| !held.contains(&(s.pid, s.fd)))
+        .filter(|(_, s)| seen.insert((s.pid, s.fd, s.opened_ts_boot_ns)))
+        .map(|(mount_id, s)| Accessor {
+            pid: s.pid,
+            comm: crate::decode::nul_terminated(&s.comm).to_vec(),
+            fd: s.fd,
+            mount_id,
+            opened_ns_before: call.ts_boot_ns - s.opened_ts_boot_ns,
+        })
+        .collect();
+    out.sort_by_key(|x| x.opened_ns_before);
+    out
+}
+
+/// `(pid, fd)` of every holder that holds through an fd.
+pub fn held_fds(holders: &[Holder]) -> HashSet<(u32, u32)> {
+    holders
+        .iter()
+        .filter_map(|h| Some((h.process.as_ref()?.pid, u32::try_from(h.fd?).ok()?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        attribution::{
+            holder::{HolderProcess, Seen},
+            Coverage, MountSummary,
+        },
+        event::KernelPath,
+        state::mountinfo::parse_line,
+    };
+    use probe_common::RecentOpen;
+
+    const CALL_TS: u64 = 10_000_000_000;
+    const CALL_NS: u64 = 50_000;
+
+    fn call() -> UmountCall {
+        UmountCall {
+            ts_boot_ns: CALL_TS,
+            pid: 1,
+            tid: 1,
+            uid: 0,
+            gid: 0,
+            comm: b"containerd".to_vec(),
+            mntns: 0,
+            cgroup_id: 0,
+            target: KernelPath {
+                bytes: b"/mnt".to_vec(),
+                ..Default::default()
+            },
+            flags: 0,
+            ret: -16,
+            duration_ns: CALL_NS,
+        }
+    }
+
+    fn fd_holder(pid: u32, fd: i32) -> Holder {
+        let mut h = Holder::new(HolderKind::Fd, 812, Seen::KernelScan);
+        h.process = Some(HolderProcess {
+            pid,
+            comm: b"scanner".to_vec(),
+            mntns: None,
+            container: None,
+        });
+        h.fd = Some(fd);
+        h
+    }
+
+    fn attribution(holders: Vec<Holder>) -> Attribution {
+        let entry = parse_line(b"812 27 0:99 / /mnt rw - tmpfs t rw").unwrap();
+        Attribution {
+            mount: MountSummary {
+                id: 812,
+                mntns: 0,
+                entry,
+            },
+            is_mount_point: true,
+            holders,
+            accessors: Vec::new(),
+            uninspectable: Vec::new(),
+            coverage: Coverage {
+                method: Seen::KernelScan,
+                processes: 1,
+                fds: 1,
+                namespaces: 1,
+            },
+        }
+    }
+
+    fn record(opened: u64, mnt_id: u32) -> OpenRecord {
+        OpenRecord {
+            opened_ts_boot_ns: opened,
+            mnt_id,
+            _pad: 0,
+        }
+    }
+
+    #[test]
+    fn open_times_keep_what_was_open_at_the_busy_check() {
+        let mut a = attribution(vec![
+            fd_holder(10, 3), // opened 2 ms before the call
+            fd_holder(11, 3), // opened during the call: maybe before the busy check
+            fd_holder(12, 3), // opened after the call returned
+            fd_holder(13, 3), // open never seen (fanotify, passed, before start)
+            fd_holder(14, 3), // open time unknown (raced an unmount)
+            fd_holder(15, 3), // the record is of an earlier file on another mount
+        ]);
+        let opened = |key: FdKey| match key.pid {
+            10 => Some(record(CALL_TS - 2_000_000, 812)),
+            11 => Some(record(CALL_TS + CALL_NS, 812)),
+            12 => Some(record(CALL_TS + CALL_NS + 1, 812)),
+            14 => Some(record(0, 812)),
+            15 => Some(record(CALL_TS + CALL_NS + 1, 99)),
+            _ => None,
+        };
+        apply_open_times(&call(), &mut a, opened);
+        let got: Vec<_> = a
+            .holders
+            .iter()
+            .map(|h| (h.process.as_ref().unwrap().pid, h.opened_ns_before))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (10, Some(2_000_000)),
+                (11, Some(0)),
+                (13, None),
+                (14, None),
+                (15, None)
+            ]
+        );
+    }
+
+    fn slot(pid: u32, fd: u32, opened: u64) -> RecentOpen {
+        let mut comm = [0u8; 16];
+        comm[..7].copy_from_slice(b"scanner");
+        RecentOpen {
+            opened_ts_boot_ns: opened,
+            pid,
+            fd,
+            comm,
+        }
+    }
+
+    #[test]
+    fn recent_accessors_are_recent_opens_that_hold_nothing() {
+        let mut cpu0 = RecentOpens::default();
+        cpu0.slots[0] = slot(20, 5, CALL_TS - 40_000_000); // closed before the call: accessor
+        cpu0.slots[1] = slot(10, 3, CALL_TS - 1_000_000); // the holder
+        cpu0.slots[2] = slot(21, 4, CALL_TS - RECENT_NS - 1); // too long ago
+        cpu0.slots[3] = slot(22, 4, CALL_TS + 1); // after the call
+        let mut cpu1 = RecentOpens::default();
+        cpu1.slots[5] = slot(23, 7, CALL_TS - 3_000_000); // another CPU, on a counted copy
+        cpu1.slots[6] = slot(20, 5, CALL_TS - 40_000_000); // the same open, seen twice
+        let rings = [(812, cpu0), (813, cpu1)];
+        let got = recent_accessors(&rings, &call(), &[fd_holder(10, 3)]);
+        let got: Vec<_> = got
+            .iter()
+            .map(|x| (x.pid, x.fd, x.mount_id, x.opened_ns_before, x.comm.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (23, 7, 813, 3_000_000, b"scanner".to_vec()),
+                (20, 5, 812, 40_000_000, b"scanner".to_vec()),
+            ]
+        );
+    }
+}
