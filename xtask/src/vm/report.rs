@@ -59,7 +59,8 @@ enum Stage {
 impl GuestReport {
     /// Takes one console line (with or without its `\r`).
     pub fn feed(&mut self, line: &str) {
-        let line = line.trim_end_matches(['\r', '\n']);
+        let line = strip_ansi(line.trim_end_matches(['\r', '\n']));
+        let line = line.as_str();
         if let Some(rest) = line.strip_prefix(MARKER) {
             self.result_line(rest.trim());
             return;
@@ -129,6 +130,7 @@ impl GuestReport {
         else {
             return;
         };
+        let (name, outcome) = (name.trim(), outcome.trim());
         if outcome.starts_with("FAILED") {
             self.names.failed_names.push(name.to_owned());
         } else if let Some(reason) = outcome.strip_prefix("ignored") {
@@ -140,6 +142,27 @@ impl GuestReport {
             });
         }
     }
+}
+
+/// `line` without ANSI escape sequences (`ESC [ ... letter`): the test binary colours its
+/// verdicts when its output is a terminal, as the guest's serial console is.
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        if chars.next() == Some('[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// How qemu ended, read from its exit status alone.
@@ -272,6 +295,18 @@ test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 40 filtered out;
             verdict(&r, QemuExit::Code(1)),
             Verdict::Failed("tests exited Some(101)".into())
         );
+    }
+
+    #[test]
+    fn coloured_verdicts_are_read() {
+        let r = feed("@@vm-test@@ stage tests\n\
+                      test top_live          ... \x1b[31mFAILED\x1b[0m\n\
+                      test holder_fd ... \x1b[32mok\x1b[0m\n\
+                      test result: \x1b[31mFAILED\x1b[0m. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n");
+        let t = r.tests.unwrap();
+        assert_eq!((t.passed, t.failed), (1, 1));
+        assert_eq!(t.failed_names, ["top_live"]);
+        assert_eq!(strip_ansi("a\x1b[1;31mb\x1b[0mc"), "abc");
     }
 
     #[test]
