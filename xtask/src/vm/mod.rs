@@ -247,7 +247,8 @@ fn run_in_vm(
     })
 }
 
-/// The same stages on this machine's kernel, read through the same report.
+/// The same stages on this machine's kernel, read through the same report (the test binary's
+/// stderr goes to `host.stderr.log` beside the log).
 fn run_on_host(plan: &guest::Plan, log: &Path) -> Result<Outcome> {
     ensure!(
         nix::unistd::geteuid().is_root(),
@@ -276,11 +277,12 @@ fn run_on_host(plan: &guest::Plan, log: &Path) -> Result<Outcome> {
     if let Some((binary, args)) = &plan.tests {
         feed(&format!("{MARKER} stage tests"))?;
         let t0 = started.elapsed().as_secs_f64();
+        let stderr = log.with_extension("stderr.log");
         let mut child = Command::new(binary)
             .args(args)
             .current_dir(&plan.test_cwd)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(File::create(&stderr)?)
             .spawn()?;
         for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
             feed(&line?)?;
@@ -355,6 +357,10 @@ fn print_outcome(o: &Outcome) {
         );
         for name in &t.failed_names {
             println!("    FAILED  {name}");
+            let message = t.messages.iter().find(|(n, _)| n == name);
+            for line in message.map(|(_, m)| m.as_slice()).unwrap_or_default() {
+                println!("            {}", line.chars().take(150).collect::<String>());
+            }
         }
         for name in &t.ignored_names {
             println!("    ignored {name}");

@@ -21,7 +21,12 @@ pub struct TestCounts {
     pub failed_names: Vec<String>,
     /// Names of the ignored tests, with the reason when one was given.
     pub ignored_names: Vec<String>,
+    /// The first lines of each failed test's message (`---- NAME ----` blocks), by name.
+    pub messages: Vec<(String, Vec<String>)>,
 }
+
+/// Lines kept of each failure message.
+const MESSAGE_LINES: usize = 3;
 
 /// Everything the guest reported, read line by line from its console.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -46,6 +51,7 @@ pub struct GuestReport {
     pub setup_failed: Option<String>,
     stage: Stage,
     names: TestCounts,
+    in_message: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +110,23 @@ impl GuestReport {
 
     /// `test NAME ... ok|FAILED|ignored[, reason]` and `test result: ...`.
     fn test_line(&mut self, line: &str) {
+        if let Some(name) = line
+            .strip_prefix("---- ")
+            .and_then(|l| l.strip_suffix(" ----"))
+        {
+            self.names.messages.push((name.to_owned(), Vec::new()));
+            self.in_message = true;
+            return;
+        }
+        if line == "failures:" {
+            self.in_message = false;
+        }
+        if let (true, Some((_, message))) = (self.in_message, self.names.messages.last_mut()) {
+            if message.len() < MESSAGE_LINES && !line.is_empty() && !is_kernel_line(line) {
+                message.push(line.to_owned());
+            }
+            return;
+        }
         if let Some(summary) = line.strip_prefix("test result: ") {
             let mut counts = std::mem::take(&mut self.names);
             for part in summary.split(';') {
@@ -142,6 +165,13 @@ impl GuestReport {
             });
         }
     }
+}
+
+/// A kernel message on the console: `[   41.123456] text`.
+fn is_kernel_line(line: &str) -> bool {
+    line.strip_prefix('[')
+        .and_then(|l| l.split_once(']'))
+        .is_some_and(|(t, _)| t.trim().parse::<f64>().is_ok())
 }
 
 /// `line` without ANSI escape sequences (`ESC [ ... letter`): the test binary colours its
@@ -219,7 +249,14 @@ pub fn verdict(report: &GuestReport, exit: QemuExit) -> Verdict {
         (QemuExit::PoweredOff, _) => {
             Verdict::NoReport("the guest powered off or panicked before reporting".into())
         }
-        (QemuExit::Other(s), _) => Verdict::NoReport(format!("qemu exited with {s:?}")),
+        (QemuExit::Other(Some(n)), _) => Verdict::NoReport(format!("qemu exited {n}")),
+        (QemuExit::Other(None), _) => {
+            Verdict::NoReport("qemu was killed by a signal (it aborts when KVM fails)".into())
+        }
+        (QemuExit::Code(0), None) => Verdict::NoReport(
+            "qemu exited 1 and the guest printed no result: qemu failed on its own (see the log)"
+                .into(),
+        ),
         (QemuExit::Code(port), None) => Verdict::NoReport(format!(
             "exit port says {port} but the console printed no result"
         )),
@@ -273,6 +310,19 @@ test holder_fd ... ok\r
 test top_live ... FAILED\r
 test holder_swap_file ... ignored, swapon was refused\r
 [   40.1] loop0: detected capacity change\r
+\r
+failures:\r
+\r
+---- top_live ----\r
+test panicked: no row\r
+screen:\r
+[   41.0] random kernel line\r
+line 3\r
+line 4\r
+\r
+failures:\r
+    top_live\r
+\r
 test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 40 filtered out; finished in 20.5s\r
 @@vm-test@@ tests-exit 101 10.25 40.75\r
 @@vm-test@@ exit 1\r
@@ -307,6 +357,10 @@ test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 40 filtered out;
         assert_eq!((t.passed, t.failed), (1, 1));
         assert_eq!(t.failed_names, ["top_live"]);
         assert_eq!(strip_ansi("a\x1b[1;31mb\x1b[0mc"), "abc");
+        assert!(is_kernel_line(
+            "[   41.123456] loop0: detected capacity change"
+        ));
+        assert!(!is_kernel_line("[1, 2]"));
     }
 
     #[test]
