@@ -52,6 +52,7 @@ pub struct GuestReport {
     stage: Stage,
     names: TestCounts,
     in_message: bool,
+    in_failures: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +109,14 @@ impl GuestReport {
         }
     }
 
-    /// `test NAME ... ok|FAILED|ignored[, reason]` and `test result: ...`.
+    fn failed(&mut self, name: &str) {
+        if !self.names.failed_names.iter().any(|n| n == name) {
+            self.names.failed_names.push(name.to_owned());
+        }
+    }
+
+    /// `test NAME ... ok|FAILED|ignored[, reason]` and `test result: ...`, and the
+    /// `failures:` section (each failure's message, then the list of names).
     fn test_line(&mut self, line: &str) {
         if let Some(name) = line
             .strip_prefix("---- ")
@@ -120,10 +128,20 @@ impl GuestReport {
         }
         if line == "failures:" {
             self.in_message = false;
+            self.in_failures = true;
+            return;
         }
         if let (true, Some((_, message))) = (self.in_message, self.names.messages.last_mut()) {
             if message.len() < MESSAGE_LINES && !line.is_empty() && !is_kernel_line(line) {
                 message.push(line.to_owned());
+            }
+            return;
+        }
+        // The closing list, `    NAME` per failed test: the one source that holds even when a
+        // test's own output split its `test NAME ... ` line from its verdict.
+        if let Some(name) = line.strip_prefix("    ").filter(|_| self.in_failures) {
+            if !name.is_empty() && !name.contains(char::is_whitespace) {
+                self.failed(name);
             }
             return;
         }
@@ -155,7 +173,7 @@ impl GuestReport {
         };
         let (name, outcome) = (name.trim(), outcome.trim());
         if outcome.starts_with("FAILED") {
-            self.names.failed_names.push(name.to_owned());
+            self.failed(name);
         } else if let Some(reason) = outcome.strip_prefix("ignored") {
             let reason = reason.trim_start_matches([',', ' ']);
             self.names.ignored_names.push(if reason.is_empty() {
@@ -361,6 +379,25 @@ test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 40 filtered out;
             "[   41.123456] loop0: detected capacity change"
         ));
         assert!(!is_kernel_line("[1, 2]"));
+    }
+
+    #[test]
+    fn failed_names_come_from_the_closing_list_too() {
+        // One test thread: the test's own stderr lands between its name and its verdict.
+        let r = feed("@@vm-test@@ stage tests\n\
+                      test race ... Open scanner race: 9 EBUSY\n\
+                      FAILED\n\
+                      \n\
+                      failures:\n\
+                      \n\
+                      ---- race ----\n\
+                      test panicked: too few failures\n\
+                      \n\
+                      failures:\n    race\n\n\
+                      test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n");
+        let t = r.tests.unwrap();
+        assert_eq!(t.failed_names, ["race"]);
+        assert_eq!(t.messages[0].1, ["test panicked: too few failures"]);
     }
 
     #[test]
