@@ -97,7 +97,8 @@ pub fn vm_test(opts: &Options) -> Result<ExitCode> {
     for kernel in kernels {
         println!("\nxtask: vm: ── {kernel} ──");
         let log = out_dir.join(format!("{kernel}.log"));
-        let outcome = match kernel {
+        let started = Instant::now();
+        let result = match kernel {
             Kernel::Host => run_on_host(&plan, &log),
             _ => run_in_vm(
                 kernel,
@@ -106,8 +107,16 @@ pub fn vm_test(opts: &Options) -> Result<ExitCode> {
                 busybox.as_deref().expect("checked"),
                 &log,
             ),
-        }
-        .with_context(|| format!("{kernel}"))?;
+        };
+        // A kernel that could not even be tried is a row of the summary, not the end of it.
+        let outcome = result.unwrap_or_else(|e| Outcome {
+            kernel,
+            report: GuestReport::default(),
+            verdict: Verdict::NoReport(format!("not run: {e:#}")),
+            elapsed: started.elapsed(),
+            boot: None,
+            log: log.clone(),
+        });
         print_outcome(&outcome);
         outcomes.push(outcome);
     }
