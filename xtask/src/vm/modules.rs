@@ -25,10 +25,18 @@ pub struct Module {
     pub bytes: Vec<u8>,
 }
 
-/// Finds `wanted` and their dependencies under `modules_dir`, in load order. A wanted module
-/// that is missing is an error (it may be built in: then the caller should not ask for it).
+/// Finds `wanted` and their dependencies under `modules_dir`, in load order. Modules built
+/// into the kernel (its `modules.builtin`) are left out; any other missing module is an error.
 pub fn resolve(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<Module>> {
     let index = index(modules_dir)?;
+    let builtin = fs::read_to_string(modules_dir.join("modules.builtin"))
+        .map(|text| builtin_names(&text))
+        .unwrap_or_default();
+    let wanted: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|w| !builtin.contains(&canonical(w)))
+        .collect();
     let mut loaded = BTreeMap::new();
     let deps = |name: &str| -> Result<Vec<String>> {
         let path = index
@@ -39,12 +47,12 @@ pub fn resolve(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<Module>> {
             .into_iter()
             .filter(|(k, _)| k == "depends")
             .flat_map(|(_, v)| v.split(',').map(canonical).collect::<Vec<_>>())
-            .filter(|d| !d.is_empty())
+            .filter(|d| !d.is_empty() && !builtin.contains(d))
             .collect();
         loaded.insert(name.to_owned(), bytes);
         Ok(deps)
     };
-    let order = load_order(wanted, deps)?;
+    let order = load_order(&wanted, deps)?;
     Ok(order
         .into_iter()
         .map(|name| {
@@ -52,6 +60,14 @@ pub fn resolve(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<Module>> {
             Module { name, bytes }
         })
         .collect())
+}
+
+/// The module names in a `modules.builtin` file (`kernel/drivers/block/loop.ko` -> `loop`).
+pub fn builtin_names(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|line| line.trim().rsplit('/').next()?.strip_suffix(".ko"))
+        .map(canonical)
+        .collect()
 }
 
 /// The kernel's spelling of a module name: `crc32c-generic` -> `crc32c_generic`.
@@ -241,6 +257,15 @@ mod tests {
             Ok(vec![if n == "a" { "b" } else { "a" }.to_owned()])
         });
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn reads_builtin_module_names() {
+        let names = builtin_names("kernel/mm/zbud.ko\nkernel/crypto/crc32c-generic.ko\n\n");
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            ["crc32c_generic", "zbud"]
+        );
     }
 
     #[test]
