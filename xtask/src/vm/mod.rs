@@ -8,19 +8,21 @@
 //! - [`qemu`]: one boot under a timeout, its console streamed to a log;
 //! - [`report`]: the guest's result lines and qemu's exit status, read into a verdict.
 //!
-//! `host` runs the same stages directly on this machine's kernel (no VM), so that one table
-//! compares every kernel.
+//! - [`host`]: the same stages directly on this machine's kernel (no VM);
+//! - [`summary`]: what is printed per kernel and at the end.
 
 mod guest;
+mod host;
 mod initramfs;
 mod kernels;
 mod modules;
 mod qemu;
 mod report;
+mod summary;
 
 use std::{
     fs::{self, File},
-    io::{BufRead, BufReader, BufWriter, Write},
+    io::BufWriter,
     path::{Path, PathBuf},
     process::{Command, ExitCode, Stdio},
     time::{Duration, Instant},
@@ -31,7 +33,7 @@ use anyhow::{ensure, Context, Result};
 use crate::{build_ebpf::workspace_root, run::build_busyprobe};
 use kernels::Kernel;
 use qemu::{Accel, Boot};
-use report::{GuestReport, QemuExit, Verdict, MARKER};
+use report::{GuestReport, Verdict};
 
 /// Options of `cargo xtask vm-test`.
 #[derive(clap::Args)]
@@ -97,9 +99,10 @@ pub fn vm_test(opts: &Options) -> Result<ExitCode> {
     for kernel in kernels {
         println!("\nxtask: vm: ── {kernel} ──");
         let log = out_dir.join(format!("{kernel}.log"));
+        let _ = fs::remove_file(&log); // never show an earlier run's log as this one's
         let started = Instant::now();
         let result = match kernel {
-            Kernel::Host => run_on_host(&plan, &log),
+            Kernel::Host => host::run_on_host(&plan, &log),
             _ => run_in_vm(
                 kernel,
                 opts,
@@ -117,10 +120,10 @@ pub fn vm_test(opts: &Options) -> Result<ExitCode> {
             boot: None,
             log: log.clone(),
         });
-        print_outcome(&outcome);
+        summary::print_outcome(&outcome);
         outcomes.push(outcome);
     }
-    print_summary(&outcomes);
+    summary::print_summary(&outcomes);
     Ok(if outcomes.iter().all(|o| o.verdict == Verdict::Passed) {
         ExitCode::SUCCESS
     } else {
@@ -256,160 +259,6 @@ fn run_in_vm(
     })
 }
 
-/// The same stages on this machine's kernel, read through the same report (the test binary's
-/// stderr goes to `host.stderr.log` beside the log).
-fn run_on_host(plan: &guest::Plan, log: &Path) -> Result<Outcome> {
-    ensure!(
-        nix::unistd::geteuid().is_root(),
-        "the host run loads eBPF programs: run as root"
-    );
-    let started = Instant::now();
-    let mut log_file = BufWriter::new(File::create(log)?);
-    let mut report = GuestReport::default();
-    let mut feed = |line: &str| -> Result<()> {
-        writeln!(log_file, "{line}")?;
-        report.feed(line);
-        Ok(())
-    };
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease")?;
-    feed(&format!("{MARKER} kernel {}", release.trim()))?;
-    feed(&format!("{MARKER} stage doctor"))?;
-    let doctor = Command::new(&plan.busyprobe).arg("doctor").output()?;
-    for line in String::from_utf8_lossy(&doctor.stdout).lines() {
-        feed(line)?;
-    }
-    feed(&format!(
-        "{MARKER} doctor-exit {}",
-        doctor.status.code().unwrap_or(-1)
-    ))?;
-    let mut code = 0;
-    if let Some((binary, args)) = &plan.tests {
-        feed(&format!("{MARKER} stage tests"))?;
-        let t0 = started.elapsed().as_secs_f64();
-        let stderr = log.with_extension("stderr.log");
-        let mut child = Command::new(binary)
-            .args(args)
-            .current_dir(&plan.test_cwd)
-            .stdout(Stdio::piped())
-            .stderr(File::create(&stderr)?)
-            .spawn()?;
-        for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
-            feed(&line?)?;
-        }
-        let rc = child.wait()?.code().unwrap_or(-1);
-        feed(&format!(
-            "{MARKER} tests-exit {rc} {t0:.2} {:.2}",
-            started.elapsed().as_secs_f64()
-        ))?;
-        code = u8::from(rc != 0);
-    }
-    feed(&format!("{MARKER} exit {code}"))?;
-    log_file.flush()?;
-    let verdict = report::verdict(&report, QemuExit::Code(code));
-    Ok(Outcome {
-        kernel: Kernel::Host,
-        report,
-        verdict,
-        elapsed: started.elapsed(),
-        boot: None,
-        log: log.to_path_buf(),
-    })
-}
-
-/// Doctor rows about probe kinds, and its mode line.
-fn probe_kind_lines(doctor: &[String]) -> Vec<&str> {
-    const KINDS: [&str; 8] = [
-        "ring buffer",
-        "tracepoint",
-        "raw_tracepoint",
-        "tp_btf",
-        "fentry",
-        "BPF LSM",
-        "BPF iterator",
-        "mode:",
-    ];
-    doctor
-        .iter()
-        .map(|l| l.trim_end())
-        .filter(|l| {
-            KINDS
-                .iter()
-                .any(|k| l.strip_prefix(k).is_some_and(|r| r.starts_with(' ')))
-        })
-        .collect()
-}
-
-fn print_outcome(o: &Outcome) {
-    let r = &o.report;
-    let boot = o
-        .boot
-        .map(|b| format!(" (qemu {:.1} s)", b.as_secs_f64()))
-        .unwrap_or_default();
-    println!(
-        "xtask: vm: {}: kernel {}, {} in {:.1} s{boot}",
-        o.kernel,
-        r.kernel.as_deref().unwrap_or("?"),
-        o.verdict,
-        o.elapsed.as_secs_f64()
-    );
-    for line in probe_kind_lines(&r.doctor) {
-        println!("    {line}");
-    }
-    if let Some(t) = &r.tests {
-        println!(
-            "  tests: {} passed, {} failed, {} ignored, {} filtered out, in {:.1} s",
-            t.passed,
-            t.failed,
-            t.ignored,
-            t.filtered,
-            r.tests_seconds.unwrap_or(0.0)
-        );
-        for name in &t.failed_names {
-            println!("    FAILED  {name}");
-            let message = t.messages.iter().find(|(n, _)| n == name);
-            for line in message.map(|(_, m)| m.as_slice()).unwrap_or_default() {
-                println!("            {}", line.chars().take(150).collect::<String>());
-            }
-        }
-        for name in &t.ignored_names {
-            println!("    ignored {name}");
-        }
-    }
-    if o.verdict != Verdict::Passed {
-        println!(
-            "xtask: vm: last lines of {}:\n{}",
-            o.log.display(),
-            qemu::tail(&o.log, 40)
-        );
-    }
-}
-
-fn print_summary(outcomes: &[Outcome]) {
-    println!("\nxtask: vm-test summary");
-    println!(
-        "  {:<12} {:<24} {:>7} {:>7} {:>7} {:>9}  verdict",
-        "kernel", "release", "passed", "failed", "ignored", "wall s"
-    );
-    for o in outcomes {
-        let t = o.report.tests.clone().unwrap_or_default();
-        let counts = if o.report.tests.is_some() {
-            [t.passed, t.failed, t.ignored].map(|n| n.to_string())
-        } else {
-            ["-".into(), "-".into(), "-".into()]
-        };
-        println!(
-            "  {:<12} {:<24} {:>7} {:>7} {:>7} {:>9.1}  {}",
-            o.kernel.name(),
-            o.report.kernel.as_deref().unwrap_or("?"),
-            counts[0],
-            counts[1],
-            counts[2],
-            o.elapsed.as_secs_f64(),
-            o.verdict
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,29 +285,5 @@ mod tests {
             Some(PathBuf::from("/t/debug/deps/integration-2"))
         );
         assert_eq!(test_executable("not json\n"), None);
-    }
-
-    #[test]
-    fn picks_the_probe_kind_rows_of_doctor() {
-        let doctor: Vec<String> = [
-            "CHECK           RESULT       DETAIL",
-            "tracefs         yes          mounted at /sys/kernel/tracing",
-            "tracepoint      yes          syscalls:sys_enter_umount loads and attaches",
-            "fentry          yes          path_umount loads",
-            "BPF LSM         yes          sb_umount loads",
-            "",
-            "mode: enhanced",
-        ]
-        .map(String::from)
-        .into();
-        assert_eq!(
-            probe_kind_lines(&doctor),
-            [
-                "tracepoint      yes          syscalls:sys_enter_umount loads and attaches",
-                "fentry          yes          path_umount loads",
-                "BPF LSM         yes          sb_umount loads",
-                "mode: enhanced"
-            ]
-        );
     }
 }
