@@ -1,4 +1,4 @@
-//! Developer tasks for busyprobe: `cargo xtask build-ebpf | run | test | bench`.
+//! Developer tasks for busyprobe: `cargo xtask build-ebpf | run | test | bench | vm-test`.
 //!
 //! The eBPF programs need a nightly toolchain with `rust-src` and `bpf-linker`; this crate
 //! installs both when they are missing (see [`toolchain`]) so that a fresh machine needs
@@ -9,6 +9,7 @@ mod build_ebpf;
 mod run;
 mod test;
 mod toolchain;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,8 @@ enum Task {
     Test(test::Options),
     /// Benchmarks against baselines measured in the same run (as root); none named lists them.
     Bench(bench::Options),
+    /// The root integration tests on other kernels (Debian 6.1, 6.12) booted under qemu.
+    VmTest(vm::Options),
     /// Internal: a process of `bench`'s workload that holds open files until killed.
     #[command(name = "__bench-holder", hide = true)]
     BenchHolder(bench::HolderOptions),
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Task::Run(opts) => run::run(&opts),
         Task::Test(opts) => test::test(&opts),
         Task::Bench(opts) => bench::bench(&opts),
+        Task::VmTest(opts) => vm::vm_test(&opts),
         Task::BenchHolder(opts) => bench::holder(&opts),
         Task::BenchLoop(opts) => bench::bench_loop(&opts),
     };
