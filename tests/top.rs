@@ -207,7 +207,9 @@ fn top_replays_a_recording() {
 
 fn demo_on_a_terminal_opens_the_top_view() {
     let screen = Screen::start(&["demo"]);
-    let text = screen.wait_for(" demo (every process is busyprobe) | ");
+    screen.wait_for(" demo (every process is busyprobe) | ");
+    // The rows may come after the status bar: wait for the unmount that worked.
+    let text = screen.wait_for(" ok     busyprobe[");
     let layer = "/tmpmounts/containerd-mount1";
     let rows: Vec<&str> = text.lines().filter(|l| l.contains(layer)).collect();
     assert!(

@@ -71,11 +71,13 @@ pub fn scanner(dir: &OsStr) -> ! {
     }
 }
 
-/// Opens, holds, closes each file in turn.
+/// Opens, holds, closes each file in turn; says `ready` once it has opened one.
 fn open_scanner(dir: &Path) -> ! {
+    let mut ready = Ready::default();
     loop {
         for file in FILES {
             if let Ok(f) = std::fs::File::open(dir.join(file)) {
+                ready.say();
                 std::thread::sleep(HOLD);
                 drop(f);
             }
@@ -84,13 +86,34 @@ fn open_scanner(dir: &Path) -> ! {
     }
 }
 
-/// Opens and closes each file at once, for a fanotify scanner to see.
+/// Opens and closes each file at once, for a fanotify scanner to see; says `ready` once it
+/// has opened one.
 fn opener(dir: &Path) -> ! {
+    let mut ready = Ready::default();
     loop {
         for file in FILES {
-            drop(std::fs::File::open(dir.join(file)));
+            if std::fs::File::open(dir.join(file)).is_ok() {
+                ready.say();
+            }
         }
         std::thread::sleep(Duration::from_millis(3));
+    }
+}
+
+/// A helper's one `ready` line on stdout (the race waits for it instead of guessing how long
+/// a helper takes to start: under emulation it is far longer than on the host).
+#[derive(Default)]
+struct Ready(bool);
+
+impl Ready {
+    fn say(&mut self) {
+        if !self.0 {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "ready");
+            let _ = out.flush();
+            self.0 = true;
+        }
     }
 }
 
@@ -179,16 +202,23 @@ pub fn race(dir: &OsStr) -> ! {
             .spawn()
             .expect("race: start a helper")
     };
-    let mut scanner = start(&mode);
-    if mode == "fanotify" {
+    let wait_for = |child: &mut std::process::Child, word: &str| {
         let mut line = String::new();
-        BufReader::new(scanner.stdout.take().unwrap())
+        BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert_eq!(line.trim(), "marked", "the fanotify scanner did not start");
+        assert_eq!(line.trim(), word, "a race helper did not start");
+    };
+    let mut scanner = start(&mode);
+    let mut opener = None;
+    if mode == "fanotify" {
+        wait_for(&mut scanner, "marked");
+        let mut started = start("opener");
+        wait_for(&mut started, "ready");
+        opener = Some(started);
+    } else {
+        wait_for(&mut scanner, "ready");
     }
-    let mut opener = (mode == "fanotify").then(|| start("opener"));
-    std::thread::sleep(Duration::from_millis(20));
     let mut failures = 0;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

@@ -4,7 +4,7 @@
 //! The incident (run by this binary as `__demo-incident` in its own mount namespace):
 //! 1. a tmpfs "image layer" is mounted and filled;
 //! 2. a process holds `etc/passwd` open, the unmount fails (EBUSY: an `fd` holder);
-//! 3. that process goes; a "scanner" opens `etc/hosts` for a millisecond; the unmount fails
+//! 3. that process goes; a "scanner" opens `etc/hosts` for 5 ms; the unmount fails
 //!    again while it holds it (`transient` when it let go before the scan, else `fd`);
 //! 4. the unmount is retried every 50 ms, as containerd does, until it works.
 
@@ -25,7 +25,7 @@ use nix::{
 use crate::{cli::KEEP_ON_SCREEN, kernel::privileges::Privileges};
 
 /// How long the scanner holds its file: a few milliseconds, gone before anyone looks.
-const SCAN_HOLD: Duration = Duration::from_millis(1);
+const SCAN_HOLD: Duration = Duration::from_millis(5);
 /// Time for `watch` to learn of a new mount before the incident unmounts it (with `--path`,
 /// tracking follows the mount tables, which it re-reads within a second).
 const SETTLE: Duration = Duration::from_millis(1500);
