@@ -127,13 +127,17 @@ mod tests {
         }
         assert_eq!(markdown, std::fs::read_to_string(GOLDEN).unwrap());
         assert_eq!(incidents, 2);
-        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(
             problems[0].ends_with("incident.jsonl:4: not JSON: expected ident at line 1 column 2"),
             "{problems:?}"
         );
         assert!(
-            problems[1].contains("incident.jsonl:10: torn last line"),
+            problems[1].contains("incident.jsonl:7: schema version 2, which this busyprobe"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[2].contains("incident.jsonl:10: torn last line"),
             "{problems:?}"
         );
     }
@@ -165,6 +169,19 @@ mod tests {
             first["holders"][0][1], 2,
             "the scanner was named by two attempts"
         );
-        assert_eq!(v["problems"].as_array().unwrap().len(), 2);
+        let problems: Vec<&str> = v["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[1].ends_with(
+                "incident.jsonl:7: schema version 2, which this busyprobe (schema 1) cannot \
+                 read: skipped; read it with the busyprobe that wrote it"
+            ),
+            "{problems:?}"
+        );
     }
 }

@@ -34,9 +34,6 @@ fn field(v: &Value) -> String {
 /// The report's top: where it was recorded and the counts.
 pub fn summary(s: &Summary, files: usize) -> String {
     let mut out = String::from("# busyprobe report\n\n");
-    if s.newer_schema {
-        out.push_str("Some lines come from a newer busyprobe (schema above 1): what this version does not know is left out.\n\n");
-    }
     if let Some(h) = &s.header {
         let _ = writeln!(
             out,

@@ -88,6 +88,18 @@ fn read_file(
             return Ok(());
         }
         number += 1;
+        if number == 1 {
+            if let Some(v) = unreadable_header(&buf) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: recorded with schema version {v}; this busyprobe reads schema \
+                         {KNOWN_SCHEMA}: read it with the busyprobe that wrote it",
+                        path.display()
+                    ),
+                ));
+            }
+        }
         if too_long {
             problems.push(LineProblem {
                 file: path.to_path_buf(),
@@ -141,8 +153,29 @@ fn read_line(
     }
 }
 
-/// One line: a JSON object with a `type`; a newer `v` is read as far as it is understood.
+/// One line: a JSON object with a `type` and schema version [`KNOWN_SCHEMA`] (fields and types
+/// may be added within a version; another version cannot be read safely).
 pub fn parse_line(bytes: &[u8]) -> Result<Value, String> {
+    let value = parse_any_version(bytes)?;
+    match value["v"].as_u64() {
+        Some(KNOWN_SCHEMA) => Ok(value),
+        Some(v) => Err(format!(
+            "schema version {v}, which this busyprobe (schema {KNOWN_SCHEMA}) cannot read: skipped; \
+             read it with the busyprobe that wrote it"
+        )),
+        None => Err("no schema version (\"v\"): not a busyprobe line".into()),
+    }
+}
+
+/// A recording's first line, when it is a header of a schema version this build cannot read:
+/// the whole file is from another busyprobe, an error rather than a skipped line.
+fn unreadable_header(first: &[u8]) -> Option<u64> {
+    let value = parse_any_version(first).ok()?;
+    let v = value["v"].as_u64()?;
+    (value["type"] == "header" && v != KNOWN_SCHEMA).then_some(v)
+}
+
+fn parse_any_version(bytes: &[u8]) -> Result<Value, String> {
     let text =
         std::str::from_utf8(bytes).map_err(|_| "not UTF-8 (a recording is JSON)".to_string())?;
     let text = text.trim_end_matches(['\n', '\r']);
@@ -203,11 +236,16 @@ mod tests {
     }
 
     #[test]
-    fn parses_objects_with_a_type_only() {
-        assert!(parse_line(b"{\"v\":1,\"type\":\"umount\"}\n").is_ok());
-        assert!(
-            parse_line(b"{\"v\":9,\"type\":\"future\",\"x\":1}").is_ok(),
-            "newer lines are read"
+    fn parses_objects_with_a_type_and_schema_1_only() {
+        assert!(parse_line(b"{\"v\":1,\"type\":\"umount\",\"new\":1}\n").is_ok());
+        assert_eq!(
+            parse_line(b"{\"v\":9,\"type\":\"future\",\"x\":1}").unwrap_err(),
+            "schema version 9, which this busyprobe (schema 1) cannot read: skipped; read it \
+             with the busyprobe that wrote it"
+        );
+        assert_eq!(
+            parse_line(b"{\"type\":\"umount\"}").unwrap_err(),
+            "no schema version (\"v\"): not a busyprobe line"
         );
         assert_eq!(
             parse_line(b"[1,2]").unwrap_err(),
@@ -221,6 +259,27 @@ mod tests {
             "not UTF-8 (a recording is JSON)"
         );
         assert_eq!(parse_line(b"\n").unwrap_err(), "empty line");
+    }
+
+    #[test]
+    fn a_file_from_another_schema_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.jsonl");
+        std::fs::write(
+            &file,
+            b"{\"v\":2,\"type\":\"header\"}\n{\"v\":2,\"type\":\"umount\"}\n",
+        )
+        .unwrap();
+        let err = for_each_line(std::slice::from_ref(&file), |_| {}).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: recorded with schema version 2; this busyprobe reads schema 1: read it \
+                 with the busyprobe that wrote it",
+                file.display()
+            )
+        );
     }
 
     #[test]

@@ -40,8 +40,6 @@ pub struct Summary {
     pub first_ts: Option<String>,
     /// Time of the last attempt.
     pub last_ts: Option<String>,
-    /// Some line had a schema version above the one this build knows.
-    pub newer_schema: bool,
 }
 
 fn count(map: &mut HashMap<String, u64>, key: String) {
@@ -54,7 +52,6 @@ fn count(map: &mut HashMap<String, u64>, key: String) {
 
 impl Summary {
     fn add(&mut self, line: &Value) {
-        self.newer_schema |= line["v"].as_u64().is_some_and(|v| v > super::KNOWN_SCHEMA);
         match line["type"].as_str() {
             Some("header") if self.header.is_none() => self.header = Some(line.clone()),
             Some("umount") => self.add_attempt(line),
