@@ -113,6 +113,13 @@ fn doctor_as_root_tries_every_probe_kind() {
         .expect("mode line");
     assert!(mode.starts_with("tracepoint:"), "{mode}");
     assert_eq!(mode.contains("refused"), !hooks, "{mode}");
+    let (_, losses) = row(&stdout, "losses");
+    assert!(
+        losses.contains(
+            "ringbuf_full, inflight_map_full, path_truncated, path_unreadable, release_path_cut"
+        ),
+        "every loss counter is named: {losses}"
+    );
 }
 
 fn doctor_without_root_says_what_it_could_not_check() {

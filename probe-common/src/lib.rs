@@ -223,15 +223,19 @@ pub enum DropCause {
     PathTruncated = 2,
     /// A path could not be read from user memory.
     PathUnreadable = 3,
+    /// A released file's path within its mount was cut (deeper than [`RELEASE_DEPTH`] or a
+    /// name longer than [`NAME_LEN`]; the event carries the flags too).
+    ReleasePathCut = 4,
 }
 
 impl DropCause {
     /// Every cause, in index order.
-    pub const ALL: [DropCause; 4] = [
+    pub const ALL: [DropCause; 5] = [
         DropCause::RingBufFull,
         DropCause::InflightMapFull,
         DropCause::PathTruncated,
         DropCause::PathUnreadable,
+        DropCause::ReleasePathCut,
     ];
     /// Number of causes: the size of the `DROPS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -243,6 +247,7 @@ impl DropCause {
             DropCause::InflightMapFull => "inflight_map_full",
             DropCause::PathTruncated => "path_truncated",
             DropCause::PathUnreadable => "path_unreadable",
+            DropCause::ReleasePathCut => "release_path_cut",
         }
     }
 }

@@ -480,6 +480,9 @@ fn report_file(now: u64, fd: u32, file: u64, how: u32) -> Option<()> {
         let (depth, flags) = walk_names(dentry, root, &mut (*ev).names);
         (*ev).depth = depth;
         (*ev).flags = flags;
+        if flags != 0 {
+            count_drop(DropCause::ReleasePathCut);
+        }
     }
     entry.submit(0);
     Some(())

@@ -65,8 +65,12 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
 
 fn release(raw: &ReleaseEvent) -> Release {
     let depth = (raw.depth as usize).min(RELEASE_DEPTH);
-    // Components come leaf first; the path within the mount is root first.
+    // Components come leaf first; the path within the mount is root first. When the walk
+    // stopped short of the mount's root, the path starts with `/…` (it is not whole).
     let mut within = Vec::new();
+    if raw.flags & RELEASE_PATH_DEEPER != 0 {
+        within.extend_from_slice("/…".as_bytes());
+    }
     for name in raw.names[..depth].iter().rev() {
         within.push(b'/');
         within.extend_from_slice(nul_terminated(name));
@@ -201,7 +205,6 @@ pub(crate) mod tests {
         assert_eq!(r.opened_ts_boot_ns, None);
         assert_eq!(r.how, ReleaseHow::Close);
         ev.flags = RELEASE_PATH_DEEPER;
-        ev.depth = 0;
         // SAFETY: as above.
         let bytes = unsafe {
             std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<ReleaseEvent>())
@@ -210,7 +213,7 @@ pub(crate) mod tests {
             panic!("not a release")
         };
         assert!(r.truncated);
-        assert_eq!(r.path_within_mount, b"/");
+        assert_eq!(r.path_within_mount, "/…/etc/passwd".as_bytes(), "not whole");
     }
 
     #[test]

@@ -36,7 +36,7 @@ mod tests {
     fn lists_every_cause_and_sums_lost_events() {
         let s = Stats {
             events: 3,
-            drops: [2, 1, 5, 0],
+            drops: [2, 1, 5, 0, 4],
             decode_errors: 0,
         };
         let names: Vec<_> = s.drops_by_cause().collect();
@@ -46,7 +46,8 @@ mod tests {
                 ("ringbuf_full", 2),
                 ("inflight_map_full", 1),
                 ("path_truncated", 5),
-                ("path_unreadable", 0)
+                ("path_unreadable", 0),
+                ("release_path_cut", 4)
             ]
         );
         assert_eq!(s.events_lost(), 3);

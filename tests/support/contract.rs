@@ -248,6 +248,7 @@ pub fn assert_stats_line(line: &Value) -> u64 {
         "inflight_map_full",
         "path_truncated",
         "path_unreadable",
+        "release_path_cut",
     ] {
         count(&drops[cause], cause);
     }

@@ -168,6 +168,12 @@ impl Live {
                 namespace,
                 is_mount_point: true,
             }),
+            // The call failed with EBUSY, so its target was a mount point then: what is
+            // there now is the mount below (never blame its holders).
+            _ if live.is_ok() => anyhow::bail!(
+                "the mount was gone before busyprobe could read the mount table (unmounted \
+                 right after the failure); its holders are unknown"
+            ),
             _ => live,
         }
     }

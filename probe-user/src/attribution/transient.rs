@@ -63,6 +63,7 @@ impl RecentReleases {
             r.opened_ts_boot_ns
                 .is_none_or(|t| call.opened_before(t).is_some())
         };
+        let held = super::opens::held_fds(&attribution.holders);
         let mut seen: HashSet<(u32, Vec<u8>)> = attribution
             .holders
             .iter()
@@ -80,7 +81,8 @@ impl RecentReleases {
                     .strip_prefix(b"/")
                     .unwrap_or(&r.path_within_mount),
             );
-            if !seen.insert((r.pid, path.clone())) {
+            // Already a holder: the same file (by path), or the same fd (its path may be cut).
+            if held.contains(&(r.pid, r.fd)) || !seen.insert((r.pid, path.clone())) {
                 continue;
             }
             attribution.holders.push(transient(r, path, call));

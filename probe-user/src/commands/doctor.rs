@@ -9,7 +9,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, Lsm, RawTracePoint},
     Btf, Ebpf,
 };
-use probe_common::OFFSET_UNKNOWN;
+use probe_common::{DropCause, OFFSET_UNKNOWN};
 
 use crate::{
     cli::DoctorArgs,
@@ -62,6 +62,21 @@ fn row(check: &'static str, verdict: Verdict, detail: impl Into<String>) -> Row 
     }
 }
 
+/// What the kernel side counts when it loses something, and what it cannot count.
+fn losses_row() -> Row {
+    let causes: Vec<&str> = DropCause::ALL.iter().map(|c| c.as_str()).collect();
+    row(
+        "losses",
+        Verdict::Info,
+        format!(
+            "counted per cause by the running probes and shown in `stats` lines and the top \
+             status bar: {}; not countable: evictions from the LRU open-times map (an evicted \
+             fd's open time reads as unknown)",
+            causes.join(", ")
+        ),
+    )
+}
+
 /// Prints the report; exits 0 whatever the kernel offers (it is a report, not a test).
 pub fn run(_args: &DoctorArgs) -> Result<ExitCode> {
     let privileges = Privileges::current();
@@ -71,6 +86,7 @@ pub fn run(_args: &DoctorArgs) -> Result<ExitCode> {
     let probes = probe_rows(&privileges, &offsets);
     let mode = mode_line(&probes);
     rows.extend(probes);
+    rows.push(losses_row());
     print!("{}", render(&rows));
     println!("\nmode: {mode}");
     Ok(ExitCode::SUCCESS)

@@ -82,7 +82,7 @@ mod tests {
         );
         let lossy = Stats {
             events: 5,
-            drops: [2, 1, 0, 0],
+            drops: [2, 1, 0, 0, 0],
             decode_errors: 0,
         };
         assert_eq!(

@@ -153,7 +153,7 @@ mod tests {
     fn stats_line_lists_every_drop_cause() {
         let stats = Stats {
             events: 7,
-            drops: [3, 0, 1, 0],
+            drops: [3, 0, 1, 0, 0],
             decode_errors: 2,
         };
         let out = write(|s| s.stats(UNIX_EPOCH, &stats, true));
@@ -161,7 +161,7 @@ mod tests {
             out,
             concat!(
                 r#"{"v":1,"type":"stats","ts":"1970-01-01T00:00:00.000000000Z","events":7,"#,
-                r#""drops":{"ringbuf_full":3,"inflight_map_full":0,"path_truncated":1,"path_unreadable":0},"#,
+                r#""drops":{"ringbuf_full":3,"inflight_map_full":0,"path_truncated":1,"path_unreadable":0,"release_path_cut":0},"#,
                 r#""decode_errors":2,"final":true}"#,
                 "\n"
             )
