@@ -1,8 +1,8 @@
-//! Every way of letting go of an fd is traced: a holder that, right after the unmount it
-//! made fail, replaces one fd with `dup2`, closes another with `close_range`, and has a child
-//! whose close-on-exec fds go at `execve` (its own file, and the two it inherited through
-//! `fork`), is named as five `transient` holders, each with the exact process, file and how
-//! it let go.
+//! Every way of letting go is traced: a holder that, right after the unmount it made fail,
+//! replaces one fd with `dup2`, closes another with `close_range`, changes its working
+//! directory off the mount, and has a child whose close-on-exec fds go at `execve` (its own
+//! file, and the two it inherited through `fork`), is named as six `transient` holders, each
+//! with the exact process, file or directory and how it let go.
 
 use std::{
     ffi::OsStr,
@@ -37,8 +37,8 @@ pub const TESTS: [(&str, fn()); 4] = [
         a_release_too_deep_to_walk_is_cut_marked_and_counted,
     ),
     (
-        "dup2_close_range_and_exec_releases_are_transient_holders",
-        dup2_close_range_and_exec_releases_are_transient_holders,
+        "dup2_close_range_chdir_and_exec_releases_are_transient_holders",
+        dup2_close_range_chdir_and_exec_releases_are_transient_holders,
     ),
     (
         "a_recent_accessor_is_context_not_a_holder",
@@ -55,6 +55,8 @@ pub const LET_GO_ENV: &str = "BUSYPROBE_TEST_LET_GO";
 const DUPPED: &str = "dupped";
 const RANGED: &str = "ranged";
 const EXECED: &str = "execed";
+/// The working directory the holder leaves with `chdir`.
+const CWD: &str = "cwd";
 
 /// Let-go mode: mounts a tmpfs at `dir` in a private namespace, holds three files on it (the
 /// third in a child, close-on-exec), fails to unmount it, lets go of each a different way,
@@ -104,6 +106,9 @@ pub fn let_go(dir: &OsStr) -> ! {
     execd
         .read_exact(&mut ready)
         .expect("let-go: the child holds its file");
+    // After the fork, so that the child's working directory stays off the mount.
+    std::fs::create_dir(mnt.join(CWD)).unwrap();
+    std::env::set_current_dir(mnt.join(CWD)).expect("let-go: chdir into the mount");
     let first = errno_of(umount2(mnt, MntFlags::empty()));
     // Let go, each a different way, at once (before busyprobe's scan can look).
     let null = File::open("/dev/null").unwrap();
@@ -112,6 +117,7 @@ pub fn let_go(dir: &OsStr) -> ! {
     let ranged = ranged.as_raw_fd() as libc::c_uint;
     // SAFETY: closes only `ranged`, which is not used again (forgotten below).
     assert_eq!(unsafe { libc::close_range(ranged, ranged, 0) }, 0);
+    std::env::set_current_dir("/").expect("let-go: chdir off the mount");
     nix::unistd::write(&go_write, b"g").unwrap();
     let _ = execd.read(&mut ready); // EOF: the child exec'd
                                     // The exec'ing child drops its files after its end of the pipe (deferred fputs in
@@ -189,7 +195,7 @@ fn holders(line: &Value) -> Vec<(String, u64, String, String)> {
     got
 }
 
-fn dup2_close_range_and_exec_releases_are_transient_holders() {
+fn dup2_close_range_chdir_and_exec_releases_are_transient_holders() {
     let watcher = Watcher::start(&[OsStr::new("--only-failed")]);
     // The releases come microseconds after the failure and the scan milliseconds after it;
     // should the scan still see a file (a loaded machine), it is an `fd` holder: run again.
@@ -216,6 +222,7 @@ fn dup2_close_range_and_exec_releases_are_transient_holders() {
         let mut want = vec![
             transient(pid, DUPPED, "replaced it with dup2/dup3"),
             transient(pid, RANGED, "closed it with close_range"),
+            transient(pid, CWD, "changed its working directory off the mount"),
             transient(child, EXECED, "exec'd (close-on-exec)"),
             // Inherited through fork, close-on-exec like every fd Rust opens: the child
             // held them too, and let go of them at exec.

@@ -128,7 +128,14 @@ pub mod release_how {
     /// `execve`/`execveat` with the fd marked close-on-exec (reported when the call enters: an
     /// exec that then fails keeps the fd).
     pub const EXEC: u32 = 5;
+    /// `chdir`/`fchdir` off the mount (the working directory; `fd` is [`super::NO_FD`]).
+    pub const CHDIR: u32 = 6;
+    /// `chroot` off the mount (the root directory; `fd` is [`super::NO_FD`]).
+    pub const CHROOT: u32 = 7;
 }
+
+/// [`ReleaseEvent::fd`] of a working or root directory let go: no fd.
+pub const NO_FD: u32 = u32::MAX;
 
 /// A file on a tracked mount let go (closed) while some unmount was recently busy: the
 /// evidence of a transient holder. Its path is given within the mount, leaf first.

@@ -91,6 +91,8 @@ offsets!(
     OFF_FILES_COUNT,
     /// `fdtable.close_on_exec`.
     OFF_FDT_CLOSE_ON_EXEC,
+    /// `fs_struct.users`.
+    OFF_FS_USERS,
 );
 
 /// The offset held by `global`, or `None` when it is unknown.

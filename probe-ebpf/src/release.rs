@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use probe_common::{
     release_how, DropCause, EventKind, FdKey, OpenRecord, RecentOpens, ReleaseEvent, NAME_LEN,
-    RECENT_OPENS, RELEASE_DEPTH, RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
+    NO_FD, RECENT_OPENS, RELEASE_DEPTH, RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
 };
 
 use crate::{
@@ -56,8 +56,7 @@ pub fn note_umount_entry() {
 }
 
 fn umount_epoch() -> u32 {
-    // SAFETY: a single u32 slot, copied out.
-    unsafe { UMOUNT_EPOCH.get(0).copied().unwrap_or(0) }
+    UMOUNT_EPOCH.get(0).copied().unwrap_or(0)
 }
 
 /// Stamps the entry of `open`, `openat`, `openat2` and `creat` with the unmount epoch: an open
@@ -80,8 +79,7 @@ pub fn sys_enter_open(_ctx: TracePointContext) -> u32 {
 /// when no unmount attempt entered since the open entered on this CPU; else 0 (unknown: the
 /// open may have raced that unmount's busy check, or the call slept and moved CPU).
 fn open_time(tid: u32) -> u64 {
-    // SAFETY: this CPU's slot, read at once.
-    let raced = match unsafe { OPEN_ENTRY.get(0) } {
+    let raced = match OPEN_ENTRY.get(0) {
         Some(entry) => entry.tid != tid || entry.umount_epoch != umount_epoch(),
         None => true,
     };
@@ -203,10 +201,12 @@ fn is_pseudo(vfsmount: u64) -> bool {
 
 /// The vfsmount and mount id of the file at `file`.
 fn file_mount(file: u64) -> Option<(u64, u32)> {
-    let vfsmount = read_ptr(
-        file + offsets::get(&OFF_FILE_F_PATH)?,
-        offsets::get(&OFF_PATH_MNT)?,
-    )?;
+    path_mount(file + offsets::get(&OFF_FILE_F_PATH)?)
+}
+
+/// The vfsmount and mount id of the `struct path` at `path`.
+fn path_mount(path: u64) -> Option<(u64, u32)> {
+    let vfsmount = read_ptr(path, offsets::get(&OFF_PATH_MNT)?)?;
     let mount = vfsmount.checked_sub(offsets::get(&OFF_MOUNT_MNT)?)?;
     Some((vfsmount, read(mount + offsets::get(&OFF_MOUNT_MNT_ID)?)?))
 }
@@ -344,6 +344,107 @@ pub fn sys_enter_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
+/// A working or root directory about to be let go: prepared as `chdir`/`fchdir`/`chroot`
+/// enters (while the old directory is still referenced, so its names can be read), sent when
+/// the call returns having moved off that mount.
+#[repr(C)]
+pub struct PendingDirRelease {
+    tid: u32,
+    /// The `fs_struct` member changed: `fs_struct.pwd` or `fs_struct.root` offset.
+    which: u32,
+    /// The old directory's vfsmount; 0: nothing pending.
+    vfsmount: u64,
+    event: ReleaseEvent,
+}
+
+/// `[0]`: per CPU, the directory release being prepared.
+#[map]
+static PENDING_DIR: PerCpuArray<PendingDirRelease> = PerCpuArray::with_max_entries(1, 0);
+
+/// `chdir`/`fchdir` (attached to both): the working directory may leave its mount.
+#[tracepoint(category = "syscalls", name = "sys_enter_chdir")]
+pub fn sys_enter_chdir(_ctx: TracePointContext) -> u32 {
+    if let Some(now) = window_open() {
+        let _ = prepare_dir_release(now, &OFF_FS_PWD, release_how::CHDIR);
+    }
+    0
+}
+
+/// `chroot`: the root directory may leave its mount.
+#[tracepoint(category = "syscalls", name = "sys_enter_chroot")]
+pub fn sys_enter_chroot(_ctx: TracePointContext) -> u32 {
+    if let Some(now) = window_open() {
+        let _ = prepare_dir_release(now, &OFF_FS_ROOT, release_how::CHROOT);
+    }
+    0
+}
+
+/// The exits of `chdir`, `fchdir` and `chroot`: sends the prepared release when the call
+/// worked and the directory is now on another mount.
+#[tracepoint(category = "syscalls", name = "sys_exit_chdir")]
+pub fn sys_exit_dir_change(ctx: TracePointContext) -> u32 {
+    let ret: i64 = tracepoint_field(&ctx, EXIT_RET);
+    let _ = finish_dir_release(ret);
+    0
+}
+
+/// The current task's `fs_struct` member at offset `which` (its pwd or root).
+fn current_dir(which: u64) -> Option<u64> {
+    // SAFETY: helper without preconditions; the pointer is only read through probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    Some(read_ptr(task, offsets::get(&OFF_TASK_FS)?)? + which)
+}
+
+fn prepare_dir_release(now: u64, which: &Global<u32>, how: u32) -> Option<()> {
+    let which = offsets::get(which)?;
+    let path = current_dir(which)?;
+    let (vfsmount, mnt_id) = path_mount(path)?;
+    if !tracked(vfsmount, mnt_id) {
+        return None;
+    }
+    let pending = PENDING_DIR.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot; `fill_release` writes every field of the event.
+    unsafe {
+        fill_release(
+            &raw mut (*pending).event,
+            now,
+            NO_FD,
+            how,
+            path,
+            vfsmount,
+            mnt_id,
+        )?;
+        (*pending).tid = bpf_get_current_pid_tgid() as u32;
+        (*pending).which = which as u32;
+        (*pending).vfsmount = vfsmount;
+    }
+    Some(())
+}
+
+fn finish_dir_release(ret: i64) -> Option<()> {
+    let pending = PENDING_DIR.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot.
+    unsafe {
+        let old = (*pending).vfsmount;
+        (*pending).vfsmount = 0;
+        if old == 0 || ret != 0 || (*pending).tid != bpf_get_current_pid_tgid() as u32 {
+            return None;
+        }
+        let now_on = read_ptr(
+            current_dir(u64::from((*pending).which))?,
+            offsets::get(&OFF_PATH_MNT)?,
+        )?;
+        if now_on == old {
+            return None; // moved within the mount: still holding it
+        }
+        (*pending).event.header.ts_boot_ns = bpf_ktime_get_boot_ns();
+        if EVENTS.output::<ReleaseEvent>(&(*pending).event, 0).is_err() {
+            count_drop(DropCause::RingBufFull);
+        }
+    }
+    Some(())
+}
+
 fn report_fd(now: u64, fd: u32, how: u32) -> Option<()> {
     // SAFETY: helper without preconditions; the pointer is only read through probe reads.
     let task = unsafe { bpf_get_current_task() };
@@ -368,10 +469,34 @@ fn report_exit(now: u64) -> Option<()> {
     let task = unsafe { bpf_get_current_task() };
     let files = read_ptr(task, offsets::get(&OFF_TASK_FILES)?)?;
     let users: u32 = read(files + offsets::get(&OFF_FILES_COUNT)?)?;
+    if users == 1 {
+        walk_fds(now, 0, u32::MAX, release_how::EXIT);
+    }
+    report_exit_dirs(now)
+}
+
+/// Reports the exiting task's working and root directories when it is the last user of its
+/// `fs_struct` and they are on a tracked mount.
+fn report_exit_dirs(now: u64) -> Option<()> {
+    // SAFETY: helper without preconditions; the pointer is only read through probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    let fs = read_ptr(task, offsets::get(&OFF_TASK_FS)?)?;
+    let users: i32 = read(fs + offsets::get(&OFF_FS_USERS)?)?;
     if users != 1 {
         return None;
     }
-    walk_fds(now, 0, u32::MAX, release_how::EXIT)
+    let _ = report_path(
+        now,
+        NO_FD,
+        fs + offsets::get(&OFF_FS_PWD)?,
+        release_how::EXIT,
+    );
+    report_path(
+        now,
+        NO_FD,
+        fs + offsets::get(&OFF_FS_ROOT)?,
+        release_how::EXIT,
+    )
 }
 
 /// What a walk over the current task's fd table needs.
@@ -442,20 +567,47 @@ extern "C" fn walk_step(index: u64, ctx: *mut c_void) -> i64 {
 
 /// Reports `file` (at `fd`) let go `how`, when it is on a tracked mount.
 fn report_file(now: u64, fd: u32, file: u64, how: u32) -> Option<()> {
-    let f_path = file + offsets::get(&OFF_FILE_F_PATH)?;
-    let (vfsmount, mnt_id) = file_mount(file)?;
+    report_path(now, fd, file + offsets::get(&OFF_FILE_F_PATH)?, how)
+}
+
+/// Reports the `struct path` at `path` (of `fd`, or [`NO_FD`] for a cwd or root) let go
+/// `how`, when it is on a tracked mount.
+fn report_path(now: u64, fd: u32, path: u64, how: u32) -> Option<()> {
+    let (vfsmount, mnt_id) = path_mount(path)?;
     if !tracked(vfsmount, mnt_id) {
         return None;
     }
-    let dentry = read_ptr(f_path, offsets::get(&OFF_PATH_DENTRY)?)?;
-    let root = read_ptr(vfsmount, offsets::get(&OFF_VFSMOUNT_ROOT)?)?;
     let Some(mut entry) = EVENTS.reserve::<ReleaseEvent>(0) else {
         count_drop(DropCause::RingBufFull);
         return None;
     };
-    let ev = entry.as_mut_ptr();
+    // SAFETY: a reserved record; `fill_release` writes every field before submit.
+    if unsafe { fill_release(entry.as_mut_ptr(), now, fd, how, path, vfsmount, mnt_id) }.is_none() {
+        entry.discard(0);
+        return None;
+    }
+    entry.submit(0);
+    Some(())
+}
+
+/// Writes every field of the release event at `ev`: the path at `path` on `vfsmount`.
+///
+/// # Safety
+/// `ev` must point at a writable `ReleaseEvent`.
+#[inline(always)] // BPF calls take at most five arguments
+unsafe fn fill_release(
+    ev: *mut ReleaseEvent,
+    now: u64,
+    fd: u32,
+    how: u32,
+    path: u64,
+    vfsmount: u64,
+    mnt_id: u32,
+) -> Option<()> {
+    let dentry = read_ptr(path, offsets::get(&OFF_PATH_DENTRY)?)?;
+    let root = read_ptr(vfsmount, offsets::get(&OFF_VFSMOUNT_ROOT)?)?;
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: `ev` points at a reserved record; every field is written before submit.
+    // SAFETY: the caller's promise.
     unsafe {
         (*ev).header.kind = EventKind::Release as u32;
         (*ev).header.size = core::mem::size_of::<ReleaseEvent>() as u32;
@@ -484,7 +636,6 @@ fn report_file(now: u64, fd: u32, file: u64, how: u32) -> Option<()> {
             count_drop(DropCause::ReleasePathCut);
         }
     }
-    entry.submit(0);
     Some(())
 }
 

@@ -16,7 +16,7 @@ pub struct Release {
     pub tid: u32,
     /// The process's comm.
     pub comm: Vec<u8>,
-    /// The fd let go.
+    /// The fd let go ([`probe_common::NO_FD`] for a working or root directory).
     pub fd: u32,
     /// How it was let go.
     pub how: ReleaseHow,
@@ -42,6 +42,10 @@ pub enum ReleaseHow {
     CloseRange,
     /// `execve` with the fd marked close-on-exec (seen as the call entered).
     Exec,
+    /// `chdir`/`fchdir` off the mount (a working directory).
+    Chdir,
+    /// `chroot` off the mount (a root directory).
+    Chroot,
     /// The process exited.
     Exit,
 }
@@ -55,6 +59,8 @@ impl ReleaseHow {
             raw::DUP_OVER => Self::DupOver,
             raw::CLOSE_RANGE => Self::CloseRange,
             raw::EXEC => Self::Exec,
+            raw::CHDIR => Self::Chdir,
+            raw::CHROOT => Self::Chroot,
             _ => Self::Close,
         }
     }
@@ -66,6 +72,8 @@ impl ReleaseHow {
             Self::DupOver => "replaced it with dup2/dup3",
             Self::CloseRange => "closed it with close_range",
             Self::Exec => "exec'd (close-on-exec)",
+            Self::Chdir => "changed its working directory off the mount",
+            Self::Chroot => "changed its root directory off the mount",
             Self::Exit => "exited",
         }
     }

@@ -45,9 +45,16 @@ pub const UMOUNT_TRACEPOINTS: [Attachment; 2] = [
 ];
 
 /// Release tracking: every way a process lets go of an fd (`close`, `dup2`/`dup3` over it,
-/// `close_range`, close-on-exec at `execve`, exit).
-pub const RELEASE_TRACEPOINTS: [Attachment; 5] = [
+/// `close_range`, close-on-exec at `execve`, exit) or of a working or root directory
+/// (`chdir`, `fchdir`, `chroot`, exit).
+pub const RELEASE_TRACEPOINTS: [Attachment; 8] = [
     syscalls("sys_enter_close", &["sys_enter_close"]),
+    syscalls("sys_enter_chdir", &["sys_enter_chdir", "sys_enter_fchdir"]),
+    syscalls("sys_enter_chroot", &["sys_enter_chroot"]),
+    syscalls(
+        "sys_exit_dir_change",
+        &["sys_exit_chdir", "sys_exit_fchdir", "sys_exit_chroot"],
+    ),
     syscalls("sys_enter_dup", &["sys_enter_dup2", "sys_enter_dup3"]),
     syscalls("sys_enter_close_range", &["sys_enter_close_range"]),
     syscalls(
