@@ -1,8 +1,9 @@
 //! Every way of letting go is traced: a holder that, right after the unmount it made fail,
 //! replaces one fd with `dup2`, closes another with `close_range`, changes its working
-//! directory off the mount, and has a child whose close-on-exec fds go at `execve` (its own
-//! file, and the two it inherited through `fork`), is named as six `transient` holders, each
-//! with the exact process, file or directory and how it let go.
+//! directory off the mount, unmaps a file it had mapped, and has a child whose close-on-exec
+//! fds go at `execve` (its own file, and the two it inherited through `fork`), is named as
+//! seven `transient` holders, each with the exact process, file or directory and how it let
+//! go.
 
 use std::{
     ffi::OsStr,
@@ -37,8 +38,8 @@ pub const TESTS: [(&str, fn()); 4] = [
         a_release_too_deep_to_walk_is_cut_marked_and_counted,
     ),
     (
-        "dup2_close_range_chdir_and_exec_releases_are_transient_holders",
-        dup2_close_range_chdir_and_exec_releases_are_transient_holders,
+        "every_way_of_letting_go_is_a_transient_holder",
+        every_way_of_letting_go_is_a_transient_holder,
     ),
     (
         "a_recent_accessor_is_context_not_a_holder",
@@ -57,6 +58,27 @@ const RANGED: &str = "ranged";
 const EXECED: &str = "execed";
 /// The working directory the holder leaves with `chdir`.
 const CWD: &str = "cwd";
+/// The file the holder maps (its fd closed at once) and unmaps with `munmap`.
+const MAPPED: &str = "mapped";
+
+/// Maps the first page of a new file at `path` shared, closes its fd: only the mapping holds it.
+fn map_file(path: &Path) -> *mut libc::c_void {
+    let file = File::create_new(path).expect("let-go: create the mapped file");
+    file.set_len(4096).unwrap();
+    // SAFETY: a fresh shared mapping of a file of one page; the fd may close after mmap.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(addr, libc::MAP_FAILED, "let-go: mmap");
+    addr
+}
 
 /// Let-go mode: mounts a tmpfs at `dir` in a private namespace, holds three files on it (the
 /// third in a child, close-on-exec), fails to unmount it, lets go of each a different way,
@@ -106,9 +128,10 @@ pub fn let_go(dir: &OsStr) -> ! {
     execd
         .read_exact(&mut ready)
         .expect("let-go: the child holds its file");
-    // After the fork, so that the child's working directory stays off the mount.
+    // After the fork, so that the child's working directory and mappings stay off the mount.
     std::fs::create_dir(mnt.join(CWD)).unwrap();
     std::env::set_current_dir(mnt.join(CWD)).expect("let-go: chdir into the mount");
+    let mapping = map_file(&mnt.join(MAPPED));
     let first = errno_of(umount2(mnt, MntFlags::empty()));
     // Let go, each a different way, at once (before busyprobe's scan can look).
     let null = File::open("/dev/null").unwrap();
@@ -118,6 +141,8 @@ pub fn let_go(dir: &OsStr) -> ! {
     // SAFETY: closes only `ranged`, which is not used again (forgotten below).
     assert_eq!(unsafe { libc::close_range(ranged, ranged, 0) }, 0);
     std::env::set_current_dir("/").expect("let-go: chdir off the mount");
+    // SAFETY: the mapping made above, not used again.
+    assert_eq!(unsafe { libc::munmap(mapping, 4096) }, 0, "let-go: munmap");
     nix::unistd::write(&go_write, b"g").unwrap();
     let _ = execd.read(&mut ready); // EOF: the child exec'd
                                     // The exec'ing child drops its files after its end of the pipe (deferred fputs in
@@ -195,7 +220,7 @@ fn holders(line: &Value) -> Vec<(String, u64, String, String)> {
     got
 }
 
-fn dup2_close_range_chdir_and_exec_releases_are_transient_holders() {
+fn every_way_of_letting_go_is_a_transient_holder() {
     let watcher = Watcher::start(&[OsStr::new("--only-failed")]);
     // The releases come microseconds after the failure and the scan milliseconds after it;
     // should the scan still see a file (a loaded machine), it is an `fd` holder: run again.
@@ -223,6 +248,7 @@ fn dup2_close_range_chdir_and_exec_releases_are_transient_holders() {
             transient(pid, DUPPED, "replaced it with dup2/dup3"),
             transient(pid, RANGED, "closed it with close_range"),
             transient(pid, CWD, "changed its working directory off the mount"),
+            transient(pid, MAPPED, "unmapped it (munmap)"),
             transient(child, EXECED, "exec'd (close-on-exec)"),
             // Inherited through fork, close-on-exec like every fd Rust opens: the child
             // held them too, and let go of them at exec.

@@ -132,6 +132,9 @@ pub mod release_how {
     pub const CHDIR: u32 = 6;
     /// `chroot` off the mount (the root directory; `fd` is [`super::NO_FD`]).
     pub const CHROOT: u32 = 7;
+    /// `munmap` of a mapping of the file (the first mapping in the range; `fd` is
+    /// [`super::NO_FD`]).
+    pub const MUNMAP: u32 = 8;
 }
 
 /// [`ReleaseEvent::fd`] of a working or root directory let go: no fd.

@@ -9,7 +9,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
         bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes,
-        generated::{bpf_get_current_task_btf, bpf_loop},
+        generated::{bpf_find_vma, bpf_get_current_task_btf, bpf_loop},
     },
     macros::{map, tracepoint},
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
@@ -443,6 +443,42 @@ fn finish_dir_release(ret: i64) -> Option<()> {
         }
     }
     Some(())
+}
+
+/// `sys_enter_munmap` format: `addr` at 16.
+const MUNMAP_ADDR: usize = 16;
+
+/// `munmap`: the file mapped at `addr` (the first mapping of the range) is let go.
+#[tracepoint(category = "syscalls", name = "sys_enter_munmap")]
+pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
+    let Some(mut now) = window_open() else {
+        return 0;
+    };
+    let addr: u64 = tracepoint_field(&ctx, MUNMAP_ADDR);
+    // SAFETY: the BTF task pointer is what the helper wants; the callback only reads through
+    // probe reads, and `now` outlives the call.
+    unsafe {
+        bpf_find_vma(
+            bpf_get_current_task_btf(),
+            addr,
+            munmap_vma as *mut c_void,
+            (&mut now as *mut u64).cast(),
+            0,
+        );
+    }
+    0
+}
+
+/// The mapping `munmap` found: reports its file.
+#[inline(never)]
+extern "C" fn munmap_vma(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `now` given to `bpf_find_vma`.
+    let now = unsafe { *(ctx as *const u64) };
+    let file = offsets::get(&OFF_VMA_FILE).and_then(|o| read_ptr(vma as u64, o));
+    if let Some(file) = file {
+        let _ = report_file(now, NO_FD, file, release_how::MUNMAP);
+    }
+    0
 }
 
 fn report_fd(now: u64, fd: u32, how: u32) -> Option<()> {

@@ -46,6 +46,8 @@ pub enum ReleaseHow {
     Chdir,
     /// `chroot` off the mount (a root directory).
     Chroot,
+    /// `munmap` of a mapping of the file.
+    Munmap,
     /// The process exited.
     Exit,
 }
@@ -61,6 +63,7 @@ impl ReleaseHow {
             raw::EXEC => Self::Exec,
             raw::CHDIR => Self::Chdir,
             raw::CHROOT => Self::Chroot,
+            raw::MUNMAP => Self::Munmap,
             _ => Self::Close,
         }
     }
@@ -74,6 +77,7 @@ impl ReleaseHow {
             Self::Exec => "exec'd (close-on-exec)",
             Self::Chdir => "changed its working directory off the mount",
             Self::Chroot => "changed its root directory off the mount",
+            Self::Munmap => "unmapped it (munmap)",
             Self::Exit => "exited",
         }
     }

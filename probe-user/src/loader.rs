@@ -45,10 +45,11 @@ pub const UMOUNT_TRACEPOINTS: [Attachment; 2] = [
 ];
 
 /// Release tracking: every way a process lets go of an fd (`close`, `dup2`/`dup3` over it,
-/// `close_range`, close-on-exec at `execve`, exit) or of a working or root directory
-/// (`chdir`, `fchdir`, `chroot`, exit).
-pub const RELEASE_TRACEPOINTS: [Attachment; 8] = [
+/// `close_range`, close-on-exec at `execve`, exit), of a mapping (`munmap`) or of a working
+/// or root directory (`chdir`, `fchdir`, `chroot`, exit).
+pub const RELEASE_TRACEPOINTS: [Attachment; 9] = [
     syscalls("sys_enter_close", &["sys_enter_close"]),
+    syscalls("sys_enter_munmap", &["sys_enter_munmap"]),
     syscalls("sys_enter_chdir", &["sys_enter_chdir", "sys_enter_fchdir"]),
     syscalls("sys_enter_chroot", &["sys_enter_chroot"]),
     syscalls(
