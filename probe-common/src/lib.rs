@@ -207,16 +207,19 @@ pub struct RecentOpen {
     pub comm: [u8; COMM_LEN],
 }
 
-/// Value of the per-CPU recent-opens map, keyed by mount id: the last [`RECENT_OPENS`] opens of
-/// files on that mount on one CPU, a ring (`next` is the slot written next). User space reads
-/// it on an EBUSY: who touched the mount shortly before the call, holder or not.
+/// Rings in the per-CPU recent-opens array: mount id `m` uses ring `m % RECENT_OPEN_RINGS`.
+pub const RECENT_OPEN_RINGS: u32 = 1024;
+
+/// Value of the per-CPU recent-opens array: the last [`RECENT_OPENS`] opens of files on mount
+/// `mnt_id` on one CPU, a ring (`next` is the slot written next). User space reads it on an
+/// EBUSY: who touched the mount shortly before the call, holder or not.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecentOpens {
     /// The slot written next, modulo [`RECENT_OPENS`].
     pub next: u32,
-    /// Padding, always zero.
-    pub _pad: u32,
+    /// The mount whose opens these are (another mount may take the ring over).
+    pub mnt_id: u32,
     /// The ring.
     pub slots: [RecentOpen; RECENT_OPENS],
 }

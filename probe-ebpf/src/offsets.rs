@@ -93,6 +93,8 @@ offsets!(
     OFF_FDT_CLOSE_ON_EXEC,
     /// `fs_struct.users`.
     OFF_FS_USERS,
+    /// `task_struct.comm`.
+    OFF_TASK_COMM,
 );
 
 /// The offset held by `global`, or `None` when it is unknown.

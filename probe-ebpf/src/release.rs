@@ -12,13 +12,13 @@ use aya_ebpf::{
         generated::{bpf_find_vma, bpf_get_current_task_btf, bpf_loop},
     },
     macros::{map, tracepoint},
-    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::TracePointContext,
     Global,
 };
 use probe_common::{
     release_how, DropCause, EventKind, FdKey, OpenRecord, RecentOpens, ReleaseEvent, NAME_LEN,
-    NO_FD, RECENT_OPENS, RELEASE_DEPTH, RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
+    NO_FD, RECENT_OPENS, RECENT_OPEN_RINGS, RELEASE_DEPTH, RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
 };
 
 use crate::{
@@ -211,36 +211,35 @@ fn path_mount(path: u64) -> Option<(u64, u32)> {
     Some((vfsmount, read(mount + offsets::get(&OFF_MOUNT_MNT_ID)?)?))
 }
 
-/// Adds an open to this CPU's ring of recent opens on `mnt_id`.
+/// Adds an open to this CPU's ring of recent opens on `mnt_id` (slot `mnt_id %`
+/// [`RECENT_OPEN_RINGS`]: an array lookup, which the kernel inlines, rather than a hash; a
+/// mount taking over a slot from another starts it afresh).
 fn note_recent_open(mnt_id: u32, key: FdKey, opened_ts_boot_ns: u64) {
-    let ring = match RECENT_OPENS_BY_MOUNT.get_ptr_mut(mnt_id) {
-        Some(ring) => ring,
-        None => {
-            let empty = RecentOpens::default();
-            if RECENT_OPENS_BY_MOUNT.insert(mnt_id, empty, 0).is_err() {
-                return;
-            }
-            let Some(ring) = RECENT_OPENS_BY_MOUNT.get_ptr_mut(mnt_id) else {
-                return;
-            };
-            ring
-        }
+    let Some(ring) = RECENT_OPENS_BY_MOUNT.get_ptr_mut(mnt_id % RECENT_OPEN_RINGS) else {
+        return;
     };
     // SAFETY: this CPU's value; programs on one CPU do not run concurrently.
     unsafe {
+        if (*ring).mnt_id != mnt_id {
+            (*ring).mnt_id = mnt_id;
+            for slot in (*ring).slots.iter_mut() {
+                slot.opened_ts_boot_ns = 0;
+            }
+        }
         let slot = &mut (*ring).slots[(*ring).next as usize % RECENT_OPENS];
         slot.opened_ts_boot_ns = opened_ts_boot_ns;
         slot.pid = key.pid;
         slot.fd = key.fd;
-        slot.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        slot.comm = current_comm();
         (*ring).next = (*ring).next.wrapping_add(1);
     }
 }
 
-/// Per CPU and per tracked mount, the last opens of files on it (see [`RecentOpens`]).
+/// Per CPU, rings of the last opens on tracked mounts, one per mount id modulo
+/// [`RECENT_OPEN_RINGS`] (see [`RecentOpens`]).
 #[map]
-pub static RECENT_OPENS_BY_MOUNT: LruPerCpuHashMap<u32, RecentOpens> =
-    LruPerCpuHashMap::with_max_entries(1024, 0);
+pub static RECENT_OPENS_BY_MOUNT: PerCpuArray<RecentOpens> =
+    PerCpuArray::with_max_entries(RECENT_OPEN_RINGS, 0);
 
 /// How long every unmount attempt opens the window for, from its entry: a holder may let go
 /// between the kernel's busy check and the syscall's exit, before an EBUSY is known.
@@ -702,6 +701,19 @@ fn current_file_of_fd(fd: u32) -> Option<u64> {
         }
         let array = *(fdt.add(fd_off as usize) as *const *const u8) as u64;
         read_ptr(array, u64::from(fd) * 8)
+    }
+}
+
+/// The current task's `comm`, read straight from the BTF-typed task (much cheaper than
+/// `bpf_get_current_comm`, which copies it with `strscpy`); zeros when the offset is unknown.
+fn current_comm() -> [u8; 16] {
+    let Some(off) = offsets::get(&OFF_TASK_COMM) else {
+        return [0; 16];
+    };
+    // SAFETY: the task pointer is trusted by the verifier; the load is checked against BTF.
+    unsafe {
+        let task = bpf_get_current_task_btf() as *const u8;
+        *(task.add(off as usize) as *const [u8; 16])
     }
 }
 

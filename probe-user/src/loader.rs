@@ -109,8 +109,8 @@ pub struct LoadOptions {
 
 /// `OPEN_TIMES`: `(pid, fd)` → when and on which mount a file on a tracked mount was opened.
 pub type OpenTimesMap = aya::maps::HashMap<MapData, probe_common::FdKey, probe_common::OpenRecord>;
-/// `RECENT_OPENS_BY_MOUNT`: per CPU, each tracked mount's last opens.
-pub type RecentOpensMap = aya::maps::PerCpuHashMap<MapData, u32, probe_common::RecentOpens>;
+/// `RECENT_OPENS_BY_MOUNT`: per CPU, rings of tracked mounts' last opens.
+pub type RecentOpensMap = aya::maps::PerCpuArray<MapData, probe_common::RecentOpens>;
 
 /// Loaded and attached probes.
 pub struct Probes {
@@ -277,8 +277,8 @@ impl Probes {
             .context("the eBPF object has no RECENT_OPENS_BY_MOUNT map")?;
         Ok((
             aya::maps::HashMap::try_from(times).context("OPEN_TIMES is not a hash map")?,
-            aya::maps::PerCpuHashMap::try_from(recent)
-                .context("RECENT_OPENS_BY_MOUNT is not a per-CPU hash map")?,
+            aya::maps::PerCpuArray::try_from(recent)
+                .context("RECENT_OPENS_BY_MOUNT is not a per-CPU array")?,
         ))
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use probe_common::{FdKey, OpenRecord, RecentOpens};
+use probe_common::{FdKey, OpenRecord, RecentOpens, RECENT_OPEN_RINGS};
 
 use super::{
     holder::{Holder, HolderKind},
@@ -55,8 +55,10 @@ impl OpenMaps {
             .blamed_mount_ids()
             .into_iter()
             .filter_map(|id| {
-                let per_cpu = self.recent.get(&u32::try_from(id).ok()?, 0).ok()?;
-                Some(per_cpu.iter().map(|r| (id, *r)).collect::<Vec<_>>())
+                let ring = u32::try_from(id).ok()? % RECENT_OPEN_RINGS;
+                let per_cpu = self.recent.get(&ring, 0).ok()?;
+                let mine = per_cpu.iter().filter(|r| u64::from(r.mnt_id) == id);
+                Some(mine.map(|r| (id, *r)).collect::<Vec<_>>())
             })
             .flatten()
             .collect();

@@ -69,7 +69,7 @@ const FAN_TYPE: FieldSpec = FieldSpec {
 };
 
 /// Every offset global of the eBPF object (`probe-ebpf/src/offsets.rs`) and its source.
-pub const GLOBALS: [(&str, OffsetSpec); 39] = [
+pub const GLOBALS: [(&str, OffsetSpec); 40] = [
     ("OFF_TASK_NSPROXY", field("task_struct", &["nsproxy"])),
     ("OFF_NSPROXY_MNT_NS", field("nsproxy", &["mnt_ns"])),
     ("OFF_MNT_NS_INUM", field("mnt_namespace", &["ns", "inum"])),
@@ -130,6 +130,7 @@ pub const GLOBALS: [(&str, OffsetSpec); 39] = [
         field("fdtable", &["close_on_exec"]),
     ),
     ("OFF_FS_USERS", field("fs_struct", &["users"])),
+    ("OFF_TASK_COMM", field("task_struct", &["comm"])),
 ];
 
 /// The offset globals resolved, with those that could not be.
