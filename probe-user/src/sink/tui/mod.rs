@@ -29,15 +29,15 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// Shows `app` until the user quits or, live, until the stream ends (the sender is dropped).
 /// The terminal is restored before this returns, whatever happens.
+///
+/// One frame per pass: a pass takes every line waiting (a burst of any size), draws once, then
+/// waits for a key or [`TICK`]; so the frame rate is capped by input and the tick, never by
+/// the event rate.
 pub fn show(mut guard: TerminalGuard, mut app: App, lines: Option<Receiver<Value>>) -> Result<()> {
     loop {
         if let Some(lines) = &lines {
-            loop {
-                match lines.try_recv() {
-                    Ok(line) => app.push(line),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => return Ok(()),
-                }
+            if !take_waiting(&mut app, lines) {
+                return Ok(());
             }
         }
         guard.terminal.draw(|frame| ui::draw(frame, &app))?;
@@ -49,5 +49,53 @@ pub fn show(mut guard: TerminalGuard, mut app: App, lines: Option<Receiver<Value
         if app.quit {
             return Ok(());
         }
+    }
+}
+
+/// Takes every line waiting on `lines` into `app`, drawing nothing; false once the stream has
+/// ended (its sender dropped).
+fn take_waiting(app: &mut App, lines: &Receiver<Value>) -> bool {
+    loop {
+        match lines.try_recv() {
+            Ok(line) => app.push(line),
+            Err(TryRecvError::Empty) => return true,
+            Err(TryRecvError::Disconnected) => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ratatui::{backend::TestBackend, Terminal};
+
+    /// A burst of 100,000 events between two frames is taken in one pass and drawn in one
+    /// frame, and the history stays at its bound.
+    #[test]
+    fn a_burst_is_one_frame_and_memory_stays_bounded() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for id in 0..100_000u64 {
+            tx.send(serde_json::json!({"v":1,"type":"umount","id":id,"ts":"2026-11-23T10:01:02.123456789Z",
+                "pid":7,"comm":"umount","target":"/mnt","errno":"EBUSY","ret":-16}))
+                .unwrap();
+        }
+        let mut app = App::new(1000, "live".into());
+        assert!(take_waiting(&mut app, &rx), "the stream goes on");
+        assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Empty, "all taken");
+        assert_eq!(app.visible().len(), 1000, "bounded by --keep");
+        let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        let frame = terminal.draw(|f| ui::draw(f, &app)).unwrap();
+        assert_eq!(frame.count, 0, "one frame for the whole burst");
+        assert!(
+            terminal
+                .backend()
+                .buffer()
+                .content()
+                .iter()
+                .any(|c| c.symbol() == "E"),
+            "the burst is on screen"
+        );
+        drop(tx);
+        assert!(!take_waiting(&mut app, &rx), "the stream ended");
     }
 }

@@ -285,6 +285,7 @@ mod tests {
             Some("EBUSY"),
         ));
         let lines = screen(&app, 80, 24);
+        insta::assert_snapshot!("main_80x24", lines.join("\n"));
         assert_eq!(lines[0], format!("┌ unmounts (2) {}┐", "─".repeat(64)));
         assert_eq!(
             lines[1],
@@ -307,9 +308,18 @@ mod tests {
         e["holders"] = serde_json::json!([{"kind":"transient","comm":"scanner","pid":999,"path":"/var/lib/m/etc/passwd",
             "opened_ns_before":1800000,"closed_ns_after":400000,"mntns":4026532001u64,"seen":"traced",
             "container":{"runtime":"containerd","id":"0123456789abcdef0123"}}]);
+        e["accessors"] = serde_json::json!([{"pid":998,"comm":"cat","fd":3,"mount_id":812,
+            "opened_ns_before":40000000u64}]);
         app.push(e);
         app.toggle_detail();
         let lines = screen(&app, 80, 24);
+        insta::assert_snapshot!("detail_80x24", lines.join("\n"));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("  cat[998] fd 3  opened 40.0 ms before")),
+            "the recent accessor: {lines:#?}"
+        );
         assert_eq!(
             lines[1],
             "│10:01:02.123 EBUSY  containerd[107] /var/lib/m  1 holder(s)                   │"
@@ -349,11 +359,13 @@ mod tests {
         app.start_filter();
         app.type_filter('x');
         let lines = screen(&app, 80, 24);
+        insta::assert_snapshot!("filter_80x24", lines.join("\n"));
         assert_eq!(lines[0], format!("┌ unmounts (0) {}┐", "─".repeat(64)));
         assert!(lines[23].contains("| filter: x |"), "{}", lines[23]);
         app.end_filter();
         app.toggle_help();
         let lines = screen(&app, 80, 24);
+        insta::assert_snapshot!("help_80x24", lines.join("\n"));
         assert!(
             lines
                 .iter()
@@ -385,7 +397,7 @@ mod tests {
         ));
         app.toggle_detail();
         let lines = screen(&app, 20, 5);
-        assert_eq!(lines.len(), 5);
+        insta::assert_snapshot!("small_20x5", lines.join("\n"));
     }
 
     #[test]
