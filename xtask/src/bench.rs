@@ -19,6 +19,7 @@
 mod interrupt;
 mod lines;
 mod overhead;
+mod reading;
 mod record;
 mod report;
 mod scratch;
@@ -85,6 +86,9 @@ pub enum Benchmark {
     /// Unmount events per second `busyprobe record` writes to a file, and whether it loses
     /// any, against the rate of unmount calls with no tracer.
     Record,
+    /// `busyprobe report` over 100 MB and 1 GB recordings: time against `wc -l`, and peak
+    /// memory (constant whatever the size). Needs no root; about 1.2 GB of temporary disk.
+    Reading,
 }
 
 /// Runs one benchmark, or lists them when none is named.
@@ -102,6 +106,10 @@ pub fn bench(opts: &Options) -> Result<ExitCode> {
         Some(Benchmark::Record) => match prepare("record", opts.binary.as_ref())? {
             Some(binary) => record::run(&binary),
             None => Ok(ExitCode::FAILURE),
+        },
+        Some(Benchmark::Reading) => match &opts.binary {
+            Some(binary) => reading::run(binary),
+            None => reading::run(&crate::run::build_busyprobe(true)?),
         },
     }
 }
