@@ -123,7 +123,7 @@ fn synthetic_line(n: u64) -> String {
         (n / 1_000_000) % 60,
         n % 1_000_000_000
     );
-    if n % 10_000 == 0 {
+    if n.is_multiple_of(10_000) {
         return format!(
             r#"{{"v":1,"type":"stats","ts":"{ts}","events":{n},"drops":{{"ringbuf_full":0,"inflight_map_full":0,"path_truncated":0,"path_unreadable":0,"release_path_cut":0}},"decode_errors":0}}"#
         ) + "\n";
@@ -134,7 +134,7 @@ fn synthetic_line(n: u64) -> String {
         1000 + n % 50,
         1000 + n % 50
     );
-    if n % 10 != 0 {
+    if !n.is_multiple_of(10) {
         return format!(r#"{{{common},"ret":0,"errno":null}}"#) + "\n";
     }
     format!(
