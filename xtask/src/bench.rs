@@ -26,6 +26,7 @@ mod scratch;
 mod table;
 mod tools;
 mod tracer;
+mod tui_cpu;
 mod watch;
 mod workload;
 

@@ -22,6 +22,7 @@ use super::{
     scratch::TempDir,
     table::{machine, print_report, verdict},
     tracer::{Stdout, Tracer},
+    tui_cpu,
 };
 
 /// How long each phase hammers `umount2`.
@@ -94,7 +95,46 @@ pub fn run(binary: &Path) -> Result<ExitCode> {
             .into(),
     ];
     print_report("busyprobe record throughput", &rows, &notes, &goals);
+    report_tui_cpu(binary, &dir.path, |rate| hammer(&plain, threads, rate));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The second half: the `top` view's CPU at 10,000 events/s, against `record`'s.
+fn report_tui_cpu(binary: &Path, dir: &Path, hammer: impl Fn(Option<u64>) -> u64) {
+    let shares = match tui_cpu::measure(binary, dir, hammer) {
+        Ok(shares) => shares,
+        Err(e) => {
+            println!("xtask: bench record: the top view's CPU was not measured: {e:#}");
+            return;
+        }
+    };
+    let percent = |share: f64| format!("{:.1}% of one core", 100.0 * share);
+    let rows = vec![
+        vec!["at 10,000 unmount events/s".to_string(), "CPU".into()],
+        vec![
+            "`busyprobe record` (baseline: the stream, no view)".into(),
+            percent(shares.record),
+        ],
+        vec![
+            "`busyprobe top` in a terminal (tmux)".into(),
+            percent(shares.top),
+        ],
+    ];
+    let goals = vec![format!(
+        "the view ≤ {:.0}% of one core at {} events/s: {} ({}, ×{:.2} of record's)",
+        100.0 * tui_cpu::GOAL_SHARE,
+        tui_cpu::EVENTS_PER_SEC,
+        verdict(shares.top <= tui_cpu::GOAL_SHARE),
+        percent(shares.top),
+        shares.top / shares.record.max(f64::MIN_POSITIVE)
+    )];
+    let notes = vec![
+        "CPU: utime + stime of the process over the phase, from /proc/PID/stat".to_string(),
+        "top's figure includes its whole stream (probes' ring buffer, decoding, attribution), \
+         like record's, plus the view"
+            .into(),
+    ];
+    print_report("busyprobe top CPU", &rows, &notes, &goals);
 }
 
 /// One phase with `busyprobe record` running.

@@ -21,7 +21,7 @@
 //! standard base64 — the never-lossy rule. A path cut by the probe's buffer carries
 //! `<field>_truncated: true`; one the probe could not read carries `<field>_unreadable: true`.
 
-mod wire;
+pub mod wire;
 
 use std::{io, time::SystemTime};
 
@@ -56,11 +56,6 @@ impl<W: io::Write> JsonLines<W> {
     /// A JSON Lines sink writing to `out`.
     pub fn new(out: W) -> Self {
         Self { out }
-    }
-
-    /// The output written so far (the TUI's feed drains its buffer after every line).
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.out
     }
 
     /// One line in one write: serialising straight into an unbuffered file would issue a

@@ -24,6 +24,8 @@ pub struct App {
     events: VecDeque<Value>,
     /// Most events kept.
     capacity: usize,
+    /// Failed attempts among `events`.
+    failures: usize,
     /// Index into the visible events.
     pub selected: usize,
     /// Whether the detail pane is open.
@@ -55,6 +57,7 @@ impl App {
             events: VecDeque::new(),
             capacity: capacity.max(1),
             selected: 0,
+            failures: 0,
             detail: false,
             only_failures: false,
             filter: String::new(),
@@ -87,8 +90,13 @@ impl App {
     }
 
     fn list(&mut self, line: Value) {
+        self.failures += usize::from(is_failure(&line));
         self.events.push_front(line);
-        self.events.truncate(self.capacity);
+        while self.events.len() > self.capacity {
+            if let Some(gone) = self.events.pop_back() {
+                self.failures -= usize::from(is_failure(&gone));
+            }
+        }
         // Keep the selection on the same event as new ones arrive on top (constant time: a
         // burst must not cost a pass over the history per event).
         if self.selected > 0 && self.shows(&self.events[0], &self.filter.to_lowercase()) {
@@ -99,7 +107,7 @@ impl App {
     /// Whether `e` passes the failure toggle and the filter (`needle`: the filter lowercased,
     /// once per pass rather than once per event).
     fn shows(&self, e: &Value, needle: &str) -> bool {
-        (!self.only_failures || e["errno"].is_string())
+        (!self.only_failures || is_failure(e))
             && (needle.is_empty()
                 || [&e["comm"], &e["target"]].iter().any(|f| {
                     f.as_str()
@@ -134,15 +142,10 @@ impl App {
         self.visible().get(self.selected).copied()
     }
 
-    /// Counts for the status bar: (events listed, failures among them).
+    /// Counts for the status bar: (events listed, failures among them); kept as events come
+    /// and go, not counted per frame.
     pub fn counts(&self) -> (usize, usize) {
-        (
-            self.events.len(),
-            self.events
-                .iter()
-                .filter(|e| e["errno"].is_string())
-                .count(),
-        )
+        (self.events.len(), self.failures)
     }
 
     /// Down one event.
@@ -207,6 +210,11 @@ impl App {
             Mode::Help
         };
     }
+}
+
+/// Whether an `umount` line is a failed attempt.
+fn is_failure(e: &Value) -> bool {
+    e["errno"].is_string()
 }
 
 #[cfg(test)]

@@ -59,8 +59,14 @@ pub fn row(e: &Value) -> String {
 
 fn draw_list(frame: &mut Frame, app: &App, area: Rect) {
     let visible = app.visible();
+    // Only the rows that fit are formatted (the history may hold thousands): a window that
+    // keeps the selection in view.
+    let rows = usize::from(area.height.saturating_sub(2)).max(1);
+    let first = app.selected.saturating_sub(rows - 1);
     let items: Vec<ListItem> = visible
         .iter()
+        .skip(first)
+        .take(rows)
         .map(|e| {
             let style = if e["errno"].is_string() {
                 Style::new().fg(Color::Red)
@@ -75,7 +81,7 @@ fn draw_list(frame: &mut Frame, app: &App, area: Rect) {
         .block(Block::default().borders(Borders::ALL).title(title))
         .highlight_style(Style::new().add_modifier(Modifier::REVERSED));
     let mut state =
-        ListState::default().with_selected((!visible.is_empty()).then_some(app.selected));
+        ListState::default().with_selected((!visible.is_empty()).then_some(app.selected - first));
     frame.render_stateful_widget(list, area, &mut state);
 }
 
@@ -384,6 +390,22 @@ mod tests {
             " replay of r.jsonl (host node-7, kernel 6.8.0, tracepoint mode) | 0 events, 0 failed \
              | lost 2 | ringbuf_full 2, path_truncated 1 | ? help  q quit"
         );
+    }
+
+    #[test]
+    fn a_long_history_shows_the_window_around_the_selection() {
+        let mut app = App::new(1000, "live".into());
+        for id in 0..300 {
+            app.push(attempt(id, "umount", &format!("/mnt/{id}"), None));
+        }
+        for _ in 0..250 {
+            app.next();
+        }
+        let lines = screen(&app, 80, 24);
+        // Newest first: the 251st row is attempt 49, on the window's last row.
+        assert!(lines[21].contains("umount[149] /mnt/49"), "{lines:#?}");
+        assert!(lines[1].contains("umount[169] /mnt/69"), "{lines:#?}");
+        assert_eq!(lines[0], format!("┌ unmounts (300) {}┐", "─".repeat(62)));
     }
 
     #[test]
