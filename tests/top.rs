@@ -74,7 +74,8 @@ impl Screen {
 
     /// The screen once it contains `needle`; panics with the screen after 15 s.
     fn wait_for(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // Generous: under emulation (cargo xtask vm-test) everything is ten times slower.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let text = self.text();
             if text.contains(needle) {
