@@ -16,7 +16,7 @@ use std::{
 
 use nix::{
     errno::Errno,
-    mount::{mount, umount2, MntFlags, MsFlags},
+    mount::{umount2, MntFlags},
     unistd::{dup2, fork, pipe, ForkResult},
 };
 use serde_json::{json, Value};
@@ -84,16 +84,8 @@ fn map_file(path: &Path) -> *mut libc::c_void {
 /// third in a child, close-on-exec), fails to unmount it, lets go of each a different way,
 /// unmounts it, and prints `{"pid", "child", "first", "second"}` (errnos, 0 for success).
 pub fn let_go(dir: &OsStr) -> ! {
-    crate::support::enter_private_mount_namespace();
     let mnt = Path::new(dir);
-    mount(
-        Some("tmpfs"),
-        mnt,
-        Some("tmpfs"),
-        MsFlags::empty(),
-        None::<&str>,
-    )
-    .expect("let-go: mount tmpfs");
+    crate::support::tmpfs_in_private_namespace(mnt);
     let create = |name: &str| File::create(mnt.join(name)).expect("let-go: create a file");
     let dupped = create(DUPPED);
     let ranged = create(RANGED);

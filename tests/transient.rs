@@ -177,17 +177,8 @@ fn fanotify_scanner(dir: &Path) -> ! {
 /// Race mode: a private mount namespace, a tmpfs with the files, the scanner, then
 /// `umount2` every 50 ms until it works. Prints `{"unmounter","scanner","failures"}`.
 pub fn race(dir: &OsStr) -> ! {
-    use nix::mount::{mount, MsFlags};
-    crate::support::enter_private_mount_namespace();
     let mnt = Path::new(dir);
-    mount(
-        Some("tmpfs"),
-        mnt,
-        Some("tmpfs"),
-        MsFlags::empty(),
-        None::<&str>,
-    )
-    .expect("race: mount tmpfs");
+    crate::support::tmpfs_in_private_namespace(mnt);
     std::fs::create_dir(mnt.join("etc")).unwrap();
     for file in FILES {
         std::fs::write(mnt.join(file), b"x").unwrap();

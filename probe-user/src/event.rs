@@ -219,6 +219,29 @@ pub enum Warning {
     },
 }
 
+/// An EBUSY `umount2("/mnt")` by containerd that entered at `ts_boot_ns` and took
+/// `duration_ns`, for tests of what is matched against a call's times.
+#[cfg(test)]
+pub(crate) fn sample_ebusy_call(ts_boot_ns: u64, duration_ns: u64) -> UmountCall {
+    UmountCall {
+        ts_boot_ns,
+        pid: 1,
+        tid: 1,
+        uid: 0,
+        gid: 0,
+        comm: b"containerd".to_vec(),
+        mntns: 0,
+        cgroup_id: 0,
+        target: KernelPath {
+            bytes: b"/mnt".to_vec(),
+            ..Default::default()
+        },
+        flags: 0,
+        ret: -16,
+        duration_ns,
+    }
+}
+
 /// A realistic attempt for tests of the consumers of [`UmountAttempt`].
 #[cfg(test)]
 pub(crate) fn sample_attempt(

@@ -34,6 +34,20 @@ pub fn output_of_fresh_copy(cmd: &mut std::process::Command) -> std::process::Ou
     panic!("the copied binary stayed busy (ETXTBSY)")
 }
 
+/// Moves this (single-threaded) process into a private mount namespace (see
+/// [`enter_private_mount_namespace`]) and mounts a fresh tmpfs on `mnt` there.
+pub fn tmpfs_in_private_namespace(mnt: &std::path::Path) {
+    enter_private_mount_namespace();
+    nix::mount::mount(
+        Some("tmpfs"),
+        mnt,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("mount a tmpfs");
+}
+
 /// Moves this (single-threaded) process into a mount namespace of its own whose `/` is
 /// recursively private: every mount it makes vanishes with it, whatever happens.
 pub fn enter_private_mount_namespace() {

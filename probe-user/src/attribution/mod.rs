@@ -142,6 +142,30 @@ impl Attribution {
     }
 }
 
+/// An attribution of tmpfs mount 812 at `mount_point` with `holders`, for tests.
+#[cfg(test)]
+pub(crate) fn sample_attribution(mount_point: &str, holders: Vec<Holder>) -> Attribution {
+    let line = format!("812 1 0:50 / {mount_point} rw - tmpfs t rw");
+    let entry = crate::state::mountinfo::parse_line(line.as_bytes()).unwrap();
+    Attribution {
+        mount: MountSummary {
+            id: 812,
+            mntns: 0,
+            entry,
+        },
+        is_mount_point: true,
+        holders,
+        accessors: Vec::new(),
+        uninspectable: Vec::new(),
+        coverage: Coverage {
+            method: Seen::KernelScan,
+            processes: 1,
+            fds: 1,
+            namespaces: 1,
+        },
+    }
+}
+
 /// Resolves `path` as `view` sees it and attributes the mount it names.
 pub fn attribute(view: Viewpoint, path: &[u8], scanner: &mut Scanner) -> Result<Attribution> {
     let target = target::resolve(view, path)?;

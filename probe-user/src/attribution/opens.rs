@@ -133,10 +133,9 @@ mod tests {
     use crate::{
         attribution::{
             holder::{HolderProcess, Seen},
-            Coverage, MountSummary,
+            sample_attribution,
         },
-        event::KernelPath,
-        state::mountinfo::parse_line,
+        event::sample_ebusy_call,
     };
     use probe_common::RecentOpen;
 
@@ -144,23 +143,7 @@ mod tests {
     const CALL_NS: u64 = 50_000;
 
     fn call() -> UmountCall {
-        UmountCall {
-            ts_boot_ns: CALL_TS,
-            pid: 1,
-            tid: 1,
-            uid: 0,
-            gid: 0,
-            comm: b"containerd".to_vec(),
-            mntns: 0,
-            cgroup_id: 0,
-            target: KernelPath {
-                bytes: b"/mnt".to_vec(),
-                ..Default::default()
-            },
-            flags: 0,
-            ret: -16,
-            duration_ns: CALL_NS,
-        }
+        sample_ebusy_call(CALL_TS, CALL_NS)
     }
 
     fn fd_holder(pid: u32, fd: i32) -> Holder {
@@ -176,24 +159,7 @@ mod tests {
     }
 
     fn attribution(holders: Vec<Holder>) -> Attribution {
-        let entry = parse_line(b"812 27 0:99 / /mnt rw - tmpfs t rw").unwrap();
-        Attribution {
-            mount: MountSummary {
-                id: 812,
-                mntns: 0,
-                entry,
-            },
-            is_mount_point: true,
-            holders,
-            accessors: Vec::new(),
-            uninspectable: Vec::new(),
-            coverage: Coverage {
-                method: Seen::KernelScan,
-                processes: 1,
-                fds: 1,
-                namespaces: 1,
-            },
-        }
+        sample_attribution("/mnt", holders)
     }
 
     fn record(opened: u64, mnt_id: u32) -> OpenRecord {

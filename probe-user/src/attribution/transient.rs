@@ -122,52 +122,18 @@ fn transient(r: &Release, path: Vec<u8>, call: &UmountCall) -> Holder {
 mod tests {
     use super::*;
     use crate::{
-        attribution::{Coverage, MountSummary},
-        event::{KernelPath, ReleaseHow},
-        state::mountinfo::parse_line,
+        attribution::sample_attribution,
+        event::{sample_ebusy_call, ReleaseHow},
     };
 
     const CALL_TS: u64 = 10_000_000;
 
     fn call() -> UmountCall {
-        UmountCall {
-            ts_boot_ns: CALL_TS,
-            pid: 1,
-            tid: 1,
-            uid: 0,
-            gid: 0,
-            comm: b"containerd".to_vec(),
-            mntns: 0,
-            cgroup_id: 0,
-            target: KernelPath {
-                bytes: b"/mnt".to_vec(),
-                ..Default::default()
-            },
-            flags: 0,
-            ret: -16,
-            duration_ns: 5_000,
-        }
+        sample_ebusy_call(CALL_TS, 5_000)
     }
 
     fn attribution() -> Attribution {
-        let entry = parse_line(b"812 1 0:50 / /var/lib/m rw - tmpfs t rw").unwrap();
-        Attribution {
-            mount: MountSummary {
-                id: 812,
-                mntns: 0,
-                entry,
-            },
-            is_mount_point: true,
-            holders: Vec::new(),
-            accessors: Vec::new(),
-            uninspectable: Vec::new(),
-            coverage: Coverage {
-                method: Seen::KernelScan,
-                processes: 1,
-                fds: 1,
-                namespaces: 1,
-            },
-        }
+        sample_attribution("/var/lib/m", Vec::new())
     }
 
     fn release(pid: u32, at: u64, mnt_id: u64, path: &[u8], opened: Option<u64>) -> Release {
