@@ -13,10 +13,14 @@ use std::{
 use crate::support::{fixture::Plan, incident::Fixture};
 
 /// Every trial, by name.
-pub const TESTS: [(&str, fn()); 4] = [
+pub const TESTS: [(&str, fn()); 5] = [
     (
         "demo_on_a_terminal_opens_the_top_view",
         demo_on_a_terminal_opens_the_top_view,
+    ),
+    (
+        "replay_of_stdin_shows_a_stream_and_stays_until_quit",
+        replay_of_stdin_shows_a_stream_and_stays_until_quit,
     ),
     (
         "top_live_names_the_holder_of_a_failed_unmount",
@@ -202,6 +206,28 @@ fn top_replays_a_recording() {
     assert!(text.contains("EXIT=0"), "{text}");
     assert!(
         text.contains("incident.jsonl:"),
+        "malformed lines are reported after the screen closes:\n{text}"
+    );
+}
+
+fn replay_of_stdin_shows_a_stream_and_stays_until_quit() {
+    let recording =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/recording/testdata/incident.jsonl");
+    let redirect = format!("< {}", recording.display());
+    let screen = Screen::start(&["replay", "-", &redirect]);
+    // The stream has ended (end of file): the screen stays up with every event.
+    let text = screen.wait_for(
+        " replay of stdin (host node-7, kernel 6.18.44, tracepoint mode) | 5 events, 4 failed |",
+    );
+    assert!(
+        text.contains("10:01:02.120 EINVAL umount[77] /mnt/not_a_mount"),
+        "{text}"
+    );
+    screen.keys(&["q"]);
+    let text = screen.wait_for("EXIT=");
+    assert!(text.contains("EXIT=0"), "{text}");
+    assert!(
+        text.contains("busyprobe: stdin:7: schema version 2"),
         "malformed lines are reported after the screen closes:\n{text}"
     );
 }

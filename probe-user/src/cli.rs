@@ -144,7 +144,9 @@ pub const KEEP_ON_SCREEN: usize = 10_000;
 /// Options of `busyprobe replay`.
 #[derive(Args, Debug, Clone)]
 pub struct ReplayArgs {
-    /// The recording(s): each with its rotated predecessors.
+    /// The recording(s): each with its rotated predecessors. `-` reads a live stream of JSON
+    /// Lines on stdin, for example another node's: `ssh node busyprobe watch --json |
+    /// busyprobe replay -` (keys then come from the terminal).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Most events kept on screen (the newest are kept).

@@ -16,7 +16,7 @@ use super::watch::{self, Output};
 use crate::{
     cli::{ReplayArgs, TopArgs},
     loader::MODE_TRACEPOINT,
-    recording::{files_in_order, for_each_line},
+    recording::{files_in_order, for_each_line, parse_line},
     sink::tui::{self, app::App, feed::Feed, term::TerminalGuard},
 };
 
@@ -25,8 +25,13 @@ pub fn on_a_terminal() -> bool {
     io::stdin().is_terminal() && io::stdout().is_terminal()
 }
 
-/// `busyprobe replay`: the screen over recordings; malformed lines listed after it closes.
+/// `busyprobe replay`: the screen over recordings, or over a live stream on stdin (`-`);
+/// malformed lines listed after it closes.
 pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
+    if args.files.len() == 1 && args.files[0].as_os_str() == "-" {
+        show_stream(io::BufReader::new(io::stdin()), args.keep)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let files = files_in_order(&args.files);
     let names: Vec<String> = args
         .files
@@ -53,6 +58,48 @@ pub fn show_recording(files: &[PathBuf], keep: usize, source: String) -> Result<
         eprintln!("busyprobe: {problem}");
     }
     Ok(())
+}
+
+/// The screen over JSON Lines arriving on `input` as they come; it stays up after the stream
+/// ends, until the user quits. Malformed lines are listed once the terminal is back.
+fn show_stream(input: impl io::BufRead + Send + 'static, keep: usize) -> Result<()> {
+    let guard = TerminalGuard::new("replay -")?;
+    let (to_screen, lines) = mpsc::channel();
+    let reader = thread::spawn(move || {
+        let problems = forward_lines(input, &to_screen);
+        // Keep the channel open: the screen stays until `q`, not until the stream ends.
+        (problems, to_screen)
+    });
+    tui::show(guard, App::new(keep, "replay of stdin".into()), Some(lines))?;
+    if reader.is_finished() {
+        if let Ok((problems, _)) = reader.join() {
+            for problem in problems {
+                eprintln!("busyprobe: stdin:{problem}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends each well-formed line of `input` to the screen, in order; returns the malformed
+/// ones as `LINE: why`. Stops at the end of the input or when the screen is gone.
+fn forward_lines(
+    input: impl io::BufRead,
+    to_screen: &mpsc::Sender<serde_json::Value>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (number, line) in input.split(b'\n').enumerate() {
+        let Ok(line) = line else { break };
+        match parse_line(&line) {
+            Ok(value) => {
+                if to_screen.send(value).is_err() {
+                    break;
+                }
+            }
+            Err(why) => problems.push(format!("{}: {why}", number + 1)),
+        }
+    }
+    problems
 }
 
 /// `busyprobe top`: the screen over the live stream.

@@ -115,8 +115,8 @@ fn write_recording(path: &Path, bytes: u64) -> Result<u64> {
     Ok(lines)
 }
 
-/// Line `n` of the synthetic recording.
-fn synthetic_line(n: u64) -> String {
+/// Line `n` of the synthetic recording (also the synthetic stream of `bench record`'s view).
+pub fn synthetic_line(n: u64) -> String {
     let ts = format!(
         "2026-11-23T10:{:02}:{:02}.{:09}Z",
         (n / 60_000_000) % 60,

@@ -1,7 +1,10 @@
 //! The `top` view's CPU use while 10,000 unmount events per second arrive (part of `bench
-//! record`): `busyprobe top` runs live in a detached tmux session (a real terminal), then
-//! `busyprobe record` (the same stream, no screen) as the baseline of the same run; each one's
-//! CPU time (`utime + stime` from `/proc/PID/stat`) over the phase, as a share of one core.
+//! record`), each process's CPU time (`utime + stime` from `/proc/PID/stat`) over the phase as
+//! a share of one core, in a detached tmux session (a real terminal):
+//! - the view alone: `busyprobe replay -` fed 10,000 synthetic lines per second through a FIFO
+//!   (the goal's measure);
+//! - `busyprobe top` live while umount2 is paced at that rate (view and whole stream), and
+//!   `busyprobe record` at the same rate (the stream without the view) as its baseline.
 
 use std::{
     ffi::OsStr,
@@ -19,8 +22,10 @@ pub const EVENTS_PER_SEC: u64 = 10_000;
 /// The goal: the view's share of one core at that rate.
 pub const GOAL_SHARE: f64 = 0.10;
 
-/// CPU shares of one core at [`EVENTS_PER_SEC`]: `top`'s and `record`'s.
+/// CPU shares of one core at [`EVENTS_PER_SEC`].
 pub struct Shares {
+    /// `busyprobe replay -` on a synthetic stream: the view alone.
+    pub view: f64,
     /// `busyprobe top`, in a terminal.
     pub top: f64,
     /// `busyprobe record` to a file (the same pipeline without the view).
@@ -29,8 +34,9 @@ pub struct Shares {
 
 /// Measures both, `hammer` making the unmount calls for one phase at the given rate.
 pub fn measure(binary: &Path, dir: &Path, hammer: impl Fn(Option<u64>) -> u64) -> Result<Shares> {
+    let view = view_share(binary, dir)?;
     let top = {
-        let session = TopInTmux::start(binary)?;
+        let session = InTmux::start(binary, "top", " live, ")?;
         println!(
             "xtask: bench record: `busyprobe top` in tmux, umount2 paced at {EVENTS_PER_SEC}/s"
         );
@@ -49,9 +55,50 @@ pub fn measure(binary: &Path, dir: &Path, hammer: impl Fn(Option<u64>) -> u64) -
     })?;
     record.stop();
     Ok(Shares {
+        view,
         top,
         record: baseline,
     })
+}
+
+/// `busyprobe replay -` reading a FIFO that gets [`EVENTS_PER_SEC`] synthetic lines a second.
+fn view_share(binary: &Path, dir: &Path) -> Result<f64> {
+    use std::io::Write as _;
+    let fifo = dir.join("view.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).context("mkfifo")?;
+    let command = format!("replay - < {}", fifo.display());
+    let (opened, session) = std::thread::scope(|scope| {
+        // Opening the FIFO for writing waits for the reader: the shell in tmux.
+        let writer = scope.spawn(|| std::fs::OpenOptions::new().write(true).open(&fifo));
+        let session = InTmux::start(binary, &command, "");
+        (writer.join(), session)
+    });
+    let session = session?;
+    let mut out = opened
+        .map_err(|_| anyhow::anyhow!("the FIFO writer panicked"))?
+        .context("opening the FIFO")?;
+    println!("xtask: bench record: `busyprobe replay -` fed {EVENTS_PER_SEC} synthetic lines/s");
+    let write = || {
+        let started = Instant::now();
+        let mut n = 0u64;
+        while started.elapsed() < super::record::PHASE {
+            let due = Duration::from_nanos(n * 1_000_000_000 / EVENTS_PER_SEC);
+            if let Some(early) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(early);
+            }
+            n += 1;
+            if out
+                .write_all(super::reading::synthetic_line(n).as_bytes())
+                .is_err()
+            {
+                break;
+            }
+        }
+        n
+    };
+    let share = cpu_share(session.pid, write);
+    drop(session);
+    share
 }
 
 /// The share of one core `pid` used while `work` ran.
@@ -84,19 +131,21 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
-/// `busyprobe top` in a detached tmux session of its own (private socket); killed on drop.
-struct TopInTmux {
+/// `busyprobe ARGS` in a detached tmux session of its own (private socket); killed on drop.
+struct InTmux {
     socket: String,
     pid: u32,
 }
 
-impl TopInTmux {
-    fn start(binary: &Path) -> Result<Self> {
+impl InTmux {
+    /// Starts `busyprobe ARGS` (`args` as the shell reads them) and waits until the screen
+    /// shows `ready` (nothing to wait for when empty).
+    fn start(binary: &Path, args: &str, ready: &str) -> Result<Self> {
         let mut session = Self {
-            socket: format!("busyprobe-bench-{}", std::process::id()),
+            socket: format!("busyprobe-bench-{}-{}", std::process::id(), args.len()),
             pid: 0,
         };
-        let command = format!("exec {} top", binary.display());
+        let command = format!("exec {} {args}", binary.display());
         let started = session
             .tmux(&["new-session", "-d", "-x", "120", "-y", "40", &command])
             .context("running tmux (apt-get install tmux)")?;
@@ -107,10 +156,10 @@ impl TopInTmux {
         );
         let deadline = Instant::now() + Duration::from_secs(30);
         while !String::from_utf8_lossy(&session.tmux(&["capture-pane", "-p"])?.stdout)
-            .contains(" live, ")
+            .contains(ready)
         {
             if Instant::now() > deadline {
-                bail!("busyprobe top did not start in tmux");
+                bail!("busyprobe {args} did not start in tmux");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -128,7 +177,7 @@ impl TopInTmux {
     }
 }
 
-impl Drop for TopInTmux {
+impl Drop for InTmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
             .args(["-L", &self.socket, "kill-server"])

@@ -31,7 +31,9 @@ fn restore() {
 impl TerminalGuard {
     /// Takes over the terminal; refuses without one, pointing to `watch`.
     pub fn new(command: &str) -> Result<Self> {
-        if !io::stdout().is_terminal() || !io::stdin().is_terminal() {
+        // Keys come from stdin, or from /dev/tty when stdin carries a stream (`replay -`).
+        let keys = io::stdin().is_terminal() || std::fs::File::open("/dev/tty").is_ok();
+        if !io::stdout().is_terminal() || !keys {
             bail!(
                 "`busyprobe {command}` is a full-screen view and needs a terminal; \
                  for a stream use `busyprobe watch` (or `busyprobe report FILE` for a recording)"
