@@ -22,7 +22,11 @@ use crate::support::{
 const NO_ARGS: [&str; 0] = [];
 
 /// Every trial, by name.
-pub const TESTS: [(&str, fn()); 16] = [
+pub const TESTS: [(&str, fn()); 17] = [
+    (
+        "every_probe_loads_and_attaches_without_a_warning",
+        every_probe_loads_and_attaches_without_a_warning,
+    ),
     (
         "ebusy_nothing_visible_explains_is_unknown_with_what_was_checked",
         ebusy_nothing_visible_explains_is_unknown_with_what_was_checked,
@@ -414,4 +418,18 @@ fn closed_stdout_exits_quietly() {
             "stderr mentions {noise:?}:\n{stderr}"
         );
     }
+}
+
+/// On this kernel (and each kernel of `cargo xtask vm-test`) every program of the default mode
+/// loads and attaches: a verifier refusal or a missing tracepoint would only be a warning on
+/// stderr (that part of tracking off), so a warning here is a failure.
+fn every_probe_loads_and_attaches_without_a_warning() {
+    let mut watcher = Watcher::start(&[] as &[&str]);
+    let ended = watcher.stop(nix::sys::signal::Signal::SIGINT);
+    assert!(ended.status.success(), "{:?}", ended.status);
+    let stderr = watcher.stderr();
+    assert!(
+        !stderr.contains("WARN"),
+        "a program did not load or attach:\n{stderr}"
+    );
 }
