@@ -232,6 +232,9 @@ pub fn race(dir: &OsStr) -> ! {
         let _ = child.wait();
     }
     let opener = opener.map(|o| o.id());
+    // Like a runtime, the unmounter outlives its unmounts: its namespace (where busyprobe
+    // resolves the target) stays while a slow machine is still attributing the failures.
+    std::thread::sleep(Duration::from_secs(1));
     println!(
         "{}",
         json!({"unmounter": std::process::id(), "scanner": scanner.id(), "opener": opener, "failures": failures})

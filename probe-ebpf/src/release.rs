@@ -158,8 +158,14 @@ pub static TRACKED_MOUNTS: HashMap<u32, u8> = HashMap::with_max_entries(8192, 0)
 pub static FILTER_IS_ALLOW_LIST: Global<u8> = Global::new(0);
 
 /// Superblock magic numbers of pseudo filesystems, never tracked in any namespace (so that
-/// no map of mount ids, which the kernel reuses at once, has to follow every namespace).
-const PSEUDO_MAGICS: [u64; 18] = [
+/// no map of mount ids, which the kernel reuses at once, has to follow every namespace); the
+/// kernel's internal mounts (pipes, sockets, anonymous inodes) are in no mount table at all.
+const PSEUDO_MAGICS: [u64; 23] = [
+    0x5049_5045, // pipefs (pipes)
+    0x534f_434b, // sockfs (sockets)
+    0x0904_1934, // anon_inodefs (eventfd, epoll, bpf links...)
+    0x5049_4446, // pidfs
+    0x6264_6576, // bdev
     0x9fa0,      // proc
     0x6265_6572, // sysfs
     0x0027_e0eb, // cgroup

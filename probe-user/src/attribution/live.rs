@@ -10,7 +10,7 @@ use std::{
 
 use super::{
     kernel_scan::KernelScanner,
-    namespaces::Namespace,
+    namespaces::{self, Namespace},
     opens::OpenMaps,
     target::{self, TargetMount, Viewpoint},
     MountSummary, Scanner,
@@ -98,17 +98,22 @@ impl Live {
         let result = if call.target.truncated || call.target.unreadable {
             Err("the probe could not read the whole target path".to_string())
         } else {
-            match Viewpoint::of_caller(call.pid, call.tid, call.mntns) {
-                Ok(view) => self
-                    .target(view, &attempt)
-                    .and_then(|target| self.with_scanner(|s| super::attribute_mount(&target, s)))
+            let target = Viewpoint::of_caller(call.pid, call.tid, call.mntns)
+                .and_then(|view| self.target(view, &attempt));
+            match target {
+                Ok(target) => self
+                    .with_scanner(|s| super::attribute_mount(&target, s))
                     .map(|mut a| {
                         if let Some(opens) = &self.opens {
                             opens.apply(call, &mut a);
                         }
                         a
                     }),
-                Err(gone) => self.in_vanished_namespace(&attempt).ok_or(gone),
+                // The namespace died before or while the target was resolved.
+                Err(e) if namespaces::process_in(call.mntns, call.pid).is_none() => {
+                    self.in_vanished_namespace(&attempt).ok_or(e)
+                }
+                Err(e) => Err(e),
             }
             .map_err(|e| format!("{e:#}"))
         };
@@ -120,7 +125,10 @@ impl Live {
     /// when it does): so that its mounts are known even if every process in it exits before
     /// the attribution runs.
     pub fn learn_namespace(&self, attempt: &UmountAttempt) {
-        self.mounts.learn(attempt.call.mntns, attempt.call.pid);
+        if let Some(target) = attempt.target_abs.as_deref() {
+            self.mounts
+                .learn(attempt.call.mntns, attempt.call.pid, target);
+        }
     }
 
     /// When every process of the caller's mount namespace exited before the scan (a sandbox

@@ -101,14 +101,14 @@ impl MountCache {
             .or_else(|| tables.removed_at(mntns, mount_point))
     }
 
-    /// Makes sure the table of `mntns` is known, reading it through `pid` now when it is not:
-    /// a namespace younger than the discovery interval may die before the keeper thread finds
-    /// it, taking with it the mount an EBUSY named.
-    pub fn learn(&self, mntns: u64, pid: u32) {
+    /// Makes sure the table of `mntns` knows `mount_point`, reading it through `pid` now when it
+    /// does not: a namespace may die before the keeper thread finds it, or before it re-reads
+    /// the table after a mount, taking with it the mount an EBUSY named.
+    pub fn learn(&self, mntns: u64, pid: u32, mount_point: &[u8]) {
         if self
             .inner
             .read()
-            .is_ok_and(|t| t.current.contains_key(&mntns))
+            .is_ok_and(|t| t.current_at(mntns, mount_point).is_some())
         {
             return;
         }
@@ -299,14 +299,19 @@ mod tests {
         let cache = MountCache::default();
         let me = std::process::id();
         let ns = namespaces::mntns_of(me).unwrap();
-        cache.learn(ns + 1, me);
+        cache.learn(ns + 1, me, b"/");
         assert_eq!(
             cache.mounted_at(ns + 1, b"/"),
             None,
             "not that process's namespace"
         );
-        cache.learn(ns, me);
+        cache.learn(ns, me, b"/");
         assert!(cache.mounted_at(ns, b"/").is_some());
+        // Known, but without the mount point asked about: read again.
+        cache.update(ns, Vec::new());
+        cache.inner.write().unwrap().removed.clear();
+        cache.learn(ns, me, b"/");
+        assert!(cache.mounted_at(ns, b"/").is_some(), "read again");
     }
 
     #[test]
