@@ -149,6 +149,9 @@ pub fn let_go(dir: &OsStr) -> ! {
     }
     let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
     let _ = nix::sys::wait::waitpid(child, None);
+    // Outlive the unmounts a moment, as a runtime does: on a slow machine (vm-test) busyprobe
+    // may still be resolving the failed call's target in this namespace.
+    std::thread::sleep(std::time::Duration::from_secs(1));
     println!(
         "{}",
         json!({"pid": std::process::id(), "child": child.as_raw(), "first": first, "second": second})
