@@ -13,7 +13,11 @@ use std::{
 use crate::support::{fixture::Plan, incident::Fixture};
 
 /// Every trial, by name.
-pub const TESTS: [(&str, fn()); 5] = [
+pub const TESTS: [(&str, fn()); 6] = [
+    (
+        "top_ends_when_its_terminal_hangs_up",
+        top_ends_when_its_terminal_hangs_up,
+    ),
     (
         "demo_on_a_terminal_opens_the_top_view",
         demo_on_a_terminal_opens_the_top_view,
@@ -271,6 +275,48 @@ fn demo_on_a_terminal_opens_the_top_view() {
     let text = screen.wait_for("EXIT=");
     assert!(text.contains("EXIT=0"), "{text}");
     assert!(text.contains("Every EBUSY names the process"), "{text}");
+}
+
+/// A closed terminal (an ssh session gone, a tmux window killed) ends `top`: its probes do not
+/// stay attached forever (crossterm's own wait spins on a hung-up terminal).
+fn top_ends_when_its_terminal_hangs_up() {
+    let socket = format!("busyprobe-test-hup-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .args(["-L", &socket])
+            .args(args)
+            .output()
+            .expect("run tmux")
+    };
+    let command = format!("exec {} top", env!("CARGO_BIN_EXE_busyprobe"));
+    assert!(
+        tmux(&["new-session", "-d", "-x", "120", "-y", "40", &command])
+            .status
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(&tmux(&["capture-pane", "-p"]).stdout).contains(" live, ") {
+        assert!(Instant::now() < deadline, "top did not start");
+        sleep(Duration::from_millis(100));
+    }
+    let pane = tmux(&["list-panes", "-F", "#{pane_pid}"]);
+    let pid: i32 = String::from_utf8_lossy(&pane.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    tmux(&["kill-server"]);
+    let gone = || !Path::new(&format!("/proc/{pid}")).exists();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !gone() && Instant::now() < deadline {
+        sleep(Duration::from_millis(100));
+    }
+    if !gone() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        panic!("busyprobe top [{pid}] still ran a minute after its terminal hung up");
+    }
 }
 
 fn top_without_a_terminal_says_so() {

@@ -178,7 +178,15 @@ impl InTmux {
 }
 
 impl Drop for InTmux {
+    /// Ends busyprobe (SIGTERM; the tmux server then has no pane left and exits), and kills
+    /// the server too: `kill-server` alone was seen to leave both running.
     fn drop(&mut self) {
+        if self.pid != 0 {
+            let pid = nix::unistd::Pid::from_raw(self.pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
         let _ = Command::new("tmux")
             .args(["-L", &self.socket, "kill-server"])
             .status();

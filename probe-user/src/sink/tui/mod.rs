@@ -41,12 +41,22 @@ pub fn show(mut guard: TerminalGuard, mut app: App, lines: Option<Receiver<Value
             }
         }
         guard.terminal.draw(|frame| ui::draw(frame, &app))?;
-        if event::poll(TICK)? {
-            if let Event::Key(key) = event::read()? {
-                keys::handle(&mut app, key);
+        // Wait on the terminal ourselves: crossterm's own wait spins forever on a terminal
+        // that hung up (seen: a closed tmux window left `top` at 100% CPU, probes attached).
+        match term::wait_for_input(TICK)? {
+            term::Input::HungUp => return Ok(()),
+            // crossterm reads every byte waiting and hands out one event at a time: take all
+            // it holds, or keys typed together would wait for the next input.
+            term::Input::Ready => {
+                while event::poll(Duration::ZERO)? {
+                    if let Event::Key(key) = event::read()? {
+                        keys::handle(&mut app, key);
+                    }
+                }
             }
+            term::Input::Idle => {}
         }
-        if app.quit {
+        if app.quit || term::hung_up() {
             return Ok(());
         }
     }
