@@ -626,20 +626,25 @@ fn loop_scene() -> Scene {
     scene
 }
 
-/// A swap file on an ext4 image (tmpfs cannot hold swap files) mounted from a loop device on
-/// a tmpfs; the target is the ext4 mount.
+/// A swap file on an ext4 image (tmpfs cannot hold swap files) mounted from a loop device;
+/// the target is the ext4 mount.
+///
+/// The image lives in the scene's temporary directory, never on a tmpfs: tmpfs pages can be
+/// swapped out, and a tmpfs image's pages swapped onto the swap file inside that very image
+/// deadlock the loop device (its writer waits for a page under writeback to that swap, and
+/// swapoff waits for the same page), leaving unkillable D-state tasks until a reboot. Page
+/// cache of a file on disk is written back, never swapped, so the loop device cannot wait on
+/// itself.
 fn swap_scene() -> Scene {
     let mut sweep = None;
     let mut scene = Scene::new("swap: an active swap file on it", |tmp| {
         let (guard, tag) = LoopSweep::new(tmp);
         sweep = Some(guard);
-        let mnt = tmp.join("mnt");
-        let image = mnt.join(format!("{tag}.img"));
+        let image = tmp.join(format!("{tag}.img"));
         let ext = tmp.join("ext");
         let swapfile = ext.join("swapfile");
         let none: [&str; 0] = [];
         let plan = Plan::new()
-            .tmpfs(&mnt)
             .write(&image, 32 << 20)
             .must_run(&[Path::new("mkfs.ext4"), Path::new("-qF"), &image], &none)
             .mkdir(&ext)

@@ -81,6 +81,13 @@ impl ReleaseHow {
             Self::Exit => "exited",
         }
     }
+
+    /// Whether the file is dropped only as the thread returns to user space (or finishes
+    /// exiting), so that it may outlive the syscall's entry by a preemption: true for every
+    /// way of letting go of a file, false for working and root directories (let go at once).
+    pub fn drops_file_on_return(self) -> bool {
+        !matches!(self, Self::Chdir | Self::Chroot)
+    }
 }
 
 /// `umount2` flags and their names, in bit order.

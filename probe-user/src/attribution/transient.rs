@@ -18,6 +18,10 @@ use crate::{
 const KEEP_NS: u64 = 10_000_000_000;
 /// At most this many releases are kept (the oldest go first).
 const KEEP_COUNT: usize = 100_000;
+/// How long before the failing call a close may have entered and its file still held the
+/// mount: the file is let go only as its closer returns to user space, and a closer preempted
+/// on the way back (a slow or busy machine) can stay off the CPU for tens of milliseconds.
+const LATE_CLOSE_NS: u64 = 100_000_000;
 
 /// Recent releases, oldest first.
 #[derive(Default)]
@@ -52,8 +56,10 @@ impl RecentReleases {
 
     /// Adds to `attribution` a `transient` holder for every process that let go of a file on
     /// the attributed mount (or a counted copy of it) after `call` failed, unless the file was
-    /// opened after the call or the scan still sees it holding that same file; then, if still
-    /// nothing explains the EBUSY, `unknown`.
+    /// opened after the call or the scan still sees it holding that same file. If that explains
+    /// nothing, the last close on the mount shortly before the call whose closer may not have
+    /// come back from it (see [`Self::closed_just_before`]) is named; then, if still nothing
+    /// explains the EBUSY, `unknown`.
     pub fn complete(&self, call: &UmountCall, attribution: &mut Attribution) {
         let mounts = attribution.blamed_mount_ids();
         let mount_point = attribution.mount.entry.mount_point.clone();
@@ -75,12 +81,7 @@ impl RecentReleases {
             .filter(|r| r.ts_boot_ns >= call.ts_boot_ns && mounts.contains(&r.mnt_id))
             .filter(held_at_call)
         {
-            let path = paths::join(
-                &mount_point,
-                r.path_within_mount
-                    .strip_prefix(b"/")
-                    .unwrap_or(&r.path_within_mount),
-            );
+            let path = path_on_mount(&mount_point, r);
             // Already a holder: the same file (by path), or the same fd (its path may be cut).
             if held.contains(&(r.pid, r.fd)) || !seen.insert((r.pid, path.clone())) {
                 continue;
@@ -92,8 +93,63 @@ impl RecentReleases {
         attribution
             .accessors
             .retain(|x| !held.contains(&(x.pid, x.fd)));
+        if !attribution.has_blamed() {
+            if let Some(r) = self.closed_just_before(call, &mounts) {
+                let path = path_on_mount(&mount_point, r);
+                attribution.holders.push(closed_before(r, path, call));
+            }
+        }
         attribution.add_unknown_if_unexplained();
     }
+
+    /// The latest release of a file on `mounts` that entered at most [`LATE_CLOSE_NS`] before
+    /// `call` by a thread that may still have been on its way back from it when the kernel
+    /// checked the mount: not the calling thread, and not a thread with a later traced release
+    /// before the call (either had returned to user space, and so dropped the file). Working
+    /// and root directory changes are left out: they let go at once.
+    fn closed_just_before(&self, call: &UmountCall, mounts: &HashSet<u64>) -> Option<&Release> {
+        let since = call.ts_boot_ns.saturating_sub(LATE_CLOSE_NS);
+        let window: Vec<&Release> = self
+            .releases
+            .iter()
+            .filter(|r| (since..call.ts_boot_ns).contains(&r.ts_boot_ns))
+            .collect();
+        let came_back = |r: &Release| {
+            r.tid == call.tid
+                || window
+                    .iter()
+                    .any(|later| later.tid == r.tid && later.ts_boot_ns > r.ts_boot_ns)
+        };
+        window
+            .iter()
+            .copied()
+            .filter(|r| mounts.contains(&r.mnt_id) && r.how.drops_file_on_return())
+            .filter(|r| !came_back(r))
+            .max_by_key(|r| r.ts_boot_ns)
+    }
+}
+
+/// The absolute path of a released file: the mount point joined with its path in the mount.
+fn path_on_mount(mount_point: &[u8], r: &Release) -> Vec<u8> {
+    paths::join(
+        mount_point,
+        r.path_within_mount
+            .strip_prefix(b"/")
+            .unwrap_or(&r.path_within_mount),
+    )
+}
+
+/// A `transient` holder for a file let go shortly before the failing call by a closer that may
+/// not have come back from the close (no `closed_ns_after`: the note says how long before).
+fn closed_before(r: &Release, path: Vec<u8>, call: &UmountCall) -> Holder {
+    let mut h = transient(r, path, call);
+    h.closed_ns_after = None;
+    h.note = Some(format!(
+        "{} {:.1} ms before the failing call and had not been seen running since: a closed file is let go only as its closer returns to user space, so it may still have held the mount (the latest such release on this mount; nothing else explains the EBUSY)",
+        r.how.verb(),
+        call.ts_boot_ns.saturating_sub(r.ts_boot_ns) as f64 / 1e6
+    ));
+    h
 }
 
 fn transient(r: &Release, path: Vec<u8>, call: &UmountCall) -> Holder {
@@ -227,6 +283,99 @@ mod tests {
             ]
         );
         assert!(a.holders.iter().all(|h| h.seen == Seen::Traced && h.blamed));
+    }
+
+    /// The kinds, pids and notes of `a`'s holders.
+    fn kinds_pids(a: &Attribution) -> Vec<(HolderKind, Option<u32>)> {
+        a.holders
+            .iter()
+            .map(|h| (h.kind, h.process.as_ref().map(|p| p.pid)))
+            .collect()
+    }
+
+    #[test]
+    fn a_close_just_before_is_a_suspect_only_while_its_closer_may_not_have_come_back() {
+        let ms = 1_000_000;
+        let complete = |releases: Vec<Release>, call: &UmountCall| {
+            let mut recent = RecentReleases::default();
+            releases.into_iter().for_each(|r| recent.record(r));
+            let mut a = attribution();
+            recent.complete(call, &mut a);
+            a
+        };
+        let late = 150 * ms;
+        let call = sample_ebusy_call(late + 10 * ms, 5_000);
+        let at = |ms_before: u64| call.ts_boot_ns - ms_before * ms;
+
+        // Closed 11 ms before the call and not seen since: named, with how long before.
+        let a = complete(vec![release(9, at(11), 812, b"/etc/hosts", None)], &call);
+        assert_eq!(kinds_pids(&a), [(HolderKind::Transient, Some(9))]);
+        let h = &a.holders[0];
+        assert_eq!(h.path.as_deref(), Some(&b"/var/lib/m/etc/hosts"[..]));
+        assert_eq!((h.closed_ns_after, h.seen), (None, Seen::Traced));
+        assert!(
+            h.note
+                .as_deref()
+                .unwrap()
+                .starts_with("closed it 11.0 ms before the failing call"),
+            "{:?}",
+            h.note
+        );
+
+        // The latest of two suspects is named.
+        let a = complete(
+            vec![
+                release(9, at(30), 812, b"/a", None),
+                release(8, at(20), 812, b"/b", None),
+            ],
+            &call,
+        );
+        assert_eq!(kinds_pids(&a), [(HolderKind::Transient, Some(8))]);
+
+        // Too long before (150 ms), on another mount, or a directory change: not named.
+        for r in [
+            release(9, at(150), 812, b"/a", None),
+            release(9, at(5), 999, b"/a", None),
+            Release {
+                how: ReleaseHow::Chdir,
+                ..release(9, at(5), 812, b"/a", None)
+            },
+        ] {
+            let a = complete(vec![r], &call);
+            assert_eq!(kinds_pids(&a), [(HolderKind::Unknown, None)]);
+        }
+
+        // The closer released another file (any mount) later, before the call: it had come
+        // back, so its file was gone.
+        let a = complete(
+            vec![
+                release(9, at(11), 812, b"/a", None),
+                release(9, at(3), 999, b"/b", None),
+            ],
+            &call,
+        );
+        assert_eq!(kinds_pids(&a), [(HolderKind::Unknown, None)]);
+
+        // The caller's own thread closed it: it is running the call, so it came back.
+        let a = complete(
+            vec![Release {
+                tid: call.tid,
+                ..release(9, at(11), 812, b"/a", None)
+            }],
+            &call,
+        );
+        assert_eq!(kinds_pids(&a), [(HolderKind::Unknown, None)]);
+
+        // Something else explains the EBUSY (a release after the call): no suspect added.
+        let a = complete(
+            vec![
+                release(8, at(11), 812, b"/a", None),
+                release(9, call.ts_boot_ns + ms, 812, b"/b", Some(at(40))),
+            ],
+            &call,
+        );
+        assert_eq!(kinds_pids(&a), [(HolderKind::Transient, Some(9))]);
+        assert!(a.holders[0].closed_ns_after.is_some());
     }
 
     #[test]
