@@ -157,8 +157,10 @@ pub struct ReleaseEvent {
     pub depth: u32,
     /// [`RELEASE_PATH_DEEPER`], [`RELEASE_NAME_CUT`].
     pub flags: u32,
-    /// Padding, always zero.
-    pub _pad: u32,
+    /// Inode number of the mount namespace the file's mount is in (`mount.mnt_ns->ns.inum`):
+    /// a mount id freed by an unmount is soon handed to a new mount, maybe in another
+    /// namespace. 0 when the mount is detached or the offsets are unknown.
+    pub mount_ns: u32,
     /// `CLOCK_BOOTTIME` ns when the file was opened, if the open was seen; else 0.
     pub opened_ts_boot_ns: u64,
     /// The process's `comm`.
@@ -336,6 +338,7 @@ mod tests {
         assert_eq!(offset_of!(UmountEvent, target), 88);
         assert_eq!(size_of::<UmountEvent>(), 88 + 8 + PATH_BUF_LEN);
         assert_eq!(size_of::<ScanRecord>(), 40);
+        assert_eq!(offset_of!(ReleaseEvent, mount_ns), 44);
         assert_eq!(offset_of!(ReleaseEvent, opened_ts_boot_ns), 48);
         assert_eq!(offset_of!(ReleaseEvent, comm), 56);
         assert_eq!(size_of::<ReleaseEvent>(), 72 + NAME_LEN * RELEASE_DEPTH);

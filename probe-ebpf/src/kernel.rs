@@ -3,7 +3,10 @@
 
 use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::TracePointContext, EbpfContext};
 
-use crate::offsets::{self, OFF_FILE_F_PATH, OFF_MOUNT_MNT, OFF_MOUNT_MNT_ID, OFF_PATH_MNT};
+use crate::offsets::{
+    self, OFF_FILE_F_PATH, OFF_MNT_NS_INUM, OFF_MOUNT_MNT, OFF_MOUNT_MNT_ID, OFF_MOUNT_MNT_NS,
+    OFF_PATH_MNT,
+};
 
 /// Reads a `T` at kernel address `addr`.
 #[inline(always)]
@@ -26,12 +29,38 @@ pub fn read_ptr(base: u64, offset: u64) -> Option<u64> {
     read::<u64>(base + offset).filter(|&p| p != 0)
 }
 
+/// The `struct mount` around the `struct vfsmount` at `vfsmount`.
+#[inline(always)]
+fn mount_of(vfsmount: u64) -> Option<u64> {
+    vfsmount.checked_sub(offsets::get(&OFF_MOUNT_MNT)?)
+}
+
+/// Mount id of the `struct vfsmount` at `vfsmount`.
+#[inline(always)]
+pub fn vfsmount_id(vfsmount: u64) -> Option<u32> {
+    read::<u32>(mount_of(vfsmount)? + offsets::get(&OFF_MOUNT_MNT_ID)?)
+}
+
+/// Inode number of the mount namespace the `struct vfsmount` at `vfsmount` is in; 0 when it
+/// is in none (detached) or the offsets are unknown.
+#[inline(always)]
+pub fn vfsmount_ns(vfsmount: u64) -> u32 {
+    mount_of(vfsmount)
+        .and_then(|m| read_ptr(m, offsets::get(&OFF_MOUNT_MNT_NS)?))
+        .and_then(namespace_inum)
+        .unwrap_or(0)
+}
+
+/// Inode number of the `struct mnt_namespace` at `mnt_ns`.
+#[inline(always)]
+pub fn namespace_inum(mnt_ns: u64) -> Option<u32> {
+    read::<u32>(mnt_ns + offsets::get(&OFF_MNT_NS_INUM)?)
+}
+
 /// Mount id of the `struct path` at `path`.
 #[inline(always)]
 pub fn path_mount_id(path: u64) -> Option<u32> {
-    let vfsmount = read_ptr(path, offsets::get(&OFF_PATH_MNT)?)?;
-    let mount = vfsmount.checked_sub(offsets::get(&OFF_MOUNT_MNT)?)?;
-    read::<u32>(mount + offsets::get(&OFF_MOUNT_MNT_ID)?)
+    vfsmount_id(read_ptr(path, offsets::get(&OFF_PATH_MNT)?)?)
 }
 
 /// Mount id of the `struct file` at `file`.

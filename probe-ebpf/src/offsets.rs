@@ -47,6 +47,8 @@ offsets!(
     OFF_MOUNT_MNT,
     /// `mount.mnt_id`.
     OFF_MOUNT_MNT_ID,
+    /// `mount.mnt_ns`.
+    OFF_MOUNT_MNT_NS,
     /// `dentry.d_name.name`.
     OFF_DENTRY_NAME,
     /// `fsnotify_group.notification_list`.

@@ -22,7 +22,7 @@ use probe_common::{
 };
 
 use crate::{
-    kernel::{read, read_ptr, tracepoint_field},
+    kernel::{self, read, read_ptr, tracepoint_field},
     maps::{count_drop, EVENTS},
     offsets::{self, *},
 };
@@ -213,8 +213,7 @@ fn file_mount(file: u64) -> Option<(u64, u32)> {
 /// The vfsmount and mount id of the `struct path` at `path`.
 fn path_mount(path: u64) -> Option<(u64, u32)> {
     let vfsmount = read_ptr(path, offsets::get(&OFF_PATH_MNT)?)?;
-    let mount = vfsmount.checked_sub(offsets::get(&OFF_MOUNT_MNT)?)?;
-    Some((vfsmount, read(mount + offsets::get(&OFF_MOUNT_MNT_ID)?)?))
+    Some((vfsmount, kernel::vfsmount_id(vfsmount)?))
 }
 
 /// Adds an open to this CPU's ring of recent opens on `mnt_id` (slot `mnt_id %`
@@ -658,7 +657,7 @@ unsafe fn fill_release(
         (*ev).how = how;
         (*ev).fd = fd;
         (*ev).mnt_id = mnt_id;
-        (*ev)._pad = 0;
+        (*ev).mount_ns = kernel::vfsmount_ns(vfsmount);
         let key = FdKey {
             pid: (pid_tgid >> 32) as u32,
             fd,

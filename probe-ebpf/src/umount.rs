@@ -20,7 +20,7 @@ use probe_common::{
 use crate::{
     kernel::{self, read_ptr},
     maps::{count_drop, EVENTS, UMOUNT_INFLIGHT},
-    offsets::{self, OFF_MNT_NS_INUM, OFF_NSPROXY_MNT_NS, OFF_TASK_NSPROXY},
+    offsets::{self, OFF_NSPROXY_MNT_NS, OFF_TASK_NSPROXY},
 };
 
 /// `sys_enter_umount` format: `char * name` at 16, `int flags` at 24.
@@ -171,6 +171,5 @@ fn current_mntns() -> u64 {
 fn mntns_of(task: u64) -> Option<u64> {
     let nsproxy = read_ptr(task, offsets::get(&OFF_TASK_NSPROXY)?)?;
     let mnt_ns = read_ptr(nsproxy, offsets::get(&OFF_NSPROXY_MNT_NS)?)?;
-    let inum: u32 = kernel::read(mnt_ns + offsets::get(&OFF_MNT_NS_INUM)?)?;
-    Some(u64::from(inum))
+    kernel::namespace_inum(mnt_ns).map(u64::from)
 }

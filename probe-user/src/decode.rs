@@ -83,6 +83,7 @@ fn release(raw: &ReleaseEvent) -> Release {
         fd: raw.fd,
         how: ReleaseHow::from_raw(raw.how),
         mnt_id: u64::from(raw.mnt_id),
+        mount_ns: (raw.mount_ns != 0).then_some(u64::from(raw.mount_ns)),
         path_within_mount: if within.is_empty() {
             b"/".to_vec()
         } else {
@@ -204,6 +205,8 @@ pub(crate) mod tests {
         assert!(!r.truncated);
         assert_eq!(r.opened_ts_boot_ns, None);
         assert_eq!(r.how, ReleaseHow::Close);
+        assert_eq!(r.mount_ns, None);
+        ev.mount_ns = 4026532184;
         ev.flags = RELEASE_PATH_DEEPER;
         // SAFETY: as above.
         let bytes = unsafe {
@@ -214,6 +217,7 @@ pub(crate) mod tests {
         };
         assert!(r.truncated);
         assert_eq!(r.path_within_mount, "/…/etc/passwd".as_bytes(), "not whole");
+        assert_eq!(r.mount_ns, Some(4026532184));
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub struct Release {
     pub how: ReleaseHow,
     /// The file's mount.
     pub mnt_id: u64,
+    /// The mount namespace that mount is in, when the kernel said (not for a detached mount,
+    /// or when the offsets are unknown).
+    pub mount_ns: Option<u64>,
     /// The file's path within the mount (`/etc/passwd`), as far as the probe walked.
     pub path_within_mount: Vec<u8>,
     /// The probe could not walk the whole path (too deep or a name too long).

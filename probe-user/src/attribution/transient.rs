@@ -33,10 +33,11 @@ impl RecentReleases {
     /// Keeps one release (and forgets old ones).
     pub fn record(&mut self, release: Release) {
         tracing::trace!(
-            "release: pid {} fd {} mount {} {} how={:?} opened={:?} at {}",
+            "release: pid {} fd {} mount {} (namespace {:?}) {} how={:?} opened={:?} at {}",
             release.pid,
             release.fd,
             release.mnt_id,
+            release.mount_ns,
             String::from_utf8_lossy(&release.path_within_mount),
             release.how,
             release.opened_ts_boot_ns,
@@ -61,7 +62,10 @@ impl RecentReleases {
     /// come back from it (see [`Self::closed_just_before`]) is named; then, if still nothing
     /// explains the EBUSY, `unknown`.
     pub fn complete(&self, call: &UmountCall, attribution: &mut Attribution) {
-        let mounts = attribution.blamed_mount_ids();
+        let mounts = Mounts {
+            ids: attribution.blamed_mount_ids(),
+            target: (attribution.mount.id, attribution.mount.mntns),
+        };
         let mount_point = attribution.mount.entry.mount_point.clone();
         // A file opened after the call returned did not hold the mount when the kernel said
         // busy; one opened during the call may have (before its busy check).
@@ -78,7 +82,7 @@ impl RecentReleases {
         for r in self
             .releases
             .iter()
-            .filter(|r| r.ts_boot_ns >= call.ts_boot_ns && mounts.contains(&r.mnt_id))
+            .filter(|r| r.ts_boot_ns >= call.ts_boot_ns && mounts.holds(r))
             .filter(held_at_call)
         {
             let path = path_on_mount(&mount_point, r);
@@ -107,7 +111,7 @@ impl RecentReleases {
     /// checked the mount: not the calling thread, and not a thread with a later traced release
     /// before the call (either had returned to user space, and so dropped the file). Working
     /// and root directory changes are left out: they let go at once.
-    fn closed_just_before(&self, call: &UmountCall, mounts: &HashSet<u64>) -> Option<&Release> {
+    fn closed_just_before(&self, call: &UmountCall, mounts: &Mounts) -> Option<&Release> {
         let since = call.ts_boot_ns.saturating_sub(LATE_CLOSE_NS);
         let window: Vec<&Release> = self
             .releases
@@ -123,9 +127,31 @@ impl RecentReleases {
         window
             .iter()
             .copied()
-            .filter(|r| mounts.contains(&r.mnt_id) && r.how.drops_file_on_return())
+            .filter(|r| mounts.holds(r) && r.how.drops_file_on_return())
             .filter(|r| !came_back(r))
             .max_by_key(|r| r.ts_boot_ns)
+    }
+}
+
+/// The mounts whose releases explain an EBUSY: the target and the copies it propagates to.
+struct Mounts {
+    /// Their ids.
+    ids: HashSet<u64>,
+    /// The target's id and the namespace it is in (0: unknown).
+    target: (u64, u64),
+}
+
+impl Mounts {
+    /// Whether `r` let go of a file on one of these mounts. A mount id freed by an unmount
+    /// goes at once to the next new mount, maybe in another namespace: a release on the
+    /// target's id from a mount in another namespace than the target's is on that new mount.
+    /// An unknown namespace (either side) matches by id.
+    fn holds(&self, r: &Release) -> bool {
+        let (target_id, target_ns) = self.target;
+        self.ids.contains(&r.mnt_id)
+            && (r.mnt_id != target_id
+                || target_ns == 0
+                || r.mount_ns.is_none_or(|ns| ns == target_ns))
     }
 }
 
@@ -201,6 +227,7 @@ mod tests {
             fd: 7,
             how: ReleaseHow::Close,
             mnt_id,
+            mount_ns: None,
             path_within_mount: path.to_vec(),
             truncated: false,
             opened_ts_boot_ns: opened,
@@ -376,6 +403,40 @@ mod tests {
         );
         assert_eq!(kinds_pids(&a), [(HolderKind::Transient, Some(9))]);
         assert!(a.holders[0].closed_ns_after.is_some());
+    }
+
+    #[test]
+    fn a_release_on_a_new_mount_with_the_targets_id_in_another_namespace_is_not_a_holder() {
+        let (ours, theirs) = (4026532115, 4026532116);
+        let mut recent = RecentReleases::default();
+        let after = |pid: u32, ns: Option<u64>| Release {
+            mount_ns: ns,
+            ..release(pid, CALL_TS + 100_000, 812, b"/etc/passwd", None)
+        };
+        recent.record(after(7, Some(ours)));
+        recent.record(after(8, None)); // namespace unknown: matched by id
+        recent.record(after(9, Some(theirs))); // id 812 handed to a new mount over there
+        let mut a = attribution();
+        a.mount.mntns = ours;
+        recent.complete(&call(), &mut a);
+        assert_eq!(
+            kinds_pids(&a),
+            [
+                (HolderKind::Transient, Some(7)),
+                (HolderKind::Transient, Some(8))
+            ]
+        );
+
+        // Nor is its close just before the call a suspect.
+        let mut recent = RecentReleases::default();
+        recent.record(Release {
+            mount_ns: Some(theirs),
+            ..release(9, CALL_TS - 1_000_000, 812, b"/etc/passwd", None)
+        });
+        let mut a = attribution();
+        a.mount.mntns = ours;
+        recent.complete(&call(), &mut a);
+        assert_eq!(kinds_pids(&a), [(HolderKind::Unknown, None)]);
     }
 
     #[test]

@@ -69,7 +69,7 @@ const FAN_TYPE: FieldSpec = FieldSpec {
 };
 
 /// Every offset global of the eBPF object (`probe-ebpf/src/offsets.rs`) and its source.
-pub const GLOBALS: [(&str, OffsetSpec); 40] = [
+pub const GLOBALS: [(&str, OffsetSpec); 41] = [
     ("OFF_TASK_NSPROXY", field("task_struct", &["nsproxy"])),
     ("OFF_NSPROXY_MNT_NS", field("nsproxy", &["mnt_ns"])),
     ("OFF_MNT_NS_INUM", field("mnt_namespace", &["ns", "inum"])),
@@ -86,6 +86,7 @@ pub const GLOBALS: [(&str, OffsetSpec); 40] = [
     ("OFF_PATH_DENTRY", field("path", &["dentry"])),
     ("OFF_MOUNT_MNT", field("mount", &["mnt"])),
     ("OFF_MOUNT_MNT_ID", field("mount", &["mnt_id"])),
+    ("OFF_MOUNT_MNT_NS", field("mount", &["mnt_ns"])),
     ("OFF_DENTRY_NAME", field("dentry", &["d_name", "name"])),
     (
         "OFF_GROUP_NOTIFICATION_LIST",
