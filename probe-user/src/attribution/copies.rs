@@ -83,6 +83,16 @@ pub fn find<'a>(
     copies
 }
 
+/// Whether `target` is still mounted in `recheck`, its own namespace read again after every
+/// other table. Copies are told by device and root: a target unmounted meanwhile may have
+/// left its device number (and its id) to a new mount in another namespace, which would pass
+/// for a copy, so copies are only looked for while the target is still there.
+pub fn still_mounted(target: &MountEntry, recheck: Option<&Namespace>) -> bool {
+    recheck
+        .and_then(|ns| ns.mount(target.id))
+        .is_some_and(|m| (m.major, m.minor, &m.root) == (target.major, target.minor, &target.root))
+}
+
 /// Whether `m` has children other than a single mount covering its root (`find_topper`).
 fn has_submounts(ns: &Namespace, m: &MountEntry) -> bool {
     let children: Vec<&MountEntry> = ns.children(m.id).collect();
@@ -208,6 +218,19 @@ mod tests {
             "{}",
             copies[0].propagation
         );
+    }
+
+    #[test]
+    fn copies_are_looked_for_only_while_the_target_is_still_mounted() {
+        let target = parse_line(b"100 1 0:50 / /mnt rw shared:7 - tmpfs t rw").unwrap();
+        let there = ns(1, 10, &[b"100 1 0:50 / /mnt rw shared:7 - tmpfs t rw"]);
+        assert!(still_mounted(&target, Some(&there)));
+        // Unmounted; its id reused by another filesystem; the namespace unreadable.
+        let gone = ns(1, 10, &[b"1 1 8:1 / / rw shared:1 - ext4 /dev/sda1 rw"]);
+        let reused = ns(1, 10, &[b"100 1 0:51 / /other rw - tmpfs u rw"]);
+        assert!(!still_mounted(&target, Some(&gone)));
+        assert!(!still_mounted(&target, Some(&reused)));
+        assert!(!still_mounted(&target, None));
     }
 
     #[test]

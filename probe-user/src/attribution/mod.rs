@@ -23,6 +23,7 @@ use anyhow::Result;
 use self::{
     copies::MountCopy,
     holder::{Holder, HolderKind, HolderProcess, Seen},
+    namespaces::Namespace,
     proc_scan::{ScanOutcome, Uninspectable},
     target::{TargetMount, Viewpoint},
 };
@@ -177,7 +178,15 @@ pub fn attribute_mount(target: &TargetMount, scanner: &mut Scanner) -> Attributi
     let namespaces = namespaces::all_namespaces();
     let own_ns = target.namespace.mntns;
     let parent = target.namespace.mount(target.entry.parent);
-    let copies = copies::find(&target.entry, parent, namespaces.values());
+    let copies = if copies::still_mounted(&target.entry, reread(&target.namespace).as_ref()) {
+        copies::find(&target.entry, parent, namespaces.values())
+    } else {
+        tracing::debug!(
+            "mount {} left namespace {own_ns} before its copies could be told apart: none looked for",
+            target.entry.id
+        );
+        Vec::new()
+    };
     let mut ids: HashSet<u64> = copies.iter().map(|c| c.id).collect();
     ids.insert(target.entry.id);
     let scan = scanner.scan(&ids);
@@ -209,6 +218,12 @@ pub fn attribute_mount(target: &TargetMount, scanner: &mut Scanner) -> Attributi
             namespaces: namespaces.len(),
         },
     }
+}
+
+/// `ns` read again, through any process still in it.
+fn reread(ns: &Namespace) -> Option<Namespace> {
+    let pid = namespaces::process_in(ns.mntns, ns.pid)?;
+    Namespace::of_pid(pid).filter(|again| again.mntns == ns.mntns)
 }
 
 /// What keeps a filesystem alive after `unmounted` was successfully unmounted (plain or
