@@ -57,7 +57,7 @@ pub fn print_outcome(o: &Outcome) {
             println!("    FAILED  {name}");
             let message = t.messages.iter().find(|(n, _)| n == name);
             for line in message.map(|(_, m)| m.as_slice()).unwrap_or_default() {
-                println!("            {}", line.chars().take(150).collect::<String>());
+                println!("            {}", message_line(line));
             }
         }
         for name in &t.ignored_names {
@@ -71,6 +71,19 @@ pub fn print_outcome(o: &Outcome) {
             qemu::tail(&o.log, 40)
         );
     }
+}
+
+/// Characters printed of each line of a failed test's message: enough for a whole JSON line
+/// with its holders (the evidence a failure needs once the guest's log is gone, as in CI).
+const MESSAGE_LINE_CHARS: usize = 4000;
+
+/// A line of a failed test's message, cut at [`MESSAGE_LINE_CHARS`] (marked when cut).
+fn message_line(line: &str) -> String {
+    let mut out: String = line.chars().take(MESSAGE_LINE_CHARS).collect();
+    if out.len() < line.len() {
+        out.push_str(" [...]");
+    }
+    out
 }
 
 /// The table of every kernel.
@@ -103,6 +116,16 @@ pub fn print_summary(outcomes: &[Outcome]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_line_keeps_a_whole_json_line_and_marks_a_cut() {
+        let json = format!("{{\"holders\":[{}]}}", "x".repeat(1500));
+        assert_eq!(message_line(&json), json);
+        let long = "é".repeat(MESSAGE_LINE_CHARS + 1);
+        let cut = message_line(&long);
+        assert!(cut.ends_with(" [...]"));
+        assert_eq!(cut.chars().count(), MESSAGE_LINE_CHARS + 6);
+    }
 
     #[test]
     fn picks_the_probe_kind_rows_of_doctor() {
