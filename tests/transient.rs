@@ -219,11 +219,13 @@ pub fn race(dir: &OsStr) -> ! {
             Err(e) => panic!("race: umount2: {e}"),
         }
         if failures == 8 {
-            // Enough failures for one round: let the next attempt work.
-            for child in std::iter::once(&mut scanner).chain(opener.as_mut()) {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            // Enough failures for one round: let the next attempts work. A fanotify scanner
+            // stays, as an antivirus agent does: with no more opens its queue drains and the
+            // mount frees. Killed now, it could take queued events that pin the mount at this
+            // very failure with it, unseen (they are in no fd table, and nothing traces them).
+            let stop = opener.as_mut().unwrap_or(&mut scanner);
+            let _ = stop.kill();
+            let _ = stop.wait();
         }
         std::thread::sleep(Duration::from_millis(50));
     }
