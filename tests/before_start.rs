@@ -2,7 +2,11 @@
 //! before busyprobe started (its open time unknown), one received over a Unix socket, one
 //! made by `dup2`.
 
-use std::{ffi::OsStr, path::Path, time::Duration};
+use std::{
+    ffi::OsStr,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use crate::support::{
     fixture::{Plan, DUP_FD},
@@ -51,15 +55,26 @@ fn fd_opened_before_busyprobe_started_is_attributed() {
     let tmp = dir.path().canonicalize().unwrap();
     let mnt = tmp.join("mnt");
     let held = mnt.join("held");
-    // The fixture opens the file, then waits long enough for the watcher to start.
+    let (opened, go) = (tmp.join("opened"), tmp.join("go"));
+    // The fixture opens the file and says so; the watcher starts; then the fixture unmounts
+    // (told to by `go`, however long the watcher took to attach).
     let plan = Plan::new()
         .tmpfs(&mnt)
         .hold(&held)
-        .sleep(3_000)
+        .write(&opened, 0)
+        .wait_for(&go)
         .umount2(&mnt, 0);
     let fixture = std::thread::spawn(move || Fixture::run(&plan));
-    std::thread::sleep(Duration::from_millis(300));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !opened.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the fixture never opened its file"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let watcher = Watcher::start(&[OsStr::new("--only-failed")]);
+    std::fs::write(&go, b"").unwrap();
     let fixture = fixture.join().expect("the fixture thread");
     let h = assert_fd_holder(&watcher, &fixture, &held);
     assert_eq!(

@@ -294,6 +294,10 @@ fn round(watcher: &Watcher, tmp: &Path, kind: Scanner) -> Round {
 /// (its closer had not come back from the close, so the file may still have held the mount).
 const CLOSED_JUST_BEFORE: &str = "transient, closed just before the call";
 
+/// The summary's name for an open scanner's `transient` holder whose open raced an unmount
+/// attempt (its open time is unknown).
+const OPEN_TIME_UNKNOWN: &str = "transient, open raced an unmount (time unknown)";
+
 /// Checks one EBUSY line of a round; returns the kinds of the scanner's holders (a transient
 /// holder that closed just before the call as [`CLOSED_JUST_BEFORE`]).
 fn check_line(kind: Scanner, round: &Round, line: &Value) -> Vec<String> {
@@ -342,14 +346,19 @@ fn check_line(kind: Scanner, round: &Round, line: &Value) -> Vec<String> {
             Some("transient") => {
                 exact_file();
                 assert_eq!(h["seen"], "traced", "{line}");
-                // A fanotify event's fd is installed by the kernel: no open to time.
-                assert_eq!(
-                    h["opened_ns_before"].is_u64(),
-                    kind == Scanner::Open,
-                    "{line}"
-                );
+                // A fanotify event's fd is installed by the kernel: no open to time. An open
+                // that an unmount attempt entered during is recorded with its time unknown
+                // (it cannot be placed on either side of the call): counted apart.
+                let timed = h["opened_ns_before"].is_u64();
+                if kind == Scanner::Fanotify {
+                    assert!(!timed, "{line}");
+                }
                 if h["closed_ns_after"].is_u64() {
-                    kinds.push("transient".to_owned());
+                    kinds.push(if timed || kind == Scanner::Fanotify {
+                        "transient".to_owned()
+                    } else {
+                        OPEN_TIME_UNKNOWN.to_owned()
+                    });
                     continue;
                 }
                 // Closed just before the call, by a scanner preempted on its way back.
@@ -369,6 +378,13 @@ fn check_line(kind: Scanner, round: &Round, line: &Value) -> Vec<String> {
     kinds
 }
 
+/// Whether `line` says its mount was unmounted before busyprobe could resolve it.
+fn mount_was_gone(line: &Value) -> bool {
+    line["attribution_error"]
+        .as_str()
+        .is_some_and(|e| e.starts_with("the mount was gone before busyprobe could read"))
+}
+
 /// Rounds of the race until both `fd` and `transient` were seen (at most 12): every EBUSY
 /// must name the scanner with the exact file.
 fn race_test(kind: Scanner) {
@@ -383,7 +399,17 @@ fn race_test(kind: Scanner) {
         let round_dir = tmp.join(format!("round{n}"));
         std::fs::create_dir(&round_dir).unwrap();
         let round = round(&watcher, &round_dir, kind);
+        let last_id = round.ebusy.iter().filter_map(|l| l["id"].as_u64()).max();
         for line in &round.ebusy {
+            if line["id"].as_u64() == last_id && mount_was_gone(line) {
+                // The unmount worked 50 ms after this failure; a slow machine may not have
+                // read the namespace's table by then (tracepoint mode knows the call's path,
+                // not its mount). Said, not counted.
+                eprintln!(
+                    "round {n}: the last failure's mount was gone before it was attributed: {line}"
+                );
+                continue;
+            }
             total += 1;
             for k in check_line(kind, &round, line) {
                 *kinds.entry(k).or_default() += 1;

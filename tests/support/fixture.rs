@@ -31,6 +31,9 @@ use super::holder::{self, Helper, HelperReport};
 /// The fd number [`Plan::hold_dup`] keeps its file under.
 pub const DUP_FD: i32 = 100;
 
+/// How long [`Plan::wait_for`] waits for its file before the fixture fails.
+const WAIT_FOR_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Environment variable that turns the test binary into a fixture; its value is an encoded
 /// [`Plan`].
 pub const ENV: &str = "BUSYPROBE_FIXTURE";
@@ -67,6 +70,8 @@ enum Step {
     MakeShared(Vec<u8>),
     /// Sleep this many milliseconds.
     Sleep(u64),
+    /// Wait until a file exists at this path (the test's go-ahead), at most [`WAIT_FOR_LIMIT`].
+    WaitFor(Vec<u8>),
     /// Copy a file, permissions included.
     Copy { from: Vec<u8>, to: Vec<u8> },
     /// Start a helper process and wait for its report line.
@@ -181,6 +186,13 @@ impl Plan {
         self
     }
 
+    /// Waits until a file exists at `path`: the test creates it when it is ready (a watcher
+    /// attached), however long that takes on a slow machine.
+    pub fn wait_for(mut self, path: impl AsRef<Path>) -> Self {
+        self.steps.push(Step::WaitFor(bytes(path)));
+        self
+    }
+
     /// Copies the file `from` to `to`.
     pub fn copy(mut self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Self {
         self.steps.push(Step::Copy {
@@ -250,6 +262,7 @@ impl Plan {
             Step::Write { path, len } => format!("write:{}:{len}", hex(path)),
             Step::MakeShared(p) => format!("shared:{}", hex(p)),
             Step::Sleep(ms) => format!("sleep:{ms}"),
+            Step::WaitFor(p) => format!("waitfor:{}", hex(p)),
             Step::Copy { from, to } => format!("copy:{}:{}", hex(from), hex(to)),
             Step::Spawn(h) => format!(
                 "spawn:{}:{}:{}:{}",
@@ -294,6 +307,7 @@ impl Plan {
                 },
                 "shared" => Step::MakeShared(path()),
                 "sleep" => Step::Sleep(fields[1].parse().expect("sleep ms")),
+                "waitfor" => Step::WaitFor(path()),
                 "copy" => Step::Copy {
                     from: path(),
                     to: unhex(fields[2]),
@@ -655,6 +669,17 @@ fn run_step(step: Step, held: &mut Held, report: &mut Report) {
             file.sync_all().expect("fixture: sync");
         }
         Step::Sleep(ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
+        Step::WaitFor(p) => {
+            let deadline = std::time::Instant::now() + WAIT_FOR_LIMIT;
+            while !path(&p).exists() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "fixture: {:?} did not appear within {WAIT_FOR_LIMIT:?}",
+                    path(&p)
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
         Step::MakeShared(p) => mount(
             None::<&str>,
             &path(&p),
