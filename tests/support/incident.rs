@@ -12,8 +12,13 @@ use serde_json::Value;
 use super::{
     fixture::{self, Call, Plan, Report},
     lines::{Lines, Next},
-    watcher::{Watcher, LINE_TIMEOUT},
+    watcher::Watcher,
 };
+
+/// How long a fixture may take to run its plan and report: its steps may run commands
+/// (`who` loads BPF iterators twice in the scan comparison, `mkfs.ext4`), far slower under
+/// emulation than on the host.
+pub const FIXTURE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running fixture process that has run its plan and is waiting to be let go.
 /// Dropping it closes its stdin, then kills it if it has not exited within a second.
@@ -35,7 +40,7 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    /// Starts the fixture with `plan` and waits (at most [`LINE_TIMEOUT`]) for its report.
+    /// Starts the fixture with `plan` and waits (at most [`FIXTURE_TIMEOUT`]) for its report.
     pub fn run(plan: &Plan) -> Self {
         let started = SystemTime::now();
         let mut child = Command::new(std::env::current_exe().expect("current_exe"))
@@ -58,7 +63,7 @@ impl Fixture {
             started,
             finished: started,
         };
-        let line = match stdout.next_until(Instant::now() + LINE_TIMEOUT) {
+        let line = match stdout.next_until(Instant::now() + FIXTURE_TIMEOUT) {
             Next::Line(line) => line,
             other => {
                 // Let the stderr thread collect the panic message.
