@@ -165,6 +165,11 @@ pub struct ReleaseEvent {
     pub opened_ts_boot_ns: u64,
     /// The process's `comm`.
     pub comm: [u8; COMM_LEN],
+    /// For a fanotify group let go (`fd` is the group's): how many of its unread events were
+    /// on tracked mounts; the event names the file of the last of them. 0 for any other file.
+    pub queued_events: u32,
+    /// Padding, always zero.
+    pub _pad: u32,
     /// Path components from the file up to (not including) the mount's root, NUL-terminated.
     pub names: [[u8; NAME_LEN]; RELEASE_DEPTH],
 }
@@ -341,7 +346,8 @@ mod tests {
         assert_eq!(offset_of!(ReleaseEvent, mount_ns), 44);
         assert_eq!(offset_of!(ReleaseEvent, opened_ts_boot_ns), 48);
         assert_eq!(offset_of!(ReleaseEvent, comm), 56);
-        assert_eq!(size_of::<ReleaseEvent>(), 72 + NAME_LEN * RELEASE_DEPTH);
+        assert_eq!(offset_of!(ReleaseEvent, queued_events), 72);
+        assert_eq!(size_of::<ReleaseEvent>(), 80 + NAME_LEN * RELEASE_DEPTH);
     }
 
     #[test]

@@ -6,20 +6,15 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::{
-    bindings::seq_file,
-    helpers::generated::{bpf_loop, bpf_seq_write},
-};
+use aya_ebpf::{bindings::seq_file, helpers::generated::bpf_seq_write};
 use probe_common::{scan_kind, ScanRecord};
 
 use crate::{
+    fanotify::{self, MountFilter},
     kernel::{file_mount_id, path_mount_id, read, read_ptr},
     maps::{bump, SCAN_COUNTS, SCAN_MOUNTS},
     offsets::{self, *},
 };
-
-/// Longest fanotify queue walked (the default queue limit is 16384 events).
-const MAX_QUEUE_WALK: u32 = 1 << 16;
 
 /// `struct bpf_iter_meta`.
 #[repr(C)]
@@ -56,6 +51,15 @@ struct IterTaskVma {
 const MOUNT_WANTED: u32 = 1;
 /// `SCAN_MOUNTS` value of the anonymous-inode mount, where fanotify groups live.
 const MOUNT_ANON: u32 = 2;
+
+/// The scan's filter for fanotify queues: the wanted mounts.
+struct Wanted;
+
+impl MountFilter for Wanted {
+    fn wants(path: u64) -> Option<u32> {
+        path_mount_id(path).filter(|&id| wanted(id))
+    }
+}
 
 /// What `SCAN_MOUNTS` says of a mount (0: nothing).
 fn role(mnt_id: u32) -> u32 {
@@ -111,11 +115,11 @@ pub fn scan_task_file(ctx: *mut c_void) -> i32 {
             let mut rec = record(scan_kind::FD, task, id);
             rec.fd = fd;
             emit(seq, &rec);
-        } else if role == MOUNT_ANON && is_fanotify(file) {
-            if let Some((count, id)) = queued_on_wanted(file) {
-                let mut rec = record(scan_kind::FANOTIFY, task, id);
+        } else if role == MOUNT_ANON && fanotify::is_group(file) {
+            if let Some(queued) = fanotify::queued::<Wanted>(file) {
+                let mut rec = record(scan_kind::FANOTIFY, task, queued.mnt_id);
                 rec.fd = fd;
-                rec.count = count;
+                rec.count = queued.count;
                 emit(seq, &rec);
             }
         }
@@ -184,80 +188,4 @@ pub fn scan_task_vma(ctx: *mut c_void) -> i32 {
         }
     }
     0
-}
-
-/// Whether `file` is a fanotify group (an anonymous inode named `[fanotify]`).
-fn is_fanotify(file: u64) -> bool {
-    let name = offsets::get(&OFF_FILE_F_PATH)
-        .zip(offsets::get(&OFF_PATH_DENTRY))
-        .and_then(|(f_path, dentry)| read_ptr(file, f_path + dentry))
-        .and_then(|dentry| read_ptr(dentry, offsets::get(&OFF_DENTRY_NAME)?))
-        .and_then(read::<[u8; 11]>);
-    matches!(name, Some(n) if &n == b"[fanotify]\0")
-}
-
-/// State of the walk over a group's notification list.
-#[repr(C)]
-struct QueueWalk {
-    head: u64,
-    next: u64,
-    count: u32,
-    mnt_id: u32,
-}
-
-/// Counts queued path events of the fanotify group behind `file` on wanted mounts; returns
-/// `(count, one of the mount ids)` when there are any.
-fn queued_on_wanted(file: u64) -> Option<(u32, u32)> {
-    let group = read_ptr(file, offsets::get(&OFF_FILE_PRIVATE_DATA)?)?;
-    let q_len: u32 = read(group + offsets::get(&OFF_GROUP_Q_LEN)?)?;
-    let head = group + offsets::get(&OFF_GROUP_NOTIFICATION_LIST)?;
-    let mut walk = QueueWalk {
-        head,
-        next: read_ptr(head, 0)?,
-        count: 0,
-        mnt_id: 0,
-    };
-    // SAFETY: the callback only reads kernel memory through probe reads; `walk` outlives the call.
-    unsafe {
-        bpf_loop(
-            q_len.min(MAX_QUEUE_WALK),
-            queue_step as *mut c_void,
-            (&mut walk as *mut QueueWalk).cast(),
-            0,
-        );
-    }
-    (walk.count > 0).then_some((walk.count, walk.mnt_id))
-}
-
-/// One event of the queue: counts it when it is a path event on a wanted mount.
-#[inline(never)]
-extern "C" fn queue_step(_index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes back the `QueueWalk` given to it.
-    let walk = unsafe { &mut *(ctx as *mut QueueWalk) };
-    let event = walk.next;
-    if event == 0 || event == walk.head {
-        return 1;
-    }
-    if let Some(id) = path_event_mount(event).filter(|&id| wanted(id)) {
-        walk.count += 1;
-        walk.mnt_id = id;
-    }
-    match read_ptr(event, 0) {
-        Some(next) => {
-            walk.next = next;
-            0
-        }
-        None => 1,
-    }
-}
-
-/// The mount id of a fanotify path event (`FANOTIFY_EVENT_TYPE_PATH` or `_PATH_PERM`).
-fn path_event_mount(event: u64) -> Option<u32> {
-    let word: u32 = read(event + offsets::get(&OFF_FAN_TYPE_WORD)?)?;
-    let width = offsets::get(&FAN_TYPE_WIDTH)?;
-    let kind = (u64::from(word) >> offsets::get(&FAN_TYPE_SHIFT)?) & ((1 << width) - 1);
-    if kind != offsets::get(&FAN_TYPE_PATH)? && kind != offsets::get(&FAN_TYPE_PATH_PERM)? {
-        return None;
-    }
-    path_mount_id(event + offsets::get(&OFF_FAN_PATH_EVENT_PATH)?)
 }

@@ -5,6 +5,7 @@
 #![no_main]
 
 mod doctor;
+mod fanotify;
 mod holders;
 mod kernel;
 mod maps;

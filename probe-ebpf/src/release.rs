@@ -22,6 +22,7 @@ use probe_common::{
 };
 
 use crate::{
+    fanotify::{self, MountFilter},
     kernel::{self, read, read_ptr, tracepoint_field},
     maps::{count_drop, EVENTS},
     offsets::{self, *},
@@ -296,7 +297,7 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let fd: u64 = tracepoint_field(&ctx, CLOSE_FD);
-    let _ = report_fd(now, fd as u32, release_how::CLOSE);
+    let _ = report_fd::<true>(now, fd as u32, release_how::CLOSE);
     0
 }
 
@@ -313,7 +314,7 @@ pub fn sys_enter_dup(ctx: TracePointContext) -> u32 {
     let old: u64 = tracepoint_field(&ctx, DUP_OLDFD);
     let new: u64 = tracepoint_field(&ctx, DUP_NEWFD);
     if old != new {
-        let _ = report_fd(now, new as u32, release_how::DUP_OVER);
+        let _ = report_fd::<false>(now, new as u32, release_how::DUP_OVER);
     }
     0
 }
@@ -334,7 +335,7 @@ pub fn sys_enter_close_range(ctx: TracePointContext) -> u32 {
     if flags & CLOSE_RANGE_CLOEXEC == 0 {
         let first: u64 = tracepoint_field(&ctx, RANGE_FIRST);
         let last: u64 = tracepoint_field(&ctx, RANGE_LAST);
-        let _ = walk_fds(now, first as u32, last as u32, release_how::CLOSE_RANGE);
+        let _ = walk_fds::<false>(now, first as u32, last as u32, release_how::CLOSE_RANGE);
     }
     0
 }
@@ -343,7 +344,7 @@ pub fn sys_enter_close_range(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_enter_execve")]
 pub fn sys_enter_exec(_ctx: TracePointContext) -> u32 {
     if let Some(now) = window_open() {
-        let _ = walk_fds(now, 0, u32::MAX, release_how::EXEC);
+        let _ = walk_fds::<false>(now, 0, u32::MAX, release_how::EXEC);
     }
     0
 }
@@ -480,15 +481,16 @@ extern "C" fn munmap_vma(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_void)
     let now = unsafe { *(ctx as *const u64) };
     let file = offsets::get(&OFF_VMA_FILE).and_then(|o| read_ptr(vma as u64, o));
     if let Some(file) = file {
-        let _ = report_file(now, NO_FD, file, release_how::MUNMAP);
+        let _ = report_file::<false>(now, NO_FD, file, release_how::MUNMAP);
     }
     0
 }
 
-fn report_fd(now: u64, fd: u32, how: u32) -> Option<()> {
+/// Reports the file at `fd` of the current task (`GROUPS`: see [`report_file`]).
+fn report_fd<const GROUPS: bool>(now: u64, fd: u32, how: u32) -> Option<()> {
     // SAFETY: helper without preconditions; the pointer is only read through probe reads.
     let task = unsafe { bpf_get_current_task() };
-    report_file(now, fd, file_of_fd(task, fd)?, how)
+    report_file::<GROUPS>(now, fd, file_of_fd(task, fd)?, how)
 }
 
 /// Most fds a walk over one fd table covers.
@@ -510,7 +512,7 @@ fn report_exit(now: u64) -> Option<()> {
     let files = read_ptr(task, offsets::get(&OFF_TASK_FILES)?)?;
     let users: u32 = read(files + offsets::get(&OFF_FILES_COUNT)?)?;
     if users == 1 {
-        walk_fds(now, 0, u32::MAX, release_how::EXIT);
+        walk_fds::<true>(now, 0, u32::MAX, release_how::EXIT);
     }
     report_exit_dirs(now)
 }
@@ -530,12 +532,14 @@ fn report_exit_dirs(now: u64) -> Option<()> {
         NO_FD,
         fs + offsets::get(&OFF_FS_PWD)?,
         release_how::EXIT,
+        0,
     );
     report_path(
         now,
         NO_FD,
         fs + offsets::get(&OFF_FS_ROOT)?,
         release_how::EXIT,
+        0,
     )
 }
 
@@ -552,7 +556,7 @@ struct FdWalk {
 
 /// Reports the files on tracked mounts at fds `first..=last` of the current task (for
 /// [`release_how::EXEC`], only those marked close-on-exec), at most [`MAX_WALK_FDS`].
-fn walk_fds(now: u64, first: u32, last: u32, how: u32) -> Option<()> {
+fn walk_fds<const GROUPS: bool>(now: u64, first: u32, last: u32, how: u32) -> Option<()> {
     // SAFETY: helper without preconditions; the pointer is only read through probe reads.
     let task = unsafe { bpf_get_current_task() };
     let files = read_ptr(task, offsets::get(&OFF_TASK_FILES)?)?;
@@ -578,7 +582,7 @@ fn walk_fds(now: u64, first: u32, last: u32, how: u32) -> Option<()> {
     unsafe {
         bpf_loop(
             (last - first + 1).min(MAX_WALK_FDS),
-            walk_step as *mut c_void,
+            walk_step::<GROUPS> as *mut c_void,
             (&mut walk as *mut FdWalk).cast(),
             0,
         );
@@ -588,7 +592,7 @@ fn walk_fds(now: u64, first: u32, last: u32, how: u32) -> Option<()> {
 
 /// One fd of a walk.
 #[inline(never)]
-extern "C" fn walk_step(index: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn walk_step<const GROUPS: bool>(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the `FdWalk` given to it.
     let walk = unsafe { &*(ctx as *const FdWalk) };
     let fd = u64::from(walk.first) + index;
@@ -600,19 +604,37 @@ extern "C" fn walk_step(index: u64, ctx: *mut c_void) -> i64 {
         }
     }
     if let Some(file) = read_ptr(walk.fd_array, fd * 8) {
-        let _ = report_file(walk.now, fd as u32, file, walk.how);
+        let _ = report_file::<GROUPS>(walk.now, fd as u32, file, walk.how);
     }
     0
 }
 
-/// Reports `file` (at `fd`) let go `how`, when it is on a tracked mount.
-fn report_file(now: u64, fd: u32, file: u64, how: u32) -> Option<()> {
-    report_path(now, fd, file + offsets::get(&OFF_FILE_F_PATH)?, how)
+/// Reports `file` (at `fd`) let go `how`, when it is on a tracked mount. With `GROUPS`, a
+/// fanotify group with unread events on tracked mounts is reported too: its queue pinned
+/// those mounts, and goes with it (only `close` and exit follow groups: each program that
+/// does carries the queue walk, and the others are loaded faster without it).
+fn report_file<const GROUPS: bool>(now: u64, fd: u32, file: u64, how: u32) -> Option<()> {
+    if GROUPS && fanotify::is_group(file) {
+        let queued = fanotify::queued::<Tracked>(file)?;
+        return report_path(now, fd, queued.path, how, queued.count);
+    }
+    report_path(now, fd, file + offsets::get(&OFF_FILE_F_PATH)?, how, 0)
+}
+
+/// Release tracking's filter for fanotify queues: the tracked mounts.
+struct Tracked;
+
+impl MountFilter for Tracked {
+    fn wants(path: u64) -> Option<u32> {
+        let (vfsmount, mnt_id) = path_mount(path)?;
+        tracked(vfsmount, mnt_id).then_some(mnt_id)
+    }
 }
 
 /// Reports the `struct path` at `path` (of `fd`, or [`NO_FD`] for a cwd or root) let go
-/// `how`, when it is on a tracked mount.
-fn report_path(now: u64, fd: u32, path: u64, how: u32) -> Option<()> {
+/// `how`, when it is on a tracked mount; `queued_events` for a fanotify group (see
+/// [`ReleaseEvent::queued_events`]).
+fn report_path(now: u64, fd: u32, path: u64, how: u32, queued_events: u32) -> Option<()> {
     let (vfsmount, mnt_id) = path_mount(path)?;
     if !tracked(vfsmount, mnt_id) {
         return None;
@@ -621,8 +643,14 @@ fn report_path(now: u64, fd: u32, path: u64, how: u32) -> Option<()> {
         count_drop(DropCause::RingBufFull);
         return None;
     };
+    let ev = entry.as_mut_ptr();
     // SAFETY: a reserved record; `fill_release` writes every field before submit.
-    if unsafe { fill_release(entry.as_mut_ptr(), now, fd, how, path, vfsmount, mnt_id) }.is_none() {
+    let filled = unsafe {
+        fill_release(ev, now, fd, how, path, vfsmount, mnt_id).map(|()| {
+            (*ev).queued_events = queued_events;
+        })
+    };
+    if filled.is_none() {
         entry.discard(0);
         return None;
     }
@@ -658,6 +686,8 @@ unsafe fn fill_release(
         (*ev).fd = fd;
         (*ev).mnt_id = mnt_id;
         (*ev).mount_ns = kernel::vfsmount_ns(vfsmount);
+        (*ev).queued_events = 0;
+        (*ev)._pad = 0;
         let key = FdKey {
             pid: (pid_tgid >> 32) as u32,
             fd,

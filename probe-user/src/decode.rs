@@ -91,6 +91,7 @@ fn release(raw: &ReleaseEvent) -> Release {
         },
         truncated: raw.flags & (RELEASE_PATH_DEEPER | RELEASE_NAME_CUT) != 0,
         opened_ts_boot_ns: (raw.opened_ts_boot_ns != 0).then_some(raw.opened_ts_boot_ns),
+        queued_events: raw.queued_events,
     }
 }
 
@@ -206,7 +207,9 @@ pub(crate) mod tests {
         assert_eq!(r.opened_ts_boot_ns, None);
         assert_eq!(r.how, ReleaseHow::Close);
         assert_eq!(r.mount_ns, None);
+        assert_eq!(r.queued_events, 0);
         ev.mount_ns = 4026532184;
+        ev.queued_events = 3;
         ev.flags = RELEASE_PATH_DEEPER;
         // SAFETY: as above.
         let bytes = unsafe {
@@ -218,6 +221,7 @@ pub(crate) mod tests {
         assert!(r.truncated);
         assert_eq!(r.path_within_mount, "/…/etc/passwd".as_bytes(), "not whole");
         assert_eq!(r.mount_ns, Some(4026532184));
+        assert_eq!(r.queued_events, 3);
     }
 
     #[test]

@@ -72,6 +72,8 @@ enum Step {
     Sleep(u64),
     /// Wait until a file exists at this path (the test's go-ahead), at most [`WAIT_FOR_LIMIT`].
     WaitFor(Vec<u8>),
+    /// SIGKILL every helper started so far and reap it.
+    KillHelpers,
     /// Copy a file, permissions included.
     Copy { from: Vec<u8>, to: Vec<u8> },
     /// Start a helper process and wait for its report line.
@@ -193,6 +195,13 @@ impl Plan {
         self
     }
 
+    /// Kills every helper started so far (SIGKILL) and waits for each to be gone: a holder
+    /// that dies right after the failure.
+    pub fn kill_helpers(mut self) -> Self {
+        self.steps.push(Step::KillHelpers);
+        self
+    }
+
     /// Copies the file `from` to `to`.
     pub fn copy(mut self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Self {
         self.steps.push(Step::Copy {
@@ -263,6 +272,7 @@ impl Plan {
             Step::MakeShared(p) => format!("shared:{}", hex(p)),
             Step::Sleep(ms) => format!("sleep:{ms}"),
             Step::WaitFor(p) => format!("waitfor:{}", hex(p)),
+            Step::KillHelpers => "killhelpers".to_owned(),
             Step::Copy { from, to } => format!("copy:{}:{}", hex(from), hex(to)),
             Step::Spawn(h) => format!(
                 "spawn:{}:{}:{}:{}",
@@ -308,6 +318,7 @@ impl Plan {
                 "shared" => Step::MakeShared(path()),
                 "sleep" => Step::Sleep(fields[1].parse().expect("sleep ms")),
                 "waitfor" => Step::WaitFor(path()),
+                "killhelpers" => Step::KillHelpers,
                 "copy" => Step::Copy {
                     from: path(),
                     to: unhex(fields[2]),
@@ -678,6 +689,12 @@ fn run_step(step: Step, held: &mut Held, report: &mut Report) {
                     path(&p)
                 );
                 std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        Step::KillHelpers => {
+            for helper in &mut held.helpers {
+                let _ = helper.child.kill();
+                let _ = helper.child.wait();
             }
         }
         Step::MakeShared(p) => mount(

@@ -178,9 +178,18 @@ fn closed_before(r: &Release, path: Vec<u8>, call: &UmountCall) -> Holder {
     h
 }
 
+/// The holder for a release after the failing call: `transient`, or `fanotify` for a group
+/// let go with unread events on the mount (its queue held the mount; `path` is the file of one
+/// of those events).
 fn transient(r: &Release, path: Vec<u8>, call: &UmountCall) -> Holder {
     let call_end = call.ts_boot_ns + call.duration_ns;
-    let mut h = Holder::new(HolderKind::Transient, r.mnt_id, Seen::Traced);
+    let group = r.queued_events > 0;
+    let kind = if group {
+        HolderKind::Fanotify
+    } else {
+        HolderKind::Transient
+    };
+    let mut h = Holder::new(kind, r.mnt_id, Seen::Traced);
     h.process = Some(HolderProcess {
         pid: r.pid,
         comm: r.comm.clone(),
@@ -190,13 +199,21 @@ fn transient(r: &Release, path: Vec<u8>, call: &UmountCall) -> Holder {
     h.path = Some(path);
     h.fd = i32::try_from(r.fd).ok();
     h.closed_ns_after = Some(r.ts_boot_ns.saturating_sub(call_end));
-    h.opened_ns_before = r.opened_ts_boot_ns.and_then(|t| call.opened_before(t));
     let how = r.how.verb();
-    h.note = Some(if r.truncated {
-        format!("{how} after the failing call (path cut: too deep or a name too long)")
+    let mut note = if group {
+        let events = match r.queued_events {
+            1 => "1 unread event".to_owned(),
+            n => format!("{n} unread events"),
+        };
+        format!("{how} after the failing call, letting go of its fanotify group with {events} on this mount (its queue held the mount; the path is one event's file)")
     } else {
+        h.opened_ns_before = r.opened_ts_boot_ns.and_then(|t| call.opened_before(t));
         format!("{how} after the failing call")
-    });
+    };
+    if r.truncated {
+        note.push_str(" (path cut: too deep or a name too long)");
+    }
+    h.note = Some(note);
     h
 }
 
@@ -228,6 +245,7 @@ mod tests {
             how: ReleaseHow::Close,
             mnt_id,
             mount_ns: None,
+            queued_events: 0,
             path_within_mount: path.to_vec(),
             truncated: false,
             opened_ts_boot_ns: opened,
@@ -437,6 +455,47 @@ mod tests {
         a.mount.mntns = ours;
         recent.complete(&call(), &mut a);
         assert_eq!(kinds_pids(&a), [(HolderKind::Unknown, None)]);
+    }
+
+    #[test]
+    fn a_listener_letting_go_of_unread_events_is_a_traced_fanotify_holder() {
+        let group = |pid: u32| Release {
+            how: ReleaseHow::Exit,
+            fd: 3,
+            queued_events: 2,
+            ..release(
+                pid,
+                CALL_TS + 300_000,
+                812,
+                b"/etc/passwd",
+                Some(CALL_TS - 10),
+            )
+        };
+        let mut recent = RecentReleases::default();
+        recent.record(group(9));
+        let mut a = attribution();
+        recent.complete(&call(), &mut a);
+        assert_eq!(kinds_pids(&a), [(HolderKind::Fanotify, Some(9))]);
+        let h = &a.holders[0];
+        assert_eq!(
+            (h.fd, h.seen, h.closed_ns_after, h.opened_ns_before),
+            (Some(3), Seen::Traced, Some(295_000), None)
+        );
+        assert_eq!(h.path.as_deref(), Some(&b"/var/lib/m/etc/passwd"[..]));
+        assert_eq!(
+            h.note.as_deref(),
+            Some("exited after the failing call, letting go of its fanotify group with 2 unread events on this mount (its queue held the mount; the path is one event's file)")
+        );
+
+        // The scan saw the listener's queue already (same process, same group fd): once.
+        let mut scanned = Holder::new(HolderKind::Fanotify, 812, Seen::KernelScan);
+        scanned.process = h.process.clone();
+        scanned.fd = Some(3);
+        let mut a = attribution();
+        a.holders.push(scanned);
+        recent.complete(&call(), &mut a);
+        assert_eq!(kinds_pids(&a), [(HolderKind::Fanotify, Some(9))]);
+        assert_eq!(a.holders[0].seen, Seen::KernelScan);
     }
 
     #[test]
