@@ -8,7 +8,11 @@ use std::{
 };
 
 /// Every trial, by name.
-pub const TESTS: [(&str, fn()); 3] = [
+pub const TESTS: [(&str, fn()); 4] = [
+    (
+        "auto_mode_runs_what_doctor_predicts_and_says_why",
+        auto_mode_runs_what_doctor_predicts_and_says_why,
+    ),
     (
         "doctor_as_root_tries_every_probe_kind",
         doctor_as_root_tries_every_probe_kind,
@@ -106,13 +110,14 @@ fn doctor_as_root_tries_every_probe_kind() {
         verdict, "yes",
         "the kernel holder scan must load here: {detail}"
     );
-    let hooks = row(&stdout, "fentry").0 == "yes" && row(&stdout, "BPF LSM").0 == "yes";
+    let fentry = row(&stdout, "fentry").0 == "yes";
     let mode = stdout
         .lines()
         .find_map(|l| l.strip_prefix("mode: "))
         .expect("mode line");
-    assert!(mode.starts_with("tracepoint:"), "{mode}");
-    assert_eq!(mode.contains("refused"), !hooks, "{mode}");
+    let want = if fentry { "fentry:" } else { "tracepoint:" };
+    assert!(mode.starts_with(want), "{mode}");
+    assert_eq!(mode.contains("fentry is refused"), !fentry, "{mode}");
     let (_, losses) = row(&stdout, "losses");
     assert!(
         losses.contains(
@@ -176,4 +181,60 @@ fn watch_without_root_explains_and_fails() {
         !stderr.contains("panicked") && !stderr.contains("backtrace"),
         "{stderr}"
     );
+}
+
+/// `watch --mode auto` (the default) runs fentry mode where `doctor` says fentry works, else
+/// tracepoint mode with the reason on its `probes attached` line; `--mode fentry` where the
+/// kernel refuses it is an error that says so.
+fn auto_mode_runs_what_doctor_predicts_and_says_why() {
+    let (_, doctor, _) = run(Command::new(env!("CARGO_BIN_EXE_busyprobe")).arg("doctor"));
+    let fentry = row(&doctor, "fentry").0 == "yes";
+    let attached = attached_line(&["watch", "--mode", "auto"]);
+    let want = if fentry {
+        "probes attached (fentry mode)"
+    } else {
+        "probes attached (tracepoint mode: fentry is refused here: "
+    };
+    assert!(
+        attached.contains(want),
+        "doctor says fentry {fentry}: {attached}"
+    );
+    if !fentry {
+        let (out, _, stderr) = run(Command::new(env!("CARGO_BIN_EXE_busyprobe"))
+            .args(["watch", "--mode", "fentry"])
+            .env_remove("BUSYPROBE_MODE"));
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("--mode fentry: this kernel refuses fentry programs"),
+            "{stderr}"
+        );
+    }
+}
+
+/// Starts busyprobe with `args`, returns its `probes attached` line and stops it.
+fn attached_line(args: &[&str]) -> String {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_busyprobe"))
+        .args(args)
+        .env_remove("BUSYPROBE_MODE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start busyprobe");
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let mut attached = None;
+    for line in stderr.lines().map_while(Result::ok) {
+        if line.contains("probes attached") {
+            attached = Some(line);
+            break;
+        }
+        seen.push(line);
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let _ = child.wait();
+    attached.unwrap_or_else(|| panic!("no `probes attached` line: {seen:?}"))
 }

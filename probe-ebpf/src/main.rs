@@ -11,6 +11,7 @@ mod kernel;
 mod maps;
 mod offsets;
 mod release;
+mod syscall_fentry;
 mod umount;
 
 #[cfg(not(test))]

@@ -66,6 +66,12 @@ fn umount_epoch() -> u32 {
 /// say "opened after the call".
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
 pub fn sys_enter_open(_ctx: TracePointContext) -> u32 {
+    on_open_entry();
+    0
+}
+
+/// The body of [`sys_enter_open`] (and of its fentry twins).
+pub fn on_open_entry() {
     if let Some(entry) = OPEN_ENTRY.get_ptr_mut(0) {
         // SAFETY: this CPU's slot; helper without preconditions.
         unsafe {
@@ -73,7 +79,6 @@ pub fn sys_enter_open(_ctx: TracePointContext) -> u32 {
             (*entry).umount_epoch = umount_epoch();
         }
     }
-    0
 }
 
 /// When the open the current thread is leaving installed its fd, as far as it matters: now,
@@ -95,12 +100,15 @@ fn open_time(tid: u32) -> u64 {
 /// `openat`, `openat2` and `creat`): see [`open_time`].
 #[tracepoint(category = "syscalls", name = "sys_exit_openat")]
 pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
-    let ret: i64 = tracepoint_field(&ctx, EXIT_RET);
-    if ret < 0 {
-        return 0;
-    }
-    let _ = record_open(ret as u32);
+    on_open_exit(tracepoint_field(&ctx, EXIT_RET));
     0
+}
+
+/// The body of [`sys_exit_open`]: `ret` is the open's result.
+pub fn on_open_exit(ret: i64) {
+    if ret >= 0 {
+        let _ = record_open(ret as u32);
+    }
 }
 
 fn record_open(fd: u32) -> Option<()> {
@@ -274,7 +282,7 @@ fn extend_window(deadline: u64) {
 
 /// The time now, when releases are being reported. Once this CPU has seen the current deadline
 /// pass, it costs two array lookups and no clock read until an unmount moves the deadline.
-fn window_open() -> Option<u64> {
+pub fn window_open() -> Option<u64> {
     // SAFETY: single u64 slots; the per-CPU one is only written on this CPU.
     unsafe {
         let deadline = *BUSY_UNTIL.get(0)?;
@@ -293,12 +301,15 @@ fn window_open() -> Option<u64> {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_close")]
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
-    let Some(now) = window_open() else {
-        return 0;
-    };
-    let fd: u64 = tracepoint_field(&ctx, CLOSE_FD);
-    let _ = report_fd::<true>(now, fd as u32, release_how::CLOSE);
+    if let Some(now) = window_open() {
+        on_close(now, tracepoint_field(&ctx, CLOSE_FD));
+    }
     0
+}
+
+/// `close(fd)` inside the window (read the arguments only then: most closes are outside it).
+pub fn on_close(now: u64, fd: u64) {
+    let _ = report_fd::<true>(now, fd as u32, release_how::CLOSE);
 }
 
 /// `sys_enter_dup2` / `sys_enter_dup3` formats: `oldfd` at 16, `newfd` at 24.
@@ -308,15 +319,21 @@ const DUP_NEWFD: usize = 24;
 /// `dup2`/`dup3` close the file at `newfd` (attached to both).
 #[tracepoint(category = "syscalls", name = "sys_enter_dup2")]
 pub fn sys_enter_dup(ctx: TracePointContext) -> u32 {
-    let Some(now) = window_open() else {
-        return 0;
-    };
-    let old: u64 = tracepoint_field(&ctx, DUP_OLDFD);
-    let new: u64 = tracepoint_field(&ctx, DUP_NEWFD);
+    if let Some(now) = window_open() {
+        on_dup(
+            now,
+            tracepoint_field(&ctx, DUP_OLDFD),
+            tracepoint_field(&ctx, DUP_NEWFD),
+        );
+    }
+    0
+}
+
+/// `dup2(old, new)`/`dup3` inside the window: the file at `new` is let go.
+pub fn on_dup(now: u64, old: u64, new: u64) {
     if old != new {
         let _ = report_fd::<false>(now, new as u32, release_how::DUP_OVER);
     }
-    0
 }
 
 /// `sys_enter_close_range` format: `fd` at 16, `max_fd` at 24, `flags` at 32.
@@ -328,25 +345,36 @@ const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
 
 #[tracepoint(category = "syscalls", name = "sys_enter_close_range")]
 pub fn sys_enter_close_range(ctx: TracePointContext) -> u32 {
-    let Some(now) = window_open() else {
-        return 0;
-    };
-    let flags: u64 = tracepoint_field(&ctx, RANGE_FLAGS);
-    if flags & CLOSE_RANGE_CLOEXEC == 0 {
-        let first: u64 = tracepoint_field(&ctx, RANGE_FIRST);
-        let last: u64 = tracepoint_field(&ctx, RANGE_LAST);
-        let _ = walk_fds::<false>(now, first as u32, last as u32, release_how::CLOSE_RANGE);
+    if let Some(now) = window_open() {
+        on_close_range(
+            now,
+            tracepoint_field(&ctx, RANGE_FIRST),
+            tracepoint_field(&ctx, RANGE_LAST),
+            tracepoint_field(&ctx, RANGE_FLAGS),
+        );
     }
     0
+}
+
+/// `close_range(first, last, flags)` inside the window.
+pub fn on_close_range(now: u64, first: u64, last: u64, flags: u64) {
+    if flags & CLOSE_RANGE_CLOEXEC == 0 {
+        let _ = walk_fds::<false>(now, first as u32, last as u32, release_how::CLOSE_RANGE);
+    }
 }
 
 /// `execve`/`execveat` close the fds marked close-on-exec (attached to both).
 #[tracepoint(category = "syscalls", name = "sys_enter_execve")]
 pub fn sys_enter_exec(_ctx: TracePointContext) -> u32 {
+    on_exec();
+    0
+}
+
+/// `execve`/`execveat` entering: the fds marked close-on-exec go.
+pub fn on_exec() {
     if let Some(now) = window_open() {
         let _ = walk_fds::<false>(now, 0, u32::MAX, release_how::EXEC);
     }
-    0
 }
 
 /// A working or root directory about to be let go: prepared as `chdir`/`fchdir`/`chroot`
@@ -369,18 +397,22 @@ static PENDING_DIR: PerCpuArray<PendingDirRelease> = PerCpuArray::with_max_entri
 /// `chdir`/`fchdir` (attached to both): the working directory may leave its mount.
 #[tracepoint(category = "syscalls", name = "sys_enter_chdir")]
 pub fn sys_enter_chdir(_ctx: TracePointContext) -> u32 {
-    if let Some(now) = window_open() {
-        let _ = prepare_dir_release(now, &OFF_FS_PWD, release_how::CHDIR);
-    }
+    on_dir_change_entry(&OFF_FS_PWD, release_how::CHDIR);
     0
+}
+
+/// `chdir`/`fchdir` (`which`: `OFF_FS_PWD`, how `CHDIR`) or `chroot` (`OFF_FS_ROOT`,
+/// `CHROOT`) entering.
+pub fn on_dir_change_entry(which: &Global<u32>, how: u32) {
+    if let Some(now) = window_open() {
+        let _ = prepare_dir_release(now, which, how);
+    }
 }
 
 /// `chroot`: the root directory may leave its mount.
 #[tracepoint(category = "syscalls", name = "sys_enter_chroot")]
 pub fn sys_enter_chroot(_ctx: TracePointContext) -> u32 {
-    if let Some(now) = window_open() {
-        let _ = prepare_dir_release(now, &OFF_FS_ROOT, release_how::CHROOT);
-    }
+    on_dir_change_entry(&OFF_FS_ROOT, release_how::CHROOT);
     0
 }
 
@@ -388,8 +420,7 @@ pub fn sys_enter_chroot(_ctx: TracePointContext) -> u32 {
 /// worked and the directory is now on another mount.
 #[tracepoint(category = "syscalls", name = "sys_exit_chdir")]
 pub fn sys_exit_dir_change(ctx: TracePointContext) -> u32 {
-    let ret: i64 = tracepoint_field(&ctx, EXIT_RET);
-    let _ = finish_dir_release(ret);
+    let _ = finish_dir_release(tracepoint_field(&ctx, EXIT_RET));
     0
 }
 
@@ -426,7 +457,9 @@ fn prepare_dir_release(now: u64, which: &Global<u32>, how: u32) -> Option<()> {
     Some(())
 }
 
-fn finish_dir_release(ret: i64) -> Option<()> {
+/// `chdir`/`fchdir`/`chroot` returning `ret`: sends the prepared release when the call worked
+/// and the directory is now on another mount.
+pub fn finish_dir_release(ret: i64) -> Option<()> {
     let pending = PENDING_DIR.get_ptr_mut(0)?;
     // SAFETY: this CPU's slot.
     unsafe {
@@ -456,10 +489,14 @@ const MUNMAP_ADDR: usize = 16;
 /// `munmap`: the file mapped at `addr` (the first mapping of the range) is let go.
 #[tracepoint(category = "syscalls", name = "sys_enter_munmap")]
 pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
-    let Some(mut now) = window_open() else {
-        return 0;
-    };
-    let addr: u64 = tracepoint_field(&ctx, MUNMAP_ADDR);
+    if let Some(now) = window_open() {
+        on_munmap(now, tracepoint_field(&ctx, MUNMAP_ADDR));
+    }
+    0
+}
+
+/// `munmap(addr, ...)` inside the window.
+pub fn on_munmap(mut now: u64, addr: u64) {
     // SAFETY: the BTF task pointer is what the helper wants; the callback only reads through
     // probe reads, and `now` outlives the call.
     unsafe {
@@ -471,7 +508,6 @@ pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
             0,
         );
     }
-    0
 }
 
 /// The mapping `munmap` found: reports its file.

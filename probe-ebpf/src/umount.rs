@@ -11,6 +11,7 @@ use aya_ebpf::{
     },
     macros::tracepoint,
     programs::TracePointContext,
+    EbpfContext,
 };
 use aya_log_ebpf::debug;
 use probe_common::{
@@ -41,24 +42,21 @@ pub struct UmountStart {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_umount")]
 pub fn sys_enter_umount(ctx: TracePointContext) -> u32 {
-    let _ = try_enter(&ctx);
+    on_umount_entry(
+        kernel::tracepoint_field(&ctx, ENTER_NAME),
+        kernel::tracepoint_field::<u64>(&ctx, ENTER_FLAGS) as u32,
+    );
     0
 }
 
-fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
+/// `umount2(name, flags)` entering (the body of [`sys_enter_umount`] and its fentry twin).
+pub fn on_umount_entry(name: u64, flags: u32) {
     let tid = bpf_get_current_pid_tgid() as u32;
-    // SAFETY: offsets from the syscall tracepoint's fixed format.
-    let (name, flags) = unsafe {
-        (
-            ctx.read_at::<u64>(ENTER_NAME)?,
-            ctx.read_at::<i32>(ENTER_FLAGS)?,
-        )
-    };
     let start = UmountStart {
         // SAFETY: helper without preconditions.
         ts_boot_ns: unsafe { bpf_ktime_get_boot_ns() },
         name,
-        flags: flags as u32,
+        flags,
         _pad: 0,
     };
     crate::release::note_umount_entry();
@@ -66,16 +64,17 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
     if UMOUNT_INFLIGHT.insert(tid, start, 0).is_err() {
         count_drop(DropCause::InflightMapFull);
     }
-    Ok(())
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_umount")]
 pub fn sys_exit_umount(ctx: TracePointContext) -> u32 {
-    let _ = try_exit(&ctx);
+    let _ = on_umount_exit(&ctx, kernel::tracepoint_field(&ctx, EXIT_RET));
     0
 }
 
-fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
+/// `umount2` returning `ret`: sends the attempt (the body of [`sys_exit_umount`] and its fexit
+/// twin; `ctx` is for the log).
+pub fn on_umount_exit<C: EbpfContext>(ctx: &C, ret: i64) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     // SAFETY: the value is copied out before the entry is removed.
@@ -87,8 +86,6 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         }
     };
     let _ = UMOUNT_INFLIGHT.remove(tid);
-    // SAFETY: offset from the syscall tracepoint's fixed format.
-    let ret = unsafe { ctx.read_at::<i64>(EXIT_RET)? };
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
 

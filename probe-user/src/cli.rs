@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::loader::ModeChoice;
+
 /// `busyprobe --version`: the crate version plus the embedded probe object's identity.
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -179,6 +181,12 @@ pub struct StreamArgs {
     /// open time, and a file opened after the failing call cannot be told apart).
     #[arg(long)]
     pub no_open_times: bool,
+    /// How the probes hook the kernel: `fentry` (BPF trampolines on the syscall wrappers:
+    /// only traced calls pay), `tracepoint` (syscall tracepoints: every kernel has them, but
+    /// they slow every syscall of every task a little), or `auto`: fentry where the kernel
+    /// allows it, else tracepoints, saying why.
+    #[arg(long, value_enum, default_value_t = ModeChoice::Auto, env = "BUSYPROBE_MODE")]
+    pub mode: ModeChoice,
 }
 
 impl Default for StreamArgs {
@@ -190,6 +198,7 @@ impl Default for StreamArgs {
             ring_buffer_size: 4 << 20,
             no_holders: false,
             no_open_times: false,
+            mode: ModeChoice::Auto,
         }
     }
 }

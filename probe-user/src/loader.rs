@@ -4,8 +4,8 @@
 use anyhow::{Context, Result};
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
-    Ebpf, EbpfLoader,
+    programs::{Program, TracePoint},
+    Btf, Ebpf, EbpfLoader,
 };
 use probe_common::DropCause;
 
@@ -62,12 +62,16 @@ pub const RELEASE_TRACEPOINTS: [Attachment; 9] = [
         "sys_enter_exec",
         &["sys_enter_execve", "sys_enter_execveat"],
     ),
-    Attachment {
-        program: "sched_process_exit",
-        category: "sched",
-        names: &["sched_process_exit"],
-    },
+    EXIT_TRACEPOINT,
 ];
+
+/// Release tracking at process exit, in both modes (a scheduler tracepoint: it does not slow
+/// syscalls down).
+const EXIT_TRACEPOINT: Attachment = Attachment {
+    program: "sched_process_exit",
+    category: "sched",
+    names: &["sched_process_exit"],
+};
 
 /// Open times: the entry and the exit of every syscall that opens a file.
 pub const OPEN_TIME_TRACEPOINTS: [Attachment; 2] = [
@@ -91,8 +95,162 @@ pub const OPEN_TIME_TRACEPOINTS: [Attachment; 2] = [
     ),
 ];
 
-/// The probe mode in use (more modes come with the security-hook work).
-pub const MODE_TRACEPOINT: &str = "tracepoint";
+/// An fentry or fexit program and the kernel function it traces.
+#[derive(Clone, Copy, Debug)]
+pub struct FnAttachment {
+    /// The program's name in the object.
+    pub program: &'static str,
+    /// The traced function (an x86-64 syscall wrapper).
+    pub function: &'static str,
+}
+
+const fn traced(program: &'static str, function: &'static str) -> FnAttachment {
+    FnAttachment { program, function }
+}
+
+/// fentry mode's umount capture: the syscall wrapper's entry and exit.
+pub const UMOUNT_FENTRY: [FnAttachment; 2] = [
+    traced("fentry_umount", "__x64_sys_umount"),
+    traced("fexit_umount", "__x64_sys_umount"),
+];
+
+/// fentry mode's release tracking (exit stays the `sched_process_exit` tracepoint, which
+/// does not slow syscalls down).
+pub const RELEASE_FENTRY: [FnAttachment; 13] = [
+    traced("fentry_close", "__x64_sys_close"),
+    traced("fentry_munmap", "__x64_sys_munmap"),
+    traced("fentry_chdir", "__x64_sys_chdir"),
+    traced("fentry_fchdir", "__x64_sys_fchdir"),
+    traced("fentry_chroot", "__x64_sys_chroot"),
+    traced("fexit_chdir", "__x64_sys_chdir"),
+    traced("fexit_fchdir", "__x64_sys_fchdir"),
+    traced("fexit_chroot", "__x64_sys_chroot"),
+    traced("fentry_dup2", "__x64_sys_dup2"),
+    traced("fentry_dup3", "__x64_sys_dup3"),
+    traced("fentry_close_range", "__x64_sys_close_range"),
+    traced("fentry_execve", "__x64_sys_execve"),
+    traced("fentry_execveat", "__x64_sys_execveat"),
+];
+
+/// fentry mode's open times.
+pub const OPEN_TIME_FENTRY: [FnAttachment; 8] = [
+    traced("fentry_open", "__x64_sys_open"),
+    traced("fentry_openat", "__x64_sys_openat"),
+    traced("fentry_openat2", "__x64_sys_openat2"),
+    traced("fentry_creat", "__x64_sys_creat"),
+    traced("fexit_open", "__x64_sys_open"),
+    traced("fexit_openat", "__x64_sys_openat"),
+    traced("fexit_openat2", "__x64_sys_openat2"),
+    traced("fexit_creat", "__x64_sys_creat"),
+];
+
+/// Which probes to use, as asked (`--mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeChoice {
+    /// fentry where the kernel allows it, else tracepoints.
+    #[default]
+    Auto,
+    /// Syscall tracepoints.
+    Tracepoint,
+    /// fentry/fexit on the syscall wrappers; an error where the kernel refuses them.
+    Fentry,
+}
+
+/// How the probes hook the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Syscall tracepoints (`syscalls:sys_enter_*`/`sys_exit_*`): every kernel has them, but
+    /// enabling any puts every task on the syscall slow path.
+    Tracepoint,
+    /// BPF trampolines (fentry/fexit) on the x86-64 syscall wrappers: only the traced calls
+    /// pay. Needs a kernel that allows fentry (not under lockdown's function-tracing ban).
+    Fentry,
+}
+
+impl Mode {
+    /// The mode's name (logs, `header` lines, the TUI).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Tracepoint => "tracepoint",
+            Mode::Fentry => "fentry",
+        }
+    }
+}
+
+/// The mode a stream runs in, and why when `auto` fell back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModeDecision {
+    /// The mode.
+    pub mode: Mode,
+    /// Why `auto` settled for tracepoints (fentry refused, and how).
+    pub fallback: Option<String>,
+}
+
+impl std::fmt::Display for ModeDecision {
+    /// `fentry mode`, or `tracepoint mode: fentry is refused here: ...`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} mode", self.mode.as_str())?;
+        match &self.fallback {
+            Some(why) => write!(f, ": {why}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The mode to run in for `choice`: `auto` tries fentry mode's umount program (a load,
+/// nothing attached) and falls back to tracepoints when the kernel refuses it; `fentry` fails
+/// then. `command` names the subcommand for the privilege error, checked first.
+pub fn resolve_mode(command: &str, choice: ModeChoice) -> Result<ModeDecision> {
+    Privileges::current().require_probes(command)?;
+    let decided = |mode, fallback| Ok(ModeDecision { mode, fallback });
+    if choice == ModeChoice::Tracepoint {
+        return decided(Mode::Tracepoint, None);
+    }
+    match fentry_available() {
+        Ok(()) => decided(Mode::Fentry, None),
+        Err(e) if choice == ModeChoice::Auto => {
+            let cause = e.root_cause();
+            decided(Mode::Tracepoint, Some(format!("fentry is refused here: {cause}")))
+        }
+        Err(e) => Err(e.context("--mode fentry: this kernel refuses fentry programs; `busyprobe doctor` says what it allows, and --mode tracepoint works everywhere")),
+    }
+}
+
+/// Whether the kernel loads fentry mode's umount program.
+fn fentry_available() -> Result<()> {
+    anyhow::ensure!(
+        cfg!(target_arch = "x86_64"),
+        "fentry mode traces the x86-64 syscall wrappers"
+    );
+    let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
+    let mut ebpf = load_object(resolve_offsets())?;
+    let [umount, _] = UMOUNT_FENTRY;
+    load_traced(&mut ebpf, &btf, &umount)
+}
+
+/// Loads an fentry/fexit program at its function.
+fn load_traced(ebpf: &mut Ebpf, btf: &Btf, a: &FnAttachment) -> Result<()> {
+    let loaded = match ebpf.program_mut(a.program) {
+        Some(Program::FEntry(p)) => p.load(a.function, btf),
+        Some(Program::FExit(p)) => p.load(a.function, btf),
+        _ => anyhow::bail!(
+            "program {} is not an fentry/fexit program of the object",
+            a.program
+        ),
+    };
+    loaded.with_context(|| format!("loading {} on {}", a.program, a.function))
+}
+
+/// Loads an fentry/fexit program at its function and attaches it.
+fn attach_traced(ebpf: &mut Ebpf, btf: &Btf, a: &FnAttachment) -> Result<()> {
+    load_traced(ebpf, btf, a)?;
+    let attached = match ebpf.program_mut(a.program) {
+        Some(Program::FEntry(p)) => p.attach().map(drop),
+        Some(Program::FExit(p)) => p.attach().map(drop),
+        _ => unreachable!("checked by load_traced"),
+    };
+    attached.with_context(|| format!("attaching {} to {}", a.program, a.function))
+}
 
 /// How to load.
 #[derive(Clone, Debug)]
@@ -105,6 +263,8 @@ pub struct LoadOptions {
     pub open_times: bool,
     /// Track only mounts listed in `TRACKED_MOUNTS` (with `--path`); else all but those.
     pub allow_list: bool,
+    /// How the probes hook the kernel ([`resolve_mode`]).
+    pub mode: Mode,
 }
 
 /// `OPEN_TIMES`: `(pid, fd)` → when and on which mount a file on a tracked mount was opened.
@@ -206,23 +366,21 @@ impl Probes {
             Some(opts.ring_buffer_size),
             opts.allow_list,
         )?;
-        for attachment in &UMOUNT_TRACEPOINTS {
-            attach(&mut ebpf, attachment)?;
-        }
+        let mut sets = match opts.mode {
+            Mode::Tracepoint => ProbeSets::tracepoints(&mut ebpf),
+            Mode::Fentry => ProbeSets::fentry(&mut ebpf)?,
+        };
+        sets.umount()?;
         if opts.track_releases {
-            for attachment in &RELEASE_TRACEPOINTS {
-                if let Err(e) = attach(&mut ebpf, attachment) {
-                    tracing::warn!("release tracking is partly off: {e:#}");
-                }
+            for e in sets.releases() {
+                tracing::warn!("release tracking is partly off: {e:#}");
             }
         }
         if opts.track_releases && opts.open_times {
-            for attachment in &OPEN_TIME_TRACEPOINTS {
-                if let Err(e) = attach(&mut ebpf, attachment) {
-                    tracing::warn!(
-                        "open times are off (transient holders will have no open time): {e:#}"
-                    );
-                }
+            for e in sets.open_times() {
+                tracing::warn!(
+                    "open times are off (transient holders will have no open time): {e:#}"
+                );
             }
         }
         Ok(Self { ebpf })
@@ -301,6 +459,66 @@ impl Probes {
             PerCpuArray::try_from(map).context("DROPS is not a per-CPU array")?,
         ))
     }
+}
+
+/// The programs of one mode, attached set by set.
+struct ProbeSets<'a> {
+    ebpf: &'a mut Ebpf,
+    /// The kernel's BTF, in fentry mode.
+    btf: Option<Btf>,
+}
+
+impl<'a> ProbeSets<'a> {
+    fn tracepoints(ebpf: &'a mut Ebpf) -> Self {
+        Self { ebpf, btf: None }
+    }
+
+    fn fentry(ebpf: &'a mut Ebpf) -> Result<Self> {
+        let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
+        Ok(Self {
+            ebpf,
+            btf: Some(btf),
+        })
+    }
+
+    /// The umount capture (nothing works without it).
+    fn umount(&mut self) -> Result<()> {
+        let Self { ebpf, btf } = self;
+        match btf {
+            None => UMOUNT_TRACEPOINTS.iter().try_for_each(|a| attach(ebpf, a)),
+            Some(btf) => UMOUNT_FENTRY
+                .iter()
+                .try_for_each(|a| attach_traced(ebpf, btf, a)),
+        }
+    }
+
+    /// Release tracking; what could not be attached.
+    fn releases(&mut self) -> Vec<anyhow::Error> {
+        let Self { ebpf, btf } = self;
+        match btf {
+            None => failures(RELEASE_TRACEPOINTS.iter().map(|a| attach(ebpf, a))),
+            Some(btf) => {
+                let mut failed =
+                    failures(RELEASE_FENTRY.iter().map(|a| attach_traced(ebpf, btf, a)));
+                failed.extend(attach(ebpf, &EXIT_TRACEPOINT).err());
+                failed
+            }
+        }
+    }
+
+    /// Open times; what could not be attached.
+    fn open_times(&mut self) -> Vec<anyhow::Error> {
+        let Self { ebpf, btf } = self;
+        match btf {
+            None => failures(OPEN_TIME_TRACEPOINTS.iter().map(|a| attach(ebpf, a))),
+            Some(btf) => failures(OPEN_TIME_FENTRY.iter().map(|a| attach_traced(ebpf, btf, a))),
+        }
+    }
+}
+
+/// The errors among `results`.
+fn failures(results: impl Iterator<Item = Result<()>>) -> Vec<anyhow::Error> {
+    results.filter_map(Result::err).collect()
 }
 
 /// Loads one tracepoint program and attaches it to each of its tracepoints.

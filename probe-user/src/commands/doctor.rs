@@ -19,7 +19,7 @@ use crate::{
         privileges::Privileges,
         tracefs,
     },
-    loader::{self, MODE_TRACEPOINT, UMOUNT_TRACEPOINTS},
+    loader::{self, Mode, UMOUNT_TRACEPOINTS},
 };
 
 /// The verdict of one check.
@@ -330,7 +330,7 @@ fn try_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<String> {
     try_btf_program!(ebpf, btf, Lsm, "doctor_lsm", "sb_umount")
 }
 
-/// Which mode `watch` will run in, from the probe rows.
+/// Which mode `watch` will run in (with the default `--mode auto`), from the probe rows.
 fn mode_line(probes: &[Row]) -> String {
     let works = |check: &str| {
         probes
@@ -341,13 +341,16 @@ fn mode_line(probes: &[Row]) -> String {
     if !checked {
         return "not checked without root; on a kernel with tracepoints and a ring buffer, busyprobe uses tracepoint mode".into();
     }
-    if works("tracepoint") && works("ring buffer") {
-        let hooks = if works("fentry") && works("BPF LSM") {
-            "security hooks also load here (enhanced mode comes in a later release)"
-        } else {
-            "security hooks (fentry, BPF LSM) are refused here, so no enhanced mode"
-        };
-        format!("{MODE_TRACEPOINT}: every umount/umount2 call is captured at syscall entry and exit; {hooks}")
+    if works("fentry") && works("ring buffer") {
+        format!(
+            "{}: every umount/umount2 call is captured by BPF trampolines on the syscall wrappers (only the traced calls pay; --mode tracepoint uses syscall tracepoints instead)",
+            Mode::Fentry.as_str()
+        )
+    } else if works("tracepoint") && works("ring buffer") {
+        format!(
+            "{}: every umount/umount2 call is captured at syscall entry and exit; fentry is refused here, so no fentry mode",
+            Mode::Tracepoint.as_str()
+        )
     } else {
         "none: syscall tracepoints or the ring buffer are unavailable, busyprobe cannot capture unmounts on this kernel".into()
     }
@@ -402,14 +405,18 @@ mod tests {
             no("BPF LSM"),
         ];
         assert!(mode_line(&tp_only).starts_with("tracepoint:"));
-        assert!(mode_line(&tp_only).contains("refused"));
+        assert!(mode_line(&tp_only).contains("fentry is refused"));
         let all = [
             yes("ring buffer"),
             yes("tracepoint"),
             yes("fentry"),
             yes("BPF LSM"),
         ];
-        assert!(mode_line(&all).contains("also load"));
+        assert!(
+            mode_line(&all).starts_with("fentry:"),
+            "{}",
+            mode_line(&all)
+        );
         assert!(mode_line(&[no("ring buffer"), yes("tracepoint")]).starts_with("none"));
         assert!(mode_line(&[row("tracepoint", Verdict::NotChecked, "")]).starts_with("not checked"));
     }

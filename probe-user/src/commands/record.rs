@@ -7,8 +7,7 @@ use anyhow::{Context, Result};
 use super::watch::{block_on, stream, Output};
 use crate::{
     cli::RecordArgs,
-    kernel,
-    loader::MODE_TRACEPOINT,
+    kernel, loader,
     sink::{
         json::{header_line, JsonLines},
         record::{RecordPlan, RotatingFile},
@@ -21,10 +20,11 @@ pub fn run(args: &RecordArgs) -> Result<ExitCode> {
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let mode = loader::resolve_mode("record", args.stream.mode)?;
     let header = header_line(
         &host,
         &kernel::release(),
-        MODE_TRACEPOINT,
+        mode.mode.as_str(),
         std::time::SystemTime::now(),
     );
     let plan = RecordPlan {
@@ -45,6 +45,7 @@ pub fn run(args: &RecordArgs) -> Result<ExitCode> {
         stop_on: None,
         is_stdout: false,
         command: "record",
+        mode,
     };
     block_on(stream(&args.stream, out))
 }

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use super::watch::{self, Output};
 use crate::{
     cli::{ReplayArgs, TopArgs},
-    loader::MODE_TRACEPOINT,
+    loader,
     recording::{files_in_order, for_each_line, parse_line},
     sink::tui::{self, app::App, feed::Feed, term::TerminalGuard},
 };
@@ -104,6 +104,7 @@ fn forward_lines(
 
 /// `busyprobe top`: the screen over the live stream.
 pub fn live(args: &TopArgs) -> Result<ExitCode> {
+    let mode = loader::resolve_mode("top", args.stream.mode)?;
     let guard = TerminalGuard::new("top")?;
     let tracking = if args.stream.no_holders {
         "holders off"
@@ -112,7 +113,7 @@ pub fn live(args: &TopArgs) -> Result<ExitCode> {
     };
     let app = App::new(
         args.keep,
-        format!("live, {MODE_TRACEPOINT} mode, {tracking}"),
+        format!("live, {} mode, {tracking}", mode.mode.as_str()),
     );
     let (to_screen, lines) = mpsc::channel();
     // Messages (warnings, the probes' logs) would scribble over the screen: they are kept
@@ -135,6 +136,7 @@ pub fn live(args: &TopArgs) -> Result<ExitCode> {
             // The screen going away ends the stream quietly, as a closed pipe does `watch`.
             is_stdout: true,
             command: "top",
+            mode,
         },
     ));
     let shown = screen

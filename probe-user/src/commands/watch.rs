@@ -27,7 +27,7 @@ use crate::{
     decode::{decode, KernelEvent},
     event::UmountAttempt,
     filter::AttemptFilter,
-    loader::{DropCounters, LoadOptions, Probes, MODE_TRACEPOINT},
+    loader::{self, DropCounters, LoadOptions, ModeDecision, Probes},
     sink::{json::JsonLines, text::TextLines, Sink},
     state::process::{CgroupPaths, ProcFs},
     stats::Stats,
@@ -200,6 +200,8 @@ pub struct Output {
     pub is_stdout: bool,
     /// Which command runs (for messages).
     pub command: &'static str,
+    /// The probes' mode ([`loader::resolve_mode`]).
+    pub mode: ModeDecision,
 }
 
 /// Loads the probes and streams every unmount attempt into `out` until a signal, the
@@ -213,6 +215,7 @@ pub async fn stream(args: &StreamArgs, mut out: Output) -> Result<ExitCode> {
             track_releases,
             open_times: !args.no_open_times,
             allow_list: args.path.is_some(),
+            mode: out.mode.mode,
         },
     )?;
     probes.forward_logs();
@@ -277,7 +280,10 @@ pub async fn stream(args: &StreamArgs, mut out: Output) -> Result<ExitCode> {
         }
     });
     let sink = out.sink.as_mut();
-    tracing::info!("probes attached ({MODE_TRACEPOINT} mode); watching every unmount on this host. Ctrl-C to stop.");
+    tracing::info!(
+        "probes attached ({}); watching every unmount on this host. Ctrl-C to stop.",
+        out.mode
+    );
 
     let outcome: io::Result<()> = async {
         loop {
@@ -327,6 +333,7 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
     } else {
         Box::new(TextLines::new(stdout))
     };
+    let mode = loader::resolve_mode("watch", args.stream.mode)?;
     stream(
         &args.stream,
         Output {
@@ -335,6 +342,7 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
             stop_on: None,
             is_stdout: true,
             command: "watch",
+            mode,
         },
     )
     .await

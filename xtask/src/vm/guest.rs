@@ -58,6 +58,8 @@ pub struct Plan {
     pub test_data: Vec<PathBuf>,
     /// Directories the tests write into (created empty).
     pub writable_dirs: Vec<PathBuf>,
+    /// `BUSYPROBE_MODE` for every busyprobe run (`None`: its default).
+    pub mode: Option<String>,
 }
 
 /// Builds the whole guest tree. Returns it with the names of the host tools that were missing.
@@ -215,6 +217,9 @@ pub fn shell_quote(word: &str) -> String {
 pub fn init_script(plan: &Plan, modules: &[Module]) -> String {
     let mut s = String::new();
     let busyprobe = shell_quote(&plan.busyprobe.to_string_lossy());
+    let mode_export = plan.mode.as_deref().map_or(String::new(), |m| {
+        format!("export BUSYPROBE_MODE={}\n", shell_quote(m))
+    });
     let _ = write!(
         s,
         r#"#!/bin/sh
@@ -222,7 +227,7 @@ pub fn init_script(plan: &Plan, modules: &[Module]) -> String {
 # serial console, then exits qemu through isa-debug-exit (code N -> qemu exit 2N+1).
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=linux LANG=C.UTF-8 RUST_BACKTRACE=1
 export BUSYPROBE_VM_TEST=1  # for tests that need to know they run in an (emulated) guest
-report() {{ echo "{MARKER} $*"; }}
+{mode_export}report() {{ echo "{MARKER} $*"; }}
 finish() {{
     report "exit $1"
     sleep 1  # let the console drain before qemu exits
@@ -320,7 +325,20 @@ mod tests {
             test_cwd: "/w/probe-user".into(),
             test_data: vec![],
             writable_dirs: vec![],
+            mode: None,
         }
+    }
+
+    #[test]
+    fn a_mode_is_exported_to_every_busyprobe_of_the_guest() {
+        let mut with_mode = plan(None);
+        with_mode.mode = Some("tracepoint".into());
+        let init = init_script(&with_mode, &[]);
+        assert!(
+            init.contains("\nexport BUSYPROBE_MODE='tracepoint'\n"),
+            "{init}"
+        );
+        assert!(!init_script(&plan(None), &[]).contains("BUSYPROBE_MODE"));
     }
 
     #[test]

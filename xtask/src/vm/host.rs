@@ -50,7 +50,11 @@ pub fn run_on_host(plan: &guest::Plan, log: &Path) -> Result<Outcome> {
         feed(&format!("{MARKER} stage tests"))?;
         let t0 = started.elapsed().as_secs_f64();
         let stderr = log.with_extension("stderr.log");
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(mode) = &plan.mode {
+            command.env("BUSYPROBE_MODE", mode);
+        }
+        let mut child = command
             .args(args)
             .current_dir(&plan.test_cwd)
             .stdout(Stdio::piped())

@@ -53,6 +53,11 @@ pub struct Options {
     /// Guest CPUs.
     #[arg(long, default_value_t = 2)]
     pub smp: u32,
+    /// The probes' mode for every busyprobe the tests start (`BUSYPROBE_MODE`): auto (the
+    /// default: fentry where the kernel allows it), tracepoint or fentry. Logs are then named
+    /// `<kernel>-<mode>.log`.
+    #[arg(long, value_parser = ["auto", "tracepoint", "fentry"])]
+    pub mode: Option<String>,
     /// Only boot, print `uname -r` and run `busyprobe doctor`; no integration tests.
     #[arg(long)]
     pub no_tests: bool,
@@ -93,12 +98,15 @@ pub fn vm_test(opts: &Options) -> Result<ExitCode> {
     };
     let out_dir = workspace_root().join("target/vm-test");
     fs::create_dir_all(&out_dir)?;
-    let plan = guest_plan(busyprobe, tests)?;
+    let plan = guest_plan(busyprobe, tests, opts.mode.clone())?;
 
     let mut outcomes = Vec::new();
     for kernel in kernels {
         println!("\nxtask: vm: ── {kernel} ──");
-        let log = out_dir.join(format!("{kernel}.log"));
+        let log = match &opts.mode {
+            Some(mode) => out_dir.join(format!("{kernel}-{mode}.log")),
+            None => out_dir.join(format!("{kernel}.log")),
+        };
         let _ = fs::remove_file(&log); // never show an earlier run's log as this one's
         let started = Instant::now();
         let result = match kernel {
@@ -187,7 +195,11 @@ fn test_executable(messages: &str) -> Option<PathBuf> {
 /// The guest plan: the binaries at their host paths, the files the test binary reads at its
 /// compiled-in paths (the eBPF object, a recording fixture) and the directory it writes
 /// `docs/comparison.md` into.
-fn guest_plan(busyprobe: PathBuf, tests: Option<(PathBuf, Vec<String>)>) -> Result<guest::Plan> {
+fn guest_plan(
+    busyprobe: PathBuf,
+    tests: Option<(PathBuf, Vec<String>)>,
+    mode: Option<String>,
+) -> Result<guest::Plan> {
     let root = workspace_root();
     let test_data = [
         root.join("target/bpfel-unknown-none/debug/probe-ebpf"),
@@ -202,6 +214,7 @@ fn guest_plan(busyprobe: PathBuf, tests: Option<(PathBuf, Vec<String>)>) -> Resu
         test_cwd: root.join("probe-user"),
         test_data,
         writable_dirs: vec![root.join("docs")],
+        mode,
     })
 }
 
