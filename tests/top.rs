@@ -171,8 +171,11 @@ fn top_live_names_the_holder_of_a_failed_unmount() {
         "{text}"
     );
 
+    // Which mode runs is checked by `auto_mode_runs_what_doctor_predicts_and_says_why`.
     assert!(
-        text.contains(" live, tracepoint mode, holders on | "),
+        ["tracepoint", "fentry"]
+            .iter()
+            .any(|mode| text.contains(&format!(" live, {mode} mode, holders on | "))),
         "the status bar: {text}"
     );
     screen.keys(&["q"]);
