@@ -58,18 +58,20 @@ macro_rules! on_exit {
 
 on_entry!(
     /// `umount2(name, flags)` entering.
-    fentry_umount, "__x64_sys_umount", |ctx| umount::on_umount_entry(arg::<0>(&ctx), arg::<1>(&ctx) as u32)
+    fentry_umount,
+    "__x64_sys_umount",
+    |ctx| { umount::on_umount_entry(arg::<0>(&ctx), arg::<1>(&ctx) as u32) }
 );
 on_exit!(
     /// `umount2` returning.
-    fexit_umount, "__x64_sys_umount", |ctx| umount::on_umount_exit(&ctx, ret(&ctx))
+    fexit_umount,
+    "__x64_sys_umount",
+    |ctx| { umount::on_umount_exit(&ctx, ret(&ctx)) }
 );
 
-on_entry!(
-    fentry_open,
-    "__x64_sys_open",
-    |_ctx| release::on_open_entry()
-);
+on_entry!(fentry_open, "__x64_sys_open", |_ctx| {
+    release::on_open_entry()
+});
 on_entry!(fentry_openat, "__x64_sys_openat", |_ctx| {
     release::on_open_entry()
 });
@@ -79,48 +81,42 @@ on_entry!(fentry_openat2, "__x64_sys_openat2", |_ctx| {
 on_entry!(fentry_creat, "__x64_sys_creat", |_ctx| {
     release::on_open_entry()
 });
-on_exit!(fexit_open, "__x64_sys_open", |ctx| release::on_open_exit(
-    ret(&ctx)
-));
+on_exit!(fexit_open, "__x64_sys_open", |ctx| {
+    release::on_open_exit(ret(&ctx))
+});
 on_exit!(fexit_openat, "__x64_sys_openat", |ctx| {
     release::on_open_exit(ret(&ctx))
 });
 on_exit!(fexit_openat2, "__x64_sys_openat2", |ctx| {
     release::on_open_exit(ret(&ctx))
 });
-on_exit!(fexit_creat, "__x64_sys_creat", |ctx| release::on_open_exit(
-    ret(&ctx)
-));
+on_exit!(fexit_creat, "__x64_sys_creat", |ctx| {
+    release::on_open_exit(ret(&ctx))
+});
 
-on_entry!(
-    fentry_close,
-    "__x64_sys_close",
-    |ctx| if let Some(now) = window_open() {
+on_entry!(fentry_close, "__x64_sys_close", |ctx| {
+    if let Some(now) = window_open() {
         release::on_close(now, arg::<0>(&ctx))
     }
-);
-on_entry!(
-    fentry_dup2,
-    "__x64_sys_dup2",
-    |ctx| if let Some(now) = window_open() {
+});
+on_entry!(fentry_dup2, "__x64_sys_dup2", |ctx| {
+    if let Some(now) = window_open() {
         release::on_dup(now, arg::<0>(&ctx), arg::<1>(&ctx))
     }
-);
-on_entry!(
-    fentry_dup3,
-    "__x64_sys_dup3",
-    |ctx| if let Some(now) = window_open() {
+});
+on_entry!(fentry_dup3, "__x64_sys_dup3", |ctx| {
+    if let Some(now) = window_open() {
         release::on_dup(now, arg::<0>(&ctx), arg::<1>(&ctx))
     }
-);
-on_entry!(
-    fentry_close_range,
-    "__x64_sys_close_range",
-    |ctx| if let Some(now) = window_open() {
+});
+on_entry!(fentry_close_range, "__x64_sys_close_range", |ctx| {
+    if let Some(now) = window_open() {
         release::on_close_range(now, arg::<0>(&ctx), arg::<1>(&ctx), arg::<2>(&ctx))
     }
-);
-on_entry!(fentry_execve, "__x64_sys_execve", |_ctx| release::on_exec());
+});
+on_entry!(fentry_execve, "__x64_sys_execve", |_ctx| {
+    release::on_exec()
+});
 on_entry!(fentry_execveat, "__x64_sys_execveat", |_ctx| {
     release::on_exec()
 });
@@ -142,10 +138,8 @@ on_exit!(fexit_fchdir, "__x64_sys_fchdir", |ctx| {
 on_exit!(fexit_chroot, "__x64_sys_chroot", |ctx| {
     release::finish_dir_release(ret(&ctx))
 });
-on_entry!(
-    fentry_munmap,
-    "__x64_sys_munmap",
-    |ctx| if let Some(now) = window_open() {
+on_entry!(fentry_munmap, "__x64_sys_munmap", |ctx| {
+    if let Some(now) = window_open() {
         release::on_munmap(now, arg::<0>(&ctx))
     }
-);
+});
