@@ -192,6 +192,18 @@ pub fn attribute_mount(target: &TargetMount, scanner: &mut Scanner) -> Attributi
     let scan = scanner.scan(&ids);
 
     let mut holders = process_holders(target.entry.id, &scan, &copies);
+    holders.retain(|h| {
+        !on_a_reused_id(h, &target.entry, |mntns, pid, id| {
+            match namespaces.get(&mntns) {
+                Some(ns) => ns.mount(id).cloned(),
+                // A namespace born after the snapshot: read now.
+                None => Namespace::of_pid(pid)
+                    .filter(|n| n.mntns == mntns)?
+                    .mount(id)
+                    .cloned(),
+            }
+        })
+    });
     holders.extend(submount_holders(target));
     let mut viewers: Vec<u32> = vec![target.namespace.pid];
     viewers.extend(copies.iter().map(|c| c.pid));
@@ -286,6 +298,38 @@ fn process_holders(target_id: u64, scan: &ScanOutcome, copies: &[MountCopy]) -> 
         }
     }
     out
+}
+
+/// Whether `h` holds a *different* mount that has the target's (or a copy's) id: a mount id
+/// freed by an unmount goes at once to the next new mount, maybe a copy of another
+/// namespace's root made by `unshare -m`, and a scan by id then finds that mount's users. The
+/// holder's own namespace tells (`mount_in(mntns, pid, id)`: the mount with that id there):
+/// its mount with that id is on another device or root than the target. Kept when that
+/// cannot be told.
+fn on_a_reused_id(
+    h: &Holder,
+    target: &MountEntry,
+    mount_in: impl Fn(u64, u32, u64) -> Option<MountEntry>,
+) -> bool {
+    let Some((mntns, pid)) = h.process.as_ref().and_then(|p| Some((p.mntns?, p.pid))) else {
+        return false;
+    };
+    mount_in(mntns, pid, h.mount_id).is_some_and(|m| {
+        let reused = (m.major, m.minor, &m.root) != (target.major, target.minor, &target.root);
+        if reused {
+            tracing::debug!(
+                "pid {pid} holds mount {} of namespace {mntns}, {}:{} {}: not the target ({}:{} {}), whose id it reuses",
+                m.id,
+                m.major,
+                m.minor,
+                String::from_utf8_lossy(&m.root),
+                target.major,
+                target.minor,
+                String::from_utf8_lossy(&target.root)
+            );
+        }
+        reused
+    })
 }
 
 fn copy_note(copy: &MountCopy) -> String {
@@ -391,4 +435,40 @@ fn private_copy_notes(copies: &[MountCopy], holders: &[Holder]) -> Vec<Holder> {
             h
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::mountinfo::parse_line;
+
+    #[test]
+    fn a_holder_of_another_mount_with_the_targets_id_is_not_a_holder() {
+        // The target, tmpfs 0:30, was mount 56; unmounted, its id went to a copy of another
+        // namespace's root (0:2), whose users the scan by id found.
+        let target = parse_line(b"56 40 0:30 / /tmp/race/mnt rw - tmpfs tmpfs rw").unwrap();
+        let root_copy = parse_line(b"56 56 0:2 / / rw - rootfs rootfs rw").unwrap();
+        let same = target.clone();
+        let mut h = Holder::new(HolderKind::Cwd, 56, Seen::KernelScan);
+        h.process = Some(HolderProcess {
+            pid: 201,
+            comm: b"race".to_vec(),
+            mntns: Some(4026532117),
+            container: None,
+        });
+        let asked = std::cell::Cell::new(None);
+        let reused = on_a_reused_id(&h, &target, |mntns, pid, id| {
+            asked.set(Some((mntns, pid, id)));
+            Some(root_copy.clone())
+        });
+        assert!(reused);
+        assert_eq!(asked.get(), Some((4026532117, 201, 56)));
+        assert!(!on_a_reused_id(&h, &target, |_, _, _| Some(same.clone())));
+        // Not told: the holder's namespace has no such mount, or its namespace is unknown.
+        assert!(!on_a_reused_id(&h, &target, |_, _, _| None));
+        h.process.as_mut().unwrap().mntns = None;
+        assert!(!on_a_reused_id(&h, &target, |_, _, _| Some(
+            root_copy.clone()
+        )));
+    }
 }
