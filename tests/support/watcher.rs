@@ -19,8 +19,12 @@ use serde_json::Value;
 
 use super::lines::{Lines, Next};
 
-/// How long the watcher may take to attach its probes.
-pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the watcher may take to attach its probes: well under a second on the host, but
+/// an emulated guest attaching fentry mode's 23 trampolines while other tests load theirs
+/// took over 20 s.
+pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
+/// An attach slower than this is printed in the test's output.
+const SLOW_ATTACH: Duration = Duration::from_secs(5);
 /// How long to wait for an expected line, or for the watcher to exit.
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -83,10 +87,16 @@ impl Watcher {
     }
 
     fn wait_attached(&mut self) {
-        let deadline = Instant::now() + ATTACH_TIMEOUT;
+        let started = Instant::now();
+        let deadline = started + ATTACH_TIMEOUT;
         loop {
             match self.stderr_lines.next_until(deadline) {
-                Next::Line(line) if line.contains("probes attached") => return,
+                Next::Line(line) if line.contains("probes attached") => {
+                    if started.elapsed() > SLOW_ATTACH {
+                        eprintln!("the watcher attached in {:.1?}", started.elapsed());
+                    }
+                    return;
+                }
                 Next::Line(_) => {}
                 other => {
                     let status = self.child.try_wait();
