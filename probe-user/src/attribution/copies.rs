@@ -90,7 +90,7 @@ pub fn find<'a>(
 pub fn still_mounted(target: &MountEntry, recheck: Option<&Namespace>) -> bool {
     recheck
         .and_then(|ns| ns.mount(target.id))
-        .is_some_and(|m| (m.major, m.minor, &m.root) == (target.major, target.minor, &target.root))
+        .is_some_and(|m| m.shows_same_tree(target))
 }
 
 /// Whether `m` has children other than a single mount covering its root (`find_topper`).
@@ -104,7 +104,7 @@ fn has_submounts(ns: &Namespace, m: &MountEntry) -> bool {
 }
 
 fn same_filesystem_and_root(a: &MountEntry, b: &MountEntry) -> bool {
-    (a.major, a.minor) == (b.major, b.minor) && a.root == b.root && a.id != b.id
+    a.shows_same_tree(b) && a.id != b.id
 }
 
 #[cfg(test)]

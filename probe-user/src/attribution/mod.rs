@@ -245,9 +245,7 @@ pub fn alive_after_unmount(unmounted: &MountEntry, scanner: &mut Scanner) -> Vec
     let namespaces = namespaces::all_namespaces();
     let mut holders: Vec<Holder> = Vec::new();
     for ns in namespaces.values() {
-        for m in ns.mounts.iter().filter(|m| {
-            (m.major, m.minor, &m.root) == (unmounted.major, unmounted.minor, &unmounted.root)
-        }) {
+        for m in ns.mounts.iter().filter(|m| m.shows_same_tree(unmounted)) {
             let mut h = Holder::new(HolderKind::MountCopy, m.id, Seen::MountTable);
             h.path = Some(m.mount_point.clone());
             h.process = Some(proc_scan::process_facts(ns.pid));
@@ -315,7 +313,7 @@ fn on_a_reused_id(
         return false;
     };
     mount_in(mntns, pid, h.mount_id).is_some_and(|m| {
-        let reused = (m.major, m.minor, &m.root) != (target.major, target.minor, &target.root);
+        let reused = !m.shows_same_tree(target);
         if reused {
             tracing::debug!(
                 "pid {pid} holds mount {} of namespace {mntns}, {}:{} {}: not the target ({}:{} {}), whose id it reuses",

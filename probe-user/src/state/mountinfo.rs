@@ -65,6 +65,14 @@ pub struct MountEntry {
     pub source: Vec<u8>,
 }
 
+impl MountEntry {
+    /// Whether `other` shows the same filesystem from the same root (device and root
+    /// directory; the mounts' ids may differ): a copy, or this very mount.
+    pub fn shows_same_tree(&self, other: &MountEntry) -> bool {
+        (self.major, self.minor, &self.root) == (other.major, other.minor, &other.root)
+    }
+}
+
 /// A malformed mountinfo line.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("malformed mountinfo line {line}: {why}")]
