@@ -1,9 +1,10 @@
 //! Tiny programs that `busyprobe doctor` loads (and attaches) one by one to learn which probe
-//! kinds this kernel really accepts. They do nothing when they run.
+//! kinds this kernel really accepts. They do nothing when they run. (fentry is tried with
+//! fentry mode's own umount program, `syscall_fentry::fentry_umount`.)
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, fentry, lsm, raw_tracepoint},
-    programs::{BtfTracePointContext, FEntryContext, LsmContext, RawTracePointContext},
+    macros::{btf_tracepoint, lsm, raw_tracepoint},
+    programs::{BtfTracePointContext, LsmContext, RawTracePointContext},
 };
 
 /// raw_tracepoint `sched_process_exit`.
@@ -15,12 +16,6 @@ pub fn doctor_raw_tracepoint(_ctx: RawTracePointContext) -> i32 {
 /// tp_btf `sched_process_exit`.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn doctor_tp_btf(_ctx: BtfTracePointContext) -> i32 {
-    0
-}
-
-/// fentry on `path_umount` (the function behind umount2).
-#[fentry(function = "path_umount")]
-pub fn doctor_fentry(_ctx: FEntryContext) -> u32 {
     0
 }
 

@@ -242,7 +242,7 @@ fn load_traced(ebpf: &mut Ebpf, btf: &Btf, a: &FnAttachment) -> Result<()> {
 }
 
 /// Loads an fentry/fexit program at its function and attaches it.
-fn attach_traced(ebpf: &mut Ebpf, btf: &Btf, a: &FnAttachment) -> Result<()> {
+pub fn attach_traced(ebpf: &mut Ebpf, btf: &Btf, a: &FnAttachment) -> Result<()> {
     load_traced(ebpf, btf, a)?;
     let attached = match ebpf.program_mut(a.program) {
         Some(Program::FEntry(p)) => p.attach().map(drop),

@@ -6,7 +6,7 @@ use std::{fmt::Write as _, path::Path, process::ExitCode};
 
 use anyhow::{Context, Result};
 use aya::{
-    programs::{BtfTracePoint, FEntry, Lsm, RawTracePoint},
+    programs::{BtfTracePoint, Lsm, RawTracePoint},
     Btf, Ebpf,
 };
 use probe_common::{DropCause, OFFSET_UNKNOWN};
@@ -322,8 +322,11 @@ fn try_tp_btf(ebpf: &mut Ebpf, btf: &Btf) -> Result<String> {
     )
 }
 
+/// fentry mode's own umount probe, so that the mode line says what `--mode auto` will run.
 fn try_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<String> {
-    try_btf_program!(ebpf, btf, FEntry, "doctor_fentry", "path_umount")
+    let [umount, _] = loader::UMOUNT_FENTRY;
+    loader::attach_traced(ebpf, btf, &umount)?;
+    Ok(format!("{} loads and attaches", umount.function))
 }
 
 fn try_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<String> {

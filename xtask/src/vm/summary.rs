@@ -133,7 +133,7 @@ mod tests {
             "CHECK           RESULT       DETAIL",
             "tracefs         yes          mounted at /sys/kernel/tracing",
             "tracepoint      yes          syscalls:sys_enter_umount loads and attaches",
-            "fentry          yes          path_umount loads",
+            "fentry          yes          __x64_sys_umount loads",
             "BPF LSM         yes          sb_umount loads",
             "",
             "mode: enhanced",
@@ -144,7 +144,7 @@ mod tests {
             probe_kind_lines(&doctor),
             [
                 "tracepoint      yes          syscalls:sys_enter_umount loads and attaches",
-                "fentry          yes          path_umount loads",
+                "fentry          yes          __x64_sys_umount loads",
                 "BPF LSM         yes          sb_umount loads",
                 "mode: enhanced"
             ]
