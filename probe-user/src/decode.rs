@@ -9,7 +9,10 @@ use probe_common::{
 };
 use thiserror::Error;
 
-use crate::event::{KernelPath, Release, ReleaseHow, UmountCall};
+use crate::{
+    event::{KernelPath, Release, ReleaseHow, UmountCall},
+    paths::nul_terminated,
+};
 
 /// A decoded ring-buffer record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,12 +140,6 @@ fn kernel_path(raw: &probe_common::PathBuf) -> KernelPath {
         truncated: raw.status & PATH_TRUNCATED != 0,
         unreadable: raw.status & PATH_UNREADABLE != 0,
     }
-}
-
-/// `bytes` up to its first NUL (all of it without one).
-pub fn nul_terminated(bytes: &[u8]) -> &[u8] {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    &bytes[..end]
 }
 
 #[cfg(test)]

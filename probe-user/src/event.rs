@@ -211,7 +211,7 @@ pub struct UmountAttempt {
     /// directory (read while the caller was alive); `None` when that could not be read.
     pub target_abs: Option<Vec<u8>>,
     /// For an EBUSY: who holds the mount, or why that could not be found out.
-    pub attribution: Option<Result<crate::attribution::Attribution, String>>,
+    pub attribution: Option<Result<crate::model::Attribution, String>>,
 }
 
 /// Something a user should know that is not an unmount attempt.
@@ -226,9 +226,9 @@ pub enum Warning {
         /// The unmount's target as passed.
         target: Vec<u8>,
         /// The mount that was unmounted.
-        mount: crate::attribution::MountSummary,
+        mount: crate::model::MountSummary,
         /// What keeps the filesystem alive.
-        holders: Vec<crate::attribution::holder::Holder>,
+        holders: Vec<crate::model::Holder>,
     },
 }
 

@@ -13,6 +13,7 @@ mod event;
 mod filter;
 mod kernel;
 mod loader;
+mod model;
 mod paths;
 mod recording;
 mod sink;

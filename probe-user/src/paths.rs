@@ -55,6 +55,12 @@ pub fn escape_for_terminal(bytes: &[u8]) -> String {
     out
 }
 
+/// `bytes` up to its first NUL (all of it without one).
+pub fn nul_terminated(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    &bytes[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

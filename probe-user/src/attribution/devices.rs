@@ -3,8 +3,7 @@
 
 use std::{collections::HashSet, ffi::OsStr, fs, os::unix::ffi::OsStrExt, path::PathBuf};
 
-use super::namespaces::proc_path;
-use crate::state::{mountinfo::unescape, statx};
+use crate::state::{mountinfo::unescape, process::proc_path, statx};
 
 /// A backing file found on one of the mounts of interest.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use std::fs;
 
-use super::namespaces::proc_path;
+use crate::state::process::proc_path;
 
 /// A mark of a fanotify group, as fdinfo lists it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

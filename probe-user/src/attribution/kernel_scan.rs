@@ -18,12 +18,12 @@ use aya::{
 };
 use probe_common::{scan_kind, ScanRecord};
 
-use super::{
-    holder::{HolderKind, Seen},
-    namespaces::{self, proc_path},
-    proc_scan::{process_facts, FanotifyFd, Hold, ScanOutcome},
+use super::proc_scan::{process_facts, FanotifyFd, Hold, ScanOutcome};
+use crate::{
+    loader,
+    model::{HolderKind, Seen},
+    state::process::{self, proc_path},
 };
-use crate::loader;
 
 /// The iterator programs and the BTF iterator types they attach to.
 const ITERATORS: [(&str, &str); 3] = [
@@ -160,7 +160,7 @@ fn outcome(records: &[ScanRecord]) -> ScanOutcome {
     let own = std::process::id();
     let mut holds: BTreeMap<u32, BTreeSet<Hold>> = BTreeMap::new();
     let mut out = ScanOutcome {
-        processes: namespaces::pids().len(),
+        processes: process::pids().len(),
         method: Seen::KernelScan,
         ..ScanOutcome::default()
     };

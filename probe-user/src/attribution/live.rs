@@ -10,15 +10,19 @@ use std::{
 
 use super::{
     kernel_scan::KernelScanner,
-    namespaces::{self, Namespace},
+    namespaces::Namespace,
     opens::OpenMaps,
     target::{self, TargetMount, Viewpoint},
-    MountSummary, Scanner,
+    Scanner,
 };
 
 use crate::{
     event::{UmountAttempt, Warning},
-    state::mount_cache::{MountCache, OnTables},
+    model::MountSummary,
+    state::{
+        mount_cache::{MountCache, OnTables},
+        process,
+    },
 };
 
 pub use super::tracked::TrackedMounts;
@@ -110,7 +114,7 @@ impl Live {
                         a
                     }),
                 // The namespace died before or while the target was resolved.
-                Err(e) if namespaces::process_in(call.mntns, call.pid).is_none() => {
+                Err(e) if process::process_in(call.mntns, call.pid).is_none() => {
                     self.in_vanished_namespace(&attempt).ok_or(e)
                 }
                 Err(e) => Err(e),
@@ -135,10 +139,10 @@ impl Live {
     /// torn down, a busy node where the scan started late), its mounts are gone with it and
     /// nothing is left to scan: the mount the call named, from the mount-table cache, with no
     /// holders yet (the watch loop adds the releases traced after the call).
-    fn in_vanished_namespace(&self, attempt: &UmountAttempt) -> Option<super::Attribution> {
+    fn in_vanished_namespace(&self, attempt: &UmountAttempt) -> Option<crate::model::Attribution> {
         let abs = attempt.target_abs.as_deref()?;
         let entry = self.mounts.unmounted_at(attempt.call.mntns, abs)?;
-        Some(super::Attribution {
+        Some(crate::model::Attribution {
             mount: MountSummary {
                 id: entry.id,
                 mntns: attempt.call.mntns,
@@ -148,8 +152,8 @@ impl Live {
             holders: Vec::new(),
             accessors: Vec::new(),
             uninspectable: Vec::new(),
-            coverage: super::Coverage {
-                method: super::holder::Seen::Traced,
+            coverage: crate::model::Coverage {
+                method: crate::model::Seen::Traced,
                 processes: 0,
                 fds: 0,
                 namespaces: 0,

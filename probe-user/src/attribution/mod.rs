@@ -6,7 +6,6 @@
 pub mod copies;
 pub mod devices;
 pub mod fanotify;
-pub mod holder;
 pub mod kernel_scan;
 pub mod live;
 pub mod namespaces;
@@ -22,23 +21,14 @@ use anyhow::Result;
 
 use self::{
     copies::MountCopy,
-    holder::{Holder, HolderKind, HolderProcess, Seen},
     namespaces::Namespace,
-    proc_scan::{ScanOutcome, Uninspectable},
+    proc_scan::ScanOutcome,
     target::{TargetMount, Viewpoint},
 };
-use crate::state::mountinfo::MountEntry;
-
-/// The mount that was attributed, as reported.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MountSummary {
-    /// Mount id.
-    pub id: u64,
-    /// Mount namespace it was resolved in.
-    pub mntns: u64,
-    /// Its mountinfo entry there.
-    pub entry: MountEntry,
-}
+use crate::{
+    model::{Attribution, Coverage, Holder, HolderKind, HolderProcess, MountSummary, Seen},
+    state::{mountinfo::MountEntry, process},
+};
 
 /// How the processes were scanned.
 pub enum Scanner<'a> {
@@ -57,113 +47,6 @@ impl Scanner<'_> {
                 proc_scan::scan(ids)
             }),
         }
-    }
-}
-
-/// How much was looked at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Coverage {
-    /// How processes were scanned.
-    pub method: Seen,
-    /// Processes walked.
-    pub processes: usize,
-    /// File descriptors examined.
-    pub fds: usize,
-    /// Mount namespaces whose tables were read.
-    pub namespaces: usize,
-}
-
-/// Everything known about who holds one mount.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Attribution {
-    /// The mount.
-    pub mount: MountSummary,
-    /// Whether the path asked about is the mount's root (a mount point).
-    pub is_mount_point: bool,
-    /// Holders: blamed ones first, then information (private copies).
-    pub holders: Vec<Holder>,
-    /// Processes that opened a file on the mount shortly before the call and no longer
-    /// held it: context, not holders (filled when open times are on).
-    pub accessors: Vec<opens::Accessor>,
-    /// Processes that could not be inspected.
-    pub uninspectable: Vec<Uninspectable>,
-    /// What was scanned.
-    pub coverage: Coverage,
-}
-
-impl Attribution {
-    /// The target's mount id and those of the copies whose holders are blamed: the mounts
-    /// whose holders make the unmount fail.
-    pub fn blamed_mount_ids(&self) -> HashSet<u64> {
-        let mut ids: HashSet<u64> = self
-            .holders
-            .iter()
-            .filter(|h| h.blamed)
-            .map(|h| h.mount_id)
-            .collect();
-        ids.insert(self.mount.id);
-        ids
-    }
-
-    /// Whether any holder can make an unmount fail.
-    pub fn has_blamed(&self) -> bool {
-        self.holders.iter().any(|h| h.blamed)
-    }
-
-    /// For an EBUSY that nothing explains: an `unknown` holder saying what was checked.
-    pub fn add_unknown_if_unexplained(&mut self) {
-        if self.has_blamed() {
-            return;
-        }
-        let c = self.coverage;
-        if c.namespaces == 0 {
-            let mut unknown = Holder::new(HolderKind::Unknown, self.mount.id, c.method);
-            unknown.note = Some(
-                "nothing found: every process of the caller's mount namespace had exited before the scan, and its mounts with it; no release traced after the call matched".into(),
-            );
-            self.holders.push(unknown);
-            return;
-        }
-        let mut note = format!(
-            "nothing found: checked {} processes ({} fds, cwd, root, exe, mappings), {} mount namespaces, submounts, loop devices, swap files and fanotify marks",
-            c.processes, c.fds, c.namespaces
-        );
-        if !self.uninspectable.is_empty() {
-            note.push_str(&format!(
-                "; {} processes could not be inspected",
-                self.uninspectable.len()
-            ));
-        }
-        note.push_str(
-            "; not visible to a scan: a holder that let go before the scan, fds passed over Unix sockets and not yet received, references held inside the kernel",
-        );
-        let mut unknown = Holder::new(HolderKind::Unknown, self.mount.id, c.method);
-        unknown.note = Some(note);
-        self.holders.push(unknown);
-    }
-}
-
-/// An attribution of tmpfs mount 812 at `mount_point` with `holders`, for tests.
-#[cfg(test)]
-pub(crate) fn sample_attribution(mount_point: &str, holders: Vec<Holder>) -> Attribution {
-    let line = format!("812 1 0:50 / {mount_point} rw - tmpfs t rw");
-    let entry = crate::state::mountinfo::parse_line(line.as_bytes()).unwrap();
-    Attribution {
-        mount: MountSummary {
-            id: 812,
-            mntns: 0,
-            entry,
-        },
-        is_mount_point: true,
-        holders,
-        accessors: Vec::new(),
-        uninspectable: Vec::new(),
-        coverage: Coverage {
-            method: Seen::KernelScan,
-            processes: 1,
-            fds: 1,
-            namespaces: 1,
-        },
     }
 }
 
@@ -234,7 +117,7 @@ pub fn attribute_mount(target: &TargetMount, scanner: &mut Scanner) -> Attributi
 
 /// `ns` read again, through any process still in it.
 fn reread(ns: &Namespace) -> Option<Namespace> {
-    let pid = namespaces::process_in(ns.mntns, ns.pid)?;
+    let pid = process::process_in(ns.mntns, ns.pid)?;
     Namespace::of_pid(pid).filter(|again| again.mntns == ns.mntns)
 }
 

@@ -1,36 +1,12 @@
 //! Every mount namespace on the host, each with one live process to look through
 //! (`/proc/PID/root`, `/proc/PID/mountinfo`) and its mount table.
 
-use std::{collections::BTreeMap, fs, os::unix::fs::MetadataExt, path::PathBuf};
+use std::collections::BTreeMap;
 
-use crate::state::mountinfo::{self, MountEntry};
-
-/// Where `/proc` is.
-pub const PROC: &str = "/proc";
-
-/// The pids listed in `/proc` (processes, not threads), in ascending order.
-pub fn pids() -> Vec<u32> {
-    let mut pids: Vec<u32> = fs::read_dir(PROC)
-        .map(|dir| {
-            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    pids.sort_unstable();
-    pids
-}
-
-/// Inode of a process's mount namespace.
-pub fn mntns_of(pid: u32) -> Option<u64> {
-    fs::metadata(format!("{PROC}/{pid}/ns/mnt"))
-        .ok()
-        .map(|m| m.ino())
-}
-
-/// `/proc/PID/<rest>`.
-pub fn proc_path(pid: u32, rest: &str) -> PathBuf {
-    PathBuf::from(format!("{PROC}/{pid}/{rest}"))
-}
+use crate::state::{
+    mountinfo::{self, MountEntry},
+    process::{mntns_of, pids, proc_path},
+};
 
 /// One mount namespace as seen through one of its processes.
 #[derive(Clone, Debug)]
@@ -76,16 +52,4 @@ pub fn all_namespaces() -> BTreeMap<u64, Namespace> {
         .filter_map(Namespace::of_pid)
         .map(|ns| (ns.mntns, ns))
         .collect()
-}
-
-/// A live process in mount namespace `mntns`, preferring `preferred` when it is still there.
-pub fn process_in(mntns: u64, preferred: u32) -> Option<u32> {
-    let preferred_ns = mntns_of(preferred);
-    if preferred_ns.is_some() && (mntns == 0 || preferred_ns == Some(mntns)) {
-        return Some(preferred);
-    }
-    if mntns == 0 {
-        return None;
-    }
-    pids().into_iter().find(|&pid| mntns_of(pid) == Some(mntns))
 }

@@ -6,13 +6,10 @@ use std::collections::HashSet;
 
 use probe_common::{FdKey, OpenRecord, RecentOpens, RECENT_OPEN_RINGS};
 
-use super::{
-    holder::{Holder, HolderKind},
-    Attribution,
-};
 use crate::{
     event::UmountCall,
     loader::{OpenTimesMap, RecentOpensMap},
+    model::{Accessor, Attribution, Holder, HolderKind},
 };
 
 /// How long before the failing call an open still makes a recent accessor.
@@ -22,23 +19,6 @@ pub const RECENT_NS: u64 = 2_000_000_000;
 pub struct OpenMaps {
     times: OpenTimesMap,
     recent: RecentOpensMap,
-}
-
-/// A process that opened a file on the mount shortly before the failing call and, by the
-/// time of the scan, held it no more (it let go before the call, or the scan would have seen it
-/// or the release been traced).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Accessor {
-    /// Process id.
-    pub pid: u32,
-    /// Its `comm` at the open.
-    pub comm: Vec<u8>,
-    /// The fd it got.
-    pub fd: u32,
-    /// The mount (the target or a counted copy).
-    pub mount_id: u64,
-    /// How long before the call it opened the file.
-    pub opened_ns_before: u64,
 }
 
 impl OpenMaps {
@@ -109,7 +89,7 @@ fn recent_accessors(
         .filter(|(_, s)| seen.insert((s.pid, s.fd, s.opened_ts_boot_ns)))
         .map(|(mount_id, s)| Accessor {
             pid: s.pid,
-            comm: crate::decode::nul_terminated(&s.comm).to_vec(),
+            comm: crate::paths::nul_terminated(&s.comm).to_vec(),
             fd: s.fd,
             mount_id,
             opened_ns_before: call.ts_boot_ns - s.opened_ts_boot_ns,
@@ -131,11 +111,8 @@ pub fn held_fds(holders: &[Holder]) -> HashSet<(u32, u32)> {
 mod tests {
     use super::*;
     use crate::{
-        attribution::{
-            holder::{HolderProcess, Seen},
-            sample_attribution,
-        },
         event::sample_ebusy_call,
+        model::{sample_attribution, HolderProcess, Seen},
     };
     use probe_common::RecentOpen;
 

@@ -5,11 +5,14 @@
 
 use std::{collections::HashSet, fs, io, os::unix::ffi::OsStrExt, path::Path};
 
-use super::{
-    holder::{HolderKind, HolderProcess, Seen},
-    namespaces::{self, proc_path},
+use crate::{
+    container,
+    model::{HolderKind, HolderProcess, Seen, Uninspectable},
+    state::{
+        process::{self, proc_path},
+        statx,
+    },
 };
-use crate::{container, state::statx};
 
 /// One hold a process has on a mount of interest.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -22,17 +25,6 @@ pub struct Hold {
     pub path: Vec<u8>,
     /// The descriptor, for `fd`.
     pub fd: Option<i32>,
-}
-
-/// A process that could not be inspected.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Uninspectable {
-    /// Its pid.
-    pub pid: u32,
-    /// Its comm, if that could be read.
-    pub comm: Vec<u8>,
-    /// What failed (`EACCES reading /proc/PID/fd`).
-    pub error: String,
 }
 
 /// A fanotify group fd found on the way (the listener side of `fanotify` holders).
@@ -81,7 +73,7 @@ impl Default for ScanOutcome {
 pub fn scan(ids: &HashSet<u64>) -> ScanOutcome {
     let anon_mount = anon_inode_mount_id();
     let mut out = ScanOutcome::default();
-    for pid in namespaces::pids() {
+    for pid in process::pids() {
         if pid == std::process::id() {
             continue;
         }
@@ -236,7 +228,7 @@ pub fn process_facts(pid: u32) -> HolderProcess {
     HolderProcess {
         pid,
         comm: comm_of(pid),
-        mntns: namespaces::mntns_of(pid),
+        mntns: process::mntns_of(pid),
         container: cgroups
             .iter()
             .find_map(|path| container::from_cgroup_path(path)),

@@ -9,8 +9,8 @@ use std::{
 
 use anyhow::{anyhow, Context, Result};
 
-use super::namespaces::{self, Namespace};
-use crate::state::{mountinfo::MountEntry, statx};
+use super::namespaces::Namespace;
+use crate::state::{mountinfo::MountEntry, process, statx};
 
 /// The mount a target names.
 #[derive(Clone, Debug)]
@@ -37,7 +37,7 @@ impl Viewpoint {
     /// The caller of an unmount, or any live process of its mount namespace if it exited
     /// (a relative target then resolves against that process's cwd: said in the error).
     pub fn of_caller(pid: u32, tid: u32, mntns: u64) -> Result<Self> {
-        let live = namespaces::process_in(mntns, pid).with_context(|| {
+        let live = process::process_in(mntns, pid).with_context(|| {
             format!("the caller {pid} exited and no process is left in its mount namespace {mntns}")
         })?;
         Ok(if live == pid {
@@ -59,9 +59,9 @@ impl Viewpoint {
     /// `path` as this viewpoint's process would look it up, through `/proc`.
     fn through_proc(&self, path: &[u8]) -> PathBuf {
         let (base, rest) = match path.strip_prefix(b"/") {
-            Some(rest) => (namespaces::proc_path(self.pid, "root"), rest),
+            Some(rest) => (process::proc_path(self.pid, "root"), rest),
             None => (
-                namespaces::proc_path(self.pid, &format!("task/{}/cwd", self.tid)),
+                process::proc_path(self.pid, &format!("task/{}/cwd", self.tid)),
                 path,
             ),
         };

@@ -51,7 +51,7 @@ impl TrackedMounts {
         // Ours, and the host's (pid 1): under systemd's ProtectSystem we run in a copy of it.
         let home = [std::process::id(), 1]
             .iter()
-            .filter_map(|&p| crate::attribution::namespaces::mntns_of(p))
+            .filter_map(|&p| crate::state::process::mntns_of(p))
             .collect();
         Self {
             map,

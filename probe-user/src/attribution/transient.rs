@@ -4,14 +4,11 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use super::{
-    holder::{Holder, HolderKind, HolderProcess, Seen},
-    Attribution,
-};
 use crate::{
-    attribution::namespaces,
     event::{Release, UmountCall},
+    model::{Attribution, Holder, HolderKind, HolderProcess, Seen},
     paths,
+    state::process,
 };
 
 /// How long releases are kept (longer than the kernel's busy window).
@@ -193,7 +190,7 @@ fn transient(r: &Release, path: Vec<u8>, call: &UmountCall) -> Holder {
     h.process = Some(HolderProcess {
         pid: r.pid,
         comm: r.comm.clone(),
-        mntns: namespaces::mntns_of(r.pid),
+        mntns: process::mntns_of(r.pid),
         container: None,
     });
     h.path = Some(path);
@@ -221,8 +218,8 @@ fn transient(r: &Release, path: Vec<u8>, call: &UmountCall) -> Holder {
 mod tests {
     use super::*;
     use crate::{
-        attribution::sample_attribution,
         event::{sample_ebusy_call, ReleaseHow},
+        model::sample_attribution,
     };
 
     const CALL_TS: u64 = 10_000_000;

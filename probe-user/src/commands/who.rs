@@ -6,11 +6,10 @@ use std::{io::Write as _, os::unix::ffi::OsStrExt, process::ExitCode};
 use anyhow::Result;
 
 use crate::{
-    attribution::{
-        self, holder::Holder, kernel_scan::KernelScanner, target::Viewpoint, Attribution, Scanner,
-    },
+    attribution::{self, kernel_scan::KernelScanner, target::Viewpoint, Scanner},
     cli::{ScanChoice, WhoArgs},
     kernel::privileges::Privileges,
+    model::{Attribution, Holder},
     paths::escape_for_terminal,
     sink::{json::who_line, text::format_holder},
 };

@@ -9,9 +9,9 @@
 use std::{io, time::SystemTime};
 
 use crate::{
-    attribution::{holder::Holder, opens::Accessor},
     container::Container,
     event::{UmountAttempt, Warning},
+    model::{Accessor, Holder},
     paths::escape_for_terminal,
     sink::Sink,
     stats::Stats,

@@ -15,8 +15,10 @@ use std::{
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::mountinfo::{self, MountEntry};
-use crate::attribution::namespaces;
+use super::{
+    mountinfo::{self, MountEntry},
+    process,
+};
 
 /// How long a removed mount is remembered.
 const REMEMBER_REMOVED: Duration = Duration::from_secs(30);
@@ -112,10 +114,10 @@ impl MountCache {
         {
             return;
         }
-        let Ok(mut file) = File::open(namespaces::proc_path(pid, "mountinfo")) else {
+        let Ok(mut file) = File::open(process::proc_path(pid, "mountinfo")) else {
             return;
         };
-        if namespaces::mntns_of(pid) != Some(mntns) {
+        if process::mntns_of(pid) != Some(mntns) {
             return;
         }
         if let Some(table) = read_table(&mut file) {
@@ -206,7 +208,7 @@ impl MountCache {
     fn discover(&self, watched: &mut HashMap<u64, Watched>) {
         let stale: Vec<u64> = watched
             .iter()
-            .filter(|(ns, w)| namespaces::mntns_of(w.pid) != Some(**ns))
+            .filter(|(ns, w)| process::mntns_of(w.pid) != Some(**ns))
             .map(|(ns, _)| *ns)
             .collect();
         for ns in stale {
@@ -215,8 +217,8 @@ impl MountCache {
             self.forget(ns);
         }
         let mut seen = HashMap::new();
-        for pid in namespaces::pids() {
-            if let Some(ns) = namespaces::mntns_of(pid) {
+        for pid in process::pids() {
+            if let Some(ns) = process::mntns_of(pid) {
                 seen.entry(ns).or_insert(pid);
             }
         }
@@ -224,7 +226,7 @@ impl MountCache {
             if watched.contains_key(&ns) {
                 continue;
             }
-            if let Ok(mut file) = File::open(namespaces::proc_path(pid, "mountinfo")) {
+            if let Ok(mut file) = File::open(process::proc_path(pid, "mountinfo")) {
                 if let Some(table) = read_table(&mut file) {
                     tracing::trace!(
                         "mount cache: watching namespace {ns} through pid {pid} ({} mounts)",
@@ -298,7 +300,7 @@ mod tests {
     fn learns_a_namespace_through_a_process_in_it() {
         let cache = MountCache::default();
         let me = std::process::id();
-        let ns = namespaces::mntns_of(me).unwrap();
+        let ns = process::mntns_of(me).unwrap();
         cache.learn(ns + 1, me, b"/");
         assert_eq!(
             cache.mounted_at(ns + 1, b"/"),

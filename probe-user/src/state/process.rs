@@ -1,12 +1,55 @@
 //! Process context read from `/proc` while the caller is still alive: its working directory
 //! (to make a relative target absolute) and its cgroup path.
 
-use std::{fs, os::unix::ffi::OsStrExt, path::PathBuf};
+use std::{
+    fs,
+    os::unix::{ffi::OsStrExt, fs::MetadataExt},
+    path::PathBuf,
+};
 
 use crate::{
     event::{UmountAttempt, UmountCall},
     paths,
 };
+
+/// Where `/proc` is.
+pub const PROC: &str = "/proc";
+
+/// The pids listed in `/proc` (processes, not threads), in ascending order.
+pub fn pids() -> Vec<u32> {
+    let mut pids: Vec<u32> = fs::read_dir(PROC)
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    pids.sort_unstable();
+    pids
+}
+
+/// Inode of a process's mount namespace.
+pub fn mntns_of(pid: u32) -> Option<u64> {
+    fs::metadata(format!("{PROC}/{pid}/ns/mnt"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// `/proc/PID/<rest>`.
+pub fn proc_path(pid: u32, rest: &str) -> PathBuf {
+    PathBuf::from(format!("{PROC}/{pid}/{rest}"))
+}
+
+/// A live process in mount namespace `mntns`, preferring `preferred` when it is still there.
+pub fn process_in(mntns: u64, preferred: u32) -> Option<u32> {
+    let preferred_ns = mntns_of(preferred);
+    if preferred_ns.is_some() && (mntns == 0 || preferred_ns == Some(mntns)) {
+        return Some(preferred);
+    }
+    if mntns == 0 {
+        return None;
+    }
+    pids().into_iter().find(|&pid| mntns_of(pid) == Some(mntns))
+}
 
 /// Where process information is read from (`/proc` in production, a fixture tree in tests).
 #[derive(Clone, Debug)]

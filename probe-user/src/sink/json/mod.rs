@@ -38,7 +38,7 @@ pub fn header_line(host: &str, kernel: &str, probe_mode: &str, started: SystemTi
 }
 
 /// The `who` object for `busyprobe who --json` (one line).
-pub fn who_line(path: &[u8], attribution: &crate::attribution::Attribution) -> String {
+pub fn who_line(path: &[u8], attribution: &crate::model::Attribution) -> String {
     serde_json::to_string(&wire::WhoLine::new(path, attribution))
         .expect("serialising plain data cannot fail")
 }

@@ -7,14 +7,9 @@ use serde::{ser::SerializeMap, Serialize, Serializer};
 
 use super::SCHEMA_VERSION;
 use crate::{
-    attribution::{
-        holder::{Holder, HolderProcess},
-        opens::Accessor,
-        proc_scan::Uninspectable,
-        Attribution, MountSummary,
-    },
     container::Container,
     event::{UmountAttempt, Warning},
+    model::{Accessor, Attribution, Holder, HolderProcess, MountSummary, Uninspectable},
     stats::Stats,
 };
 
