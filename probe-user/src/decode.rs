@@ -165,32 +165,47 @@ pub(crate) mod tests {
         ev.comm[..9].copy_from_slice(b"umount-me");
         ev.target.len = target.len() as u32;
         ev.target.bytes[..target.len()].copy_from_slice(target);
-        // SAFETY: viewing a plain struct as bytes.
-        unsafe {
-            std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<UmountEvent>())
-        }
-        .to_vec()
+        bytes_of(&ev)
     }
 
-    #[test]
-    fn decodes_a_release_record_into_a_path_within_the_mount() {
+    /// A plain record's bytes, as the kernel writes them into the ring buffer.
+    pub(crate) fn bytes_of<T: Copy>(record: &T) -> Vec<u8> {
+        // SAFETY: viewing a plain `repr(C)` struct as bytes.
+        unsafe { std::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
+
+    /// A release of `fd` on mount `mnt_id` by pid `pid` (thread `pid + 1`, comm `scanner`) at
+    /// `ts_boot_ns`, its path within the mount given leaf first (`["passwd", "etc"]` is
+    /// `/etc/passwd`).
+    pub(crate) fn release_event(
+        pid: u32,
+        fd: u32,
+        mnt_id: u32,
+        ts_boot_ns: u64,
+        names_leaf_first: &[&[u8]],
+    ) -> ReleaseEvent {
         // SAFETY: all-zero is a valid ReleaseEvent.
         let mut ev: ReleaseEvent = unsafe { std::mem::zeroed() };
         ev.header.kind = EventKind::Release as u32;
         ev.header.size = size_of::<ReleaseEvent>() as u32;
-        ev.header.ts_boot_ns = 77;
-        ev.header.pid = 9;
-        ev.header.tid = 10;
-        ev.fd = 4;
-        ev.mnt_id = 812;
-        ev.depth = 2;
-        ev.names[0][..6].copy_from_slice(b"passwd");
-        ev.names[1][..3].copy_from_slice(b"etc");
+        ev.header.ts_boot_ns = ts_boot_ns;
+        ev.header.pid = pid;
+        ev.header.tid = pid + 1;
+        ev.fd = fd;
+        ev.mnt_id = mnt_id;
+        ev.depth = names_leaf_first.len() as u32;
+        for (slot, name) in ev.names.iter_mut().zip(names_leaf_first) {
+            slot[..name.len()].copy_from_slice(name);
+        }
         ev.comm[..7].copy_from_slice(b"scanner");
-        // SAFETY: viewing a plain struct as bytes.
-        let bytes = unsafe {
-            std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<ReleaseEvent>())
-        };
+        ev
+    }
+
+    #[test]
+    fn decodes_a_release_record_into_a_path_within_the_mount() {
+        let mut ev = release_event(9, 4, 812, 77, &[b"passwd", b"etc"]);
+        let bytes = &bytes_of(&ev);
         let KernelEvent::Release(r) = decode(bytes).unwrap() else {
             panic!("not a release")
         };
@@ -208,10 +223,7 @@ pub(crate) mod tests {
         ev.mount_ns = 4026532184;
         ev.queued_events = 3;
         ev.flags = RELEASE_PATH_DEEPER;
-        // SAFETY: as above.
-        let bytes = unsafe {
-            std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<ReleaseEvent>())
-        };
+        let bytes = &bytes_of(&ev);
         let KernelEvent::Release(r) = decode(bytes).unwrap() else {
             panic!("not a release")
         };

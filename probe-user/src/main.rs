@@ -15,6 +15,7 @@ mod kernel;
 mod loader;
 mod model;
 mod paths;
+mod pipeline;
 mod recording;
 mod sink;
 mod state;

@@ -7,13 +7,9 @@ pub mod copies;
 pub mod devices;
 pub mod fanotify;
 pub mod kernel_scan;
-pub mod live;
 pub mod namespaces;
-pub mod opens;
 pub mod proc_scan;
 pub mod target;
-pub mod tracked;
-pub mod transient;
 
 use std::collections::HashSet;
 

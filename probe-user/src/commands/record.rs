@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use super::watch::{block_on, stream, Output};
+use crate::pipeline::probes::{block_on, stream, Output};
 use crate::{
     cli::RecordArgs,
     kernel, loader,

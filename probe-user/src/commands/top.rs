@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use super::watch::{self, Output};
+use crate::pipeline::probes::{block_on, stream, Output};
 use crate::{
     cli::{ReplayArgs, TopArgs},
     loader,
@@ -127,7 +127,7 @@ pub fn live(args: &TopArgs) -> Result<ExitCode> {
         let _ = quit.send(());
         shown
     });
-    let streamed = watch::block_on(watch::stream(
+    let streamed = block_on(stream(
         &args.stream,
         Output {
             sink: Box::new(Feed::new(to_screen)),

@@ -1,15 +1,10 @@
-//! Process context read from `/proc` while the caller is still alive: its working directory
-//! (to make a relative target absolute) and its cgroup path.
+//! Processes as `/proc` shows them: the host's pids and their mount namespaces, and
+//! ([`ProcFs`]) a process's working directory and cgroup paths, read while it is alive.
 
 use std::{
     fs,
     os::unix::{ffi::OsStrExt, fs::MetadataExt},
     path::PathBuf,
-};
-
-use crate::{
-    event::{UmountAttempt, UmountCall},
-    paths,
 };
 
 /// Where `/proc` is.
@@ -106,26 +101,6 @@ impl ProcFs {
         v2.extend(v1);
         v2
     }
-
-    /// Adds process context to a kernel report.
-    pub fn enrich(
-        &self,
-        id: u64,
-        ts: std::time::SystemTime,
-        call: UmountCall,
-        cgroups: &mut CgroupPaths,
-    ) -> UmountAttempt {
-        let target_abs = absolute_target(&call, || self.cwd(call.pid, call.tid));
-        let cgroup = cgroups.path(call.cgroup_id, || self.cgroup(call.pid));
-        UmountAttempt {
-            id,
-            ts,
-            call,
-            cgroup,
-            target_abs,
-            attribution: None,
-        }
-    }
 }
 
 /// Cgroup paths by the cgroup id the probe read at the call: a flood of attempts from one
@@ -157,69 +132,9 @@ impl CgroupPaths {
     }
 }
 
-/// The target made absolute; `cwd` is asked only for a relative, complete target.
-fn absolute_target(call: &UmountCall, cwd: impl FnOnce() -> Option<Vec<u8>>) -> Option<Vec<u8>> {
-    let target = &call.target;
-    if target.unreadable || target.bytes.is_empty() {
-        return None;
-    }
-    if target.bytes.starts_with(b"/") {
-        return Some(target.bytes.clone());
-    }
-    if target.truncated {
-        return None;
-    }
-    cwd().map(|dir| paths::join(&dir, &target.bytes))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::KernelPath;
-
-    fn call(target: &[u8]) -> UmountCall {
-        UmountCall {
-            ts_boot_ns: 1,
-            pid: 10,
-            tid: 11,
-            uid: 0,
-            gid: 0,
-            comm: b"umount".to_vec(),
-            mntns: 1,
-            cgroup_id: 1,
-            target: KernelPath {
-                bytes: target.to_vec(),
-                truncated: false,
-                unreadable: false,
-            },
-            flags: 0,
-            ret: -16,
-            duration_ns: 1,
-        }
-    }
-
-    #[test]
-    fn absolute_targets_stay_as_they_are() {
-        let got = absolute_target(&call(b"/mnt/x"), || panic!("cwd must not be read"));
-        assert_eq!(got.as_deref(), Some(&b"/mnt/x"[..]));
-    }
-
-    #[test]
-    fn relative_targets_join_the_callers_cwd() {
-        let got = absolute_target(&call(b"mnt"), || Some(b"/tmp/work".to_vec()));
-        assert_eq!(got.as_deref(), Some(&b"/tmp/work/mnt"[..]));
-        assert_eq!(absolute_target(&call(b"mnt"), || None), None);
-    }
-
-    #[test]
-    fn truncated_or_unreadable_relative_targets_have_no_absolute_form() {
-        let mut c = call(b"mnt");
-        c.target.truncated = true;
-        assert_eq!(absolute_target(&c, || Some(b"/x".to_vec())), None);
-        let mut c = call(b"");
-        c.target.unreadable = true;
-        assert_eq!(absolute_target(&c, || Some(b"/x".to_vec())), None);
-    }
 
     #[test]
     fn reads_cwd_and_cgroup_from_a_proc_tree() {
@@ -247,28 +162,6 @@ mod tests {
             ]
         );
         assert_eq!(proc.cwd(99, 99), None);
-        let mut cgroups = CgroupPaths::default();
-        let attempt = proc.enrich(7, std::time::UNIX_EPOCH, call(b"mnt"), &mut cgroups);
-        assert_eq!(attempt.target_abs.as_deref(), Some(&b"/srv/data/mnt"[..]));
-        assert_eq!(attempt.id, 7);
-        assert_eq!(
-            attempt.cgroup.as_deref(),
-            Some(&b"/system.slice/containerd.service"[..])
-        );
-        // The same cgroup id again: the path comes from the cache, not from /proc.
-        fs::remove_file(dir.join("10/cgroup")).unwrap();
-        let again = proc.enrich(8, std::time::UNIX_EPOCH, call(b"mnt"), &mut cgroups);
-        assert_eq!(
-            again.cgroup.as_deref(),
-            Some(&b"/system.slice/containerd.service"[..])
-        );
-        let mut other = call(b"mnt");
-        other.cgroup_id = 2;
-        let unknown = proc.enrich(9, std::time::UNIX_EPOCH, other, &mut cgroups);
-        assert_eq!(
-            unknown.cgroup, None,
-            "another cgroup is read, and the process is gone"
-        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,7 +1,8 @@
-//! Attribution during `watch`: what to do with each unmount attempt once it is decoded.
-//! An EBUSY gets its holders; a successful unmount whose filesystem lives on (a copy in
-//! another namespace, processes on a lazily detached mount) gets a warning. Both run on
-//! blocking threads, one scan at a time, so the event stream never waits for them.
+//! The live [`Attributor`]: the attribution engine with what only a running watch has. An
+//! EBUSY gets its holders, resolved from the mount-table cache when the mount is already gone
+//! and trimmed by the open probes' maps; a successful unmount whose filesystem lives on (a copy
+//! in another namespace, processes on a lazily detached mount) gets a warning. Both run on
+//! blocking threads ([`super::jobs`]), one scan at a time, so the event stream never waits.
 
 use std::{
     sync::{Arc, Mutex},
@@ -9,23 +10,26 @@ use std::{
 };
 
 use super::{
-    kernel_scan::KernelScanner,
-    namespaces::Namespace,
+    jobs::{Attributor, Finished},
     opens::OpenMaps,
-    target::{self, TargetMount, Viewpoint},
-    Scanner,
+    tracked::TrackedMounts,
 };
 
 use crate::{
+    attribution::{
+        self,
+        kernel_scan::KernelScanner,
+        namespaces::Namespace,
+        target::{self, TargetMount, Viewpoint},
+        Scanner,
+    },
     event::{UmountAttempt, Warning},
-    model::MountSummary,
+    model::{Attribution, Coverage, MountSummary, Seen},
     state::{
         mount_cache::{MountCache, OnTables},
         process,
     },
 };
-
-pub use super::tracked::TrackedMounts;
 
 /// The scan used in `watch`.
 enum ScanMode {
@@ -33,16 +37,6 @@ enum ScanMode {
     Kernel(KernelScanner),
     /// A /proc walk.
     Proc,
-}
-
-/// What the watch loop gets back from a blocking job.
-pub enum Finished {
-    /// An EBUSY attempt, now with its holders.
-    Attempt(Box<UmountAttempt>),
-    /// A warning about a successful unmount.
-    Warning(Box<Warning>),
-    /// Nothing to report.
-    Nothing,
 }
 
 /// The attribution state of one `watch`: the scanner and the mount-table cache.
@@ -73,16 +67,6 @@ impl Live {
         })
     }
 
-    /// Whether the attempt is an EBUSY to attribute (written when that is done).
-    pub fn is_busy(attempt: &UmountAttempt) -> bool {
-        attempt.call.ret == -i64::from(libc::EBUSY)
-    }
-
-    /// Whether a successful attempt should be checked for a filesystem that lives on.
-    pub fn may_outlive(attempt: &UmountAttempt) -> bool {
-        attempt.call.ret == 0 && attempt.target_abs.is_some()
-    }
-
     fn with_scanner<T>(&self, f: impl FnOnce(&mut Scanner) -> T) -> anyhow::Result<T> {
         let mut guard = self
             .scanner
@@ -95,54 +79,14 @@ impl Live {
         Ok(f(&mut scanner))
     }
 
-    /// The EBUSY attempt with who holds its mount now; the watch loop completes it with the
-    /// transient holders (and `unknown` if nothing explains it).
-    pub fn attribute(&self, mut attempt: UmountAttempt) -> Finished {
-        let call = &attempt.call;
-        let result = if call.target.truncated || call.target.unreadable {
-            Err("the probe could not read the whole target path".to_string())
-        } else {
-            let target = Viewpoint::of_caller(call.pid, call.tid, call.mntns)
-                .and_then(|view| self.target(view, &attempt));
-            match target {
-                Ok(target) => self
-                    .with_scanner(|s| super::attribute_mount(&target, s))
-                    .map(|mut a| {
-                        if let Some(opens) = &self.opens {
-                            opens.apply(call, &mut a);
-                        }
-                        a
-                    }),
-                // The namespace died before or while the target was resolved.
-                Err(e) if process::process_in(call.mntns, call.pid).is_none() => {
-                    self.in_vanished_namespace(&attempt).ok_or(e)
-                }
-                Err(e) => Err(e),
-            }
-            .map_err(|e| format!("{e:#}"))
-        };
-        attempt.attribution = Some(result);
-        Finished::Attempt(Box::new(attempt))
-    }
-
-    /// Reads the caller's mount table now if the cache does not know it yet (a cheap no-op
-    /// when it does): so that its mounts are known even if every process in it exits before
-    /// the attribution runs.
-    pub fn learn_namespace(&self, attempt: &UmountAttempt) {
-        if let Some(target) = attempt.target_abs.as_deref() {
-            self.mounts
-                .learn(attempt.call.mntns, attempt.call.pid, target);
-        }
-    }
-
     /// When every process of the caller's mount namespace exited before the scan (a sandbox
     /// torn down, a busy node where the scan started late), its mounts are gone with it and
     /// nothing is left to scan: the mount the call named, from the mount-table cache, with no
     /// holders yet (the watch loop adds the releases traced after the call).
-    fn in_vanished_namespace(&self, attempt: &UmountAttempt) -> Option<crate::model::Attribution> {
+    fn in_vanished_namespace(&self, attempt: &UmountAttempt) -> Option<Attribution> {
         let abs = attempt.target_abs.as_deref()?;
         let entry = self.mounts.unmounted_at(attempt.call.mntns, abs)?;
-        Some(crate::model::Attribution {
+        Some(Attribution {
             mount: MountSummary {
                 id: entry.id,
                 mntns: attempt.call.mntns,
@@ -152,8 +96,8 @@ impl Live {
             holders: Vec::new(),
             accessors: Vec::new(),
             uninspectable: Vec::new(),
-            coverage: crate::model::Coverage {
-                method: crate::model::Seen::Traced,
+            coverage: Coverage {
+                method: Seen::Traced,
                 processes: 0,
                 fds: 0,
                 namespaces: 0,
@@ -189,9 +133,51 @@ impl Live {
             _ => live,
         }
     }
+}
+
+impl Attributor for Live {
+    /// Reads the caller's mount table now if the cache does not know it yet (a cheap no-op
+    /// when it does): so that its mounts are known even if every process in it exits before
+    /// the attribution runs.
+    fn learn_namespace(&self, attempt: &UmountAttempt) {
+        if let Some(target) = attempt.target_abs.as_deref() {
+            self.mounts
+                .learn(attempt.call.mntns, attempt.call.pid, target);
+        }
+    }
+
+    /// The EBUSY attempt with who holds its mount now; the watch loop completes it with the
+    /// transient holders (and `unknown` if nothing explains it).
+    fn attribute(&self, mut attempt: UmountAttempt) -> Finished {
+        let call = &attempt.call;
+        let result = if call.target.truncated || call.target.unreadable {
+            Err("the probe could not read the whole target path".to_string())
+        } else {
+            let target = Viewpoint::of_caller(call.pid, call.tid, call.mntns)
+                .and_then(|view| self.target(view, &attempt));
+            match target {
+                Ok(target) => self
+                    .with_scanner(|s| attribution::attribute_mount(&target, s))
+                    .map(|mut a| {
+                        if let Some(opens) = &self.opens {
+                            opens.apply(call, &mut a);
+                        }
+                        a
+                    }),
+                // The namespace died before or while the target was resolved.
+                Err(e) if process::process_in(call.mntns, call.pid).is_none() => {
+                    self.in_vanished_namespace(&attempt).ok_or(e)
+                }
+                Err(e) => Err(e),
+            }
+            .map_err(|e| format!("{e:#}"))
+        };
+        attempt.attribution = Some(result);
+        Finished::Attempt(Box::new(attempt))
+    }
 
     /// A warning when the filesystem a successful unmount removed is still in use.
-    pub fn check_outlived(&self, attempt: &UmountAttempt) -> Finished {
+    fn check_outlived(&self, attempt: &UmountAttempt) -> Finished {
         let Some(target) = attempt.target_abs.as_deref() else {
             return Finished::Nothing;
         };
@@ -205,7 +191,7 @@ impl Live {
             return Finished::Nothing;
         };
         let holders = self
-            .with_scanner(|s| super::alive_after_unmount(&unmounted, s))
+            .with_scanner(|s| attribution::alive_after_unmount(&unmounted, s))
             .unwrap_or_default();
         if holders.is_empty() {
             tracing::debug!(
