@@ -78,7 +78,8 @@ pub enum Command {
     /// probes: works where eBPF is unavailable; without root, most processes cannot be
     /// inspected (they are counted).
     ///
-    /// Exit status: 0 when something holds the mount, 1 when nothing does, 2 on error.
+    /// Exit status: 0 when something holds the mount, 1 when nothing does, 2 on error (a reader
+    /// that stops early, as `| head -1` does, is not an error).
     Who(WhoArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     ///
@@ -213,7 +214,8 @@ pub struct RecordArgs {
     /// the newest old one.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub rotate: Option<u64>,
-    /// Old files to keep when rotating (FILE.1 .. FILE.N).
+    /// Old files to keep when rotating (FILE.1 .. FILE.N). With 0 none is kept, and an
+    /// existing FILE is refused rather than deleted.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub keep: usize,
     /// Stop after this long (`30m`, `2h`, `90s`).

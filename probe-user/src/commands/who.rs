@@ -46,10 +46,16 @@ fn who(args: &WhoArgs) -> Result<u8> {
     };
     let attribution = attribution::attribute(Viewpoint::own(), path, &mut scanner)?;
     let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(out, "{}", who_line(path, &attribution))?;
+    let written = if args.json {
+        writeln!(out, "{}", who_line(path, &attribution))
     } else {
-        write!(out, "{}", render(path, &attribution))?;
+        write!(out, "{}", render(path, &attribution))
+    }
+    .and_then(|()| out.flush());
+    match written {
+        // The reader went away (`busyprobe who PATH | head -1`): the answer stands.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other?,
     }
     Ok(if attribution.has_blamed() {
         FOUND

@@ -31,9 +31,19 @@ pub struct RotatingFile {
 }
 
 impl RotatingFile {
-    /// Starts a recording: an existing file is rotated away first (never overwritten).
+    /// Starts a recording: an existing file is rotated away first (never overwritten). With
+    /// `keep` 0 an existing file is refused: rotating it away would delete it.
     pub fn create(plan: RecordPlan) -> io::Result<Self> {
         if plan.path.exists() {
+            if plan.keep == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} exists, and with --keep 0 no old file is kept: starting would delete it; move it away first, or keep it with --keep 1 or more",
+                        plan.path.display()
+                    ),
+                ));
+            }
             shift_rotated(&plan.path, plan.keep)?;
         }
         let file = open_new(&plan.path)?;
@@ -179,5 +189,25 @@ mod tests {
             fs::read_to_string(dir.path().join("rec.jsonl")).unwrap(),
             "{\"v\":1,\"type\":\"header\"}\nnew\n"
         );
+    }
+
+    #[test]
+    fn keep_0_refuses_an_existing_recording_and_leaves_it_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rec.jsonl");
+        fs::write(&path, "old\n").unwrap();
+        let Err(e) = RotatingFile::create(plan(dir.path(), None, 0)) else {
+            panic!("an existing recording with --keep 0 must be refused");
+        };
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        let why = e.to_string();
+        assert!(why.contains(&path.display().to_string()), "{why}");
+        assert!(why.contains("--keep 0"), "{why}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "old\n", "untouched");
+        // Without an old file, --keep 0 records (and rotates by deleting).
+        fs::remove_file(&path).unwrap();
+        let mut f = RotatingFile::create(plan(dir.path(), None, 0)).unwrap();
+        line(&mut f, "new");
+        assert!(fs::read_to_string(&path).unwrap().ends_with("new\n"));
     }
 }
