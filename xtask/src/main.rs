@@ -6,6 +6,7 @@
 
 mod bench;
 mod build_ebpf;
+mod module_cycles;
 mod run;
 mod test;
 mod toolchain;

@@ -9,6 +9,7 @@ use anyhow::Result;
 
 use crate::{
     build_ebpf::{self, workspace_root},
+    module_cycles,
     toolchain::{clean_command, Nightly, NIGHTLY},
 };
 
@@ -51,6 +52,9 @@ pub fn test(opts: &Options) -> Result<ExitCode> {
         let workspace = cargo(&root, &["fmt", "--all", "--check"])?;
         let ebpf = cargo(&root.join("probe-ebpf"), &["fmt", "--check"])?;
         Ok(workspace && ebpf)
+    });
+    step("module imports (no cycle)", &mut || {
+        module_cycles::check(&root.join("probe-user/src")).map(|()| true)
     });
     step("cargo clippy (user space)", &mut || {
         cargo(
