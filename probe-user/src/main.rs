@@ -1,7 +1,10 @@
 //! `busyprobe`: who is holding the mount that `umount` says is busy?
 //!
-//! Events flow one way: kernel probes → ring buffer → [`decode`] → [`event`] (typed, enriched
-//! with process context) → [`filter`] → [`sink`] (human lines, JSON Lines).
+//! Events flow one way: kernel probes → ring buffer → [`pipeline`] ([`decode`], process
+//! context, [`filter`], attribution by the [`attribution`] engine on blocking threads,
+//! transient holders from traced releases) → [`sink`] (human lines, JSON Lines, the `top`
+//! view, a recording). The answers are [`model`] data; [`commands`] only build a pipeline
+//! and choose its sink. See `docs/architecture.md`.
 
 mod attribution;
 mod cli;
