@@ -65,7 +65,7 @@ mod tests {
     use std::fs;
 
     use super::*;
-    use crate::event::KernelPath;
+    use crate::{event::KernelPath, state::process::sample_proc_tree};
 
     fn call(target: &[u8]) -> UmountCall {
         UmountCall {
@@ -113,16 +113,9 @@ mod tests {
 
     #[test]
     fn an_attempt_gets_its_id_absolute_target_and_cgroup_from_the_proc_tree() {
-        let dir = std::env::temp_dir().join(format!("busyprobe-context-{}", std::process::id()));
-        let task = dir.join("10/task/11");
-        fs::create_dir_all(&task).unwrap();
-        std::os::unix::fs::symlink("/srv/data", task.join("cwd")).unwrap();
-        fs::write(
-            dir.join("10/cgroup"),
-            b"0::/system.slice/containerd.service\n",
-        )
-        .unwrap();
-        let mut context = Context::new(BootClock::booted_at_ns(0), ProcFs::at(&dir));
+        let tree = sample_proc_tree(b"0::/system.slice/containerd.service\n");
+        let dir = tree.path();
+        let mut context = Context::new(BootClock::booted_at_ns(0), ProcFs::at(dir));
         let attempt = context.attempt(call(b"mnt"));
         assert_eq!(attempt.target_abs.as_deref(), Some(&b"/srv/data/mnt"[..]));
         assert_eq!(attempt.id, 1, "ids count from 1");
@@ -144,6 +137,5 @@ mod tests {
             unknown.cgroup, None,
             "another cgroup is read, and the process is gone"
         );
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -132,22 +132,29 @@ impl CgroupPaths {
     }
 }
 
+/// A `/proc` look-alike in a new temporary directory (removed when dropped): process 10,
+/// whose thread 11 works in `/srv/data`, with `cgroup` as its `/proc/10/cgroup`.
+#[cfg(test)]
+pub(crate) fn sample_proc_tree(cgroup: &[u8]) -> tempfile::TempDir {
+    let tree = tempfile::tempdir().unwrap();
+    let dir = tree.path();
+    let task = dir.join("10/task/11");
+    fs::create_dir_all(&task).unwrap();
+    std::os::unix::fs::symlink("/srv/data", task.join("cwd")).unwrap();
+    fs::write(dir.join("10/cgroup"), cgroup).unwrap();
+    tree
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn reads_cwd_and_cgroup_from_a_proc_tree() {
-        let dir = std::env::temp_dir().join(format!("busyprobe-proc-{}", std::process::id()));
-        let task = dir.join("10/task/11");
-        fs::create_dir_all(&task).unwrap();
-        std::os::unix::fs::symlink("/srv/data", task.join("cwd")).unwrap();
-        fs::write(
-            dir.join("10/cgroup"),
+        let tree = sample_proc_tree(
             b"12:memory:/docker/abc\n1:name=systemd:/system.slice/x.scope\n0::/system.slice/containerd.service\n",
-        )
-        .unwrap();
-        let proc = ProcFs::at(&dir);
+        );
+        let proc = ProcFs::at(tree.path());
         assert_eq!(proc.cwd(10, 11).as_deref(), Some(&b"/srv/data"[..]));
         assert_eq!(
             proc.cgroup(10).as_deref(),
@@ -162,6 +169,5 @@ mod tests {
             ]
         );
         assert_eq!(proc.cwd(99, 99), None);
-        fs::remove_dir_all(&dir).unwrap();
     }
 }
