@@ -1,6 +1,7 @@
 //! Container context, end to end: a holder process placed in a cgroup named the way Docker's
 //! systemd driver names containers is reported with that container's id.
 
+use libtest_mimic::Trial;
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -9,11 +10,10 @@ use std::{
 
 use serde_json::Value;
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 1] = [(
-    "holder_in_a_docker_cgroup_names_the_container",
-    holder_in_a_docker_cgroup_names_the_container,
-)];
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![holder_in_a_docker_cgroup_names_the_container,]
+}
 
 /// A container id in Docker's format (64 lowercase hex characters).
 const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";

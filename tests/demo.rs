@@ -1,13 +1,13 @@
 //! `busyprobe demo` runs end to end and names the holders it built: the process holding
 //! `etc/passwd` and the scanner reading `etc/hosts`; it leaves nothing behind.
 
+use libtest_mimic::Trial;
 use std::process::Command;
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 1] = [(
-    "demo_names_the_holders_it_built",
-    demo_names_the_holders_it_built,
-)];
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![demo_names_the_holders_it_built,]
+}
 
 /// The holder line printed under the EBUSY line at `index` of `lines`.
 fn holder_under<'a>(lines: &[&'a str], ebusy: usize) -> &'a str {

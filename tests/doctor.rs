@@ -1,31 +1,22 @@
 //! `busyprobe doctor` as root (every probe kind really tried) and as an unprivileged user
 //! (what could not be checked is said), plus the privilege error of `busyprobe watch`.
 
+use libtest_mimic::Trial;
 use std::{
     os::unix::{fs::PermissionsExt, process::CommandExt},
     path::PathBuf,
     process::{Command, Output},
 };
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 4] = [
-    (
-        "auto_mode_runs_what_doctor_predicts_and_says_why",
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![
         auto_mode_runs_what_doctor_predicts_and_says_why,
-    ),
-    (
-        "doctor_as_root_tries_every_probe_kind",
         doctor_as_root_tries_every_probe_kind,
-    ),
-    (
-        "doctor_without_root_says_what_it_could_not_check",
         doctor_without_root_says_what_it_could_not_check,
-    ),
-    (
-        "watch_without_root_explains_and_fails",
         watch_without_root_explains_and_fails,
-    ),
-];
+    ]
+}
 
 /// The unprivileged user the tests switch to.
 const NOBODY: u32 = 65534;

@@ -2,6 +2,7 @@
 //! with a `header` line, SIGTERM exits 0 with the last line whole, and `kill -9` loses at
 //! most the line being written.
 
+use libtest_mimic::Trial;
 use std::{
     io::{BufRead, BufReader},
     os::unix::fs::PermissionsExt,
@@ -17,17 +18,13 @@ use serde_json::Value;
 
 use crate::support::{fixture::Plan, incident::Fixture};
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 2] = [
-    (
-        "record_rotates_and_keeps_n_files_of_mode_0600",
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![
         record_rotates_and_keeps_n_files_of_mode_0600,
-    ),
-    (
-        "record_killed_keeps_every_whole_line",
         record_killed_keeps_every_whole_line,
-    ),
-];
+    ]
+}
 
 /// `busyprobe record -o FILE ARGS`, returned once its probes are attached.
 fn start_record(file: &Path, args: &[&str]) -> Child {

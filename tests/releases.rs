@@ -5,6 +5,7 @@
 //! seven `transient` holders, each with the exact process, file or directory and how it let
 //! go.
 
+use libtest_mimic::Trial;
 use std::{
     ffi::OsStr,
     fs::File,
@@ -28,29 +29,16 @@ use crate::support::{
     watcher::{is_umount_of, Watcher},
 };
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 5] = [
-    (
-        "a_listener_gone_with_unread_events_is_named",
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![
         a_listener_gone_with_unread_events_is_named,
-    ),
-    (
-        "a_mount_gone_before_the_scan_never_blames_the_mount_below",
         a_mount_gone_before_the_scan_never_blames_the_mount_below,
-    ),
-    (
-        "a_release_too_deep_to_walk_is_cut_marked_and_counted",
         a_release_too_deep_to_walk_is_cut_marked_and_counted,
-    ),
-    (
-        "every_way_of_letting_go_is_a_transient_holder",
         every_way_of_letting_go_is_a_transient_holder,
-    ),
-    (
-        "a_recent_accessor_is_context_not_a_holder",
         a_recent_accessor_is_context_not_a_holder,
-    ),
-];
+    ]
+}
 
 /// Environment variable: run [`let_go`] on the mount point it names (a child mode of the
 /// test binary, so that it can unshare its mount namespace while single-threaded).

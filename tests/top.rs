@@ -3,6 +3,7 @@
 //! status 0; `replay` shows a recording and reports its malformed lines once the terminal
 //! is back; without a terminal it refuses clearly.
 
+use libtest_mimic::Trial;
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -12,30 +13,17 @@ use std::{
 
 use crate::support::{fixture::Plan, incident::Fixture};
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 6] = [
-    (
-        "top_ends_when_its_terminal_hangs_up",
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![
         top_ends_when_its_terminal_hangs_up,
-    ),
-    (
-        "demo_on_a_terminal_opens_the_top_view",
         demo_on_a_terminal_opens_the_top_view,
-    ),
-    (
-        "replay_of_stdin_shows_a_stream_and_stays_until_quit",
         replay_of_stdin_shows_a_stream_and_stays_until_quit,
-    ),
-    (
-        "top_live_names_the_holder_of_a_failed_unmount",
         top_live_names_the_holder_of_a_failed_unmount,
-    ),
-    ("top_replays_a_recording", top_replays_a_recording),
-    (
-        "top_without_a_terminal_says_so",
+        top_replays_a_recording,
         top_without_a_terminal_says_so,
-    ),
-];
+    ]
+}
 
 /// A tmux server of its own (its own socket), running one command in a 120x40 window; the
 /// server is killed when dropped, whatever the test did.

@@ -12,20 +12,18 @@ use std::{
     time::{Duration, Instant},
 };
 
+use libtest_mimic::Trial;
 use serde_json::{json, Value};
 
 use crate::support::watcher::Watcher;
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 2] = [
-    ("scanner_race_every_ebusy_names_the_scanner", || {
-        race_test(Scanner::Open)
-    }),
-    (
-        "fanotify_scanner_race_every_ebusy_names_the_scanner",
-        || race_test(Scanner::Fanotify),
-    ),
-];
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![
+        scanner_race_every_ebusy_names_the_scanner => || race_test(Scanner::Open),
+        fanotify_scanner_race_every_ebusy_names_the_scanner => || race_test(Scanner::Fanotify),
+    ]
+}
 
 /// Which kind of scanner races the unmounter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,25 +1,19 @@
 //! `busyprobe who`'s contract beyond the holder kinds: exit statuses (0 held, 1 not held,
 //! 2 error) and a path that is not a mount point (the mount it is on is named).
 
+use libtest_mimic::Trial;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 3] = [
-    (
-        "who_counts_and_names_processes_it_cannot_inspect",
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![
         who_counts_and_names_processes_it_cannot_inspect,
-    ),
-    (
-        "who_inside_a_mount_names_that_mount_and_exits_by_holders",
         who_inside_a_mount_names_that_mount_and_exits_by_holders,
-    ),
-    (
-        "who_on_a_missing_path_exits_2",
         who_on_a_missing_path_exits_2,
-    ),
-];
+    ]
+}
 
 /// Runs a shell script in a private mount namespace (its mounts vanish with it).
 fn in_private_namespace(script: &str) -> Output {
