@@ -15,7 +15,7 @@ use std::{
     ops::{Deref, DerefMut},
     os::unix::process::CommandExt,
     path::PathBuf,
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -96,6 +96,13 @@ pub fn poll<T>(timeout: Duration, mut done: impl FnMut() -> Option<T>) -> Option
         }
         thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Waits at most `timeout` for `child` to exit; a child still running fails the test (and is
+/// killed by its guard).
+pub fn wait(child: &mut Child, timeout: Duration) -> ExitStatus {
+    poll(timeout, || child.try_wait().expect("try_wait"))
+        .unwrap_or_else(|| panic!("process {} still ran after {timeout:?}", child.id()))
 }
 
 /// Like `cmd.output()` (stdin closed, stdout and stderr captured), but the child dies with the
