@@ -9,10 +9,11 @@ use libtest_mimic::Trial;
 use std::{
     ffi::OsStr,
     fs::File,
-    io::Read,
+    io::{Read, Write as _},
     os::fd::{AsRawFd, OwnedFd},
     path::Path,
-    process::Command,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use nix::{
@@ -25,8 +26,10 @@ use serde_json::{json, Value};
 use crate::support::{
     fixture::Plan,
     holder::Helper,
-    incident::Fixture,
-    watcher::{is_umount_of, Watcher},
+    incident::{Fixture, FIXTURE_TIMEOUT},
+    lines::{Lines, Next},
+    process,
+    watcher::{is_umount_of, Watcher, LINE_TIMEOUT},
 };
 
 /// Every trial.
@@ -75,8 +78,10 @@ fn map_file(path: &Path) -> *mut libc::c_void {
 
 /// Let-go mode: mounts a tmpfs at `dir` in a private namespace, holds three files on it (the
 /// third in a child, close-on-exec), fails to unmount it, lets go of each a different way,
-/// unmounts it, and prints `{"pid", "child", "first", "second", "busy_retries"}` (errnos, 0
-/// for success; how many times the second unmount was busy before it worked).
+/// prints `{"pid", "first"}`, waits for a line on stdin (the test has read the failure's
+/// line), unmounts it, and prints `{"pid", "child", "first", "second", "busy_retries"}`
+/// (errnos, 0 for success; how many times the second unmount was busy before it worked); it
+/// exits when its stdin closes.
 pub fn let_go(dir: &OsStr) -> ! {
     let mnt = Path::new(dir);
     crate::support::tmpfs_in_private_namespace(mnt);
@@ -91,6 +96,9 @@ pub fn let_go(dir: &OsStr) -> ! {
     // SAFETY: single-threaded here; the child only calls async-signal-safe functions and exec.
     let child = match unsafe { fork() }.expect("let-go: fork") {
         ForkResult::Child => {
+            // Dies with this single-threaded process, whatever happens to it.
+            // SAFETY: plain prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
             drop(go_write);
             drop(execd_read);
             let _held = File::open(mnt.join(EXECED)).expect("child: open"); // O_CLOEXEC
@@ -132,11 +140,20 @@ pub fn let_go(dir: &OsStr) -> ! {
     nix::unistd::write(&go_write, b"g").unwrap();
     // EOF: the child exec'd.
     let _ = execd.read(&mut ready);
-    // Back off before unmounting again, as runtimes do (containerd retries every 50 ms): the
-    // mount must still be there when busyprobe reads the table to resolve the failed call's
-    // target, or its holders are unknown (tracepoint mode knows the call's path, not its
-    // mount).
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    // Unmount again (as runtimes retry) only once the failure's line is out: the mount must
+    // still be there when busyprobe reads the table to resolve the failed call's target, or
+    // its holders are unknown (tracepoint mode knows the call's path, not its mount).
+    let say = |v: Value| {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{v}").expect("let-go: write");
+        out.flush().expect("let-go: flush");
+    };
+    say(json!({"pid": std::process::id(), "first": first}));
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .expect("let-go: wait for the test");
     // The exec'ing child drops its files after its end of the pipe (deferred fputs in
     // fd order): retry briefly, as a runtime would.
     let mut second = errno_of(umount2(mnt, MntFlags::empty()));
@@ -151,19 +168,16 @@ pub fn let_go(dir: &OsStr) -> ! {
     }
     let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
     let _ = nix::sys::wait::waitpid(child, None);
-    // Outlive the unmounts a moment, as a runtime does: on a slow machine (vm-test) busyprobe
-    // may still be resolving the failed call's target in this namespace.
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    println!(
-        "{}",
-        json!({
-            "pid": std::process::id(),
-            "child": child.as_raw(),
-            "first": first,
-            "second": second,
-            "busy_retries": busy_retries
-        })
-    );
+    say(json!({
+        "pid": std::process::id(),
+        "child": child.as_raw(),
+        "first": first,
+        "second": second,
+        "busy_retries": busy_retries
+    }));
+    // Outlive the unmounts, as a runtime does: busyprobe may still be resolving the retries'
+    // targets in this namespace until the test has read their lines (it closes our stdin).
+    let _ = std::io::stdin().read_line(&mut line);
     std::mem::forget(target);
     std::process::exit(0)
 }
@@ -184,28 +198,51 @@ impl ExecReplace for Command {
 }
 
 /// Runs [`let_go`] once under `tmp`; its report, the watcher's line for its first EBUSY, and
-/// the lines of the EBUSYs of its retries. EBUSY lines are written as their attribution ends,
-/// not always in call order: the first call's is the one with the lowest id.
+/// the lines of the EBUSYs of its retries (made after the first line was out).
 fn run_once(watcher: &Watcher, tmp: &Path) -> (Value, Value, Vec<Value>) {
     let mnt = tmp.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .env(LET_GO_ENV, &mnt)
-        .output()
-        .expect("run the let-go child");
-    assert!(
-        out.status.success(),
-        "let-go child failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let mut child = process::spawn(
+        Command::new(std::env::current_exe().unwrap())
+            .env(LET_GO_ENV, &mnt)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
     );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("let-go report");
+    let mut stdin = child.stdin.take().unwrap();
+    let (stderr_lines, stderr) = Lines::spawn_collected(child.stderr.take().unwrap());
+    let stdout = Lines::spawn(child.stdout.take().unwrap());
+    let next = |what: &str| -> Value {
+        match stdout.next_until(Instant::now() + FIXTURE_TIMEOUT) {
+            Next::Line(line) => serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("let-go {what} ({e}): {line}")),
+            other => {
+                stderr_lines.wait_eof(Instant::now() + Duration::from_secs(1));
+                panic!("no let-go {what} ({other:?}): {}", stderr.lock().unwrap())
+            }
+        }
+    };
+    let early = next("first unmount");
+    assert_eq!(early["first"], libc::EBUSY, "held: {early}");
+    let pid = early["pid"].as_u64().unwrap() as u32;
+    let first = watcher.umount_lines_of(pid, 1).remove(0);
+    writeln!(stdin, "go").expect("tell let-go to unmount again");
+    let report = next("report");
     assert_eq!(report["first"], libc::EBUSY, "held: {report}");
     assert_eq!(report["second"], 0, "everything let go: {report}");
-    let pid = report["pid"].as_u64().unwrap() as u32;
     let retries = report["busy_retries"].as_u64().unwrap() as usize;
-    let mut lines = watcher.umount_lines_of(pid, 1 + retries);
-    lines.sort_by_key(|l| l["id"].as_u64());
-    let first = lines.remove(0);
+    let lines = if retries > 0 {
+        watcher.umount_lines_of(pid, retries)
+    } else {
+        Vec::new()
+    };
+    drop(stdin);
+    let status = process::wait(&mut child, LINE_TIMEOUT);
+    assert!(
+        status.success(),
+        "let-go child failed: {}",
+        stderr.lock().unwrap()
+    );
     (report, first, lines)
 }
 
