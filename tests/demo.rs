@@ -4,6 +4,8 @@
 use libtest_mimic::Trial;
 use std::process::Command;
 
+use crate::support::process;
+
 /// Every trial.
 pub fn trials() -> Vec<Trial> {
     trials![demo_names_the_holders_it_built,]
@@ -15,10 +17,7 @@ fn holder_under<'a>(lines: &[&'a str], ebusy: usize) -> &'a str {
 }
 
 fn demo_names_the_holders_it_built() {
-    let out = Command::new(env!("CARGO_BIN_EXE_busyprobe"))
-        .arg("demo")
-        .output()
-        .expect("run demo");
+    let out = process::output(Command::new(env!("CARGO_BIN_EXE_busyprobe")).arg("demo"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -21,7 +21,9 @@ use super::{
 pub const FIXTURE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running fixture process that has run its plan and is waiting to be let go.
-/// Dropping it closes its stdin, then kills it if it has not exited within a second.
+/// Dropping it closes its stdin, then kills it if it has not exited within a second. It gets
+/// no `PR_SET_PDEATHSIG`: a test may start it on a thread that ends before it should (see
+/// `before_start.rs`); the end of the test process closes its stdin, which ends it.
 pub struct Fixture {
     child: Child,
     stdin: Option<ChildStdin>,
