@@ -13,7 +13,6 @@ use std::{
     os::fd::{AsRawFd, OwnedFd},
     path::Path,
     process::{Command, Stdio},
-    time::{Duration, Instant},
 };
 
 use nix::{
@@ -27,7 +26,7 @@ use crate::support::{
     fixture::Plan,
     holder::Helper,
     incident::{Fixture, FIXTURE_TIMEOUT},
-    lines::{Lines, Next},
+    lines::Lines,
     process,
     watcher::{is_umount_of, Watcher, LINE_TIMEOUT},
 };
@@ -210,24 +209,18 @@ fn run_once(watcher: &Watcher, tmp: &Path) -> (Value, Value, Vec<Value>) {
             .stderr(Stdio::piped()),
     );
     let mut stdin = child.stdin.take().unwrap();
-    let (stderr_lines, stderr) = Lines::spawn_collected(child.stderr.take().unwrap());
+    let stderr = Lines::spawn_collected(child.stderr.take().unwrap());
     let stdout = Lines::spawn(child.stdout.take().unwrap());
     let next = |what: &str| -> Value {
-        match stdout.next_until(Instant::now() + FIXTURE_TIMEOUT) {
-            Next::Line(line) => serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("let-go {what} ({e}): {line}")),
-            other => {
-                stderr_lines.wait_eof(Instant::now() + Duration::from_secs(1));
-                panic!("no let-go {what} ({other:?}): {}", stderr.lock().unwrap())
-            }
-        }
+        let line = stdout.expect_line(FIXTURE_TIMEOUT, what, &stderr);
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what} ({e}): {line}"))
     };
-    let early = next("first unmount");
+    let early = next("let-go first unmount");
     assert_eq!(early["first"], libc::EBUSY, "held: {early}");
     let pid = early["pid"].as_u64().unwrap() as u32;
     let first = watcher.umount_lines_of(pid, 1).remove(0);
     writeln!(stdin, "go").expect("tell let-go to unmount again");
-    let report = next("report");
+    let report = next("let-go report");
     assert_eq!(report["first"], libc::EBUSY, "held: {report}");
     assert_eq!(report["second"], 0, "everything let go: {report}");
     let retries = report["busy_retries"].as_u64().unwrap() as usize;
@@ -241,7 +234,7 @@ fn run_once(watcher: &Watcher, tmp: &Path) -> (Value, Value, Vec<Value>) {
     assert!(
         status.success(),
         "let-go child failed: {}",
-        stderr.lock().unwrap()
+        stderr.1.lock().unwrap()
     );
     (report, first, lines)
 }

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::support::{
     incident::FIXTURE_TIMEOUT,
-    lines::{Lines, Next},
+    lines::Lines,
     process::{self, DieWithTest},
     watcher::{Watcher, LINE_TIMEOUT},
 };
@@ -272,18 +272,9 @@ fn round(watcher: &Watcher, tmp: &Path, kind: Scanner) -> Round {
             .stderr(Stdio::piped()),
     );
     let stdin = child.stdin.take();
-    let (stderr_lines, stderr) = Lines::spawn_collected(child.stderr.take().unwrap());
+    let stderr = Lines::spawn_collected(child.stderr.take().unwrap());
     let stdout = Lines::spawn(child.stdout.take().unwrap());
-    let line = match stdout.next_until(Instant::now() + FIXTURE_TIMEOUT) {
-        Next::Line(line) => line,
-        other => {
-            stderr_lines.wait_eof(Instant::now() + Duration::from_secs(1));
-            panic!(
-                "the race gave no report ({other:?}): {}",
-                stderr.lock().unwrap()
-            )
-        }
-    };
+    let line = stdout.expect_line(FIXTURE_TIMEOUT, "race report", &stderr);
     let report: Value =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("race report {line:?}: {e}"));
     let pid = |f: &str| report[f].as_u64().map(|p| p as u32);
