@@ -2,23 +2,20 @@
 //! `warning` line naming what keeps it alive (a copy in another namespace; a process holding
 //! the lazily detached mount).
 
+use libtest_mimic::Trial;
 use std::path::Path;
 
 use serde_json::Value;
 
 use crate::support::{fixture::Plan, holder::Helper, incident::observe_one, watcher::Watcher};
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 2] = [
-    (
-        "private_copy_keeps_the_filesystem_alive_after_unmount",
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![
         private_copy_keeps_the_filesystem_alive_after_unmount,
-    ),
-    (
-        "lazy_unmount_with_an_open_file_warns",
         lazy_unmount_with_an_open_file_warns,
-    ),
-];
+    ]
+}
 
 /// Long enough for busyprobe to have noticed the fixture's new mount namespace and its mount
 /// (it looks for new namespaces every second) before the unmount.

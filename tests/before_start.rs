@@ -2,6 +2,7 @@
 //! before busyprobe started (its open time unknown), one received over a Unix socket, one
 //! made by `dup2`.
 
+use libtest_mimic::Trial;
 use std::{
     ffi::OsStr,
     path::Path,
@@ -14,21 +15,14 @@ use crate::support::{
     watcher::Watcher,
 };
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 3] = [
-    (
-        "fd_made_by_dup_is_attributed_under_its_number",
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![
         fd_made_by_dup_is_attributed_under_its_number,
-    ),
-    (
-        "fd_opened_before_busyprobe_started_is_attributed",
         fd_opened_before_busyprobe_started_is_attributed,
-    ),
-    (
-        "fd_received_over_a_unix_socket_is_attributed_to_the_receiver",
         fd_received_over_a_unix_socket_is_attributed_to_the_receiver,
-    ),
-];
+    ]
+}
 
 /// The one holder of the EBUSY line of `fixture`'s only call: an fd of the fixture on `path`.
 fn assert_fd_holder(watcher: &Watcher, fixture: &Fixture, path: &Path) -> serde_json::Value {

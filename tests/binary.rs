@@ -1,15 +1,15 @@
 //! The binary is self-contained: a copy alone in an empty directory carries its probe object,
 //! names it in `--version`, and loads it.
 
+use libtest_mimic::Trial;
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 1] = [(
-    "a_lone_copy_names_and_loads_its_embedded_probe_object",
-    a_lone_copy_names_and_loads_its_embedded_probe_object,
-)];
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![a_lone_copy_names_and_loads_its_embedded_probe_object,]
+}
 
 fn a_lone_copy_names_and_loads_its_embedded_probe_object() {
     let dir = tempfile::tempdir().expect("temp dir");

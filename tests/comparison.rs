@@ -1,30 +1,35 @@
 //! busyprobe against `fuser -vm` on the same real incidents: each fixture runs both inside its
 //! mount namespace, then `umount2`. The test checks busyprobe's answer (as in
-//! `tests/holders.rs`) and writes what each tool found to `docs/comparison.md`, in words
-//! (no pids, no temporary paths), so that the document only changes when a result does.
+//! `tests/holders.rs`) and describes what each tool found, in words (no pids, no temporary
+//! paths), so that the document only changes when a result does. That text must be
+//! `docs/comparison.md`: the test rewrites the file only when asked ([`WRITE_ENV`]) or when
+//! there is none (a vm-test guest); otherwise it writes its text under `target/tmp` and fails
+//! if the committed document says something else.
 
 use std::{fmt::Write as _, path::Path};
 
-use libtest_mimic::Completion;
+use libtest_mimic::Trial;
 use serde_json::Value;
 
 use crate::{
-    holders::{self, run_of, Named, Propagation, Scene},
-    support::{contract::errno_name, fixture::Report, incident::Fixture},
+    holders::{self, run_of, Propagation, Scene},
+    support::{contract::errno_name, fixture::Report, incident::Fixture, process::tool},
 };
 
-/// Every trial, by name.
-pub const TESTS: [Named; 1] = [("comparison_with_fuser", comparison_with_fuser)];
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![comparison_with_fuser]
+}
 
-/// Where the generated document goes.
+/// The committed document.
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/comparison.md");
+/// Where a run's text goes when the committed document is only compared with it.
+const RUN_DOC: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/comparison.md");
+/// Environment variable: `1` rewrites [`DOC`] with this run's text.
+const WRITE_ENV: &str = "BUSYPROBE_WRITE_COMPARISON";
 
-fn comparison_with_fuser() -> Completion {
-    if !Path::new("/usr/bin/fuser").exists() && !Path::new("/bin/fuser").exists() {
-        let why = "fuser is not installed (apt-get install -y psmisc)";
-        eprintln!("SKIPPED: {why}");
-        return Completion::ignored_with(why);
-    }
+fn comparison_with_fuser() {
+    let fuser = tool("fuser");
     let scenes = [
         holders::fd_scene(false),
         holders::cwd_scene(),
@@ -34,9 +39,38 @@ fn comparison_with_fuser() -> Completion {
         holders::fanotify_scene(),
         holders::copy_scene(Propagation::Private),
     ];
-    let rows: Vec<Row> = scenes.iter().map(compare).collect();
-    std::fs::write(DOC, render(&rows)).expect("write docs/comparison.md");
-    Completion::Completed
+    let rows: Vec<Row> = scenes.iter().map(|scene| compare(scene, &fuser)).collect();
+    publish(&render(&rows));
+}
+
+/// Writes `text` to [`DOC`] when asked to or when there is none; else to [`RUN_DOC`], and
+/// the committed [`DOC`] must be the same text.
+fn publish(text: &str) {
+    let doc = Path::new(DOC);
+    if std::env::var_os(WRITE_ENV).is_some_and(|v| v == "1") || !doc.exists() {
+        std::fs::write(doc, text).expect("write docs/comparison.md");
+        eprintln!("wrote {}", doc.display());
+        return;
+    }
+    std::fs::write(RUN_DOC, text).unwrap_or_else(|e| panic!("write {RUN_DOC}: {e}"));
+    let committed = std::fs::read_to_string(doc).expect("read docs/comparison.md");
+    let (old, new): (Vec<&str>, Vec<&str>) = (committed.lines().collect(), text.lines().collect());
+    let diff: String = old
+        .iter()
+        .filter(|l| !new.contains(l))
+        .map(|l| format!("\n- {l}"))
+        .chain(
+            new.iter()
+                .filter(|l| !old.contains(l))
+                .map(|l| format!("\n+ {l}")),
+        )
+        .collect();
+    assert!(
+        committed == text,
+        "docs/comparison.md is not what this run found (its text is in {RUN_DOC}); if the \
+         change is right, rewrite it with {WRITE_ENV}=1 cargo test -p probe-user --test \
+         integration comparison_with_fuser{diff}"
+    );
 }
 
 /// One line of the table.
@@ -50,9 +84,13 @@ struct Row {
 }
 
 /// Runs one scene with `fuser -vm` and `who`, checks `who`, describes both.
-fn compare(scene: &Scene) -> Row {
+fn compare(scene: &Scene, fuser: &Path) -> Row {
     let target = scene.target.to_str().expect("UTF-8 temp path").to_owned();
-    let fuser = vec!["fuser".to_owned(), "-vm".to_owned(), target];
+    let fuser = vec![
+        fuser.to_str().expect("UTF-8 fuser path").to_owned(),
+        "-vm".to_owned(),
+        target,
+    ];
     let fixture = Fixture::run(&scene.full_plan(&[fuser]));
     let report = &fixture.report;
     let expected = (scene.expect)(report);
@@ -92,7 +130,7 @@ fn role(report: &Report, pid: u64) -> &'static str {
 
 /// What `fuser -vm` printed on stdout (pids, and `kernel` for the mount itself), in words.
 fn fuser_found(report: &Report) -> Vec<String> {
-    let run = run_of(report, "fuser");
+    let run = run_of(report, "-vm");
     let stdout = String::from_utf8_lossy(&run.stdout);
     let mut found: Vec<String> = stdout
         .split_whitespace()
@@ -145,8 +183,9 @@ fn list_or_nothing(items: Vec<String>) -> String {
 fn render(rows: &[Row]) -> String {
     let mut s = String::from(
         "# busyprobe and `fuser -vm` on the same incidents\n\n\
-         Generated by the root integration test `comparison_with_fuser`\n\
-         (`cargo test -p probe-user --test integration comparison_with_fuser`): do not edit.\n\n\
+         Generated by the root integration test `comparison_with_fuser`, which fails when this\n\
+         file is not what it found: do not edit. To rewrite it, run as root\n\
+         `BUSYPROBE_WRITE_COMPARISON=1 cargo test -p probe-user --test integration comparison_with_fuser`.\n\n\
          Each incident is built for real in a private mount namespace (tests/holders.rs):\n\
          something holds the tmpfs mounted there, both `fuser -vm MOUNT` and\n\
          `busyprobe who MOUNT --json` run inside that namespace while it holds, then the\n\

@@ -1,19 +1,25 @@
 //! Container context, end to end: a holder process placed in a cgroup named the way Docker's
 //! systemd driver names containers is reported with that container's id.
 
+use libtest_mimic::Trial;
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 1] = [(
-    "holder_in_a_docker_cgroup_names_the_container",
-    holder_in_a_docker_cgroup_names_the_container,
-)];
+use crate::support::{
+    incident::FIXTURE_TIMEOUT,
+    lines::{Lines, Next},
+    process::{self, tool},
+};
+
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![holder_in_a_docker_cgroup_names_the_container,]
+}
 
 /// A container id in Docker's format (64 lowercase hex characters).
 const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -45,16 +51,6 @@ impl Drop for Cgroup {
     }
 }
 
-/// A process killed (and reaped) on drop.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn holder_in_a_docker_cgroup_names_the_container() {
     let parent = cgroup2_root().join(format!("busyprobe-test-{}", std::process::id()));
     let scope = parent.join(format!("docker-{ID}.scope"));
@@ -70,27 +66,25 @@ fn holder_in_a_docker_cgroup_names_the_container() {
         procs = scope.join("cgroup.procs").display(),
         mnt = mnt.display()
     );
-    let child = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the holder");
-    let mut holder = Reaped(child);
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.0.stdout.take().unwrap()),
-        &mut ready,
-    )
-    .unwrap();
-    assert_eq!(ready.trim(), "ready", "the holder did not set up");
-    let pid = holder.0.id();
+    let mut holder = process::spawn(
+        Command::new(tool("unshare"))
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
+    );
+    let ready = Lines::spawn(holder.stdout.take().unwrap());
+    match ready.next_until(Instant::now() + FIXTURE_TIMEOUT) {
+        Next::Line(line) => assert_eq!(line, "ready", "the holder did not set up"),
+        other => panic!("the holder did not set up: {other:?}"),
+    }
+    let pid = holder.id();
 
-    let out = Command::new("nsenter")
-        .arg(format!("--mount=/proc/{pid}/ns/mnt"))
-        .args([env!("CARGO_BIN_EXE_busyprobe"), "who", "--json"])
-        .arg(&mnt)
-        .output()
-        .expect("run who");
+    let out = process::output(
+        Command::new(tool("nsenter"))
+            .arg(format!("--mount=/proc/{pid}/ns/mnt"))
+            .args([env!("CARGO_BIN_EXE_busyprobe"), "who", "--json"])
+            .arg(&mnt),
+    );
     let who: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     let holders = who["holders"].as_array().expect("holders");

@@ -1,13 +1,15 @@
 //! `busyprobe demo` runs end to end and names the holders it built: the process holding
 //! `etc/passwd` and the scanner reading `etc/hosts`; it leaves nothing behind.
 
+use libtest_mimic::Trial;
 use std::process::Command;
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 1] = [(
-    "demo_names_the_holders_it_built",
-    demo_names_the_holders_it_built,
-)];
+use crate::support::process;
+
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![demo_names_the_holders_it_built,]
+}
 
 /// The holder line printed under the EBUSY line at `index` of `lines`.
 fn holder_under<'a>(lines: &[&'a str], ebusy: usize) -> &'a str {
@@ -15,10 +17,7 @@ fn holder_under<'a>(lines: &[&'a str], ebusy: usize) -> &'a str {
 }
 
 fn demo_names_the_holders_it_built() {
-    let out = Command::new(env!("CARGO_BIN_EXE_busyprobe"))
-        .arg("demo")
-        .output()
-        .expect("run demo");
+    let out = process::output(Command::new(env!("CARGO_BIN_EXE_busyprobe")).arg("demo"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -1,31 +1,22 @@
 //! `busyprobe doctor` as root (every probe kind really tried) and as an unprivileged user
 //! (what could not be checked is said), plus the privilege error of `busyprobe watch`.
 
+use libtest_mimic::Trial;
 use std::{
     os::unix::{fs::PermissionsExt, process::CommandExt},
     path::PathBuf,
     process::{Command, Output},
 };
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 4] = [
-    (
-        "auto_mode_runs_what_doctor_predicts_and_says_why",
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![
         auto_mode_runs_what_doctor_predicts_and_says_why,
-    ),
-    (
-        "doctor_as_root_tries_every_probe_kind",
         doctor_as_root_tries_every_probe_kind,
-    ),
-    (
-        "doctor_without_root_says_what_it_could_not_check",
         doctor_without_root_says_what_it_could_not_check,
-    ),
-    (
-        "watch_without_root_explains_and_fails",
         watch_without_root_explains_and_fails,
-    ),
-];
+    ]
+}
 
 /// The unprivileged user the tests switch to.
 const NOBODY: u32 = 65534;
@@ -211,30 +202,36 @@ fn auto_mode_runs_what_doctor_predicts_and_says_why() {
     }
 }
 
-/// Starts busyprobe with `args`, returns its `probes attached` line and stops it.
+/// Starts busyprobe with `args`, returns its `probes attached` line (waiting at most
+/// [`ATTACH_TIMEOUT`]) and stops it.
 fn attached_line(args: &[&str]) -> String {
-    use std::io::BufRead as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_busyprobe"))
-        .args(args)
-        .env_remove("BUSYPROBE_MODE")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start busyprobe");
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    use crate::support::{
+        lines::{Lines, Next},
+        process,
+        watcher::{ATTACH_TIMEOUT, LINE_TIMEOUT},
+    };
+    let mut child = process::spawn(
+        Command::new(env!("CARGO_BIN_EXE_busyprobe"))
+            .args(args)
+            .env_remove("BUSYPROBE_MODE")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let stderr = Lines::spawn(child.stderr.take().unwrap());
+    let deadline = std::time::Instant::now() + ATTACH_TIMEOUT;
     let mut seen = Vec::new();
-    let mut attached = None;
-    for line in stderr.lines().map_while(Result::ok) {
-        if line.contains("probes attached") {
-            attached = Some(line);
-            break;
+    let attached = loop {
+        match stderr.next_until(deadline) {
+            Next::Line(line) if line.contains("probes attached") => break Some(line),
+            Next::Line(line) => seen.push(line),
+            _ => break None,
         }
-        seen.push(line);
-    }
+    };
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     );
-    let _ = child.wait();
+    process::wait(&mut child, LINE_TIMEOUT);
     attached.unwrap_or_else(|| panic!("no `probes attached` line: {seen:?}"))
 }

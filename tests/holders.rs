@@ -10,7 +10,7 @@ use std::{
     process::Command,
 };
 
-use libtest_mimic::Completion;
+use libtest_mimic::Trial;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -19,49 +19,31 @@ use crate::support::{
     fixture::{Plan, Report, RunOutput},
     holder::{Helper, HelperReport},
     incident::observe_one,
+    process::{self, tool},
     watcher::Watcher,
 };
-
-/// A trial that may ignore itself at run time (saying why), by name.
-pub type Named = (&'static str, fn() -> Completion);
 
 /// A check of a holder's note that depends on the rest of the holder.
 type NoteCheck = fn(&Value) -> Result<(), String>;
 
-/// Every trial, by name.
-pub const TESTS: [Named; 14] = [
-    ("holder_fd", || check(fd_scene(false))),
-    ("holder_fd_o_path", || check(fd_scene(true))),
-    ("holder_cwd", || check(cwd_scene())),
-    ("holder_root_chroot_without_chdir", || check(root_scene())),
-    ("holder_exe", || check(exe_scene())),
-    ("holder_mmap_without_fd", || check(mmap_scene())),
-    ("holder_submount", || check(submount_scene())),
-    ("holder_mount_copy_shared_peer", || {
-        check(copy_scene(Propagation::Unchanged))
-    }),
-    ("holder_mount_copy_slave", || {
-        check(copy_scene(Propagation::Slave))
-    }),
-    ("private_mount_copy_is_not_blamed", || {
-        check(copy_scene(Propagation::Private))
-    }),
-    ("holder_in_child_pid_namespace", || check(pidns_scene())),
-    ("holder_loop_device", || match loop_unavailable() {
-        Some(why) => ignore(why),
-        None => check(loop_scene()),
-    }),
-    ("holder_swap_file", || match loop_unavailable() {
-        Some(why) => ignore(why),
-        None => check(swap_scene()),
-    }),
-    ("holder_fanotify_listener", || check(fanotify_scene())),
-];
-
-/// Ignores the running trial, printing why.
-fn ignore(why: String) -> Completion {
-    eprintln!("SKIPPED: {why}");
-    Completion::ignored_with(why)
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![
+        holder_fd => || check(fd_scene(false)),
+        holder_fd_o_path => || check(fd_scene(true)),
+        holder_cwd => || check(cwd_scene()),
+        holder_root_chroot_without_chdir => || check(root_scene()),
+        holder_exe => || check(exe_scene()),
+        holder_mmap_without_fd => || check(mmap_scene()),
+        holder_submount => || check(submount_scene()),
+        holder_mount_copy_shared_peer => || check(copy_scene(Propagation::Unchanged)),
+        holder_mount_copy_slave => || check(copy_scene(Propagation::Slave)),
+        private_mount_copy_is_not_blamed => || check(copy_scene(Propagation::Private)),
+        holder_in_child_pid_namespace => || check(pidns_scene()),
+        holder_loop_device => || check(loop_scene()),
+        holder_swap_file => || check(swap_scene()),
+        holder_fanotify_listener => || check(fanotify_scene()),
+    ]
 }
 
 /// What expectations are computed from: the fixture's report, while it is still alive.
@@ -84,8 +66,6 @@ pub struct Scene {
     pub expect: Expect,
     /// Whether the kernel must refuse the unmount (EBUSY); false: it must succeed.
     pub busy: bool,
-    /// A reason to ignore the trial, found in the report (swapon refused by the kernel).
-    pub ignore_if: fn(&Report) -> Option<String>,
 }
 
 impl Scene {
@@ -103,7 +83,6 @@ impl Scene {
             plan,
             expect,
             busy: true,
-            ignore_if: |_| None,
         }
     }
 
@@ -151,12 +130,9 @@ pub fn who_of(report: &Report) -> (i32, Value) {
 }
 
 /// Runs a scene with a watcher and checks `who` and the watcher's umount line.
-fn check(scene: Scene) -> Completion {
+fn check(scene: Scene) {
     let watcher = Watcher::start(&[] as &[&str]);
     let (fixture, call, line) = observe_one(&watcher, &scene.full_plan(&[]));
-    if let Some(why) = (scene.ignore_if)(&fixture.report) {
-        return ignore(why);
-    }
     let expected = (scene.expect)(&fixture.report);
     let (status, who) = check_who(&scene, &fixture.report, &expected);
     if scene.busy {
@@ -180,7 +156,6 @@ fn check(scene: Scene) -> Completion {
         );
     }
     assert_eq!(status, if scene.busy { 0 } else { 1 }, "who's exit status");
-    Completion::Completed
 }
 
 /// Checks `who`'s answer against `expected` and returns its exit status and JSON.
@@ -550,19 +525,25 @@ pub fn pidns_scene() -> Scene {
     })
 }
 
-/// Why loop devices cannot be used here, if they cannot.
-fn loop_unavailable() -> Option<String> {
+/// Makes loop devices usable (`modprobe loop` when `/dev/loop-control` is missing), or fails
+/// saying what is missing: a loop trial never skips itself.
+fn require_loop_devices() {
     if !Path::new("/dev/loop-control").exists() {
-        return Some("no /dev/loop-control: loop devices are unavailable".to_owned());
+        let modprobe = process::output(Command::new(tool("modprobe")).arg("loop"));
+        assert!(
+            Path::new("/dev/loop-control").exists(),
+            "no /dev/loop-control, and `modprobe loop` did not make one ({}): this kernel \
+             has no loop devices, and the loop and swap trials need them: {}",
+            modprobe.status,
+            String::from_utf8_lossy(&modprobe.stderr).trim()
+        );
     }
-    match Command::new("losetup").arg("-f").output() {
-        Ok(out) if out.status.success() => None,
-        Ok(out) => Some(format!(
-            "losetup -f found no free loop device: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(e) => Some(format!("losetup cannot run: {e}")),
-    }
+    let free = process::output(Command::new(tool("losetup")).arg("-f"));
+    assert!(
+        free.status.success(),
+        "losetup -f found no free loop device: {}",
+        String::from_utf8_lossy(&free.stderr).trim()
+    );
 }
 
 /// Detaches, on drop, every loop device whose backing file name contains `tag` (a fallback:
@@ -606,6 +587,7 @@ impl Drop for LoopSweep {
 }
 
 fn loop_scene() -> Scene {
+    require_loop_devices();
     let mut sweep = None;
     let mut scene = Scene::new("loop: a loop device backed by a file on it", |tmp| {
         let (guard, tag) = LoopSweep::new(tmp);
@@ -636,6 +618,7 @@ fn loop_scene() -> Scene {
 /// cache of a file on disk is written back, never swapped, so the loop device cannot wait on
 /// itself.
 fn swap_scene() -> Scene {
+    require_loop_devices();
     let mut sweep = None;
     let mut scene = Scene::new("swap: an active swap file on it", |tmp| {
         let (guard, tag) = LoopSweep::new(tmp);
@@ -646,33 +629,26 @@ fn swap_scene() -> Scene {
         let none: [&str; 0] = [];
         let plan = Plan::new()
             .write(&image, 32 << 20)
-            .must_run(&[Path::new("mkfs.ext4"), Path::new("-qF"), &image], &none)
+            .must_run(
+                &[tool("mkfs.ext4").as_path(), Path::new("-qF"), &image],
+                &none,
+            )
             .mkdir(&ext)
             .must_run(
-                &[Path::new("mount"), Path::new("-oloop"), &image, &ext],
+                &[tool("mount").as_path(), Path::new("-oloop"), &image, &ext],
                 &none,
             )
             .write(&swapfile, 8 << 20)
             .must_run(&[Path::new("chmod"), Path::new("600"), &swapfile], &none)
-            .must_run(&[Path::new("mkswap"), &swapfile], &none)
-            .try_run(
-                &[Path::new("swapon"), &swapfile],
-                &[Path::new("swapoff"), &swapfile],
+            .must_run(&[tool("mkswap").as_path(), &swapfile], &none)
+            .must_run(
+                &[tool("swapon").as_path(), &swapfile],
+                &[tool("swapoff").as_path(), &swapfile],
             );
         let expect: Expect = Box::new(move |_| vec![Expected::thing("swap", &swapfile)]);
         (ext, plan, expect)
     });
     scene.sweep = sweep;
-    scene.ignore_if = |report| {
-        let swapon = run_of(report, "swapon");
-        (swapon.status != 0).then(|| {
-            format!(
-                "swapon was refused by the kernel ({}): {}",
-                swapon.status,
-                String::from_utf8_lossy(&swapon.stderr).trim()
-            )
-        })
-    };
     scene
 }
 

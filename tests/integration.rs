@@ -2,7 +2,27 @@
 //!
 //! The test binary has two modes. With `BUSYPROBE_FIXTURE` set it is a fixture (see
 //! `support/fixture.rs`): it runs the plan it was given and exits. Otherwise it runs every
-//! trial with libtest-mimic; without root they are all reported as ignored, loudly.
+//! trial with libtest-mimic; without root they are all reported as ignored, loudly (and
+//! `cargo xtask test` fails on an ignored trial under root or in CI).
+
+/// The trials of a module, each named once: `trials![f, g => || h(1)]` is a trial `f` that
+/// calls `f()` and a trial `g` that calls the closure.
+macro_rules! trials {
+    (@run $name:ident) => {
+        $name()
+    };
+    (@run $name:ident $run:expr) => {
+        ($run)()
+    };
+    ($($name:ident $(=> $run:expr)?),* $(,)?) => {
+        vec![$(
+            libtest_mimic::Trial::test(stringify!($name), || {
+                trials!(@run $name $($run)?);
+                Ok(())
+            })
+        ),*]
+    };
+}
 
 mod alive;
 mod before_start;
@@ -21,7 +41,7 @@ mod transient;
 mod watch;
 mod who;
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::Arguments;
 
 use support::{fixture, holder};
 
@@ -49,35 +69,26 @@ fn main() {
              mount tmpfs in private mount namespaces); run as root: cargo xtask test"
         );
     }
-    let trials = watch::TESTS
-        .iter()
-        .chain(doctor::TESTS.iter())
-        .chain(binary::TESTS.iter())
-        .chain(before_start::TESTS.iter())
-        .chain(alive::TESTS.iter())
-        .chain(transient::TESTS.iter())
-        .chain(releases::TESTS.iter())
-        .chain(container::TESTS.iter())
-        .chain(demo::TESTS.iter())
-        .chain(record::TESTS.iter())
-        .chain(who::TESTS.iter())
-        .chain(top::TESTS.iter())
-        .map(|&(name, test)| {
-            Trial::test(name, move || {
-                test();
-                Ok::<(), Failed>(())
-            })
-            .with_ignored_flag(!is_root)
-        })
-        .chain(
-            holders::TESTS
-                .iter()
-                .chain(comparison::TESTS.iter())
-                .chain(scans::TESTS.iter())
-                .map(|&(name, test)| {
-                    Trial::ignorable_test(name, move || Ok(test())).with_ignored_flag(!is_root)
-                }),
-        )
-        .collect();
+    let trials = [
+        watch::trials(),
+        doctor::trials(),
+        binary::trials(),
+        before_start::trials(),
+        alive::trials(),
+        transient::trials(),
+        releases::trials(),
+        container::trials(),
+        demo::trials(),
+        record::trials(),
+        who::trials(),
+        top::trials(),
+        holders::trials(),
+        comparison::trials(),
+        scans::trials(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|trial| trial.with_ignored_flag(!is_root))
+    .collect();
     libtest_mimic::run(&args, trials).exit();
 }

@@ -2,11 +2,12 @@
 //! with a `header` line, SIGTERM exits 0 with the last line whole, and `kill -9` loses at
 //! most the line being written.
 
+use libtest_mimic::Trial;
 use std::{
-    io::{BufRead, BufReader},
     os::unix::fs::PermissionsExt,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
+    time::Instant,
 };
 
 use nix::{
@@ -15,41 +16,53 @@ use nix::{
 };
 use serde_json::Value;
 
-use crate::support::{fixture::Plan, incident::Fixture};
+use crate::support::{
+    fixture::Plan,
+    incident::Fixture,
+    lines::{Lines, Next},
+    process::{self, Reaped},
+    watcher::{ATTACH_TIMEOUT, LINE_TIMEOUT},
+};
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 2] = [
-    (
-        "record_rotates_and_keeps_n_files_of_mode_0600",
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![
         record_rotates_and_keeps_n_files_of_mode_0600,
-    ),
-    (
-        "record_killed_keeps_every_whole_line",
         record_killed_keeps_every_whole_line,
-    ),
-];
+    ]
+}
 
-/// `busyprobe record -o FILE ARGS`, returned once its probes are attached.
-fn start_record(file: &Path, args: &[&str]) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_busyprobe"))
-        .arg("record")
-        .arg("-o")
-        .arg(file)
-        .args(args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start busyprobe record");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
+/// `busyprobe record -o FILE ARGS`, returned once its probes are attached (at most
+/// [`ATTACH_TIMEOUT`]); killed when dropped, and with the test process.
+fn start_record(file: &Path, args: &[&str]) -> Reaped {
+    let mut child = process::spawn(
+        Command::new(env!("CARGO_BIN_EXE_busyprobe"))
+            .arg("record")
+            .arg("-o")
+            .arg(file)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    // Read to its end on a thread of its own, so that record never blocks on it.
+    let (lines, stderr) = Lines::spawn_collected(child.stderr.take().unwrap());
+    let deadline = Instant::now() + ATTACH_TIMEOUT;
     loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("probes attached") => break,
-            Some(Ok(_)) => {}
-            other => panic!("record did not attach: {other:?}"),
+        match lines.next_until(deadline) {
+            Next::Line(line) if line.contains("probes attached") => return child,
+            Next::Line(_) => {}
+            other => panic!(
+                "record did not attach ({other:?}): {}",
+                stderr.lock().unwrap()
+            ),
         }
     }
-    std::thread::spawn(move || lines.for_each(drop));
-    child
+}
+
+/// Stops `record` with `signal` and waits (at most [`LINE_TIMEOUT`]) for its exit.
+fn stop(mut record: Reaped, signal: Signal) -> std::process::ExitStatus {
+    kill(Pid::from_raw(record.id() as i32), signal).unwrap();
+    process::wait(&mut record, LINE_TIMEOUT)
 }
 
 /// Makes `n` failing unmounts (EINVAL on a plain directory) under `tmp`.
@@ -95,10 +108,10 @@ fn record_rotates_and_keeps_n_files_of_mode_0600() {
             tmp.to_str().unwrap(),
         ],
     );
+    // The fixture's calls have returned: their records are in the ring buffer, which record
+    // drains before it exits on SIGTERM.
     unmount_attempts(&tmp, 60);
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    kill(Pid::from_raw(record.id() as i32), Signal::SIGTERM).unwrap();
-    let status = record.wait_with_output().unwrap().status;
+    let status = stop(record, Signal::SIGTERM);
     assert!(status.success(), "SIGTERM exits 0: {status}");
     let mut names: Vec<String> = std::fs::read_dir(&tmp)
         .unwrap()
@@ -135,11 +148,23 @@ fn record_killed_keeps_every_whole_line() {
     let dir = tempfile::tempdir().unwrap();
     let tmp = dir.path().canonicalize().unwrap();
     let file = tmp.join("rec.jsonl");
-    let mut record = start_record(&file, &["--path", tmp.to_str().unwrap()]);
+    let record = start_record(&file, &["--path", tmp.to_str().unwrap()]);
     let pid = unmount_attempts(&tmp, 20);
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    record.kill().unwrap();
-    record.wait().unwrap();
+    // Kill it once the 20 lines are written (each line is flushed as it is written).
+    let attempts_in_file = || {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["type"] == "umount" && l["pid"] == pid)
+            .count()
+    };
+    let written = process::poll(LINE_TIMEOUT, || (attempts_in_file() >= 20).then_some(()));
+    stop(record, Signal::SIGKILL);
+    assert!(
+        written.is_some(),
+        "record wrote {} of the 20 attempts in {LINE_TIMEOUT:?}",
+        attempts_in_file()
+    );
     let lines = lines_of(&file, true);
     assert_eq!(lines[0]["type"], "header");
     let attempts = lines
@@ -148,11 +173,11 @@ fn record_killed_keeps_every_whole_line() {
         .count();
     assert_eq!(attempts, 20, "every attempt before the kill is in the file");
     // The report reads what the kill left, whole lines only.
-    let report = Command::new(env!("CARGO_BIN_EXE_busyprobe"))
-        .arg("report")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let report = process::output(
+        Command::new(env!("CARGO_BIN_EXE_busyprobe"))
+            .arg("report")
+            .arg(&file),
+    );
     let markdown = String::from_utf8_lossy(&report.stdout);
     assert!(
         report.status.success(),

@@ -5,13 +5,14 @@
 //! seven `transient` holders, each with the exact process, file or directory and how it let
 //! go.
 
+use libtest_mimic::Trial;
 use std::{
     ffi::OsStr,
     fs::File,
-    io::Read,
+    io::{Read, Write as _},
     os::fd::{AsRawFd, OwnedFd},
     path::Path,
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use nix::{
@@ -24,33 +25,22 @@ use serde_json::{json, Value};
 use crate::support::{
     fixture::Plan,
     holder::Helper,
-    incident::Fixture,
-    watcher::{is_umount_of, Watcher},
+    incident::{Fixture, FIXTURE_TIMEOUT},
+    lines::Lines,
+    process,
+    watcher::{is_umount_of, Watcher, LINE_TIMEOUT},
 };
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 5] = [
-    (
-        "a_listener_gone_with_unread_events_is_named",
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![
         a_listener_gone_with_unread_events_is_named,
-    ),
-    (
-        "a_mount_gone_before_the_scan_never_blames_the_mount_below",
         a_mount_gone_before_the_scan_never_blames_the_mount_below,
-    ),
-    (
-        "a_release_too_deep_to_walk_is_cut_marked_and_counted",
         a_release_too_deep_to_walk_is_cut_marked_and_counted,
-    ),
-    (
-        "every_way_of_letting_go_is_a_transient_holder",
         every_way_of_letting_go_is_a_transient_holder,
-    ),
-    (
-        "a_recent_accessor_is_context_not_a_holder",
         a_recent_accessor_is_context_not_a_holder,
-    ),
-];
+    ]
+}
 
 /// Environment variable: run [`let_go`] on the mount point it names (a child mode of the
 /// test binary, so that it can unshare its mount namespace while single-threaded).
@@ -87,8 +77,10 @@ fn map_file(path: &Path) -> *mut libc::c_void {
 
 /// Let-go mode: mounts a tmpfs at `dir` in a private namespace, holds three files on it (the
 /// third in a child, close-on-exec), fails to unmount it, lets go of each a different way,
-/// unmounts it, and prints `{"pid", "child", "first", "second", "busy_retries"}` (errnos, 0
-/// for success; how many times the second unmount was busy before it worked).
+/// prints `{"pid", "first"}`, waits for a line on stdin (the test has read the failure's
+/// line), unmounts it, and prints `{"pid", "child", "first", "second", "busy_retries"}`
+/// (errnos, 0 for success; how many times the second unmount was busy before it worked); it
+/// exits when its stdin closes.
 pub fn let_go(dir: &OsStr) -> ! {
     let mnt = Path::new(dir);
     crate::support::tmpfs_in_private_namespace(mnt);
@@ -103,6 +95,9 @@ pub fn let_go(dir: &OsStr) -> ! {
     // SAFETY: single-threaded here; the child only calls async-signal-safe functions and exec.
     let child = match unsafe { fork() }.expect("let-go: fork") {
         ForkResult::Child => {
+            // Dies with this single-threaded process, whatever happens to it.
+            // SAFETY: plain prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
             drop(go_write);
             drop(execd_read);
             let _held = File::open(mnt.join(EXECED)).expect("child: open"); // O_CLOEXEC
@@ -144,11 +139,20 @@ pub fn let_go(dir: &OsStr) -> ! {
     nix::unistd::write(&go_write, b"g").unwrap();
     // EOF: the child exec'd.
     let _ = execd.read(&mut ready);
-    // Back off before unmounting again, as runtimes do (containerd retries every 50 ms): the
-    // mount must still be there when busyprobe reads the table to resolve the failed call's
-    // target, or its holders are unknown (tracepoint mode knows the call's path, not its
-    // mount).
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    // Unmount again (as runtimes retry) only once the failure's line is out: the mount must
+    // still be there when busyprobe reads the table to resolve the failed call's target, or
+    // its holders are unknown (tracepoint mode knows the call's path, not its mount).
+    let say = |v: Value| {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{v}").expect("let-go: write");
+        out.flush().expect("let-go: flush");
+    };
+    say(json!({"pid": std::process::id(), "first": first}));
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .expect("let-go: wait for the test");
     // The exec'ing child drops its files after its end of the pipe (deferred fputs in
     // fd order): retry briefly, as a runtime would.
     let mut second = errno_of(umount2(mnt, MntFlags::empty()));
@@ -163,19 +167,16 @@ pub fn let_go(dir: &OsStr) -> ! {
     }
     let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
     let _ = nix::sys::wait::waitpid(child, None);
-    // Outlive the unmounts a moment, as a runtime does: on a slow machine (vm-test) busyprobe
-    // may still be resolving the failed call's target in this namespace.
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    println!(
-        "{}",
-        json!({
-            "pid": std::process::id(),
-            "child": child.as_raw(),
-            "first": first,
-            "second": second,
-            "busy_retries": busy_retries
-        })
-    );
+    say(json!({
+        "pid": std::process::id(),
+        "child": child.as_raw(),
+        "first": first,
+        "second": second,
+        "busy_retries": busy_retries
+    }));
+    // Outlive the unmounts, as a runtime does: busyprobe may still be resolving the retries'
+    // targets in this namespace until the test has read their lines (it closes our stdin).
+    let _ = std::io::stdin().read_line(&mut line);
     std::mem::forget(target);
     std::process::exit(0)
 }
@@ -196,28 +197,45 @@ impl ExecReplace for Command {
 }
 
 /// Runs [`let_go`] once under `tmp`; its report, the watcher's line for its first EBUSY, and
-/// the lines of the EBUSYs of its retries. EBUSY lines are written as their attribution ends,
-/// not always in call order: the first call's is the one with the lowest id.
+/// the lines of the EBUSYs of its retries (made after the first line was out).
 fn run_once(watcher: &Watcher, tmp: &Path) -> (Value, Value, Vec<Value>) {
     let mnt = tmp.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .env(LET_GO_ENV, &mnt)
-        .output()
-        .expect("run the let-go child");
-    assert!(
-        out.status.success(),
-        "let-go child failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let mut child = process::spawn(
+        Command::new(std::env::current_exe().unwrap())
+            .env(LET_GO_ENV, &mnt)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
     );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("let-go report");
+    let mut stdin = child.stdin.take().unwrap();
+    let stderr = Lines::spawn_collected(child.stderr.take().unwrap());
+    let stdout = Lines::spawn(child.stdout.take().unwrap());
+    let next = |what: &str| -> Value {
+        let line = stdout.expect_line(FIXTURE_TIMEOUT, what, &stderr);
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what} ({e}): {line}"))
+    };
+    let early = next("let-go first unmount");
+    assert_eq!(early["first"], libc::EBUSY, "held: {early}");
+    let pid = early["pid"].as_u64().unwrap() as u32;
+    let first = watcher.umount_lines_of(pid, 1).remove(0);
+    writeln!(stdin, "go").expect("tell let-go to unmount again");
+    let report = next("let-go report");
     assert_eq!(report["first"], libc::EBUSY, "held: {report}");
     assert_eq!(report["second"], 0, "everything let go: {report}");
-    let pid = report["pid"].as_u64().unwrap() as u32;
     let retries = report["busy_retries"].as_u64().unwrap() as usize;
-    let mut lines = watcher.umount_lines_of(pid, 1 + retries);
-    lines.sort_by_key(|l| l["id"].as_u64());
-    let first = lines.remove(0);
+    let lines = if retries > 0 {
+        watcher.umount_lines_of(pid, retries)
+    } else {
+        Vec::new()
+    };
+    drop(stdin);
+    let status = process::wait(&mut child, LINE_TIMEOUT);
+    assert!(
+        status.success(),
+        "let-go child failed: {}",
+        stderr.1.lock().unwrap()
+    );
     (report, first, lines)
 }
 

@@ -4,16 +4,18 @@
 
 use std::collections::BTreeSet;
 
-use libtest_mimic::Completion;
+use libtest_mimic::Trial;
 use serde_json::Value;
 
 use crate::{
-    holders::{self, Named, Propagation, Scene},
+    holders::{self, Propagation, Scene},
     support::{fixture::Report, incident::Fixture},
 };
 
-/// Every trial, by name.
-pub const TESTS: [Named; 1] = [("kernel_and_proc_scans_agree", kernel_and_proc_scans_agree)];
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![kernel_and_proc_scans_agree]
+}
 
 /// `busyprobe who TARGET --json --scan SCAN`.
 fn who_with(scene: &Scene, scan: &str) -> Vec<String> {
@@ -63,7 +65,7 @@ fn identities(who: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-fn kernel_and_proc_scans_agree() -> Completion {
+fn kernel_and_proc_scans_agree() {
     let scenes = [
         holders::fd_scene(false),
         holders::fd_scene(true),
@@ -92,5 +94,4 @@ fn kernel_and_proc_scans_agree() -> Completion {
         );
         assert_eq!(k, p, "{}: kernel scan vs /proc walk", scene.title);
     }
-    Completion::Completed
 }

@@ -3,71 +3,93 @@
 //! status 0; `replay` shows a recording and reports its malformed lines once the terminal
 //! is back; without a terminal it refuses clearly.
 
+use libtest_mimic::Trial;
 use std::{
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
+    sync::atomic::{AtomicUsize, Ordering},
     thread::sleep,
     time::{Duration, Instant},
 };
 
-use crate::support::{fixture::Plan, incident::Fixture};
+use crate::support::{
+    fixture::Plan,
+    incident::Fixture,
+    process::{self, tool, Reaped},
+};
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 6] = [
-    (
-        "top_ends_when_its_terminal_hangs_up",
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![
         top_ends_when_its_terminal_hangs_up,
-    ),
-    (
-        "demo_on_a_terminal_opens_the_top_view",
         demo_on_a_terminal_opens_the_top_view,
-    ),
-    (
-        "replay_of_stdin_shows_a_stream_and_stays_until_quit",
         replay_of_stdin_shows_a_stream_and_stays_until_quit,
-    ),
-    (
-        "top_live_names_the_holder_of_a_failed_unmount",
         top_live_names_the_holder_of_a_failed_unmount,
-    ),
-    ("top_replays_a_recording", top_replays_a_recording),
-    (
-        "top_without_a_terminal_says_so",
+        top_replays_a_recording,
         top_without_a_terminal_says_so,
-    ),
-];
+    ]
+}
 
-/// A tmux server of its own (its own socket), running one command in a 120x40 window; the
-/// server is killed when dropped, whatever the test did.
+/// A tmux server of its own (its own socket) running one command in a 120x40 window. The
+/// server runs in the foreground (`tmux -D`) as a child of the test that dies with it; it is
+/// killed when dropped, whatever the test did, and its terminal's hang-up ends the command.
 struct Screen {
     socket: String,
+    _server: Reaped,
 }
 
 impl Screen {
+    /// Runs `busyprobe ARGS`, then prints its exit status and stays (to be read).
     fn start(args: &[&str]) -> Self {
-        let socket = format!("busyprobe-test-{}-{}", std::process::id(), args.len());
-        let screen = Self { socket };
-        let command = format!(
+        Self::run(&format!(
             "{} {} 2>&1; echo EXIT=$?; sleep 600",
             env!("CARGO_BIN_EXE_busyprobe"),
             args.join(" ")
+        ))
+    }
+
+    /// Runs the shell command `command` in a new server's only window.
+    fn run(command: &str) -> Self {
+        static SERVERS: AtomicUsize = AtomicUsize::new(0);
+        let n = SERVERS.fetch_add(1, Ordering::Relaxed);
+        let socket = format!("busyprobe-test-{}-{n}", std::process::id());
+        let server = process::spawn(
+            Command::new(tool("tmux"))
+                .args(["-L", &socket, "-D"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
         );
-        screen.tmux(&["new-session", "-d", "-x", "120", "-y", "40", &command]);
+        let screen = Self {
+            socket,
+            _server: server,
+        };
+        // The server answers once it listens (with -D it stays without sessions).
+        let up = process::poll(Duration::from_secs(60), || {
+            screen.try_tmux(&["list-sessions"]).ok()
+        });
+        assert!(up.is_some(), "the tmux server never answered");
+        screen.tmux(&["new-session", "-d", "-x", "120", "-y", "40", command]);
         screen
     }
 
     fn tmux(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .expect("run tmux (apt-get install tmux)");
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        self.try_tmux(args)
+            .unwrap_or_else(|e| panic!("tmux {args:?}: {e}"))
+    }
+
+    /// A tmux command's stdout, or its stderr when it fails.
+    fn try_tmux(&self, args: &[&str]) -> Result<String, String> {
+        let out = process::output(
+            Command::new(tool("tmux"))
+                .args(["-L", &self.socket])
+                .args(args),
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 
     fn text(&self) -> String {
@@ -80,18 +102,24 @@ impl Screen {
         self.tmux(&args);
     }
 
-    /// The screen once it contains `needle`; panics with the screen after 15 s.
+    /// The screen once it contains `needle`; panics with the screen after 60 s.
     fn wait_for(&self, needle: &str) -> String {
+        self.wait_until(&format!("{needle:?}"), |text| text.contains(needle))
+    }
+
+    /// The screen once `done` accepts it (polled every 100 ms); panics with the screen after
+    /// 60 s, saying it never showed `what`.
+    fn wait_until(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
         // Generous: under emulation (cargo xtask vm-test) everything is ten times slower.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let text = self.text();
-            if text.contains(needle) {
+            if done(&text) {
                 return text;
             }
             assert!(
                 Instant::now() < deadline,
-                "the screen never showed {needle:?}:\n{text}"
+                "the screen never showed {what}:\n{text}"
             );
             sleep(Duration::from_millis(100));
         }
@@ -100,10 +128,15 @@ impl Screen {
 
 impl Drop for Screen {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .status();
+        // Then the server's guard kills it, should it still run.
+        let _ = self.try_tmux(&["kill-server"]);
     }
+}
+
+/// The detail pane's first line (`attempt N at TIME`): which attempt it shows.
+fn detail_attempt(text: &str) -> Option<&str> {
+    text.lines()
+        .find(|l| l.trim_start_matches('│').starts_with("attempt "))
 }
 
 fn temp_dir() -> (tempfile::TempDir, PathBuf) {
@@ -261,9 +294,12 @@ fn demo_on_a_terminal_opens_the_top_view() {
     // Failures only; the two newest are the held file's and the scanner's, in some order.
     screen.keys(&["f", "Enter"]);
     let first = screen.wait_for("  result EBUSY (-16)");
+    let first_attempt = detail_attempt(&first).expect("the detail pane names its attempt");
     screen.keys(&["j"]);
-    sleep(Duration::from_millis(500));
-    let second = screen.wait_for("  result EBUSY (-16)");
+    let second = screen.wait_until("the next failure's detail", |text| {
+        text.contains("  result EBUSY (-16)")
+            && detail_attempt(text).is_some_and(|a| a != first_attempt)
+    });
     let named = |file: &str| {
         [&first, &second]
             .iter()
@@ -283,37 +319,16 @@ fn demo_on_a_terminal_opens_the_top_view() {
 /// A closed terminal (an ssh session gone, a tmux window killed) ends `top`: its probes do not
 /// stay attached forever (crossterm's own wait spins on a hung-up terminal).
 fn top_ends_when_its_terminal_hangs_up() {
-    let socket = format!("busyprobe-test-hup-{}", std::process::id());
-    let tmux = |args: &[&str]| {
-        Command::new("tmux")
-            .args(["-L", &socket])
-            .args(args)
-            .output()
-            .expect("run tmux")
-    };
-    let command = format!("exec {} top", env!("CARGO_BIN_EXE_busyprobe"));
-    assert!(
-        tmux(&["new-session", "-d", "-x", "120", "-y", "40", &command])
-            .status
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !String::from_utf8_lossy(&tmux(&["capture-pane", "-p"]).stdout).contains(" live, ") {
-        assert!(Instant::now() < deadline, "top did not start");
-        sleep(Duration::from_millis(100));
-    }
-    let pane = tmux(&["list-panes", "-F", "#{pane_pid}"]);
-    let pid: i32 = String::from_utf8_lossy(&pane.stdout)
+    let screen = Screen::run(&format!("exec {} top", env!("CARGO_BIN_EXE_busyprobe")));
+    screen.wait_for(" live, ");
+    let pid: i32 = screen
+        .tmux(&["list-panes", "-F", "#{pane_pid}"])
         .trim()
         .parse()
         .unwrap();
-    tmux(&["kill-server"]);
+    screen.tmux(&["kill-server"]);
     let gone = || !Path::new(&format!("/proc/{pid}")).exists();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !gone() && Instant::now() < deadline {
-        sleep(Duration::from_millis(100));
-    }
-    if !gone() {
+    if process::poll(Duration::from_secs(60), || gone().then_some(())).is_none() {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
@@ -323,10 +338,7 @@ fn top_ends_when_its_terminal_hangs_up() {
 }
 
 fn top_without_a_terminal_says_so() {
-    let out = Command::new(env!("CARGO_BIN_EXE_busyprobe"))
-        .arg("top")
-        .output()
-        .expect("run busyprobe top");
+    let out = process::output(Command::new(env!("CARGO_BIN_EXE_busyprobe")).arg("top"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(

@@ -12,20 +12,23 @@ use std::{
     time::{Duration, Instant},
 };
 
+use libtest_mimic::Trial;
 use serde_json::{json, Value};
 
-use crate::support::watcher::Watcher;
+use crate::support::{
+    incident::FIXTURE_TIMEOUT,
+    lines::Lines,
+    process::{self, DieWithTest},
+    watcher::{Watcher, LINE_TIMEOUT},
+};
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 2] = [
-    ("scanner_race_every_ebusy_names_the_scanner", || {
-        race_test(Scanner::Open)
-    }),
-    (
-        "fanotify_scanner_race_every_ebusy_names_the_scanner",
-        || race_test(Scanner::Fanotify),
-    ),
-];
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![
+        scanner_race_every_ebusy_names_the_scanner => || race_test(Scanner::Open),
+        fanotify_scanner_race_every_ebusy_names_the_scanner => || race_test(Scanner::Fanotify),
+    ]
+}
 
 /// Which kind of scanner races the unmounter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,12 +187,15 @@ pub fn race(dir: &OsStr) -> ! {
         std::fs::write(mnt.join(file), b"x").unwrap();
     }
     let mode = std::env::var(MODE_ENV).unwrap_or_default();
+    // The race is single-threaded: its helpers die with it (and it dies with the test).
     let start = |mode: &str| {
         Command::new(std::env::current_exe().unwrap())
             .env(SCANNER_ENV, mnt)
             .env(MODE_ENV, mode)
             .env_remove(RACE_ENV)
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
+            .die_with_test()
             .spawn()
             .expect("race: start a helper")
     };
@@ -234,13 +240,14 @@ pub fn race(dir: &OsStr) -> ! {
         let _ = child.wait();
     }
     let opener = opener.map(|o| o.id());
-    // Like a runtime, the unmounter outlives its unmounts: its namespace (where busyprobe
-    // resolves the target) stays while a slow machine is still attributing the failures.
-    std::thread::sleep(Duration::from_secs(1));
     println!(
         "{}",
         json!({"unmounter": std::process::id(), "scanner": scanner.id(), "opener": opener, "failures": failures})
     );
+    // Like a runtime, the unmounter outlives its unmounts: its namespace (where busyprobe
+    // resolves the target) stays until the test has read every failure's line (it closes
+    // our stdin then).
+    let _ = std::io::stdin().read_line(&mut String::new());
     std::process::exit(0)
 }
 
@@ -256,18 +263,18 @@ struct Round {
 fn round(watcher: &Watcher, tmp: &Path, kind: Scanner) -> Round {
     let mnt = tmp.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(RACE_ENV, &mnt)
-        .env(MODE_ENV, kind.as_str())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the race");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("race report");
-    let status = child.wait().expect("wait for the race");
-    assert!(status.success(), "the race failed: {status}");
+    let mut child = process::spawn(
+        Command::new(std::env::current_exe().unwrap())
+            .env(RACE_ENV, &mnt)
+            .env(MODE_ENV, kind.as_str())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let stdin = child.stdin.take();
+    let stderr = Lines::spawn_collected(child.stderr.take().unwrap());
+    let stdout = Lines::spawn(child.stdout.take().unwrap());
+    let line = stdout.expect_line(FIXTURE_TIMEOUT, "race report", &stderr);
     let report: Value =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("race report {line:?}: {e}"));
     let pid = |f: &str| report[f].as_u64().map(|p| p as u32);
@@ -282,6 +289,9 @@ fn round(watcher: &Watcher, tmp: &Path, kind: Scanner) -> Round {
             ebusy.len() == failures
         });
     }
+    drop(stdin);
+    let status = process::wait(&mut child, LINE_TIMEOUT);
+    assert!(status.success(), "the race failed: {status}");
     Round {
         scanner: pid("scanner").unwrap(),
         opener: pid("opener"),

@@ -1,6 +1,7 @@
 //! `busyprobe watch --json`: the real binary with the real probes, watching real `umount2`
 //! calls made by a fixture process in a private mount namespace.
 
+use libtest_mimic::Trial;
 use std::{
     ffi::OsStr,
     os::unix::ffi::{OsStrExt, OsStringExt},
@@ -21,50 +22,28 @@ use crate::support::{
 /// No extra arguments for `busyprobe watch --json`.
 const NO_ARGS: [&str; 0] = [];
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 17] = [
-    (
-        "every_probe_loads_and_attaches_without_a_warning",
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![
         every_probe_loads_and_attaches_without_a_warning,
-    ),
-    (
-        "ebusy_nothing_visible_explains_is_unknown_with_what_was_checked",
         ebusy_nothing_visible_explains_is_unknown_with_what_was_checked,
-    ),
-    (
-        "eperm_for_an_unprivileged_caller",
         eperm_for_an_unprivileged_caller,
-    ),
-    (
-        "ebusy_on_tmpfs_held_by_open_fd",
         ebusy_on_tmpfs_held_by_open_fd,
-    ),
-    ("successful_unmount", successful_unmount),
-    ("einval_on_plain_directory", einval_on_plain_directory),
-    ("enoent_on_missing_path", enoent_on_missing_path),
-    ("relative_target", relative_target),
-    ("non_utf8_target", non_utf8_target),
-    ("lazy_unmount_of_busy_mount", lazy_unmount_of_busy_mount),
-    ("forced_unmount_of_busy_mount", forced_unmount_of_busy_mount),
-    (
-        "overlong_target_is_flagged_truncated",
+        successful_unmount,
+        einval_on_plain_directory,
+        enoent_on_missing_path,
+        relative_target,
+        non_utf8_target,
+        lazy_unmount_of_busy_mount,
+        forced_unmount_of_busy_mount,
         overlong_target_is_flagged_truncated,
-    ),
-    ("only_failed_and_path_filters", only_failed_and_path_filters),
-    (
-        "ring_buffer_full_drops_are_counted",
+        only_failed_and_path_filters,
         ring_buffer_full_drops_are_counted,
-    ),
-    (
-        "sigterm_exits_zero_with_final_stats",
         sigterm_exits_zero_with_final_stats,
-    ),
-    (
-        "sigint_exits_zero_with_final_stats",
         sigint_exits_zero_with_final_stats,
-    ),
-    ("closed_stdout_exits_quietly", closed_stdout_exits_quietly),
-];
+        closed_stdout_exits_quietly,
+    ]
+}
 
 /// A new temporary directory (removed on drop) and its canonical path (`/tmp` may be a
 /// symlink; the kernel and the fixture see the canonical one).

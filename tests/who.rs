@@ -1,33 +1,29 @@
 //! `busyprobe who`'s contract beyond the holder kinds: exit statuses (0 held, 1 not held,
 //! 2 error) and a path that is not a mount point (the mount it is on is named).
 
+use libtest_mimic::Trial;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// Every trial, by name.
-pub const TESTS: [(&str, fn()); 3] = [
-    (
-        "who_counts_and_names_processes_it_cannot_inspect",
+use crate::support::process::{self, tool};
+
+/// Every trial.
+pub fn trials() -> Vec<Trial> {
+    trials![
         who_counts_and_names_processes_it_cannot_inspect,
-    ),
-    (
-        "who_inside_a_mount_names_that_mount_and_exits_by_holders",
         who_inside_a_mount_names_that_mount_and_exits_by_holders,
-    ),
-    (
-        "who_on_a_missing_path_exits_2",
         who_on_a_missing_path_exits_2,
-    ),
-];
+    ]
+}
 
 /// Runs a shell script in a private mount namespace (its mounts vanish with it).
 fn in_private_namespace(script: &str) -> Output {
-    Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", script])
-        .env("BUSYPROBE", env!("CARGO_BIN_EXE_busyprobe"))
-        .output()
-        .expect("run unshare")
+    process::output(
+        Command::new(tool("unshare"))
+            .args(["-m", "--propagation", "private", "sh", "-c", script])
+            .env("BUSYPROBE", env!("CARGO_BIN_EXE_busyprobe")),
+    )
 }
 
 fn who_inside_a_mount_names_that_mount_and_exits_by_holders() {
@@ -35,11 +31,18 @@ fn who_inside_a_mount_names_that_mount_and_exits_by_holders() {
     let mnt = dir.path().canonicalize().unwrap().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     // Nothing holds the tmpfs (exit 1), then a child sits in it (exit 0); `who` is asked
-    // about a directory inside the mount both times.
+    // about a directory inside the mount both times. The second time, once the child is
+    // `sleep` with its working directory in the mount (at most 10 s; else a fifth line says
+    // so).
     let script = format!(
         r#"mount -t tmpfs whotest {m}; mkdir {m}/sub
 "$BUSYPROBE" who --json {m}/sub; echo "status=$?"
-(cd {m}/sub && exec sleep 30) & sleep 0.3
+(cd {m}/sub && exec sleep 30) &
+i=0
+until [ "$(cat /proc/$!/comm)" = sleep ] && [ "$(readlink /proc/$!/cwd)" = {m}/sub ]; do
+    i=$((i+1)); [ $i -lt 1000 ] || {{ echo "the child never sat in the mount"; break; }}
+    sleep 0.01
+done
 "$BUSYPROBE" who --json {m}/sub; echo "status=$?"
 kill $!"#,
         m = mnt.display()
@@ -77,10 +80,9 @@ kill $!"#,
 }
 
 fn who_on_a_missing_path_exits_2() {
-    let out = Command::new(env!("CARGO_BIN_EXE_busyprobe"))
-        .args(["who", "/nonexistent/busyprobe/path"])
-        .output()
-        .expect("run who");
+    let out = process::output(
+        Command::new(env!("CARGO_BIN_EXE_busyprobe")).args(["who", "/nonexistent/busyprobe/path"]),
+    );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);

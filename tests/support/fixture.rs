@@ -26,7 +26,10 @@ use std::{
 use nix::mount::{mount, MsFlags};
 use serde_json::{json, Value};
 
-use super::holder::{self, Helper, HelperReport};
+use super::{
+    holder::{self, Helper, HelperReport},
+    process::DieWithTest,
+};
 
 /// The fd number [`Plan::hold_dup`] keeps its file under.
 pub const DUP_FD: i32 = 100;
@@ -233,16 +236,6 @@ impl Plan {
         self.steps.push(Step::Run {
             argv: argvec(argv),
             must: true,
-            undo: argvec(undo),
-        });
-        self
-    }
-
-    /// Like [`Plan::run`], and runs `undo` when the fixture ends if `argv` succeeded.
-    pub fn try_run<S: AsRef<OsStr>, U: AsRef<OsStr>>(mut self, argv: &[S], undo: &[U]) -> Self {
-        self.steps.push(Step::Run {
-            argv: argvec(argv),
-            must: false,
             undo: argvec(undo),
         });
         self
@@ -563,9 +556,11 @@ impl Drop for Held {
 fn run_command(argv: &[Vec<u8>]) -> RunOutput {
     use std::os::unix::process::ExitStatusExt;
     let os = |b: &Vec<u8>| OsStr::from_bytes(b).to_owned();
+    // The fixture is single-threaded: the command dies with it (PR_SET_PDEATHSIG).
     let out = Command::new(os(&argv[0]))
         .args(argv[1..].iter().map(os))
         .stdin(Stdio::null())
+        .die_with_test()
         .output()
         .unwrap_or_else(|e| panic!("fixture: run {:?}: {e}", os(&argv[0])));
     RunOutput {

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{
     fixture::{self, Call, Plan, Report},
-    lines::{Lines, Next},
+    lines::Lines,
     watcher::Watcher,
 };
 
@@ -21,7 +21,9 @@ use super::{
 pub const FIXTURE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running fixture process that has run its plan and is waiting to be let go.
-/// Dropping it closes its stdin, then kills it if it has not exited within a second.
+/// Dropping it closes its stdin, then kills it if it has not exited within a second. It gets
+/// no `PR_SET_PDEATHSIG`: a test may start it on a thread that ends before it should (see
+/// `before_start.rs`); the end of the test process closes its stdin, which ends it.
 pub struct Fixture {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -50,7 +52,7 @@ impl Fixture {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn fixture");
-        let (stderr_lines, stderr) = Lines::spawn_collected(child.stderr.take().unwrap());
+        let stderr = Lines::spawn_collected(child.stderr.take().unwrap());
         let stdout = Lines::spawn(child.stdout.take().unwrap());
         let stdin = child.stdin.take();
         let mut guard = Self {
@@ -63,17 +65,7 @@ impl Fixture {
             started,
             finished: started,
         };
-        let line = match stdout.next_until(Instant::now() + FIXTURE_TIMEOUT) {
-            Next::Line(line) => line,
-            other => {
-                // Let the stderr thread collect the panic message.
-                stderr_lines.wait_eof(Instant::now() + Duration::from_secs(1));
-                panic!(
-                    "fixture gave no report ({other:?}); its stderr:\n{}",
-                    stderr.lock().unwrap()
-                )
-            }
-        };
+        let line = stdout.expect_line(FIXTURE_TIMEOUT, "fixture report", &stderr);
         guard.finished = SystemTime::now();
         guard.report = Report::parse(&line);
         assert_eq!(guard.report.pid, guard.child.id(), "fixture reported pid");

@@ -85,6 +85,28 @@ impl Lines {
         }
     }
 
+    /// The next line of a child's stdout (these lines) within `timeout`; else fails the test
+    /// saying it gave no `what`, with the child's stderr (`stderr`, from
+    /// [`Lines::spawn_collected`], read to its end first when it closes within a second: a
+    /// panic message is in it).
+    pub fn expect_line(
+        &self,
+        timeout: Duration,
+        what: &str,
+        stderr: &(Lines, Arc<Mutex<String>>),
+    ) -> String {
+        match self.next_until(Instant::now() + timeout) {
+            Next::Line(line) => line,
+            other => {
+                stderr.0.wait_eof(Instant::now() + Duration::from_secs(1));
+                panic!(
+                    "no {what} ({other:?}); stderr:\n{}",
+                    stderr.1.lock().unwrap()
+                )
+            }
+        }
+    }
+
     /// Waits at most until `deadline` for the pipe's end of file to be read (every line has
     /// then been handed to `also`); returns whether it was.
     pub fn wait_eof(&self, deadline: Instant) -> bool {

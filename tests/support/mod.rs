@@ -5,13 +5,15 @@
 //! - [`incident`]: the parent's side of it (start, report, the watcher's lines for its pid);
 //! - [`watcher`]: the `busyprobe watch --json` process under test;
 //! - [`contract`]: checks of the JSON Lines contract;
-//! - [`lines`]: reading pipes with deadlines.
+//! - [`lines`]: reading pipes with deadlines;
+//! - [`process`]: children that die with the test, commands with deadlines, external tools.
 
 pub mod contract;
 pub mod fixture;
 pub mod holder;
 pub mod incident;
 pub mod lines;
+pub mod process;
 pub mod watcher;
 
 /// Decodes a `*_b64` field: standard base64 with padding (RFC 4648 §4).
@@ -24,7 +26,7 @@ pub fn decode_b64(text: &str) -> Option<Vec<u8>> {
 /// just now may still be open for writing in a child another test thread is forking.
 pub fn output_of_fresh_copy(cmd: &mut std::process::Command) -> std::process::Output {
     for _ in 0..50 {
-        match cmd.output() {
+        match process::try_output(cmd) {
             Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
                 std::thread::sleep(std::time::Duration::from_millis(20))
             }

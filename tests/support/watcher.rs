@@ -2,7 +2,8 @@
 //!
 //! Its stderr is read on a background thread for the whole run (so it can never block) and
 //! kept for failure messages; its stdout is read as JSON Lines with deadlines. Dropping a
-//! [`Watcher`] sends SIGTERM, waits briefly, then SIGKILLs it.
+//! [`Watcher`] sends SIGTERM, waits briefly, then SIGKILLs it; it dies with the test process
+//! too (`PR_SET_PDEATHSIG`: a watcher lives within the trial thread that starts it).
 
 use std::{
     ffi::OsStr,
@@ -17,7 +18,10 @@ use nix::{
 };
 use serde_json::Value;
 
-use super::lines::{Lines, Next};
+use super::{
+    lines::{Lines, Next},
+    process::DieWithTest,
+};
 
 /// How long the watcher may take to attach its probes: well under a second on the host, but
 /// an emulated guest attaching fentry mode's 23 trampolines while other tests load theirs
@@ -68,6 +72,7 @@ impl Watcher {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .die_with_test()
             .spawn()
             .expect("spawn busyprobe watch");
         let (stderr_lines, stderr) = Lines::spawn_collected(child.stderr.take().unwrap());

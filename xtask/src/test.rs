@@ -95,6 +95,21 @@ pub fn test(opts: &Options) -> Result<ExitCode> {
         counts = c;
         Ok(passed)
     });
+    let strict = ignored_fails(
+        nix::unistd::geteuid().is_root(),
+        std::env::var("CI").ok().as_deref(),
+    );
+    if strict {
+        step("no test ignored or skipped", &mut || {
+            Ok(match counts.ignored_verdict() {
+                Some(why) => {
+                    eprintln!("xtask: {why}");
+                    false
+                }
+                None => true,
+            })
+        });
+    }
 
     println!("\nxtask: summary");
     for o in &outcomes {
@@ -110,8 +125,12 @@ pub fn test(opts: &Options) -> Result<ExitCode> {
         counts.failed,
         counts.ignored
     );
-    if counts.ignored > 0 {
-        println!("xtask: {} tests were IGNORED (integration tests need root: see their SKIPPED line above)", counts.ignored);
+    if counts.ignored > 0 && !strict {
+        println!(
+            "xtask: {} tests were IGNORED (integration tests need root: see their SKIPPED line \
+             above); as root or with CI=true that fails the run",
+            counts.ignored
+        );
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
@@ -120,18 +139,55 @@ pub fn test(opts: &Options) -> Result<ExitCode> {
     })
 }
 
-/// Totals of every `test result:` line cargo printed.
-#[derive(Default, Clone, Copy)]
+/// Whether an ignored (skipped) test fails `cargo xtask test`: as root, where every test can
+/// run, and in CI (`CI=true`), where a skip would pass unseen.
+fn ignored_fails(is_root: bool, ci: Option<&str>) -> bool {
+    is_root || ci.is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Totals of every `test result:` line cargo printed, and the names of the ignored tests.
+#[derive(Default, Clone)]
 struct TestCounts {
     passed: u64,
     failed: u64,
     ignored: u64,
+    ignored_names: Vec<String>,
 }
 
 impl TestCounts {
+    /// Why the run fails when ignored tests fail it (see [`ignored_fails`]), if any was.
+    fn ignored_verdict(&self) -> Option<String> {
+        (self.ignored > 0).then(|| {
+            format!(
+                "{} tests were ignored or skipped, which fails the run as root or in CI: {}",
+                self.ignored,
+                if self.ignored_names.is_empty() {
+                    "(see the output above)".to_owned()
+                } else {
+                    self.ignored_names.join(", ")
+                }
+            )
+        })
+    }
+
+    /// Adds one line of libtest output: a summary (see [`TestCounts::add_result`]) or a test's
+    /// own line, `test NAME ... ignored` (with libtest's `, reason` when it gave one).
+    fn add_line(&mut self, line: &str) {
+        if let Some((name, verdict)) = line
+            .strip_prefix("test ")
+            .and_then(|rest| rest.split_once(" ... "))
+        {
+            if verdict.starts_with("ignored") {
+                self.ignored_names.push(name.trim_end().to_owned());
+            }
+            return;
+        }
+        self.add_result(line);
+    }
+
     /// Adds a libtest summary line such as
     /// `test result: ok. 42 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ...`.
-    fn add_line(&mut self, line: &str) {
+    fn add_result(&mut self, line: &str) {
         let Some(rest) = line.strip_prefix("test result: ") else {
             return;
         };
@@ -176,7 +232,7 @@ fn cargo(dir: &std::path::Path, args: &[&str]) -> Result<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::TestCounts;
+    use super::{ignored_fails, TestCounts};
 
     #[test]
     fn adds_up_libtest_result_lines() {
@@ -187,5 +243,28 @@ mod tests {
         );
         c.add_line("running 14 tests");
         assert_eq!((c.passed, c.failed, c.ignored), (45, 2, 14));
+    }
+
+    #[test]
+    fn an_ignored_test_fails_the_run_as_root_or_in_ci() {
+        let mut c = TestCounts::default();
+        c.add_line("test holder_fd ... ok");
+        // libtest-mimic pads the names to one width.
+        c.add_line("test holder_loop_device      ... ignored");
+        c.add_line("test slow_one ... ignored, needs a GPU");
+        c.add_line("test result: ok. 1 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out");
+        assert_eq!(c.ignored, 2);
+        let why = c.ignored_verdict().expect("ignored tests give a verdict");
+        assert!(why.contains("holder_loop_device, slow_one"), "{why}");
+        assert!(ignored_fails(true, None));
+        assert!(ignored_fails(false, Some("true")));
+        assert!(ignored_fails(false, Some("1")));
+        assert!(!ignored_fails(false, None));
+        assert!(!ignored_fails(false, Some("false")));
+        let mut clean = TestCounts::default();
+        clean.add_line("test holder_fd ... ok");
+        clean
+            .add_line("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
+        assert_eq!(clean.ignored_verdict(), None);
     }
 }

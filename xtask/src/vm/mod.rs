@@ -193,8 +193,9 @@ fn test_executable(messages: &str) -> Option<PathBuf> {
 }
 
 /// The guest plan: the binaries at their host paths, the files the test binary reads at its
-/// compiled-in paths (the eBPF object, a recording fixture) and the directory it writes
-/// `docs/comparison.md` into.
+/// compiled-in paths (the eBPF object, a recording fixture) and an empty `docs/` directory:
+/// finding no committed `docs/comparison.md` there, the comparison test writes its text into
+/// it (on the host it only compares, unless `BUSYPROBE_WRITE_COMPARISON=1`).
 fn guest_plan(
     busyprobe: PathBuf,
     tests: Option<(PathBuf, Vec<String>)>,
