@@ -2,16 +2,22 @@
 //! explained live by `busyprobe watch` running alongside.
 //!
 //! The incident (run by this binary as `__demo-incident` in its own mount namespace):
-//! 1. a tmpfs "image layer" is mounted and filled;
+//! 1. a tmpfs "image layer" is mounted and filled; `watch --path LAYER` starts only then, so
+//!    that it tracks the layer from its first event (it reads every mount table before it says
+//!    `probes attached`), and the incident goes on when told;
 //! 2. a process holds `etc/passwd` open, the unmount fails (EBUSY: an `fd` holder);
-//! 3. that process goes; a "scanner" opens `etc/hosts` for 5 ms; the unmount fails
-//!    again while it holds it (`transient` when it let go before the scan, else `fd`);
+//! 3. that process goes; a "scanner" opens `etc/hosts`; the unmount fails again while it holds
+//!    it, and it lets go right after the failure (`transient` when it let go before the scan,
+//!    else `fd`);
 //! 4. the unmount is retried every 50 ms, as containerd does, until it works.
+//!
+//! Every step waits on the one before (a helper says when it holds or let go of its file), so
+//! the demo shows exactly two failures however slow the machine.
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitCode, Stdio},
+    process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio},
     thread::sleep,
     time::{Duration, Instant},
 };
@@ -24,11 +30,12 @@ use nix::{
 
 use crate::{cli::KEEP_ON_SCREEN, kernel::privileges::Privileges};
 
-/// How long the scanner holds its file: a few milliseconds, gone before anyone looks.
-const SCAN_HOLD: Duration = Duration::from_millis(5);
-/// Time for `watch` to learn of a new mount before the incident unmounts it (with `--path`,
-/// tracking follows the mount tables, which it re-reads within a second).
-const SETTLE: Duration = Duration::from_millis(1500);
+/// How long the first holder keeps its file after the failure (the demo's pace: long enough
+/// to be seen holding it by the scan, which names it `fd`; on a slow machine it may be named
+/// `transient`, having exited first).
+const HOLD_AFTER_FAILURE: Duration = Duration::from_millis(300);
+/// What a demo process writes on its stdout once it has done what it was asked.
+const DONE: &str = "done";
 
 /// A child process killed and reaped on drop.
 struct Reaped(Child);
@@ -61,26 +68,27 @@ pub fn run() -> Result<ExitCode> {
         layer.display()
     );
     println!(
-        "A process keeps a file open in it, a scanner reads another file for {} ms, and an",
-        SCAN_HOLD.as_millis().max(1)
+        "A process keeps a file open in it, a scanner reads another file and lets go a moment"
     );
     println!(
-        "unmounter retries every 50 ms as containerd does. `busyprobe watch` explains each failure"
+        "after the failure, and an unmounter retries every 50 ms as containerd does. `busyprobe"
     );
+    println!("watch` explains each failure");
     println!("(every demo process is this binary, so each is named busyprobe):\n");
     // On a terminal the stream is recorded and shown in the `top` view at the end.
     let recording = super::top::on_a_terminal().then(|| dir.path().join("demo.jsonl"));
+    let mut incident = Helper::start(
+        Command::new(this_binary()?)
+            .arg("__demo-incident")
+            .arg(&layer),
+    )
+    .context("starting the demo incident")?;
     let watch = start_watch(&layer, recording.as_deref())?;
-    let status = Command::new(this_binary()?)
-        .arg("__demo-incident")
-        .arg(&layer)
-        .status()
-        .context("running the demo incident")?;
-    sleep(Duration::from_millis(300));
+    // The calls have returned, so their events are in the ring buffer: `watch` writes them all
+    // (holders included) before it exits on SIGINT.
+    let status = incident.tell().and_then(|()| incident.finish());
     stop(watch)?;
-    if !status.success() {
-        bail!("the demo incident failed ({status})");
-    }
+    status.context("the demo incident failed")?;
     if let Some(recording) = recording {
         println!("Opening the result in the `top` view (Enter: details, ?: keys, q: quit)...");
         sleep(Duration::from_secs(1));
@@ -158,28 +166,103 @@ pub fn incident(layer: &Path) -> Result<ExitCode> {
     ] {
         std::fs::write(layer.join("etc").join(name), text)?;
     }
-    sleep(SETTLE);
+    // The layer is mounted: wait for `watch` to be attached (the demo says when).
+    say_done()?;
+    wait_to_be_told()?;
     let holder = start_helper("hold", &layer.join("etc/passwd"))?;
     let _ = unmount_once(layer);
-    sleep(Duration::from_millis(300));
+    sleep(HOLD_AFTER_FAILURE);
     drop(holder);
-    let scanner = start_helper("scan", &layer.join("etc/hosts"))?;
-    retry_unmount(layer)?;
-    drop(scanner);
+    let mut scanner = start_helper("scan", &layer.join("etc/hosts"))?;
+    let failed = unmount_once(layer);
+    scanner.tell()?; // let go, now that the unmount failed
+    if failed.is_err() {
+        retry_unmount(layer)?;
+    }
+    scanner.finish()?;
+    say_done()?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// A demo process driven step by step: told to go on through its stdin, it answers [`DONE`]
+/// on its stdout once it has; killed and reaped on drop.
+struct Helper {
+    child: Reaped,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Helper {
+    /// Starts `command` and waits for its first [`DONE`].
+    fn start(command: &mut Command) -> Result<Self> {
+        let mut child = Reaped(
+            command
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()?,
+        );
+        let stdin = child.0.stdin.take();
+        let stdout = BufReader::new(child.0.stdout.take().context("no stdout")?);
+        let mut helper = Self {
+            child,
+            stdin,
+            stdout,
+        };
+        helper.wait_done()?;
+        Ok(helper)
+    }
+
+    /// Tells it to go on, and waits until it says it has.
+    fn tell(&mut self) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin closed")?;
+        stdin.write_all(b"go\n")?;
+        stdin.flush()?;
+        self.wait_done()
+    }
+
+    fn wait_done(&mut self) -> Result<()> {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        if line.trim_end() != DONE {
+            bail!("it ended before it was done (said {line:?})");
+        }
+        Ok(())
+    }
+
+    /// Waits for it to exit; an error if it failed.
+    fn finish(mut self) -> Result<()> {
+        drop(self.stdin.take());
+        let status = self.child.0.wait()?;
+        if !status.success() {
+            bail!("{status}");
+        }
+        Ok(())
+    }
+}
+
 /// Starts a demo helper and waits until it holds its file.
-fn start_helper(role: &str, file: &Path) -> Result<Reaped> {
-    let mut child = Command::new(this_binary()?)
-        .args(["__demo-helper", role])
-        .arg(file)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting a demo helper")?;
+fn start_helper(role: &str, file: &Path) -> Result<Helper> {
+    Helper::start(
+        Command::new(this_binary()?)
+            .args(["__demo-helper", role])
+            .arg(file),
+    )
+    .with_context(|| format!("starting the demo's {role} helper"))
+}
+
+/// Says [`DONE`] to the process driving this one.
+fn say_done() -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{DONE}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Waits for the process driving this one to say go on (or to go away).
+fn wait_to_be_told() -> Result<()> {
     let mut line = String::new();
-    BufReader::new(child.stdout.take().context("helper stdout")?).read_line(&mut line)?;
-    Ok(Reaped(child))
+    std::io::stdin().read_line(&mut line)?;
+    Ok(())
 }
 
 fn unmount_once(layer: &Path) -> nix::Result<()> {
@@ -200,18 +283,20 @@ fn retry_unmount(layer: &Path) -> Result<()> {
     }
 }
 
-/// A demo helper: `hold` keeps the file open until killed; `scan` holds it for a moment.
+/// A demo helper: `hold` keeps the file open until killed; `scan` holds it until told, then
+/// lets go (says so once the file is closed) and stays until its driver goes away.
 pub fn helper(role: &str, file: &Path) -> Result<ExitCode> {
     let opened =
         std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    println!("holding");
+    say_done()?;
     match role {
-        "scan" => sleep(SCAN_HOLD),
+        "scan" => wait_to_be_told()?,
         _ => loop {
             sleep(Duration::from_secs(60));
         },
     }
     drop(opened);
-    sleep(Duration::from_secs(60));
+    say_done()?;
+    wait_to_be_told()?;
     Ok(ExitCode::SUCCESS)
 }
