@@ -38,7 +38,8 @@ pub struct App {
     pub filter: String,
     /// Whether new events are held back.
     pub paused: bool,
-    /// Events held back while paused.
+    /// Events held back while paused, oldest first: at most `capacity` (more could not be
+    /// shown once resumed), the oldest dropped first.
     held: VecDeque<UmountLine>,
     /// The input mode.
     pub mode: Mode,
@@ -76,7 +77,7 @@ impl App {
     /// Takes one line of the stream: `umount` lines are listed, `stats` update the bar.
     pub fn push(&mut self, line: Line) {
         match line {
-            Line::Umount(attempt) if self.paused => self.held.push_back(*attempt),
+            Line::Umount(attempt) if self.paused => self.hold(*attempt),
             Line::Umount(attempt) => self.list(*attempt),
             Line::Stats(stats) => self.stats = stats.stats(),
             Line::Header(h) => {
@@ -88,6 +89,14 @@ impl App {
                 ));
             }
             Line::Warning(_) | Line::Who(_) | Line::Other(_) => {}
+        }
+    }
+
+    /// Keeps an event for when the pause ends: the newest `capacity` of them.
+    fn hold(&mut self, attempt: UmountLine) {
+        self.held.push_back(attempt);
+        if self.held.len() > self.capacity {
+            self.held.pop_front();
         }
     }
 
@@ -304,6 +313,25 @@ pub(crate) mod tests {
         assert!(app.visible().is_empty());
         app.toggle_pause();
         assert_eq!(app.visible().len(), 1);
+    }
+
+    /// A long pause keeps no more than the screen could show once it ends: the newest
+    /// `--keep` events.
+    #[test]
+    fn a_pause_holds_at_most_keep_events() {
+        let mut app = App::new(100, "test".into());
+        app.push(attempt(0, "umount", "/m", Some("EBUSY")));
+        app.toggle_pause();
+        for i in 1..=10_000 {
+            app.push(attempt(i, "umount", "/m", None));
+            assert!(app.held.len() <= 100, "held {} at {i}", app.held.len());
+        }
+        assert_eq!(app.visible().len(), 1, "nothing new shown while paused");
+        app.toggle_pause();
+        let ids: Vec<u64> = app.visible().iter().map(|e| e.id).collect();
+        assert_eq!(ids, (9_901..=10_000).rev().collect::<Vec<u64>>());
+        assert_eq!(app.counts(), (100, 0), "the failure went with its event");
+        assert!(app.held.is_empty());
     }
 
     #[test]
