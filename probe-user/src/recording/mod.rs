@@ -79,6 +79,16 @@ fn read_file(
 ) -> io::Result<()> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
     let file = File::open(path).map_err(named)?;
+    if file.metadata().map_err(named)?.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            format!(
+                "{}: is a directory, not a recording: name the recording's file (the FILE \
+                 given to `busyprobe record --output`)",
+                path.display()
+            ),
+        ));
+    }
     let mut reader = BufReader::new(file);
     let mut buf = Vec::new();
     let mut number = 0;
@@ -368,6 +378,21 @@ mod tests {
     fn missing_files_are_errors() {
         let err = for_each_line(&[PathBuf::from("/no/such/recording")], |_| {}).unwrap_err();
         assert!(err.to_string().contains("/no/such/recording"), "{err}");
+    }
+
+    #[test]
+    fn a_directory_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = for_each_line(&[dir.path().to_path_buf()], |_| {}).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::IsADirectory);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: is a directory, not a recording: name the recording's file (the FILE \
+                 given to `busyprobe record --output`)",
+                dir.path().display()
+            )
+        );
     }
 
     /// 10,000 generated corrupt recordings: never a panic, every bad line reported.
