@@ -169,9 +169,13 @@ fn read_line(
 /// typed model. A line of a known type that lacks a field or has one of the wrong type is
 /// malformed.
 pub fn parse_line(bytes: &[u8]) -> Result<Line, String> {
-    let value = parse_any_version(bytes)?;
+    let (text, value) = parse_any_version(bytes)?;
     match value.get("v").and_then(Value::as_u64) {
-        Some(KNOWN_SCHEMA) => Line::try_from(value),
+        // Read again from the text, typed: through the `Value`, objects would lose their order.
+        Some(KNOWN_SCHEMA) => serde_json::from_str(text).map_err(|e| {
+            let kind = value.get("type").and_then(Value::as_str).unwrap_or("?");
+            format!("not a well-formed {kind} line: {e}")
+        }),
         Some(v) => Err(format!(
             "schema version {v}, which this busyprobe (schema {KNOWN_SCHEMA}) cannot read: skipped; \
              read it with the busyprobe that wrote it"
@@ -183,12 +187,13 @@ pub fn parse_line(bytes: &[u8]) -> Result<Line, String> {
 /// A recording's first line, when it is a header of a schema version this build cannot read:
 /// the whole file is from another busyprobe, an error rather than a skipped line.
 fn unreadable_header(first: &[u8]) -> Option<u64> {
-    let value = parse_any_version(first).ok()?;
+    let (_, value) = parse_any_version(first).ok()?;
     let v = value.get("v").and_then(Value::as_u64)?;
     (value.get("type").and_then(Value::as_str) == Some("header") && v != KNOWN_SCHEMA).then_some(v)
 }
 
-fn parse_any_version(bytes: &[u8]) -> Result<Value, String> {
+/// The line's text (without its newline) and its JSON, an object with a `"type"`.
+fn parse_any_version(bytes: &[u8]) -> Result<(&str, Value), String> {
     let text =
         std::str::from_utf8(bytes).map_err(|_| "not UTF-8 (a recording is JSON)".to_string())?;
     let text = text.trim_end_matches(['\n', '\r']);
@@ -199,7 +204,7 @@ fn parse_any_version(bytes: &[u8]) -> Result<Value, String> {
     if !value.get("type").is_some_and(Value::is_string) {
         return Err("not a busyprobe line (no \"type\")".into());
     }
-    Ok(value)
+    Ok((text, value))
 }
 
 #[cfg(test)]
@@ -270,7 +275,7 @@ mod tests {
         assert_eq!(id(&parse_line(with_new_field.as_bytes()).unwrap()), Some(3));
         assert_eq!(
             parse_line(b"{\"v\":1,\"type\":\"future-thing\",\"x\":1}").unwrap(),
-            Line::Other("future-thing".into()),
+            Line::Other,
             "an unknown type is read, and ignored by every reader"
         );
         assert_eq!(

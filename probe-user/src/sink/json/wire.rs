@@ -11,11 +11,10 @@ use std::{borrow::Cow, fmt, time::SystemTime};
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde::{
-    de::{self, MapAccess, Visitor},
+    de::{MapAccess, Visitor},
     ser::SerializeMap,
     Deserialize, Deserializer, Serialize, Serializer,
 };
-use serde_json::Value;
 
 use super::SCHEMA_VERSION;
 use crate::{
@@ -85,10 +84,31 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// One line of the stream, read back: each type of `docs/json-schema.md` that a stream
-/// carries (`report` is the output of `busyprobe report`, not a line of a stream: it reads
-/// as [`Line::Other`]).
-#[derive(Clone, Debug, PartialEq)]
+/// The `"type"` of each line (written first by the structs, read by [`Line`]).
+fn header_type() -> Name {
+    Cow::Borrowed("header")
+}
+fn umount_type() -> Name {
+    Cow::Borrowed("umount")
+}
+fn warning_type() -> Name {
+    Cow::Borrowed("warning")
+}
+fn stats_type() -> Name {
+    Cow::Borrowed("stats")
+}
+fn who_type() -> Name {
+    Cow::Borrowed("who")
+}
+
+/// One line of the stream, read back by its `"type"`: each type of `docs/json-schema.md`
+/// that a stream carries (`report` is the output of `busyprobe report`, not a line of a
+/// stream: it reads as [`Line::Other`]).
+///
+/// Read from the line's text, not through a `serde_json::Value`: a `Value`'s objects are
+/// sorted by key, and `drops` must keep its order to be written back the same.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
 pub enum Line {
     /// `header`: the first line of every recording file.
     Header(HeaderLine),
@@ -101,37 +121,8 @@ pub enum Line {
     /// `who`: the answer of `busyprobe who --json`.
     Who(Box<WhoLine>),
     /// A type this build does not know (types may be added within a schema version).
-    Other(String),
-}
-
-impl TryFrom<Value> for Line {
-    type Error = String;
-
-    /// The line a JSON object holds, by its `"type"`; an error says which type was malformed
-    /// and how. The schema version is not looked at here.
-    fn try_from(value: Value) -> Result<Self, String> {
-        fn body<T: serde::de::DeserializeOwned>(kind: &str, value: Value) -> Result<T, String> {
-            serde_json::from_value(value).map_err(|e| format!("not a well-formed {kind} line: {e}"))
-        }
-        let Some(kind) = value.get("type").and_then(Value::as_str).map(str::to_owned) else {
-            return Err("not a busyprobe line (no \"type\")".into());
-        };
-        let kind = kind.as_str();
-        Ok(match kind {
-            "header" => Line::Header(body(kind, value)?),
-            "umount" => Line::Umount(body(kind, value)?),
-            "warning" => Line::Warning(body(kind, value)?),
-            "stats" => Line::Stats(body(kind, value)?),
-            "who" => Line::Who(body(kind, value)?),
-            other => Line::Other(other.to_owned()),
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Line {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Line::try_from(Value::deserialize(d)?).map_err(de::Error::custom)
-    }
+    #[serde(other)]
+    Other,
 }
 
 /// A line serialises as its type's struct: exactly the bytes the sinks write. A line of a
@@ -144,9 +135,10 @@ impl Serialize for Line {
             Line::Warning(l) => l.serialize(s),
             Line::Stats(l) => l.serialize(s),
             Line::Who(l) => l.serialize(s),
-            Line::Other(kind) => Err(serde::ser::Error::custom(format!(
-                "a line of type {kind:?} was read without its fields: it cannot be written"
-            ))),
+            Line::Other => Err(serde::ser::Error::custom(
+                "a line of a type this build does not know was read without its fields: it \
+                 cannot be written",
+            )),
         }
     }
 }
@@ -155,7 +147,8 @@ impl Serialize for Line {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UmountLine {
     v: u32,
-    #[serde(rename = "type")]
+    // The tag: [`Line`] reads it to choose the struct.
+    #[serde(rename = "type", skip_deserializing, default = "umount_type")]
     kind: Name,
     /// Sequence number in this run, from 1.
     pub id: u64,
@@ -236,7 +229,7 @@ impl UmountLine {
         let (target_abs, target_abs_b64) = TextBytes::split_opt(a.target_abs.as_deref());
         Self {
             v: SCHEMA_VERSION,
-            kind: Cow::Borrowed("umount"),
+            kind: umount_type(),
             id: a.id,
             ts: rfc3339(a.ts),
             pid: c.pid,
@@ -516,7 +509,8 @@ impl AccessorWire {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HeaderLine {
     v: u32,
-    #[serde(rename = "type")]
+    // The tag: [`Line`] reads it to choose the struct.
+    #[serde(rename = "type", skip_deserializing, default = "header_type")]
     kind: Name,
     /// The version of busyprobe that recorded.
     pub busyprobe: Name,
@@ -535,7 +529,7 @@ impl HeaderLine {
     pub fn new(host: &str, kernel: &str, probe_mode: &str, started: SystemTime) -> Self {
         Self {
             v: SCHEMA_VERSION,
-            kind: Cow::Borrowed("header"),
+            kind: header_type(),
             busyprobe: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
             host: host.to_owned(),
             kernel: kernel.to_owned(),
@@ -549,7 +543,8 @@ impl HeaderLine {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WarningLine {
     v: u32,
-    #[serde(rename = "type")]
+    // The tag: [`Line`] reads it to choose the struct.
+    #[serde(rename = "type", skip_deserializing, default = "warning_type")]
     kind: Name,
     /// When it was found.
     pub ts: String,
@@ -583,7 +578,7 @@ impl WarningLine {
         let (target, target_b64) = TextBytes::split(target);
         Self {
             v: SCHEMA_VERSION,
-            kind: Cow::Borrowed("warning"),
+            kind: warning_type(),
             ts: rfc3339(*ts),
             warning: Cow::Borrowed("alive-after-unmount"),
             umount_id: *umount_id,
@@ -603,7 +598,8 @@ impl WarningLine {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WhoLine {
     v: u32,
-    #[serde(rename = "type")]
+    // The tag: [`Line`] reads it to choose the struct.
+    #[serde(rename = "type", skip_deserializing, default = "who_type")]
     kind: Name,
     /// The path asked about (lossy when not UTF-8).
     pub path: String,
@@ -634,7 +630,7 @@ impl WhoLine {
         let (text, path_b64) = TextBytes::split(path);
         Self {
             v: SCHEMA_VERSION,
-            kind: Cow::Borrowed("who"),
+            kind: who_type(),
             path: text,
             path_b64,
             is_mount_point: a.is_mount_point,
@@ -674,7 +670,8 @@ impl UninspectableWire {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsLine {
     v: u32,
-    #[serde(rename = "type")]
+    // The tag: [`Line`] reads it to choose the struct.
+    #[serde(rename = "type", skip_deserializing, default = "stats_type")]
     kind: Name,
     /// When the counters were read.
     pub ts: String,
@@ -694,7 +691,7 @@ impl StatsLine {
     pub fn new(ts: SystemTime, stats: &Stats, last: bool) -> Self {
         Self {
             v: SCHEMA_VERSION,
-            kind: Cow::Borrowed("stats"),
+            kind: stats_type(),
             ts: rfc3339(ts),
             events: stats.events,
             drops: Drops(

@@ -88,7 +88,7 @@ impl App {
                     escape_for_terminal(h.probe_mode.as_bytes())
                 ));
             }
-            Line::Warning(_) | Line::Who(_) | Line::Other(_) => {}
+            Line::Warning(_) | Line::Who(_) | Line::Other => {}
         }
     }
 
