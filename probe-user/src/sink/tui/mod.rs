@@ -17,10 +17,11 @@ use std::{
     time::Duration,
 };
 
-use crate::sink::json::wire::Line;
 use anyhow::Result;
-use app::App;
 use ratatui::crossterm::event::{self, Event};
+
+use crate::sink::json::wire::Line;
+use app::App;
 use term::TerminalGuard;
 
 /// How often the screen looks for new lines when no key is pressed.

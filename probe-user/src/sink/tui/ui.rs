@@ -1,5 +1,13 @@
 //! Drawing, and nothing else: pure functions of the [`App`] onto a frame.
 
+use ratatui::{
+    layout::{Constraint, Layout, Rect},
+    style::{Color, Modifier, Style},
+    text::Line,
+    widgets::{Block, Borders, Clear, List, ListItem, ListState, Paragraph, Wrap},
+    Frame,
+};
+
 use super::app::{App, Mode};
 use crate::{
     paths::escape_for_terminal,
@@ -7,13 +15,6 @@ use crate::{
         format,
         json::wire::{HolderWire, UmountLine},
     },
-};
-use ratatui::{
-    layout::{Constraint, Layout, Rect},
-    style::{Color, Modifier, Style},
-    text::Line,
-    widgets::{Block, Borders, Clear, List, ListItem, ListState, Paragraph, Wrap},
-    Frame,
 };
 
 /// Terminal-safe text.
