@@ -195,3 +195,49 @@ pub fn incidents(files: &[PathBuf], mut incident: impl FnMut(Incident)) -> std::
     rest.into_iter().for_each(incident);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{recording::markdown, sink::json::wire::UmountLine};
+
+    /// Two targets whose bytes differ only where they are not UTF-8 (their JSON strings are
+    /// the same) are two incidents, each shown with its own bytes.
+    #[test]
+    fn targets_are_told_apart_by_their_exact_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.jsonl");
+        let mut text = String::new();
+        for (id, target) in [(1, &b"/m\xff"[..]), (2, b"/m\xfe"), (3, b"/m\xff")] {
+            let mut a = crate::event::sample_attempt(target, Some(target), -16, 0);
+            a.id = id;
+            text.push_str(&serde_json::to_string(&UmountLine::new(&a)).unwrap());
+            text.push('\n');
+        }
+        std::fs::write(&file, text).unwrap();
+        let files = [file];
+        let (summary, problems) = summarize(&files).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            Summary::top(&summary.failures_by_target, 10),
+            [(&b"/m\xff"[..], 2), (&b"/m\xfe"[..], 1)]
+        );
+        let mut seen = Vec::new();
+        incidents(&files, |inc| {
+            seen.push((inc.timeline.len(), markdown::incident(1, &inc)))
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0].0, 2);
+        assert!(
+            seen[0].1.starts_with("\n## 1. /m\\\\xff: 2 failed"),
+            "{}",
+            seen[0].1
+        );
+        assert!(
+            seen[1].1.starts_with("\n## 1. /m\\\\xfe: 1 failed"),
+            "{}",
+            seen[1].1
+        );
+    }
+}
