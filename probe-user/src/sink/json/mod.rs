@@ -2,6 +2,8 @@
 //!
 //! Every line is one object with `"v": 1` and `"type"`; consumers ignore unknown fields and
 //! unknown types, since both may be added over time.
+//! busyprobe's own readers (`report`, `replay`, the TUI) read the lines back into the same
+//! structs ([`wire::Line`]), which write them again byte for byte.
 //!
 //! ## `umount`: one finished `umount`/`umount2` call
 //! `id` (sequence number in this run), `ts` (RFC 3339, ns, UTC, at syscall entry), `pid`,
@@ -13,7 +15,8 @@
 //!
 //! ## `stats`: counters
 //! `ts`, `events` (decoded), `drops` (object: `ringbuf_full`, `inflight_map_full`,
-//! `path_truncated`, `path_unreadable`), `decode_errors`, `final` (true on the report at exit).
+//! `path_truncated`, `path_unreadable`, `release_path_cut`), `decode_errors`, `final` (true on
+//! the report at exit).
 //!
 //! ## Text encoding
 //! Paths and names are bytes. A field holding them is a string; when the bytes are not valid
