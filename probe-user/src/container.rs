@@ -56,6 +56,19 @@ pub enum Runtime {
     Kubernetes,
 }
 
+impl Runtime {
+    /// The name written in JSON (`container.runtime`) and shown to people.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Docker => "docker",
+            Runtime::Containerd => "containerd",
+            Runtime::Crio => "crio",
+            Runtime::Podman => "podman",
+            Runtime::Kubernetes => "kubernetes",
+        }
+    }
+}
+
 /// What a cgroup path says about the container a process runs in.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Container {
@@ -659,5 +672,14 @@ mod tests {
         assert_eq!(json["id"], ID);
         assert_eq!(json["pod_uid"], UID);
         assert_eq!(serde_json::to_value(Runtime::Crio).unwrap(), "crio");
+        for runtime in [
+            Runtime::Docker,
+            Runtime::Containerd,
+            Runtime::Crio,
+            Runtime::Podman,
+            Runtime::Kubernetes,
+        ] {
+            assert_eq!(serde_json::to_value(runtime).unwrap(), runtime.as_str());
+        }
     }
 }

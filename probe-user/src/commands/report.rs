@@ -142,6 +142,28 @@ mod tests {
         );
     }
 
+    /// `busyprobe report DIR` says which path is a directory rather than a bare `EISDIR`.
+    #[test]
+    fn a_directory_is_named_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = write_report(
+            &[dir.path().to_path_buf()],
+            None,
+            ReportFormat::Markdown,
+            &mut Vec::new(),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "reading the recording: {}: is a directory, not a recording: name the \
+                 recording's file (the FILE given to `busyprobe record --output`)",
+                dir.path().display()
+            )
+        );
+    }
+
     #[test]
     fn event_selects_its_incident() {
         let (markdown, _, incidents) = render(Some(4), ReportFormat::Markdown);

@@ -17,7 +17,10 @@ use crate::{
     cli::{ReplayArgs, TopArgs},
     loader,
     recording::{files_in_order, for_each_line, parse_line},
-    sink::tui::{self, app::App, feed::Feed, term::TerminalGuard},
+    sink::{
+        json::wire::Line,
+        tui::{self, app::App, feed::Feed, term::TerminalGuard},
+    },
 };
 
 /// Whether stdin and stdout are a terminal (where plain `busyprobe` shows `top`).
@@ -51,8 +54,7 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
 /// listed on stderr once the terminal is back.
 pub fn show_recording(files: &[PathBuf], keep: usize, source: String) -> Result<()> {
     let mut app = App::new(keep, source);
-    let problems =
-        for_each_line(files, |line| app.push(line.clone())).context("reading the recording")?;
+    let problems = for_each_line(files, |line| app.push(line)).context("reading the recording")?;
     tui::show(TerminalGuard::new("replay")?, app, None)?;
     for problem in &problems {
         eprintln!("busyprobe: {problem}");
@@ -83,16 +85,13 @@ fn show_stream(input: impl io::BufRead + Send + 'static, keep: usize) -> Result<
 
 /// Sends each well-formed line of `input` to the screen, in order; returns the malformed
 /// ones as `LINE: why`. Stops at the end of the input or when the screen is gone.
-fn forward_lines(
-    input: impl io::BufRead,
-    to_screen: &mpsc::Sender<serde_json::Value>,
-) -> Vec<String> {
+fn forward_lines(input: impl io::BufRead, to_screen: &mpsc::Sender<Line>) -> Vec<String> {
     let mut problems = Vec::new();
     for (number, line) in input.split(b'\n').enumerate() {
         let Ok(line) = line else { break };
         match parse_line(&line) {
-            Ok(value) => {
-                if to_screen.send(value).is_err() {
+            Ok(line) => {
+                if to_screen.send(line).is_err() {
                     break;
                 }
             }

@@ -3,16 +3,27 @@
 
 use std::fmt::Write as _;
 
-use serde_json::Value;
-
 use super::report::{Incident, Summary};
-use crate::paths::escape_for_terminal;
+use crate::{
+    paths::escape_for_terminal,
+    sink::{format, json::wire::HolderWire},
+};
 
 /// Text safe in Markdown prose and table cells (never at a line start): control characters
 /// escaped, the characters that format inline (`` ` * _ [ ] < > # ~ \ ``) backslashed, `|`
 /// escaped for tables.
 pub fn md(s: &str) -> String {
-    let visible = escape_for_terminal(s.as_bytes());
+    md_bytes(s.as_bytes())
+}
+
+/// [`md`] of bytes (a path or name, exact).
+fn md_bytes(bytes: &[u8]) -> String {
+    md_visible(&escape_for_terminal(bytes))
+}
+
+/// Text already safe for a terminal (from [`format`]) made safe in Markdown: the characters
+/// that format inline backslashed.
+fn md_visible(visible: &str) -> String {
     let mut out = String::with_capacity(visible.len());
     for c in visible.chars() {
         if "\\`*_[]<>#|~".contains(c) {
@@ -23,14 +34,6 @@ pub fn md(s: &str) -> String {
     out
 }
 
-fn field(v: &Value) -> String {
-    match v {
-        Value::String(s) => md(s),
-        Value::Null => "-".into(),
-        other => md(&other.to_string()),
-    }
-}
-
 /// The report's top: where it was recorded and the counts.
 pub fn summary(s: &Summary, files: usize) -> String {
     let mut out = String::from("# busyprobe report\n\n");
@@ -38,11 +41,11 @@ pub fn summary(s: &Summary, files: usize) -> String {
         let _ = writeln!(
             out,
             "Host {}, kernel {}, probe mode {}, busyprobe {}; recording started {}.",
-            field(&h["host"]),
-            field(&h["kernel"]),
-            field(&h["probe_mode"]),
-            field(&h["busyprobe"]),
-            field(&h["started"])
+            md(&h.host),
+            md(&h.kernel),
+            md(&h.probe_mode),
+            md(&h.busyprobe),
+            md(&h.started)
         );
     } else {
         out.push_str(
@@ -78,13 +81,13 @@ pub fn summary(s: &Summary, files: usize) -> String {
     out
 }
 
-fn table(out: &mut String, title: &str, what: &str, rows: &[(String, u64)]) {
+fn table(out: &mut String, title: &str, what: &str, rows: &[(&[u8], u64)]) {
     if rows.is_empty() {
         return;
     }
     let _ = writeln!(out, "\n### {title}\n\n| {what} | times |\n| --- | --- |");
     for (k, n) in rows {
-        let _ = writeln!(out, "| {} | {n} |", md(k));
+        let _ = writeln!(out, "| {} | {n} |", md_bytes(k));
     }
 }
 
@@ -99,31 +102,29 @@ pub fn incident(number: usize, inc: &Incident) -> String {
     };
     let mut out = format!(
         "\n## {number}. {}: {failed} failed attempt(s), {outcome}\n\n",
-        md(&inc.target)
+        md_bytes(&f.target_bytes())
     );
     let _ = writeln!(
         out,
-        "First failure: attempt {} at {} by {}\\[{}\\] (uid {}, mount namespace {}): {} (`ret` {}, flags {}).",
-        field(&f["id"]),
-        field(&f["ts"]),
-        field(&f["comm"]),
-        field(&f["pid"]),
-        field(&f["uid"]),
-        field(&f["mntns"]),
-        field(&f["errno"]),
-        field(&f["ret"]),
-        field(&f["flag_names"])
+        "First failure: attempt {} at {} by {} (uid {}, mount namespace {}): {} (`ret` {}, flags {}).",
+        f.id,
+        md(&f.ts),
+        md_visible(&format::process(&f.comm_bytes(), f.pid)),
+        f.uid,
+        f.mntns,
+        md(f.result()),
+        f.ret,
+        md(&serde_json::to_string(&f.flag_names).unwrap_or_default())
     );
-    let m = &f["mount"];
-    if m.is_object() {
+    if let Some(m) = &f.mount {
         let _ = writeln!(
             out,
             "\nMount {}: {} from {} at {} ({}).",
-            field(&m["id"]),
-            field(&m["fstype"]),
-            field(&m["source"]),
-            field(&m["mount_point"]),
-            field(&m["propagation"])
+            m.id,
+            md(&m.fstype),
+            md_bytes(&m.source_bytes()),
+            md_bytes(&m.mount_point_bytes()),
+            md(&m.propagation)
         );
     }
     holders(&mut out, inc);
@@ -140,34 +141,26 @@ fn holders(out: &mut String, inc: &Incident) {
     }
     out.push_str("\n| kind | process | path | seen | detail | attempts |\n| --- | --- | --- | --- | --- | --- |\n");
     for (h, n) in &inc.holders {
-        let process = if h["pid"].is_null() {
-            "-".into()
-        } else {
-            format!("{}\\[{}\\]", field(&h["comm"]), field(&h["pid"]))
-        };
-        let mut detail = Vec::new();
-        if let Some(ns) = h["opened_ns_before"].as_u64() {
-            detail.push(format!("opened {} ms before", ns as f64 / 1e6));
-        }
-        if let Some(ns) = h["closed_ns_after"].as_u64() {
-            detail.push(format!("closed {} ms after", ns as f64 / 1e6));
-        }
-        if let Some(note) = h["note"].as_str() {
-            detail.push(md(note));
-        }
+        let cell = |text: Option<String>| text.map_or("-".into(), |t| md_visible(&t));
         let _ = writeln!(
             out,
-            "| {} | {process} | {} | {} | {} | {n} |",
-            field(&h["kind"]),
-            field(&h["path"]),
-            field(&h["seen"]),
-            if detail.is_empty() {
-                "-".into()
-            } else {
-                detail.join("; ")
-            }
+            "| {} | {} | {} | {} | {} | {n} |",
+            md(&h.kind),
+            cell(format::holder_process(h)),
+            cell(format::holder_path(h)),
+            md(&h.seen),
+            cell(detail(h)),
         );
     }
+}
+
+/// When the holder opened and let go of the file, and its note.
+fn detail(h: &HolderWire) -> Option<String> {
+    let detail: Vec<String> = format::holder_timing(h)
+        .into_iter()
+        .chain(format::holder_note(h))
+        .collect();
+    (!detail.is_empty()).then(|| detail.join("; "))
 }
 
 fn timeline(out: &mut String, inc: &Incident) {

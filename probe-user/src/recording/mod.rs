@@ -11,6 +11,8 @@ use std::{
 
 use serde_json::Value;
 
+use crate::sink::json::wire::Line;
+
 pub mod markdown;
 pub mod report;
 
@@ -57,11 +59,11 @@ pub fn files_in_order(paths: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-/// Calls `each` with every well-formed JSON object of `files`, in order; returns the lines
-/// that were skipped. An I/O error (a missing file) is an error.
+/// Calls `each` with every well-formed line of `files`, in order; returns the lines that were
+/// skipped. An I/O error (a missing file, a directory) is an error naming the file.
 pub fn for_each_line(
     files: &[PathBuf],
-    mut each: impl FnMut(&Value),
+    mut each: impl FnMut(Line),
 ) -> io::Result<Vec<LineProblem>> {
     let mut problems = Vec::new();
     for file in files {
@@ -72,18 +74,27 @@ pub fn for_each_line(
 
 fn read_file(
     path: &Path,
-    each: &mut impl FnMut(&Value),
+    each: &mut impl FnMut(Line),
     problems: &mut Vec<LineProblem>,
 ) -> io::Result<()> {
-    let mut reader = BufReader::new(
-        File::open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
-    );
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let file = File::open(path).map_err(named)?;
+    if file.metadata().map_err(named)?.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            format!(
+                "{}: is a directory, not a recording: name the recording's file (the FILE \
+                 given to `busyprobe record --output`)",
+                path.display()
+            ),
+        ));
+    }
+    let mut reader = BufReader::new(file);
     let mut buf = Vec::new();
     let mut number = 0;
     loop {
         buf.clear();
-        let (read, too_long) = read_line(&mut reader, &mut buf, MAX_LINE)?;
+        let (read, too_long) = read_line(&mut reader, &mut buf, MAX_LINE).map_err(named)?;
         if read == 0 {
             return Ok(());
         }
@@ -115,7 +126,7 @@ fn read_file(
             why,
         };
         match parse_line(&buf) {
-            Ok(value) => each(&value),
+            Ok(line) => each(line),
             Err(_) if !whole => problems.push(problem(
                 "torn last line (the recorder stopped while writing it): skipped".into(),
             )),
@@ -154,11 +165,17 @@ fn read_line(
 }
 
 /// One line: a JSON object with a `type` and schema version [`KNOWN_SCHEMA`] (fields and types
-/// may be added within a version; another version cannot be read safely).
-pub fn parse_line(bytes: &[u8]) -> Result<Value, String> {
-    let value = parse_any_version(bytes)?;
-    match value["v"].as_u64() {
-        Some(KNOWN_SCHEMA) => Ok(value),
+/// may be added within a version; another version cannot be read safely), read into the
+/// typed model. A line of a known type that lacks a field or has one of the wrong type is
+/// malformed.
+pub fn parse_line(bytes: &[u8]) -> Result<Line, String> {
+    let (text, value) = parse_any_version(bytes)?;
+    match value.get("v").and_then(Value::as_u64) {
+        // Read again from the text, typed: through the `Value`, objects would lose their order.
+        Some(KNOWN_SCHEMA) => serde_json::from_str(text).map_err(|e| {
+            let kind = value.get("type").and_then(Value::as_str).unwrap_or("?");
+            format!("not a well-formed {kind} line: {e}")
+        }),
         Some(v) => Err(format!(
             "schema version {v}, which this busyprobe (schema {KNOWN_SCHEMA}) cannot read: skipped; \
              read it with the busyprobe that wrote it"
@@ -170,12 +187,13 @@ pub fn parse_line(bytes: &[u8]) -> Result<Value, String> {
 /// A recording's first line, when it is a header of a schema version this build cannot read:
 /// the whole file is from another busyprobe, an error rather than a skipped line.
 fn unreadable_header(first: &[u8]) -> Option<u64> {
-    let value = parse_any_version(first).ok()?;
-    let v = value["v"].as_u64()?;
-    (value["type"] == "header" && v != KNOWN_SCHEMA).then_some(v)
+    let (_, value) = parse_any_version(first).ok()?;
+    let v = value.get("v").and_then(Value::as_u64)?;
+    (value.get("type").and_then(Value::as_str) == Some("header") && v != KNOWN_SCHEMA).then_some(v)
 }
 
-fn parse_any_version(bytes: &[u8]) -> Result<Value, String> {
+/// The line's text (without its newline) and its JSON, an object with a `"type"`.
+fn parse_any_version(bytes: &[u8]) -> Result<(&str, Value), String> {
     let text =
         std::str::from_utf8(bytes).map_err(|_| "not UTF-8 (a recording is JSON)".to_string())?;
     let text = text.trim_end_matches(['\n', '\r']);
@@ -183,15 +201,30 @@ fn parse_any_version(bytes: &[u8]) -> Result<Value, String> {
         return Err("empty line".into());
     }
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    if !value.is_object() || !value["type"].is_string() {
+    if !value.get("type").is_some_and(Value::is_string) {
         return Err("not a busyprobe line (no \"type\")".into());
     }
-    Ok(value)
+    Ok((text, value))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::json::wire::UmountLine;
+
+    /// A whole `umount` line (with its newline) of attempt `id`, as `watch --json` writes it.
+    fn umount_line(id: u64) -> String {
+        let mut a = crate::event::sample_attempt(b"/m", Some(b"/m"), -16, 0);
+        a.id = id;
+        format!("{}\n", serde_json::to_string(&UmountLine::new(&a)).unwrap())
+    }
+
+    fn id(line: &Line) -> Option<u64> {
+        match line {
+            Line::Umount(u) => Some(u.id),
+            _ => None,
+        }
+    }
 
     #[test]
     fn an_absurdly_long_line_is_skipped_without_being_kept() {
@@ -221,12 +254,13 @@ mod tests {
     fn a_line_over_the_limit_is_a_problem_with_its_number() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.jsonl");
-        let mut text = b"{\"v\":1,\"type\":\"umount\",\"id\":1}\n".to_vec();
+        let mut text = umount_line(1).into_bytes();
         text.extend(std::iter::repeat_n(b'x', MAX_LINE + 1));
-        text.extend(b"\n{\"v\":1,\"type\":\"umount\",\"id\":2}\n");
+        text.push(b'\n');
+        text.extend(umount_line(2).into_bytes());
         std::fs::write(&path, text).unwrap();
         let mut ids = Vec::new();
-        let problems = for_each_line(&[path], |l| ids.push(l["id"].as_u64().unwrap())).unwrap();
+        let problems = for_each_line(&[path], |l| ids.extend(id(&l))).unwrap();
         assert_eq!(ids, [1, 2]);
         assert_eq!(problems.len(), 1);
         assert_eq!(
@@ -237,7 +271,26 @@ mod tests {
 
     #[test]
     fn parses_objects_with_a_type_and_schema_1_only() {
-        assert!(parse_line(b"{\"v\":1,\"type\":\"umount\",\"new\":1}\n").is_ok());
+        let with_new_field = umount_line(3).replacen("{", "{\"new\":[1,{}],", 1);
+        assert_eq!(id(&parse_line(with_new_field.as_bytes()).unwrap()), Some(3));
+        assert_eq!(
+            parse_line(b"{\"v\":1,\"type\":\"future-thing\",\"x\":1}").unwrap(),
+            Line::Other,
+            "an unknown type is read, and ignored by every reader"
+        );
+        assert_eq!(
+            parse_line(b"{\"v\":1,\"type\":\"umount\",\"id\":1}").unwrap_err(),
+            "not a well-formed umount line: missing field `ts`"
+        );
+        assert_eq!(
+            parse_line(
+                umount_line(1)
+                    .replace("\"pid\":1234", "\"pid\":\"x\"")
+                    .as_bytes()
+            )
+            .unwrap_err(),
+            "not a well-formed umount line: invalid type: string \"x\", expected u32"
+        );
         assert_eq!(
             parse_line(b"{\"v\":9,\"type\":\"future\",\"x\":1}").unwrap_err(),
             "schema version 9, which this busyprobe (schema 1) cannot read: skipped; read it \
@@ -286,10 +339,17 @@ mod tests {
     fn skips_torn_and_malformed_lines_and_says_where() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("r.jsonl");
-        std::fs::write(&file, "{\"v\":1,\"type\":\"header\"}\ngarbage\n{\"v\":1,\"type\":\"umount\",\"id\":1}\n{\"v\":1,\"ty").unwrap();
+        let header =
+            crate::sink::json::header_line("h", "6.1", "tracepoint", std::time::UNIX_EPOCH);
+        let text = format!("{header}\ngarbage\n{}{{\"v\":1,\"ty", umount_line(1));
+        std::fs::write(&file, text).unwrap();
         let mut seen = Vec::new();
-        let problems = for_each_line(std::slice::from_ref(&file), |v| {
-            seen.push(v["type"].as_str().unwrap().to_owned())
+        let problems = for_each_line(std::slice::from_ref(&file), |l| {
+            seen.push(match l {
+                Line::Header(_) => "header",
+                Line::Umount(_) => "umount",
+                _ => "other",
+            })
         })
         .unwrap();
         assert_eq!(seen, ["header", "umount"]);
@@ -325,11 +385,34 @@ mod tests {
         assert!(err.to_string().contains("/no/such/recording"), "{err}");
     }
 
+    #[test]
+    fn a_directory_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = for_each_line(&[dir.path().to_path_buf()], |_| {}).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::IsADirectory);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: is a directory, not a recording: name the recording's file (the FILE \
+                 given to `busyprobe record --output`)",
+                dir.path().display()
+            )
+        );
+    }
+
     /// 10,000 generated corrupt recordings: never a panic, every bad line reported.
     #[test]
     fn corrupt_recordings_never_panic() {
         let dir = tempfile::tempdir().unwrap();
-        let good = b"{\"v\":1,\"type\":\"umount\",\"id\":1,\"target\":\"/m\",\"ret\":-16,\"errno\":\"EBUSY\",\"holders\":[{\"pid\":1,\"kind\":\"fd\"}]}\n";
+        let mut a = crate::event::sample_attempt(b"/m", Some(b"/m"), -16, 0);
+        let holder = crate::model::Holder::new(
+            crate::model::HolderKind::Fd,
+            812,
+            crate::model::Seen::KernelScan,
+        );
+        a.attribution = Some(Ok(crate::model::sample_attribution("/m", vec![holder])));
+        let good = format!("{}\n", serde_json::to_string(&UmountLine::new(&a)).unwrap());
+        let good = good.as_bytes();
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut next = || {
             state ^= state << 13;

@@ -7,14 +7,15 @@
 //! retry timeline.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap},
     path::PathBuf,
 };
 
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Serialize, Serializer};
 
 use super::{for_each_line, LineProblem};
+use crate::sink::json::wire::{HeaderLine, HolderWire, Line, UmountLine};
 
 /// Most distinct keys a summary table counts (then the rest is "other").
 const MAX_KEYS: usize = 10_000;
@@ -23,96 +24,102 @@ const MAX_TIMELINE: usize = 100;
 /// Most distinct holders an incident lists.
 const MAX_HOLDERS: usize = 100;
 
-/// Counts over the whole recording.
+/// Counts over the whole recording. Targets and comms are counted by their exact bytes; in
+/// JSON they are keys, lossy when not UTF-8 (keys that come out the same are added up).
 #[derive(Debug, Default, Serialize)]
 pub struct Summary {
     /// The first header line.
-    pub header: Option<Value>,
+    pub header: Option<HeaderLine>,
     /// Unmount attempts.
     pub attempts: u64,
     /// Failed attempts by errno name.
     pub failures_by_errno: BTreeMap<String, u64>,
     /// Failed attempts by target.
-    pub failures_by_target: HashMap<String, u64>,
-    /// Holders (of failed attempts) by comm.
-    pub holders_by_comm: HashMap<String, u64>,
+    #[serde(serialize_with = "lossy_keys")]
+    pub failures_by_target: HashMap<Vec<u8>, u64>,
+    /// Holders (of failed attempts) by comm (`-` for holders that are not processes).
+    #[serde(serialize_with = "lossy_keys")]
+    pub holders_by_comm: HashMap<Vec<u8>, u64>,
     /// Time of the first and last attempt.
     pub first_ts: Option<String>,
     /// Time of the last attempt.
     pub last_ts: Option<String>,
 }
 
-fn count(map: &mut HashMap<String, u64>, key: String) {
-    if map.len() < MAX_KEYS || map.contains_key(&key) {
-        *map.entry(key).or_default() += 1;
+fn count(map: &mut HashMap<Vec<u8>, u64>, key: Cow<'_, [u8]>) {
+    if map.len() < MAX_KEYS || map.contains_key(key.as_ref()) {
+        *map.entry(key.into_owned()).or_default() += 1;
     } else {
-        *map.entry("(other)".into()).or_default() += 1;
+        *map.entry(b"(other)".to_vec()).or_default() += 1;
     }
 }
 
+/// A count map keyed by bytes as a JSON object keyed by (lossy) text.
+fn lossy_keys<S: Serializer>(map: &HashMap<Vec<u8>, u64>, s: S) -> Result<S::Ok, S::Error> {
+    let mut text: BTreeMap<Cow<'_, str>, u64> = BTreeMap::new();
+    for (key, n) in map {
+        *text.entry(String::from_utf8_lossy(key)).or_default() += n;
+    }
+    text.serialize(s)
+}
+
 impl Summary {
-    fn add(&mut self, line: &Value) {
-        match line["type"].as_str() {
-            Some("header") if self.header.is_none() => self.header = Some(line.clone()),
-            Some("umount") => self.add_attempt(line),
+    fn add(&mut self, line: &Line) {
+        match line {
+            Line::Header(h) if self.header.is_none() => self.header = Some(h.clone()),
+            Line::Umount(a) => self.add_attempt(a),
             _ => {}
         }
     }
 
-    fn add_attempt(&mut self, a: &Value) {
+    fn add_attempt(&mut self, a: &UmountLine) {
         self.attempts += 1;
-        let ts = a["ts"].as_str().map(str::to_owned);
-        self.first_ts = self.first_ts.take().or(ts.clone());
-        self.last_ts = ts;
-        let Some(errno) = a["errno"].as_str() else {
+        self.first_ts.get_or_insert_with(|| a.ts.clone());
+        self.last_ts = Some(a.ts.clone());
+        let Some(errno) = &a.errno else {
             return;
         };
-        *self.failures_by_errno.entry(errno.to_owned()).or_default() += 1;
-        count(&mut self.failures_by_target, text(&a["target"]));
-        for h in a["holders"].as_array().into_iter().flatten() {
-            count(&mut self.holders_by_comm, text(&h["comm"]));
+        *self.failures_by_errno.entry(errno.clone()).or_default() += 1;
+        count(&mut self.failures_by_target, a.target_bytes());
+        for h in a.holders() {
+            count(
+                &mut self.holders_by_comm,
+                h.comm_bytes().unwrap_or(Cow::Borrowed(b"-")),
+            );
         }
     }
 
     /// The `n` biggest entries of a count map, biggest first (ties by name).
-    pub fn top(map: &HashMap<String, u64>, n: usize) -> Vec<(String, u64)> {
-        let mut v: Vec<(String, u64)> = map.iter().map(|(k, c)| (k.clone(), *c)).collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    pub fn top(map: &HashMap<Vec<u8>, u64>, n: usize) -> Vec<(&[u8], u64)> {
+        let mut v: Vec<(&[u8], u64)> = map.iter().map(|(k, c)| (k.as_slice(), *c)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         v.truncate(n);
         v
     }
 }
 
-/// A JSON value as display text (`-` for null).
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
-/// Consecutive failed attempts on one target, up to the one that worked.
+/// Consecutive failed attempts on one target (its exact bytes), up to the one that worked.
 #[derive(Debug, Serialize)]
 pub struct Incident {
-    /// The target.
+    /// The target (lossy when not UTF-8: `first` has its exact bytes).
     pub target: String,
     /// The first failed attempt (the whole line).
-    pub first: Value,
+    pub first: UmountLine,
     /// Every attempt: `(id, ts, errno or "ok")`, at most [`MAX_TIMELINE`].
     pub timeline: Vec<(u64, String, String)>,
     /// Attempts not listed in `timeline`.
     pub more_attempts: u64,
-    /// Distinct holders seen over the failed attempts, with how many attempts named each.
-    pub holders: Vec<(Value, u64)>,
+    /// Distinct holders seen over the failed attempts (by kind, pid and exact path), with
+    /// how many attempts named each.
+    pub holders: Vec<(HolderWire, u64)>,
     /// The attempt that worked, if any.
     pub resolved_by: Option<u64>,
 }
 
 impl Incident {
-    fn new(first: &Value) -> Self {
+    fn new(first: &UmountLine) -> Self {
         let mut me = Self {
-            target: text(&first["target"]),
+            target: first.target.clone(),
             first: first.clone(),
             timeline: Vec::new(),
             more_attempts: 0,
@@ -123,16 +130,15 @@ impl Incident {
         me
     }
 
-    fn add(&mut self, a: &Value) {
-        let id = a["id"].as_u64().unwrap_or(0);
+    fn add(&mut self, a: &UmountLine) {
         if self.timeline.len() < MAX_TIMELINE {
-            let result = a["errno"].as_str().unwrap_or("ok").to_owned();
-            self.timeline.push((id, text(&a["ts"]), result));
+            self.timeline
+                .push((a.id, a.ts.clone(), a.result().to_owned()));
         } else {
             self.more_attempts += 1;
         }
-        for h in a["holders"].as_array().into_iter().flatten() {
-            let key = |v: &Value| (v["kind"].clone(), v["pid"].clone(), v["path"].clone());
+        for h in a.holders() {
+            let key = |h: &HolderWire| (h.kind.clone(), h.pid, h.path_bytes().map(Cow::into_owned));
             let known = self
                 .holders
                 .iter()
@@ -143,8 +149,8 @@ impl Incident {
                 None => {}
             }
         }
-        if a["ret"].as_i64() == Some(0) {
-            self.resolved_by = Some(id);
+        if a.ret == 0 {
+            self.resolved_by = Some(a.id);
         }
     }
 
@@ -157,36 +163,81 @@ impl Incident {
 /// The first pass: the counts, and the lines that had to be skipped.
 pub fn summarize(files: &[PathBuf]) -> std::io::Result<(Summary, Vec<LineProblem>)> {
     let mut summary = Summary::default();
-    let problems = for_each_line(files, |line| summary.add(line))?;
+    let problems = for_each_line(files, |line| summary.add(&line))?;
     Ok((summary, problems))
 }
 
 /// The second pass: every incident, in the order it ended (those that never ended last).
 pub fn incidents(files: &[PathBuf], mut incident: impl FnMut(Incident)) -> std::io::Result<()> {
-    let mut open: HashMap<String, Incident> = HashMap::new();
+    let mut open: HashMap<Vec<u8>, Incident> = HashMap::new();
     for_each_line(files, |line| {
-        if line["type"] != "umount" {
+        let Line::Umount(attempt) = line else {
             return;
-        }
-        let target = text(&line["target"]);
-        let failed = line["errno"].is_string();
+        };
+        let target = attempt.target_bytes().into_owned();
         match open.remove(&target) {
             Some(mut inc) => {
-                inc.add(line);
-                if failed {
+                inc.add(&attempt);
+                if attempt.failed() {
                     open.insert(target, inc);
                 } else {
                     incident(inc)
                 }
             }
-            None if failed => {
-                open.insert(target, Incident::new(line));
+            None if attempt.failed() => {
+                open.insert(target, Incident::new(&attempt));
             }
             None => {}
         }
     })?;
     let mut rest: Vec<Incident> = open.into_values().collect();
-    rest.sort_by_key(|i| i.first["id"].as_u64());
+    rest.sort_by_key(|i| i.first.id);
     rest.into_iter().for_each(incident);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{recording::markdown, sink::json::wire::UmountLine};
+
+    /// Two targets whose bytes differ only where they are not UTF-8 (their JSON strings are
+    /// the same) are two incidents, each shown with its own bytes.
+    #[test]
+    fn targets_are_told_apart_by_their_exact_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.jsonl");
+        let mut text = String::new();
+        for (id, target) in [(1, &b"/m\xff"[..]), (2, b"/m\xfe"), (3, b"/m\xff")] {
+            let mut a = crate::event::sample_attempt(target, Some(target), -16, 0);
+            a.id = id;
+            text.push_str(&serde_json::to_string(&UmountLine::new(&a)).unwrap());
+            text.push('\n');
+        }
+        std::fs::write(&file, text).unwrap();
+        let files = [file];
+        let (summary, problems) = summarize(&files).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            Summary::top(&summary.failures_by_target, 10),
+            [(&b"/m\xff"[..], 2), (&b"/m\xfe"[..], 1)]
+        );
+        let mut seen = Vec::new();
+        incidents(&files, |inc| {
+            seen.push((inc.timeline.len(), markdown::incident(1, &inc)))
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0].0, 2);
+        assert!(
+            seen[0].1.starts_with("\n## 1. /m\\\\xff: 2 failed"),
+            "{}",
+            seen[0].1
+        );
+        assert!(
+            seen[1].1.starts_with("\n## 1. /m\\\\xfe: 1 failed"),
+            "{}",
+            seen[1].1
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! Where unmount attempts and stats go: human-readable lines or JSON Lines.
 
+pub mod format;
 pub mod json;
 pub mod record;
 pub mod status;

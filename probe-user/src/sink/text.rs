@@ -9,11 +9,14 @@
 use std::{io, time::SystemTime};
 
 use crate::{
-    container::Container,
     event::{UmountAttempt, Warning},
     model::{Accessor, Holder},
     paths::escape_for_terminal,
-    sink::Sink,
+    sink::{
+        format,
+        json::wire::{AccessorWire, HolderWire},
+        Sink,
+    },
     stats::Stats,
 };
 
@@ -38,10 +41,9 @@ pub fn format_attempt(a: &UmountAttempt) -> String {
     let c = &a.call;
     let result = c.errno_name().unwrap_or_else(|| "ok".into());
     let mut line = format!(
-        "{}  {result:<6} {}[{}] uid={} mntns={}  {}",
+        "{}  {result:<6} {} uid={} mntns={}  {}",
         clock_time(a.ts),
-        escape_for_terminal(&c.comm),
-        c.pid,
+        format::process(&c.comm, c.pid),
         c.uid,
         c.mntns,
         describe_target(a)
@@ -50,7 +52,7 @@ pub fn format_attempt(a: &UmountAttempt) -> String {
     if !flags.is_empty() {
         line.push_str(&format!("  [{}]", flags.join("|")));
     }
-    line.push_str(&format!("  {}", human_duration(c.duration_ns)));
+    line.push_str(&format!("  {}", format::duration(c.duration_ns)));
     match &a.attribution {
         Some(Ok(attribution)) => {
             for holder in &attribution.holders {
@@ -71,52 +73,14 @@ pub fn format_attempt(a: &UmountAttempt) -> String {
     line
 }
 
-/// One holder on one line: kind, process, fd, path, namespace, container, note.
+/// One holder on one line (the wording of [`format::holder_line`]).
 pub fn format_holder(h: &Holder) -> String {
-    let kind = match h.via {
-        Some(via) => format!("{} ({})", h.kind.as_str(), via.as_str()),
-        None => h.kind.as_str().to_string(),
-    };
-    let mut line = format!("{}{kind:<10}", if h.blamed { "" } else { "(info) " });
-    if let Some(p) = &h.process {
-        line.push_str(&format!(" {}[{}]", escape_for_terminal(&p.comm), p.pid));
-    }
-    if let Some(fd) = h.fd {
-        line.push_str(&format!(" fd {fd}"));
-    }
-    if let Some(path) = &h.path {
-        line.push_str(&format!("  {}", escape_for_terminal(path)));
-    }
-    if let Some(ns) = h.process.as_ref().and_then(|p| p.mntns) {
-        line.push_str(&format!("  mntns={ns}"));
-    }
-    if let Some(c) = h.process.as_ref().and_then(|p| p.container.as_ref()) {
-        line.push_str(&format!("  container={}", describe_container(c)));
-    }
-    if let Some(before) = h.opened_ns_before {
-        line.push_str(&format!(
-            "  opened {} before the call",
-            human_duration(before)
-        ));
-    }
-    if let Some(after) = h.closed_ns_after {
-        line.push_str(&format!("  closed {} after it", human_duration(after)));
-    }
-    if let Some(note) = &h.note {
-        line.push_str(&format!("  ({})", escape_for_terminal(note.as_bytes())));
-    }
-    line
+    format::holder_line(&HolderWire::new(h))
 }
 
 /// A recent accessor on one line: not a holder, context.
 pub fn format_accessor(a: &Accessor) -> String {
-    format!(
-        "(context) opened a file here {} before the call and had let go: {}[{}] fd {}",
-        human_duration(a.opened_ns_before),
-        escape_for_terminal(&a.comm),
-        a.pid,
-        a.fd
-    )
+    format::accessor_line(&AccessorWire::new(a))
 }
 
 fn describe_target(a: &UmountAttempt) -> String {
@@ -136,33 +100,10 @@ fn describe_target(a: &UmountAttempt) -> String {
     s
 }
 
-/// `containerd 0123456789ab pod <uid>`: runtime, short id, pod.
-fn describe_container(c: &Container) -> String {
-    let mut s = format!("{:?}", c.runtime).to_lowercase();
-    if let Some(id) = &c.id {
-        s.push(' ');
-        s.push_str(id.get(..12).unwrap_or(id));
-    }
-    if let Some(pod) = &c.pod_uid {
-        s.push_str(" pod ");
-        s.push_str(pod);
-    }
-    s
-}
-
 /// `HH:MM:SS.micros` in UTC.
 fn clock_time(ts: SystemTime) -> String {
     let full = humantime::format_rfc3339_micros(ts).to_string();
     full.get(11..26).unwrap_or(&full).to_string()
-}
-
-fn human_duration(ns: u64) -> String {
-    match ns {
-        0..=999 => format!("{ns}ns"),
-        1_000..=999_999 => format!("{:.1}µs", ns as f64 / 1e3),
-        1_000_000..=999_999_999 => format!("{:.1}ms", ns as f64 / 1e6),
-        _ => format!("{:.2}s", ns as f64 / 1e9),
-    }
 }
 
 impl<W: io::Write> Sink for TextLines<W> {
@@ -257,13 +198,5 @@ mod tests {
         assert!(format_attempt(&a).contains("/very/long…(truncated)"));
         a.call.target.unreadable = true;
         assert!(format_attempt(&a).contains("<target unreadable>"));
-    }
-
-    #[test]
-    fn durations_are_human() {
-        assert_eq!(human_duration(999), "999ns");
-        assert_eq!(human_duration(1_500), "1.5µs");
-        assert_eq!(human_duration(2_500_000), "2.5ms");
-        assert_eq!(human_duration(3_000_000_000), "3.00s");
     }
 }

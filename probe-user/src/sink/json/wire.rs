@@ -1,9 +1,20 @@
-//! The JSON wire structs: field names and order are the schema-v1 contract.
+//! The JSON wire structs: field names and order are the schema-v1 contract. The same structs
+//! are written (`Serialize`, by the sinks) and read back (`Deserialize`, by `report`, `replay`
+//! and the TUI): one line of the stream is a [`Line`], tagged by its `"type"`.
+//!
+//! Read back, fields this build does not know are ignored (serde's default), and so are
+//! lines of a type it does not know ([`Line::Other`]); the schema version is checked before
+//! (`recording::parse_line`). Names from a fixed set (holder kinds, how a holder was seen) are
+//! strings ([`Name`]), so that a value added within schema 1 does not make a line unreadable.
 
-use std::time::SystemTime;
+use std::{borrow::Cow, fmt, time::SystemTime};
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
-use serde::{ser::SerializeMap, Serialize, Serializer};
+use serde::{
+    de::{MapAccess, Visitor},
+    ser::SerializeMap,
+    Deserialize, Deserializer, Serialize, Serializer,
+};
 
 use super::SCHEMA_VERSION;
 use crate::{
@@ -12,6 +23,10 @@ use crate::{
     model::{Accessor, Attribution, Holder, HolderProcess, MountSummary, Uninspectable},
     stats::Stats,
 };
+
+/// A name from a fixed set (`"fd"`, `"traced"`, `"umount"`...): borrowed when written, owned
+/// when read back.
+pub type Name = Cow<'static, str>;
 
 /// Bytes as a JSON string plus, when not UTF-8, their exact base64 (`<field>_b64`).
 struct TextBytes {
@@ -44,6 +59,15 @@ impl TextBytes {
             (Some(text), b64)
         })
     }
+
+    /// The exact bytes of a field read back: its `_b64` sibling when there is one (and it
+    /// decodes), else the string itself.
+    fn exact<'a>(text: &'a str, b64: Option<&str>) -> Cow<'a, [u8]> {
+        match b64.and_then(|b| STANDARD.decode(b).ok()) {
+            Some(bytes) => Cow::Owned(bytes),
+            None => Cow::Borrowed(text.as_bytes()),
+        }
+    }
 }
 
 /// RFC 3339 with nanoseconds, UTC.
@@ -55,51 +79,139 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// `{"type":"umount"}`.
-#[derive(Serialize)]
+/// The `"type"` of each line (written first by the structs, read by [`Line`]).
+fn header_type() -> Name {
+    Cow::Borrowed("header")
+}
+fn umount_type() -> Name {
+    Cow::Borrowed("umount")
+}
+fn warning_type() -> Name {
+    Cow::Borrowed("warning")
+}
+fn stats_type() -> Name {
+    Cow::Borrowed("stats")
+}
+fn who_type() -> Name {
+    Cow::Borrowed("who")
+}
+
+/// One line of the stream, read back by its `"type"`: each type of `docs/json-schema.md`
+/// that a stream carries (`report` is the output of `busyprobe report`, not a line of a
+/// stream: it reads as [`Line::Other`]).
+///
+/// Read from the line's text, not through a `serde_json::Value`: a `Value`'s objects are
+/// sorted by key, and `drops` must keep its order to be written back the same.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Line {
+    /// `header`: the first line of every recording file.
+    Header(HeaderLine),
+    /// `umount`: one finished call.
+    Umount(Box<UmountLine>),
+    /// `warning`: something to know that is not an unmount.
+    Warning(Box<WarningLine>),
+    /// `stats`: the counters.
+    Stats(StatsLine),
+    /// `who`: the answer of `busyprobe who --json`.
+    Who(Box<WhoLine>),
+    /// A type this build does not know (types may be added within a schema version).
+    #[serde(other)]
+    Other,
+}
+
+/// A line serialises as its type's struct: exactly the bytes the sinks write. A line of a
+/// type this build does not know cannot be written (its fields were not kept).
+impl Serialize for Line {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Line::Header(l) => l.serialize(s),
+            Line::Umount(l) => l.serialize(s),
+            Line::Warning(l) => l.serialize(s),
+            Line::Stats(l) => l.serialize(s),
+            Line::Who(l) => l.serialize(s),
+            Line::Other => Err(serde::ser::Error::custom(
+                "a line of a type this build does not know was read without its fields: it \
+                 cannot be written",
+            )),
+        }
+    }
+}
+
+/// `{"type":"umount"}`: one finished call (`docs/json-schema.md` has every field).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UmountLine {
     v: u32,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    id: u64,
-    ts: String,
-    pid: u32,
-    tid: u32,
-    comm: String,
+    // The tag: [`Line`] reads it to choose the struct.
+    #[serde(rename = "type", skip_deserializing, default = "umount_type")]
+    kind: Name,
+    /// Sequence number in this run, from 1.
+    pub id: u64,
+    /// RFC 3339 UTC with nanoseconds: when the call entered the kernel.
+    pub ts: String,
+    /// Process id, host PID namespace.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// The caller's command name (lossy when not UTF-8).
+    pub comm: String,
+    /// `comm`'s exact bytes when not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
-    comm_b64: Option<String>,
-    uid: u32,
-    gid: u32,
-    mntns: u64,
-    cgroup: Option<String>,
+    pub comm_b64: Option<String>,
+    /// Real uid.
+    pub uid: u32,
+    /// Real gid.
+    pub gid: u32,
+    /// Inode of the caller's mount namespace; 0 if unknown.
+    pub mntns: u64,
+    /// The caller's cgroup v2 path, if it could be read.
+    pub cgroup: Option<String>,
+    /// `cgroup`'s exact bytes when not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
-    cgroup_b64: Option<String>,
-    cgroup_id: u64,
-    target: String,
+    pub cgroup_b64: Option<String>,
+    /// The caller's cgroup v2 id.
+    pub cgroup_id: u64,
+    /// The target exactly as passed (lossy when not UTF-8).
+    pub target: String,
+    /// `target`'s exact bytes when not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
-    target_b64: Option<String>,
-    #[serde(skip_serializing_if = "is_false")]
-    target_truncated: bool,
-    #[serde(skip_serializing_if = "is_false")]
-    target_unreadable: bool,
-    target_abs: Option<String>,
+    pub target_b64: Option<String>,
+    /// The probe's buffer cut the target.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub target_truncated: bool,
+    /// The probe could not read the target.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub target_unreadable: bool,
+    /// The absolute target, when the caller's working directory could be read.
+    pub target_abs: Option<String>,
+    /// `target_abs`'s exact bytes when not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
-    target_abs_b64: Option<String>,
-    flags: u32,
-    flag_names: Vec<String>,
-    ret: i64,
-    errno: Option<String>,
-    duration_ns: u64,
+    pub target_abs_b64: Option<String>,
+    /// Flags as passed.
+    pub flags: u32,
+    /// Their names.
+    pub flag_names: Vec<String>,
+    /// 0 or `-errno`.
+    pub ret: i64,
+    /// `"EBUSY"`...; none on success.
+    pub errno: Option<String>,
+    /// Time in the kernel.
+    pub duration_ns: u64,
+    /// The mount the target resolved to (EBUSY with holders).
     #[serde(skip_serializing_if = "Option::is_none")]
-    mount: Option<MountWire>,
+    pub mount: Option<MountWire>,
+    /// What holds it, blamed holders first.
     #[serde(skip_serializing_if = "Option::is_none")]
-    holders: Option<Vec<HolderWire>>,
+    pub holders: Option<Vec<HolderWire>>,
+    /// Recent accessors: context, not holders.
     #[serde(skip_serializing_if = "Option::is_none")]
-    accessors: Option<Vec<AccessorWire>>,
+    pub accessors: Option<Vec<AccessorWire>>,
+    /// Processes that could not be inspected.
     #[serde(skip_serializing_if = "Option::is_none")]
-    uninspectable: Option<Vec<UninspectableWire>>,
+    pub uninspectable: Option<Vec<UninspectableWire>>,
+    /// Why there is no attribution, instead of the four above.
     #[serde(skip_serializing_if = "Option::is_none")]
-    attribution_error: Option<String>,
+    pub attribution_error: Option<String>,
 }
 
 impl UmountLine {
@@ -112,7 +224,7 @@ impl UmountLine {
         let (target_abs, target_abs_b64) = TextBytes::split_opt(a.target_abs.as_deref());
         Self {
             v: SCHEMA_VERSION,
-            kind: "umount",
+            kind: umount_type(),
             id: a.id,
             ts: rfc3339(a.ts),
             pid: c.pid,
@@ -159,25 +271,61 @@ impl UmountLine {
         }
         self
     }
+
+    /// The caller's command name, exact.
+    pub fn comm_bytes(&self) -> Cow<'_, [u8]> {
+        TextBytes::exact(&self.comm, self.comm_b64.as_deref())
+    }
+
+    /// The target as passed, exact.
+    pub fn target_bytes(&self) -> Cow<'_, [u8]> {
+        TextBytes::exact(&self.target, self.target_b64.as_deref())
+    }
+
+    /// Whether the call failed.
+    pub fn failed(&self) -> bool {
+        self.errno.is_some()
+    }
+
+    /// The errno's name, or `ok`.
+    pub fn result(&self) -> &str {
+        self.errno.as_deref().unwrap_or("ok")
+    }
+
+    /// The holders named, none when there was no attribution.
+    pub fn holders(&self) -> &[HolderWire] {
+        self.holders.as_deref().unwrap_or_default()
+    }
 }
 
 /// The `mount` object: the mount an EBUSY (or `who`) was about.
-#[derive(Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MountWire {
-    id: u64,
-    mntns: u64,
-    mount_point: String,
+    /// Mount id, as in mountinfo.
+    pub id: u64,
+    /// The namespace whose table it was found in.
+    pub mntns: u64,
+    /// Where it is mounted.
+    pub mount_point: String,
+    /// `mount_point`'s exact bytes when not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
-    mount_point_b64: Option<String>,
-    root: String,
+    pub mount_point_b64: Option<String>,
+    /// The filesystem directory mounted there.
+    pub root: String,
+    /// `root`'s exact bytes when not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
-    root_b64: Option<String>,
-    fstype: String,
-    source: String,
+    pub root_b64: Option<String>,
+    /// Filesystem type.
+    pub fstype: String,
+    /// Mount source.
+    pub source: String,
+    /// `source`'s exact bytes when not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
-    source_b64: Option<String>,
-    dev: String,
-    propagation: String,
+    pub source_b64: Option<String>,
+    /// `major:minor` of the superblock.
+    pub dev: String,
+    /// Propagation (`shared:N`..., or `private`).
+    pub propagation: String,
 }
 
 impl MountWire {
@@ -201,29 +349,55 @@ impl MountWire {
             propagation: e.propagation.describe(),
         }
     }
+
+    /// The mount point, exact.
+    pub fn mount_point_bytes(&self) -> Cow<'_, [u8]> {
+        TextBytes::exact(&self.mount_point, self.mount_point_b64.as_deref())
+    }
+
+    /// The source, exact.
+    pub fn source_bytes(&self) -> Cow<'_, [u8]> {
+        TextBytes::exact(&self.source, self.source_b64.as_deref())
+    }
 }
 
 /// One element of `holders`.
-#[derive(Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HolderWire {
-    pid: Option<u32>,
-    comm: Option<String>,
+    /// The process, for holders that are processes.
+    pub pid: Option<u32>,
+    /// Its command name (lossy when not UTF-8).
+    pub comm: Option<String>,
+    /// `comm`'s exact bytes when not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
-    comm_b64: Option<String>,
-    kind: &'static str,
-    path: Option<String>,
+    pub comm_b64: Option<String>,
+    /// `fd`, `cwd`, ... `unknown`.
+    pub kind: Name,
+    /// The held file or directory, the submount's mount point, the backing file.
+    pub path: Option<String>,
+    /// `path`'s exact bytes when not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
-    path_b64: Option<String>,
-    fd: Option<i32>,
-    mntns: Option<u64>,
-    container: Option<Container>,
-    seen: &'static str,
-    mount_id: u64,
-    via: Option<&'static str>,
-    blamed: bool,
-    note: Option<String>,
-    opened_ns_before: Option<u64>,
-    closed_ns_after: Option<u64>,
+    pub path_b64: Option<String>,
+    /// The descriptor, for `fd` (and the listener's for `fanotify`).
+    pub fd: Option<i32>,
+    /// The process's mount namespace.
+    pub mntns: Option<u64>,
+    /// The process's container, when its cgroup path names one.
+    pub container: Option<ContainerWire>,
+    /// `kernel-scan`, `proc-scan`, `mount-table`, `traced`.
+    pub seen: Name,
+    /// The mount held: the target, a submount or a copy.
+    pub mount_id: u64,
+    /// For `mount-copy`: how the copy is held.
+    pub via: Option<Name>,
+    /// False for information only.
+    pub blamed: bool,
+    /// A sentence for the human.
+    pub note: Option<String>,
+    /// How long before the failing call the file was opened, when the open was traced.
+    pub opened_ns_before: Option<u64>,
+    /// How long after the failing call it was let go.
+    pub closed_ns_after: Option<u64>,
 }
 
 impl HolderWire {
@@ -236,34 +410,74 @@ impl HolderWire {
             pid: p.map(|p| p.pid),
             comm,
             comm_b64,
-            kind: h.kind.as_str(),
+            kind: Cow::Borrowed(h.kind.as_str()),
             path,
             path_b64,
             fd: h.fd,
             mntns: p.and_then(|p| p.mntns),
-            container: p.and_then(|p| p.container.clone()),
-            seen: h.seen.as_str(),
+            container: p.and_then(|p| p.container.as_ref()).map(ContainerWire::new),
+            seen: Cow::Borrowed(h.seen.as_str()),
             mount_id: h.mount_id,
-            via: h.via.map(|v| v.as_str()),
+            via: h.via.map(|v| Cow::Borrowed(v.as_str())),
             blamed: h.blamed,
             note: h.note.clone(),
             opened_ns_before: h.opened_ns_before,
             closed_ns_after: h.closed_ns_after,
         }
     }
+
+    /// The process's command name, exact.
+    pub fn comm_bytes(&self) -> Option<Cow<'_, [u8]>> {
+        let comm = self.comm.as_deref()?;
+        Some(TextBytes::exact(comm, self.comm_b64.as_deref()))
+    }
+
+    /// The held path, exact.
+    pub fn path_bytes(&self) -> Option<Cow<'_, [u8]>> {
+        let path = self.path.as_deref()?;
+        Some(TextBytes::exact(path, self.path_b64.as_deref()))
+    }
+}
+
+/// A holder's `container`: `{runtime, id, pod_uid}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerWire {
+    /// `docker`, `containerd`, `crio`, `podman`, `kubernetes`.
+    pub runtime: Name,
+    /// The full container id, when the cgroup path names one.
+    pub id: Option<String>,
+    /// The Kubernetes pod UID.
+    pub pod_uid: Option<String>,
+}
+
+impl ContainerWire {
+    /// The object for a container.
+    pub fn new(c: &Container) -> Self {
+        Self {
+            runtime: Cow::Borrowed(c.runtime.as_str()),
+            id: c.id.clone(),
+            pod_uid: c.pod_uid.clone(),
+        }
+    }
 }
 
 /// One element of `accessors`: a process that opened a file on the mount shortly before the
 /// call and no longer held it (context, not a holder).
-#[derive(Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AccessorWire {
-    pid: u32,
-    comm: String,
+    /// Process id.
+    pub pid: u32,
+    /// Its command name at the open (lossy when not UTF-8).
+    pub comm: String,
+    /// `comm`'s exact bytes when not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
-    comm_b64: Option<String>,
-    fd: u32,
-    mount_id: u64,
-    opened_ns_before: u64,
+    pub comm_b64: Option<String>,
+    /// The fd it got.
+    pub fd: u32,
+    /// The mount (the target or a counted copy).
+    pub mount_id: u64,
+    /// How long before the call it opened the file.
+    pub opened_ns_before: u64,
 }
 
 impl AccessorWire {
@@ -279,51 +493,71 @@ impl AccessorWire {
             opened_ns_before: a.opened_ns_before,
         }
     }
+
+    /// Its command name, exact.
+    pub fn comm_bytes(&self) -> Cow<'_, [u8]> {
+        TextBytes::exact(&self.comm, self.comm_b64.as_deref())
+    }
 }
 
 /// `{"type":"header"}`: the first line of every recording file.
-#[derive(Serialize)]
-pub struct HeaderLine<'a> {
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeaderLine {
     v: u32,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    busyprobe: &'static str,
-    host: &'a str,
-    kernel: &'a str,
-    probe_mode: &'a str,
-    started: String,
+    // The tag: [`Line`] reads it to choose the struct.
+    #[serde(rename = "type", skip_deserializing, default = "header_type")]
+    kind: Name,
+    /// The version of busyprobe that recorded.
+    pub busyprobe: Name,
+    /// Host name.
+    pub host: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// `tracepoint` or `fentry`.
+    pub probe_mode: String,
+    /// RFC 3339: when the recording started.
+    pub started: String,
 }
 
-impl<'a> HeaderLine<'a> {
+impl HeaderLine {
     /// The header for a recording started at `started`.
-    pub fn new(host: &'a str, kernel: &'a str, probe_mode: &'a str, started: SystemTime) -> Self {
+    pub fn new(host: &str, kernel: &str, probe_mode: &str, started: SystemTime) -> Self {
         Self {
             v: SCHEMA_VERSION,
-            kind: "header",
-            busyprobe: env!("CARGO_PKG_VERSION"),
-            host,
-            kernel,
-            probe_mode,
+            kind: header_type(),
+            busyprobe: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
+            host: host.to_owned(),
+            kernel: kernel.to_owned(),
+            probe_mode: probe_mode.to_owned(),
             started: rfc3339(started),
         }
     }
 }
 
 /// `{"type":"warning"}`.
-#[derive(Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WarningLine {
     v: u32,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    ts: String,
-    warning: &'static str,
-    umount_id: u64,
-    target: String,
+    // The tag: [`Line`] reads it to choose the struct.
+    #[serde(rename = "type", skip_deserializing, default = "warning_type")]
+    kind: Name,
+    /// When it was found.
+    pub ts: String,
+    /// Which warning (`alive-after-unmount`).
+    pub warning: Name,
+    /// The successful attempt's `id`.
+    pub umount_id: u64,
+    /// Its target (lossy when not UTF-8).
+    pub target: String,
+    /// `target`'s exact bytes when not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
-    target_b64: Option<String>,
-    mount: MountWire,
-    holders: Vec<HolderWire>,
-    message: String,
+    pub target_b64: Option<String>,
+    /// The mount that was removed.
+    pub mount: MountWire,
+    /// What keeps the filesystem alive.
+    pub holders: Vec<HolderWire>,
+    /// A sentence for the human.
+    pub message: String,
 }
 
 impl WarningLine {
@@ -339,9 +573,9 @@ impl WarningLine {
         let (target, target_b64) = TextBytes::split(target);
         Self {
             v: SCHEMA_VERSION,
-            kind: "warning",
+            kind: warning_type(),
             ts: rfc3339(*ts),
-            warning: "alive-after-unmount",
+            warning: Cow::Borrowed("alive-after-unmount"),
             umount_id: *umount_id,
             message: format!(
                 "unmount {umount_id} succeeded but the filesystem is still in use ({} holders)",
@@ -356,22 +590,33 @@ impl WarningLine {
 }
 
 /// `{"type":"who"}`: the answer of `busyprobe who --json`.
-#[derive(Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WhoLine {
     v: u32,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    path: String,
+    // The tag: [`Line`] reads it to choose the struct.
+    #[serde(rename = "type", skip_deserializing, default = "who_type")]
+    kind: Name,
+    /// The path asked about (lossy when not UTF-8).
+    pub path: String,
+    /// `path`'s exact bytes when not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
-    path_b64: Option<String>,
-    is_mount_point: bool,
-    mount: MountWire,
-    holders: Vec<HolderWire>,
-    uninspectable: Vec<UninspectableWire>,
-    scan: &'static str,
-    processes_scanned: usize,
-    fds_scanned: usize,
-    mount_namespaces: usize,
+    pub path_b64: Option<String>,
+    /// False when `path` is inside the mount, not its root.
+    pub is_mount_point: bool,
+    /// The mount.
+    pub mount: MountWire,
+    /// What holds it.
+    pub holders: Vec<HolderWire>,
+    /// Processes that could not be inspected.
+    pub uninspectable: Vec<UninspectableWire>,
+    /// `kernel-scan` or `proc-scan`.
+    pub scan: Name,
+    /// Processes looked at.
+    pub processes_scanned: usize,
+    /// Descriptors looked at.
+    pub fds_scanned: usize,
+    /// Mount namespaces looked at.
+    pub mount_namespaces: usize,
 }
 
 impl WhoLine {
@@ -380,14 +625,14 @@ impl WhoLine {
         let (text, path_b64) = TextBytes::split(path);
         Self {
             v: SCHEMA_VERSION,
-            kind: "who",
+            kind: who_type(),
             path: text,
             path_b64,
             is_mount_point: a.is_mount_point,
             mount: MountWire::new(&a.mount),
             holders: a.holders.iter().map(HolderWire::new).collect(),
             uninspectable: a.uninspectable.iter().map(UninspectableWire::new).collect(),
-            scan: a.coverage.method.as_str(),
+            scan: Cow::Borrowed(a.coverage.method.as_str()),
             processes_scanned: a.coverage.processes,
             fds_scanned: a.coverage.fds,
             mount_namespaces: a.coverage.namespaces,
@@ -396,11 +641,14 @@ impl WhoLine {
 }
 
 /// One element of `uninspectable`: a process the scan could not look into.
-#[derive(Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UninspectableWire {
-    pid: u32,
-    comm: String,
-    error: String,
+    /// Its pid.
+    pub pid: u32,
+    /// Its command name (lossy).
+    pub comm: String,
+    /// What failed.
+    pub error: String,
 }
 
 impl UninspectableWire {
@@ -414,44 +662,96 @@ impl UninspectableWire {
 }
 
 /// `{"type":"stats"}`.
-#[derive(Serialize)]
-pub struct StatsLine<'a> {
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsLine {
     v: u32,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    ts: String,
-    events: u64,
-    drops: Drops<'a>,
-    decode_errors: u64,
+    // The tag: [`Line`] reads it to choose the struct.
+    #[serde(rename = "type", skip_deserializing, default = "stats_type")]
+    kind: Name,
+    /// When the counters were read.
+    pub ts: String,
+    /// Kernel events decoded since start.
+    pub events: u64,
+    /// Losses by cause.
+    pub drops: Drops,
+    /// Records that could not be decoded.
+    pub decode_errors: u64,
+    /// True on the last line before exit.
     #[serde(rename = "final")]
-    last: bool,
+    pub last: bool,
 }
 
-impl<'a> StatsLine<'a> {
+impl StatsLine {
     /// The line for the counters at `ts`.
-    pub fn new(ts: SystemTime, stats: &'a Stats, last: bool) -> Self {
+    pub fn new(ts: SystemTime, stats: &Stats, last: bool) -> Self {
         Self {
             v: SCHEMA_VERSION,
-            kind: "stats",
+            kind: stats_type(),
             ts: rfc3339(ts),
             events: stats.events,
-            drops: Drops(stats),
+            drops: Drops(
+                stats
+                    .drops_by_cause()
+                    .map(|(cause, count)| (Cow::Borrowed(cause), count))
+                    .collect(),
+            ),
             decode_errors: stats.decode_errors,
             last,
         }
     }
+
+    /// The counters again (a cause this build does not know is left out; one it knows that
+    /// the line lacks counts 0).
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats {
+            events: self.events,
+            decode_errors: self.decode_errors,
+            ..Stats::default()
+        };
+        for cause in probe_common::DropCause::ALL {
+            stats.drops[cause as usize] = self
+                .drops
+                .0
+                .iter()
+                .find(|(name, _)| name == cause.as_str())
+                .map_or(0, |(_, count)| *count);
+        }
+        stats
+    }
 }
 
-/// Drop counts as an object in cause order.
-struct Drops<'a>(&'a Stats);
+/// Drop counts as an object, `(cause, count)` in the order written (cause order); read back,
+/// causes this build does not know are kept, in their place.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Drops(pub Vec<(Name, u64)>);
 
-impl Serialize for Drops<'_> {
+impl Serialize for Drops {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(None)?;
-        for (cause, count) in self.0.drops_by_cause() {
-            map.serialize_entry(cause, &count)?;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (cause, count) in &self.0 {
+            map.serialize_entry(cause, count)?;
         }
         map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Drops {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct InOrder;
+        impl<'de> Visitor<'de> for InOrder {
+            type Value = Drops;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of drop counts")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Drops, A::Error> {
+                let mut drops = Vec::new();
+                while let Some((cause, count)) = map.next_entry::<String, u64>()? {
+                    drops.push((Cow::Owned(cause), count));
+                }
+                Ok(Drops(drops))
+            }
+        }
+        d.deserialize_map(InOrder)
     }
 }
 

@@ -3,9 +3,11 @@
 
 use std::collections::VecDeque;
 
-use serde_json::Value;
-
-use crate::stats::Stats;
+use crate::{
+    paths::escape_for_terminal,
+    sink::json::wire::{Line, UmountLine},
+    stats::Stats,
+};
 
 /// Which overlay or input mode is active.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,8 +22,8 @@ pub enum Mode {
 
 /// Everything the screen shows.
 pub struct App {
-    /// Events, newest first (JSON Lines objects, as recorded).
-    events: VecDeque<Value>,
+    /// Events, newest first (the `umount` lines, as recorded).
+    events: VecDeque<UmountLine>,
     /// Most events kept.
     capacity: usize,
     /// Failed attempts among `events`.
@@ -36,8 +38,9 @@ pub struct App {
     pub filter: String,
     /// Whether new events are held back.
     pub paused: bool,
-    /// Events held back while paused.
-    held: Vec<Value>,
+    /// Events held back while paused, oldest first: at most `capacity` (more could not be
+    /// shown once resumed), the oldest dropped first.
+    held: VecDeque<UmountLine>,
     /// The input mode.
     pub mode: Mode,
     /// Counters for the status bar.
@@ -62,7 +65,7 @@ impl App {
             only_failures: false,
             filter: String::new(),
             paused: false,
-            held: Vec::new(),
+            held: VecDeque::new(),
             mode: Mode::List,
             stats: Stats::default(),
             source,
@@ -72,29 +75,37 @@ impl App {
     }
 
     /// Takes one line of the stream: `umount` lines are listed, `stats` update the bar.
-    pub fn push(&mut self, line: Value) {
-        match line["type"].as_str() {
-            Some("umount") if self.paused => self.held.push(line),
-            Some("umount") => self.list(line),
-            Some("stats") => self.take_stats(&line),
-            Some("header") => {
+    pub fn push(&mut self, line: Line) {
+        match line {
+            Line::Umount(attempt) if self.paused => self.hold(*attempt),
+            Line::Umount(attempt) => self.list(*attempt),
+            Line::Stats(stats) => self.stats = stats.stats(),
+            Line::Header(h) => {
                 self.header = Some(format!(
                     "host {}, kernel {}, {} mode",
-                    line["host"].as_str().unwrap_or("?"),
-                    line["kernel"].as_str().unwrap_or("?"),
-                    line["probe_mode"].as_str().unwrap_or("?")
+                    escape_for_terminal(h.host.as_bytes()),
+                    escape_for_terminal(h.kernel.as_bytes()),
+                    escape_for_terminal(h.probe_mode.as_bytes())
                 ));
             }
-            _ => {}
+            Line::Warning(_) | Line::Who(_) | Line::Other => {}
         }
     }
 
-    fn list(&mut self, line: Value) {
-        self.failures += usize::from(is_failure(&line));
-        self.events.push_front(line);
+    /// Keeps an event for when the pause ends: the newest `capacity` of them.
+    fn hold(&mut self, attempt: UmountLine) {
+        self.held.push_back(attempt);
+        if self.held.len() > self.capacity {
+            self.held.pop_front();
+        }
+    }
+
+    fn list(&mut self, attempt: UmountLine) {
+        self.failures += usize::from(attempt.failed());
+        self.events.push_front(attempt);
         while self.events.len() > self.capacity {
             if let Some(gone) = self.events.pop_back() {
-                self.failures -= usize::from(is_failure(&gone));
+                self.failures -= usize::from(gone.failed());
             }
         }
         // Keep the selection on the same event as new ones arrive on top (constant time: a
@@ -106,30 +117,16 @@ impl App {
 
     /// Whether `e` passes the failure toggle and the filter (`needle`: the filter lowercased,
     /// once per pass rather than once per event).
-    fn shows(&self, e: &Value, needle: &str) -> bool {
-        (!self.only_failures || is_failure(e))
+    fn shows(&self, e: &UmountLine, needle: &str) -> bool {
+        (!self.only_failures || e.failed())
             && (needle.is_empty()
-                || [&e["comm"], &e["target"]].iter().any(|f| {
-                    f.as_str()
-                        .is_some_and(|s| s.to_lowercase().contains(needle))
-                }))
-    }
-
-    fn take_stats(&mut self, line: &Value) {
-        self.stats.events = line["events"].as_u64().unwrap_or(0);
-        self.stats.decode_errors = line["decode_errors"].as_u64().unwrap_or(0);
-        for (slot, cause) in self
-            .stats
-            .drops
-            .iter_mut()
-            .zip(probe_common::DropCause::ALL)
-        {
-            *slot = line["drops"][cause.as_str()].as_u64().unwrap_or(0);
-        }
+                || [&e.comm, &e.target]
+                    .iter()
+                    .any(|s| s.to_lowercase().contains(needle)))
     }
 
     /// The events shown, newest first.
-    pub fn visible(&self) -> Vec<&Value> {
+    pub fn visible(&self) -> Vec<&UmountLine> {
         let needle = self.filter.to_lowercase();
         self.events
             .iter()
@@ -138,7 +135,7 @@ impl App {
     }
 
     /// The selected event.
-    pub fn current(&self) -> Option<&Value> {
+    pub fn current(&self) -> Option<&UmountLine> {
         self.visible().get(self.selected).copied()
     }
 
@@ -212,21 +209,40 @@ impl App {
     }
 }
 
-/// Whether an `umount` line is a failed attempt.
-fn is_failure(e: &Value) -> bool {
-    e["errno"].is_string()
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use serde_json::json;
 
-    /// An `umount` line for tests.
-    pub(crate) fn attempt(id: u64, comm: &str, target: &str, errno: Option<&str>) -> Value {
-        json!({"v":1,"type":"umount","id":id,"ts":"2026-11-23T10:01:02.123456789Z","pid":100 + id,"comm":comm,
-               "target":target,"errno":errno,"ret":if errno.is_some() { -16 } else { 0 },"duration_ns":5120,
-               "mntns":4026531840u64,"flag_names":[]})
+    /// A recording's header line.
+    pub(crate) const HEADER: &str = r#"{"v":1,"type":"header","busyprobe":"0.1.0","host":"node-7","kernel":"6.8.0","probe_mode":"tracepoint","started":"2026-11-23T10:00:00.000000000Z"}"#;
+
+    /// An `umount` line for tests: attempt `id` by `comm[100 + id]`, at 10:01:02.123456789.
+    pub(crate) fn umount_line(
+        id: u64,
+        comm: &str,
+        target: &str,
+        errno: Option<&str>,
+    ) -> UmountLine {
+        let ret = if errno.is_some() { -16 } else { 0 };
+        let mut a =
+            crate::event::sample_attempt(target.as_bytes(), Some(target.as_bytes()), ret, 0);
+        a.id = id;
+        a.call.pid = 100 + id as u32;
+        a.call.comm = comm.as_bytes().to_vec();
+        a.call.mntns = 4026531840;
+        let mut line = UmountLine::new(&a);
+        line.errno = errno.map(str::to_owned);
+        line
+    }
+
+    /// [`umount_line`] as a line of the stream.
+    pub(crate) fn attempt(id: u64, comm: &str, target: &str, errno: Option<&str>) -> Line {
+        Line::Umount(Box::new(umount_line(id, comm, target, errno)))
+    }
+
+    /// A line of the stream from its JSON.
+    pub(crate) fn line(json: &str) -> Line {
+        serde_json::from_str(json).unwrap()
     }
 
     #[test]
@@ -240,11 +256,7 @@ pub(crate) mod tests {
                 (i % 2 == 0).then_some("EBUSY"),
             ));
         }
-        let ids: Vec<u64> = app
-            .visible()
-            .iter()
-            .map(|e| e["id"].as_u64().unwrap())
-            .collect();
+        let ids: Vec<u64> = app.visible().iter().map(|e| e.id).collect();
         assert_eq!(ids, [4, 3, 2], "newest first, at most 3");
         app.toggle_failures();
         assert_eq!(app.visible().len(), 2);
@@ -266,9 +278,9 @@ pub(crate) mod tests {
         app.next();
         assert_eq!(app.selected, 2, "stops at the last");
         app.previous();
-        assert_eq!(app.current().unwrap()["id"], 2);
+        assert_eq!(app.current().unwrap().id, 2);
         app.push(attempt(4, "umount", "/m", None));
-        assert_eq!(app.current().unwrap()["id"], 2, "still the same event");
+        assert_eq!(app.current().unwrap().id, 2, "still the same event");
     }
 
     #[test]
@@ -277,17 +289,17 @@ pub(crate) mod tests {
         app.push(attempt(0, "umount", "/m", Some("EBUSY")));
         app.push(attempt(1, "umount", "/m", None));
         app.next();
-        assert_eq!(app.current().unwrap()["id"], 0);
+        assert_eq!(app.current().unwrap().id, 0);
         for i in 2..100_002 {
             app.push(attempt(i, "umount", "/m", None));
             if i == 500 {
-                assert_eq!(app.current().unwrap()["id"], 0, "followed while it is kept");
+                assert_eq!(app.current().unwrap().id, 0, "followed while it is kept");
             }
         }
         assert_eq!(app.visible().len(), 1000, "at most --keep events");
-        assert_eq!(app.visible()[0]["id"], 100_001);
+        assert_eq!(app.visible()[0].id, 100_001);
         assert_eq!(
-            app.current().unwrap()["id"],
+            app.current().unwrap().id,
             99_002,
             "the oldest kept once its event went"
         );
@@ -303,12 +315,31 @@ pub(crate) mod tests {
         assert_eq!(app.visible().len(), 1);
     }
 
+    /// A long pause keeps no more than the screen could show once it ends: the newest
+    /// `--keep` events.
+    #[test]
+    fn a_pause_holds_at_most_keep_events() {
+        let mut app = App::new(100, "test".into());
+        app.push(attempt(0, "umount", "/m", Some("EBUSY")));
+        app.toggle_pause();
+        for i in 1..=10_000 {
+            app.push(attempt(i, "umount", "/m", None));
+            assert!(app.held.len() <= 100, "held {} at {i}", app.held.len());
+        }
+        assert_eq!(app.visible().len(), 1, "nothing new shown while paused");
+        app.toggle_pause();
+        let ids: Vec<u64> = app.visible().iter().map(|e| e.id).collect();
+        assert_eq!(ids, (9_901..=10_000).rev().collect::<Vec<u64>>());
+        assert_eq!(app.counts(), (100, 0), "the failure went with its event");
+        assert!(app.held.is_empty());
+    }
+
     #[test]
     fn stats_lines_fill_the_counters() {
         let mut app = App::new(10, "test".into());
-        app.push(
-            json!({"v":1,"type":"stats","events":7,"drops":{"ringbuf_full":2},"decode_errors":1}),
-        );
+        app.push(line(
+            r#"{"v":1,"type":"stats","ts":"2026-11-23T10:01:03.000000000Z","events":7,"drops":{"ringbuf_full":2},"decode_errors":1,"final":false}"#,
+        ));
         assert_eq!(
             (
                 app.stats.events,
@@ -317,7 +348,7 @@ pub(crate) mod tests {
             ),
             (7, 2, 1)
         );
-        app.push(json!({"v":1,"type":"header","host":"node-7","kernel":"6.8.0","probe_mode":"tracepoint"}));
+        app.push(line(HEADER));
         assert_eq!(
             app.header.as_deref(),
             Some("host node-7, kernel 6.8.0, tracepoint mode")

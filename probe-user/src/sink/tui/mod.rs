@@ -1,6 +1,6 @@
 //! The terminal UI (`busyprobe top`): every unmount attempt as a live list, newest first, with
-//! the holders of each failure in a detail pane. It draws the same JSON Lines objects that
-//! `watch --json` prints and recordings hold, so `top --replay FILE` shows a recording the
+//! the holders of each failure in a detail pane. It draws the same lines (the typed wire
+//! model, `sink::json::wire::Line`) that `watch --json` prints and recordings hold, so `top --replay FILE` shows a recording the
 //! way it looked live.
 //!
 //! `app` is the state and its verbs, `keys` maps key presses onto them, `ui` draws (pure,
@@ -19,8 +19,8 @@ use std::{
 
 use anyhow::Result;
 use ratatui::crossterm::event::{self, Event};
-use serde_json::Value;
 
+use crate::sink::json::wire::Line;
 use app::App;
 use term::TerminalGuard;
 
@@ -33,7 +33,7 @@ const TICK: Duration = Duration::from_millis(100);
 /// One frame per pass: a pass takes every line waiting (a burst of any size), draws once, then
 /// waits for a key or [`TICK`]; so the frame rate is capped by input and the tick, never by
 /// the event rate.
-pub fn show(mut guard: TerminalGuard, mut app: App, lines: Option<Receiver<Value>>) -> Result<()> {
+pub fn show(mut guard: TerminalGuard, mut app: App, lines: Option<Receiver<Line>>) -> Result<()> {
     loop {
         if let Some(lines) = &lines {
             if !take_waiting(&mut app, lines) {
@@ -64,7 +64,7 @@ pub fn show(mut guard: TerminalGuard, mut app: App, lines: Option<Receiver<Value
 
 /// Takes every line waiting on `lines` into `app`, drawing nothing; false once the stream has
 /// ended (its sender dropped).
-fn take_waiting(app: &mut App, lines: &Receiver<Value>) -> bool {
+fn take_waiting(app: &mut App, lines: &Receiver<Line>) -> bool {
     loop {
         match lines.try_recv() {
             Ok(line) => app.push(line),
@@ -85,8 +85,7 @@ mod tests {
     fn a_burst_is_one_frame_and_memory_stays_bounded() {
         let (tx, rx) = std::sync::mpsc::channel();
         for id in 0..100_000u64 {
-            tx.send(serde_json::json!({"v":1,"type":"umount","id":id,"ts":"2026-11-23T10:01:02.123456789Z",
-                "pid":7,"comm":"umount","target":"/mnt","errno":"EBUSY","ret":-16}))
+            tx.send(app::tests::attempt(id, "umount", "/mnt", Some("EBUSY")))
                 .unwrap();
         }
         let mut app = App::new(1000, "live".into());

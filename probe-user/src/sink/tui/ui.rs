@@ -7,18 +7,24 @@ use ratatui::{
     widgets::{Block, Borders, Clear, List, ListItem, ListState, Paragraph, Wrap},
     Frame,
 };
-use serde_json::Value;
 
 use super::app::{App, Mode};
-use crate::paths::escape_for_terminal;
+use crate::{
+    paths::escape_for_terminal,
+    sink::{
+        format,
+        json::wire::{HolderWire, UmountLine},
+    },
+};
 
-/// Terminal-safe text of a JSON field (`-` for null).
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => escape_for_terminal(s.as_bytes()),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
+/// Terminal-safe text.
+fn text(s: &str) -> String {
+    escape_for_terminal(s.as_bytes())
+}
+
+/// A number, or `-` when the line has none.
+fn or_dash(n: Option<impl ToString>) -> String {
+    n.map_or("-".into(), |n| n.to_string())
 }
 
 /// The whole screen: the list (and the detail pane), the status bar, overlays.
@@ -43,17 +49,17 @@ pub fn draw(frame: &mut Frame, app: &App) {
 }
 
 /// One row: time, result, caller, target, holders.
-pub fn row(e: &Value) -> String {
-    let ts = e["ts"].as_str().and_then(|t| t.get(11..23)).unwrap_or("");
-    let result = e["errno"].as_str().unwrap_or("ok");
-    let holders = e["holders"]
-        .as_array()
+pub fn row(e: &UmountLine) -> String {
+    let ts = text(e.ts.get(11..23).unwrap_or(""));
+    let holders = e
+        .holders
+        .as_ref()
         .map_or(String::new(), |h| format!("  {} holder(s)", h.len()));
     format!(
-        "{ts} {result:<6} {}[{}] {}{holders}",
-        text(&e["comm"]),
-        text(&e["pid"]),
-        text(&e["target"])
+        "{ts} {:<6} {} {}{holders}",
+        text(e.result()),
+        format::process(&e.comm_bytes(), e.pid),
+        escape_for_terminal(&e.target_bytes())
     )
 }
 
@@ -68,7 +74,7 @@ fn draw_list(frame: &mut Frame, app: &App, area: Rect) {
         .skip(first)
         .take(rows)
         .map(|e| {
-            let style = if e["errno"].is_string() {
+            let style = if e.failed() {
                 Style::new().fg(Color::Red)
             } else {
                 Style::new()
@@ -86,90 +92,77 @@ fn draw_list(frame: &mut Frame, app: &App, area: Rect) {
 }
 
 /// The detail of one event: the call, the mount, each holder.
-pub fn detail_lines(e: &Value) -> Vec<String> {
+pub fn detail_lines(e: &UmountLine) -> Vec<String> {
     let mut lines = vec![
-        format!("attempt {} at {}", text(&e["id"]), text(&e["ts"])),
+        format!("attempt {} at {}", e.id, text(&e.ts)),
         format!(
-            "caller {}[{}] uid {} mntns {}",
-            text(&e["comm"]),
-            text(&e["pid"]),
-            text(&e["uid"]),
-            text(&e["mntns"])
+            "caller {} uid {} mntns {}",
+            format::process(&e.comm_bytes(), e.pid),
+            e.uid,
+            e.mntns
         ),
         format!(
             "target {}  result {} ({})",
-            text(&e["target"]),
-            e["errno"].as_str().unwrap_or("ok"),
-            text(&e["ret"])
+            escape_for_terminal(&e.target_bytes()),
+            text(e.result()),
+            e.ret
         ),
     ];
-    let m = &e["mount"];
-    if m.is_object() {
+    if let Some(m) = &e.mount {
         lines.push(format!(
             "mount {} {} from {} ({})",
-            text(&m["id"]),
-            text(&m["fstype"]),
-            text(&m["source"]),
-            text(&m["propagation"])
+            m.id,
+            text(&m.fstype),
+            escape_for_terminal(&m.source_bytes()),
+            text(&m.propagation)
         ));
     }
-    for h in e["holders"].as_array().into_iter().flatten() {
-        let mut line = format!(
-            "  {:<10} {}[{}] {}",
-            text(&h["kind"]),
-            text(&h["comm"]),
-            text(&h["pid"]),
-            text(&h["path"])
-        );
-        if let Some(ns) = h["opened_ns_before"].as_u64() {
-            line.push_str(&format!("  opened {:.1} ms before", ns as f64 / 1e6));
+    for h in e.holders() {
+        let mut line = format!("  {:<10}", text(&h.kind));
+        for part in format::holder_process(h)
+            .into_iter()
+            .chain(format::holder_path(h))
+        {
+            line.push(' ');
+            line.push_str(&part);
         }
-        if let Some(ns) = h["closed_ns_after"].as_u64() {
-            line.push_str(&format!("  closed {:.1} ms after", ns as f64 / 1e6));
+        for t in format::holder_timing(h) {
+            line.push_str(&format!("  {t}"));
         }
         lines.push(line);
         lines.push(holder_context(h));
     }
-    let accessors = e["accessors"].as_array().into_iter().flatten();
+    let accessors = e.accessors.iter().flatten();
     for (i, a) in accessors.enumerate() {
         if i == 0 {
             lines.push("recently (let go before the call; context, not holders):".into());
         }
-        let before = a["opened_ns_before"].as_u64().unwrap_or(0) as f64 / 1e6;
         lines.push(format!(
-            "  {}[{}] fd {}  opened {before:.1} ms before",
-            text(&a["comm"]),
-            text(&a["pid"]),
-            text(&a["fd"])
+            "  {} fd {}  {}",
+            format::process(&a.comm_bytes(), a.pid),
+            a.fd,
+            format::opened_before(a.opened_ns_before)
         ));
     }
     lines
 }
 
 /// A holder's second line: its namespace, container, how it was seen, and any note.
-fn holder_context(h: &Value) -> String {
+fn holder_context(h: &HolderWire) -> String {
     let mut line = format!(
         "{:13}mntns {}  seen {}",
         "",
-        text(&h["mntns"]),
-        text(&h["seen"])
+        or_dash(h.mntns),
+        text(&h.seen)
     );
-    if let Some(via) = h["via"].as_str() {
-        line.push_str(&format!(" via {}", escape_for_terminal(via.as_bytes())));
+    if let Some(via) = &h.via {
+        line.push_str(&format!(" via {}", text(via)));
     }
-    let container = &h["container"];
-    if container.is_object() {
-        let id = container["id"]
-            .as_str()
-            .map_or("-", |id| id.get(..12).unwrap_or(id));
-        line.push_str(&format!(
-            "  container {} {}",
-            text(&container["runtime"]),
-            escape_for_terminal(id.as_bytes())
-        ));
+    if let Some(c) = &h.container {
+        line.push_str(&format!("  container {}", format::container(c)));
     }
-    if let Some(note) = h["note"].as_str() {
-        line.push_str(&format!("  ({})", escape_for_terminal(note.as_bytes())));
+    if let Some(note) = format::holder_note(h) {
+        line.push_str(&format!("  ({note})"));
     }
     line
 }
@@ -262,7 +255,8 @@ fn draw_help(frame: &mut Frame) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::tui::app::tests::attempt;
+    use crate::sink::json::wire::Line;
+    use crate::sink::tui::app::tests::{attempt, line, umount_line, HEADER};
     use ratatui::{backend::TestBackend, Terminal};
 
     fn screen(app: &App, width: u16, height: u16) -> Vec<String> {
@@ -310,20 +304,26 @@ mod tests {
     #[test]
     fn detail_pane_lists_the_holders() {
         let mut app = App::new(100, "replay".into());
-        let mut e = attempt(7, "containerd", "/var/lib/m", Some("EBUSY"));
-        e["holders"] = serde_json::json!([{"kind":"transient","comm":"scanner","pid":999,"path":"/var/lib/m/etc/passwd",
-            "opened_ns_before":1800000,"closed_ns_after":400000,"mntns":4026532001u64,"seen":"traced",
-            "container":{"runtime":"containerd","id":"0123456789abcdef0123"}}]);
-        e["accessors"] = serde_json::json!([{"pid":998,"comm":"cat","fd":3,"mount_id":812,
-            "opened_ns_before":40000000u64}]);
-        app.push(e);
+        let mut e = umount_line(7, "containerd", "/var/lib/m", Some("EBUSY"));
+        e.holders = Some(vec![serde_json::from_str(
+            r#"{"pid":999,"comm":"scanner","kind":"transient","path":"/var/lib/m/etc/passwd","fd":null,
+                "mntns":4026532001,"container":{"runtime":"containerd","id":"0123456789abcdef0123","pod_uid":null},
+                "seen":"traced","mount_id":812,"via":null,"blamed":true,"note":null,
+                "opened_ns_before":1800000,"closed_ns_after":400000}"#,
+        )
+        .unwrap()]);
+        e.accessors = Some(vec![serde_json::from_str(
+            r#"{"pid":998,"comm":"cat","fd":3,"mount_id":812,"opened_ns_before":40000000}"#,
+        )
+        .unwrap()]);
+        app.push(Line::Umount(Box::new(e)));
         app.toggle_detail();
         let lines = screen(&app, 80, 24);
         insta::assert_snapshot!("detail_80x24", lines.join("\n"));
         assert!(
             lines
                 .iter()
-                .any(|l| l.contains("  cat[998] fd 3  opened 40.0 ms before")),
+                .any(|l| l.contains("  cat[998] fd 3  opened 40.0ms before the call")),
             "the recent accessor: {lines:#?}"
         );
         assert_eq!(
@@ -336,11 +336,11 @@ mod tests {
             .expect("the holder's line");
         assert_eq!(
             lines[holder],
-            "│  transient  scanner[999] /var/lib/m/etc/passwd  opened 1.8 ms before  closed │"
+            "│  transient  scanner[999] /var/lib/m/etc/passwd  opened 1.8ms before the call │"
         );
         assert_eq!(
             lines[holder + 1],
-            format!("│0.4 ms after{}│", " ".repeat(66)),
+            format!("│closed 400.0µs after it{}│", " ".repeat(55)),
             "long lines wrap"
         );
         assert_eq!(
@@ -383,8 +383,10 @@ mod tests {
     #[test]
     fn the_status_bar_names_every_loss_and_the_recording() {
         let mut app = App::new(100, "replay of r.jsonl".into());
-        app.push(serde_json::json!({"v":1,"type":"header","host":"node-7","kernel":"6.8.0","probe_mode":"tracepoint"}));
-        app.push(serde_json::json!({"v":1,"type":"stats","events":9,"drops":{"ringbuf_full":2,"path_truncated":1},"decode_errors":0}));
+        app.push(line(HEADER));
+        app.push(line(
+            r#"{"v":1,"type":"stats","ts":"2026-11-23T10:01:03.000000000Z","events":9,"drops":{"ringbuf_full":2,"path_truncated":1},"decode_errors":0,"final":true}"#,
+        ));
         assert_eq!(
             status_line(&app),
             " replay of r.jsonl (host node-7, kernel 6.8.0, tracepoint mode) | 0 events, 0 failed \
@@ -424,7 +426,7 @@ mod tests {
 
     #[test]
     fn control_characters_in_paths_never_reach_the_terminal() {
-        let e = attempt(1, "evil", "/mnt/\u{1b}]0;pwned\u{7}", Some("EBUSY"));
+        let e = umount_line(1, "evil", "/mnt/\u{1b}]0;pwned\u{7}", Some("EBUSY"));
         assert!(!row(&e).chars().any(|c| c.is_control()), "{}", row(&e));
     }
 }

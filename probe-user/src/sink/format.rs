@@ -1,0 +1,200 @@
+//! The words every human-facing output shares (the text sink, the TUI, the Markdown report):
+//! durations, a process as `comm[pid]`, a holder's parts and when it opened or let go of the
+//! file ("opened 1.8ms before the call", "closed 400.0µs after it"). Each is written here
+//! once; the outputs lay the parts out their own way (a line, a pane, a table).
+//!
+//! Everything returned is safe for a terminal (`paths::escape_for_terminal`): names and paths
+//! come from the holder's exact bytes (`_b64` when the wire carried one).
+
+use super::json::wire::{AccessorWire, ContainerWire, HolderWire};
+use crate::paths::escape_for_terminal;
+
+/// A duration for people: `999ns`, `1.5µs`, `2.5ms`, `3.00s`.
+pub fn duration(ns: u64) -> String {
+    match ns {
+        0..=999 => format!("{ns}ns"),
+        1_000..=999_999 => format!("{:.1}µs", ns as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.1}ms", ns as f64 / 1e6),
+        _ => format!("{:.2}s", ns as f64 / 1e9),
+    }
+}
+
+/// `opened 1.8ms before the call`: when a holder (or an accessor) opened its file.
+pub fn opened_before(ns: u64) -> String {
+    format!("opened {} before the call", duration(ns))
+}
+
+/// `closed 400.0µs after it`: when a holder let go, after the failing call returned.
+pub fn closed_after(ns: u64) -> String {
+    format!("closed {} after it", duration(ns))
+}
+
+/// A process: `comm[pid]`.
+pub fn process(comm: &[u8], pid: u32) -> String {
+    format!("{}[{pid}]", escape_for_terminal(comm))
+}
+
+/// A holder's kind, with how a copy is held: `fd`, `mount-copy (cwd)`.
+pub fn holder_kind(h: &HolderWire) -> String {
+    let kind = escape_for_terminal(h.kind.as_bytes());
+    match &h.via {
+        Some(via) => format!("{kind} ({})", escape_for_terminal(via.as_bytes())),
+        None => kind,
+    }
+}
+
+/// The holder's process, for holders that are processes.
+pub fn holder_process(h: &HolderWire) -> Option<String> {
+    Some(process(&h.comm_bytes()?, h.pid?))
+}
+
+/// The held path.
+pub fn holder_path(h: &HolderWire) -> Option<String> {
+    h.path_bytes().map(|p| escape_for_terminal(&p))
+}
+
+/// When the holder opened the file and when it let go, as far as they were traced.
+pub fn holder_timing(h: &HolderWire) -> Vec<String> {
+    let opened = h.opened_ns_before.map(opened_before);
+    let closed = h.closed_ns_after.map(closed_after);
+    opened.into_iter().chain(closed).collect()
+}
+
+/// The holder's note.
+pub fn holder_note(h: &HolderWire) -> Option<String> {
+    h.note.as_ref().map(|n| escape_for_terminal(n.as_bytes()))
+}
+
+/// `containerd 0123456789ab pod <uid>`: runtime, short id, pod.
+pub fn container(c: &ContainerWire) -> String {
+    let mut s = escape_for_terminal(c.runtime.as_bytes());
+    if let Some(id) = &c.id {
+        s.push(' ');
+        s.push_str(&escape_for_terminal(id.get(..12).unwrap_or(id).as_bytes()));
+    }
+    if let Some(pod) = &c.pod_uid {
+        s.push_str(" pod ");
+        s.push_str(&escape_for_terminal(pod.as_bytes()));
+    }
+    s
+}
+
+/// One holder on one line: kind, process, fd, path, namespace, container, timing, note.
+pub fn holder_line(h: &HolderWire) -> String {
+    let kind = holder_kind(h);
+    let mut line = format!("{}{kind:<10}", if h.blamed { "" } else { "(info) " });
+    if let Some(p) = holder_process(h) {
+        line.push_str(&format!(" {p}"));
+    }
+    if let Some(fd) = h.fd {
+        line.push_str(&format!(" fd {fd}"));
+    }
+    if let Some(path) = holder_path(h) {
+        line.push_str(&format!("  {path}"));
+    }
+    if let Some(ns) = h.mntns {
+        line.push_str(&format!("  mntns={ns}"));
+    }
+    if let Some(c) = &h.container {
+        line.push_str(&format!("  container={}", container(c)));
+    }
+    for t in holder_timing(h) {
+        line.push_str(&format!("  {t}"));
+    }
+    if let Some(note) = holder_note(h) {
+        line.push_str(&format!("  ({note})"));
+    }
+    line
+}
+
+/// A recent accessor on one line: not a holder, context.
+pub fn accessor_line(a: &AccessorWire) -> String {
+    format!(
+        "(context) opened a file here {} before the call and had let go: {} fd {}",
+        duration(a.opened_ns_before),
+        process(&a.comm_bytes(), a.pid),
+        a.fd
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        container::{Container, Runtime},
+        model::{Holder, HolderKind, HolderProcess, Seen},
+    };
+
+    #[test]
+    fn durations_are_human() {
+        assert_eq!(duration(999), "999ns");
+        assert_eq!(duration(1_500), "1.5µs");
+        assert_eq!(duration(2_500_000), "2.5ms");
+        assert_eq!(duration(3_000_000_000), "3.00s");
+        assert_eq!(opened_before(1_800_000), "opened 1.8ms before the call");
+        assert_eq!(closed_after(400_000), "closed 400.0µs after it");
+    }
+
+    fn transient() -> Holder {
+        let mut h = Holder::new(HolderKind::Transient, 812, Seen::Traced);
+        h.process = Some(HolderProcess {
+            pid: 999,
+            comm: b"scan\xffner".to_vec(),
+            mntns: Some(4026532001),
+            container: Some(Container {
+                runtime: Runtime::Containerd,
+                id: Some("0123456789abcdef0123".into()),
+                pod_uid: Some("c0ffee".into()),
+            }),
+        });
+        h.fd = Some(3);
+        h.path = Some(b"/m/etc/\x1b[31m".to_vec());
+        h.opened_ns_before = Some(1_800_000);
+        h.closed_ns_after = Some(400_000);
+        h.note = Some("closed it after the failing call".into());
+        h
+    }
+
+    #[test]
+    fn a_holder_line_names_everything_in_one_wording() {
+        assert_eq!(
+            holder_line(&HolderWire::new(&transient())),
+            "transient  scan\\xffner[999] fd 3  /m/etc/\\u{1b}[31m  mntns=4026532001  \
+             container=containerd 0123456789ab pod c0ffee  opened 1.8ms before the call  \
+             closed 400.0µs after it  (closed it after the failing call)"
+        );
+        let mut copy = Holder::new(HolderKind::MountCopy, 9, Seen::MountTable);
+        copy.via = Some(HolderKind::Submount);
+        copy.blamed = false;
+        assert_eq!(
+            holder_line(&HolderWire::new(&copy)),
+            "(info) mount-copy (submount)"
+        );
+    }
+
+    /// Read back from JSON, a holder whose names are not UTF-8 is written from its exact
+    /// bytes, as the text sink writes it live.
+    #[test]
+    fn a_holder_read_back_formats_as_it_did_live() {
+        let live = HolderWire::new(&transient());
+        let read: HolderWire =
+            serde_json::from_str(&serde_json::to_string(&live).unwrap()).unwrap();
+        assert!(read.comm_b64.is_some());
+        assert_eq!(holder_line(&read), holder_line(&live));
+    }
+
+    #[test]
+    fn an_accessor_is_context() {
+        let a = crate::model::Accessor {
+            pid: 998,
+            comm: b"cat".to_vec(),
+            fd: 3,
+            mount_id: 812,
+            opened_ns_before: 40_000_000,
+        };
+        assert_eq!(
+            accessor_line(&AccessorWire::new(&a)),
+            "(context) opened a file here 40.0ms before the call and had let go: cat[998] fd 3"
+        );
+    }
+}
