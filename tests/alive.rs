@@ -7,7 +7,13 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{fixture::Plan, holder::Helper, incident::observe_one, watcher::Watcher};
+use crate::support::{
+    contract::assert_umount_line,
+    fixture::{Call, Plan},
+    holder::Helper,
+    incident::Fixture,
+    watcher::Watcher,
+};
 
 /// Every trial.
 pub fn trials() -> Vec<Trial> {
@@ -17,14 +23,45 @@ pub fn trials() -> Vec<Trial> {
     ]
 }
 
-/// Long enough for busyprobe to have noticed the fixture's new mount namespace and its mount
-/// (it looks for new namespaces every second) before the unmount.
-const SETTLE_MS: u64 = 1_500;
-
 /// A watcher of unmounts under `dir` only: the other tests' unmounts, running in parallel,
 /// cause no scans in it.
 fn only_under(dir: &Path) -> Watcher {
     Watcher::start(&[std::ffi::OsStr::new("--path"), dir.as_os_str()])
+}
+
+/// Runs a fixture that sets up with `setup`, then holds `mnt/held` and fails to unmount `mnt`
+/// (EBUSY), then, once told, lets go of it if `let_go` and unmounts `mnt` with `flags`;
+/// returns the fixture, the second call and its line. busyprobe knows what a successful unmount removed from the mount
+/// tables it keeps, and it finds a new namespace's table within a second, or at once when an
+/// EBUSY comes from it: the test lets the fixture go on once that EBUSY's line is written
+/// (it is written after the table was read), as a runtime retries after a failure.
+fn unmount_after_an_ebusy(
+    watcher: &Watcher,
+    setup: Plan,
+    mnt: &Path,
+    let_go: bool,
+    flags: i32,
+) -> (Fixture, Call, Value) {
+    let go = mnt.with_file_name("go");
+    let mut plan = setup.hold(mnt.join("held")).umount2(mnt, 0).wait_for(&go);
+    if let_go {
+        plan = plan.release();
+    }
+    let plan = plan.umount2(mnt, flags);
+    let fixture = std::thread::spawn(move || Fixture::run(&plan));
+    let target = mnt.to_str().unwrap();
+    watcher.read_until("the EBUSY before the unmount", |v| {
+        v["type"] == "umount" && v["target"] == target && v["errno"] == "EBUSY"
+    });
+    std::fs::write(&go, b"").unwrap();
+    let fixture = fixture.join().expect("the fixture ran");
+    let calls = &fixture.report.calls;
+    assert_eq!(calls.len(), 2, "plan makes two umount2 calls");
+    assert_eq!(calls[0].errno, libc::EBUSY, "the held file makes it busy");
+    let line = watcher.umount_lines_of(fixture.pid(), 1).remove(0);
+    assert_umount_line(&line, &fixture, &calls[1]);
+    let call = calls[1].clone();
+    (fixture, call, line)
 }
 
 /// The warning line that follows the successful unmount line `line`.
@@ -56,13 +93,8 @@ fn private_copy_keeps_the_filesystem_alive_after_unmount() {
     let helper = Helper::new()
         .wrapped(&["unshare", "-m", "--propagation", "private"])
         .chdir(&inside);
-    let plan = Plan::new()
-        .tmpfs(&mnt)
-        .mkdir(&inside)
-        .spawn(helper)
-        .sleep(SETTLE_MS)
-        .umount2(&mnt, 0);
-    let (fixture, call, line) = observe_one(&watcher, &plan);
+    let setup = Plan::new().tmpfs(&mnt).mkdir(&inside).spawn(helper);
+    let (fixture, call, line) = unmount_after_an_ebusy(&watcher, setup, &mnt, true, 0);
     assert_eq!(call.errno, 0, "a private copy cannot make the unmount fail");
     let warning = warning_after(&watcher, &line);
     assert_eq!(
@@ -89,12 +121,10 @@ fn lazy_unmount_with_an_open_file_warns() {
     let tmp = dir.path().canonicalize().unwrap();
     let mnt = tmp.join("mnt");
     let watcher = only_under(&tmp);
-    let plan = Plan::new()
-        .tmpfs(&mnt)
-        .hold(mnt.join("held"))
-        .sleep(SETTLE_MS)
-        .umount2(&mnt, libc::MNT_DETACH);
-    let (fixture, call, line) = observe_one(&watcher, &plan);
+    let setup = Plan::new().tmpfs(&mnt);
+    // The file that made the plain unmount fail still holds the lazily detached mount.
+    let (fixture, call, line) =
+        unmount_after_an_ebusy(&watcher, setup, &mnt, false, libc::MNT_DETACH);
     assert_eq!(call.errno, 0, "a lazy unmount succeeds");
     let warning = warning_after(&watcher, &line);
     let fd = holders(&warning)
