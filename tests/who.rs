@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::support::process::{self, tool};
+use crate::support::process::{self, tool, DieWithTest, Reaped, OUTPUT_TIMEOUT};
 
 /// Every trial.
 pub fn trials() -> Vec<Trial> {
@@ -14,6 +14,7 @@ pub fn trials() -> Vec<Trial> {
         who_counts_and_names_processes_it_cannot_inspect,
         who_inside_a_mount_names_that_mount_and_exits_by_holders,
         who_on_a_missing_path_exits_2,
+        who_into_a_closed_pipe_keeps_its_answer,
     ]
 }
 
@@ -132,4 +133,33 @@ fn who_counts_and_names_processes_it_cannot_inspect() {
         who["processes_scanned"].as_u64().unwrap() > blocked.len() as u64 / 2,
         "{who}"
     );
+}
+
+/// `busyprobe who PATH | head -1`: a reader that goes away before `who` has written is not an
+/// error (2); the exit status is still the answer (0 held, 1 not held), as a script asks it.
+fn who_into_a_closed_pipe_keeps_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().canonicalize().unwrap().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let idle = format!(
+        r#"mount -t tmpfs whopipe {m} && exec "$BUSYPROBE" who {m}"#,
+        m = mnt.display()
+    );
+    // `/` is held by every process's root directory.
+    for (script, answer) in [(r#"exec "$BUSYPROBE" who /"#, 0), (idle.as_str(), 1)] {
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        drop(reader); // every write into the pipe fails with EPIPE
+        let mut child = Reaped(
+            Command::new(tool("unshare"))
+                .args(["-m", "--propagation", "private", "sh", "-c", script])
+                .env("BUSYPROBE", env!("CARGO_BIN_EXE_busyprobe"))
+                .stdin(std::process::Stdio::null())
+                .stdout(writer)
+                .die_with_test()
+                .spawn()
+                .expect("start unshare"),
+        );
+        let status = process::wait(&mut child, OUTPUT_TIMEOUT);
+        assert_eq!(status.code(), Some(answer), "{script}");
+    }
 }
