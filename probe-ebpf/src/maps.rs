@@ -1,6 +1,6 @@
-//! Every map of the object, the globals user space may set before load (the struct offsets
-//! apart: `offsets.rs`), and the drop counters. The names user space uses are checked against
-//! `probe_common::names` at compile time.
+//! Every map of ours (aya-log adds its own), the globals user space may set before load (the
+//! struct offsets apart: `offsets.rs`), and the drop counters. The names user space uses are
+//! checked against `probe_common::names` at compile time.
 
 use aya_ebpf::{
     macros::map,
