@@ -1,10 +1,12 @@
 //! Event structs shared by busyprobe's eBPF programs (`probe-ebpf`) and its user-space decoder
-//! (`probe-user`).
+//! (`probe-user`), and the names of the object's programs, maps and globals ([`names`]).
 //!
 //! Every record in the ring buffer starts with an [`EventHeader`]; the decoder reads the header
 //! first, checks `size` against the bytes it got, then casts by [`EventKind`]. All structs are
 //! `#[repr(C)]` with explicit padding so both sides agree byte for byte.
 #![no_std]
+
+pub mod names;
 
 /// Bytes kept of a path passed to a syscall: `PATH_MAX`. A longer path is flagged
 /// [`PATH_TRUNCATED`], never silently cut.

@@ -7,7 +7,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{bindings::seq_file, helpers::generated::bpf_seq_write};
-use probe_common::{scan_kind, ScanRecord};
+use probe_common::{assert_symbol_name, names::programs, scan_kind, ScanRecord};
 
 use crate::{
     fanotify::{self, MountFilter},
@@ -126,6 +126,7 @@ pub fn scan_task_file(ctx: *mut c_void) -> i32 {
     }
     0
 }
+assert_symbol_name!(scan_task_file, programs::SCAN_TASK_FILE);
 
 /// Every task's cwd, root and executable.
 #[unsafe(no_mangle)]
@@ -161,6 +162,7 @@ pub fn scan_task(ctx: *mut c_void) -> i32 {
     }
     0
 }
+assert_symbol_name!(scan_task, programs::SCAN_TASK);
 
 /// Every task's file mappings.
 #[unsafe(no_mangle)]
@@ -189,3 +191,4 @@ pub fn scan_task_vma(ctx: *mut c_void) -> i32 {
     }
     0
 }
+assert_symbol_name!(scan_task_vma, programs::SCAN_TASK_VMA);

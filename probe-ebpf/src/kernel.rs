@@ -1,5 +1,5 @@
-//! Reading kernel memory at `base + offset` through `bpf_probe_read_kernel`, and the walk
-//! from a `struct file` or `struct path` to its mount id.
+//! Reading kernel memory at `base + offset` through `bpf_probe_read_kernel`, tracepoint
+//! record fields, and the walk from a `struct file` or `struct path` to its mount and mount id.
 
 use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::TracePointContext, EbpfContext};
 
@@ -14,6 +14,9 @@ pub fn read<T>(addr: u64) -> Option<T> {
     // SAFETY: bpf_probe_read_kernel checks the address; a fault is an error, not a crash.
     unsafe { bpf_probe_read_kernel(addr as *const T).ok() }
 }
+
+/// `sys_exit_*` tracepoint formats: `long ret` at 16.
+pub const SYS_EXIT_RET: usize = 16;
 
 /// Reads the tracepoint record's field at `offset` with a direct load (the verifier checks the
 /// offset against the record; cheaper than a `bpf_probe_read_kernel`).
@@ -67,4 +70,15 @@ pub fn path_mount_id(path: u64) -> Option<u32> {
 #[inline(always)]
 pub fn file_mount_id(file: u64) -> Option<u32> {
     path_mount_id(file + offsets::get(&OFF_FILE_F_PATH)?)
+}
+
+/// The vfsmount and mount id of the file at `file`.
+pub fn file_mount(file: u64) -> Option<(u64, u32)> {
+    path_mount(file + offsets::get(&OFF_FILE_F_PATH)?)
+}
+
+/// The vfsmount and mount id of the `struct path` at `path`.
+pub fn path_mount(path: u64) -> Option<(u64, u32)> {
+    let vfsmount = read_ptr(path, offsets::get(&OFF_PATH_MNT)?)?;
+    Some((vfsmount, vfsmount_id(vfsmount)?))
 }

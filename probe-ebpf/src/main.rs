@@ -1,6 +1,10 @@
-//! busyprobe's kernel side: tracepoints on `umount`/`umount2` that stream every unmount attempt
-//! to user space through a ring buffer, plus tiny programs `busyprobe doctor` loads to learn
-//! which probe kinds this kernel accepts.
+//! busyprobe's kernel side: every `umount`/`umount2` attempt streamed to user space through a
+//! ring buffer (`umount.rs`), release tracking around a failed unmount (`release.rs`,
+//! `window.rs`, `tracked.rs`, `walks.rs`) and open times (`open_times.rs`), each as syscall
+//! tracepoints and as fentry/fexit twins (`syscall_fentry.rs`); the holder scan's BPF iterators
+//! (`holders.rs`, `fanotify.rs`); and tiny programs `busyprobe doctor` loads to learn which
+//! probe kinds this kernel accepts (`doctor.rs`). Maps and load-time globals are in `maps.rs`
+//! and `offsets.rs`; the names user space knows them by are `probe_common::names`.
 #![no_std]
 #![no_main]
 
@@ -10,9 +14,13 @@ mod holders;
 mod kernel;
 mod maps;
 mod offsets;
+mod open_times;
 mod release;
 mod syscall_fentry;
+mod tracked;
 mod umount;
+mod walks;
+mod window;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -15,7 +15,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use probe_common::{
-    DropCause, EventKind, PathBuf, UmountEvent, PATH_BUF_LEN, PATH_TRUNCATED, PATH_UNREADABLE,
+    assert_symbol_name, names::programs, DropCause, EventKind, PathBuf, UmountEvent, PATH_BUF_LEN,
+    PATH_TRUNCATED, PATH_UNREADABLE,
 };
 
 use crate::{
@@ -27,8 +28,6 @@ use crate::{
 /// `sys_enter_umount` format: `char * name` at 16, `int flags` at 24.
 const ENTER_NAME: usize = 16;
 const ENTER_FLAGS: usize = 24;
-/// `sys_exit_umount` format: `long ret` at 16.
-const EXIT_RET: usize = 16;
 
 /// What the entry probe keeps for the exit probe.
 #[repr(C)]
@@ -48,6 +47,7 @@ pub fn sys_enter_umount(ctx: TracePointContext) -> u32 {
     );
     0
 }
+assert_symbol_name!(sys_enter_umount, programs::SYS_ENTER_UMOUNT);
 
 /// `umount2(name, flags)` entering (the body of [`sys_enter_umount`] and its fentry twin).
 pub fn on_umount_entry(name: u64, flags: u32) {
@@ -59,8 +59,8 @@ pub fn on_umount_entry(name: u64, flags: u32) {
         flags,
         _pad: 0,
     };
-    crate::release::note_umount_entry();
-    crate::release::open_attempt_window(start.ts_boot_ns);
+    crate::open_times::note_umount_entry();
+    crate::window::open_attempt_window(start.ts_boot_ns);
     if UMOUNT_INFLIGHT.insert(tid, start, 0).is_err() {
         count_drop(DropCause::InflightMapFull);
     }
@@ -68,9 +68,10 @@ pub fn on_umount_entry(name: u64, flags: u32) {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_umount")]
 pub fn sys_exit_umount(ctx: TracePointContext) -> u32 {
-    let _ = on_umount_exit(&ctx, kernel::tracepoint_field(&ctx, EXIT_RET));
+    let _ = on_umount_exit(&ctx, kernel::tracepoint_field(&ctx, kernel::SYS_EXIT_RET));
     0
 }
+assert_symbol_name!(sys_exit_umount, programs::SYS_EXIT_UMOUNT);
 
 /// `umount2` returning `ret`: sends the attempt (the body of [`sys_exit_umount`] and its fexit
 /// twin; `ctx` is for the log).
@@ -90,7 +91,7 @@ pub fn on_umount_exit<C: EbpfContext>(ctx: &C, ret: i64) -> Result<(), i64> {
     let now = unsafe { bpf_ktime_get_boot_ns() };
 
     if ret == -16 {
-        crate::release::open_busy_window(now);
+        crate::window::open_busy_window(now);
     }
     let Some(mut entry) = EVENTS.reserve::<UmountEvent>(0) else {
         count_drop(DropCause::RingBufFull);

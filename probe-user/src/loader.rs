@@ -1,5 +1,11 @@
-//! Loads the embedded eBPF object, sets the kernel offsets, attaches the umount tracepoints and
-//! hands out the ring buffer and drop counters. Dropping [`Probes`] detaches everything.
+//! Loads the embedded eBPF object and attaches its probes: checks privileges and tracefs,
+//! resolves the kernel struct offsets (BTF, cached) and sets them as globals, decides the mode
+//! (`resolve_mode`: fentry where the kernel allows it, else syscall tracepoints), and attaches
+//! each mode's sets (`ProbeSets`: the umount capture, release tracking, open times); hands out
+//! the ring buffer, the open-time and tracked-mount maps and the drop counters, and forwards
+//! the programs' logs. A lean load (`load_object`) serves the holder scan and `doctor`.
+//! Programs, maps and globals are named by `probe_common::names`; a test checks that the
+//! embedded object has every one. Dropping [`Probes`] detaches everything.
 
 use anyhow::{Context, Result};
 use aya::{
@@ -7,7 +13,10 @@ use aya::{
     programs::{Program, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
-use probe_common::DropCause;
+use probe_common::{
+    names::{globals, maps, programs},
+    DropCause,
+};
 
 use crate::kernel::{
     btf::{self, Resolved},
@@ -40,26 +49,32 @@ const fn syscalls(program: &'static str, names: &'static [&'static str]) -> Atta
 
 /// The umount capture.
 pub const UMOUNT_TRACEPOINTS: [Attachment; 2] = [
-    syscalls("sys_enter_umount", &["sys_enter_umount"]),
-    syscalls("sys_exit_umount", &["sys_exit_umount"]),
+    syscalls(programs::SYS_ENTER_UMOUNT, &["sys_enter_umount"]),
+    syscalls(programs::SYS_EXIT_UMOUNT, &["sys_exit_umount"]),
 ];
 
 /// Release tracking: every way a process lets go of an fd (`close`, `dup2`/`dup3` over it,
 /// `close_range`, close-on-exec at `execve`, exit), of a mapping (`munmap`) or of a working
 /// or root directory (`chdir`, `fchdir`, `chroot`, exit).
 pub const RELEASE_TRACEPOINTS: [Attachment; 9] = [
-    syscalls("sys_enter_close", &["sys_enter_close"]),
-    syscalls("sys_enter_munmap", &["sys_enter_munmap"]),
-    syscalls("sys_enter_chdir", &["sys_enter_chdir", "sys_enter_fchdir"]),
-    syscalls("sys_enter_chroot", &["sys_enter_chroot"]),
+    syscalls(programs::SYS_ENTER_CLOSE, &["sys_enter_close"]),
+    syscalls(programs::SYS_ENTER_MUNMAP, &["sys_enter_munmap"]),
     syscalls(
-        "sys_exit_dir_change",
+        programs::SYS_ENTER_CHDIR,
+        &["sys_enter_chdir", "sys_enter_fchdir"],
+    ),
+    syscalls(programs::SYS_ENTER_CHROOT, &["sys_enter_chroot"]),
+    syscalls(
+        programs::SYS_EXIT_DIR_CHANGE,
         &["sys_exit_chdir", "sys_exit_fchdir", "sys_exit_chroot"],
     ),
-    syscalls("sys_enter_dup", &["sys_enter_dup2", "sys_enter_dup3"]),
-    syscalls("sys_enter_close_range", &["sys_enter_close_range"]),
     syscalls(
-        "sys_enter_exec",
+        programs::SYS_ENTER_DUP,
+        &["sys_enter_dup2", "sys_enter_dup3"],
+    ),
+    syscalls(programs::SYS_ENTER_CLOSE_RANGE, &["sys_enter_close_range"]),
+    syscalls(
+        programs::SYS_ENTER_EXEC,
         &["sys_enter_execve", "sys_enter_execveat"],
     ),
     EXIT_TRACEPOINT,
@@ -68,7 +83,7 @@ pub const RELEASE_TRACEPOINTS: [Attachment; 9] = [
 /// Release tracking at process exit, in both modes (a scheduler tracepoint: it does not slow
 /// syscalls down).
 const EXIT_TRACEPOINT: Attachment = Attachment {
-    program: "sched_process_exit",
+    program: programs::SCHED_PROCESS_EXIT,
     category: "sched",
     names: &["sched_process_exit"],
 };
@@ -76,7 +91,7 @@ const EXIT_TRACEPOINT: Attachment = Attachment {
 /// Open times: the entry and the exit of every syscall that opens a file.
 pub const OPEN_TIME_TRACEPOINTS: [Attachment; 2] = [
     syscalls(
-        "sys_enter_open",
+        programs::SYS_ENTER_OPEN,
         &[
             "sys_enter_openat",
             "sys_enter_open",
@@ -85,7 +100,7 @@ pub const OPEN_TIME_TRACEPOINTS: [Attachment; 2] = [
         ],
     ),
     syscalls(
-        "sys_exit_open",
+        programs::SYS_EXIT_OPEN,
         &[
             "sys_exit_openat",
             "sys_exit_open",
@@ -110,38 +125,38 @@ const fn traced(program: &'static str, function: &'static str) -> FnAttachment {
 
 /// fentry mode's umount capture: the syscall wrapper's entry and exit.
 pub const UMOUNT_FENTRY: [FnAttachment; 2] = [
-    traced("fentry_umount", "__x64_sys_umount"),
-    traced("fexit_umount", "__x64_sys_umount"),
+    traced(programs::FENTRY_UMOUNT, "__x64_sys_umount"),
+    traced(programs::FEXIT_UMOUNT, "__x64_sys_umount"),
 ];
 
 /// fentry mode's release tracking (exit stays the `sched_process_exit` tracepoint, which
 /// does not slow syscalls down).
 pub const RELEASE_FENTRY: [FnAttachment; 13] = [
-    traced("fentry_close", "__x64_sys_close"),
-    traced("fentry_munmap", "__x64_sys_munmap"),
-    traced("fentry_chdir", "__x64_sys_chdir"),
-    traced("fentry_fchdir", "__x64_sys_fchdir"),
-    traced("fentry_chroot", "__x64_sys_chroot"),
-    traced("fexit_chdir", "__x64_sys_chdir"),
-    traced("fexit_fchdir", "__x64_sys_fchdir"),
-    traced("fexit_chroot", "__x64_sys_chroot"),
-    traced("fentry_dup2", "__x64_sys_dup2"),
-    traced("fentry_dup3", "__x64_sys_dup3"),
-    traced("fentry_close_range", "__x64_sys_close_range"),
-    traced("fentry_execve", "__x64_sys_execve"),
-    traced("fentry_execveat", "__x64_sys_execveat"),
+    traced(programs::FENTRY_CLOSE, "__x64_sys_close"),
+    traced(programs::FENTRY_MUNMAP, "__x64_sys_munmap"),
+    traced(programs::FENTRY_CHDIR, "__x64_sys_chdir"),
+    traced(programs::FENTRY_FCHDIR, "__x64_sys_fchdir"),
+    traced(programs::FENTRY_CHROOT, "__x64_sys_chroot"),
+    traced(programs::FEXIT_CHDIR, "__x64_sys_chdir"),
+    traced(programs::FEXIT_FCHDIR, "__x64_sys_fchdir"),
+    traced(programs::FEXIT_CHROOT, "__x64_sys_chroot"),
+    traced(programs::FENTRY_DUP2, "__x64_sys_dup2"),
+    traced(programs::FENTRY_DUP3, "__x64_sys_dup3"),
+    traced(programs::FENTRY_CLOSE_RANGE, "__x64_sys_close_range"),
+    traced(programs::FENTRY_EXECVE, "__x64_sys_execve"),
+    traced(programs::FENTRY_EXECVEAT, "__x64_sys_execveat"),
 ];
 
 /// fentry mode's open times.
 pub const OPEN_TIME_FENTRY: [FnAttachment; 8] = [
-    traced("fentry_open", "__x64_sys_open"),
-    traced("fentry_openat", "__x64_sys_openat"),
-    traced("fentry_openat2", "__x64_sys_openat2"),
-    traced("fentry_creat", "__x64_sys_creat"),
-    traced("fexit_open", "__x64_sys_open"),
-    traced("fexit_openat", "__x64_sys_openat"),
-    traced("fexit_openat2", "__x64_sys_openat2"),
-    traced("fexit_creat", "__x64_sys_creat"),
+    traced(programs::FENTRY_OPEN, "__x64_sys_open"),
+    traced(programs::FENTRY_OPENAT, "__x64_sys_openat"),
+    traced(programs::FENTRY_OPENAT2, "__x64_sys_openat2"),
+    traced(programs::FENTRY_CREAT, "__x64_sys_creat"),
+    traced(programs::FEXIT_OPEN, "__x64_sys_open"),
+    traced(programs::FEXIT_OPENAT, "__x64_sys_openat"),
+    traced(programs::FEXIT_OPENAT2, "__x64_sys_openat2"),
+    traced(programs::FEXIT_CREAT, "__x64_sys_creat"),
 ];
 
 /// Which probes to use, as asked (`--mode`).
@@ -287,10 +302,10 @@ pub fn load_object(offsets: &Resolved) -> Result<Ebpf> {
 
 /// The maps that only the event stream fills, which a lean load shrinks to one entry.
 const STREAM_MAPS: [&str; 4] = [
-    "UMOUNT_INFLIGHT",
-    "OPEN_TIMES",
-    "RECENT_OPENS_BY_MOUNT",
-    "TRACKED_MOUNTS",
+    maps::UMOUNT_INFLIGHT,
+    maps::OPEN_TIMES,
+    maps::RECENT_OPENS_BY_MOUNT,
+    maps::TRACKED_MOUNTS,
 ];
 
 /// Loads the object: with `ring_buffer_size` for the event stream (full maps), without for a
@@ -305,13 +320,13 @@ fn load_object_with(
     for (name, value) in &offsets.values {
         loader.override_global(name, value, true);
     }
-    loader.override_global("FILTER_IS_ALLOW_LIST", &allow, true);
+    loader.override_global(globals::FILTER_IS_ALLOW_LIST, &allow, true);
     match ring_buffer_size {
         Some(size) => {
-            loader.map_max_entries("EVENTS", size);
+            loader.map_max_entries(maps::EVENTS, size);
         }
         None => {
-            loader.map_max_entries("EVENTS", 4096);
+            loader.map_max_entries(maps::EVENTS, 4096);
             for map in STREAM_MAPS {
                 loader.map_max_entries(map, 1);
             }
@@ -415,50 +430,44 @@ impl Probes {
 
     /// The events ring buffer (can be taken once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self
-            .ebpf
-            .take_map("EVENTS")
-            .context("the eBPF object has no EVENTS map")?;
-        RingBuf::try_from(map).context("EVENTS is not a ring buffer")
+        let map = take_map(&mut self.ebpf, maps::EVENTS)?;
+        RingBuf::try_from(map).with_context(|| format!("{} is not a ring buffer", maps::EVENTS))
     }
 
     /// The open probes' maps: when each fd on a tracked mount was opened, and each tracked
     /// mount's recent opens (can be taken once).
     pub fn take_open_maps(&mut self) -> Result<(OpenTimesMap, RecentOpensMap)> {
-        let times = self
-            .ebpf
-            .take_map("OPEN_TIMES")
-            .context("the eBPF object has no OPEN_TIMES map")?;
-        let recent = self
-            .ebpf
-            .take_map("RECENT_OPENS_BY_MOUNT")
-            .context("the eBPF object has no RECENT_OPENS_BY_MOUNT map")?;
+        let times = take_map(&mut self.ebpf, maps::OPEN_TIMES)?;
+        let recent = take_map(&mut self.ebpf, maps::RECENT_OPENS_BY_MOUNT)?;
         Ok((
-            aya::maps::HashMap::try_from(times).context("OPEN_TIMES is not a hash map")?,
-            aya::maps::PerCpuArray::try_from(recent)
-                .context("RECENT_OPENS_BY_MOUNT is not a per-CPU array")?,
+            aya::maps::HashMap::try_from(times)
+                .with_context(|| format!("{} is not a hash map", maps::OPEN_TIMES))?,
+            aya::maps::PerCpuArray::try_from(recent).with_context(|| {
+                format!("{} is not a per-CPU array", maps::RECENT_OPENS_BY_MOUNT)
+            })?,
         ))
     }
 
     /// The kernel's set of tracked mounts (can be taken once).
     pub fn take_tracked_mounts(&mut self) -> Result<aya::maps::HashMap<MapData, u32, u8>> {
-        let map = self
-            .ebpf
-            .take_map("TRACKED_MOUNTS")
-            .context("the eBPF object has no TRACKED_MOUNTS map")?;
-        aya::maps::HashMap::try_from(map).context("TRACKED_MOUNTS is not a hash map")
+        let map = take_map(&mut self.ebpf, maps::TRACKED_MOUNTS)?;
+        aya::maps::HashMap::try_from(map)
+            .with_context(|| format!("{} is not a hash map", maps::TRACKED_MOUNTS))
     }
 
     /// The per-CPU drop counters (can be taken once).
     pub fn take_drop_counters(&mut self) -> Result<DropCounters> {
-        let map = self
-            .ebpf
-            .take_map("DROPS")
-            .context("the eBPF object has no DROPS map")?;
-        Ok(DropCounters(
-            PerCpuArray::try_from(map).context("DROPS is not a per-CPU array")?,
-        ))
+        let map = take_map(&mut self.ebpf, maps::DROPS)?;
+        Ok(DropCounters(PerCpuArray::try_from(map).with_context(
+            || format!("{} is not a per-CPU array", maps::DROPS),
+        )?))
     }
+}
+
+/// Takes the map `name` out of the object (a map can be taken once).
+fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name)
+        .with_context(|| format!("the eBPF object has no {name} map"))
 }
 
 /// The programs of one mode, attached set by set.
@@ -556,5 +565,122 @@ impl DropCounters {
             out[cause as usize] = values.iter().sum();
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use aya_obj::{Object, ParseError, ProgramSection};
+
+    use super::*;
+
+    /// What an object check found wrong with one name.
+    fn problems(object: &mut Object) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut program = |name: &str, kinds: &[&str], wanted: &str| match object
+            .programs
+            .get(name)
+            .map(|p| section_kind(&p.section))
+        {
+            None => problems.push(format!("program {name} is missing")),
+            Some(kind) if !kinds.contains(&kind) => {
+                problems.push(format!("program {name} is a {kind} program, not {wanted}"))
+            }
+            Some(_) => {}
+        };
+        let tracepoints = [
+            &UMOUNT_TRACEPOINTS[..],
+            &RELEASE_TRACEPOINTS,
+            &OPEN_TIME_TRACEPOINTS,
+        ];
+        for a in tracepoints.concat() {
+            program(a.program, &["tracepoint"], "a tracepoint");
+        }
+        for a in [&UMOUNT_FENTRY[..], &RELEASE_FENTRY, &OPEN_TIME_FENTRY].concat() {
+            program(a.program, &["fentry", "fexit"], "fentry/fexit");
+        }
+        // The programs named elsewhere (the holder scan's iterators, doctor's probes).
+        for name in programs::ALL {
+            program(name, &ALL_KINDS, "a known kind");
+        }
+        for name in STREAM_MAPS.iter().chain(maps::ALL) {
+            if !object.maps.contains_key(*name) {
+                problems.push(format!("map {name} is missing"));
+            }
+        }
+        for (name, size) in global_sizes() {
+            // What `EbpfLoader::override_global(name, value, true)` does before a load.
+            let value = vec![0u8; size];
+            let one = HashMap::from([(name, (&value[..], true))]);
+            match object.patch_map_data(one) {
+                Ok(()) => {}
+                Err(ParseError::SymbolNotFound { .. }) => {
+                    problems.push(format!("global {name} is missing"))
+                }
+                Err(e) => problems.push(format!("global {name} ({size} bytes): {e}")),
+            }
+        }
+        // A name both in a loader table and in a names list is reported once.
+        let mut seen = std::collections::HashSet::new();
+        problems.retain(|p| seen.insert(p.clone()));
+        problems
+    }
+
+    /// The program kinds [`section_kind`] names.
+    const ALL_KINDS: [&str; 7] = [
+        "tracepoint",
+        "fentry",
+        "fexit",
+        "iterator",
+        "raw_tracepoint",
+        "tp_btf",
+        "lsm",
+    ];
+
+    fn section_kind(section: &ProgramSection) -> &'static str {
+        match section {
+            ProgramSection::TracePoint => "tracepoint",
+            ProgramSection::FEntry { .. } => "fentry",
+            ProgramSection::FExit { .. } => "fexit",
+            ProgramSection::Iter { .. } => "iterator",
+            ProgramSection::RawTracePoint => "raw_tracepoint",
+            ProgramSection::BtfTracePoint => "tp_btf",
+            ProgramSection::Lsm { .. } => "lsm",
+            _ => "other",
+        }
+    }
+
+    /// Every global user space may set, with the size of the value it writes: the offsets
+    /// (`u32`, [`btf::GLOBALS`]) and [`globals::ALL`].
+    fn global_sizes() -> Vec<(&'static str, usize)> {
+        let mut sizes: Vec<_> = btf::GLOBALS
+            .iter()
+            .map(|(name, _)| (*name, size_of::<u32>()))
+            .collect();
+        for name in globals::ALL {
+            let size = match *name {
+                globals::FILTER_IS_ALLOW_LIST => size_of::<u8>(), // as `load_object_with` writes it
+                globals::BUSY_WINDOW_NS => size_of::<u64>(),
+                other => panic!("no size known for global {other}: add it here"),
+            };
+            sizes.push((name, size));
+        }
+        sizes
+    }
+
+    /// A rename on either side is caught here, without root: the embedded object has every
+    /// program (of the kind the loader attaches it as), map and global that user space names.
+    #[test]
+    fn the_embedded_object_has_everything_user_space_names() {
+        let mut object = Object::parse(EBPF_OBJECT).expect("the embedded eBPF object parses");
+        let problems = problems(&mut object);
+        assert!(
+            problems.is_empty(),
+            "the embedded eBPF object does not match the names user space uses \
+             (probe_common::names):\n{}",
+            problems.join("\n")
+        );
     }
 }

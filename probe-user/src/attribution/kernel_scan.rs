@@ -16,7 +16,10 @@ use aya::{
     programs::Iter,
     Btf, Ebpf,
 };
-use probe_common::{scan_kind, ScanRecord};
+use probe_common::{
+    names::{maps, programs},
+    scan_kind, ScanRecord,
+};
 
 use super::proc_scan::{process_facts, FanotifyFd, Hold, ScanOutcome};
 use crate::{
@@ -27,9 +30,9 @@ use crate::{
 
 /// The iterator programs and the BTF iterator types they attach to.
 const ITERATORS: [(&str, &str); 3] = [
-    ("scan_task_file", "task_file"),
-    ("scan_task", "task"),
-    ("scan_task_vma", "task_vma"),
+    (programs::SCAN_TASK_FILE, "task_file"),
+    (programs::SCAN_TASK, "task"),
+    (programs::SCAN_TASK_VMA, "task_vma"),
 ];
 
 /// Loaded iterator programs, ready to run as often as needed (one scan at a time).
@@ -82,8 +85,8 @@ impl KernelScanner {
     fn counts(&mut self) -> Result<PerCpuArray<&mut MapData, u64>> {
         let map = self
             .ebpf
-            .map_mut("SCAN_COUNTS")
-            .context("no SCAN_COUNTS map")?;
+            .map_mut(maps::SCAN_COUNTS)
+            .with_context(|| format!("no {} map", maps::SCAN_COUNTS))?;
         Ok(PerCpuArray::try_from(map)?)
     }
 
@@ -104,8 +107,8 @@ impl KernelScanner {
     fn set_wanted(&mut self, ids: &HashSet<u64>) -> Result<()> {
         let map = self
             .ebpf
-            .map_mut("SCAN_MOUNTS")
-            .context("no SCAN_MOUNTS map")?;
+            .map_mut(maps::SCAN_MOUNTS)
+            .with_context(|| format!("no {} map", maps::SCAN_MOUNTS))?;
         let mut wanted: BpfHashMap<_, u32, u32> = BpfHashMap::try_from(map)?;
         let old: Vec<u32> = wanted.keys().filter_map(Result::ok).collect();
         for key in old {

@@ -9,7 +9,7 @@ use aya::{
     programs::{BtfTracePoint, Lsm, RawTracePoint},
     Btf, Ebpf,
 };
-use probe_common::{DropCause, OFFSET_UNKNOWN};
+use probe_common::{names::programs, DropCause, OFFSET_UNKNOWN};
 
 use crate::{
     cli::DoctorArgs,
@@ -296,7 +296,7 @@ where
 }
 
 fn try_raw_tracepoint(ebpf: &mut Ebpf) -> Result<String> {
-    let prog: &mut RawTracePoint = program(ebpf, "doctor_raw_tracepoint")?;
+    let prog: &mut RawTracePoint = program(ebpf, programs::DOCTOR_RAW_TRACEPOINT)?;
     prog.load()?;
     prog.attach("sched_process_exit")?;
     Ok("sched_process_exit loads and attaches".into())
@@ -304,7 +304,7 @@ fn try_raw_tracepoint(ebpf: &mut Ebpf) -> Result<String> {
 
 /// Loads the BTF-typed doctor program `$name` of type `$ty` at `$target` and attaches it.
 macro_rules! try_btf_program {
-    ($ebpf:expr, $btf:expr, $ty:ty, $name:literal, $target:literal) => {{
+    ($ebpf:expr, $btf:expr, $ty:ty, $name:expr, $target:literal) => {{
         let prog: &mut $ty = program($ebpf, $name)?;
         prog.load($target, $btf)?;
         prog.attach()?;
@@ -317,7 +317,7 @@ fn try_tp_btf(ebpf: &mut Ebpf, btf: &Btf) -> Result<String> {
         ebpf,
         btf,
         BtfTracePoint,
-        "doctor_tp_btf",
+        programs::DOCTOR_TP_BTF,
         "sched_process_exit"
     )
 }
@@ -330,7 +330,7 @@ fn try_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<String> {
 }
 
 fn try_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<String> {
-    try_btf_program!(ebpf, btf, Lsm, "doctor_lsm", "sb_umount")
+    try_btf_program!(ebpf, btf, Lsm, programs::DOCTOR_LSM, "sb_umount")
 }
 
 /// Which mode `watch` will run in (with the default `--mode auto`), from the probe rows.

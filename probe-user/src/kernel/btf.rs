@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use btf_rs::{Btf, Type};
-use probe_common::OFFSET_UNKNOWN;
+use probe_common::{names::offsets, OFFSET_UNKNOWN};
 
 /// The kernel's own BTF.
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -68,70 +68,92 @@ const FAN_TYPE: FieldSpec = FieldSpec {
     members: &["type"],
 };
 
-/// Every offset global of the eBPF object (`probe-ebpf/src/offsets.rs`) and its source.
+/// Every offset global of the eBPF object (`probe_common::with_offset_globals!`, in the same
+/// order) and its source.
 pub const GLOBALS: [(&str, OffsetSpec); 41] = [
-    ("OFF_TASK_NSPROXY", field("task_struct", &["nsproxy"])),
-    ("OFF_NSPROXY_MNT_NS", field("nsproxy", &["mnt_ns"])),
-    ("OFF_MNT_NS_INUM", field("mnt_namespace", &["ns", "inum"])),
-    ("OFF_TASK_TGID", field("task_struct", &["tgid"])),
-    ("OFF_TASK_PID", field("task_struct", &["pid"])),
-    ("OFF_TASK_FS", field("task_struct", &["fs"])),
-    ("OFF_TASK_MM", field("task_struct", &["mm"])),
-    ("OFF_MM_EXE_FILE", field("mm_struct", &["exe_file"])),
-    ("OFF_FS_ROOT", field("fs_struct", &["root"])),
-    ("OFF_FS_PWD", field("fs_struct", &["pwd"])),
-    ("OFF_FILE_F_PATH", field("file", &["f_path"])),
-    ("OFF_FILE_PRIVATE_DATA", field("file", &["private_data"])),
-    ("OFF_PATH_MNT", field("path", &["mnt"])),
-    ("OFF_PATH_DENTRY", field("path", &["dentry"])),
-    ("OFF_MOUNT_MNT", field("mount", &["mnt"])),
-    ("OFF_MOUNT_MNT_ID", field("mount", &["mnt_id"])),
-    ("OFF_MOUNT_MNT_NS", field("mount", &["mnt_ns"])),
-    ("OFF_DENTRY_NAME", field("dentry", &["d_name", "name"])),
     (
-        "OFF_GROUP_NOTIFICATION_LIST",
+        offsets::OFF_TASK_NSPROXY,
+        field("task_struct", &["nsproxy"]),
+    ),
+    (offsets::OFF_NSPROXY_MNT_NS, field("nsproxy", &["mnt_ns"])),
+    (
+        offsets::OFF_MNT_NS_INUM,
+        field("mnt_namespace", &["ns", "inum"]),
+    ),
+    (offsets::OFF_TASK_TGID, field("task_struct", &["tgid"])),
+    (offsets::OFF_TASK_PID, field("task_struct", &["pid"])),
+    (offsets::OFF_TASK_FS, field("task_struct", &["fs"])),
+    (offsets::OFF_TASK_MM, field("task_struct", &["mm"])),
+    (offsets::OFF_MM_EXE_FILE, field("mm_struct", &["exe_file"])),
+    (offsets::OFF_FS_ROOT, field("fs_struct", &["root"])),
+    (offsets::OFF_FS_PWD, field("fs_struct", &["pwd"])),
+    (offsets::OFF_FILE_F_PATH, field("file", &["f_path"])),
+    (
+        offsets::OFF_FILE_PRIVATE_DATA,
+        field("file", &["private_data"]),
+    ),
+    (offsets::OFF_PATH_MNT, field("path", &["mnt"])),
+    (offsets::OFF_PATH_DENTRY, field("path", &["dentry"])),
+    (offsets::OFF_MOUNT_MNT, field("mount", &["mnt"])),
+    (offsets::OFF_MOUNT_MNT_ID, field("mount", &["mnt_id"])),
+    (offsets::OFF_MOUNT_MNT_NS, field("mount", &["mnt_ns"])),
+    (
+        offsets::OFF_DENTRY_NAME,
+        field("dentry", &["d_name", "name"]),
+    ),
+    (
+        offsets::OFF_GROUP_NOTIFICATION_LIST,
         field("fsnotify_group", &["notification_list"]),
     ),
-    ("OFF_GROUP_Q_LEN", field("fsnotify_group", &["q_len"])),
-    ("OFF_FAN_TYPE_WORD", OffsetSpec::BitfieldWord(FAN_TYPE)),
-    ("FAN_TYPE_SHIFT", OffsetSpec::BitfieldShift(FAN_TYPE)),
-    ("FAN_TYPE_WIDTH", OffsetSpec::BitfieldWidth(FAN_TYPE)),
     (
-        "FAN_TYPE_PATH",
+        offsets::OFF_GROUP_Q_LEN,
+        field("fsnotify_group", &["q_len"]),
+    ),
+    (
+        offsets::OFF_FAN_TYPE_WORD,
+        OffsetSpec::BitfieldWord(FAN_TYPE),
+    ),
+    (offsets::FAN_TYPE_SHIFT, OffsetSpec::BitfieldShift(FAN_TYPE)),
+    (offsets::FAN_TYPE_WIDTH, OffsetSpec::BitfieldWidth(FAN_TYPE)),
+    (
+        offsets::FAN_TYPE_PATH,
         OffsetSpec::EnumValue {
             enumeration: "fanotify_event_type",
             name: "FANOTIFY_EVENT_TYPE_PATH",
         },
     ),
     (
-        "FAN_TYPE_PATH_PERM",
+        offsets::FAN_TYPE_PATH_PERM,
         OffsetSpec::EnumValue {
             enumeration: "fanotify_event_type",
             name: "FANOTIFY_EVENT_TYPE_PATH_PERM",
         },
     ),
     (
-        "OFF_FAN_PATH_EVENT_PATH",
+        offsets::OFF_FAN_PATH_EVENT_PATH,
         field("fanotify_path_event", &["path"]),
     ),
-    ("OFF_VMA_FILE", field("vm_area_struct", &["vm_file"])),
-    ("OFF_VMA_START", field("vm_area_struct", &["vm_start"])),
-    ("OFF_VMA_END", field("vm_area_struct", &["vm_end"])),
-    ("OFF_TASK_FILES", field("task_struct", &["files"])),
-    ("OFF_FILES_FDT", field("files_struct", &["fdt"])),
-    ("OFF_FDT_FD", field("fdtable", &["fd"])),
-    ("OFF_FDT_MAX_FDS", field("fdtable", &["max_fds"])),
-    ("OFF_DENTRY_PARENT", field("dentry", &["d_parent"])),
-    ("OFF_VFSMOUNT_ROOT", field("vfsmount", &["mnt_root"])),
-    ("OFF_VFSMOUNT_SB", field("vfsmount", &["mnt_sb"])),
-    ("OFF_SB_MAGIC", field("super_block", &["s_magic"])),
-    ("OFF_FILES_COUNT", field("files_struct", &["count"])),
+    (offsets::OFF_VMA_FILE, field("vm_area_struct", &["vm_file"])),
     (
-        "OFF_FDT_CLOSE_ON_EXEC",
+        offsets::OFF_VMA_START,
+        field("vm_area_struct", &["vm_start"]),
+    ),
+    (offsets::OFF_VMA_END, field("vm_area_struct", &["vm_end"])),
+    (offsets::OFF_TASK_FILES, field("task_struct", &["files"])),
+    (offsets::OFF_FILES_FDT, field("files_struct", &["fdt"])),
+    (offsets::OFF_FDT_FD, field("fdtable", &["fd"])),
+    (offsets::OFF_FDT_MAX_FDS, field("fdtable", &["max_fds"])),
+    (offsets::OFF_DENTRY_PARENT, field("dentry", &["d_parent"])),
+    (offsets::OFF_VFSMOUNT_ROOT, field("vfsmount", &["mnt_root"])),
+    (offsets::OFF_VFSMOUNT_SB, field("vfsmount", &["mnt_sb"])),
+    (offsets::OFF_SB_MAGIC, field("super_block", &["s_magic"])),
+    (offsets::OFF_FILES_COUNT, field("files_struct", &["count"])),
+    (
+        offsets::OFF_FDT_CLOSE_ON_EXEC,
         field("fdtable", &["close_on_exec"]),
     ),
-    ("OFF_FS_USERS", field("fs_struct", &["users"])),
-    ("OFF_TASK_COMM", field("task_struct", &["comm"])),
+    (offsets::OFF_FS_USERS, field("fs_struct", &["users"])),
+    (offsets::OFF_TASK_COMM, field("task_struct", &["comm"])),
 ];
 
 /// The offset globals resolved, with those that could not be.
@@ -313,6 +335,13 @@ mod tests {
         Some(load(path).unwrap())
     }
 
+    /// The loader sets every offset global the kernel side declares, and no other.
+    #[test]
+    fn globals_are_the_kernel_sides_offsets_in_order() {
+        let names: Vec<&str> = GLOBALS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, offsets::ALL);
+    }
+
     #[test]
     fn resolves_the_running_kernels_offsets() {
         let Some(btf) = kernel_btf("resolves_the_running_kernels_offsets") else {
@@ -321,17 +350,23 @@ mod tests {
         let r = resolve(&btf);
         assert!(r.failures.is_empty(), "{:?}", r.failures);
         assert_eq!(r.values.len(), GLOBALS.len());
-        assert!((1000..8000).contains(&r.get("OFF_TASK_NSPROXY")), "{r:?}");
-        assert_eq!(r.get("OFF_PATH_MNT"), 0);
-        assert_eq!(r.get("OFF_PATH_DENTRY"), 8);
+        assert!(
+            (1000..8000).contains(&r.get(offsets::OFF_TASK_NSPROXY)),
+            "{r:?}"
+        );
+        assert_eq!(r.get(offsets::OFF_PATH_MNT), 0);
+        assert_eq!(r.get(offsets::OFF_PATH_DENTRY), 8);
         // fanotify_event.type is a 3-bit field; the path events' enumerators are 2 and 3
         // on every kernel since 5.9.
-        assert_eq!(r.get("FAN_TYPE_WIDTH"), 3);
+        assert_eq!(r.get(offsets::FAN_TYPE_WIDTH), 3);
         assert_eq!(
-            (r.get("FAN_TYPE_PATH"), r.get("FAN_TYPE_PATH_PERM")),
+            (
+                r.get(offsets::FAN_TYPE_PATH),
+                r.get(offsets::FAN_TYPE_PATH_PERM)
+            ),
             (2, 3)
         );
-        assert_eq!(r.get("OFF_FAN_TYPE_WORD") % 4, 0);
+        assert_eq!(r.get(offsets::OFF_FAN_TYPE_WORD) % 4, 0);
         assert_eq!(r.get("NO_SUCH_GLOBAL"), OFFSET_UNKNOWN);
     }
 
@@ -380,8 +415,12 @@ mod tests {
             0
         );
         let r = resolve(&btf);
-        assert_eq!(r.get("OFF_TASK_NSPROXY"), OFFSET_UNKNOWN);
-        assert_eq!(r.get("OFF_TASK_PID"), 0, "task_struct.pid is in the blob");
+        assert_eq!(r.get(offsets::OFF_TASK_NSPROXY), OFFSET_UNKNOWN);
+        assert_eq!(
+            r.get(offsets::OFF_TASK_PID),
+            0,
+            "task_struct.pid is in the blob"
+        );
         assert_eq!(
             r.failures.len(),
             GLOBALS.len() - 1,

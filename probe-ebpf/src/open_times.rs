@@ -1,0 +1,163 @@
+//! Open times: the entries of `open`/`openat`/`openat2`/`creat` note the unmount epoch
+//! (`UMOUNT_EPOCH`, bumped by every umount entry) per CPU in `OPEN_ENTRY`; their exits keep
+//! `(pid, fd) → open time` for files on tracked mounts in the LRU map `OPEN_TIMES` (updated in
+//! place when an fd number comes back), the time unknown when an unmount entered in between,
+//! and each tracked mount's last opens per CPU in `RECENT_OPENS_BY_MOUNT`. User space reads
+//! both on an EBUSY: fds opened after the call are not its holders, and the recent opens name
+//! the recent accessors.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, generated::bpf_get_current_task_btf,
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use probe_common::{
+    assert_symbol_name, names::programs, DropCause, FdKey, OpenRecord, RECENT_OPENS,
+    RECENT_OPEN_RINGS,
+};
+
+use crate::{
+    kernel::{file_mount, tracepoint_field, SYS_EXIT_RET},
+    maps::{count_drop, OPEN_ENTRY, OPEN_TIMES, RECENT_OPENS_BY_MOUNT, UMOUNT_EPOCH},
+    offsets::{self, OFF_TASK_COMM},
+    tracked::tracked,
+    walks::current_file_of_fd,
+};
+
+/// The thread that last entered an open syscall on a CPU, and the `UMOUNT_EPOCH` then.
+#[repr(C)]
+pub struct OpenEntry {
+    tid: u32,
+    umount_epoch: u32,
+}
+
+/// Notes that an unmount attempt entered (from the umount entry probe).
+pub fn note_umount_entry() {
+    if let Some(epoch) = UMOUNT_EPOCH.get_ptr_mut(0) {
+        // SAFETY: a single u32 slot; a racing increment still changes it.
+        unsafe { *epoch = (*epoch).wrapping_add(1) };
+    }
+}
+
+fn umount_epoch() -> u32 {
+    UMOUNT_EPOCH.get(0).copied().unwrap_or(0)
+}
+
+/// Stamps the entry of `open`, `openat`, `openat2` and `creat` with the unmount epoch: an open
+/// whose exit probe ran after an unmount's entry may have installed its fd before that
+/// unmount's busy check (the opener was preempted in between), so its exit time would wrongly
+/// say "opened after the call".
+#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
+pub fn sys_enter_open(_ctx: TracePointContext) -> u32 {
+    on_open_entry();
+    0
+}
+assert_symbol_name!(sys_enter_open, programs::SYS_ENTER_OPEN);
+
+/// The body of [`sys_enter_open`] (and of its fentry twins).
+pub fn on_open_entry() {
+    if let Some(entry) = OPEN_ENTRY.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; helper without preconditions.
+        unsafe {
+            (*entry).tid = bpf_get_current_pid_tgid() as u32;
+            (*entry).umount_epoch = umount_epoch();
+        }
+    }
+}
+
+/// When the open the current thread is leaving installed its fd, as far as it matters: now,
+/// when no unmount attempt entered since the open entered on this CPU; else 0 (unknown: the
+/// open may have raced that unmount's busy check, or the call slept and moved CPU).
+fn open_time(tid: u32) -> u64 {
+    let raced = match OPEN_ENTRY.get(0) {
+        Some(entry) => entry.tid != tid || entry.umount_epoch != umount_epoch(),
+        None => true,
+    };
+    if raced {
+        return 0;
+    }
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+/// Records when a file on a tracked mount was opened (attached to the exit of `open`,
+/// `openat`, `openat2` and `creat`): see [`open_time`].
+#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
+pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
+    on_open_exit(tracepoint_field(&ctx, SYS_EXIT_RET));
+    0
+}
+assert_symbol_name!(sys_exit_open, programs::SYS_EXIT_OPEN);
+
+/// The body of [`sys_exit_open`]: `ret` is the open's result.
+pub fn on_open_exit(ret: i64) {
+    if ret >= 0 {
+        let _ = record_open(ret as u32);
+    }
+}
+
+fn record_open(fd: u32) -> Option<()> {
+    let (vfsmount, mnt_id) = current_file_of_fd(fd).and_then(file_mount)?;
+    if !tracked(vfsmount, mnt_id) {
+        return None;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let key = FdKey {
+        pid: (pid_tgid >> 32) as u32,
+        fd,
+    };
+    let record = OpenRecord {
+        opened_ts_boot_ns: open_time(pid_tgid as u32),
+        mnt_id,
+        _pad: 0,
+    };
+    note_recent_open(mnt_id, key, record.opened_ts_boot_ns);
+    // fd numbers are reused at once: overwriting the slot in place is far cheaper than an
+    // LRU update, which takes a fresh node from the free list every time.
+    if let Some(slot) = OPEN_TIMES.get_ptr_mut(key) {
+        // SAFETY: a slot of this map; only this (tgid, fd) writes it.
+        unsafe { *slot = record };
+    } else if OPEN_TIMES.insert(key, record, 0).is_err() {
+        count_drop(DropCause::InflightMapFull);
+    }
+    Some(())
+}
+
+/// Adds an open to this CPU's ring of recent opens on `mnt_id` (slot `mnt_id %`
+/// [`RECENT_OPEN_RINGS`]: an array lookup, which the kernel inlines, rather than a hash; a
+/// mount taking over a slot from another starts it afresh).
+fn note_recent_open(mnt_id: u32, key: FdKey, opened_ts_boot_ns: u64) {
+    let Some(ring) = RECENT_OPENS_BY_MOUNT.get_ptr_mut(mnt_id % RECENT_OPEN_RINGS) else {
+        return;
+    };
+    // SAFETY: this CPU's value; programs on one CPU do not run concurrently.
+    unsafe {
+        if (*ring).mnt_id != mnt_id {
+            (*ring).mnt_id = mnt_id;
+            for slot in (*ring).slots.iter_mut() {
+                slot.opened_ts_boot_ns = 0;
+            }
+        }
+        let slot = &mut (*ring).slots[(*ring).next as usize % RECENT_OPENS];
+        slot.opened_ts_boot_ns = opened_ts_boot_ns;
+        slot.pid = key.pid;
+        slot.fd = key.fd;
+        slot.comm = current_comm();
+        (*ring).next = (*ring).next.wrapping_add(1);
+    }
+}
+
+/// The current task's `comm`, read straight from the BTF-typed task (much cheaper than
+/// `bpf_get_current_comm`, which copies it with `strscpy`); zeros when the offset is unknown.
+fn current_comm() -> [u8; 16] {
+    let Some(off) = offsets::get(&OFF_TASK_COMM) else {
+        return [0; 16];
+    };
+    // SAFETY: the task pointer is trusted by the verifier; the load is checked against BTF.
+    unsafe {
+        let task = bpf_get_current_task_btf() as *const u8;
+        *(task.add(off as usize) as *const [u8; 16])
+    }
+}

@@ -1,0 +1,271 @@
+//! From a file, an fd or a whole fd table to `ReleaseEvent`s: the fd lookups (`task->files->
+//! fdt->fd[fd]`), the fd-table walks (`bpf_loop` over at most 4096 fds, for `close_range`,
+//! close-on-exec and exit), a fanotify group's queue (`fanotify.rs`), and the bounded dentry
+//! walk that gives a released file's path within its mount.
+
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+    bpf_probe_read_kernel_str_bytes,
+    generated::{bpf_get_current_task_btf, bpf_loop},
+};
+use probe_common::{
+    release_how, DropCause, EventKind, FdKey, ReleaseEvent, NAME_LEN, RELEASE_DEPTH,
+    RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
+};
+
+use crate::{
+    fanotify,
+    kernel::{self, path_mount, read, read_ptr},
+    maps::{count_drop, EVENTS, OPEN_TIMES},
+    offsets::{self, *},
+    tracked::{tracked, Tracked},
+};
+
+/// Reports the file at `fd` of the current task (`GROUPS`: see [`report_file`]).
+pub fn report_fd<const GROUPS: bool>(now: u64, fd: u32, how: u32) -> Option<()> {
+    // SAFETY: helper without preconditions; the pointer is only read through probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    report_file::<GROUPS>(now, fd, file_of_fd(task, fd)?, how)
+}
+
+/// Most fds a walk over one fd table covers.
+const MAX_WALK_FDS: u32 = 4096;
+
+/// What a walk over the current task's fd table needs.
+#[repr(C)]
+struct FdWalk {
+    fd_array: u64,
+    /// The close-on-exec bitmap, when only the fds marked in it are let go; else 0.
+    close_on_exec: u64,
+    first: u32,
+    how: u32,
+    now: u64,
+}
+
+/// Reports the files on tracked mounts at fds `first..=last` of the current task (for
+/// [`release_how::EXEC`], only those marked close-on-exec), at most [`MAX_WALK_FDS`].
+pub fn walk_fds<const GROUPS: bool>(now: u64, first: u32, last: u32, how: u32) -> Option<()> {
+    // SAFETY: helper without preconditions; the pointer is only read through probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    let files = read_ptr(task, offsets::get(&OFF_TASK_FILES)?)?;
+    let fdt = read_ptr(files, offsets::get(&OFF_FILES_FDT)?)?;
+    let max_fds: u32 = read(fdt + offsets::get(&OFF_FDT_MAX_FDS)?)?;
+    let last = last.min(max_fds.checked_sub(1)?);
+    if first > last {
+        return None;
+    }
+    let close_on_exec = if how == release_how::EXEC {
+        read_ptr(fdt, offsets::get(&OFF_FDT_CLOSE_ON_EXEC)?)?
+    } else {
+        0
+    };
+    let mut walk = FdWalk {
+        fd_array: read_ptr(fdt, offsets::get(&OFF_FDT_FD)?)?,
+        close_on_exec,
+        first,
+        how,
+        now,
+    };
+    // SAFETY: the callback only reads kernel memory through probe reads; `walk` outlives it.
+    unsafe {
+        bpf_loop(
+            (last - first + 1).min(MAX_WALK_FDS),
+            walk_step::<GROUPS> as *mut c_void,
+            (&mut walk as *mut FdWalk).cast(),
+            0,
+        );
+    }
+    Some(())
+}
+
+/// One fd of a walk.
+#[inline(never)]
+extern "C" fn walk_step<const GROUPS: bool>(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `FdWalk` given to it.
+    let walk = unsafe { &*(ctx as *const FdWalk) };
+    let fd = u64::from(walk.first) + index;
+    if walk.close_on_exec != 0 {
+        let marked = read::<u64>(walk.close_on_exec + fd / 64 * 8)
+            .is_some_and(|word| word & (1 << (fd % 64)) != 0);
+        if !marked {
+            return 0;
+        }
+    }
+    if let Some(file) = read_ptr(walk.fd_array, fd * 8) {
+        let _ = report_file::<GROUPS>(walk.now, fd as u32, file, walk.how);
+    }
+    0
+}
+
+/// Reports `file` (at `fd`) let go `how`, when it is on a tracked mount. With `GROUPS`, a
+/// fanotify group with unread events on tracked mounts is reported too: its queue pinned
+/// those mounts, and goes with it (only `close` and exit follow groups: each program that
+/// does carries the queue walk, and the others are loaded faster without it).
+pub fn report_file<const GROUPS: bool>(now: u64, fd: u32, file: u64, how: u32) -> Option<()> {
+    if GROUPS && fanotify::is_group(file) {
+        let queued = fanotify::queued::<Tracked>(file)?;
+        return report_path(now, fd, queued.path, how, queued.count);
+    }
+    report_path(now, fd, file + offsets::get(&OFF_FILE_F_PATH)?, how, 0)
+}
+
+/// Reports the `struct path` at `path` (of `fd`, or [`NO_FD`](probe_common::NO_FD) for a cwd or root) let go
+/// `how`, when it is on a tracked mount; `queued_events` for a fanotify group (see
+/// [`ReleaseEvent::queued_events`]).
+pub fn report_path(now: u64, fd: u32, path: u64, how: u32, queued_events: u32) -> Option<()> {
+    let (vfsmount, mnt_id) = path_mount(path)?;
+    if !tracked(vfsmount, mnt_id) {
+        return None;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ReleaseEvent>(0) else {
+        count_drop(DropCause::RingBufFull);
+        return None;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: a reserved record; `fill_release` writes every field before submit.
+    let filled = unsafe {
+        fill_release(ev, now, fd, how, path, vfsmount, mnt_id).map(|()| {
+            (*ev).queued_events = queued_events;
+        })
+    };
+    if filled.is_none() {
+        entry.discard(0);
+        return None;
+    }
+    entry.submit(0);
+    Some(())
+}
+
+/// Writes every field of the release event at `ev`: the path at `path` on `vfsmount`.
+///
+/// # Safety
+/// `ev` must point at a writable `ReleaseEvent`.
+#[inline(always)] // BPF calls take at most five arguments
+pub unsafe fn fill_release(
+    ev: *mut ReleaseEvent,
+    now: u64,
+    fd: u32,
+    how: u32,
+    path: u64,
+    vfsmount: u64,
+    mnt_id: u32,
+) -> Option<()> {
+    let dentry = read_ptr(path, offsets::get(&OFF_PATH_DENTRY)?)?;
+    let root = read_ptr(vfsmount, offsets::get(&OFF_VFSMOUNT_ROOT)?)?;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the caller's promise.
+    unsafe {
+        (*ev).header.kind = EventKind::Release as u32;
+        (*ev).header.size = core::mem::size_of::<ReleaseEvent>() as u32;
+        (*ev).header.ts_boot_ns = now;
+        (*ev).header.pid = (pid_tgid >> 32) as u32;
+        (*ev).header.tid = pid_tgid as u32;
+        (*ev).how = how;
+        (*ev).fd = fd;
+        (*ev).mnt_id = mnt_id;
+        (*ev).mount_ns = kernel::vfsmount_ns(vfsmount);
+        (*ev).queued_events = 0;
+        (*ev)._pad = 0;
+        let key = FdKey {
+            pid: (pid_tgid >> 32) as u32,
+            fd,
+        };
+        // An entry left by an earlier file on another mount under the same fd number (this
+        // one came from fanotify, a socket, dup...) is not this file's open.
+        (*ev).opened_ts_boot_ns = OPEN_TIMES
+            .get(key)
+            .filter(|r| r.mnt_id == mnt_id)
+            .map_or(0, |r| r.opened_ts_boot_ns);
+        (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        let (depth, flags) = walk_names(dentry, root, &mut (*ev).names);
+        (*ev).depth = depth;
+        (*ev).flags = flags;
+        if flags != 0 {
+            count_drop(DropCause::ReleasePathCut);
+        }
+    }
+    Some(())
+}
+
+/// The current task's `files->fdt->fd[fd]`, reading the BTF-typed task pointer directly
+/// (cheaper than `bpf_probe_read_kernel` for each step); only the array element needs the
+/// helper (the verifier refuses a variable offset into it).
+pub fn current_file_of_fd(fd: u32) -> Option<u64> {
+    let (files_off, fdt_off, max_off, fd_off) = (
+        offsets::get(&OFF_TASK_FILES)?,
+        offsets::get(&OFF_FILES_FDT)?,
+        offsets::get(&OFF_FDT_MAX_FDS)?,
+        offsets::get(&OFF_FDT_FD)?,
+    );
+    // SAFETY: the task pointer is trusted by the verifier; each load is checked against BTF.
+    unsafe {
+        let task = bpf_get_current_task_btf() as *const u8;
+        let files = *(task.add(files_off as usize) as *const *const u8);
+        if files.is_null() {
+            return None;
+        }
+        let fdt = *(files.add(fdt_off as usize) as *const *const u8);
+        if fdt.is_null() {
+            return None;
+        }
+        let max_fds = *(fdt.add(max_off as usize) as *const u32);
+        if fd >= max_fds {
+            return None;
+        }
+        let array = *(fdt.add(fd_off as usize) as *const *const u8) as u64;
+        read_ptr(array, u64::from(fd) * 8)
+    }
+}
+
+/// `task->files->fdt->fd[fd]`, when `fd` is open.
+fn file_of_fd(task: u64, fd: u32) -> Option<u64> {
+    let files = read_ptr(task, offsets::get(&OFF_TASK_FILES)?)?;
+    let fdt = read_ptr(files, offsets::get(&OFF_FILES_FDT)?)?;
+    let max_fds: u32 = read(fdt + offsets::get(&OFF_FDT_MAX_FDS)?)?;
+    if fd >= max_fds {
+        return None;
+    }
+    let array = read_ptr(fdt, offsets::get(&OFF_FDT_FD)?)?;
+    read_ptr(array, u64::from(fd) * 8)
+}
+
+/// Copies the names from `dentry` up to (not including) `root` into `names`, leaf first;
+/// returns how many and the truncation flags.
+fn walk_names(
+    mut dentry: u64,
+    root: u64,
+    names: &mut [[u8; NAME_LEN]; RELEASE_DEPTH],
+) -> (u32, u32) {
+    let (Some(name_off), Some(parent_off)) = (
+        offsets::get(&OFF_DENTRY_NAME),
+        offsets::get(&OFF_DENTRY_PARENT),
+    ) else {
+        return (0, RELEASE_PATH_DEEPER);
+    };
+    let mut flags = 0;
+    for (depth, slot) in names.iter_mut().enumerate() {
+        if dentry == root || dentry == 0 {
+            return (depth as u32, flags);
+        }
+        let Some(name) = read_ptr(dentry, name_off) else {
+            return (depth as u32, flags);
+        };
+        // SAFETY: a bounded copy of a kernel string into the event.
+        match unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, slot) } {
+            Ok(bytes) if bytes.len() >= NAME_LEN - 1 => flags |= RELEASE_NAME_CUT,
+            Ok(_) => {}
+            Err(_) => slot[0] = 0,
+        }
+        let parent = read_ptr(dentry, parent_off).unwrap_or(0);
+        if parent == dentry {
+            return (depth as u32 + 1, flags);
+        }
+        dentry = parent;
+    }
+    if dentry != root {
+        flags |= RELEASE_PATH_DEEPER;
+    }
+    (RELEASE_DEPTH as u32, flags)
+}
