@@ -317,7 +317,7 @@ fn private_copy_notes(copies: &[MountCopy], holders: &[Holder]) -> Vec<Holder> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::mountinfo::parse_line;
+    use crate::{model::sample_process_holder, state::mountinfo::parse_line};
 
     #[test]
     fn a_holder_of_another_mount_with_the_targets_id_is_not_a_holder() {
@@ -326,13 +326,7 @@ mod tests {
         let target = parse_line(b"56 40 0:30 / /tmp/race/mnt rw - tmpfs tmpfs rw").unwrap();
         let root_copy = parse_line(b"56 56 0:2 / / rw - rootfs rootfs rw").unwrap();
         let same = target.clone();
-        let mut h = Holder::new(HolderKind::Cwd, 56, Seen::KernelScan);
-        h.process = Some(HolderProcess {
-            pid: 201,
-            comm: b"race".to_vec(),
-            mntns: Some(4026532117),
-            container: None,
-        });
+        let mut h = sample_process_holder(HolderKind::Cwd, 56, 201, b"race", Some(4026532117));
         let asked = std::cell::Cell::new(None);
         let reused = on_a_reused_id(&h, &target, |mntns, pid, id| {
             asked.set(Some((mntns, pid, id)));

@@ -138,3 +138,23 @@ impl Holder {
         }
     }
 }
+
+/// A holder of `kind` on mount `mount_id` found by the kernel scan in process `pid` (`comm`,
+/// in mount namespace `mntns`, no container), for tests.
+#[cfg(test)]
+pub(crate) fn sample_process_holder(
+    kind: HolderKind,
+    mount_id: u64,
+    pid: u32,
+    comm: &[u8],
+    mntns: Option<u64>,
+) -> Holder {
+    let mut h = Holder::new(kind, mount_id, Seen::KernelScan);
+    h.process = Some(HolderProcess {
+        pid,
+        comm: comm.to_vec(),
+        mntns,
+        container: None,
+    });
+    h
+}

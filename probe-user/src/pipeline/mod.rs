@@ -254,7 +254,7 @@ mod tests {
         clock::BootClock,
         decode::tests::{bytes_of, release_event, umount_record},
         event::Warning,
-        model::{sample_attribution, Holder, HolderKind, HolderProcess, Seen},
+        model::{sample_attribution, sample_process_holder, HolderKind},
         sink::json::JsonLines,
         state::process::ProcFs,
     };
@@ -314,13 +314,8 @@ mod tests {
 
         fn attribute(&self, mut attempt: UmountAttempt) -> Finished {
             self.source.slip_in(self.release.clone());
-            let mut fd = Holder::new(HolderKind::Fd, 812, Seen::KernelScan);
-            fd.process = Some(HolderProcess {
-                pid: 777,
-                comm: b"sleep".to_vec(),
-                mntns: Some(4026531840),
-                container: None,
-            });
+            let mut fd =
+                sample_process_holder(HolderKind::Fd, 812, 777, b"sleep", Some(4026531840));
             fd.fd = Some(3);
             fd.path = Some(format!("{}/data", self.mount_point).into_bytes());
             attempt.attribution = Some(Ok(sample_attribution(self.mount_point, vec![fd])));

@@ -112,7 +112,7 @@ mod tests {
     use super::*;
     use crate::{
         event::sample_ebusy_call,
-        model::{sample_attribution, HolderProcess, Seen},
+        model::{sample_attribution, sample_process_holder},
     };
     use probe_common::RecentOpen;
 
@@ -124,13 +124,7 @@ mod tests {
     }
 
     fn fd_holder(pid: u32, fd: i32) -> Holder {
-        let mut h = Holder::new(HolderKind::Fd, 812, Seen::KernelScan);
-        h.process = Some(HolderProcess {
-            pid,
-            comm: b"scanner".to_vec(),
-            mntns: None,
-            container: None,
-        });
+        let mut h = sample_process_holder(HolderKind::Fd, 812, pid, b"scanner", None);
         h.fd = Some(fd);
         h
     }
