@@ -16,6 +16,7 @@ use crate::support::{
     fixture::Plan,
     incident::Fixture,
     process::{self, tool, Reaped},
+    watcher::ATTACH_TIMEOUT,
 };
 
 /// Every trial.
@@ -145,11 +146,13 @@ fn temp_dir() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// Fails unmounts of a plain directory until the screen shows one: the probes are attached.
+/// Fails unmounts of a plain directory until the screen shows one: the probes are attached
+/// (within a watcher's attach deadline: fentry mode's trampolines took up to 28 s to attach
+/// in an emulated guest, and a 30 s deadline failed there once).
 fn wait_until_attached(screen: &Screen, tmp: &Path) {
     let plain = tmp.join("plain");
     std::fs::create_dir(&plain).expect("create a plain directory");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + ATTACH_TIMEOUT;
     loop {
         let fixture = Fixture::run(&Plan::new().umount2(&plain, 0));
         // Any of these attempts on screen will do: the row may lag behind the fixture.
