@@ -70,6 +70,20 @@ pub enum Command {
     /// line by line (a crash loses at most the line being written), rotated by size.
     /// SIGINT/SIGTERM finish the current line and exit 0.
     Record(RecordArgs),
+    /// The node daemon: one set of probes for the whole node, recording and Prometheus
+    /// metrics, until SIGTERM (needs root; `dist/busyprobe-agent.service` runs it).
+    ///
+    /// Each part can be turned off. Recording: with `-o FILE`, exactly what `record -o FILE`
+    /// writes (the same header, rotation, mode 0600); without it, nothing is written to disk.
+    /// Metrics: Prometheus text on `http://ADDR/metrics` (`--metrics`, loopback port 10057 by
+    /// default; `--no-metrics` serves none): unmount attempts by result, failures by holder
+    /// kind, mounts still mounted after their last unmount failed, drops by cause, attribution
+    /// latency, and the version and probe mode (README, "Metrics"). Under systemd
+    /// (`Type=notify`) it reports ready once the probes are attached. A port in use or a
+    /// recording that cannot be created is an error before anything is started.
+    /// `--path` scopes both parts; `--only-failed` the recording only (the metrics count
+    /// every attempt: a successful unmount is what clears the leaked-mount gauge).
+    Agent(AgentArgs),
     /// Who holds this mount right now, in every mount and PID namespace (a better `fuser -vm`).
     ///
     /// Finds open files, working directories, roots, executables, memory mappings,
@@ -204,12 +218,9 @@ impl Default for StreamArgs {
     }
 }
 
-/// Options of `busyprobe record`.
+/// How a recording rotates (`record` and `agent`).
 #[derive(Args, Debug, Clone)]
-pub struct RecordArgs {
-    /// The recording (JSON Lines, mode 0600). An existing one is rotated away first.
-    #[arg(short, long, value_name = "FILE")]
-    pub output: PathBuf,
+pub struct RotationArgs {
     /// Start a new file when the current one reaches SIZE (`100M`, `512K`, `1G`): FILE.1 is
     /// the newest old one.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
@@ -218,9 +229,46 @@ pub struct RecordArgs {
     /// existing FILE is refused rather than deleted.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub keep: usize,
+}
+
+/// Options of `busyprobe record`.
+#[derive(Args, Debug, Clone)]
+pub struct RecordArgs {
+    /// The recording (JSON Lines, mode 0600). An existing one is rotated away first.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub rotation: RotationArgs,
     /// Stop after this long (`30m`, `2h`, `90s`).
     #[arg(long, value_name = "D")]
     pub duration: Option<humantime::Duration>,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+}
+
+/// The address `agent --metrics` listens on by default: loopback only, port 10057 (the
+/// Prometheus exporters' range 9100-9999 is full; README, "Metrics").
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:10057";
+
+/// Options of `busyprobe agent`.
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Record to FILE as `record -o FILE` does (JSON Lines, mode 0600; an existing one is
+    /// rotated away first). Without it the agent records nothing.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub rotation: RotationArgs,
+    /// Serve Prometheus metrics on ADDR (`IP:PORT`) at `/metrics`. Keep it on loopback
+    /// unless the node's firewall is meant to let scrapers in: the metrics name no paths, but
+    /// they show what fails on the node.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
+    pub metrics: std::net::SocketAddr,
+    /// Serve no metrics.
+    #[arg(long, conflicts_with = "metrics")]
+    pub no_metrics: bool,
+    // `--only-failed` applies to the recording only: the metrics count every attempt (the
+    // successful unmounts are what clears the leaked-mount gauge). `--path` applies to both.
     #[command(flatten)]
     pub stream: StreamArgs,
 }
@@ -359,8 +407,8 @@ mod tests {
         let Some(Command::Record(r)) = cli.command else {
             panic!("not record")
         };
-        assert_eq!(r.rotate, Some(100 << 20));
-        assert_eq!(r.keep, 3);
+        assert_eq!(r.rotation.rotate, Some(100 << 20));
+        assert_eq!(r.rotation.keep, 3);
         assert_eq!(*r.duration.unwrap(), std::time::Duration::from_secs(1800));
         assert!(r.stream.only_failed);
     }

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod agent;
 mod demo;
 mod doctor;
 mod record;
@@ -38,6 +39,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             stream: StreamArgs::default(),
         }),
         Some(Command::Record(args)) => record::run(&args),
+        Some(Command::Agent(args)) => agent::run(&args),
         Some(Command::Report(args)) => report::run(&args),
     }
 }

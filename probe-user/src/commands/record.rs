@@ -1,13 +1,14 @@
 //! `busyprobe record -o FILE`: the event stream of `watch --json`, into a rotating recording.
 
-use std::process::ExitCode;
+use std::{path::Path, process::ExitCode};
 
 use anyhow::{Context, Result};
 
 use crate::pipeline::probes::{block_on, stream, Output};
 use crate::{
-    cli::RecordArgs,
-    kernel, loader,
+    cli::{RecordArgs, RotationArgs},
+    kernel,
+    loader::{self, ModeDecision},
     sink::{
         json::{header_line, JsonLines},
         record::{RecordPlan, RotatingFile},
@@ -17,25 +18,8 @@ use crate::{
 
 /// Records until a signal or `--duration`.
 pub fn run(args: &RecordArgs) -> Result<ExitCode> {
-    let host = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let mode = loader::resolve_mode("record", args.stream.mode)?;
-    let header = header_line(
-        &host,
-        &kernel::release(),
-        mode.mode.as_str(),
-        std::time::SystemTime::now(),
-    );
-    let plan = RecordPlan {
-        path: args.output.clone(),
-        rotate_at: args.rotate,
-        keep: args.keep,
-        header: header.into_bytes(),
-    };
-    let file = RotatingFile::create(plan)
-        .with_context(|| format!("creating the recording {}", args.output.display()))?;
-    tracing::info!("recording to {}", args.output.display());
+    let file = open_recording(&args.output, &args.rotation, &mode)?;
     let out = Output {
         sink: Box::new(WithStatus::new(
             JsonLines::new(file),
@@ -46,6 +30,35 @@ pub fn run(args: &RecordArgs) -> Result<ExitCode> {
         is_stdout: false,
         command: "record",
         mode,
+        on_ready: None,
     };
     block_on(stream(&args.stream, out))
+}
+
+/// Starts the recording at `path` (`record -o`, `agent -o`): its header names this host,
+/// kernel and probe `mode`; an existing file is rotated away as `rotation` says.
+pub(super) fn open_recording(
+    path: &Path,
+    rotation: &RotationArgs,
+    mode: &ModeDecision,
+) -> Result<RotatingFile> {
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let header = header_line(
+        &host,
+        &kernel::release(),
+        mode.mode.as_str(),
+        std::time::SystemTime::now(),
+    );
+    let plan = RecordPlan {
+        path: path.to_path_buf(),
+        rotate_at: rotation.rotate,
+        keep: rotation.keep,
+        header: header.into_bytes(),
+    };
+    let file = RotatingFile::create(plan)
+        .with_context(|| format!("creating the recording {}", path.display()))?;
+    tracing::info!("recording to {}", path.display());
+    Ok(file)
 }

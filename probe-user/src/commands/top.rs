@@ -136,6 +136,7 @@ pub fn live(args: &TopArgs) -> Result<ExitCode> {
             is_stdout: true,
             command: "top",
             mode,
+            on_ready: None,
         },
     ));
     let shown = screen

@@ -27,6 +27,7 @@ pub fn run(args: WatchArgs) -> Result<ExitCode> {
         is_stdout: true,
         command: "watch",
         mode,
+        on_ready: None,
     };
     block_on(stream(&args.stream, out))
 }

@@ -47,6 +47,9 @@ pub struct Output {
     pub command: &'static str,
     /// The probes' mode ([`crate::loader::resolve_mode`]).
     pub mode: ModeDecision,
+    /// Called once the probes are attached, before the first event is read (the agent tells
+    /// systemd it is ready).
+    pub on_ready: Option<Box<dyn FnOnce()>>,
 }
 
 impl LossCounters for DropCounters {
@@ -95,6 +98,9 @@ pub async fn stream(args: &StreamArgs, mut out: Output) -> Result<ExitCode> {
         "probes attached ({}); watching every unmount on this host. Ctrl-C to stop.",
         out.mode
     );
+    if let Some(ready) = out.on_ready.take() {
+        ready();
+    }
     let outcome = pipeline.run(&mut source, stop).await;
     drop(probes);
     match outcome {

@@ -1,7 +1,10 @@
-//! Where unmount attempts and stats go: human-readable lines or JSON Lines.
+//! Where unmount attempts and stats go: human-readable lines, JSON Lines, the `top` view, a
+//! recording, Prometheus metrics, or several of them at once ([`fanout`]).
 
+pub mod fanout;
 pub mod format;
 pub mod json;
+pub mod metrics;
 pub mod record;
 pub mod status;
 pub mod text;

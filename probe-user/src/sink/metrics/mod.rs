@@ -1,0 +1,500 @@
+//! Prometheus metrics of the event stream (`busyprobe agent`): a [`Sink`] that counts what
+//! goes through it into a `prometheus-client` registry, which [`http`] serves as the
+//! Prometheus text format (0.0.4). Every label value is bounded: results are errno names,
+//! holder kinds and drop causes are fixed lists; no path, pid or mount id is ever a label.
+//!
+//! | metric | type | labels |
+//! | --- | --- | --- |
+//! | `busyprobe_unmount_attempts_total` | counter | `result`: `ok` or the errno name (`EBUSY`, `EINVAL`, ...) |
+//! | `busyprobe_busy_unmounts_by_holder_kind_total` | counter | `kind`: a holder kind (`fd`, `cwd`, ..., `unknown`) or `attribution_error` |
+//! | `busyprobe_leaked_mounts` | gauge | none |
+//! | `busyprobe_drops_total` | counter | `cause`: as the stats lines' `drops` |
+//! | `busyprobe_undecodable_records_total` | counter | none |
+//! | `busyprobe_attribution_latency_seconds` | histogram | none |
+//! | `busyprobe_info` | gauge (info) | `version`, `probe_mode`, `kernel` |
+
+pub mod http;
+
+use std::{
+    collections::{HashMap, HashSet},
+    io,
+    sync::Arc,
+    time::SystemTime,
+};
+
+use nix::errno::Errno;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+        info::Info,
+    },
+    registry::{Registry, Unit},
+};
+
+use crate::{
+    event::{UmountAttempt, Warning},
+    sink::Sink,
+    stats::Stats,
+};
+
+/// `busyprobe_unmount_attempts_total`'s label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    /// `ok` or the errno name.
+    result: String,
+}
+
+/// `busyprobe_busy_unmounts_by_holder_kind_total`'s label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    /// A holder kind's name, or `attribution_error`.
+    kind: &'static str,
+}
+
+/// `busyprobe_drops_total`'s label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabel {
+    /// A drop cause's name.
+    cause: &'static str,
+}
+
+/// `busyprobe_info`'s labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabels {
+    version: String,
+    probe_mode: String,
+    kernel: String,
+}
+
+/// What `busyprobe_info` says.
+#[derive(Clone, Debug)]
+pub struct About {
+    /// busyprobe's version.
+    pub version: String,
+    /// The probes' mode (`fentry`, `tracepoint`).
+    pub probe_mode: String,
+    /// The kernel release.
+    pub kernel: String,
+}
+
+/// A mount known only by how its unmount was asked for: the caller's mount namespace and
+/// the absolute target.
+type MountKey = (u64, Vec<u8>);
+
+/// The metrics sink. Build it with [`Metrics::new`], serve [`Metrics::registry`].
+pub struct Metrics {
+    registry: Arc<Registry>,
+    attempts: Family<ResultLabel, Counter>,
+    by_holder_kind: Family<KindLabel, Counter>,
+    leaked: Gauge,
+    drops: Family<CauseLabel, Counter>,
+    undecodable: Counter,
+    latency: Histogram,
+    /// Mounts whose last unmount attempt failed with EBUSY.
+    busy: HashSet<MountKey>,
+    /// The totals of the last stats seen (the stats are totals; counters go up by deltas).
+    last_stats: Stats,
+    /// The mount namespaces alive now (read when a stats tick prunes `busy`).
+    live_namespaces: Box<dyn Fn() -> HashSet<u64>>,
+}
+
+/// Upper bounds of the latency histogram: 1 ms to about 33 s, doubling.
+const LATENCY_BUCKETS: (f64, f64, u16) = (0.001, 2.0, 16);
+
+impl Metrics {
+    /// The metrics of a stream of attempts; `busyprobe_info` says `about`.
+    pub fn new(about: About) -> Self {
+        Self::with_namespaces(about, Box::new(live_mount_namespaces))
+    }
+
+    /// [`Metrics::new`] reading the live mount namespaces with `live_namespaces` (tests).
+    fn with_namespaces(about: About, live_namespaces: Box<dyn Fn() -> HashSet<u64>>) -> Self {
+        let mut registry = Registry::default();
+        let attempts = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "busyprobe_unmount_attempts",
+            "Unmount attempts (umount, umount2) seen, by result: ok, or the errno name",
+            attempts.clone(),
+        );
+        let by_holder_kind = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "busyprobe_busy_unmounts_by_holder_kind",
+            "EBUSY unmount attempts by the kind of their blamed holders (an attempt with \
+             holders of two kinds counts once under each; attribution_error: none could be \
+             looked for)",
+            by_holder_kind.clone(),
+        );
+        let leaked = Gauge::default();
+        registry.register(
+            "busyprobe_leaked_mounts",
+            "Mounts still mounted after their last unmount attempt failed with EBUSY (by the \
+             caller's mount namespace and absolute target; a later unmount that works, or \
+             finds no mount there, or the end of that namespace, takes one off)",
+            leaked.clone(),
+        );
+        let drops = Family::<CauseLabel, Counter>::default();
+        registry.register(
+            "busyprobe_drops",
+            "Losses counted by the probes, by cause, as in the stats lines: ringbuf_full and \
+             inflight_map_full are events lost; path_truncated, path_unreadable and \
+             release_path_cut are events kept with a path cut or missing",
+            drops.clone(),
+        );
+        let undecodable = Counter::default();
+        registry.register(
+            "busyprobe_undecodable_records",
+            "Ring-buffer records that could not be decoded",
+            undecodable.clone(),
+        );
+        let (start, factor, count) = LATENCY_BUCKETS;
+        let latency = Histogram::new(exponential_buckets(start, factor, count));
+        registry.register_with_unit(
+            "busyprobe_attribution_latency",
+            "From an attributed (EBUSY) unmount call's entry to its line being handed to the \
+             outputs, written to the recording first: the holder scan and the wait for \
+             releases included",
+            Unit::Seconds,
+            latency.clone(),
+        );
+        registry.register(
+            "busyprobe",
+            "busyprobe's version, probe mode and kernel",
+            Info::new(InfoLabels {
+                version: about.version,
+                probe_mode: about.probe_mode,
+                kernel: about.kernel,
+            }),
+        );
+        Self {
+            registry: Arc::new(registry),
+            attempts,
+            by_holder_kind,
+            leaked,
+            drops,
+            undecodable,
+            latency,
+            busy: HashSet::new(),
+            last_stats: Stats::default(),
+            live_namespaces,
+        }
+    }
+
+    /// The registry to serve (it reads the same metrics this sink updates).
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+
+    /// Counts `attempt` as seen at `now`.
+    fn count(&mut self, attempt: &UmountAttempt, now: SystemTime) {
+        let result = attempt.call.errno_name().unwrap_or_else(|| "ok".into());
+        self.attempts.get_or_create(&ResultLabel { result }).inc();
+        if let Some(attribution) = &attempt.attribution {
+            let kinds: Vec<&'static str> = match attribution {
+                Ok(found) => {
+                    let mut kinds: Vec<_> = found
+                        .holders
+                        .iter()
+                        .filter(|h| h.blamed)
+                        .map(|h| h.kind)
+                        .collect();
+                    kinds.sort_unstable();
+                    kinds.dedup();
+                    kinds.into_iter().map(|k| k.as_str()).collect()
+                }
+                Err(_) => vec!["attribution_error"],
+            };
+            for kind in kinds {
+                self.by_holder_kind.get_or_create(&KindLabel { kind }).inc();
+            }
+            let waited = now.duration_since(attempt.ts).unwrap_or_default();
+            self.latency.observe(waited.as_secs_f64());
+        }
+        self.track_busy(attempt);
+    }
+
+    /// Keeps [`Metrics::busy`] as the last attempt on each mount says: EBUSY adds it; success,
+    /// EINVAL (not a mount point any more) or ENOENT (gone) removes it; other errors (EPERM,
+    /// ...) say nothing about it.
+    fn track_busy(&mut self, attempt: &UmountAttempt) {
+        let target = match &attempt.target_abs {
+            Some(abs) => abs.clone(),
+            None if attempt.call.target.bytes.starts_with(b"/") => {
+                attempt.call.target.bytes.clone()
+            }
+            None => return,
+        };
+        let key = (attempt.call.mntns, target);
+        let errno = Errno::from_raw(i32::try_from(-attempt.call.ret).unwrap_or(0));
+        match attempt.call.ret {
+            0 => {
+                self.busy.remove(&key);
+            }
+            _ if errno == Errno::EBUSY => {
+                self.busy.insert(key);
+            }
+            _ if matches!(errno, Errno::EINVAL | Errno::ENOENT) => {
+                self.busy.remove(&key);
+            }
+            _ => {}
+        }
+        self.leaked.set(self.busy.len() as i64);
+    }
+
+    /// Brings the loss counters up to `stats` (totals since start) and forgets busy mounts
+    /// whose mount namespace has ended (they went with it, no unmount call seen).
+    fn take_stats(&mut self, stats: &Stats) {
+        let before: HashMap<_, _> = self.last_stats.drops_by_cause().collect();
+        for (cause, now) in stats.drops_by_cause() {
+            let delta = now.saturating_sub(before.get(cause).copied().unwrap_or(0));
+            if delta > 0 {
+                self.drops
+                    .get_or_create(&CauseLabel { cause })
+                    .inc_by(delta);
+            }
+        }
+        let undecodable = stats
+            .decode_errors
+            .saturating_sub(self.last_stats.decode_errors);
+        self.undecodable.inc_by(undecodable);
+        self.last_stats = stats.clone();
+        if self.busy.iter().any(|(ns, _)| *ns != 0) {
+            let live = (self.live_namespaces)();
+            self.busy.retain(|(ns, _)| *ns == 0 || live.contains(ns));
+            self.leaked.set(self.busy.len() as i64);
+        }
+    }
+}
+
+/// The mount namespaces of the processes alive now.
+fn live_mount_namespaces() -> HashSet<u64> {
+    use crate::state::process::{mntns_of, pids};
+    pids().into_iter().filter_map(mntns_of).collect()
+}
+
+impl Sink for Metrics {
+    fn umount(&mut self, attempt: &UmountAttempt) -> io::Result<()> {
+        self.count(attempt, SystemTime::now());
+        Ok(())
+    }
+
+    fn warning(&mut self, _warning: &Warning) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn stats(&mut self, _ts: SystemTime, stats: &Stats, _last: bool) -> io::Result<()> {
+        self.take_stats(stats);
+        Ok(())
+    }
+}
+
+/// The registry in the Prometheus text format (0.0.4).
+pub fn exposition(registry: &Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, registry)
+        .expect("writing into a String cannot fail");
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{cell::RefCell, rc::Rc, time::Duration};
+
+    use super::*;
+    use crate::{
+        event::sample_attempt,
+        model::{sample_attribution, sample_process_holder, Holder, HolderKind, Seen},
+    };
+
+    fn about() -> About {
+        About {
+            version: "0.1.0".into(),
+            probe_mode: "fentry".into(),
+            kernel: "6.18.0".into(),
+        }
+    }
+
+    /// Metrics whose live namespaces are the shared set.
+    fn metrics(live: &Rc<RefCell<HashSet<u64>>>) -> Metrics {
+        let live = live.clone();
+        Metrics::with_namespaces(about(), Box::new(move || live.borrow().clone()))
+    }
+
+    fn attempt(target: &str, mntns: u64, ret: i64) -> UmountAttempt {
+        let mut a = sample_attempt(target.as_bytes(), Some(target.as_bytes()), ret, 0);
+        a.call.mntns = mntns;
+        a
+    }
+
+    /// An EBUSY on `target` in `mntns`, attributed to `holders`.
+    fn busy(target: &'static str, mntns: u64, holders: Vec<Holder>) -> UmountAttempt {
+        let mut a = attempt(target, mntns, -16);
+        a.attribution = Some(Ok(sample_attribution(target, holders)));
+        a
+    }
+
+    fn fd_holder() -> Holder {
+        sample_process_holder(HolderKind::Fd, 812, 777, b"sleep", Some(1))
+    }
+
+    /// The exposition's sample lines (no comments), for assertions on whole lines.
+    fn samples(m: &Metrics) -> Vec<String> {
+        exposition(&m.registry())
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(String::from)
+            .collect()
+    }
+
+    fn has(m: &Metrics, line: &str) -> bool {
+        samples(m).iter().any(|l| l == line)
+    }
+
+    #[test]
+    fn counts_attempts_by_result_and_failures_by_holder_kind() {
+        let live = Rc::new(RefCell::new(HashSet::from([7])));
+        let mut m = metrics(&live);
+        let mut cwd = fd_holder();
+        cwd.kind = HolderKind::Cwd;
+        let mut copy = fd_holder();
+        copy.kind = HolderKind::MountCopy;
+        copy.blamed = false;
+        m.umount(&busy("/mnt/a", 7, vec![fd_holder(), fd_holder(), cwd]))
+            .unwrap();
+        m.umount(&busy("/mnt/a", 7, vec![fd_holder(), copy]))
+            .unwrap();
+        let mut lost = attempt("/mnt/b", 7, -16);
+        lost.attribution = Some(Err("the caller's namespace was gone".into()));
+        m.umount(&lost).unwrap();
+        m.umount(&attempt("/mnt/c", 7, -22)).unwrap();
+        m.umount(&attempt("/mnt/a", 7, 0)).unwrap();
+        let text = samples(&m);
+        for line in [
+            r#"busyprobe_unmount_attempts_total{result="EBUSY"} 3"#,
+            r#"busyprobe_unmount_attempts_total{result="EINVAL"} 1"#,
+            r#"busyprobe_unmount_attempts_total{result="ok"} 1"#,
+            // Two fd holders of one attempt count it once; a copy not blamed, never.
+            r#"busyprobe_busy_unmounts_by_holder_kind_total{kind="fd"} 2"#,
+            r#"busyprobe_busy_unmounts_by_holder_kind_total{kind="cwd"} 1"#,
+            r#"busyprobe_busy_unmounts_by_holder_kind_total{kind="attribution_error"} 1"#,
+            "busyprobe_attribution_latency_seconds_count 3",
+            r#"busyprobe_info{version="0.1.0",probe_mode="fentry",kernel="6.18.0"} 1"#,
+        ] {
+            assert!(
+                text.iter().any(|l| l == line),
+                "{line} in\n{}",
+                text.join("\n")
+            );
+        }
+        assert!(
+            !text.iter().any(|l| l.contains("mount-copy")),
+            "{}",
+            text.join("\n")
+        );
+        assert!(
+            !text.iter().any(|l| l.contains("/mnt")),
+            "no paths as labels"
+        );
+    }
+
+    #[test]
+    fn a_mount_is_leaked_from_its_ebusy_until_it_is_unmounted() {
+        let live = Rc::new(RefCell::new(HashSet::from([7, 8])));
+        let mut m = metrics(&live);
+        assert!(has(&m, "busyprobe_leaked_mounts 0"));
+        m.umount(&busy("/mnt/a", 7, vec![fd_holder()])).unwrap();
+        m.umount(&busy("/mnt/a", 7, vec![fd_holder()])).unwrap();
+        // The same path in another namespace is another mount.
+        m.umount(&busy("/mnt/a", 8, vec![fd_holder()])).unwrap();
+        m.umount(&busy("/mnt/b", 8, vec![fd_holder()])).unwrap();
+        assert!(has(&m, "busyprobe_leaked_mounts 3"), "{:?}", samples(&m));
+        // EPERM says nothing about the mount; success and EINVAL take it off.
+        m.umount(&attempt("/mnt/a", 7, -1)).unwrap();
+        assert!(has(&m, "busyprobe_leaked_mounts 3"));
+        m.umount(&attempt("/mnt/a", 7, 0)).unwrap();
+        assert!(has(&m, "busyprobe_leaked_mounts 2"));
+        m.umount(&attempt("/mnt/b", 8, -22)).unwrap();
+        assert!(has(&m, "busyprobe_leaked_mounts 1"));
+        // Namespace 8 ends: its mount went with it, seen at the next stats tick.
+        live.borrow_mut().remove(&8);
+        m.stats(SystemTime::now(), &Stats::default(), false)
+            .unwrap();
+        assert!(has(&m, "busyprobe_leaked_mounts 0"), "{:?}", samples(&m));
+    }
+
+    #[test]
+    fn drops_follow_the_stats_totals() {
+        let live = Rc::default();
+        let mut m = metrics(&live);
+        let mut stats = Stats {
+            events: 10,
+            drops: [2, 0, 1, 0, 0],
+            decode_errors: 1,
+        };
+        m.stats(SystemTime::now(), &stats, false).unwrap();
+        stats.drops = [5, 0, 1, 0, 3];
+        stats.decode_errors = 4;
+        m.stats(SystemTime::now(), &stats, true).unwrap();
+        let text = samples(&m);
+        for line in [
+            r#"busyprobe_drops_total{cause="ringbuf_full"} 5"#,
+            r#"busyprobe_drops_total{cause="path_truncated"} 1"#,
+            r#"busyprobe_drops_total{cause="release_path_cut"} 3"#,
+            "busyprobe_undecodable_records_total 4",
+        ] {
+            assert!(
+                text.iter().any(|l| l == line),
+                "{line} in\n{}",
+                text.join("\n")
+            );
+        }
+    }
+
+    #[test]
+    fn latency_runs_from_the_call_to_the_sink() {
+        let live = Rc::default();
+        let mut m = metrics(&live);
+        let a = busy(
+            "/mnt/a",
+            7,
+            vec![Holder::new(HolderKind::Unknown, 812, Seen::MountTable)],
+        );
+        m.count(&a, a.ts + Duration::from_millis(300));
+        let text = samples(&m);
+        for line in [
+            r#"busyprobe_attribution_latency_seconds_bucket{le="0.256"} 0"#,
+            r#"busyprobe_attribution_latency_seconds_bucket{le="0.512"} 1"#,
+            "busyprobe_attribution_latency_seconds_sum 0.3",
+            r#"busyprobe_busy_unmounts_by_holder_kind_total{kind="unknown"} 1"#,
+        ] {
+            assert!(
+                text.iter().any(|l| l == line),
+                "{line} in\n{}",
+                text.join("\n")
+            );
+        }
+    }
+
+    #[test]
+    fn the_exposition_is_prometheus_text_with_help_and_types() {
+        let live = Rc::default();
+        let mut m = metrics(&live);
+        m.umount(&busy("/mnt/a", 7, vec![fd_holder()])).unwrap();
+        let text = exposition(&m.registry());
+        for line in [
+            "# TYPE busyprobe_unmount_attempts_total counter",
+            "# TYPE busyprobe_leaked_mounts gauge",
+            "# TYPE busyprobe_attribution_latency_seconds histogram",
+            "# TYPE busyprobe_info gauge",
+            "# UNIT busyprobe_attribution_latency_seconds seconds",
+        ] {
+            let present = text.lines().any(|l| l == line);
+            // OpenMetrics' UNIT line has no place in the 0.0.4 text format.
+            assert_eq!(present, !line.starts_with("# UNIT"), "{line} in\n{text}");
+        }
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+}
