@@ -3,12 +3,7 @@
 //! most the line being written.
 
 use libtest_mimic::Trial;
-use std::{
-    os::unix::fs::PermissionsExt,
-    path::Path,
-    process::{Command, Stdio},
-    time::Instant,
-};
+use std::{ffi::OsStr, os::unix::fs::PermissionsExt, path::Path, process::Command};
 
 use nix::{
     sys::signal::{kill, Signal},
@@ -19,9 +14,8 @@ use serde_json::Value;
 use crate::support::{
     fixture::Plan,
     incident::Fixture,
-    lines::{Lines, Next},
     process::{self, Reaped},
-    watcher::{ATTACH_TIMEOUT, LINE_TIMEOUT},
+    watcher::{start_attached, LINE_TIMEOUT},
 };
 
 /// Every trial.
@@ -32,31 +26,12 @@ pub fn trials() -> Vec<Trial> {
     ]
 }
 
-/// `busyprobe record -o FILE ARGS`, returned once its probes are attached (at most
-/// [`ATTACH_TIMEOUT`]); killed when dropped, and with the test process.
+/// `busyprobe record -o FILE ARGS`, returned once its probes are attached.
 fn start_record(file: &Path, args: &[&str]) -> Reaped {
-    let mut child = process::spawn(
-        Command::new(env!("CARGO_BIN_EXE_busyprobe"))
-            .arg("record")
-            .arg("-o")
-            .arg(file)
-            .args(args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped()),
-    );
-    // Read to its end on a thread of its own, so that record never blocks on it.
-    let (lines, stderr) = Lines::spawn_collected(child.stderr.take().unwrap());
-    let deadline = Instant::now() + ATTACH_TIMEOUT;
-    loop {
-        match lines.next_until(deadline) {
-            Next::Line(line) if line.contains("probes attached") => return child,
-            Next::Line(_) => {}
-            other => panic!(
-                "record did not attach ({other:?}): {}",
-                stderr.lock().unwrap()
-            ),
-        }
-    }
+    let mut all: Vec<&OsStr> = vec!["record".as_ref(), "-o".as_ref(), file.as_os_str()];
+    all.extend(args.iter().map(OsStr::new));
+    let (record, _stderr) = start_attached(&all);
+    record
 }
 
 /// Stops `record` with `signal` and waits (at most [`LINE_TIMEOUT`]) for its exit.

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::{
     lines::{Lines, Next},
-    process::DieWithTest,
+    process::{self, DieWithTest, Reaped},
 };
 
 /// How long the watcher may take to attach its probes: well under a second on the host, but
@@ -264,4 +264,30 @@ pub fn is_umount_of(v: &Value, pid: u32) -> bool {
 /// Lines as text, one per line, for failure messages.
 pub fn lines_text(lines: &[Value]) -> String {
     lines.iter().map(|v| format!("\n  {v}")).collect()
+}
+
+/// `busyprobe ARGS` (a headless command: `record`, `agent`), returned once its probes are
+/// attached (at most [`ATTACH_TIMEOUT`]) with what it writes to stderr, read to its end on a
+/// thread of its own so that it never blocks on it; killed when dropped, and with the test.
+pub fn start_attached<S: AsRef<OsStr>>(args: &[S]) -> (Reaped, Arc<Mutex<String>>) {
+    let mut child = process::spawn(
+        Command::new(env!("CARGO_BIN_EXE_busyprobe"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let (lines, stderr) = Lines::spawn_collected(child.stderr.take().unwrap());
+    let deadline = Instant::now() + ATTACH_TIMEOUT;
+    loop {
+        match lines.next_until(deadline) {
+            Next::Line(line) if line.contains("probes attached") => return (child, stderr),
+            Next::Line(_) => {}
+            other => panic!(
+                "busyprobe {:?} did not attach ({other:?}): {}",
+                args.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+                stderr.lock().unwrap()
+            ),
+        }
+    }
 }

@@ -34,7 +34,14 @@ impl RotatingFile {
     /// Starts a recording: an existing file is rotated away first (never overwritten). With
     /// `keep` 0 an existing file is refused: rotating it away would delete it.
     pub fn create(plan: RecordPlan) -> io::Result<Self> {
-        if plan.path.exists() {
+        if let Ok(meta) = fs::metadata(&plan.path) {
+            // Rotating a directory away would rename it, and then record into its place.
+            if !meta.is_file() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} exists and is not a regular file", plan.path.display()),
+                ));
+            }
             if plan.keep == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
@@ -189,6 +196,20 @@ mod tests {
             fs::read_to_string(dir.path().join("rec.jsonl")).unwrap(),
             "{\"v\":1,\"type\":\"header\"}\nnew\n"
         );
+    }
+
+    #[test]
+    fn a_directory_is_refused_not_rotated_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = plan(dir.path(), None, 3);
+        p.path = dir.path().join("d");
+        fs::create_dir(&p.path).unwrap();
+        let Err(e) = RotatingFile::create(p.clone()) else {
+            panic!("a directory must be refused");
+        };
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert!(p.path.is_dir(), "left where it was");
+        assert!(!dir.path().join("d.1").exists(), "not rotated");
     }
 
     #[test]
