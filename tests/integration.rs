@@ -24,6 +24,7 @@ macro_rules! trials {
     };
 }
 
+mod agent;
 mod alive;
 mod before_start;
 mod binary;
@@ -80,6 +81,7 @@ fn main() {
         container::trials(),
         demo::trials(),
         record::trials(),
+        agent::trials(),
         who::trials(),
         top::trials(),
         holders::trials(),

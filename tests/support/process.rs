@@ -152,7 +152,7 @@ pub fn try_output(cmd: &mut Command) -> std::io::Result<Output> {
 
 /// Every external program the tests run, with the Debian package that has it. `.ci/run`
 /// installs the same list: keep the two in step.
-pub const TOOLS: [(&str, &str); 12] = [
+pub const TOOLS: [(&str, &str); 14] = [
     ("fuser", "psmisc"),
     ("mkfs.ext4", "e2fsprogs"),
     ("mkswap", "util-linux"),
@@ -165,6 +165,8 @@ pub const TOOLS: [(&str, &str); 12] = [
     ("tmux", "tmux"),
     ("modprobe", "kmod"),
     ("sh", "dash"),
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
 ];
 
 /// The full path of the external program `name` (one of [`TOOLS`]), from `PATH` or the sbin
