@@ -248,6 +248,8 @@ must mount -t cgroup2 cgroup2 /sys/fs/cgroup
 must mount -t tracefs tracefs /sys/kernel/tracing
 mount -t securityfs securityfs /sys/kernel/security
 hostname vm-test
+# Loopback up, as on any node: `busyprobe agent` serves its metrics on 127.0.0.1.
+must ip link set lo up
 "#
     );
     for m in modules {
@@ -358,6 +360,7 @@ mod tests {
         assert!(at("mount -t proc") < at("insmod /lib/modules/vm-test/loop.ko"));
         assert!(at("'/w/target/debug/busyprobe' doctor") < at("'/w/integ' 'holder_' '--skip'"));
         assert!(s.contains("cd '/w/probe-user'"));
+        assert!(at("must ip link set lo up") < at("'/w/integ'"));
         assert!(s.contains("finish 0; else finish 1;"));
         assert!(s.starts_with("#!/bin/sh\n"));
     }
