@@ -49,6 +49,19 @@ pub struct Attribution {
 }
 
 impl Attribution {
+    /// The kinds of its blamed holders, each once, in [`HolderKind`] order.
+    pub fn blamed_kinds(&self) -> Vec<HolderKind> {
+        let mut kinds: Vec<HolderKind> = self
+            .holders
+            .iter()
+            .filter(|h| h.blamed)
+            .map(|h| h.kind)
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        kinds
+    }
+
     /// The target's mount id and those of the copies whose holders are blamed: the mounts
     /// whose holders make the unmount fail.
     pub fn blamed_mount_ids(&self) -> HashSet<u64> {

@@ -194,17 +194,11 @@ impl Metrics {
         self.attempts.get_or_create(&ResultLabel { result }).inc();
         if let Some(attribution) = &attempt.attribution {
             let kinds: Vec<&'static str> = match attribution {
-                Ok(found) => {
-                    let mut kinds: Vec<_> = found
-                        .holders
-                        .iter()
-                        .filter(|h| h.blamed)
-                        .map(|h| h.kind)
-                        .collect();
-                    kinds.sort_unstable();
-                    kinds.dedup();
-                    kinds.into_iter().map(|k| k.as_str()).collect()
-                }
+                Ok(found) => found
+                    .blamed_kinds()
+                    .into_iter()
+                    .map(|k| k.as_str())
+                    .collect(),
                 Err(_) => vec!["attribution_error"],
             };
             for kind in kinds {
@@ -349,6 +343,17 @@ mod tests {
             .collect()
     }
 
+    /// Fails unless every one of `lines` is a whole line of `text`.
+    fn assert_lines(text: &[String], lines: &[&str]) {
+        for line in lines {
+            assert!(
+                text.iter().any(|l| l == line),
+                "{line} in\n{}",
+                text.join("\n")
+            );
+        }
+    }
+
     fn has(m: &Metrics, line: &str) -> bool {
         samples(m).iter().any(|l| l == line)
     }
@@ -372,23 +377,20 @@ mod tests {
         m.umount(&attempt("/mnt/c", 7, -22)).unwrap();
         m.umount(&attempt("/mnt/a", 7, 0)).unwrap();
         let text = samples(&m);
-        for line in [
-            r#"busyprobe_unmount_attempts_total{result="EBUSY"} 3"#,
-            r#"busyprobe_unmount_attempts_total{result="EINVAL"} 1"#,
-            r#"busyprobe_unmount_attempts_total{result="ok"} 1"#,
-            // Two fd holders of one attempt count it once; a copy not blamed, never.
-            r#"busyprobe_busy_unmounts_by_holder_kind_total{kind="fd"} 2"#,
-            r#"busyprobe_busy_unmounts_by_holder_kind_total{kind="cwd"} 1"#,
-            r#"busyprobe_busy_unmounts_by_holder_kind_total{kind="attribution_error"} 1"#,
-            "busyprobe_attribution_latency_seconds_count 3",
-            r#"busyprobe_info{version="0.1.0",probe_mode="fentry",kernel="6.18.0"} 1"#,
-        ] {
-            assert!(
-                text.iter().any(|l| l == line),
-                "{line} in\n{}",
-                text.join("\n")
-            );
-        }
+        assert_lines(
+            &text,
+            &[
+                r#"busyprobe_unmount_attempts_total{result="EBUSY"} 3"#,
+                r#"busyprobe_unmount_attempts_total{result="EINVAL"} 1"#,
+                r#"busyprobe_unmount_attempts_total{result="ok"} 1"#,
+                // Two fd holders of one attempt count it once; a copy not blamed, never.
+                r#"busyprobe_busy_unmounts_by_holder_kind_total{kind="fd"} 2"#,
+                r#"busyprobe_busy_unmounts_by_holder_kind_total{kind="cwd"} 1"#,
+                r#"busyprobe_busy_unmounts_by_holder_kind_total{kind="attribution_error"} 1"#,
+                "busyprobe_attribution_latency_seconds_count 3",
+                r#"busyprobe_info{version="0.1.0",probe_mode="fentry",kernel="6.18.0"} 1"#,
+            ],
+        );
         assert!(
             !text.iter().any(|l| l.contains("mount-copy")),
             "{}",
@@ -439,18 +441,15 @@ mod tests {
         stats.decode_errors = 4;
         m.stats(SystemTime::now(), &stats, true).unwrap();
         let text = samples(&m);
-        for line in [
-            r#"busyprobe_drops_total{cause="ringbuf_full"} 5"#,
-            r#"busyprobe_drops_total{cause="path_truncated"} 1"#,
-            r#"busyprobe_drops_total{cause="release_path_cut"} 3"#,
-            "busyprobe_undecodable_records_total 4",
-        ] {
-            assert!(
-                text.iter().any(|l| l == line),
-                "{line} in\n{}",
-                text.join("\n")
-            );
-        }
+        assert_lines(
+            &text,
+            &[
+                r#"busyprobe_drops_total{cause="ringbuf_full"} 5"#,
+                r#"busyprobe_drops_total{cause="path_truncated"} 1"#,
+                r#"busyprobe_drops_total{cause="release_path_cut"} 3"#,
+                "busyprobe_undecodable_records_total 4",
+            ],
+        );
     }
 
     #[test]
@@ -464,18 +463,15 @@ mod tests {
         );
         m.count(&a, a.ts + Duration::from_millis(300));
         let text = samples(&m);
-        for line in [
-            r#"busyprobe_attribution_latency_seconds_bucket{le="0.256"} 0"#,
-            r#"busyprobe_attribution_latency_seconds_bucket{le="0.512"} 1"#,
-            "busyprobe_attribution_latency_seconds_sum 0.3",
-            r#"busyprobe_busy_unmounts_by_holder_kind_total{kind="unknown"} 1"#,
-        ] {
-            assert!(
-                text.iter().any(|l| l == line),
-                "{line} in\n{}",
-                text.join("\n")
-            );
-        }
+        assert_lines(
+            &text,
+            &[
+                r#"busyprobe_attribution_latency_seconds_bucket{le="0.256"} 0"#,
+                r#"busyprobe_attribution_latency_seconds_bucket{le="0.512"} 1"#,
+                "busyprobe_attribution_latency_seconds_sum 0.3",
+                r#"busyprobe_busy_unmounts_by_holder_kind_total{kind="unknown"} 1"#,
+            ],
+        );
     }
 
     #[test]
