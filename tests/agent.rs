@@ -1,12 +1,13 @@
 //! `busyprobe agent`: a real Prometheus (Debian's `prometheus`) scrapes its metrics while a
 //! fixture makes exactly N unmounts fail with EBUSY; `promtool check metrics` passes on its
-//! exposition; its recording is what `record` writes; and what it refuses at start-up
+//! exposition; its recording is what `record` writes; it tells systemd when it is ready
+//! (`sd_notify`, as `Type=notify` wants) and when it stops; and what it refuses at start-up
 //! (a metrics port in use, a recording it cannot create) leaves nothing behind.
 
 use std::{
     ffi::OsStr,
     net::{SocketAddr, TcpListener},
-    os::unix::fs::PermissionsExt,
+    os::unix::{fs::PermissionsExt, net::UnixDatagram},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -23,7 +24,7 @@ use crate::support::{
     fixture::Plan,
     incident::Fixture,
     process::{self, Reaped},
-    watcher::{start_attached, LINE_TIMEOUT},
+    watcher::{start_attached, ATTACH_TIMEOUT, LINE_TIMEOUT},
 };
 
 /// Every trial. `cargo xtask vm-test` leaves the first out of its guests (they have no
@@ -31,6 +32,7 @@ use crate::support::{
 pub fn trials() -> Vec<Trial> {
     trials![
         agent_metrics_reach_a_real_prometheus,
+        agent_tells_systemd_when_it_is_ready_and_stopping,
         agent_refuses_a_metrics_port_in_use_and_creates_nothing,
         agent_refuses_a_recording_it_cannot_create_and_creates_nothing,
     ]
@@ -259,6 +261,46 @@ fn promtool_accepts(dir: &Path, exposition: &str) {
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
+}
+
+fn agent_tells_systemd_when_it_is_ready_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let systemd = UnixDatagram::bind(&socket_path).expect("bind a notify socket");
+    systemd.set_read_timeout(Some(LINE_TIMEOUT)).unwrap();
+    let metrics = free_addr();
+    let started = Instant::now();
+    let mut agent = process::spawn(
+        Command::new(env!("CARGO_BIN_EXE_busyprobe"))
+            .args(["agent", "--path"])
+            .arg(dir.path())
+            .arg("--metrics")
+            .arg(metrics.to_string())
+            .env("NOTIFY_SOCKET", &socket_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let next = |what: &str| {
+        let mut buf = [0u8; 4096];
+        let deadline = started + ATTACH_TIMEOUT;
+        loop {
+            match systemd.recv(&mut buf) {
+                Ok(n) => return String::from_utf8_lossy(&buf[..n]).into_owned(),
+                Err(e)
+                    if Instant::now() < deadline && e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("no {what} on the notify socket: {e}"),
+            }
+        }
+    };
+    let ready = next("READY=1");
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    // Ready means serving: the metrics answer at once.
+    assert!(scrape(metrics).contains("busyprobe_leaked_mounts 0"));
+    kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
+    let stopping = next("STOPPING=1");
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    assert!(process::wait(&mut agent, LINE_TIMEOUT).success());
 }
 
 /// Every name in `dir`.
