@@ -49,14 +49,14 @@ pub struct Attribution {
 }
 
 impl Attribution {
+    /// The holders that can make an unmount fail.
+    fn blamed(&self) -> impl Iterator<Item = &Holder> {
+        self.holders.iter().filter(|h| h.blamed)
+    }
+
     /// The kinds of its blamed holders, each once, in [`HolderKind`] order.
     pub fn blamed_kinds(&self) -> Vec<HolderKind> {
-        let mut kinds: Vec<HolderKind> = self
-            .holders
-            .iter()
-            .filter(|h| h.blamed)
-            .map(|h| h.kind)
-            .collect();
+        let mut kinds: Vec<HolderKind> = self.blamed().map(|h| h.kind).collect();
         kinds.sort_unstable();
         kinds.dedup();
         kinds
@@ -65,19 +65,14 @@ impl Attribution {
     /// The target's mount id and those of the copies whose holders are blamed: the mounts
     /// whose holders make the unmount fail.
     pub fn blamed_mount_ids(&self) -> HashSet<u64> {
-        let mut ids: HashSet<u64> = self
-            .holders
-            .iter()
-            .filter(|h| h.blamed)
-            .map(|h| h.mount_id)
-            .collect();
+        let mut ids: HashSet<u64> = self.blamed().map(|h| h.mount_id).collect();
         ids.insert(self.mount.id);
         ids
     }
 
     /// Whether any holder can make an unmount fail.
     pub fn has_blamed(&self) -> bool {
-        self.holders.iter().any(|h| h.blamed)
+        self.blamed().next().is_some()
     }
 
     /// For an EBUSY that nothing explains: an `unknown` holder saying what was checked.
