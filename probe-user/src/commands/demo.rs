@@ -177,6 +177,7 @@ pub fn incident(layer: &Path) -> Result<ExitCode> {
     let failed = unmount_once(layer);
     scanner.tell()?; // let go, now that the unmount failed
     if failed.is_err() {
+        sleep(RETRY_EVERY); // a runtime's back-off before its next try
         retry_unmount(layer)?;
     }
     scanner.finish()?;
@@ -269,15 +270,16 @@ fn unmount_once(layer: &Path) -> nix::Result<()> {
     umount2(layer, MntFlags::empty())
 }
 
-/// Retries every 50 ms for up to 5 s.
+/// How long a runtime waits between two unmount attempts (containerd's back-off).
+const RETRY_EVERY: Duration = Duration::from_millis(50);
+
+/// Retries every [`RETRY_EVERY`] for up to 5 s.
 fn retry_unmount(layer: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match unmount_once(layer) {
             Ok(()) => return Ok(()),
-            Err(nix::errno::Errno::EBUSY) if Instant::now() < deadline => {
-                sleep(Duration::from_millis(50))
-            }
+            Err(nix::errno::Errno::EBUSY) if Instant::now() < deadline => sleep(RETRY_EVERY),
             Err(e) => return Err(e).context("unmounting the demo layer"),
         }
     }
