@@ -150,6 +150,11 @@ impl UmountCall {
         self.ret != 0
     }
 
+    /// Whether the call failed with `errno` (`libc::EBUSY`, ...).
+    pub fn failed_with(&self, errno: i32) -> bool {
+        self.ret == -i64::from(errno)
+    }
+
     /// The errno name (`EBUSY`, ...) of a failed call; `None` on success.
     pub fn errno_name(&self) -> Option<String> {
         errno_name(self.ret)

@@ -33,14 +33,9 @@ pub trait Attributor: Send + Sync + 'static {
     fn check_outlived(&self, attempt: &UmountAttempt) -> Finished;
 }
 
-/// Whether the attempt is an EBUSY to attribute (written when that is done).
-fn is_busy(attempt: &UmountAttempt) -> bool {
-    attempt.call.ret == -i64::from(libc::EBUSY)
-}
-
 /// Whether a successful attempt should be checked for a filesystem that lives on.
 fn may_outlive(attempt: &UmountAttempt) -> bool {
-    attempt.call.ret == 0 && attempt.target_abs.is_some()
+    !attempt.call.failed() && attempt.target_abs.is_some()
 }
 
 /// The jobs of one pipeline: its attributor (none with `--no-holders`) and what runs.
@@ -81,7 +76,8 @@ impl Jobs {
                 continue;
             };
             let attributor = Arc::clone(attributor);
-            if is_busy(&attempt) {
+            // An EBUSY is written once it is attributed.
+            if attempt.call.failed_with(libc::EBUSY) {
                 attributor.learn_namespace(&attempt);
                 self.running
                     .spawn_blocking(move || attributor.attribute(attempt));

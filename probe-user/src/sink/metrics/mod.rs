@@ -22,7 +22,6 @@ use std::{
     time::SystemTime,
 };
 
-use nix::errno::Errno;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
@@ -214,26 +213,18 @@ impl Metrics {
     /// EINVAL (not a mount point any more) or ENOENT (gone) removes it; other errors (EPERM,
     /// ...) say nothing about it.
     fn track_busy(&mut self, attempt: &UmountAttempt) {
-        let target = match &attempt.target_abs {
-            Some(abs) => abs.clone(),
-            None if attempt.call.target.bytes.starts_with(b"/") => {
-                attempt.call.target.bytes.clone()
-            }
-            None => return,
+        // An absolute target is its own absolute form: only a relative one whose caller's
+        // working directory could not be read has none.
+        let Some(target) = attempt.target_abs.clone() else {
+            return;
         };
         let key = (attempt.call.mntns, target);
-        let errno = Errno::from_raw(i32::try_from(-attempt.call.ret).unwrap_or(0));
-        match attempt.call.ret {
-            0 => {
-                self.busy.remove(&key);
-            }
-            _ if errno == Errno::EBUSY => {
-                self.busy.insert(key);
-            }
-            _ if matches!(errno, Errno::EINVAL | Errno::ENOENT) => {
-                self.busy.remove(&key);
-            }
-            _ => {}
+        let call = &attempt.call;
+        if call.failed_with(libc::EBUSY) {
+            self.busy.insert(key);
+        } else if !call.failed() || call.failed_with(libc::EINVAL) || call.failed_with(libc::ENOENT)
+        {
+            self.busy.remove(&key);
         }
         self.leaked.set(self.busy.len() as i64);
     }
