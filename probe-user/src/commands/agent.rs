@@ -1,23 +1,27 @@
 //! `busyprobe agent`: the node daemon. One set of probes (the same [`stream`] as `watch`,
-//! `top` and `record`) feeds a recording (`-o`) and Prometheus metrics (`--metrics`) at once,
-//! through one [`FanOut`] sink, until SIGTERM or SIGINT.
+//! `top` and `record`) feeds a recording (`-o`), Prometheus metrics (`--metrics`) and live
+//! clients on a Unix socket (`--socket`) at once, through one [`FanOut`] sink, until SIGTERM
+//! or SIGINT.
 //!
 //! Start-up checks everything that can be refused before anything is created: the metrics
-//! address is bound first (a port in use creates no recording), then the recording is
-//! created, then the probes are loaded. Under systemd (`Type=notify`), `READY=1` is sent once
-//! they are attached and `STOPPING=1` when the stream ends.
+//! address is bound first (a port in use creates no recording), then the socket, then the
+//! recording is created, then the probes are loaded. Under systemd (`Type=notify`),
+//! `READY=1` is sent once they are attached and `STOPPING=1` when the stream ends.
 
-use std::{net::SocketAddr, process::ExitCode};
+use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
 use anyhow::{bail, Context as _, Result};
 use sd_notify::NotifyState;
+use tokio::{sync::oneshot, task::JoinHandle};
 
-use super::record::open_recording;
+use super::record::{open_recording, stream_header};
 use crate::{
     cli::AgentArgs,
     kernel, loader,
+    loader::ModeDecision,
     pipeline::probes::{block_on, stream, Output},
     sink::{
+        clients::{socket::ClientSocket, ClientCounts, Hub, ToClients},
         fanout::{FailuresOnly, FanOut},
         json::JsonLines,
         metrics::{http, About, Metrics},
@@ -27,13 +31,20 @@ use crate::{
 
 /// Runs the agent until a signal.
 pub fn run(args: &AgentArgs) -> Result<ExitCode> {
-    if args.output.is_none() && args.no_metrics {
-        bail!("nothing to do: give -o FILE to record, or leave the metrics on");
+    if args.output.is_none() && args.no_metrics && args.no_socket {
+        bail!("nothing to do: give -o FILE to record, or leave the metrics or the socket on");
     }
     let mode = loader::resolve_mode("agent", args.stream.mode)?;
     let listener = match args.no_metrics {
         true => None,
         false => Some(bind(args.metrics)?),
+    };
+    let socket = match args.no_socket {
+        true => None,
+        false => Some(ClientSocket::bind(
+            &args.socket,
+            args.socket_group.as_deref(),
+        )?),
     };
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if let Some(path) = &args.output {
@@ -43,13 +54,18 @@ pub fn run(args: &AgentArgs) -> Result<ExitCode> {
             false => Box::new(lines),
         });
     }
-    let metrics = listener.is_some().then(|| {
-        Metrics::new(About {
-            version: env!("CARGO_PKG_VERSION").into(),
-            probe_mode: mode.mode.as_str().into(),
-            kernel: kernel::release(),
-        })
-    });
+    let counts = ClientCounts::default();
+    let hub = socket
+        .as_ref()
+        .map(|_| Hub::new(&stream_header(&mode), counts.clone()));
+    sinks.extend(
+        hub.clone()
+            .map(|hub| Box::new(ToClients::new(hub)) as Box<dyn Sink>),
+    );
+    let mut metrics = listener.is_some().then(|| metrics(&mode));
+    if let (Some(metrics), Some(_)) = (&mut metrics, &hub) {
+        metrics.count_clients(&counts);
+    }
     let registry = metrics.as_ref().map(Metrics::registry);
     sinks.extend(metrics.map(|m| Box::new(m) as Box<dyn Sink>));
     // The filter runs before every sink: the metrics need the successful unmounts too.
@@ -78,13 +94,39 @@ pub fn run(args: &AgentArgs) -> Result<ExitCode> {
             }
             _ => None,
         };
+        let clients = socket
+            .zip(hub)
+            .map(|(socket, hub)| serve_clients(socket, hub));
         let streamed = stream(&stream_args, out).await;
         notify(&[NotifyState::Stopping]);
         if let Some(server) = server {
             server.abort();
         }
+        if let Some((stop, served)) = clients {
+            let _ = stop.send(());
+            served.await.context("serving clients")??;
+        }
         streamed
     })
+}
+
+/// The metrics of the agent's stream.
+fn metrics(mode: &ModeDecision) -> Metrics {
+    Metrics::new(About {
+        version: env!("CARGO_PKG_VERSION").into(),
+        probe_mode: mode.mode.as_str().into(),
+        kernel: kernel::release(),
+    })
+}
+
+/// Serves the live clients until told to stop: the stop, and the task to wait for.
+fn serve_clients(
+    socket: ClientSocket,
+    hub: Arc<Hub>,
+) -> (oneshot::Sender<()>, JoinHandle<Result<()>>) {
+    tracing::info!("serving live clients on {}", socket.path().display());
+    let (stop, stopped) = oneshot::channel();
+    (stop, tokio::spawn(socket.serve(hub, stopped)))
 }
 
 /// The metrics address, bound now (before anything else is created), non-blocking for tokio.

@@ -42,15 +42,7 @@ pub(super) fn open_recording(
     rotation: &RotationArgs,
     mode: &ModeDecision,
 ) -> Result<RotatingFile> {
-    let host = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let header = header_line(
-        &host,
-        &kernel::release(),
-        mode.mode.as_str(),
-        std::time::SystemTime::now(),
-    );
+    let header = stream_header(mode);
     let plan = RecordPlan {
         path: path.to_path_buf(),
         rotate_at: rotation.rotate,
@@ -61,4 +53,18 @@ pub(super) fn open_recording(
         .with_context(|| format!("creating the recording {}", path.display()))?;
     tracing::info!("recording to {}", path.display());
     Ok(file)
+}
+
+/// The `header` line of a stream starting now (a recording's, the agent's clients'): this
+/// host, kernel and probe `mode`.
+pub(super) fn stream_header(mode: &ModeDecision) -> String {
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    header_line(
+        &host,
+        &kernel::release(),
+        mode.mode.as_str(),
+        std::time::SystemTime::now(),
+    )
 }

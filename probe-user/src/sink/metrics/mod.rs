@@ -12,6 +12,8 @@
 //! | `busyprobe_undecodable_records_total` | counter | none |
 //! | `busyprobe_attribution_latency_seconds` | histogram | none |
 //! | `busyprobe_info` | gauge (info) | `version`, `probe_mode`, `kernel` |
+//! | `busyprobe_clients` | gauge | none (with `--socket`) |
+//! | `busyprobe_client_lines_lost_total` | counter | none (with `--socket`) |
 
 pub mod http;
 
@@ -36,7 +38,7 @@ use prometheus_client::{
 
 use crate::{
     event::{UmountAttempt, Warning},
-    sink::Sink,
+    sink::{clients::ClientCounts, Sink},
     stats::Stats,
 };
 
@@ -180,6 +182,25 @@ impl Metrics {
             last_stats: Stats::default(),
             live_namespaces,
         }
+    }
+
+    /// Also shows the live clients' counts (`agent --socket`). Call it before serving the
+    /// registry.
+    pub fn count_clients(&mut self, counts: &ClientCounts) {
+        let registry = Arc::get_mut(&mut self.registry)
+            .expect("the clients are counted before the registry is served");
+        registry.register(
+            "busyprobe_clients",
+            "Live clients connected to the agent's socket",
+            counts.connected.clone(),
+        );
+        registry.register(
+            "busyprobe_client_lines_lost",
+            "Lines of the stream not sent to a live client because it read too slowly (the \
+             client is told how many in a lost line); the agent and the other clients do not \
+             wait",
+            counts.lines_lost.clone(),
+        );
     }
 
     /// The registry to serve (it reads the same metrics this sink updates).
