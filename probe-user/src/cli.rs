@@ -273,8 +273,9 @@ pub struct RecordArgs {
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:10057";
 
 /// The socket `agent --socket` serves and `watch --connect` and `top --connect` read by
-/// default.
-pub const DEFAULT_SOCKET: &str = "/run/busyprobe.sock";
+/// default (its directory is systemd's `RuntimeDirectory=busyprobe`; the agent creates it
+/// when missing, for this default only).
+pub const DEFAULT_SOCKET: &str = "/run/busyprobe/agent.sock";
 
 /// Options of `busyprobe agent`.
 #[derive(Args, Debug, Clone)]
@@ -297,7 +298,8 @@ pub struct AgentArgs {
     /// recording holds, from a `header` line on (`busyprobe watch --connect PATH`, `busyprobe
     /// top --connect PATH`, or any reader such as `socat - UNIX-CONNECT:PATH`). Mode 0600 (root
     /// only) unless `--socket-group` is given. A client that reads too slowly loses lines (a
-    /// `lost` line says how many); the agent never waits for one.
+    /// `lost` line says how many); the agent never waits for one. The directory must exist,
+    /// but for the default's (`/run/busyprobe`, created mode 0755 when missing).
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
     /// Let the members of GROUP connect to the socket too (mode 0660, group GROUP).

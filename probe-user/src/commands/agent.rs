@@ -8,7 +8,7 @@
 //! recording is created, then the probes are loaded. Under systemd (`Type=notify`),
 //! `READY=1` is sent once they are attached and `STOPPING=1` when the stream ends.
 
-use std::{net::SocketAddr, process::ExitCode, sync::Arc};
+use std::{net::SocketAddr, os::unix::fs::DirBuilderExt, path::Path, process::ExitCode, sync::Arc};
 
 use anyhow::{bail, Context as _, Result};
 use sd_notify::NotifyState;
@@ -16,7 +16,7 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 use super::record::{open_recording, stream_header};
 use crate::{
-    cli::AgentArgs,
+    cli::{AgentArgs, DEFAULT_SOCKET},
     kernel, loader,
     loader::ModeDecision,
     pipeline::probes::{block_on, stream, Output},
@@ -41,23 +41,20 @@ pub fn run(args: &AgentArgs) -> Result<ExitCode> {
     };
     let socket = match args.no_socket {
         true => None,
-        false => Some(ClientSocket::bind(
-            &args.socket,
-            args.socket_group.as_deref(),
-        )?),
+        false => Some(bind_socket(args)?),
     };
+    // One header for the recording and the clients: they see the same lines.
+    let header = stream_header(&mode);
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if let Some(path) = &args.output {
-        let lines = JsonLines::new(open_recording(path, &args.rotation, &mode)?);
+        let lines = JsonLines::new(open_recording(path, &args.rotation, header.clone())?);
         sinks.push(match args.stream.only_failed {
             true => Box::new(FailuresOnly(lines)),
             false => Box::new(lines),
         });
     }
     let counts = ClientCounts::default();
-    let hub = socket
-        .as_ref()
-        .map(|_| Hub::new(&stream_header(&mode), counts.clone()));
+    let hub = socket.as_ref().map(|_| Hub::new(&header, counts.clone()));
     sinks.extend(
         hub.clone()
             .map(|hub| Box::new(ToClients::new(hub)) as Box<dyn Sink>),
@@ -108,6 +105,20 @@ pub fn run(args: &AgentArgs) -> Result<ExitCode> {
         }
         streamed
     })
+}
+
+/// The clients' socket (`--socket`); the default's directory is created when missing.
+fn bind_socket(args: &AgentArgs) -> Result<ClientSocket> {
+    let runtime_dir = Path::new(DEFAULT_SOCKET).parent();
+    if let Some(dir) =
+        runtime_dir.filter(|d| args.socket == Path::new(DEFAULT_SOCKET) && !d.exists())
+    {
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(dir)
+            .with_context(|| format!("creating {} for the socket", dir.display()))?;
+    }
+    ClientSocket::bind(&args.socket, args.socket_group.as_deref())
 }
 
 /// The metrics of the agent's stream.

@@ -19,7 +19,7 @@ use crate::{
 /// Records until a signal or `--duration`.
 pub fn run(args: &RecordArgs) -> Result<ExitCode> {
     let mode = loader::resolve_mode("record", args.stream.mode)?;
-    let file = open_recording(&args.output, &args.rotation, &mode)?;
+    let file = open_recording(&args.output, &args.rotation, stream_header(&mode))?;
     let out = Output {
         sink: Box::new(WithStatus::new(
             JsonLines::new(file),
@@ -35,14 +35,13 @@ pub fn run(args: &RecordArgs) -> Result<ExitCode> {
     block_on(stream(&args.stream, out))
 }
 
-/// Starts the recording at `path` (`record -o`, `agent -o`): its header names this host,
-/// kernel and probe `mode`; an existing file is rotated away as `rotation` says.
+/// Starts the recording at `path` (`record -o`, `agent -o`) with `header` (a
+/// [`stream_header`]) in each file; an existing file is rotated away as `rotation` says.
 pub(super) fn open_recording(
     path: &Path,
     rotation: &RotationArgs,
-    mode: &ModeDecision,
+    header: String,
 ) -> Result<RotatingFile> {
-    let header = stream_header(mode);
     let plan = RecordPlan {
         path: path.to_path_buf(),
         rotate_at: rotation.rotate,

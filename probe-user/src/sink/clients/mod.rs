@@ -43,43 +43,100 @@ pub struct ClientCounts {
     pub lines_lost: Counter,
 }
 
-/// One connected client, as the writers see it.
+/// Lines one client lost in a row, and when the first of them was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Lost {
+    since: SystemTime,
+    lines: u64,
+}
+
+impl Lost {
+    /// The `lost` line that tells the client, with its newline.
+    fn line(self) -> SharedLine {
+        let mut line = serde_json::to_vec(&LostLine::slow_client(self.since, self.lines))
+            .expect("serialising plain data cannot fail");
+        line.push(b'\n');
+        line.into()
+    }
+}
+
+/// One entry of a client's queue: a line, and the lines lost just before it.
+struct Queued {
+    lost_before: Option<Lost>,
+    line: SharedLine,
+}
+
+/// One connected client, as the sink sees it.
 struct Client {
-    queue: mpsc::Sender<SharedLine>,
-    /// Lines lost since it last got one, and when the first of them was written.
-    lost: Option<(SystemTime, u64)>,
+    queue: mpsc::Sender<Queued>,
+    /// Lines lost since its last queued line.
+    lost: Option<Lost>,
+    /// Where the lines lost after its last queued line go when the stream ends.
+    tail: Arc<Mutex<Option<Lost>>>,
 }
 
 impl Client {
     /// Queues `line`, or counts it lost. False when the client is gone.
     fn offer(&mut self, line: &SharedLine, counts: &ClientCounts) -> bool {
-        if let Some((since, lines)) = self.lost {
-            match self.queue.try_send(lost_line(since, lines)) {
-                Ok(()) => self.lost = None,
-                Err(TrySendError::Full(_)) => return self.lose(counts),
-                Err(TrySendError::Closed(_)) => return false,
-            }
-        }
-        match self.queue.try_send(line.clone()) {
+        let queued = Queued {
+            lost_before: self.lost.take(),
+            line: line.clone(),
+        };
+        match self.queue.try_send(queued) {
             Ok(()) => true,
-            Err(TrySendError::Full(_)) => self.lose(counts),
+            Err(TrySendError::Full(back)) => {
+                counts.lines_lost.inc();
+                let mut lost = back.lost_before.unwrap_or(Lost {
+                    since: SystemTime::now(),
+                    lines: 0,
+                });
+                lost.lines += 1;
+                self.lost = Some(lost);
+                true
+            }
             Err(TrySendError::Closed(_)) => false,
         }
     }
 
-    fn lose(&mut self, counts: &ClientCounts) -> bool {
-        counts.lines_lost.inc();
-        self.lost.get_or_insert((SystemTime::now(), 0)).1 += 1;
-        true
+    /// Hands the lines lost at the end to the client's writer (it writes them after its queue).
+    fn finish(self) {
+        *lock(&self.tail) = self.lost;
     }
 }
 
-/// The `lost` line, with its newline.
-fn lost_line(since: SystemTime, lines: u64) -> SharedLine {
-    let mut line = serde_json::to_vec(&LostLine::slow_client(since, lines))
-        .expect("serialising plain data cannot fail");
-    line.push(b'\n');
-    line.into()
+/// A client's side of the hub: what its writer task writes, in order.
+pub struct Subscription {
+    queue: mpsc::Receiver<Queued>,
+    tail: Arc<Mutex<Option<Lost>>>,
+    ended: bool,
+}
+
+impl Subscription {
+    /// The next lines to write (a `lost` line and the line after it, or the one line), or
+    /// `None` once the stream has ended and everything was handed out.
+    pub async fn next(&mut self) -> Option<Vec<SharedLine>> {
+        if self.ended {
+            return None;
+        }
+        match self.queue.recv().await {
+            Some(q) => Some(
+                q.lost_before
+                    .map(Lost::line)
+                    .into_iter()
+                    .chain([q.line])
+                    .collect(),
+            ),
+            None => {
+                self.ended = true;
+                lock(&self.tail).take().map(|lost| vec![lost.line()])
+            }
+        }
+    }
+}
+
+/// A lock whose holder may have panicked: what it guards is still whole.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The connected clients: the stream's sink adds lines, the socket adds and drops clients.
@@ -102,20 +159,28 @@ impl Hub {
         })
     }
 
-    /// A new client: its queue, which starts with the header. None once the hub is closed.
-    fn join(&self) -> mpsc::Receiver<SharedLine> {
+    /// A new client: its subscription, which starts with the header.
+    pub fn join(&self) -> Subscription {
         let (queue, lines) = mpsc::channel(QUEUE_LINES);
-        queue
-            .try_send(self.header.clone())
-            .expect("a new queue has room");
-        self.clients().push(Client { queue, lost: None });
+        let tail = Arc::new(Mutex::new(None));
+        let mut client = Client {
+            queue,
+            lost: None,
+            tail: tail.clone(),
+        };
+        client.offer(&self.header, &self.counts);
+        lock(&self.clients).push(client);
         self.counts.connected.inc();
-        lines
+        Subscription {
+            queue: lines,
+            tail,
+            ended: false,
+        }
     }
 
     /// Offers `line` to every client; forgets the ones that are gone.
     fn broadcast(&self, line: SharedLine) {
-        let mut clients = self.clients();
+        let mut clients = lock(&self.clients);
         let before = clients.len();
         clients.retain_mut(|c| c.offer(&line, &self.counts));
         self.counts
@@ -123,16 +188,11 @@ impl Hub {
             .dec_by((before - clients.len()) as i64);
     }
 
-    /// Lets every client go once its queue is written (the stream has ended).
+    /// Ends every client's stream once its queue is written (the stream has ended).
     pub fn close(&self) {
-        let mut clients = self.clients();
+        let mut clients = lock(&self.clients);
         self.counts.connected.dec_by(clients.len() as i64);
-        clients.clear();
-    }
-
-    fn clients(&self) -> MutexGuard<'_, Vec<Client>> {
-        // A panic while holding it leaves a list that is still a list.
-        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+        clients.drain(..).for_each(Client::finish);
     }
 }
 
@@ -208,15 +268,24 @@ mod tests {
         a
     }
 
-    fn ids(lines: &mut mpsc::Receiver<SharedLine>) -> Vec<String> {
+    /// What the client's writer would write now, as `header`, ids and `lost N`.
+    fn written(client: &mut Subscription) -> Vec<String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
         let mut seen = Vec::new();
-        while let Ok(line) = lines.try_recv() {
-            seen.push(match line_of(&line) {
+        while let Some(Some(lines)) = runtime.block_on(async {
+            tokio::time::timeout(std::time::Duration::ZERO, client.next())
+                .await
+                .ok()
+        }) {
+            seen.extend(lines.iter().map(|line| match line_of(line) {
                 Line::Header(_) => "header".to_string(),
                 Line::Umount(u) => u.id.to_string(),
                 Line::Lost(l) => format!("lost {}", l.lines),
                 other => panic!("unexpected {other:?}"),
-            });
+            }));
         }
         seen
     }
@@ -231,35 +300,47 @@ mod tests {
         assert_eq!(counts.connected.get(), 2);
         let mut sink = ToClients::new(hub.clone());
         let total = QUEUE_LINES as u64 + 10;
+        assert_eq!(written(&mut fast), ["header"]);
         for id in 1..=total {
             sink.umount(&attempt(id)).unwrap();
             // The fast client reads as it comes.
-            let got = ids(&mut fast);
-            let want = if id == 1 {
-                vec!["header".to_string(), "1".into()]
-            } else {
-                vec![id.to_string()]
-            };
-            assert_eq!(got, want);
+            assert_eq!(written(&mut fast), [id.to_string()]);
         }
-        // The slow one had the header and QUEUE_LINES - 1 lines; 11 were lost.
+        // The slow one had room for the header and QUEUE_LINES - 1 lines: 11 were lost.
         assert_eq!(counts.lines_lost.get(), 11);
-        let got = ids(&mut slow);
+        let got = written(&mut slow);
         assert_eq!(got.len(), QUEUE_LINES);
         assert_eq!(got[0], "header");
         assert_eq!(got[QUEUE_LINES - 1], (QUEUE_LINES as u64 - 1).to_string());
         // It reads again: the next line comes after a `lost` line for the 11.
         sink.umount(&attempt(total + 1)).unwrap();
         assert_eq!(
-            ids(&mut slow),
+            written(&mut slow),
             ["lost 11".to_string(), (total + 1).to_string()]
         );
-        assert_eq!(ids(&mut fast), [(total + 1).to_string()]);
+        assert_eq!(written(&mut fast), [(total + 1).to_string()]);
         assert_eq!(counts.lines_lost.get(), 11, "nothing lost since");
     }
 
     #[test]
-    fn a_client_gone_is_forgotten_and_closing_lets_the_rest_go() {
+    fn lines_lost_at_the_end_are_told_after_the_queue() {
+        let counts = ClientCounts::default();
+        let hub = Hub::new("{\"v\":1,\"type\":\"header\",\"busyprobe\":\"0\",\"host\":\"h\",\"kernel\":\"k\",\"probe_mode\":\"fentry\",\"started\":\"x\"}", counts.clone());
+        let mut slow = hub.join();
+        let mut sink = ToClients::new(hub.clone());
+        for id in 1..=QUEUE_LINES as u64 + 2 {
+            sink.umount(&attempt(id)).unwrap();
+        }
+        hub.close();
+        assert_eq!(counts.connected.get(), 0);
+        let got = written(&mut slow);
+        assert_eq!(got.len(), QUEUE_LINES + 1, "the queue, then the lost line");
+        assert_eq!(got[QUEUE_LINES], "lost 3");
+        assert_eq!(written(&mut slow), Vec::<String>::new(), "and then nothing");
+    }
+
+    #[test]
+    fn a_client_gone_is_forgotten() {
         let counts = ClientCounts::default();
         let hub = Hub::new("{}", counts.clone());
         let gone = hub.join();
@@ -269,17 +350,15 @@ mod tests {
         sink.umount(&attempt(7)).unwrap();
         assert_eq!(counts.connected.get(), 1);
         assert_eq!(counts.lines_lost.get(), 0);
-        let first = staying.try_recv().unwrap();
-        assert_eq!(&*first, b"{}\n");
-        let Line::Umount(u) = line_of(&staying.try_recv().unwrap()) else {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let first = runtime.block_on(staying.next()).unwrap();
+        assert_eq!(&*first[0], b"{}\n");
+        let line = runtime.block_on(staying.next()).unwrap();
+        let Line::Umount(u) = line_of(&line[0]) else {
             panic!("not an umount line")
         };
         assert_eq!(*u, UmountLine::new(&attempt(7)));
-        hub.close();
-        assert_eq!(counts.connected.get(), 0);
-        assert!(matches!(
-            staying.try_recv(),
-            Err(mpsc::error::TryRecvError::Disconnected)
-        ));
     }
 }

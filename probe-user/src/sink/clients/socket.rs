@@ -21,11 +21,11 @@ use nix::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{unix::OwnedReadHalf, UnixListener, UnixStream},
-    sync::{mpsc, oneshot},
+    sync::oneshot,
     task::JoinSet,
 };
 
-use super::{Hub, SharedLine};
+use super::{Hub, Subscription};
 
 /// Clients served at once; more are turned away (the socket is for the few people looking
 /// at a node during an incident, and each client costs a queue).
@@ -143,11 +143,13 @@ fn describe_peer(stream: &UnixStream) -> String {
 
 /// Writes the client's queue to it until the queue ends (the stream ended) or the client is
 /// gone; what it sends is read and ignored.
-async fn serve_client(stream: UnixStream, mut lines: mpsc::Receiver<SharedLine>, who: String) {
+async fn serve_client(stream: UnixStream, mut lines: Subscription, who: String) {
     let (input, mut output) = stream.into_split();
     let written = async {
-        while let Some(line) = lines.recv().await {
-            output.write_all(&line).await?;
+        while let Some(next) = lines.next().await {
+            for line in next {
+                output.write_all(&line).await?;
+            }
         }
         output.shutdown().await
     };
@@ -183,7 +185,7 @@ fn group_id(name: &str) -> Result<nix::unistd::Gid> {
     }
 }
 
-/// The socket's directory must exist: the agent does not create directories.
+/// The socket's directory must exist.
 fn check_directory(path: &Path) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
