@@ -28,6 +28,7 @@ mod agent;
 mod alive;
 mod before_start;
 mod binary;
+mod clients;
 mod comparison;
 mod container;
 mod demo;
@@ -82,6 +83,7 @@ fn main() {
         demo::trials(),
         record::trials(),
         agent::trials(),
+        clients::trials(),
         who::trials(),
         top::trials(),
         holders::trials(),
