@@ -209,6 +209,12 @@ fn agent_metrics_reach_a_real_prometheus() {
             errnos, expected,
             "{FAILURES} EBUSY, then the unmount that works"
         );
+        // The holder's name has a series of its own (the first names seen do).
+        let named = format!(
+            r#"busyprobe_busy_unmounts_by_holder_name_total{{comm="{}"}} {FAILURES}"#,
+            fixture.comm
+        );
+        assert!(scrape(metrics).lines().any(|l| l == named), "{named}");
         // The fixture (and its namespace) still lives: the unmount is what clears it.
         prometheus.wait_for(leaked, 0.0);
         prometheus.wait_for(r#"busyprobe_unmount_attempts_total{result="ok"}"#, 1.0);

@@ -294,6 +294,16 @@ pub struct AgentArgs {
     /// Serve no metrics.
     #[arg(long, conflicts_with = "metrics")]
     pub no_metrics: bool,
+    /// The first N process names of blamed holders get a series of their own in
+    /// `busyprobe_busy_unmounts_by_holder_name_total`; every later name counts under `other`
+    /// (label values stay bounded; 0 counts every name as `other`).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10,
+        conflicts_with = "no_metrics"
+    )]
+    pub metrics_holder_names: usize,
     /// Serve the live stream on the Unix socket PATH: every client gets the JSON Lines a
     /// recording holds, from a `header` line on (`busyprobe watch --connect PATH`, `busyprobe
     /// top --connect PATH`, or any reader such as `socat - UNIX-CONNECT:PATH`). Mode 0600 (root

@@ -59,7 +59,9 @@ pub fn run(args: &AgentArgs) -> Result<ExitCode> {
         hub.clone()
             .map(|hub| Box::new(ToClients::new(hub)) as Box<dyn Sink>),
     );
-    let mut metrics = listener.is_some().then(|| metrics(&mode));
+    let mut metrics = listener
+        .is_some()
+        .then(|| metrics(&mode, args.metrics_holder_names));
     if let (Some(metrics), Some(_)) = (&mut metrics, &hub) {
         metrics.count_clients(&counts);
     }
@@ -122,12 +124,13 @@ fn bind_socket(args: &AgentArgs) -> Result<ClientSocket> {
 }
 
 /// The metrics of the agent's stream.
-fn metrics(mode: &ModeDecision) -> Metrics {
-    Metrics::new(About {
+fn metrics(mode: &ModeDecision, holder_names: usize) -> Metrics {
+    let about = About {
         version: env!("CARGO_PKG_VERSION").into(),
         probe_mode: mode.mode.as_str().into(),
         kernel: kernel::release(),
-    })
+    };
+    Metrics::new(about, holder_names)
 }
 
 /// Serves the live clients until told to stop: the stop, and the task to wait for.
