@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use nix::mount::{umount2, MntFlags};
 
 use super::{
-    record::{hammer_for, PHASE},
+    record::{describe_drops, hammer_for, PHASE},
     scratch::{TempDir, Tmpfs},
     table::{machine, print_report, verdict},
     tracer::{Stdout, Tracer},
@@ -309,21 +309,6 @@ impl ReadBack {
             burst: text.lines().filter(|l| l.contains(&bursting)).count() as u64,
             drops,
         })
-    }
-}
-
-fn describe_drops(drops: &serde_json::Value) -> String {
-    let lost: Vec<String> = drops
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, n)| n.as_u64().is_some_and(|n| n > 0))
-        .map(|(cause, n)| format!("{cause} {n}"))
-        .collect();
-    if lost.is_empty() {
-        "none".into()
-    } else {
-        lost.join(", ")
     }
 }
 

@@ -245,7 +245,8 @@ fn read_back(file: &Path, plain: &Path) -> Result<(u64, String)> {
     Ok((recorded, drops))
 }
 
-fn describe_drops(drops: &Value) -> String {
+/// Drop counters as `none` or `cause n, ...`.
+pub fn describe_drops(drops: &Value) -> String {
     let lost: Vec<String> = drops
         .as_object()
         .into_iter()
