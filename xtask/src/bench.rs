@@ -14,6 +14,10 @@
 //! cost every other process: syscall loops and a many-small-files workload, timed against no
 //! tracer in shuffled rounds (see [`overhead`]).
 //!
+//! `storm` makes held mounts fail to unmount 1000 times a second in all while `watch --json`
+//! runs, and measures how far its lines fall behind, whether each names its holder, and its
+//! memory (see [`storm`]).
+//!
 //! Every process and mount they make is removed on the way out, on error and on Ctrl-C too.
 
 mod interrupt;
@@ -23,6 +27,7 @@ mod reading;
 mod record;
 mod report;
 mod scratch;
+mod storm;
 mod table;
 mod tools;
 mod tracer;
@@ -58,9 +63,10 @@ pub struct Options {
     /// Timed failing unmounts for the `watch` latency, after one untimed warm-up.
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=200))]
     pub umounts: u32,
-    /// Extra processes in the workload (the holders are among them).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
-    pub processes: u32,
+    /// Extra processes in the workload (the holders are among them) [default: 1000; 300 for
+    /// `storm`].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    pub processes: Option<u32>,
     /// Open files each extra process holds.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub fds: u32,
@@ -73,6 +79,9 @@ pub struct Options {
     /// Options of the `overhead` benchmark.
     #[command(flatten)]
     pub overhead: overhead::OverheadOptions,
+    /// Options of the `storm` benchmark.
+    #[command(flatten)]
+    pub storm: storm::StormOptions,
 }
 
 /// The benchmarks there are.
@@ -90,6 +99,10 @@ pub enum Benchmark {
     /// `busyprobe report` over 100 MB and 1 GB recordings: time against `wc -l`, and peak
     /// memory (constant whatever the size). Needs no root; about 1.2 GB of temporary disk.
     Reading,
+    /// An EBUSY storm (50 held mounts failing 20 times a second each, among 300 processes ×
+    /// 100 files): how far `watch --json`'s lines fall behind, whether each names its holder,
+    /// its memory and CPU.
+    Storm,
 }
 
 /// Runs one benchmark, or lists them when none is named.
@@ -106,6 +119,14 @@ pub fn bench(opts: &Options) -> Result<ExitCode> {
         },
         Some(Benchmark::Record) => match prepare("record", opts.binary.as_ref())? {
             Some(binary) => record::run(&binary),
+            None => Ok(ExitCode::FAILURE),
+        },
+        Some(Benchmark::Storm) => match prepare("storm", opts.binary.as_ref())? {
+            Some(binary) => {
+                warn_if_busy();
+                let processes = opts.processes.unwrap_or(300) as usize;
+                storm::run(&opts.storm, processes, opts.fds as usize, &binary)
+            }
             None => Ok(ExitCode::FAILURE),
         },
         Some(Benchmark::Reading) => match &opts.binary {
@@ -141,7 +162,7 @@ fn attribution(opts: &Options) -> Result<ExitCode> {
     warn_if_busy();
 
     let spec = WorkloadSpec {
-        processes: opts.processes as usize,
+        processes: opts.processes.unwrap_or(1000) as usize,
         fds: opts.fds as usize,
         holders: opts.holders as usize,
     };
