@@ -16,6 +16,7 @@ pub mod context;
 pub mod jobs;
 pub mod live;
 pub mod opens;
+pub mod pass;
 pub mod probes;
 pub mod source;
 pub mod tracked;
@@ -187,21 +188,24 @@ impl<'s> Pipeline<'s> {
         }
     }
 
-    /// Writes what a finished job produced. An EBUSY attempt is completed with the releases
-    /// seen so far (the source is drained first: a holder that let go before the scan ended
-    /// is in it) and `unknown` if nothing explains it.
+    /// Writes what a finished job produced. The EBUSY attempts of a pass are completed with
+    /// the releases seen so far (the source is drained first: a holder that let go before the
+    /// scan ended is in it) and `unknown` if nothing explains one; the EBUSYs drained join
+    /// the next pass.
     fn finished(
         &mut self,
         done: Result<Finished, JoinError>,
         source: &mut impl RecordSource,
     ) -> io::Result<()> {
         match done.map_err(io::Error::other)? {
-            Finished::Attempt(mut attempt) => {
+            Finished::Attempts(attempts) => {
                 let more = self.drain_all(source);
-                if let Some(Ok(attribution)) = &mut attempt.attribution {
-                    self.releases.complete(&attempt.call, attribution);
+                for mut attempt in attempts {
+                    if let Some(Ok(attribution)) = &mut attempt.attribution {
+                        self.releases.complete(&attempt.call, attribution);
+                    }
+                    self.sink.umount(&attempt)?;
                 }
-                self.sink.umount(&attempt)?;
                 self.jobs.dispatch(more, self.sink)
             }
             Finished::Warning(warning) => self.sink.warning(&warning),
@@ -312,14 +316,16 @@ mod tests {
             self.learned.lock().unwrap().push(attempt.id);
         }
 
-        fn attribute(&self, mut attempt: UmountAttempt) -> Finished {
+        fn attribute(&self, mut attempts: Vec<UmountAttempt>) -> Vec<UmountAttempt> {
             self.source.slip_in(self.release.clone());
-            let mut fd =
-                sample_process_holder(HolderKind::Fd, 812, 777, b"sleep", Some(4026531840));
-            fd.fd = Some(3);
-            fd.path = Some(format!("{}/data", self.mount_point).into_bytes());
-            attempt.attribution = Some(Ok(sample_attribution(self.mount_point, vec![fd])));
-            Finished::Attempt(Box::new(attempt))
+            for attempt in &mut attempts {
+                let mut fd =
+                    sample_process_holder(HolderKind::Fd, 812, 777, b"sleep", Some(4026531840));
+                fd.fd = Some(3);
+                fd.path = Some(format!("{}/data", self.mount_point).into_bytes());
+                attempt.attribution = Some(Ok(sample_attribution(self.mount_point, vec![fd])));
+            }
+            attempts
         }
 
         fn check_outlived(&self, _attempt: &UmountAttempt) -> Finished {
