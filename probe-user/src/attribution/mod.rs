@@ -215,12 +215,34 @@ fn reread(ns: &Namespace) -> Option<Namespace> {
     Namespace::of_pid(pid).filter(|again| again.mntns == ns.mntns)
 }
 
-/// What keeps a filesystem alive after `unmounted` was successfully unmounted (plain or
-/// lazy): other mounts of the same filesystem and root in any namespace, and processes still
-/// holding the (lazily detached) mount. Empty when nothing does.
-pub fn alive_after_unmount(unmounted: &MountEntry, scanner: &mut Scanner) -> Vec<Holder> {
+/// What keeps each filesystem alive after each of `unmounted` was successfully unmounted
+/// (plain or lazy), in order: other mounts of the same filesystem and root in any namespace,
+/// and processes still holding the (lazily detached) mount. Empty for one nothing keeps. One
+/// namespace snapshot and as few scans as the kernel scan's map allows serve them all.
+pub fn alive_after_unmounts(unmounted: &[MountEntry], scanner: &mut Scanner) -> Vec<Vec<Holder>> {
     let namespaces = namespaces::all_namespaces();
-    let mut holders: Vec<Holder> = Vec::new();
+    let mut all: Vec<Vec<Holder>> = unmounted
+        .iter()
+        .map(|m| still_mounted_elsewhere(m, &namespaces))
+        .collect();
+    let id_sets: Vec<HashSet<u64>> = unmounted.iter().map(|m| HashSet::from([m.id])).collect();
+    let refs: Vec<&HashSet<u64>> = id_sets.iter().collect();
+    for pass in passes(&refs, kernel_scan::MAX_SCAN_MOUNTS) {
+        let ids: HashSet<u64> = pass.iter().map(|&i| unmounted[i].id).collect();
+        let scan = scanner.scan(&ids);
+        for &i in &pass {
+            all[i].extend(detached_holders(unmounted[i].id, &scan));
+        }
+    }
+    all
+}
+
+/// Mounts of `unmounted`'s filesystem and root in any of `namespaces`.
+fn still_mounted_elsewhere(
+    unmounted: &MountEntry,
+    namespaces: &BTreeMap<u64, Namespace>,
+) -> Vec<Holder> {
+    let mut holders = Vec::new();
     for ns in namespaces.values() {
         for m in ns.mounts.iter().filter(|m| m.shows_same_tree(unmounted)) {
             let mut h = Holder::new(HolderKind::MountCopy, m.id, Seen::MountTable);
@@ -234,9 +256,14 @@ pub fn alive_after_unmount(unmounted: &MountEntry, scanner: &mut Scanner) -> Vec
             holders.push(h);
         }
     }
-    let scan = scanner.scan(&HashSet::from([unmounted.id]));
+    holders
+}
+
+/// The processes in `scan` holding the detached mount `id`.
+fn detached_holders(id: u64, scan: &ScanOutcome) -> Vec<Holder> {
+    let mut holders = Vec::new();
     for (process, holds) in &scan.holders {
-        for hold in holds {
+        for hold in holds.iter().filter(|h| h.mount_id == id) {
             let mut h = process_hold(process, hold, scan.method);
             h.note = Some("holds the detached mount".into());
             holders.push(h);
@@ -540,6 +567,47 @@ mod tests {
             [(HolderKind::Cwd, 4_100_002, 900031, None)]
         );
         assert_eq!(for_b.mount.id, 900031);
+    }
+
+    #[test]
+    fn one_scan_for_several_detached_mounts_gives_each_its_own_holders() {
+        let process = |pid: u32| {
+            sample_process_holder(HolderKind::Fd, 0, pid, b"p", None)
+                .process
+                .unwrap()
+        };
+        let scan = ScanOutcome {
+            holders: vec![
+                (
+                    process(4_100_001),
+                    vec![hold(HolderKind::Fd, 900050, Some(3))],
+                ),
+                (
+                    process(4_100_002),
+                    vec![
+                        hold(HolderKind::Cwd, 900051, None),
+                        hold(HolderKind::Fd, 900050, Some(4)),
+                    ],
+                ),
+            ],
+            method: Seen::KernelScan,
+            ..ScanOutcome::default()
+        };
+        let summary = |id| -> Vec<(HolderKind, u32, Option<i32>)> {
+            detached_holders(id, &scan)
+                .iter()
+                .map(|h| (h.kind, h.process.as_ref().unwrap().pid, h.fd))
+                .collect()
+        };
+        assert_eq!(
+            summary(900050),
+            [
+                (HolderKind::Fd, 4_100_001, Some(3)),
+                (HolderKind::Fd, 4_100_002, Some(4))
+            ]
+        );
+        assert_eq!(summary(900051), [(HolderKind::Cwd, 4_100_002, None)]);
+        assert!(summary(900052).is_empty());
     }
 
     #[test]

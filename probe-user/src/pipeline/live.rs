@@ -11,7 +11,7 @@ use std::{
 };
 
 use super::{
-    jobs::{Attributor, Finished},
+    jobs::Attributor,
     opens::OpenMaps,
     pass::{Answer, Pass, Resolved},
     tracked::TrackedMounts,
@@ -26,9 +26,10 @@ use crate::{
         Scanner,
     },
     event::{UmountAttempt, Warning},
-    model::{Attribution, Coverage, MountSummary, Seen},
+    model::{Attribution, Coverage, Holder, MountSummary, Seen},
     state::{
         mount_cache::{MountCache, OnTables},
+        mountinfo::MountEntry,
         process,
     },
 };
@@ -196,41 +197,69 @@ impl Attributor for Live {
         attempts
     }
 
-    /// A warning when the filesystem a successful unmount removed is still in use.
-    fn check_outlived(&self, attempt: &UmountAttempt) -> Finished {
-        let Some(target) = attempt.target_abs.as_deref() else {
-            return Finished::Nothing;
-        };
-        let Some(unmounted) = self.mounts.unmounted_at(attempt.call.mntns, target) else {
+    /// A warning for each successful unmount whose filesystem is still in use, from one scan
+    /// for all of them.
+    fn check_outlived(&self, attempts: &[UmountAttempt]) -> Vec<Warning> {
+        let removed: Vec<(&UmountAttempt, MountEntry)> = attempts
+            .iter()
+            .filter_map(|a| Some((a, self.unmounted_by(a)?)))
+            .collect();
+        if removed.is_empty() {
+            return Vec::new();
+        }
+        let entries: Vec<MountEntry> = removed.iter().map(|(_, m)| m.clone()).collect();
+        let alive = self
+            .with_scanner(|s| attribution::alive_after_unmounts(&entries, s))
+            .unwrap_or_default();
+        removed
+            .into_iter()
+            .zip(alive)
+            .filter_map(|((attempt, unmounted), holders)| outlived(attempt, unmounted, holders))
+            .collect()
+    }
+}
+
+impl Live {
+    /// The mount a successful unmount removed, from the mount-table cache.
+    fn unmounted_by(&self, attempt: &UmountAttempt) -> Option<MountEntry> {
+        let target = attempt.target_abs.as_deref()?;
+        let unmounted = self.mounts.unmounted_at(attempt.call.mntns, target);
+        if unmounted.is_none() {
             tracing::debug!(
                 "unmount {}: the cached table of mount namespace {} has nothing at {}",
                 attempt.id,
                 attempt.call.mntns,
                 String::from_utf8_lossy(target)
             );
-            return Finished::Nothing;
-        };
-        let holders = self
-            .with_scanner(|s| attribution::alive_after_unmount(&unmounted, s))
-            .unwrap_or_default();
-        if holders.is_empty() {
-            tracing::debug!(
-                "unmount {}: nothing keeps mount {} alive",
-                attempt.id,
-                unmounted.id
-            );
-            return Finished::Nothing;
         }
-        Finished::Warning(Box::new(Warning::AliveAfterUnmount {
-            umount_id: attempt.id,
-            ts: SystemTime::now(),
-            target: attempt.call.target.bytes.clone(),
-            mount: MountSummary {
-                id: unmounted.id,
-                mntns: attempt.call.mntns,
-                entry: unmounted,
-            },
-            holders,
-        }))
+        unmounted
     }
+}
+
+/// The warning for a successful unmount of `unmounted` that `holders` keep alive (none when
+/// nothing does).
+fn outlived(
+    attempt: &UmountAttempt,
+    unmounted: MountEntry,
+    holders: Vec<Holder>,
+) -> Option<Warning> {
+    if holders.is_empty() {
+        tracing::debug!(
+            "unmount {}: nothing keeps mount {} alive",
+            attempt.id,
+            unmounted.id
+        );
+        return None;
+    }
+    Some(Warning::AliveAfterUnmount {
+        umount_id: attempt.id,
+        ts: SystemTime::now(),
+        target: attempt.call.target.bytes.clone(),
+        mount: MountSummary {
+            id: unmounted.id,
+            mntns: attempt.call.mntns,
+            entry: unmounted,
+        },
+        holders,
+    })
 }

@@ -188,29 +188,26 @@ impl<'s> Pipeline<'s> {
         }
     }
 
-    /// Writes what a finished job produced. The EBUSY attempts of a pass are completed with
-    /// the releases seen so far (the source is drained first: a holder that let go before the
-    /// scan ended is in it) and `unknown` if nothing explains one; the EBUSYs drained join
-    /// the next pass.
+    /// Writes what a pass produced. Its EBUSY attempts are completed with the releases seen
+    /// so far (the source is drained first: a holder that let go before the scan ended is in
+    /// it) and `unknown` if nothing explains one; the attempts drained join the next pass.
     fn finished(
         &mut self,
         done: Result<Finished, JoinError>,
         source: &mut impl RecordSource,
     ) -> io::Result<()> {
-        match done.map_err(io::Error::other)? {
-            Finished::Attempts(attempts) => {
-                let more = self.drain_all(source);
-                for mut attempt in attempts {
-                    if let Some(Ok(attribution)) = &mut attempt.attribution {
-                        self.releases.complete(&attempt.call, attribution);
-                    }
-                    self.sink.umount(&attempt)?;
-                }
-                self.jobs.dispatch(more, self.sink)
+        let done = done.map_err(io::Error::other)?;
+        let more = self.drain_all(source);
+        for mut attempt in done.attempts {
+            if let Some(Ok(attribution)) = &mut attempt.attribution {
+                self.releases.complete(&attempt.call, attribution);
             }
-            Finished::Warning(warning) => self.sink.warning(&warning),
-            Finished::Nothing => Ok(()),
+            self.sink.umount(&attempt)?;
         }
+        for warning in &done.warnings {
+            self.sink.warning(warning)?;
+        }
+        self.jobs.dispatch(more, self.sink)
     }
 
     /// Writes the last attempts and waits for every job still running.
@@ -328,8 +325,8 @@ mod tests {
             attempts
         }
 
-        fn check_outlived(&self, _attempt: &UmountAttempt) -> Finished {
-            Finished::Nothing
+        fn check_outlived(&self, _attempts: &[UmountAttempt]) -> Vec<Warning> {
+            Vec::new()
         }
     }
 
