@@ -54,22 +54,22 @@ const GOAL_RSS_GROWTH: f64 = 1.10;
 /// Options of `cargo xtask bench storm`.
 #[derive(clap::Args)]
 pub struct StormOptions {
-    /// `storm`: held tmpfs mounts, each failing to unmount `--rate` times a second.
+    /// `storm`: held tmpfs mounts, each failing to unmount `--storm-rate` times a second.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=500))]
-    pub mounts: u32,
+    pub storm_mounts: u32,
     /// `storm`: failing unmounts per second of each mount.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub rate: u32,
+    pub storm_rate: u32,
     /// `storm`: how long the storm lasts, in seconds.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=600))]
-    pub duration: u32,
+    pub storm_seconds: u32,
 }
 
 /// Runs the storm with the busyprobe at `binary` on `processes` processes of `fds` files.
 pub fn run(opts: &StormOptions, processes: usize, fds: usize, binary: &Path) -> Result<ExitCode> {
     let shape = Shape {
-        mounts: opts.mounts as usize,
-        processes: processes.max(opts.mounts as usize),
+        mounts: opts.storm_mounts as usize,
+        processes: processes.max(opts.storm_mounts as usize),
         fds,
     };
     let figures = {
@@ -110,7 +110,7 @@ fn measure(opts: &StormOptions, mounts: &Mounts, binary: &Path) -> Result<Figure
     warm_up(&watch, mounts, clock)?;
     println!(
         "xtask: bench storm: {} mounts × {} EBUSY/s for {} s",
-        opts.mounts, opts.rate, opts.duration
+        opts.storm_mounts, opts.storm_rate, opts.storm_seconds
     );
     let mut tally = Tally::new(clock, &mounts.points, &mounts.holders);
     let rss_before = rss_kib(pid);
@@ -175,10 +175,10 @@ fn storm(
     pid: u32,
 ) -> Result<(Calls, Option<u64>)> {
     let stdout = watch.stdout().context("watch's stdout is not read")?;
-    let duration = Duration::from_secs(u64::from(opts.duration));
+    let duration = Duration::from_secs(u64::from(opts.storm_seconds));
     let load = Storm {
         points: &mounts.points,
-        per_sec: opts.rate,
+        per_sec: opts.storm_rate,
         duration,
     };
     let stop = AtomicBool::new(false);
@@ -310,7 +310,7 @@ fn report(opts: &StormOptions, shape: &Shape, f: &Figures) {
             "{} held tmpfs mounts × {} failing umount2/s for {} s, among {} processes × {} open \
              files; `busyprobe watch --json --path <the mounts' temp dir>`; lag = read time − \
              the line's ts",
-            shape.mounts, opts.rate, opts.duration, shape.processes, shape.fds
+            shape.mounts, opts.storm_rate, opts.storm_seconds, shape.processes, shape.fds
         ),
     ];
     if f.calls.other > 0 {
