@@ -15,7 +15,7 @@ use tempfile::TempDir;
 use crate::support::{
     contract::{self, assert_stats_line, assert_umount_line, is_stats, TARGET_KEPT},
     fixture::{Call, Plan},
-    incident::{observe_one, Fixture},
+    incident::{observe, observe_one, Fixture},
     watcher::{is_umount_of, lines_text, Stdout, Watcher},
 };
 
@@ -42,6 +42,7 @@ pub fn trials() -> Vec<Trial> {
         sigterm_exits_zero_with_final_stats,
         sigint_exits_zero_with_final_stats,
         closed_stdout_exits_quietly,
+        ebusys_on_several_mounts_back_to_back_each_name_their_own_holder,
     ]
 }
 
@@ -411,4 +412,39 @@ fn every_probe_loads_and_attaches_without_a_warning() {
         !stderr.contains("WARN"),
         "a program did not load or attach:\n{stderr}"
     );
+}
+
+/// EBUSYs on three mounts, four rounds back to back: decoded together, they share attribution
+/// passes (one scan for all the mounts a pass answers); each line must still name exactly its
+/// own mount's holder, never another mount's.
+fn ebusys_on_several_mounts_back_to_back_each_name_their_own_holder() {
+    let (_dir, tmp) = temp_dir();
+    let mounts: Vec<PathBuf> = (0..3).map(|k| tmp.join(format!("m{k}"))).collect();
+    let mut plan = Plan::new();
+    for mnt in &mounts {
+        plan = plan.tmpfs(mnt).hold(mnt.join("held"));
+    }
+    for _ in 0..4 {
+        for mnt in &mounts {
+            plan = plan.umount2(mnt, 0);
+        }
+    }
+    let watcher = Watcher::start(&NO_ARGS);
+    let (fixture, lines) = observe(&watcher, &plan);
+    assert_eq!(lines.len(), 12);
+    for (line, call) in lines.iter().zip(&fixture.report.calls) {
+        assert_failed_with(call, line, libc::EBUSY, "EBUSY");
+        let held = format!("{}/held", line["target"].as_str().expect("target"));
+        let holders: Vec<_> = line["holders"]
+            .as_array()
+            .expect("holders on an EBUSY line")
+            .iter()
+            .map(|h| (h["kind"].clone(), h["pid"].clone(), h["path"].clone()))
+            .collect();
+        assert_eq!(
+            holders,
+            [(json!("fd"), json!(fixture.pid()), json!(held))],
+            "{line}"
+        );
+    }
 }

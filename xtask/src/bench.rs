@@ -17,6 +17,10 @@
 //! `agent` runs `busyprobe agent` with everything on for minutes and samples its RSS, CPU and
 //! scrape time (see [`agent`]).
 //!
+//! `storm` makes held mounts fail to unmount 1000 times a second in all while `watch --json`
+//! runs, and measures how far its lines fall behind, whether each names its holder, and its
+//! memory (see [`storm`]).
+//!
 //! Every process and mount they make is removed on the way out, on error and on Ctrl-C too.
 
 mod agent;
@@ -27,6 +31,7 @@ mod reading;
 mod record;
 mod report;
 mod scratch;
+mod storm;
 mod table;
 mod tools;
 mod tracer;
@@ -62,9 +67,10 @@ pub struct Options {
     /// Timed failing unmounts for the `watch` latency, after one untimed warm-up.
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=200))]
     pub umounts: u32,
-    /// Extra processes in the workload (the holders are among them).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
-    pub processes: u32,
+    /// Extra processes in the workload (the holders are among them) [default: 1000; 300 for
+    /// `storm`].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    pub processes: Option<u32>,
     /// Open files each extra process holds.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub fds: u32,
@@ -80,6 +86,9 @@ pub struct Options {
     /// Options of the `agent` benchmark.
     #[command(flatten)]
     pub agent: agent::AgentOptions,
+    /// Options of the `storm` benchmark.
+    #[command(flatten)]
+    pub storm: storm::StormOptions,
 }
 
 /// The benchmarks there are.
@@ -101,6 +110,10 @@ pub enum Benchmark {
     /// `busyprobe report` over 100 MB and 1 GB recordings: time against `wc -l`, and peak
     /// memory (constant whatever the size). Needs no root; about 1.2 GB of temporary disk.
     Reading,
+    /// An EBUSY storm (50 held mounts failing 20 times a second each, among 300 processes ×
+    /// 100 files): how far `watch --json`'s lines fall behind, whether each names its holder,
+    /// its memory and CPU.
+    Storm,
 }
 
 /// Runs one benchmark, or lists them when none is named.
@@ -121,6 +134,14 @@ pub fn bench(opts: &Options) -> Result<ExitCode> {
         },
         Some(Benchmark::Agent) => match prepare("agent", opts.binary.as_ref())? {
             Some(binary) => agent::run(&opts.agent, &binary),
+            None => Ok(ExitCode::FAILURE),
+        },
+        Some(Benchmark::Storm) => match prepare("storm", opts.binary.as_ref())? {
+            Some(binary) => {
+                warn_if_busy();
+                let processes = opts.processes.unwrap_or(300) as usize;
+                storm::run(&opts.storm, processes, opts.fds as usize, &binary)
+            }
             None => Ok(ExitCode::FAILURE),
         },
         Some(Benchmark::Reading) => match &opts.binary {
@@ -156,7 +177,7 @@ fn attribution(opts: &Options) -> Result<ExitCode> {
     warn_if_busy();
 
     let spec = WorkloadSpec {
-        processes: opts.processes as usize,
+        processes: opts.processes.unwrap_or(1000) as usize,
         fds: opts.fds as usize,
         holders: opts.holders as usize,
     };

@@ -41,6 +41,10 @@ pub struct KernelScanner {
     anon_mount: Option<u32>,
 }
 
+/// Mount ids one scan can look for: `SCAN_MOUNTS` holds 64 entries, one of them the
+/// anonymous-inode mount's.
+pub const MAX_SCAN_MOUNTS: usize = 63;
+
 /// `SCAN_MOUNTS` values (see `probe-ebpf/src/holders.rs`).
 const MOUNT_WANTED: u32 = 1;
 const MOUNT_ANON: u32 = 2;

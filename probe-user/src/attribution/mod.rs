@@ -11,7 +11,7 @@ pub mod namespaces;
 pub mod proc_scan;
 pub mod target;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use anyhow::Result;
 
@@ -54,61 +54,159 @@ pub fn attribute(view: Viewpoint, path: &[u8], scanner: &mut Scanner) -> Result<
 
 /// Finds every holder of `target`'s mount.
 pub fn attribute_mount(target: &TargetMount, scanner: &mut Scanner) -> Attribution {
+    attribute_mounts(std::slice::from_ref(target), scanner)
+        .pop()
+        .expect("one attribution per target")
+}
+
+/// Finds every holder of each of `targets`' mounts, in order, with one namespace snapshot and
+/// as few scans as the kernel scan's map allows: one pass over the processes answers them all
+/// (holds are told apart by mount id). A pass that saw a fanotify queue pinning any of them
+/// is redone per mount, since a queue's count covers every mount the pass looked for.
+pub fn attribute_mounts(targets: &[TargetMount], scanner: &mut Scanner) -> Vec<Attribution> {
     let namespaces = namespaces::all_namespaces();
-    let own_ns = target.namespace.mntns;
-    let parent = target.namespace.mount(target.entry.parent);
-    let copies = if copies::still_mounted(&target.entry, reread(&target.namespace).as_ref()) {
-        copies::find(&target.entry, parent, namespaces.values())
-    } else {
-        tracing::debug!(
-            "mount {} left namespace {own_ns} before its copies could be told apart: none looked for",
-            target.entry.id
-        );
-        Vec::new()
-    };
-    let mut ids: HashSet<u64> = copies.iter().map(|c| c.id).collect();
-    ids.insert(target.entry.id);
-    let scan = scanner.scan(&ids);
-
-    let mut holders = process_holders(target.entry.id, &scan, &copies);
-    holders.retain(|h| {
-        !on_a_reused_id(h, &target.entry, |mntns, pid, id| {
-            match namespaces.get(&mntns) {
-                Some(ns) => ns.mount(id).cloned(),
-                // A namespace born after the snapshot: read now.
-                None => Namespace::of_pid(pid)
-                    .filter(|n| n.mntns == mntns)?
-                    .mount(id)
-                    .cloned(),
-            }
+    let mut rereads = BTreeMap::new();
+    let looks: Vec<Look> = targets
+        .iter()
+        .map(|target| {
+            let reread = rereads
+                .entry(target.namespace.mntns)
+                .or_insert_with(|| reread(&target.namespace));
+            Look::new(target, &namespaces, reread.as_ref())
         })
-    });
-    holders.extend(submount_holders(target));
-    let mut viewers: Vec<u32> = vec![target.namespace.pid];
-    viewers.extend(copies.iter().map(|c| c.pid));
-    viewers.push(std::process::id());
-    holders.extend(backing_file_holders(&ids, &viewers));
-    holders.extend(fanotify_holders(target, &scan));
-    holders.extend(private_copy_notes(&copies, &holders));
-    holders.sort_by_key(|h| (!h.blamed, h.kind, h.process.as_ref().map(|p| p.pid), h.fd));
-
-    Attribution {
-        mount: MountSummary {
-            id: target.entry.id,
-            mntns: own_ns,
-            entry: target.entry.clone(),
-        },
-        is_mount_point: target.is_mount_point,
-        holders,
-        accessors: Vec::new(),
-        uninspectable: scan.uninspectable,
-        coverage: Coverage {
-            method: scan.method,
-            processes: scan.processes,
-            fds: scan.fds,
-            namespaces: namespaces.len(),
-        },
+        .collect();
+    let mut out = Vec::with_capacity(targets.len());
+    let id_sets: Vec<&HashSet<u64>> = looks.iter().map(|l| &l.ids).collect();
+    for pass in passes(&id_sets, kernel_scan::MAX_SCAN_MOUNTS) {
+        let ids: HashSet<u64> = pass
+            .iter()
+            .flat_map(|&i| looks[i].ids.iter().copied())
+            .collect();
+        let scan = scanner.scan(&ids);
+        if pass.len() > 1 && counted_fanotify_queues(&scan) {
+            for &i in &pass {
+                let own = scanner.scan(&looks[i].ids);
+                out.push((i, looks[i].attribution(&own, &namespaces)));
+            }
+            continue;
+        }
+        out.extend(
+            pass.iter()
+                .map(|&i| (i, looks[i].attribution(&scan, &namespaces))),
+        );
     }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, a)| a).collect()
+}
+
+/// What one target's attribution looks for: its mount, its copies and their ids.
+struct Look<'t> {
+    target: &'t TargetMount,
+    copies: Vec<MountCopy>,
+    ids: HashSet<u64>,
+}
+
+impl<'t> Look<'t> {
+    /// The copies of `target` in `namespaces` (none when its own namespace, read again in
+    /// `reread`, no longer has it).
+    fn new(
+        target: &'t TargetMount,
+        namespaces: &BTreeMap<u64, Namespace>,
+        reread: Option<&Namespace>,
+    ) -> Self {
+        let parent = target.namespace.mount(target.entry.parent);
+        let copies = if copies::still_mounted(&target.entry, reread) {
+            copies::find(&target.entry, parent, namespaces.values())
+        } else {
+            tracing::debug!(
+                "mount {} left namespace {} before its copies could be told apart: none looked for",
+                target.entry.id,
+                target.namespace.mntns
+            );
+            Vec::new()
+        };
+        let mut ids: HashSet<u64> = copies.iter().map(|c| c.id).collect();
+        ids.insert(target.entry.id);
+        Self {
+            target,
+            copies,
+            ids,
+        }
+    }
+
+    /// The target's holders in `scan` (which may have looked for other mounts too).
+    fn attribution(
+        &self,
+        scan: &ScanOutcome,
+        namespaces: &BTreeMap<u64, Namespace>,
+    ) -> Attribution {
+        let target = self.target;
+        let mut holders = process_holders(target.entry.id, scan, &self.copies);
+        holders.retain(|h| {
+            !on_a_reused_id(h, &target.entry, |mntns, pid, id| {
+                match namespaces.get(&mntns) {
+                    Some(ns) => ns.mount(id).cloned(),
+                    // A namespace born after the snapshot: read now.
+                    None => Namespace::of_pid(pid)
+                        .filter(|n| n.mntns == mntns)?
+                        .mount(id)
+                        .cloned(),
+                }
+            })
+        });
+        holders.extend(submount_holders(target));
+        let mut viewers: Vec<u32> = vec![target.namespace.pid];
+        viewers.extend(self.copies.iter().map(|c| c.pid));
+        viewers.push(std::process::id());
+        holders.extend(backing_file_holders(&self.ids, &viewers));
+        holders.extend(fanotify_holders(target, scan));
+        holders.extend(private_copy_notes(&self.copies, &holders));
+        holders.sort_by_key(|h| (!h.blamed, h.kind, h.process.as_ref().map(|p| p.pid), h.fd));
+
+        Attribution {
+            mount: MountSummary {
+                id: target.entry.id,
+                mntns: target.namespace.mntns,
+                entry: target.entry.clone(),
+            },
+            is_mount_point: target.is_mount_point,
+            holders,
+            accessors: Vec::new(),
+            uninspectable: scan.uninspectable.clone(),
+            coverage: Coverage {
+                method: scan.method,
+                processes: scan.processes,
+                fds: scan.fds,
+                namespaces: namespaces.len(),
+            },
+        }
+    }
+}
+
+/// The targets' id sets (by index) grouped into scans of at most `max_ids` mount ids each,
+/// in order (a target with more ids than that gets a scan of its own, which the scanner then
+/// answers as it can).
+fn passes(id_sets: &[&HashSet<u64>], max_ids: usize) -> Vec<Vec<usize>> {
+    let mut passes: Vec<Vec<usize>> = Vec::new();
+    let mut ids: HashSet<u64> = HashSet::new();
+    for (i, set) in id_sets.iter().enumerate() {
+        let more = set.difference(&ids).count();
+        match passes.last_mut() {
+            Some(pass) if ids.len() + more <= max_ids => pass.push(i),
+            _ => {
+                passes.push(vec![i]);
+                ids.clear();
+            }
+        }
+        ids.extend(set.iter().copied());
+    }
+    passes
+}
+
+/// Whether the kernel scan counted unread fanotify events on the mounts it looked for: the
+/// count is per queue, over all of them, so it cannot be split between mounts.
+fn counted_fanotify_queues(scan: &ScanOutcome) -> bool {
+    scan.fanotify.iter().any(|l| l.queued.is_some())
 }
 
 /// `ns` read again, through any process still in it.
@@ -117,12 +215,34 @@ fn reread(ns: &Namespace) -> Option<Namespace> {
     Namespace::of_pid(pid).filter(|again| again.mntns == ns.mntns)
 }
 
-/// What keeps a filesystem alive after `unmounted` was successfully unmounted (plain or
-/// lazy): other mounts of the same filesystem and root in any namespace, and processes still
-/// holding the (lazily detached) mount. Empty when nothing does.
-pub fn alive_after_unmount(unmounted: &MountEntry, scanner: &mut Scanner) -> Vec<Holder> {
+/// What keeps each filesystem alive after each of `unmounted` was successfully unmounted
+/// (plain or lazy), in order: other mounts of the same filesystem and root in any namespace,
+/// and processes still holding the (lazily detached) mount. Empty for one nothing keeps. One
+/// namespace snapshot and as few scans as the kernel scan's map allows serve them all.
+pub fn alive_after_unmounts(unmounted: &[MountEntry], scanner: &mut Scanner) -> Vec<Vec<Holder>> {
     let namespaces = namespaces::all_namespaces();
-    let mut holders: Vec<Holder> = Vec::new();
+    let mut all: Vec<Vec<Holder>> = unmounted
+        .iter()
+        .map(|m| still_mounted_elsewhere(m, &namespaces))
+        .collect();
+    let id_sets: Vec<HashSet<u64>> = unmounted.iter().map(|m| HashSet::from([m.id])).collect();
+    let refs: Vec<&HashSet<u64>> = id_sets.iter().collect();
+    for pass in passes(&refs, kernel_scan::MAX_SCAN_MOUNTS) {
+        let ids: HashSet<u64> = pass.iter().map(|&i| unmounted[i].id).collect();
+        let scan = scanner.scan(&ids);
+        for &i in &pass {
+            all[i].extend(detached_holders(unmounted[i].id, &scan));
+        }
+    }
+    all
+}
+
+/// Mounts of `unmounted`'s filesystem and root in any of `namespaces`.
+fn still_mounted_elsewhere(
+    unmounted: &MountEntry,
+    namespaces: &BTreeMap<u64, Namespace>,
+) -> Vec<Holder> {
+    let mut holders = Vec::new();
     for ns in namespaces.values() {
         for m in ns.mounts.iter().filter(|m| m.shows_same_tree(unmounted)) {
             let mut h = Holder::new(HolderKind::MountCopy, m.id, Seen::MountTable);
@@ -136,9 +256,14 @@ pub fn alive_after_unmount(unmounted: &MountEntry, scanner: &mut Scanner) -> Vec
             holders.push(h);
         }
     }
-    let scan = scanner.scan(&HashSet::from([unmounted.id]));
+    holders
+}
+
+/// The processes in `scan` holding the detached mount `id`.
+fn detached_holders(id: u64, scan: &ScanOutcome) -> Vec<Holder> {
+    let mut holders = Vec::new();
     for (process, holds) in &scan.holders {
-        for hold in holds {
+        for hold in holds.iter().filter(|h| h.mount_id == id) {
             let mut h = process_hold(process, hold, scan.method);
             h.note = Some("holds the detached mount".into());
             holders.push(h);
@@ -318,6 +443,190 @@ fn private_copy_notes(copies: &[MountCopy], holders: &[Holder]) -> Vec<Holder> {
 mod tests {
     use super::*;
     use crate::{model::sample_process_holder, state::mountinfo::parse_line};
+
+    fn ids(list: &[u64]) -> HashSet<u64> {
+        list.iter().copied().collect()
+    }
+
+    #[test]
+    fn targets_share_scans_up_to_the_maps_size_and_are_never_split() {
+        let sets = [
+            ids(&[1, 2]),
+            ids(&[3]),
+            ids(&[2, 4]),
+            ids(&[5, 6, 7]),
+            ids(&[8]),
+        ];
+        let refs: Vec<&HashSet<u64>> = sets.iter().collect();
+        // 1 2 3 4 fit in four; 5 6 7 would make seven.
+        assert_eq!(passes(&refs, 4), [vec![0, 1, 2], vec![3, 4]]);
+        assert_eq!(passes(&refs, 63), [vec![0, 1, 2, 3, 4]]);
+        // A target with more ids than a scan takes still gets one, alone.
+        assert_eq!(passes(&refs[3..], 2), [vec![0], vec![1]]);
+    }
+
+    fn tmpfs(id: u64, parent: u64, dev: u64, point: &str) -> MountEntry {
+        let line = format!("{id} {parent} 0:{dev} / {point} rw - tmpfs tmpfs rw");
+        parse_line(line.as_bytes()).unwrap()
+    }
+
+    fn hold(kind: HolderKind, mount_id: u64, fd: Option<i32>) -> proc_scan::Hold {
+        proc_scan::Hold {
+            kind,
+            mount_id,
+            path: format!("/held/on/{mount_id}").into_bytes(),
+            fd,
+        }
+    }
+
+    #[test]
+    fn one_scan_for_several_mounts_gives_each_its_own_holders() {
+        // Two tmpfs mounts of one namespace (ids far above any real mount's), the first with
+        // a copy (900040) in another namespace that receives the unmount.
+        let (a, b) = (
+            tmpfs(900030, 1, 9030, "/s/a"),
+            tmpfs(900031, 1, 9031, "/s/b"),
+        );
+        let namespace = Namespace {
+            mntns: 4026530001,
+            pid: 4_000_000,
+            mounts: vec![a.clone(), b.clone()],
+        };
+        let target = |entry: &MountEntry| TargetMount {
+            entry: entry.clone(),
+            namespace: namespace.clone(),
+            is_mount_point: true,
+        };
+        let (ta, tb) = (target(&a), target(&b));
+        let copy = MountCopy {
+            id: 900040,
+            mntns: 4026530002,
+            pid: 4_000_001,
+            mount_point: b"/elsewhere/a".to_vec(),
+            propagation: "parent shared:7".into(),
+            counted: true,
+        };
+        let look_a = Look {
+            target: &ta,
+            copies: vec![copy],
+            ids: ids(&[900030, 900040]),
+        };
+        let look_b = Look {
+            target: &tb,
+            copies: Vec::new(),
+            ids: ids(&[900031]),
+        };
+        let process = |pid: u32| {
+            sample_process_holder(HolderKind::Fd, 0, pid, b"p", None)
+                .process
+                .unwrap()
+        };
+        let scan = ScanOutcome {
+            holders: vec![
+                (
+                    process(4_100_001),
+                    vec![hold(HolderKind::Fd, 900030, Some(3))],
+                ),
+                (
+                    process(4_100_002),
+                    vec![
+                        hold(HolderKind::Cwd, 900031, None),
+                        hold(HolderKind::Fd, 900030, Some(5)),
+                    ],
+                ),
+                (
+                    process(4_100_003),
+                    vec![hold(HolderKind::Fd, 900040, Some(7))],
+                ),
+            ],
+            processes: 3,
+            fds: 300,
+            method: Seen::KernelScan,
+            ..ScanOutcome::default()
+        };
+        let none = BTreeMap::new();
+        let summary = |a: &Attribution| -> Vec<(HolderKind, u32, u64, Option<i32>)> {
+            a.holders
+                .iter()
+                .map(|h| (h.kind, h.process.as_ref().unwrap().pid, h.mount_id, h.fd))
+                .collect()
+        };
+        let for_a = look_a.attribution(&scan, &none);
+        assert_eq!(
+            summary(&for_a),
+            [
+                (HolderKind::Fd, 4_100_001, 900030, Some(3)),
+                (HolderKind::Fd, 4_100_002, 900030, Some(5)),
+                (HolderKind::MountCopy, 4_100_003, 900040, Some(7)),
+            ]
+        );
+        assert_eq!((for_a.mount.id, for_a.coverage.fds), (900030, 300));
+        let for_b = look_b.attribution(&scan, &none);
+        assert_eq!(
+            summary(&for_b),
+            [(HolderKind::Cwd, 4_100_002, 900031, None)]
+        );
+        assert_eq!(for_b.mount.id, 900031);
+    }
+
+    #[test]
+    fn one_scan_for_several_detached_mounts_gives_each_its_own_holders() {
+        let process = |pid: u32| {
+            sample_process_holder(HolderKind::Fd, 0, pid, b"p", None)
+                .process
+                .unwrap()
+        };
+        let scan = ScanOutcome {
+            holders: vec![
+                (
+                    process(4_100_001),
+                    vec![hold(HolderKind::Fd, 900050, Some(3))],
+                ),
+                (
+                    process(4_100_002),
+                    vec![
+                        hold(HolderKind::Cwd, 900051, None),
+                        hold(HolderKind::Fd, 900050, Some(4)),
+                    ],
+                ),
+            ],
+            method: Seen::KernelScan,
+            ..ScanOutcome::default()
+        };
+        let summary = |id| -> Vec<(HolderKind, u32, Option<i32>)> {
+            detached_holders(id, &scan)
+                .iter()
+                .map(|h| (h.kind, h.process.as_ref().unwrap().pid, h.fd))
+                .collect()
+        };
+        assert_eq!(
+            summary(900050),
+            [
+                (HolderKind::Fd, 4_100_001, Some(3)),
+                (HolderKind::Fd, 4_100_002, Some(4))
+            ]
+        );
+        assert_eq!(summary(900051), [(HolderKind::Cwd, 4_100_002, None)]);
+        assert!(summary(900052).is_empty());
+    }
+
+    #[test]
+    fn only_a_counted_fanotify_queue_makes_a_shared_scan_unsplittable() {
+        let listener = |queued| proc_scan::FanotifyFd {
+            process: sample_process_holder(HolderKind::Fd, 0, 9, b"l", None)
+                .process
+                .unwrap(),
+            fd: 4,
+            queued,
+        };
+        let mut scan = ScanOutcome::default();
+        assert!(!counted_fanotify_queues(&scan));
+        // A /proc scan's suspects are matched per mount by their marks.
+        scan.fanotify.push(listener(None));
+        assert!(!counted_fanotify_queues(&scan));
+        scan.fanotify.push(listener(Some(2)));
+        assert!(counted_fanotify_queues(&scan));
+    }
 
     #[test]
     fn a_holder_of_another_mount_with_the_targets_id_is_not_a_holder() {

@@ -2,7 +2,8 @@
 //! EBUSY gets its holders, resolved from the mount-table cache when the mount is already gone
 //! and trimmed by the open probes' maps; a successful unmount whose filesystem lives on (a copy
 //! in another namespace, processes on a lazily detached mount) gets a warning. Both run on
-//! blocking threads ([`super::jobs`]), one scan at a time, so the event stream never waits.
+//! blocking threads ([`super::jobs`]), one scan at a time, so the event stream never waits; the
+//! EBUSYs of a pass share one scan ([`super::pass`] groups them by mount).
 
 use std::{
     sync::{Arc, Mutex},
@@ -10,8 +11,9 @@ use std::{
 };
 
 use super::{
-    jobs::{Attributor, Finished},
+    jobs::Attributor,
     opens::OpenMaps,
+    pass::{Answer, Pass, Resolved},
     tracked::TrackedMounts,
 };
 
@@ -24,9 +26,10 @@ use crate::{
         Scanner,
     },
     event::{UmountAttempt, Warning},
-    model::{Attribution, Coverage, MountSummary, Seen},
+    model::{Attribution, Coverage, Holder, MountSummary, Seen},
     state::{
         mount_cache::{MountCache, OnTables},
+        mountinfo::MountEntry,
         process,
     },
 };
@@ -105,6 +108,27 @@ impl Live {
         })
     }
 
+    /// The mount an EBUSY's target names, or an answer without a scan when the caller's
+    /// namespace is gone, or why neither can be had.
+    fn resolve(&self, attempt: &UmountAttempt) -> Result<Resolved, String> {
+        let call = &attempt.call;
+        if call.target.truncated || call.target.unreadable {
+            return Err("the probe could not read the whole target path".to_string());
+        }
+        let target = Viewpoint::of_caller(call.pid, call.tid, call.mntns)
+            .and_then(|view| self.target(view, attempt));
+        match target {
+            Ok(target) => Ok(Resolved::Mount(target)),
+            // The namespace died before or while the target was resolved.
+            Err(e) if process::process_in(call.mntns, call.pid).is_none() => self
+                .in_vanished_namespace(attempt)
+                .map(Resolved::Ready)
+                .ok_or(e),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| format!("{e:#}"))
+    }
+
     /// The mount an EBUSY was about: from the mount-table cache when it knew the mount point
     /// (so a lazy unmount racing the scan does not change the answer), else resolved now.
     fn target(&self, view: Viewpoint, attempt: &UmountAttempt) -> anyhow::Result<TargetMount> {
@@ -146,71 +170,96 @@ impl Attributor for Live {
         }
     }
 
-    /// The EBUSY attempt with who holds its mount now; the watch loop completes it with the
-    /// transient holders (and `unknown` if nothing explains it).
-    fn attribute(&self, mut attempt: UmountAttempt) -> Finished {
-        let call = &attempt.call;
-        let result = if call.target.truncated || call.target.unreadable {
-            Err("the probe could not read the whole target path".to_string())
+    /// The EBUSY attempts of one pass with who holds their mounts now, from one scan for all
+    /// of them; the watch loop completes each with the transient holders (and `unknown` if
+    /// nothing explains it).
+    fn attribute(&self, mut attempts: Vec<UmountAttempt>) -> Vec<UmountAttempt> {
+        let pass = Pass::plan(&attempts, |attempt| self.resolve(attempt));
+        let found = if pass.targets.is_empty() {
+            Ok(Vec::new())
         } else {
-            let target = Viewpoint::of_caller(call.pid, call.tid, call.mntns)
-                .and_then(|view| self.target(view, &attempt));
-            match target {
-                Ok(target) => self
-                    .with_scanner(|s| attribution::attribute_mount(&target, s))
-                    .map(|mut a| {
-                        if let Some(opens) = &self.opens {
-                            opens.apply(call, &mut a);
-                        }
-                        a
-                    }),
-                // The namespace died before or while the target was resolved.
-                Err(e) if process::process_in(call.mntns, call.pid).is_none() => {
-                    self.in_vanished_namespace(&attempt).ok_or(e)
-                }
-                Err(e) => Err(e),
-            }
-            .map_err(|e| format!("{e:#}"))
+            self.with_scanner(|s| attribution::attribute_mounts(&pass.targets, s))
+                .map_err(|e| format!("{e:#}"))
         };
-        attempt.attribution = Some(result);
-        Finished::Attempt(Box::new(attempt))
+        for (attempt, answer) in attempts.iter_mut().zip(pass.answers) {
+            let result = match answer {
+                Answer::Target(n) => found.as_ref().map_err(Clone::clone).map(|all| {
+                    let mut a = all[n].clone();
+                    if let Some(opens) = &self.opens {
+                        opens.apply(&attempt.call, &mut a);
+                    }
+                    a
+                }),
+                Answer::Ready(result) => *result,
+            };
+            attempt.attribution = Some(result);
+        }
+        attempts
     }
 
-    /// A warning when the filesystem a successful unmount removed is still in use.
-    fn check_outlived(&self, attempt: &UmountAttempt) -> Finished {
-        let Some(target) = attempt.target_abs.as_deref() else {
-            return Finished::Nothing;
-        };
-        let Some(unmounted) = self.mounts.unmounted_at(attempt.call.mntns, target) else {
+    /// A warning for each successful unmount whose filesystem is still in use, from one scan
+    /// for all of them.
+    fn check_outlived(&self, attempts: &[UmountAttempt]) -> Vec<Warning> {
+        let removed: Vec<(&UmountAttempt, MountEntry)> = attempts
+            .iter()
+            .filter_map(|a| Some((a, self.unmounted_by(a)?)))
+            .collect();
+        if removed.is_empty() {
+            return Vec::new();
+        }
+        let entries: Vec<MountEntry> = removed.iter().map(|(_, m)| m.clone()).collect();
+        let alive = self
+            .with_scanner(|s| attribution::alive_after_unmounts(&entries, s))
+            .unwrap_or_default();
+        removed
+            .into_iter()
+            .zip(alive)
+            .filter_map(|((attempt, unmounted), holders)| outlived(attempt, unmounted, holders))
+            .collect()
+    }
+}
+
+impl Live {
+    /// The mount a successful unmount removed, from the mount-table cache.
+    fn unmounted_by(&self, attempt: &UmountAttempt) -> Option<MountEntry> {
+        let target = attempt.target_abs.as_deref()?;
+        let unmounted = self.mounts.unmounted_at(attempt.call.mntns, target);
+        if unmounted.is_none() {
             tracing::debug!(
                 "unmount {}: the cached table of mount namespace {} has nothing at {}",
                 attempt.id,
                 attempt.call.mntns,
                 String::from_utf8_lossy(target)
             );
-            return Finished::Nothing;
-        };
-        let holders = self
-            .with_scanner(|s| attribution::alive_after_unmount(&unmounted, s))
-            .unwrap_or_default();
-        if holders.is_empty() {
-            tracing::debug!(
-                "unmount {}: nothing keeps mount {} alive",
-                attempt.id,
-                unmounted.id
-            );
-            return Finished::Nothing;
         }
-        Finished::Warning(Box::new(Warning::AliveAfterUnmount {
-            umount_id: attempt.id,
-            ts: SystemTime::now(),
-            target: attempt.call.target.bytes.clone(),
-            mount: MountSummary {
-                id: unmounted.id,
-                mntns: attempt.call.mntns,
-                entry: unmounted,
-            },
-            holders,
-        }))
+        unmounted
     }
+}
+
+/// The warning for a successful unmount of `unmounted` that `holders` keep alive (none when
+/// nothing does).
+fn outlived(
+    attempt: &UmountAttempt,
+    unmounted: MountEntry,
+    holders: Vec<Holder>,
+) -> Option<Warning> {
+    if holders.is_empty() {
+        tracing::debug!(
+            "unmount {}: nothing keeps mount {} alive",
+            attempt.id,
+            unmounted.id
+        );
+        return None;
+    }
+    Some(Warning::AliveAfterUnmount {
+        umount_id: attempt.id,
+        ts: SystemTime::now(),
+        target: attempt.call.target.bytes.clone(),
+        mount: MountSummary {
+            id: unmounted.id,
+            mntns: attempt.call.mntns,
+            entry: unmounted,
+        },
+        holders,
+    })
 }

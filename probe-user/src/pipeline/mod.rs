@@ -16,6 +16,7 @@ pub mod context;
 pub mod jobs;
 pub mod live;
 pub mod opens;
+pub mod pass;
 pub mod probes;
 pub mod source;
 pub mod tracked;
@@ -187,26 +188,26 @@ impl<'s> Pipeline<'s> {
         }
     }
 
-    /// Writes what a finished job produced. An EBUSY attempt is completed with the releases
-    /// seen so far (the source is drained first: a holder that let go before the scan ended
-    /// is in it) and `unknown` if nothing explains it.
+    /// Writes what a pass produced. Its EBUSY attempts are completed with the releases seen
+    /// so far (the source is drained first: a holder that let go before the scan ended is in
+    /// it) and `unknown` if nothing explains one; the attempts drained join the next pass.
     fn finished(
         &mut self,
         done: Result<Finished, JoinError>,
         source: &mut impl RecordSource,
     ) -> io::Result<()> {
-        match done.map_err(io::Error::other)? {
-            Finished::Attempt(mut attempt) => {
-                let more = self.drain_all(source);
-                if let Some(Ok(attribution)) = &mut attempt.attribution {
-                    self.releases.complete(&attempt.call, attribution);
-                }
-                self.sink.umount(&attempt)?;
-                self.jobs.dispatch(more, self.sink)
+        let done = done.map_err(io::Error::other)?;
+        let more = self.drain_all(source);
+        for mut attempt in done.attempts {
+            if let Some(Ok(attribution)) = &mut attempt.attribution {
+                self.releases.complete(&attempt.call, attribution);
             }
-            Finished::Warning(warning) => self.sink.warning(&warning),
-            Finished::Nothing => Ok(()),
+            self.sink.umount(&attempt)?;
         }
+        for warning in &done.warnings {
+            self.sink.warning(warning)?;
+        }
+        self.jobs.dispatch(more, self.sink)
     }
 
     /// Writes the last attempts and waits for every job still running.
@@ -312,18 +313,20 @@ mod tests {
             self.learned.lock().unwrap().push(attempt.id);
         }
 
-        fn attribute(&self, mut attempt: UmountAttempt) -> Finished {
+        fn attribute(&self, mut attempts: Vec<UmountAttempt>) -> Vec<UmountAttempt> {
             self.source.slip_in(self.release.clone());
-            let mut fd =
-                sample_process_holder(HolderKind::Fd, 812, 777, b"sleep", Some(4026531840));
-            fd.fd = Some(3);
-            fd.path = Some(format!("{}/data", self.mount_point).into_bytes());
-            attempt.attribution = Some(Ok(sample_attribution(self.mount_point, vec![fd])));
-            Finished::Attempt(Box::new(attempt))
+            for attempt in &mut attempts {
+                let mut fd =
+                    sample_process_holder(HolderKind::Fd, 812, 777, b"sleep", Some(4026531840));
+                fd.fd = Some(3);
+                fd.path = Some(format!("{}/data", self.mount_point).into_bytes());
+                attempt.attribution = Some(Ok(sample_attribution(self.mount_point, vec![fd])));
+            }
+            attempts
         }
 
-        fn check_outlived(&self, _attempt: &UmountAttempt) -> Finished {
-            Finished::Nothing
+        fn check_outlived(&self, _attempts: &[UmountAttempt]) -> Vec<Warning> {
+            Vec::new()
         }
     }
 

@@ -245,7 +245,7 @@ fn read_back(file: &Path, plain: &Path) -> Result<(u64, String)> {
     Ok((recorded, drops))
 }
 
-/// Drop counters as `none` or `cause n, ...`.
+/// A stats line's `drops` object as `none`, or `cause n, ...` for the causes above zero.
 pub fn describe_drops(drops: &Value) -> String {
     let lost: Vec<String> = drops
         .as_object()

@@ -67,10 +67,7 @@ impl Workload {
     pub fn set_up(spec: &WorkloadSpec) -> Result<Self> {
         let dir = TempDir::create()?;
         let fillers = dir.path.join("files");
-        fs::create_dir(&fillers)?;
-        for i in 0..FILLER_FILES {
-            fs::write(fillers.join(format!("f{i}")), b"filler\n")?;
-        }
+        write_fillers(&fillers)?;
         let mount = dir.path.join("mnt");
         fs::create_dir(&mount)?;
         let tmpfs = Tmpfs::mount(&mount, "size=4m")?;
@@ -86,7 +83,13 @@ impl Workload {
         );
         let started = Instant::now();
         let plans = plan(spec, &fillers, &mount);
-        let (processes, expected) = ProcessGroup::spawn(&plans)?;
+        let commands: Vec<_> = plans.iter().map(|p| p.args.clone()).collect();
+        let (processes, pids) = ProcessGroup::spawn(&commands)?;
+        let expected = plans
+            .iter()
+            .zip(pids)
+            .filter_map(|(plan, pid)| Some((pid, plan.hold.describe()?.to_string())))
+            .collect();
         println!(
             "xtask: bench: {} processes ready in {:.1} s",
             plans.len(),
@@ -149,52 +152,78 @@ fn plan(spec: &WorkloadSpec, fillers: &Path, mount: &Path) -> Vec<Plan> {
         .map(|i| {
             let holder = (i % stride == stride / 2).then_some(i / stride);
             let hold = holder.map_or(Hold::Nothing, Hold::of_holder);
-            let mut args: Vec<OsString> = vec![
-                "__bench-holder".into(),
-                "--parent".into(),
-                process::id().to_string().into(),
-                "--fds".into(),
-                spec.fds.to_string().into(),
-                "--filler-dir".into(),
-                fillers.into(),
-                "--fillers".into(),
-                FILLER_FILES.to_string().into(),
-            ];
-            if let (Some(k), Hold::Fds | Hold::FdsAndCwd) = (holder, hold) {
-                for file in [mount.join(format!("held-{k}")), mount.to_path_buf()] {
-                    args.extend(["--on-target".into(), file.into()]);
+            let on_target = match (holder, hold) {
+                (Some(k), Hold::Fds | Hold::FdsAndCwd) => {
+                    vec![mount.join(format!("held-{k}")), mount.to_path_buf()]
                 }
-            }
-            if matches!(hold, Hold::Cwd | Hold::FdsAndCwd) {
-                args.extend(["--cwd".into(), mount.into()]);
-            }
+                _ => Vec::new(),
+            };
+            let cwd = matches!(hold, Hold::Cwd | Hold::FdsAndCwd).then_some(mount);
+            let args = holder_args(spec.fds, fillers, &on_target, cwd);
             Plan { hold, args }
         })
         .collect()
 }
 
+/// The command line of one `__bench-holder`: `fds` open files (those in `on_target` first,
+/// then filler files in `fillers`) and, if given, `cwd` as its working directory.
+pub fn holder_args(
+    fds: usize,
+    fillers: &Path,
+    on_target: &[PathBuf],
+    cwd: Option<&Path>,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "__bench-holder".into(),
+        "--parent".into(),
+        process::id().to_string().into(),
+        "--fds".into(),
+        fds.to_string().into(),
+        "--filler-dir".into(),
+        fillers.into(),
+        "--fillers".into(),
+        FILLER_FILES.to_string().into(),
+    ];
+    for file in on_target {
+        args.extend(["--on-target".into(), file.into()]);
+    }
+    if let Some(dir) = cwd {
+        args.extend(["--cwd".into(), dir.into()]);
+    }
+    args
+}
+
+/// Writes the filler files `f0`, `f1`, ... into `dir` (created).
+pub fn write_fillers(dir: &Path) -> Result<()> {
+    fs::create_dir(dir)?;
+    for i in 0..FILLER_FILES {
+        fs::write(dir.join(format!("f{i}")), b"filler\n")?;
+    }
+    Ok(())
+}
+
 /// The extra processes, in one process group of their own.
-struct ProcessGroup {
+pub struct ProcessGroup {
     pgid: Option<Pid>,
     children: Vec<Child>,
 }
 
 impl ProcessGroup {
-    /// Starts every planned process and waits until each says it is ready; returns the group
-    /// and the pids of the holders.
-    fn spawn(plans: &[Plan]) -> Result<(Self, BTreeMap<u32, String>)> {
+    /// Starts `__bench-holder` with each of `commands` (see [`holder_args`]) and waits until
+    /// each says it is ready; returns the group and their pids, in order.
+    pub fn spawn(commands: &[Vec<OsString>]) -> Result<(Self, Vec<u32>)> {
         let exe = env::current_exe().context("finding the xtask binary")?;
         let (ready_reader, ready_writer) = io::pipe().context("making the readiness pipe")?;
         let ready = Lines::spawn("holders-ready", ready_reader)?;
         let mut group = Self {
             pgid: None,
-            children: Vec::with_capacity(plans.len()),
+            children: Vec::with_capacity(commands.len()),
         };
-        let mut expected = BTreeMap::new();
-        for plan in plans {
+        let mut pids = Vec::with_capacity(commands.len());
+        for args in commands {
             super::interrupt::check()?;
             let child = Command::new(&exe)
-                .args(&plan.args)
+                .args(args)
                 .stdin(Stdio::null())
                 .stdout(ready_writer.try_clone()?)
                 .process_group(group.pgid.map_or(0, Pid::as_raw))
@@ -203,13 +232,11 @@ impl ProcessGroup {
             let pid = child.id();
             group.pgid.get_or_insert(Pid::from_raw(pid as i32));
             group.children.push(child);
-            if let Some(how) = plan.hold.describe() {
-                expected.insert(pid, how.to_string());
-            }
+            pids.push(pid);
         }
         drop(ready_writer);
         group.wait_ready(&ready)?;
-        Ok((group, expected))
+        Ok((group, pids))
     }
 
     /// Waits for one `ready` line per process; fails early when one of them exits.
