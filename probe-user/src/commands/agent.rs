@@ -1,13 +1,14 @@
 //! `busyprobe agent`: the node daemon. One set of probes (the same [`stream`] as `watch`,
 //! `top` and `record`) feeds a recording (`-o`) and Prometheus metrics (`--metrics`) at once,
-//! through one [`FanOut`] sink, until SIGTERM or SIGINT.
+//! through one [`FanOut`] sink, until SIGTERM or SIGINT. A recording that cannot write (a
+//! full disk) loses lines, counted and marked in it, and never stops the metrics.
 //!
 //! Start-up checks everything that can be refused before anything is created: the metrics
 //! address is bound first (a port in use creates no recording), then the recording is
 //! created, then the probes are loaded. Under systemd (`Type=notify`), `READY=1` is sent once
 //! they are attached and `STOPPING=1` when the stream ends.
 
-use std::{net::SocketAddr, process::ExitCode};
+use std::{net::SocketAddr, path::Path, process::ExitCode};
 
 use anyhow::{bail, Context as _, Result};
 use sd_notify::NotifyState;
@@ -15,12 +16,13 @@ use sd_notify::NotifyState;
 use super::record::open_recording;
 use crate::{
     cli::AgentArgs,
-    kernel, loader,
+    kernel,
+    loader::{self, ModeDecision},
     pipeline::probes::{block_on, stream, Output},
     sink::{
-        fanout::{FailuresOnly, FanOut},
-        json::JsonLines,
+        fanout::FanOut,
         metrics::{http, About, Metrics},
+        record::Recording,
         Sink,
     },
 };
@@ -35,14 +37,6 @@ pub fn run(args: &AgentArgs) -> Result<ExitCode> {
         true => None,
         false => Some(bind(args.metrics)?),
     };
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if let Some(path) = &args.output {
-        let lines = JsonLines::new(open_recording(path, &args.rotation, &mode)?);
-        sinks.push(match args.stream.only_failed {
-            true => Box::new(FailuresOnly(lines)),
-            false => Box::new(lines),
-        });
-    }
     let metrics = listener.is_some().then(|| {
         Metrics::new(About {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -50,13 +44,22 @@ pub fn run(args: &AgentArgs) -> Result<ExitCode> {
             kernel: kernel::release(),
         })
     });
+    let recording = match &args.output {
+        Some(path) => Some(recording(path, args, &mode, metrics.as_ref())?),
+        None => None,
+    };
     let registry = metrics.as_ref().map(Metrics::registry);
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     sinks.extend(metrics.map(|m| Box::new(m) as Box<dyn Sink>));
+    let mut fan_out = FanOut::new(sinks);
+    if let Some(recording) = recording {
+        fan_out = fan_out.with_recording(recording);
+    }
     // The filter runs before every sink: the metrics need the successful unmounts too.
     let mut stream_args = args.stream.clone();
     stream_args.only_failed = false;
     let out = Output {
-        sink: Box::new(FanOut::new(sinks)),
+        sink: Box::new(fan_out),
         stop_after: None,
         stop_on: None,
         is_stdout: false,
@@ -85,6 +88,23 @@ pub fn run(args: &AgentArgs) -> Result<ExitCode> {
         }
         streamed
     })
+}
+
+/// The recording at `path` (`-o`): failures only with `--only-failed`; the lines it loses
+/// are counted in the metrics, when they are served.
+fn recording(
+    path: &Path,
+    args: &AgentArgs,
+    mode: &ModeDecision,
+    metrics: Option<&Metrics>,
+) -> Result<Recording> {
+    let mut recording = Recording::new(open_recording(path, &args.rotation, mode)?)
+        .failures_only(args.stream.only_failed);
+    if let Some(metrics) = metrics {
+        let lost = metrics.lines_lost();
+        recording = recording.on_lost(Box::new(move |cause| lost.add(cause)));
+    }
+    Ok(recording)
 }
 
 /// The metrics address, bound now (before anything else is created), non-blocking for tokio.

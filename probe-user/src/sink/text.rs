@@ -113,19 +113,30 @@ impl<W: io::Write> Sink for TextLines<W> {
     }
 
     fn warning(&mut self, warning: &Warning) -> io::Result<()> {
-        let Warning::AliveAfterUnmount {
-            umount_id,
-            target,
-            holders,
-            ..
-        } = warning;
-        writeln!(
-            self.out,
-            "warning: unmount {umount_id} of {} succeeded but the filesystem is still in use:",
-            escape_for_terminal(target)
-        )?;
-        for h in holders {
-            writeln!(self.out, "    {}", format_holder(h))?;
+        match warning {
+            Warning::AliveAfterUnmount {
+                umount_id,
+                target,
+                holders,
+                ..
+            } => {
+                writeln!(
+                    self.out,
+                    "warning: unmount {umount_id} of {} succeeded but the filesystem is still in use:",
+                    escape_for_terminal(target)
+                )?;
+                for h in holders {
+                    writeln!(self.out, "    {}", format_holder(h))?;
+                }
+            }
+            Warning::RecordingFailing { cause, .. } => writeln!(
+                self.out,
+                "warning: the recording cannot write ({cause}); it counts the lines it loses"
+            )?,
+            Warning::RecordingLinesLost { lines, cause, .. } => writeln!(
+                self.out,
+                "warning: the recording writes again after losing {lines} lines ({cause})"
+            )?,
         }
         self.out.flush()
     }
