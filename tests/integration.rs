@@ -34,6 +34,7 @@ mod demo;
 mod doctor;
 mod holders;
 mod record;
+mod recording;
 mod releases;
 mod scans;
 mod support;
@@ -82,6 +83,7 @@ fn main() {
         demo::trials(),
         record::trials(),
         agent::trials(),
+        recording::trials(),
         who::trials(),
         top::trials(),
         holders::trials(),
