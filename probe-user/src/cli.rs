@@ -66,9 +66,12 @@ pub enum Command {
     /// Record every unmount attempt to a file, headless, for a node that fails now and then.
     ///
     /// JSON Lines (schema v1): a `header` line first in every file (version, host, kernel,
-    /// probe mode, start), then every event and periodic `stats` lines. Mode 0600, flushed
-    /// line by line (a crash loses at most the line being written), rotated by size.
-    /// SIGINT/SIGTERM finish the current line and exit 0.
+    /// probe mode, start), then every event and periodic `stats` lines. Mode 0600, written
+    /// a whole line at a time, synced to disk at most every `--fsync` (a power cut loses
+    /// about that much), rotated by size. A full disk (or another write error) loses lines,
+    /// not the recorder: they are counted, said once on stderr, and marked in the file by a
+    /// `recording-lines-lost` warning once it writes again. SIGINT/SIGTERM finish the current
+    /// line and exit 0.
     Record(RecordArgs),
     /// The node daemon: one set of probes for the whole node, recording and Prometheus
     /// metrics, until SIGTERM (needs root; `dist/busyprobe-agent.service` runs it).
@@ -80,7 +83,9 @@ pub enum Command {
     /// kind, mounts still mounted after their last unmount failed, drops by cause, attribution
     /// latency, and the version and probe mode (README, "Metrics"). Under systemd
     /// (`Type=notify`) it reports ready once the probes are attached. A port in use or a
-    /// recording that cannot be created is an error before anything is started.
+    /// recording that cannot be created is an error before anything is started; a recording
+    /// that cannot write later (a full disk) loses lines, counted in the metrics and marked in
+    /// the file, and stops nothing.
     /// `--path` scopes both parts; `--only-failed` the recording only (the metrics count
     /// every attempt: a successful unmount is what clears the leaked-mount gauge).
     Agent(AgentArgs),

@@ -7,7 +7,7 @@
 //!    --fsync INTERVAL --no-metrics`, then loops: a fresh tmpfs `/mnt/pc/N`, an unmount that
 //!    fails with EBUSY (the shell holds a file on it), one that works; once both lines of
 //!    attempt N are in the recording (the file, not the disk), it announces `written N` on
-//!    the console. The host notes when it sees each announcement; after `--attempts` of
+//!    the console. The host notes when it sees each announcement; after `--attempts` (60) of
 //!    them and a jitter of up to 1.5 s it kills qemu with SIGKILL: the guest's page cache,
 //!    and whatever it had not handed to its disk, is gone.
 //! 2. **check**: a second guest mounts the same disk (ext4 replays its journal), prints the
@@ -57,7 +57,7 @@ pub struct Options {
     #[arg(long, default_value = "1s")]
     pub fsync: String,
     /// Attempts announced as written before the host cuts the power.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 60)]
     pub attempts: usize,
     /// Added to the fsync interval: an attempt announced longer than both before the cut
     /// must be in the recording.
@@ -575,12 +575,13 @@ fn print_result(kernel: Kernel, fsync: &str, cut: &Cut, v: &Verdict) {
         "xtask: vm-powercut: {kernel} (kernel {}), agent --fsync {fsync}: {status}",
         cut.kernel
     );
-    if let Some((n, age)) = last {
+    if let (Some((n, age)), Some((_, first))) = (last, cut.announced.first()) {
         println!(
-            "  cut: qemu SIGKILLed {:.2} s after the host saw `written {n}` (jitter {:.2} s); {} attempts announced",
+            "  cut: qemu SIGKILLed {:.2} s after the host saw `written {n}` (jitter {:.2} s); {} attempts announced over the last {:.1} s",
             age.as_secs_f64(),
             cut.jitter.as_secs_f64(),
-            cut.announced.len()
+            cut.announced.len(),
+            first.as_secs_f64()
         );
     }
     println!(
