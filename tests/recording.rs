@@ -3,7 +3,8 @@
 //! through `/proc/PID/root`), while a fixture makes real unmounts fail with EBUSY. The disk
 //! fills; the agent keeps running and serving its metrics, counts the lost lines, says so
 //! once, and leaves only whole lines; once space is freed, the next lines follow a
-//! `recording-lines-lost` warning with the count the metrics showed.
+//! `recording-lines-lost` warning with the count the metrics showed. `busyprobe record` does
+//! the same.
 
 use std::{
     ffi::CString,
@@ -33,7 +34,10 @@ use crate::support::{
 
 /// Every trial.
 pub fn trials() -> Vec<Trial> {
-    trials![agent_outlives_a_full_disk_and_marks_the_gap_in_its_recording]
+    trials![
+        agent_outlives_a_full_disk_and_marks_the_gap_in_its_recording,
+        record_outlives_a_full_disk_too,
+    ]
 }
 
 /// EBUSY failures made while the disk is full, and after space is freed.
@@ -54,10 +58,11 @@ fn free_addr() -> SocketAddr {
         .expect("bind a free loopback port")
 }
 
-/// The agent with its recording on a `size` tmpfs at `disk`, mounted in a private mount
-/// namespace the agent enters before it starts (set up between fork and exec); returned
-/// once its probes are attached, with its stderr (read to its end on a thread).
-fn agent_on_tiny_disk(disk: &Path, size: &str, args: &[String]) -> (Reaped, Arc<Mutex<String>>) {
+/// `busyprobe ARGS` (`agent`, `record`) with its recording on a `size` tmpfs at `disk`,
+/// mounted in a private mount namespace it enters before it starts (set up between fork and
+/// exec); returned once its probes are attached, with its stderr (read to its end on a
+/// thread).
+fn on_tiny_disk(disk: &Path, size: &str, args: &[String]) -> (Reaped, Arc<Mutex<String>>) {
     let target = CString::new(disk.as_os_str().as_encoded_bytes()).unwrap();
     let options = CString::new(format!("size={size}")).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_busyprobe"));
@@ -105,7 +110,7 @@ fn agent_on_tiny_disk(disk: &Path, size: &str, args: &[String]) -> (Reaped, Arc<
             Next::Line(line) if line.contains("probes attached") => return (child, stderr),
             Next::Line(_) => {}
             other => panic!(
-                "the agent did not attach ({other:?}): {}",
+                "busyprobe {args:?} did not attach ({other:?}): {}",
                 stderr.lock().unwrap()
             ),
         }
@@ -225,7 +230,7 @@ fn agent_outlives_a_full_disk_and_marks_the_gap_in_its_recording() {
     ]
     .map(String::from)
     .into();
-    let (mut agent, stderr) = agent_on_tiny_disk(&disk, "64k", &args);
+    let (mut agent, stderr) = on_tiny_disk(&disk, "64k", &args);
     // The agent's view of its tmpfs (the test's own namespace has none).
     let seen =
         PathBuf::from(format!("/proc/{}/root", agent.id())).join(disk.strip_prefix("/").unwrap());
@@ -298,6 +303,112 @@ fn agent_outlives_a_full_disk_and_marks_the_gap_in_its_recording() {
 
     kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
     let status = process::wait(&mut agent, LINE_TIMEOUT);
+    assert!(
+        status.success(),
+        "SIGTERM exits 0: {status}\n{}",
+        stderr.lock().unwrap()
+    );
+}
+
+/// Waits (at most [`METRICS_TIMEOUT`]) until `done` accepts what was said on `stderr`.
+fn wait_for_stderr(stderr: &Mutex<String>, what: &str, done: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + METRICS_TIMEOUT;
+    while !done(&stderr.lock().unwrap()) {
+        assert!(
+            Instant::now() < deadline,
+            "never said {what}:\n{}",
+            stderr.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `busyprobe record` on the same full disk: it has no metrics to wait on, so the test waits
+/// for it to say it loses lines, frees space, and waits until every EBUSY is either in the
+/// file or counted in its one `recording-lines-lost` warning.
+fn record_outlives_a_full_disk_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().canonicalize().unwrap();
+    let disk = tmp.join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let args: Vec<String> = [
+        "record",
+        "-o",
+        &disk.join("rec.jsonl").to_string_lossy(),
+        "--path",
+        &tmp.join("m").to_string_lossy(),
+        "--stats-interval",
+        "0",
+    ]
+    .map(String::from)
+    .into();
+    let (mut record, stderr) = on_tiny_disk(&disk, "64k", &args);
+    let seen =
+        PathBuf::from(format!("/proc/{}/root", record.id())).join(disk.strip_prefix("/").unwrap());
+    let recording = seen.join("rec.jsonl");
+    let filler = fill(&seen);
+
+    let mnt = tmp.join("m");
+    let freed = GoAhead(tmp.join("freed"));
+    let done = GoAhead(tmp.join("done"));
+    let plan = Plan::new().tmpfs(&mnt).hold(mnt.join("f"));
+    let plan = (0..WHILE_FULL).fold(plan, |p, _| p.umount2(&mnt, 0));
+    let plan = (0..AFTER).fold(plan.wait_for(&freed.0), |p, _| p.umount2(&mnt, 0));
+    let plan = plan.wait_for(&done.0).release().umount2(&mnt, 0);
+    std::thread::scope(|threads| {
+        let fixture = threads.spawn(|| Fixture::run(&plan));
+        wait_for_stderr(&stderr, "that it loses lines", |said| {
+            said.contains(SAID_FAILING)
+        });
+        assert!(
+            matches!(record.try_wait(), Ok(None)),
+            "the recorder still runs"
+        );
+        whole_lines(&recording);
+
+        std::fs::remove_file(&filler).unwrap();
+        drop(freed);
+        let deadline = Instant::now() + METRICS_TIMEOUT;
+        let (lines, gap) = loop {
+            let lines = whole_lines(&recording);
+            let gaps: Vec<usize> = (0..lines.len())
+                .filter(|i| lines[*i]["type"] == "warning")
+                .collect();
+            let lost = gaps
+                .iter()
+                .map(|i| lines[*i]["lines"].as_u64().unwrap())
+                .sum::<u64>();
+            if !gaps.is_empty() && ebusy_lines(&lines) + lost as usize == WHILE_FULL + AFTER {
+                assert_eq!(gaps.len(), 1, "one gap: {lines:#?}");
+                break (lines, gaps[0]);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the EBUSYs never all came: {lines:#?}\n{}",
+                stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let warning = &lines[gap];
+        assert_eq!(warning["warning"], "recording-lines-lost", "{warning}");
+        assert_eq!(warning["cause"], "ENOSPC", "{warning}");
+        assert!(warning["lines"].as_u64().unwrap() > 0, "{warning}");
+        assert_eq!(
+            lines[gap + 1]["errno"],
+            "EBUSY",
+            "the event written with it"
+        );
+        let said = stderr.lock().unwrap().clone();
+        assert_eq!(said.matches(SAID_FAILING).count(), 1, "{said}");
+        assert_eq!(said.matches(SAID_AGAIN).count(), 1, "{said}");
+
+        drop(done);
+        let fixture = fixture.join().expect("the fixture ran");
+        assert_eq!(fixture.report.calls.len(), WHILE_FULL + AFTER + 1);
+    });
+
+    kill(Pid::from_raw(record.id() as i32), Signal::SIGTERM).unwrap();
+    let status = process::wait(&mut record, LINE_TIMEOUT);
     assert!(
         status.success(),
         "SIGTERM exits 0: {status}\n{}",

@@ -137,6 +137,20 @@ impl Recording {
     }
 }
 
+/// A recording that ends while it loses lines says how many (nothing in the file can).
+impl Drop for Recording {
+    fn drop(&mut self) {
+        if let Some(losing) = &self.losing {
+            tracing::warn!(
+                "the recording {} ends with {} lines lost ({}) that it could not mark in it",
+                self.file.path().display(),
+                losing.lines,
+                losing.cause
+            );
+        }
+    }
+}
+
 /// The errno name of a write's error (`ENOSPC`); the error kind for one without an errno.
 fn cause_of(error: &io::Error) -> String {
     match error.raw_os_error() {
