@@ -10,6 +10,10 @@
 //!    the console. The host notes when it sees each announcement; after `--attempts` (60) of
 //!    them and a jitter of up to 1.5 s it kills qemu with SIGKILL: the guest's page cache,
 //!    and whatever it had not handed to its disk, is gone.
+//!
+//!    With `--quiet` the guest stops after those attempts and the cut comes once the
+//!    interval, the margin and 0.5 s have passed: the last lines are followed by no other,
+//!    so only the agent's fsync timer (not its write path) can have synced them.
 //! 2. **check**: a second guest mounts the same disk (ext4 replays its journal), prints the
 //!    recording (base64) and runs `busyprobe report --format json` on it.
 //!
@@ -75,6 +79,11 @@ pub struct Options {
     /// Print the guests' consoles as they arrive (they always go to the logs).
     #[arg(long)]
     pub echo: bool,
+    /// Stop after `--attempts` and cut the power only when the interval, the margin and
+    /// 0.5 s have passed: no line follows the last ones, so only the agent's fsync timer can
+    /// have synced them, and every attempt must be there.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// Prefix of the lines only this command's guests print.
@@ -97,7 +106,7 @@ pub fn vm_powercut(opts: &Options) -> Result<ExitCode> {
     let mut passed = true;
     for kernel in kernels {
         println!("\nxtask: vm-powercut: ── {kernel} ──");
-        let outcome = run_kernel(kernel, opts, &busyprobe, &busybox, &out);
+        let outcome = run_kernel(kernel, opts, interval, &busyprobe, &busybox, &out);
         match outcome {
             Ok(cut) => {
                 let verdict = cut.check(interval, Duration::from_millis(opts.margin_ms));
@@ -164,7 +173,7 @@ pub struct Cut {
     /// Each announced attempt with how long before the cut the host saw it.
     pub announced: Vec<(u32, Duration)>,
     /// From the last announcement the host waited for to the kill.
-    pub jitter: Duration,
+    pub wait: Duration,
     /// The recording's bytes after the cut.
     pub recording: Vec<u8>,
     /// `busyprobe report`'s exit status in the second guest.
@@ -325,6 +334,7 @@ pub fn whole_attempts(lines: &[Value]) -> BTreeSet<u32> {
 fn run_kernel(
     kernel: Kernel,
     opts: &Options,
+    interval: Option<Duration>,
     busyprobe: &Path,
     busybox: &Path,
     out: &Path,
@@ -360,7 +370,11 @@ fn run_kernel(
         })
     };
 
-    let record = boot("record", record_script(&plan, &modules, &opts.fsync))?;
+    let stop_after = opts.quiet.then_some(opts.attempts);
+    let record = boot(
+        "record",
+        record_script(&plan, &modules, &opts.fsync, stop_after),
+    )?;
     println!(
         "xtask: vm-powercut: {} ({}): recording with --fsync {} until {} attempts are announced; console in {}",
         unpacked.package,
@@ -372,7 +386,10 @@ fn run_kernel(
     let mut seen: Vec<(u32, Instant)> = Vec::new();
     let mut kill_at: Option<Instant> = None;
     let mut setup_failed = None;
-    let jitter = Duration::from_millis(jitter_ms() as u64);
+    let wait = match opts.quiet {
+        true => interval.unwrap_or_default() + Duration::from_millis(opts.margin_ms + 500),
+        false => Duration::from_millis(jitter_ms() as u64),
+    };
     let recorded = record.run_watched(opts.echo, |line| {
         if let Some(rest) = line
             .and_then(|l| l.trim_end().split_once(MARKER))
@@ -382,7 +399,7 @@ fn run_kernel(
             if let Some(n) = rest.strip_prefix("written ").and_then(|n| n.parse().ok()) {
                 seen.push((n, Instant::now()));
                 if seen.len() == opts.attempts {
-                    kill_at = Some(Instant::now() + jitter);
+                    kill_at = Some(Instant::now() + wait);
                 }
             } else if let Some(why) = rest.strip_prefix("setup-failed") {
                 setup_failed = Some(why.trim().to_owned());
@@ -428,7 +445,7 @@ fn run_kernel(
         .iter()
         .map(|(n, at)| (*n, killed_at.saturating_duration_since(*at)))
         .collect();
-    cut.jitter = jitter;
+    cut.wait = wait;
     Ok(cut)
 }
 
@@ -454,8 +471,14 @@ fn make_disk(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The recording guest's `/init`: the agent on the disk, then the attempts loop, forever.
-fn record_script(plan: &guest::Plan, modules: &[modules::Module], fsync: &str) -> String {
+/// The recording guest's `/init`: the agent on the disk, then the attempts loop, forever or
+/// `stop_after` attempts (then it idles).
+fn record_script(
+    plan: &guest::Plan,
+    modules: &[modules::Module],
+    fsync: &str,
+    stop_after: Option<usize>,
+) -> String {
     let busyprobe = shell_quote(&plan.busyprobe.to_string_lossy());
     let fsync = shell_quote(fsync);
     let mut s = guest::setup_script(plan, modules);
@@ -477,7 +500,7 @@ until grep -q 'probes attached' /tmp/agent.err; do
 done
 report "agent-attached"
 n=0
-while :; do
+while {more}; do
     n=$((n + 1))
     m={ATTEMPTS_DIR}/$n
     mkdir -p "$m"
@@ -494,7 +517,13 @@ while :; do
     done
     echo "{MARKER} written $n"
 done
-"#
+echo "{MARKER} quiet"
+sleep 100000
+"#,
+        more = match stop_after {
+            Some(last) => format!("[ \"$n\" -lt {last} ]"),
+            None => ":".into(),
+        }
     ));
     s
 }
@@ -577,9 +606,9 @@ fn print_result(kernel: Kernel, fsync: &str, cut: &Cut, v: &Verdict) {
     );
     if let (Some((n, age)), Some((_, first))) = (last, cut.announced.first()) {
         println!(
-            "  cut: qemu SIGKILLed {:.2} s after the host saw `written {n}` (jitter {:.2} s); {} attempts announced over the last {:.1} s",
+            "  cut: qemu SIGKILLed {:.2} s after the host saw `written {n}` (it waited {:.2} s after the last it waited for); {} attempts announced over the last {:.1} s",
             age.as_secs_f64(),
-            cut.jitter.as_secs_f64(),
+            cut.wait.as_secs_f64(),
             cut.announced.len(),
             first.as_secs_f64()
         );
@@ -733,6 +762,26 @@ mod tests {
         assert_eq!(c.report_exit, Some(0));
         assert_eq!(c.report_stderr, ["r.jsonl:2: torn last line: skipped"]);
         assert_eq!(c.report.unwrap()["summary"]["attempts"], 0);
+    }
+
+    #[test]
+    fn the_recording_guest_loops_forever_or_stops_and_idles() {
+        let plan = guest::Plan {
+            busyprobe: "/w/busyprobe".into(),
+            tests: None,
+            test_cwd: "/root".into(),
+            test_data: vec![],
+            writable_dirs: vec![],
+            mode: None,
+        };
+        let forever = record_script(&plan, &[], "1s", None);
+        assert!(
+            forever.contains("'/w/busyprobe' agent -o /disk/rec.jsonl --fsync '1s' --no-metrics")
+        );
+        assert!(forever.contains("\nwhile :; do\n"), "{forever}");
+        let quiet = record_script(&plan, &[], "1s", Some(60));
+        assert!(quiet.contains("\nwhile [ \"$n\" -lt 60 ]; do\n"), "{quiet}");
+        assert!(quiet.contains("quiet\"\nsleep 100000\n"), "{quiet}");
     }
 
     #[test]
