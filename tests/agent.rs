@@ -45,7 +45,7 @@ const FAILURES: usize = 5;
 const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A loopback address with a port that was free a moment ago.
-fn free_addr() -> SocketAddr {
+pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind a free loopback port")
@@ -62,7 +62,7 @@ fn http() -> ureq::Agent {
 }
 
 /// The agent's exposition (`GET /metrics`).
-fn scrape(agent: SocketAddr) -> String {
+pub fn scrape(agent: SocketAddr) -> String {
     let mut answer = http()
         .get(format!("http://{agent}/metrics"))
         .call()
@@ -148,7 +148,7 @@ impl Prometheus {
 
 /// Creates the go-ahead file when dropped, so that a fixture waiting for it never outlives a
 /// failed check by its whole wait.
-struct GoAhead(PathBuf);
+pub struct GoAhead(pub PathBuf);
 
 impl Drop for GoAhead {
     fn drop(&mut self) {
@@ -172,6 +172,7 @@ fn agent_metrics_reach_a_real_prometheus() {
         tmp.as_os_str(),
         "--stats-interval".as_ref(),
         "1".as_ref(),
+        "--no-socket".as_ref(),
     ]);
     let prometheus = Prometheus::start(&tmp, metrics);
     let failures = r#"busyprobe_unmount_attempts_total{result="EBUSY"}"#;
@@ -208,6 +209,12 @@ fn agent_metrics_reach_a_real_prometheus() {
             errnos, expected,
             "{FAILURES} EBUSY, then the unmount that works"
         );
+        // The holder's name has a series of its own (the first names seen do).
+        let named = format!(
+            r#"busyprobe_busy_unmounts_by_holder_name_total{{comm="{}"}} {FAILURES}"#,
+            fixture.comm
+        );
+        assert!(scrape(metrics).lines().any(|l| l == named), "{named}");
         // The fixture (and its namespace) still lives: the unmount is what clears it.
         prometheus.wait_for(leaked, 0.0);
         prometheus.wait_for(r#"busyprobe_unmount_attempts_total{result="ok"}"#, 1.0);
@@ -276,6 +283,7 @@ fn agent_tells_systemd_when_it_is_ready_and_stopping() {
             .arg(dir.path())
             .arg("--metrics")
             .arg(metrics.to_string())
+            .arg("--no-socket")
             .env("NOTIFY_SOCKET", &socket_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -304,7 +312,7 @@ fn agent_tells_systemd_when_it_is_ready_and_stopping() {
 }
 
 /// Every name in `dir`.
-fn names_in(dir: &Path) -> Vec<String> {
+pub fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -314,7 +322,7 @@ fn names_in(dir: &Path) -> Vec<String> {
 }
 
 /// `busyprobe agent ARGS` run to its end: its exit status and stderr.
-fn agent_fails(args: &[&OsStr]) -> String {
+pub fn agent_fails(args: &[&OsStr]) -> String {
     let out = process::output(
         Command::new(env!("CARGO_BIN_EXE_busyprobe"))
             .arg("agent")
@@ -331,11 +339,14 @@ fn agent_refuses_a_metrics_port_in_use_and_creates_nothing() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let recording = dir.path().join("rec.jsonl");
+    let socket = dir.path().join("agent.sock");
     let stderr = agent_fails(&[
         "-o".as_ref(),
         recording.as_os_str(),
         "--metrics".as_ref(),
         addr.as_ref(),
+        "--socket".as_ref(),
+        socket.as_os_str(),
     ]);
     assert!(
         stderr.contains(&format!("serving metrics on {addr} (--metrics)"))
@@ -360,11 +371,15 @@ fn agent_refuses_a_recording_it_cannot_create_and_creates_nothing() {
     ] {
         // The metrics port is free, so the recording is what fails.
         let metrics = free_addr().to_string();
+        // The socket is bound before the recording is created: it must go again.
+        let socket = dir.path().join("agent.sock");
         let stderr = agent_fails(&[
             "-o".as_ref(),
             recording.as_os_str(),
             "--metrics".as_ref(),
             metrics.as_ref(),
+            "--socket".as_ref(),
+            socket.as_os_str(),
         ]);
         assert!(
             stderr.contains(&format!("creating the recording {}", recording.display()))
@@ -374,6 +389,6 @@ fn agent_refuses_a_recording_it_cannot_create_and_creates_nothing() {
         assert_eq!(names_in(dir.path()), ["a-directory"], "{stderr}");
         assert!(names_in(&directory).is_empty());
     }
-    let stderr = agent_fails(&["--no-metrics".as_ref()]);
+    let stderr = agent_fails(&["--no-metrics".as_ref(), "--no-socket".as_ref()]);
     assert!(stderr.contains("nothing to do"), "{stderr}");
 }

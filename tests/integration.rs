@@ -28,6 +28,7 @@ mod agent;
 mod alive;
 mod before_start;
 mod binary;
+mod clients;
 mod comparison;
 mod container;
 mod demo;
@@ -84,6 +85,7 @@ fn main() {
         record::trials(),
         agent::trials(),
         recording::trials(),
+        clients::trials(),
         who::trials(),
         top::trials(),
         holders::trials(),

@@ -1,7 +1,8 @@
 //! `busyprobe top`, driven for real inside tmux: the live screen lists a failed unmount with
 //! the caller's pid and opens the holder's pid and path in the detail pane; `q` quits with
 //! status 0; `replay` shows a recording and reports its malformed lines once the terminal
-//! is back; without a terminal it refuses clearly.
+//! is back; `top --connect` shows a running agent's stream; without a terminal it refuses
+//! clearly.
 
 use libtest_mimic::Trial;
 use std::{
@@ -12,11 +13,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::support::{
-    fixture::Plan,
-    incident::Fixture,
-    process::{self, tool, Reaped},
-    watcher::ATTACH_TIMEOUT,
+use crate::{
+    agent::GoAhead,
+    support::{
+        fixture::Plan,
+        incident::Fixture,
+        process::{self, tool, Reaped},
+        watcher::{start_attached, ATTACH_TIMEOUT, LINE_TIMEOUT},
+    },
 };
 
 /// Every trial.
@@ -26,6 +30,7 @@ pub fn trials() -> Vec<Trial> {
         demo_on_a_terminal_opens_the_top_view,
         replay_of_stdin_shows_a_stream_and_stays_until_quit,
         top_live_names_the_holder_of_a_failed_unmount,
+        top_connect_shows_a_running_agents_stream,
         top_replays_a_recording,
         top_without_a_terminal_says_so,
     ]
@@ -221,6 +226,67 @@ fn top_live_names_the_holder_of_a_failed_unmount() {
         !text.contains(" detail "),
         "the terminal is restored:\n{text}"
     );
+}
+
+fn top_connect_shows_a_running_agents_stream() {
+    let (_dir, tmp) = temp_dir();
+    let socket = tmp.join("agent.sock");
+    let socket_arg = socket.to_str().unwrap();
+    let (mut agent, agent_stderr) = start_attached(&[
+        "agent",
+        "--no-metrics",
+        "--socket",
+        socket_arg,
+        "--path",
+        tmp.to_str().unwrap(),
+    ]);
+    let screen = Screen::start(&["top", "--connect", socket_arg]);
+    // The header arrives first: the status bar names the agent's host, kernel and mode.
+    let host = nix::unistd::gethostname().unwrap();
+    screen.wait_for(&format!(
+        " live from the agent at {socket_arg} (host {}, kernel ",
+        host.to_string_lossy()
+    ));
+    let mnt = tmp.join("mnt");
+    let go = GoAhead(tmp.join("go"));
+    let plan = Plan::new()
+        .tmpfs(&mnt)
+        .hold(mnt.join("held"))
+        .umount2(&mnt, 0)
+        .wait_for(&go.0)
+        .release()
+        .umount2(&mnt, 0);
+    std::thread::scope(|threads| {
+        let fixture = threads.spawn(|| Fixture::run(&plan));
+        let pid = fixture_pid(&screen);
+        let text = screen.wait_for(&format!("{pid}] {}  1 holder(s)", mnt.display()));
+        assert!(text.contains(" EBUSY  "), "{text}");
+        drop(go);
+        let fixture = fixture.join().expect("the fixture ran");
+        assert_eq!(fixture.pid(), pid);
+        screen.wait_for(&format!("ok     {}[{pid}] {}", fixture.comm, mnt.display()));
+    });
+    screen.keys(&["q"]);
+    let text = screen.wait_for("EXIT=");
+    assert!(text.contains("EXIT=0"), "{text}");
+    // The agent did not notice the client leave.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = process::wait(&mut agent, LINE_TIMEOUT);
+    assert!(status.success(), "{}", agent_stderr.lock().unwrap());
+}
+
+/// The pid of the first EBUSY row on `screen` (the fixture's: the agent sees only its
+/// temporary directory).
+fn fixture_pid(screen: &Screen) -> u32 {
+    let text = screen.wait_for(" EBUSY  ");
+    let row = text.lines().find(|l| l.contains(" EBUSY  ")).unwrap();
+    let pid = row.split('[').nth(1).and_then(|r| r.split(']').next());
+    pid.and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {row:?}"))
 }
 
 fn top_replays_a_recording() {

@@ -146,6 +146,13 @@ pub struct WatchArgs {
     /// Print JSON Lines (schema v1) instead of human-readable lines.
     #[arg(long)]
     pub json: bool,
+    /// Show the stream of a running `busyprobe agent` from its socket instead of loading
+    /// probes (needs no CAP_BPF: root, or the agent's `--socket-group`). PATH defaults to
+    /// the agent's default socket. `--only-failed` still applies; the options that choose
+    /// what the probes do are the agent's.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = DEFAULT_SOCKET,
+          conflicts_with_all = CONNECT_CONFLICTS)]
+    pub connect: Option<PathBuf>,
     #[command(flatten)]
     pub stream: StreamArgs,
 }
@@ -156,9 +163,24 @@ pub struct TopArgs {
     /// Most events kept on screen (the oldest go first), so memory stays flat.
     #[arg(long, value_name = "N", default_value_t = KEEP_ON_SCREEN)]
     pub keep: usize,
+    /// Show the stream of a running `busyprobe agent` from its socket instead of loading
+    /// probes (needs no CAP_BPF: root, or the agent's `--socket-group`). PATH defaults to
+    /// the agent's default socket (`f` shows failures only).
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = DEFAULT_SOCKET,
+          conflicts_with_all = CONNECT_CONFLICTS, conflicts_with = "only_failed")]
+    pub connect: Option<PathBuf>,
     #[command(flatten)]
     pub stream: StreamArgs,
 }
+
+/// What the probes are told, which a client of the agent (`--connect`) cannot choose.
+const CONNECT_CONFLICTS: [&str; 5] = [
+    "path",
+    "ring_buffer_size",
+    "no_holders",
+    "no_open_times",
+    "stats_interval",
+];
 
 /// `top --keep` and `replay --keep` by default.
 pub const KEEP_ON_SCREEN: usize = 10_000;
@@ -279,6 +301,11 @@ pub struct RecordArgs {
 /// Prometheus exporters' range 9100-9999 is full; README, "Metrics").
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:10057";
 
+/// The socket `agent --socket` serves and `watch --connect` and `top --connect` read by
+/// default (its directory is systemd's `RuntimeDirectory=busyprobe`; the agent creates it
+/// when missing, for this default only).
+pub const DEFAULT_SOCKET: &str = "/run/busyprobe/agent.sock";
+
 /// Options of `busyprobe agent`.
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
@@ -296,6 +323,30 @@ pub struct AgentArgs {
     /// Serve no metrics.
     #[arg(long, conflicts_with = "metrics")]
     pub no_metrics: bool,
+    /// The first N process names of blamed holders get a series of their own in
+    /// `busyprobe_busy_unmounts_by_holder_name_total`; every later name counts under `other`
+    /// (label values stay bounded; 0 counts every name as `other`).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10,
+        conflicts_with = "no_metrics"
+    )]
+    pub metrics_holder_names: usize,
+    /// Serve the live stream on the Unix socket PATH: every client gets the JSON Lines a
+    /// recording holds, from a `header` line on (`busyprobe watch --connect PATH`, `busyprobe
+    /// top --connect PATH`, or any reader such as `socat - UNIX-CONNECT:PATH`). Mode 0600 (root
+    /// only) unless `--socket-group` is given. A client that reads too slowly loses lines (a
+    /// `lost` line says how many); the agent never waits for one. The directory must exist,
+    /// but for the default's (`/run/busyprobe`, created mode 0755 when missing).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Let the members of GROUP connect to the socket too (mode 0660, group GROUP).
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// Serve no live clients.
+    #[arg(long, conflicts_with_all = ["socket", "socket_group"])]
+    pub no_socket: bool,
     // `--only-failed` applies to the recording only: the metrics count every attempt (the
     // successful unmounts are what clears the leaked-mount gauge). `--path` applies to both.
     #[command(flatten)]

@@ -1,25 +1,28 @@
 //! `busyprobe agent`: the node daemon. One set of probes (the same [`stream`] as `watch`,
-//! `top` and `record`) feeds a recording (`-o`) and Prometheus metrics (`--metrics`) at once,
-//! through one [`FanOut`] sink, until SIGTERM or SIGINT. A recording that cannot write (a
-//! full disk) loses lines, counted and marked in it, and never stops the metrics.
+//! `top` and `record`) feeds a recording (`-o`), Prometheus metrics (`--metrics`) and live
+//! clients on a Unix socket (`--socket`) at once, through one [`FanOut`] sink, until SIGTERM
+//! or SIGINT. A recording that cannot write (a full disk) loses lines, counted and marked in
+//! it, and never stops the metrics or the clients.
 //!
 //! Start-up checks everything that can be refused before anything is created: the metrics
-//! address is bound first (a port in use creates no recording), then the recording is
-//! created, then the probes are loaded. Under systemd (`Type=notify`), `READY=1` is sent once
-//! they are attached and `STOPPING=1` when the stream ends.
+//! address is bound first (a port in use creates no recording), then the socket, then the
+//! recording is created, then the probes are loaded. Under systemd (`Type=notify`),
+//! `READY=1` is sent once they are attached and `STOPPING=1` when the stream ends.
 
-use std::{net::SocketAddr, path::Path, process::ExitCode};
+use std::{net::SocketAddr, os::unix::fs::DirBuilderExt, path::Path, process::ExitCode, sync::Arc};
 
 use anyhow::{bail, Context as _, Result};
 use sd_notify::NotifyState;
+use tokio::{sync::oneshot, task::JoinHandle};
 
-use super::record::open_recording;
+use super::record::{open_recording, stream_header};
 use crate::{
-    cli::AgentArgs,
-    kernel,
-    loader::{self, ModeDecision},
+    cli::{AgentArgs, DEFAULT_SOCKET},
+    kernel, loader,
+    loader::ModeDecision,
     pipeline::probes::{block_on, stream, Output},
     sink::{
+        clients::{socket::ClientSocket, ClientCounts, Hub, ToClients},
         fanout::FanOut,
         metrics::{http, About, Metrics},
         record::Recording,
@@ -29,27 +32,38 @@ use crate::{
 
 /// Runs the agent until a signal.
 pub fn run(args: &AgentArgs) -> Result<ExitCode> {
-    if args.output.is_none() && args.no_metrics {
-        bail!("nothing to do: give -o FILE to record, or leave the metrics on");
+    if args.output.is_none() && args.no_metrics && args.no_socket {
+        bail!("nothing to do: give -o FILE to record, or leave the metrics or the socket on");
     }
     let mode = loader::resolve_mode("agent", args.stream.mode)?;
     let listener = match args.no_metrics {
         true => None,
         false => Some(bind(args.metrics)?),
     };
-    let metrics = listener.is_some().then(|| {
-        Metrics::new(About {
-            version: env!("CARGO_PKG_VERSION").into(),
-            probe_mode: mode.mode.as_str().into(),
-            kernel: kernel::release(),
-        })
-    });
+    let socket = match args.no_socket {
+        true => None,
+        false => Some(bind_socket(args)?),
+    };
+    // One header for the recording and the clients: they see the same lines.
+    let header = stream_header(&mode);
+    let counts = ClientCounts::default();
+    let hub = socket.as_ref().map(|_| Hub::new(&header, counts.clone()));
+    let mut metrics = listener
+        .is_some()
+        .then(|| metrics(&mode, args.metrics_holder_names));
+    if let (Some(metrics), Some(_)) = (&mut metrics, &hub) {
+        metrics.count_clients(&counts);
+    }
     let recording = match &args.output {
-        Some(path) => Some(recording(path, args, &mode, metrics.as_ref())?),
+        Some(path) => Some(recording(path, args, header, metrics.as_ref())?),
         None => None,
     };
     let registry = metrics.as_ref().map(Metrics::registry);
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    sinks.extend(
+        hub.clone()
+            .map(|hub| Box::new(ToClients::new(hub)) as Box<dyn Sink>),
+    );
     sinks.extend(metrics.map(|m| Box::new(m) as Box<dyn Sink>));
     let mut fan_out = FanOut::new(sinks);
     if let Some(recording) = recording {
@@ -81,30 +95,71 @@ pub fn run(args: &AgentArgs) -> Result<ExitCode> {
             }
             _ => None,
         };
+        let clients = socket
+            .zip(hub)
+            .map(|(socket, hub)| serve_clients(socket, hub));
         let streamed = stream(&stream_args, out).await;
         notify(&[NotifyState::Stopping]);
         if let Some(server) = server {
             server.abort();
         }
+        if let Some((stop, served)) = clients {
+            let _ = stop.send(());
+            served.await.context("serving clients")??;
+        }
         streamed
     })
 }
 
-/// The recording at `path` (`-o`): failures only with `--only-failed`; the lines it loses
-/// are counted in the metrics, when they are served.
+/// The recording at `path` (`-o`) with `header`: failures only with `--only-failed`; the
+/// lines it loses are counted in the metrics, when they are served.
 fn recording(
     path: &Path,
     args: &AgentArgs,
-    mode: &ModeDecision,
+    header: String,
     metrics: Option<&Metrics>,
 ) -> Result<Recording> {
-    let mut recording = Recording::new(open_recording(path, &args.rotation, mode)?)
+    let mut recording = Recording::new(open_recording(path, &args.rotation, header)?)
         .failures_only(args.stream.only_failed);
     if let Some(metrics) = metrics {
         let lost = metrics.lines_lost();
         recording = recording.on_lost(Box::new(move |cause| lost.add(cause)));
     }
     Ok(recording)
+}
+
+/// The clients' socket (`--socket`); the default's directory is created when missing.
+fn bind_socket(args: &AgentArgs) -> Result<ClientSocket> {
+    let runtime_dir = Path::new(DEFAULT_SOCKET).parent();
+    if let Some(dir) =
+        runtime_dir.filter(|d| args.socket == Path::new(DEFAULT_SOCKET) && !d.exists())
+    {
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(dir)
+            .with_context(|| format!("creating {} for the socket", dir.display()))?;
+    }
+    ClientSocket::bind(&args.socket, args.socket_group.as_deref())
+}
+
+/// The metrics of the agent's stream.
+fn metrics(mode: &ModeDecision, holder_names: usize) -> Metrics {
+    let about = About {
+        version: env!("CARGO_PKG_VERSION").into(),
+        probe_mode: mode.mode.as_str().into(),
+        kernel: kernel::release(),
+    };
+    Metrics::new(about, holder_names)
+}
+
+/// Serves the live clients until told to stop: the stop, and the task to wait for.
+fn serve_clients(
+    socket: ClientSocket,
+    hub: Arc<Hub>,
+) -> (oneshot::Sender<()>, JoinHandle<Result<()>>) {
+    tracing::info!("serving live clients on {}", socket.path().display());
+    let (stop, stopped) = oneshot::channel();
+    (stop, tokio::spawn(socket.serve(hub, stopped)))
 }
 
 /// The metrics address, bound now (before anything else is created), non-blocking for tokio.

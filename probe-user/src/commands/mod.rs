@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod agent;
+mod connect;
 mod demo;
 mod doctor;
 mod record;
@@ -32,10 +33,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         // On a terminal, the live view; piped or redirected, the stream.
         None if top::on_a_terminal() => top::live(&TopArgs {
             keep: KEEP_ON_SCREEN,
+            connect: None,
             stream: StreamArgs::default(),
         }),
         None => watch::run(WatchArgs {
             json: false,
+            connect: None,
             stream: StreamArgs::default(),
         }),
         Some(Command::Record(args)) => record::run(&args),

@@ -21,7 +21,7 @@ use crate::{
 /// Records until a signal or `--duration`.
 pub fn run(args: &RecordArgs) -> Result<ExitCode> {
     let mode = loader::resolve_mode("record", args.stream.mode)?;
-    let file = open_recording(&args.output, &args.rotation, &mode)?;
+    let file = open_recording(&args.output, &args.rotation, stream_header(&mode))?;
     let out = Output {
         sink: Box::new(WithStatus::new(
             Recording::new(file),
@@ -37,22 +37,13 @@ pub fn run(args: &RecordArgs) -> Result<ExitCode> {
     block_on(stream(&args.stream, out))
 }
 
-/// Starts the recording at `path` (`record -o`, `agent -o`): its header names this host,
-/// kernel and probe `mode`; an existing file is rotated away as `rotation` says.
+/// Starts the recording at `path` (`record -o`, `agent -o`) with `header` (a
+/// [`stream_header`]) in each file; an existing file is rotated away as `rotation` says.
 pub(super) fn open_recording(
     path: &Path,
     rotation: &RotationArgs,
-    mode: &ModeDecision,
+    header: String,
 ) -> Result<RotatingFile> {
-    let host = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let header = header_line(
-        &host,
-        &kernel::release(),
-        mode.mode.as_str(),
-        std::time::SystemTime::now(),
-    );
     let plan = RecordPlan {
         path: path.to_path_buf(),
         rotate_at: rotation.rotate,
@@ -64,4 +55,18 @@ pub(super) fn open_recording(
         .with_context(|| format!("creating the recording {}", path.display()))?;
     tracing::info!("recording to {}", path.display());
     Ok(file)
+}
+
+/// The `header` line of a stream starting now (a recording's, the agent's clients'): this
+/// host, kernel and probe `mode`.
+pub(super) fn stream_header(mode: &ModeDecision) -> String {
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    header_line(
+        &host,
+        &kernel::release(),
+        mode.mode.as_str(),
+        std::time::SystemTime::now(),
+    )
 }

@@ -32,7 +32,14 @@ pub fn on_a_terminal() -> bool {
 /// malformed lines listed after it closes.
 pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     if args.files.len() == 1 && args.files[0].as_os_str() == "-" {
-        show_stream(io::BufReader::new(io::stdin()), args.keep)?;
+        let title = "replay of stdin".to_string();
+        show_stream(
+            io::BufReader::new(io::stdin()),
+            args.keep,
+            "replay -",
+            title,
+            "stdin",
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     let files = files_in_order(&args.files);
@@ -62,21 +69,28 @@ pub fn show_recording(files: &[PathBuf], keep: usize, source: String) -> Result<
     Ok(())
 }
 
-/// The screen over JSON Lines arriving on `input` as they come; it stays up after the stream
-/// ends, until the user quits. Malformed lines are listed once the terminal is back.
-fn show_stream(input: impl io::BufRead + Send + 'static, keep: usize) -> Result<()> {
-    let guard = TerminalGuard::new("replay -")?;
+/// The screen (of `command`, titled `title`) over JSON Lines arriving on `input` as they
+/// come; it stays up after the stream ends, until the user quits. Malformed lines are listed
+/// once the terminal is back, each after `source:`.
+fn show_stream(
+    input: impl io::BufRead + Send + 'static,
+    keep: usize,
+    command: &str,
+    title: String,
+    source: &str,
+) -> Result<()> {
+    let guard = TerminalGuard::new(command)?;
     let (to_screen, lines) = mpsc::channel();
     let reader = thread::spawn(move || {
         let problems = forward_lines(input, &to_screen);
         // Keep the channel open: the screen stays until `q`, not until the stream ends.
         (problems, to_screen)
     });
-    tui::show(guard, App::new(keep, "replay of stdin".into()), Some(lines))?;
+    tui::show(guard, App::new(keep, title), Some(lines))?;
     if reader.is_finished() {
         if let Ok((problems, _)) = reader.join() {
             for problem in problems {
-                eprintln!("busyprobe: stdin:{problem}");
+                eprintln!("busyprobe: {source}:{problem}");
             }
         }
     }
@@ -103,6 +117,13 @@ fn forward_lines(input: impl io::BufRead, to_screen: &mpsc::Sender<Line>) -> Vec
 
 /// `busyprobe top`: the screen over the live stream.
 pub fn live(args: &TopArgs) -> Result<ExitCode> {
+    if let Some(socket) = &args.connect {
+        let input = super::connect::connect(socket)?;
+        let title = format!("live from the agent at {}", socket.display());
+        let source = socket.display().to_string();
+        show_stream(input, args.keep, "top --connect", title, &source)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mode = loader::resolve_mode("top", args.stream.mode)?;
     let guard = TerminalGuard::new("top")?;
     let tracking = if args.stream.no_holders {

@@ -13,6 +13,9 @@ use crate::{
 
 /// Runs `watch` on a single-threaded runtime.
 pub fn run(args: WatchArgs) -> Result<ExitCode> {
+    if let Some(socket) = &args.connect {
+        return super::connect::watch(socket, args.json, args.stream.only_failed);
+    }
     let mode = loader::resolve_mode("watch", args.stream.mode)?;
     let stdout = io::stdout().lock();
     let sink: Box<dyn Sink> = if args.json {

@@ -62,6 +62,18 @@ impl Attribution {
         kinds
     }
 
+    /// The process names (`comm`) of its blamed holders, each once, in byte order.
+    pub fn blamed_process_names(&self) -> Vec<&[u8]> {
+        let mut names: Vec<&[u8]> = self
+            .blamed()
+            .filter_map(|h| h.process.as_ref())
+            .map(|p| p.comm.as_slice())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// The target's mount id and those of the copies whose holders are blamed: the mounts
     /// whose holders make the unmount fail.
     pub fn blamed_mount_ids(&self) -> HashSet<u64> {

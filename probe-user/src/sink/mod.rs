@@ -1,6 +1,8 @@
 //! Where unmount attempts and stats go: human-readable lines, JSON Lines, the `top` view, a
-//! recording, Prometheus metrics, or several of them at once ([`fanout`]).
+//! recording, Prometheus metrics, the agent's live clients, or several of them at once
+//! ([`fanout`]).
 
+pub mod clients;
 pub mod fanout;
 pub mod format;
 pub mod json;

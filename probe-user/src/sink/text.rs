@@ -10,11 +10,11 @@ use std::{io, time::SystemTime};
 
 use crate::{
     event::{UmountAttempt, Warning},
-    model::{Accessor, Holder},
+    model::Holder,
     paths::escape_for_terminal,
     sink::{
         format,
-        json::wire::{AccessorWire, HolderWire},
+        json::wire::{HolderWire, Line, UmountLine, WarningLine},
         Sink,
     },
     stats::Stats,
@@ -38,37 +38,38 @@ impl<W: io::Write> TextLines<W> {
 
 /// One attempt as a line (without the newline).
 pub fn format_attempt(a: &UmountAttempt) -> String {
-    let c = &a.call;
-    let result = c.errno_name().unwrap_or_else(|| "ok".into());
+    format_umount(&UmountLine::new(a))
+}
+
+/// One attempt as a line (without the newline), from its JSON line (`watch --connect`): the
+/// same words as [`format_attempt`].
+pub fn format_umount(u: &UmountLine) -> String {
     let mut line = format!(
-        "{}  {result:<6} {} uid={} mntns={}  {}",
-        clock_time(a.ts),
-        format::process(&c.comm, c.pid),
-        c.uid,
-        c.mntns,
-        describe_target(a)
+        "{}  {:<6} {} uid={} mntns={}  {}",
+        clock_time(&u.ts),
+        u.result(),
+        format::process(&u.comm_bytes(), u.pid),
+        u.uid,
+        u.mntns,
+        describe_target(u)
     );
-    let flags = c.flag_names();
-    if !flags.is_empty() {
-        line.push_str(&format!("  [{}]", flags.join("|")));
+    if !u.flag_names.is_empty() {
+        line.push_str(&format!("  [{}]", u.flag_names.join("|")));
     }
-    line.push_str(&format!("  {}", format::duration(c.duration_ns)));
-    match &a.attribution {
-        Some(Ok(attribution)) => {
-            for holder in &attribution.holders {
-                line.push_str("\n    ");
-                line.push_str(&format_holder(holder));
-            }
-            for accessor in &attribution.accessors {
-                line.push_str("\n    ");
-                line.push_str(&format_accessor(accessor));
-            }
-        }
-        Some(Err(e)) => line.push_str(&format!(
+    line.push_str(&format!("  {}", format::duration(u.duration_ns)));
+    for holder in u.holders() {
+        line.push_str("\n    ");
+        line.push_str(&format::holder_line(holder));
+    }
+    for accessor in u.accessors.as_deref().unwrap_or_default() {
+        line.push_str("\n    ");
+        line.push_str(&format::accessor_line(accessor));
+    }
+    if let Some(e) = &u.attribution_error {
+        line.push_str(&format!(
             "\n    holders unknown: {}",
             escape_for_terminal(e.as_bytes())
-        )),
-        None => {}
+        ));
     }
     line
 }
@@ -78,70 +79,91 @@ pub fn format_holder(h: &Holder) -> String {
     format::holder_line(&HolderWire::new(h))
 }
 
-/// A recent accessor on one line: not a holder, context.
-pub fn format_accessor(a: &Accessor) -> String {
-    format::accessor_line(&AccessorWire::new(a))
-}
-
-fn describe_target(a: &UmountAttempt) -> String {
-    let t = &a.call.target;
-    if t.unreadable {
+fn describe_target(u: &UmountLine) -> String {
+    if u.target_unreadable {
         return "<target unreadable>".into();
     }
-    let mut s = escape_for_terminal(&t.bytes);
-    if t.truncated {
+    let target = u.target_bytes();
+    let mut s = escape_for_terminal(&target);
+    if u.target_truncated {
         s.push_str("…(truncated)");
     }
-    match &a.target_abs {
-        Some(abs) if *abs != t.bytes => s.push_str(&format!(" (= {})", escape_for_terminal(abs))),
-        None if !t.bytes.starts_with(b"/") => s.push_str(" (cwd unknown)"),
+    match u.target_abs_bytes() {
+        Some(abs) if abs != target => s.push_str(&format!(" (= {})", escape_for_terminal(&abs))),
+        None if !target.starts_with(b"/") => s.push_str(" (cwd unknown)"),
         _ => {}
     }
     s
 }
 
-/// `HH:MM:SS.micros` in UTC.
-fn clock_time(ts: SystemTime) -> String {
-    let full = humantime::format_rfc3339_micros(ts).to_string();
-    full.get(11..26).unwrap_or(&full).to_string()
+/// `HH:MM:SS.micros` (UTC) of an RFC 3339 time.
+fn clock_time(ts: &str) -> &str {
+    ts.get(11..26).unwrap_or(ts)
 }
 
-impl<W: io::Write> Sink for TextLines<W> {
-    fn umount(&mut self, attempt: &UmountAttempt) -> io::Result<()> {
-        writeln!(self.out, "{}", format_attempt(attempt))?;
-        self.out.flush()
+impl<W: io::Write> TextLines<W> {
+    /// One line of a JSON Lines stream (`watch --connect`), in the words of the sink:
+    /// attempts and warnings on the output; counters, the stream's header and lines lost on
+    /// stderr.
+    pub fn line(&mut self, line: &Line) -> io::Result<()> {
+        match line {
+            Line::Umount(u) => {
+                writeln!(self.out, "{}", format_umount(u))?;
+                self.out.flush()
+            }
+            Line::Warning(w) => self.warning_line(w),
+            Line::Stats(s) => {
+                self.counters(&s.stats(), s.last);
+                Ok(())
+            }
+            Line::Header(h) => {
+                tracing::info!(
+                    "busyprobe {} on {} (kernel {}, {} mode)",
+                    h.busyprobe,
+                    escape_for_terminal(h.host.as_bytes()),
+                    escape_for_terminal(h.kernel.as_bytes()),
+                    escape_for_terminal(h.probe_mode.as_bytes())
+                );
+                Ok(())
+            }
+            Line::Lost(l) => {
+                tracing::warn!("{}", escape_for_terminal(l.message.as_bytes()));
+                Ok(())
+            }
+            Line::Who(_) | Line::Other => Ok(()),
+        }
     }
 
-    fn warning(&mut self, warning: &Warning) -> io::Result<()> {
-        match warning {
-            Warning::AliveAfterUnmount {
-                umount_id,
-                target,
-                holders,
-                ..
-            } => {
+    fn warning_line(&mut self, w: &WarningLine) -> io::Result<()> {
+        match w {
+            WarningLine::AliveAfterUnmount(w) => {
                 writeln!(
                     self.out,
-                    "warning: unmount {umount_id} of {} succeeded but the filesystem is still in use:",
-                    escape_for_terminal(target)
+                    "warning: unmount {} of {} succeeded but the filesystem is still in use:",
+                    w.umount_id,
+                    escape_for_terminal(&w.target_bytes())
                 )?;
-                for h in holders {
-                    writeln!(self.out, "    {}", format_holder(h))?;
+                for h in &w.holders {
+                    writeln!(self.out, "    {}", format::holder_line(h))?;
                 }
             }
-            Warning::RecordingFailing { cause, .. } => writeln!(
+            WarningLine::RecordingFailing(w) => writeln!(
                 self.out,
-                "warning: the recording cannot write ({cause}); it counts the lines it loses"
+                "warning: {}",
+                escape_for_terminal(w.message.as_bytes())
             )?,
-            Warning::RecordingLinesLost { lines, cause, .. } => writeln!(
+            WarningLine::RecordingLinesLost(w) => writeln!(
                 self.out,
-                "warning: the recording writes again after losing {lines} lines ({cause})"
+                "warning: {}",
+                escape_for_terminal(w.message.as_bytes())
             )?,
+            WarningLine::Other => return Ok(()),
         }
         self.out.flush()
     }
 
-    fn stats(&mut self, _ts: SystemTime, stats: &Stats, last: bool) -> io::Result<()> {
+    /// Says new losses on stderr, and the totals on the last counters.
+    fn counters(&mut self, stats: &Stats, last: bool) {
         let previous = std::mem::replace(&mut self.reported_drops, stats.clone());
         let new_losses: Vec<String> = stats
             .drops_by_cause()
@@ -166,6 +188,21 @@ impl<W: io::Write> Sink for TextLines<W> {
                 stats.decode_errors
             );
         }
+    }
+}
+
+impl<W: io::Write> Sink for TextLines<W> {
+    fn umount(&mut self, attempt: &UmountAttempt) -> io::Result<()> {
+        writeln!(self.out, "{}", format_attempt(attempt))?;
+        self.out.flush()
+    }
+
+    fn warning(&mut self, warning: &Warning) -> io::Result<()> {
+        self.warning_line(&WarningLine::new(warning))
+    }
+
+    fn stats(&mut self, _ts: SystemTime, stats: &Stats, last: bool) -> io::Result<()> {
+        self.counters(stats, last);
         Ok(())
     }
 }

@@ -92,6 +92,9 @@ fn warning_type() -> Name {
 fn stats_type() -> Name {
     Cow::Borrowed("stats")
 }
+fn lost_type() -> Name {
+    Cow::Borrowed("lost")
+}
 fn who_type() -> Name {
     Cow::Borrowed("who")
 }
@@ -115,6 +118,8 @@ pub enum Line {
     Stats(StatsLine),
     /// `who`: the answer of `busyprobe who --json`.
     Who(Box<WhoLine>),
+    /// `lost`: lines this reader of the stream did not get.
+    Lost(LostLine),
     /// A type this build does not know (types may be added within a schema version).
     #[serde(other)]
     Other,
@@ -130,6 +135,7 @@ impl Serialize for Line {
             Line::Warning(l) => l.serialize(s),
             Line::Stats(l) => l.serialize(s),
             Line::Who(l) => l.serialize(s),
+            Line::Lost(l) => l.serialize(s),
             Line::Other => Err(serde::ser::Error::custom(
                 "a line of a type this build does not know was read without its fields: it \
                  cannot be written",
@@ -280,6 +286,12 @@ impl UmountLine {
     /// The target as passed, exact.
     pub fn target_bytes(&self) -> Cow<'_, [u8]> {
         TextBytes::exact(&self.target, self.target_b64.as_deref())
+    }
+
+    /// The absolute target, exact, when known.
+    pub fn target_abs_bytes(&self) -> Option<Cow<'_, [u8]>> {
+        let abs = self.target_abs.as_deref()?;
+        Some(TextBytes::exact(abs, self.target_abs_b64.as_deref()))
     }
 
     /// Whether the call failed.
@@ -676,6 +688,11 @@ impl AliveAfterUnmountLine {
             holders: holders.iter().map(HolderWire::new).collect(),
         }
     }
+
+    /// The target, exact.
+    pub fn target_bytes(&self) -> Cow<'_, [u8]> {
+        TextBytes::exact(&self.target, self.target_b64.as_deref())
+    }
 }
 
 /// `"warning":"recording-failing"`: the recording cannot write and counts the lines it loses
@@ -844,6 +861,41 @@ impl StatsLine {
                 .map_or(0, |(_, count)| *count);
         }
         stats
+    }
+}
+
+/// `{"type":"lost"}`: lines of the stream that this reader did not get, written in their
+/// place: a live client of the agent that read too slowly (`cause` `slow_client`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostLine {
+    v: u32,
+    // The tag: [`Line`] reads it to choose the struct.
+    #[serde(rename = "type", skip_deserializing, default = "lost_type")]
+    kind: Name,
+    /// When the first line lost was written.
+    pub ts: String,
+    /// How many lines were lost here.
+    pub lines: u64,
+    /// Why (`slow_client`).
+    pub cause: Name,
+    /// A sentence for the human.
+    pub message: String,
+}
+
+impl LostLine {
+    /// `slow_client`: the lines a client did not read fast enough, the first at `since`.
+    pub fn slow_client(since: SystemTime, lines: u64) -> Self {
+        Self {
+            v: SCHEMA_VERSION,
+            kind: lost_type(),
+            ts: rfc3339(since),
+            lines,
+            cause: Cow::Borrowed("slow_client"),
+            message: format!(
+                "{lines} lines lost here: this client read more slowly than the agent wrote \
+                 (the agent and its other readers did not wait)"
+            ),
+        }
     }
 }
 

@@ -7,12 +7,15 @@
 //! | --- | --- | --- |
 //! | `busyprobe_unmount_attempts_total` | counter | `result`: `ok` or the errno name (`EBUSY`, `EINVAL`, ...) |
 //! | `busyprobe_busy_unmounts_by_holder_kind_total` | counter | `kind`: a holder kind (`fd`, `cwd`, ..., `unknown`) or `attribution_error` |
+//! | `busyprobe_busy_unmounts_by_holder_name_total` | counter | `comm`: a blamed holder's process name, for the first N names seen (`--metrics-holder-names`); `other` for the rest |
 //! | `busyprobe_leaked_mounts` | gauge | none |
 //! | `busyprobe_drops_total` | counter | `cause`: as the stats lines' `drops` |
 //! | `busyprobe_undecodable_records_total` | counter | none |
 //! | `busyprobe_attribution_latency_seconds` | histogram | none |
 //! | `busyprobe_info` | gauge (info) | `version`, `probe_mode`, `kernel` |
 //! | `busyprobe_recording_lines_lost_total` | counter | `cause`: the errno name of the failed write (`ENOSPC`, `EIO`, ...) |
+//! | `busyprobe_clients` | gauge | none (with `--socket`) |
+//! | `busyprobe_client_lines_lost_total` | counter | none (with `--socket`) |
 
 pub mod http;
 
@@ -37,7 +40,7 @@ use prometheus_client::{
 
 use crate::{
     event::{UmountAttempt, Warning},
-    sink::Sink,
+    sink::{clients::ClientCounts, Sink},
     stats::Stats,
 };
 
@@ -54,6 +57,16 @@ struct KindLabel {
     /// A holder kind's name, or `attribution_error`.
     kind: &'static str,
 }
+
+/// `busyprobe_busy_unmounts_by_holder_name_total`'s label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameLabel {
+    /// A holder's process name, or `other`.
+    comm: String,
+}
+
+/// The label value of the holder names past the first N.
+const OTHER_NAMES: &str = "other";
 
 /// `busyprobe_drops_total`'s label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -113,6 +126,10 @@ pub struct Metrics {
     registry: Arc<Registry>,
     attempts: Family<ResultLabel, Counter>,
     by_holder_kind: Family<KindLabel, Counter>,
+    by_holder_name: Family<NameLabel, Counter>,
+    /// The holder names that have a series of their own: at most `holder_names`.
+    named: HashSet<String>,
+    holder_names: usize,
     leaked: Gauge,
     drops: Family<CauseLabel, Counter>,
     undecodable: Counter,
@@ -130,13 +147,18 @@ pub struct Metrics {
 const LATENCY_BUCKETS: (f64, f64, u16) = (0.001, 2.0, 16);
 
 impl Metrics {
-    /// The metrics of a stream of attempts; `busyprobe_info` says `about`.
-    pub fn new(about: About) -> Self {
-        Self::with_namespaces(about, Box::new(live_mount_namespaces))
+    /// The metrics of a stream of attempts; `busyprobe_info` says `about`; the first
+    /// `holder_names` names of blamed holder processes get a series of their own.
+    pub fn new(about: About, holder_names: usize) -> Self {
+        Self::with_namespaces(about, holder_names, Box::new(live_mount_namespaces))
     }
 
     /// [`Metrics::new`] reading the live mount namespaces with `live_namespaces` (tests).
-    fn with_namespaces(about: About, live_namespaces: Box<dyn Fn() -> HashSet<u64>>) -> Self {
+    fn with_namespaces(
+        about: About,
+        holder_names: usize,
+        live_namespaces: Box<dyn Fn() -> HashSet<u64>>,
+    ) -> Self {
         let mut registry = Registry::default();
         let attempts = Family::<ResultLabel, Counter>::default();
         registry.register(
@@ -151,6 +173,14 @@ impl Metrics {
              holders of two kinds counts once under each; attribution_error: none could be \
              looked for)",
             by_holder_kind.clone(),
+        );
+        let by_holder_name = Family::<NameLabel, Counter>::default();
+        registry.register(
+            "busyprobe_busy_unmounts_by_holder_name",
+            "EBUSY unmount attempts by the process names (comm) of their blamed holders: the \
+             first N names seen have a series each (--metrics-holder-names), every later one \
+             counts under other (an attempt held by two names counts under both)",
+            by_holder_name.clone(),
         );
         let leaked = Gauge::default();
         registry.register(
@@ -205,6 +235,9 @@ impl Metrics {
             registry: Arc::new(registry),
             attempts,
             by_holder_kind,
+            by_holder_name,
+            named: HashSet::new(),
+            holder_names,
             leaked,
             drops,
             undecodable,
@@ -214,6 +247,25 @@ impl Metrics {
             last_stats: Stats::default(),
             live_namespaces,
         }
+    }
+
+    /// Also shows the live clients' counts (`agent --socket`). Call it before serving the
+    /// registry.
+    pub fn count_clients(&mut self, counts: &ClientCounts) {
+        let registry = Arc::get_mut(&mut self.registry)
+            .expect("the clients are counted before the registry is served");
+        registry.register(
+            "busyprobe_clients",
+            "Live clients connected to the agent's socket",
+            counts.connected.clone(),
+        );
+        registry.register(
+            "busyprobe_client_lines_lost",
+            "Lines of the stream not sent to a live client because it read too slowly (the \
+             client is told how many in a lost line); the agent and the other clients do not \
+             wait",
+            counts.lines_lost.clone(),
+        );
     }
 
     /// The registry to serve (it reads the same metrics this sink updates).
@@ -230,6 +282,9 @@ impl Metrics {
     fn count(&mut self, attempt: &UmountAttempt, now: SystemTime) {
         let result = attempt.call.errno_name().unwrap_or_else(|| "ok".into());
         self.attempts.get_or_create(&ResultLabel { result }).inc();
+        if let Some(Ok(found)) = &attempt.attribution {
+            self.count_names(&found.blamed_process_names());
+        }
         if let Some(attribution) = &attempt.attribution {
             let kinds: Vec<&'static str> = match attribution {
                 Ok(found) => found
@@ -246,6 +301,32 @@ impl Metrics {
             self.latency.observe(waited.as_secs_f64());
         }
         self.track_busy(attempt);
+    }
+
+    /// Counts one EBUSY under each of `names` (its blamed holders' process names), each name
+    /// past the first [`Metrics::holder_names`] under `other`, once however many fall there.
+    fn count_names(&mut self, names: &[&[u8]]) {
+        let mut labels: Vec<String> = names
+            .iter()
+            .map(|name| self.label_of(&String::from_utf8_lossy(name)))
+            .collect();
+        labels.sort_unstable();
+        labels.dedup();
+        for comm in labels {
+            self.by_holder_name.get_or_create(&NameLabel { comm }).inc();
+        }
+    }
+
+    /// `name`'s label: itself if it has a series or there is room for one, else `other`.
+    fn label_of(&mut self, name: &str) -> String {
+        if self.named.contains(name) {
+            return name.to_owned();
+        }
+        if self.named.len() < self.holder_names {
+            self.named.insert(name.to_owned());
+            return name.to_owned();
+        }
+        OTHER_NAMES.to_owned()
     }
 
     /// Keeps [`Metrics::busy`] as the last attempt on each mount says: EBUSY adds it; success,
@@ -344,7 +425,7 @@ mod tests {
     /// Metrics whose live namespaces are the shared set.
     fn metrics(live: &Rc<RefCell<HashSet<u64>>>) -> Metrics {
         let live = live.clone();
-        Metrics::with_namespaces(about(), Box::new(move || live.borrow().clone()))
+        Metrics::with_namespaces(about(), 2, Box::new(move || live.borrow().clone()))
     }
 
     fn attempt(target: &str, mntns: u64, ret: i64) -> UmountAttempt {
@@ -446,6 +527,60 @@ mod tests {
             !text.iter().any(|l| l.contains("/mnt")),
             "no paths as labels"
         );
+    }
+
+    #[test]
+    fn the_first_names_of_blamed_holders_have_a_series_and_the_rest_count_as_other() {
+        let live = Rc::new(RefCell::new(HashSet::from([7])));
+        // Room for two names.
+        let mut m = metrics(&live);
+        let holder = |comm: &[u8], blamed: bool| {
+            let mut h = sample_process_holder(HolderKind::Fd, 812, 777, comm, Some(1));
+            h.blamed = blamed;
+            h
+        };
+        m.umount(&busy(
+            "/mnt/a",
+            7,
+            vec![holder(b"scanner", true), holder(b"scanner", true)],
+        ))
+        .unwrap();
+        // A holder not blamed is no reason.
+        m.umount(&busy(
+            "/mnt/a",
+            7,
+            vec![holder(b"cat", false), holder(b"scanner", true)],
+        ))
+        .unwrap();
+        m.umount(&busy("/mnt/a", 7, vec![holder(b"containerd\xff", true)]))
+            .unwrap();
+        // Two names past the first two: `other`, once for the attempt.
+        m.umount(&busy(
+            "/mnt/a",
+            7,
+            vec![holder(b"falco", true), holder(b"sh", true)],
+        ))
+        .unwrap();
+        m.umount(&busy(
+            "/mnt/a",
+            7,
+            vec![holder(b"scanner", true), holder(b"sh", true)],
+        ))
+        .unwrap();
+        let text = samples(&m);
+        assert_lines(
+            &text,
+            &[
+                r#"busyprobe_busy_unmounts_by_holder_name_total{comm="scanner"} 3"#,
+                "busyprobe_busy_unmounts_by_holder_name_total{comm=\"containerd\u{fffd}\"} 1",
+                r#"busyprobe_busy_unmounts_by_holder_name_total{comm="other"} 2"#,
+            ],
+        );
+        let series = text
+            .iter()
+            .filter(|l| l.starts_with("busyprobe_busy_unmounts_by_holder_name_total"))
+            .count();
+        assert_eq!(series, 3, "{}", text.join("\n"));
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub struct App {
     pub mode: Mode,
     /// Counters for the status bar.
     pub stats: Stats,
+    /// Lines of the stream this screen did not get (`lost` lines: it read too slowly from
+    /// the agent).
+    pub lines_lost: u64,
     /// Where the events come from (`live, tracepoint mode, holders on`, `replay of FILE`).
     pub source: String,
     /// A recording's header facts (host, kernel, probe mode), once its `header` line is read.
@@ -68,6 +71,7 @@ impl App {
             held: VecDeque::new(),
             mode: Mode::List,
             stats: Stats::default(),
+            lines_lost: 0,
             source,
             header: None,
             quit: false,
@@ -88,6 +92,7 @@ impl App {
                     escape_for_terminal(h.probe_mode.as_bytes())
                 ));
             }
+            Line::Lost(lost) => self.lines_lost += lost.lines,
             Line::Warning(_) | Line::Who(_) | Line::Other => {}
         }
     }

@@ -181,14 +181,18 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
     );
 }
 
-/// Events lost, then every drop counter that is not zero (never hidden).
+/// Events lost, then every drop counter that is not zero and the lines this screen did not
+/// get (never hidden).
 fn losses(app: &App) -> String {
-    let causes: Vec<String> = probe_common::DropCause::ALL
+    let mut causes: Vec<String> = probe_common::DropCause::ALL
         .iter()
         .zip(app.stats.drops)
         .filter(|(_, n)| *n > 0)
         .map(|(cause, n)| format!("{} {n}", cause.as_str()))
         .collect();
+    if app.lines_lost > 0 {
+        causes.push(format!("lines not read in time {}", app.lines_lost));
+    }
     let lost = app.stats.events_lost();
     if causes.is_empty() {
         format!("lost {lost}")
@@ -391,6 +395,16 @@ mod tests {
             status_line(&app),
             " replay of r.jsonl (host node-7, kernel 6.8.0, tracepoint mode) | 0 events, 0 failed \
              | lost 2 | ringbuf_full 2, path_truncated 1 | ? help  q quit"
+        );
+        app.push(line(
+            r#"{"v":1,"type":"lost","ts":"2026-11-23T10:01:04.000000000Z","lines":5,"cause":"slow_client","message":"5 lines lost here"}"#,
+        ));
+        assert!(
+            status_line(&app).contains(
+                "| lost 2 | ringbuf_full 2, path_truncated 1, lines not read in time 5 |"
+            ),
+            "{}",
+            status_line(&app)
         );
     }
 
