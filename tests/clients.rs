@@ -6,7 +6,7 @@
 
 use std::{
     ffi::OsStr,
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader, Read, Write},
     os::unix::{
         fs::{MetadataExt, PermissionsExt},
         net::{UnixListener, UnixStream},
@@ -194,6 +194,10 @@ fn agent_clients_get_the_recordings_lines_and_a_stalled_one_delays_nobody() {
     let connect: [&OsStr; 3] = ["watch".as_ref(), "--connect".as_ref(), socket.as_os_str()];
     // Each client is known to be connected once it has the header.
     let mut raw = RawReader::connect(&socket);
+    // What a client sends is read, ignored and said once.
+    (&mut raw.stream.as_ref().unwrap().get_ref())
+        .write_all(b"hello agent\n")
+        .unwrap();
     raw.read_on();
     let json = Client::start(&[connect[0], connect[1], connect[2], "--json".as_ref()]);
     assert_eq!(json.line("the header"), raw.header.trim_end());

@@ -14,8 +14,12 @@
 //! cost every other process: syscall loops and a many-small-files workload, timed against no
 //! tracer in shuffled rounds (see [`overhead`]).
 //!
+//! `agent` runs `busyprobe agent` with everything on for minutes and samples its RSS, CPU and
+//! scrape time (see [`agent`]).
+//!
 //! Every process and mount they make is removed on the way out, on error and on Ctrl-C too.
 
+mod agent;
 mod interrupt;
 mod lines;
 mod overhead;
@@ -73,6 +77,9 @@ pub struct Options {
     /// Options of the `overhead` benchmark.
     #[command(flatten)]
     pub overhead: overhead::OverheadOptions,
+    /// Options of the `agent` benchmark.
+    #[command(flatten)]
+    pub agent: agent::AgentOptions,
 }
 
 /// The benchmarks there are.
@@ -87,6 +94,10 @@ pub enum Benchmark {
     /// Unmount events per second `busyprobe record` writes to a file, and whether it loses
     /// any, against the rate of unmount calls with no tracer.
     Record,
+    /// The node agent for good: RSS, CPU and scrape time over minutes of steady unmount
+    /// calls with metrics scraped and two live clients, then `record`'s throughput with all of
+    /// it on.
+    Agent,
     /// `busyprobe report` over 100 MB and 1 GB recordings: time against `wc -l`, and peak
     /// memory (constant whatever the size). Needs no root; about 1.2 GB of temporary disk.
     Reading,
@@ -106,6 +117,10 @@ pub fn bench(opts: &Options) -> Result<ExitCode> {
         },
         Some(Benchmark::Record) => match prepare("record", opts.binary.as_ref())? {
             Some(binary) => record::run(&binary),
+            None => Ok(ExitCode::FAILURE),
+        },
+        Some(Benchmark::Agent) => match prepare("agent", opts.binary.as_ref())? {
+            Some(binary) => agent::run(&opts.agent, &binary),
             None => Ok(ExitCode::FAILURE),
         },
         Some(Benchmark::Reading) => match &opts.binary {

@@ -12,6 +12,7 @@
 use std::{net::SocketAddr, os::unix::fs::DirBuilderExt, path::Path, process::ExitCode, sync::Arc};
 
 use anyhow::{bail, Context as _, Result};
+use prometheus_client::registry::Registry;
 use sd_notify::NotifyState;
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -81,28 +82,20 @@ pub fn run(args: &AgentArgs) -> Result<ExitCode> {
         mode,
         on_ready: Some(Box::new(ready)),
     };
+    if let (Some(listener), Some(registry)) = (listener, registry) {
+        tracing::info!(
+            "serving metrics on http://{}{}",
+            args.metrics,
+            http::METRICS_PATH
+        );
+        serve_metrics(listener, registry)?;
+    }
     block_on(async move {
-        let server = match (listener, registry) {
-            (Some(listener), Some(registry)) => {
-                let listener = tokio::net::TcpListener::from_std(listener)
-                    .context("serving metrics on the async runtime")?;
-                tracing::info!(
-                    "serving metrics on http://{}{}",
-                    args.metrics,
-                    http::METRICS_PATH
-                );
-                Some(tokio::spawn(http::serve(listener, registry)))
-            }
-            _ => None,
-        };
         let clients = socket
             .zip(hub)
             .map(|(socket, hub)| serve_clients(socket, hub));
         let streamed = stream(&stream_args, out).await;
         notify(&[NotifyState::Stopping]);
-        if let Some(server) = server {
-            server.abort();
-        }
         if let Some((stop, served)) = clients {
             let _ = stop.send(());
             served.await.context("serving clients")??;
@@ -140,6 +133,28 @@ fn bind_socket(args: &AgentArgs) -> Result<ClientSocket> {
             .with_context(|| format!("creating {} for the socket", dir.display()))?;
     }
     ClientSocket::bind(&args.socket, args.socket_group.as_deref())
+}
+
+/// Serves the metrics on a thread and runtime of their own, until the process exits: a
+/// scrape never waits behind the stream's work (the registry's metrics are atomics the
+/// stream updates).
+fn serve_metrics(listener: std::net::TcpListener, registry: Arc<Registry>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the metrics' runtime")?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => http::serve(listener, registry).await,
+                    Err(e) => tracing::error!("serving metrics: {e}"),
+                }
+            })
+        })
+        .context("starting the metrics' thread")?;
+    Ok(())
 }
 
 /// The metrics of the agent's stream.

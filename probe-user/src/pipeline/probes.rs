@@ -98,6 +98,7 @@ pub async fn stream(args: &StreamArgs, mut out: Output) -> Result<ExitCode> {
         "probes attached ({}); watching every unmount on this host. Ctrl-C to stop.",
         out.mode
     );
+    give_back_loading_memory();
     if let Some(ready) = out.on_ready.take() {
         ready();
     }
@@ -108,6 +109,17 @@ pub async fn stream(args: &StreamArgs, mut out: Output) -> Result<ExitCode> {
         // The reader went away (`busyprobe watch | head -1`): that is how pipes end.
         Err(e) if out.is_stdout && e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e).context("writing output"),
+    }
+}
+
+/// Returns the heap that loading the probes and the scanner used to the system: parsing the
+/// kernel's BTF (twice: aya's copy and the iterators') and the probe object takes tens of MB,
+/// all free once they are loaded, which the allocator would otherwise keep resident for the
+/// process's whole life.
+fn give_back_loading_memory() {
+    // SAFETY: malloc_trim only releases free memory of the allocator; it is always safe to call.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

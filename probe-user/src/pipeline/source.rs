@@ -1,7 +1,7 @@
 //! Where the pipeline's raw records come from: the probes' ring buffer in production
 //! ([`RingSource`]), byte records in tests.
 
-use std::{future::Future, io};
+use std::{future::Future, io, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
@@ -17,10 +17,21 @@ pub trait RecordSource {
     fn ready(&mut self) -> impl Future<Output = io::Result<()>>;
 }
 
+/// How long a wake-up of the ring buffer waits before the records are read, when the last
+/// read found few ([`GATHER_BELOW`]): the records of a steady trickle are then read (and
+/// written, and sent to clients) in one pass rather than one wake-up each: at 1,000 events/s,
+/// at most 200 wake-ups instead of 1,000. An event reaches the sinks at most this much later.
+/// A flood is read at once: a wait would only let the ring buffer fill.
+pub const GATHER: Duration = Duration::from_millis(5);
+/// Below this many records in the last read, the next wake-up waits [`GATHER`].
+pub const GATHER_BELOW: usize = 32;
+
 /// The probes' `EVENTS` ring buffer, polled for readiness.
 pub struct RingSource {
     ring: AsyncFd<RingBuf<MapData>>,
     left_some: bool,
+    /// Records read since the last wake-up.
+    read_since_woken: usize,
 }
 
 impl RingSource {
@@ -31,6 +42,7 @@ impl RingSource {
         Ok(Self {
             ring,
             left_some: false,
+            read_since_woken: 0,
         })
     }
 }
@@ -44,6 +56,7 @@ impl RecordSource for RingSource {
                 return true;
             };
             each(&record);
+            self.read_since_woken += 1;
         }
         self.left_some = true;
         false
@@ -56,6 +69,13 @@ impl RecordSource for RingSource {
         // Cleared before the drain that follows: a record committed after this wakes the
         // ring again, and one committed before it is read by that drain.
         self.ring.readable_mut().await?.clear_ready();
+        let trickle = std::mem::take(&mut self.read_since_woken) < GATHER_BELOW;
+        if trickle {
+            // From here the records are waiting, should this wait be cancelled (the pipeline
+            // polls it in a `select!`): the next call returns at once.
+            self.left_some = true;
+            tokio::time::sleep(GATHER).await;
+        }
         Ok(())
     }
 }

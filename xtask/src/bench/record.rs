@@ -191,6 +191,11 @@ fn recorded_run(
 /// Fails `umount2(plain)` from `threads` threads for [`PHASE`], as fast as possible or
 /// `per_sec` in all (each thread its share); returns the calls made.
 fn hammer(plain: &Path, threads: usize, per_sec: Option<u64>) -> u64 {
+    hammer_for(plain, threads, per_sec, PHASE)
+}
+
+/// [`hammer`] for `phase`.
+pub fn hammer_for(plain: &Path, threads: usize, per_sec: Option<u64>, phase: Duration) -> u64 {
     let calls = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let per_thread = per_sec.map(|n| (n / threads as u64).max(1));
@@ -214,7 +219,7 @@ fn hammer(plain: &Path, threads: usize, per_sec: Option<u64>) -> u64 {
             });
         }
         let started = Instant::now();
-        std::thread::sleep(PHASE.saturating_sub(started.elapsed()));
+        std::thread::sleep(phase.saturating_sub(started.elapsed()));
         stop.store(true, Ordering::Relaxed);
     });
     calls.into_inner()
@@ -240,7 +245,8 @@ fn read_back(file: &Path, plain: &Path) -> Result<(u64, String)> {
     Ok((recorded, drops))
 }
 
-fn describe_drops(drops: &Value) -> String {
+/// Drop counters as `none` or `cause n, ...`.
+pub fn describe_drops(drops: &Value) -> String {
     let lost: Vec<String> = drops
         .as_object()
         .into_iter()

@@ -112,25 +112,27 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The next lines to write (a `lost` line and the line after it, or the one line), or
-    /// `None` once the stream has ended and everything was handed out.
-    pub async fn next(&mut self) -> Option<Vec<SharedLine>> {
+    /// The next lines to write: every line queued now (each after the `lost` line that
+    /// stands for the lines lost just before it), in one buffer for one write; `None` once
+    /// the stream has ended and everything was handed out.
+    pub async fn next(&mut self) -> Option<Vec<u8>> {
         if self.ended {
             return None;
         }
-        match self.queue.recv().await {
-            Some(q) => Some(
-                q.lost_before
-                    .map(Lost::line)
-                    .into_iter()
-                    .chain([q.line])
-                    .collect(),
-            ),
-            None => {
-                self.ended = true;
-                lock(&self.tail).take().map(|lost| vec![lost.line()])
+        let Some(first) = self.queue.recv().await else {
+            self.ended = true;
+            return lock(&self.tail).take().map(|lost| lost.line().to_vec());
+        };
+        let mut lines = Vec::new();
+        let mut queued = Some(first);
+        while let Some(q) = queued {
+            if let Some(lost) = q.lost_before {
+                lines.extend_from_slice(&lost.line());
             }
+            lines.extend_from_slice(&q.line);
+            queued = self.queue.try_recv().ok();
         }
+        Some(lines)
     }
 }
 
@@ -280,12 +282,16 @@ mod tests {
                 .await
                 .ok()
         }) {
-            seen.extend(lines.iter().map(|line| match line_of(line) {
-                Line::Header(_) => "header".to_string(),
-                Line::Umount(u) => u.id.to_string(),
-                Line::Lost(l) => format!("lost {}", l.lines),
-                other => panic!("unexpected {other:?}"),
-            }));
+            seen.extend(
+                lines
+                    .split_inclusive(|&b| b == b'\n')
+                    .map(|line| match line_of(line) {
+                        Line::Header(_) => "header".to_string(),
+                        Line::Umount(u) => u.id.to_string(),
+                        Line::Lost(l) => format!("lost {}", l.lines),
+                        other => panic!("unexpected {other:?}"),
+                    }),
+            );
         }
         seen
     }
@@ -353,10 +359,10 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let first = runtime.block_on(staying.next()).unwrap();
-        assert_eq!(&*first[0], b"{}\n");
-        let line = runtime.block_on(staying.next()).unwrap();
-        let Line::Umount(u) = line_of(&line[0]) else {
+        let both = runtime.block_on(staying.next()).unwrap();
+        let (first, line) = both.split_at(3);
+        assert_eq!(first, b"{}\n", "one write: the header and the line");
+        let Line::Umount(u) = line_of(line) else {
             panic!("not an umount line")
         };
         assert_eq!(*u, UmountLine::new(&attempt(7)));

@@ -147,9 +147,7 @@ async fn serve_client(stream: UnixStream, mut lines: Subscription, who: String) 
     let (input, mut output) = stream.into_split();
     let written = async {
         while let Some(next) = lines.next().await {
-            for line in next {
-                output.write_all(&line).await?;
-            }
+            output.write_all(&next).await?;
         }
         output.shutdown().await
     };
