@@ -35,6 +35,7 @@ mod demo;
 mod doctor;
 mod holders;
 mod record;
+mod recording;
 mod releases;
 mod scans;
 mod support;
@@ -83,6 +84,7 @@ fn main() {
         demo::trials(),
         record::trials(),
         agent::trials(),
+        recording::trials(),
         clients::trials(),
         who::trials(),
         top::trials(),

@@ -66,9 +66,12 @@ pub enum Command {
     /// Record every unmount attempt to a file, headless, for a node that fails now and then.
     ///
     /// JSON Lines (schema v1): a `header` line first in every file (version, host, kernel,
-    /// probe mode, start), then every event and periodic `stats` lines. Mode 0600, flushed
-    /// line by line (a crash loses at most the line being written), rotated by size.
-    /// SIGINT/SIGTERM finish the current line and exit 0.
+    /// probe mode, start), then every event and periodic `stats` lines. Mode 0600, written
+    /// a whole line at a time, synced to disk at most every `--fsync` (a power cut loses
+    /// about that much), rotated by size. A full disk (or another write error) loses lines,
+    /// not the recorder: they are counted, said once on stderr, and marked in the file by a
+    /// `recording-lines-lost` warning once it writes again. SIGINT/SIGTERM finish the current
+    /// line and exit 0.
     Record(RecordArgs),
     /// The node daemon: one set of probes for the whole node, recording and Prometheus
     /// metrics, until SIGTERM (needs root; `dist/busyprobe-agent.service` runs it).
@@ -80,7 +83,9 @@ pub enum Command {
     /// kind, mounts still mounted after their last unmount failed, drops by cause, attribution
     /// latency, and the version and probe mode (README, "Metrics"). Under systemd
     /// (`Type=notify`) it reports ready once the probes are attached. A port in use or a
-    /// recording that cannot be created is an error before anything is started.
+    /// recording that cannot be created is an error before anything is started; a recording
+    /// that cannot write later (a full disk) loses lines, counted in the metrics and marked in
+    /// the file, and stops nothing.
     /// `--path` scopes both parts; `--only-failed` the recording only (the metrics count
     /// every attempt: a successful unmount is what clears the leaked-mount gauge).
     Agent(AgentArgs),
@@ -240,7 +245,7 @@ impl Default for StreamArgs {
     }
 }
 
-/// How a recording rotates (`record` and `agent`).
+/// How a recording rotates and reaches the disk (`record` and `agent`).
 #[derive(Args, Debug, Clone)]
 pub struct RotationArgs {
     /// Start a new file when the current one reaches SIZE (`100M`, `512K`, `1G`): FILE.1 is
@@ -251,6 +256,30 @@ pub struct RotationArgs {
     /// existing FILE is refused rather than deleted.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub keep: usize,
+    /// Sync the recording to disk (fdatasync) at most every INTERVAL while lines are written
+    /// (`1s`, `500ms`, `10s`), the last ones within about INTERVAL even when no more come: a
+    /// power cut loses at most about the last INTERVAL of lines. `0` syncs after every line;
+    /// `off` never syncs on a timer (the kernel writes lines back when it chooses, typically
+    /// within 30 s). Rotation and exit always sync.
+    #[arg(long, value_name = "INTERVAL", default_value = "1s", value_parser = parse_fsync)]
+    pub fsync: Fsync,
+}
+
+/// `--fsync`: at most every this long, or `None` for `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fsync(pub Option<std::time::Duration>);
+
+/// `1s`, `500ms`, `0` (humantime) or `off`.
+fn parse_fsync(s: &str) -> Result<Fsync, String> {
+    if s.trim() == "off" {
+        return Ok(Fsync(None));
+    }
+    if s.trim() == "0" {
+        return Ok(Fsync(Some(std::time::Duration::ZERO)));
+    }
+    humantime::parse_duration(s)
+        .map(|d| Fsync(Some(d)))
+        .map_err(|e| format!("{s:?}: {e} (an interval like 1s or 500ms, 0, or off)"))
 }
 
 /// Options of `busyprobe record`.
@@ -460,6 +489,11 @@ mod tests {
         };
         assert_eq!(r.rotation.rotate, Some(100 << 20));
         assert_eq!(r.rotation.keep, 3);
+        assert_eq!(
+            r.rotation.fsync,
+            Fsync(Some(std::time::Duration::from_secs(1))),
+            "the default"
+        );
         assert_eq!(*r.duration.unwrap(), std::time::Duration::from_secs(1800));
         assert!(r.stream.only_failed);
     }
@@ -484,5 +518,21 @@ mod tests {
             Some(std::path::Path::new("/var/lib"))
         );
         assert_eq!(w.stream.ring_buffer_size, 4 << 20);
+    }
+
+    #[test]
+    fn fsync_takes_an_interval_0_or_off() {
+        let ms = |n| Ok(Fsync(Some(std::time::Duration::from_millis(n))));
+        assert_eq!(parse_fsync("1s"), ms(1000));
+        assert_eq!(parse_fsync("250ms"), ms(250));
+        assert_eq!(parse_fsync("0"), ms(0));
+        assert_eq!(parse_fsync("off"), Ok(Fsync(None)));
+        assert!(parse_fsync("sometimes").is_err());
+        let cli =
+            Cli::try_parse_from(["busyprobe", "agent", "-o", "/r", "--fsync", "off"]).unwrap();
+        let Some(Command::Agent(a)) = cli.command else {
+            panic!("not agent")
+        };
+        assert_eq!(a.rotation.fsync, Fsync(None));
     }
 }

@@ -235,6 +235,26 @@ pub enum Warning {
         /// What keeps the filesystem alive.
         holders: Vec<crate::model::Holder>,
     },
+    /// The recording could not write a line and counts the lines it loses from now on (told
+    /// to the other outputs: the recording says [`Warning::RecordingLinesLost`] itself once
+    /// it can write again).
+    RecordingFailing {
+        /// When the first line was lost.
+        ts: SystemTime,
+        /// Why: the errno name of the failed write (`ENOSPC`, `EIO`, `EDQUOT`, ...).
+        cause: String,
+    },
+    /// The recording writes again after losing `lines` lines: the first line it writes.
+    RecordingLinesLost {
+        /// When it could write again.
+        ts: SystemTime,
+        /// Lines not written (events, warnings, stats).
+        lines: u64,
+        /// Why the first of them was lost (as in [`Warning::RecordingFailing`]).
+        cause: String,
+        /// When the first of them was lost.
+        since: SystemTime,
+    },
 }
 
 /// An EBUSY `umount2("/mnt")` by containerd that entered at `ts_boot_ns` and took

@@ -1,4 +1,4 @@
-//! Developer tasks for busyprobe: `cargo xtask build-ebpf | run | test | bench | vm-test`.
+//! Developer tasks for busyprobe: `cargo xtask build-ebpf | run | test | bench | vm-test | vm-powercut`.
 //!
 //! The eBPF programs need a nightly toolchain with `rust-src` and `bpf-linker`; this crate
 //! installs both when they are missing (see [`toolchain`]) so that a fresh machine needs
@@ -36,6 +36,9 @@ enum Task {
     Bench(bench::Options),
     /// The root integration tests on other kernels (Debian 6.1, 6.12) booted under qemu.
     VmTest(vm::Options),
+    /// Cut a guest's power while `busyprobe agent` records to its disk, boot it again and
+    /// check the recording (by hand: slow under emulation; not part of `test`).
+    VmPowercut(vm::powercut::Options),
     /// Internal: a process of `bench`'s workload that holds open files until killed.
     #[command(name = "__bench-holder", hide = true)]
     BenchHolder(bench::HolderOptions),
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Task::Test(opts) => test::test(&opts),
         Task::Bench(opts) => bench::bench(&opts),
         Task::VmTest(opts) => vm::vm_test(&opts),
+        Task::VmPowercut(opts) => vm::powercut::vm_powercut(&opts),
         Task::BenchHolder(opts) => bench::holder(&opts),
         Task::BenchLoop(opts) => bench::bench_loop(&opts),
     };

@@ -1,7 +1,8 @@
 //! `busyprobe agent`: the node daemon. One set of probes (the same [`stream`] as `watch`,
 //! `top` and `record`) feeds a recording (`-o`), Prometheus metrics (`--metrics`) and live
 //! clients on a Unix socket (`--socket`) at once, through one [`FanOut`] sink, until SIGTERM
-//! or SIGINT.
+//! or SIGINT. A recording that cannot write (a full disk) loses lines, counted and marked in
+//! it, and never stops the metrics or the clients.
 //!
 //! Start-up checks everything that can be refused before anything is created: the metrics
 //! address is bound first (a port in use creates no recording), then the socket, then the
@@ -23,9 +24,9 @@ use crate::{
     pipeline::probes::{block_on, stream, Output},
     sink::{
         clients::{socket::ClientSocket, ClientCounts, Hub, ToClients},
-        fanout::{FailuresOnly, FanOut},
-        json::JsonLines,
+        fanout::FanOut,
         metrics::{http, About, Metrics},
+        record::Recording,
         Sink,
     },
 };
@@ -46,33 +47,34 @@ pub fn run(args: &AgentArgs) -> Result<ExitCode> {
     };
     // One header for the recording and the clients: they see the same lines.
     let header = stream_header(&mode);
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if let Some(path) = &args.output {
-        let lines = JsonLines::new(open_recording(path, &args.rotation, header.clone())?);
-        sinks.push(match args.stream.only_failed {
-            true => Box::new(FailuresOnly(lines)),
-            false => Box::new(lines),
-        });
-    }
     let counts = ClientCounts::default();
     let hub = socket.as_ref().map(|_| Hub::new(&header, counts.clone()));
-    sinks.extend(
-        hub.clone()
-            .map(|hub| Box::new(ToClients::new(hub)) as Box<dyn Sink>),
-    );
     let mut metrics = listener
         .is_some()
         .then(|| metrics(&mode, args.metrics_holder_names));
     if let (Some(metrics), Some(_)) = (&mut metrics, &hub) {
         metrics.count_clients(&counts);
     }
+    let recording = match &args.output {
+        Some(path) => Some(recording(path, args, header, metrics.as_ref())?),
+        None => None,
+    };
     let registry = metrics.as_ref().map(Metrics::registry);
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    sinks.extend(
+        hub.clone()
+            .map(|hub| Box::new(ToClients::new(hub)) as Box<dyn Sink>),
+    );
     sinks.extend(metrics.map(|m| Box::new(m) as Box<dyn Sink>));
+    let mut fan_out = FanOut::new(sinks);
+    if let Some(recording) = recording {
+        fan_out = fan_out.with_recording(recording);
+    }
     // The filter runs before every sink: the metrics need the successful unmounts too.
     let mut stream_args = args.stream.clone();
     stream_args.only_failed = false;
     let out = Output {
-        sink: Box::new(FanOut::new(sinks)),
+        sink: Box::new(fan_out),
         stop_after: None,
         stop_on: None,
         is_stdout: false,
@@ -100,6 +102,23 @@ pub fn run(args: &AgentArgs) -> Result<ExitCode> {
         }
         streamed
     })
+}
+
+/// The recording at `path` (`-o`) with `header`: failures only with `--only-failed`; the
+/// lines it loses are counted in the metrics, when they are served.
+fn recording(
+    path: &Path,
+    args: &AgentArgs,
+    header: String,
+    metrics: Option<&Metrics>,
+) -> Result<Recording> {
+    let mut recording = Recording::new(open_recording(path, &args.rotation, header)?)
+        .failures_only(args.stream.only_failed);
+    if let Some(metrics) = metrics {
+        let lost = metrics.lines_lost();
+        recording = recording.on_lost(Box::new(move |cause| lost.add(cause)));
+    }
+    Ok(recording)
 }
 
 /// The clients' socket (`--socket`); the default's directory is created when missing.

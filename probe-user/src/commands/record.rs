@@ -1,4 +1,6 @@
-//! `busyprobe record -o FILE`: the event stream of `watch --json`, into a rotating recording.
+//! `busyprobe record -o FILE`: the event stream of `watch --json`, into a rotating recording
+//! that syncs itself (`--fsync`) and outlives a full disk (lines it cannot write are counted,
+//! and marked in it once it writes again: [`Recording`]).
 
 use std::{path::Path, process::ExitCode};
 
@@ -10,8 +12,8 @@ use crate::{
     kernel,
     loader::{self, ModeDecision},
     sink::{
-        json::{header_line, JsonLines},
-        record::{RecordPlan, RotatingFile},
+        json::header_line,
+        record::{RecordPlan, Recording, RotatingFile, SyncEvery},
         status::WithStatus,
     },
 };
@@ -22,7 +24,7 @@ pub fn run(args: &RecordArgs) -> Result<ExitCode> {
     let file = open_recording(&args.output, &args.rotation, stream_header(&mode))?;
     let out = Output {
         sink: Box::new(WithStatus::new(
-            JsonLines::new(file),
+            Recording::new(file),
             std::io::IsTerminal::is_terminal(&std::io::stderr()),
         )),
         stop_after: args.duration.map(Into::into),
@@ -47,6 +49,7 @@ pub(super) fn open_recording(
         rotate_at: rotation.rotate,
         keep: rotation.keep,
         header: header.into_bytes(),
+        sync: rotation.fsync.0.map_or(SyncEvery::Off, SyncEvery::Interval),
     };
     let file = RotatingFile::create(plan)
         .with_context(|| format!("creating the recording {}", path.display()))?;

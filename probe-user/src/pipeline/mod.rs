@@ -109,7 +109,8 @@ impl<'s> Pipeline<'s> {
 
     /// Runs until `stop` resolves or the sink fails (an `Err` of kind `BrokenPipe` when the
     /// output went away). On [`Stop::Asked`] the events still in the source are written, the
-    /// running jobs finished and the final stats line written.
+    /// running jobs finished and the final stats line written. Meanwhile the sink is ticked
+    /// whenever it asks to be ([`Sink::wake_at`]: a recording's fsync is due), events or not.
     pub async fn run(
         mut self,
         source: &mut impl RecordSource,
@@ -118,6 +119,11 @@ impl<'s> Pipeline<'s> {
         let mut stop = pin!(stop);
         let mut ticker = stats_ticker(self.stats_every);
         let why = loop {
+            // A sink that waits for time (a recording's fsync) is woken then.
+            let wake = self.sink.wake_at();
+            let woken = tokio::time::sleep_until(tokio::time::Instant::from_std(
+                wake.unwrap_or_else(std::time::Instant::now),
+            ));
             tokio::select! {
                 ready = source.ready() => {
                     ready?;
@@ -128,6 +134,7 @@ impl<'s> Pipeline<'s> {
                     self.finished(done, source)?;
                 }
                 _ = ticker.tick(), if self.stats_every.is_some() => self.write_stats(false)?,
+                () = woken, if wake.is_some() => self.sink.tick(std::time::Instant::now())?,
                 why = stop.as_mut() => break why,
             }
         };
@@ -467,5 +474,69 @@ mod tests {
         assert_eq!(stats["type"], "stats");
         assert_eq!(stats["final"], true);
         assert_eq!(stats["events"], 2, "the umount and the release");
+    }
+
+    /// Asks to be woken 20 ms after it is made; its tick asks the pipeline to stop.
+    struct WakeMe {
+        at: std::time::Instant,
+        ticked: Option<std::time::Instant>,
+        stop: Option<oneshot::Sender<()>>,
+    }
+
+    impl Sink for WakeMe {
+        fn umount(&mut self, _: &UmountAttempt) -> io::Result<()> {
+            Ok(())
+        }
+        fn warning(&mut self, _: &Warning) -> io::Result<()> {
+            Ok(())
+        }
+        fn stats(&mut self, _: SystemTime, _: &Stats, _: bool) -> io::Result<()> {
+            Ok(())
+        }
+        fn wake_at(&self) -> Option<std::time::Instant> {
+            self.ticked.is_none().then_some(self.at)
+        }
+        fn tick(&mut self, now: std::time::Instant) -> io::Result<()> {
+            self.ticked = Some(now);
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            Ok(())
+        }
+    }
+
+    /// A quiet stream still ticks a sink that asks for it (a recording's last lines are
+    /// synced though no event comes), at the time it asked for.
+    #[test]
+    fn a_sink_is_ticked_when_it_asks_without_any_event() {
+        let (stop, stopped) = oneshot::channel();
+        let at = std::time::Instant::now() + Duration::from_millis(20);
+        let mut sink = WakeMe {
+            at,
+            ticked: None,
+            stop: Some(stop),
+        };
+        let context = Context::new(
+            BootClock::booted_at_ns(0),
+            ProcFs::at("/nonexistent/busyprobe-test"),
+        );
+        let pipeline = Pipeline::new(context, AttemptFilter::default(), None, &mut sink);
+        let mut source = Scripted::default();
+        let run = pipeline.run(&mut source, async {
+            let _ = stopped.await;
+            Stop::Asked
+        });
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                // A deadline for a broken pipeline, not a synchronisation.
+                tokio::time::timeout(Duration::from_secs(60), run)
+                    .await
+                    .expect("the sink was never ticked")
+            })
+            .unwrap();
+        assert!(sink.ticked.unwrap() >= at, "not before it asked");
     }
 }

@@ -12,7 +12,10 @@ pub mod status;
 pub mod text;
 pub mod tui;
 
-use std::{io, time::SystemTime};
+use std::{
+    io,
+    time::{Instant, SystemTime},
+};
 
 use crate::{
     event::{UmountAttempt, Warning},
@@ -28,4 +31,13 @@ pub trait Sink {
     fn warning(&mut self, warning: &Warning) -> io::Result<()>;
     /// Periodic counters; `last` on the final report before exit.
     fn stats(&mut self, ts: SystemTime, stats: &Stats, last: bool) -> io::Result<()>;
+    /// When this sink wants [`Sink::tick`] called (a recording whose last lines wait for
+    /// their fsync); `None`, the default: never. Asked again after every event.
+    fn wake_at(&self) -> Option<Instant> {
+        None
+    }
+    /// Work that was due at [`Sink::wake_at`]; the default has none.
+    fn tick(&mut self, _now: Instant) -> io::Result<()> {
+        Ok(())
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::{
     io::{self, Write as _},
-    time::SystemTime,
+    time::{Instant, SystemTime},
 };
 
 use crate::{
@@ -66,6 +66,14 @@ impl<S: Sink> Sink for WithStatus<S> {
             );
         }
         Ok(())
+    }
+
+    fn wake_at(&self) -> Option<Instant> {
+        self.inner.wake_at()
+    }
+
+    fn tick(&mut self, now: Instant) -> io::Result<()> {
+        self.inner.tick(now)
     }
 }
 

@@ -111,7 +111,7 @@ impl<W: io::Write> TextLines<W> {
                 writeln!(self.out, "{}", format_umount(u))?;
                 self.out.flush()
             }
-            Line::Warning(w) => self.alive_after_unmount(w),
+            Line::Warning(w) => self.warning_line(w),
             Line::Stats(s) => {
                 self.counters(&s.stats(), s.last);
                 Ok(())
@@ -134,15 +134,30 @@ impl<W: io::Write> TextLines<W> {
         }
     }
 
-    fn alive_after_unmount(&mut self, w: &WarningLine) -> io::Result<()> {
-        writeln!(
-            self.out,
-            "warning: unmount {} of {} succeeded but the filesystem is still in use:",
-            w.umount_id,
-            escape_for_terminal(&w.target_bytes())
-        )?;
-        for h in &w.holders {
-            writeln!(self.out, "    {}", format::holder_line(h))?;
+    fn warning_line(&mut self, w: &WarningLine) -> io::Result<()> {
+        match w {
+            WarningLine::AliveAfterUnmount(w) => {
+                writeln!(
+                    self.out,
+                    "warning: unmount {} of {} succeeded but the filesystem is still in use:",
+                    w.umount_id,
+                    escape_for_terminal(&w.target_bytes())
+                )?;
+                for h in &w.holders {
+                    writeln!(self.out, "    {}", format::holder_line(h))?;
+                }
+            }
+            WarningLine::RecordingFailing(w) => writeln!(
+                self.out,
+                "warning: {}",
+                escape_for_terminal(w.message.as_bytes())
+            )?,
+            WarningLine::RecordingLinesLost(w) => writeln!(
+                self.out,
+                "warning: {}",
+                escape_for_terminal(w.message.as_bytes())
+            )?,
+            WarningLine::Other => return Ok(()),
         }
         self.out.flush()
     }
@@ -183,7 +198,7 @@ impl<W: io::Write> Sink for TextLines<W> {
     }
 
     fn warning(&mut self, warning: &Warning) -> io::Result<()> {
-        self.alive_after_unmount(&WarningLine::new(warning))
+        self.warning_line(&WarningLine::new(warning))
     }
 
     fn stats(&mut self, _ts: SystemTime, stats: &Stats, last: bool) -> io::Result<()> {

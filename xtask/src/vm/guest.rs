@@ -215,8 +215,50 @@ pub fn shell_quote(word: &str) -> String {
 
 /// The guest's `/init` (busybox `sh`). Every result line starts with [`MARKER`].
 pub fn init_script(plan: &Plan, modules: &[Module]) -> String {
-    let mut s = String::new();
+    let mut s = setup_script(plan, modules);
     let busyprobe = shell_quote(&plan.busyprobe.to_string_lossy());
+    let _ = write!(
+        s,
+        r#"report "kernel $(uname -r)"
+report "lsm $(cat /sys/kernel/security/lsm 2>/dev/null)"
+report "stage doctor"
+{busyprobe} doctor
+report "doctor-exit $?"
+"#
+    );
+    match &plan.tests {
+        None => {
+            let _ = writeln!(s, "finish {CODE_PASSED}");
+        }
+        Some((binary, args)) => {
+            let mut command = shell_quote(&binary.to_string_lossy());
+            for a in args {
+                command.push(' ');
+                command.push_str(&shell_quote(a));
+            }
+            let _ = write!(
+                s,
+                r#"report "stage tests"
+cd {cwd} || finish {CODE_SETUP}
+started=$(cut -d' ' -f1 /proc/uptime)
+{command}
+rc=$?
+report "tests-exit $rc $started $(cut -d' ' -f1 /proc/uptime)"
+if [ "$rc" = 0 ]; then finish {CODE_PASSED}; else finish {CODE_FAILED}; fi
+"#,
+                cwd = shell_quote(&plan.test_cwd.to_string_lossy()),
+            );
+        }
+    }
+    s
+}
+
+/// The start of every `/init`: the shell functions `report` (a result line), `finish CODE`
+/// (exit qemu through isa-debug-exit) and `must CMD` (or finish with [`CODE_SETUP`]), the
+/// pseudo filesystems, loopback and the kernel modules (`cargo xtask vm-powercut` goes on
+/// from here with its own stages).
+pub fn setup_script(plan: &Plan, modules: &[Module]) -> String {
+    let mut s = String::new();
     let mode_export = plan.mode.as_deref().map_or(String::new(), |m| {
         format!("export BUSYPROBE_MODE={}\n", shell_quote(m))
     });
@@ -254,39 +296,6 @@ must ip link set lo up
     );
     for m in modules {
         let _ = writeln!(s, "must insmod {}", module_path(&m.name));
-    }
-    let _ = write!(
-        s,
-        r#"report "kernel $(uname -r)"
-report "lsm $(cat /sys/kernel/security/lsm 2>/dev/null)"
-report "stage doctor"
-{busyprobe} doctor
-report "doctor-exit $?"
-"#
-    );
-    match &plan.tests {
-        None => {
-            let _ = writeln!(s, "finish {CODE_PASSED}");
-        }
-        Some((binary, args)) => {
-            let mut command = shell_quote(&binary.to_string_lossy());
-            for a in args {
-                command.push(' ');
-                command.push_str(&shell_quote(a));
-            }
-            let _ = write!(
-                s,
-                r#"report "stage tests"
-cd {cwd} || finish {CODE_SETUP}
-started=$(cut -d' ' -f1 /proc/uptime)
-{command}
-rc=$?
-report "tests-exit $rc $started $(cut -d' ' -f1 /proc/uptime)"
-if [ "$rc" = 0 ]; then finish {CODE_PASSED}; else finish {CODE_FAILED}; fi
-"#,
-                cwd = shell_quote(&plan.test_cwd.to_string_lossy()),
-            );
-        }
     }
     s
 }

@@ -10,12 +10,16 @@
 //!
 //! - [`host`]: the same stages directly on this machine's kernel (no VM);
 //! - [`summary`]: what is printed per kernel and at the end.
+//!
+//! [`powercut`] (`cargo xtask vm-powercut`) boots the same guests with a disk, to cut their
+//! power while `busyprobe agent` records onto it.
 
 mod guest;
 mod host;
 mod initramfs;
 mod kernels;
 mod modules;
+pub mod powercut;
 mod qemu;
 mod report;
 mod summary;
@@ -288,6 +292,7 @@ fn run_in_vm(
         smp: opts.smp,
         memory_mib: opts.memory,
         timeout: Duration::from_secs(opts.timeout),
+        disk: None,
     };
     let result = boot.run(opts.echo)?;
     let verdict = report::verdict(&result.report, result.exit);

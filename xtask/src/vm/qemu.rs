@@ -88,6 +88,8 @@ pub struct Boot {
     pub memory_mib: u32,
     /// qemu is killed after this long.
     pub timeout: Duration,
+    /// A raw disk image attached as a virtio disk (`/dev/vda` in the guest).
+    pub disk: Option<PathBuf>,
 }
 
 /// What one boot gave.
@@ -99,6 +101,8 @@ pub struct BootResult {
     pub exit: QemuExit,
     /// From starting qemu to its exit.
     pub elapsed: Duration,
+    /// When the watcher of [`Boot::run_watched`] had qemu killed (SIGKILL).
+    pub killed_at: Option<Instant>,
 }
 
 impl Boot {
@@ -140,12 +144,29 @@ impl Boot {
             "-append".into(),
             "console=ttyS0 panic=-1 oops=panic loglevel=4 rdinit=/init".into(),
         ]);
+        if let Some(disk) = &self.disk {
+            args.extend([
+                "-drive".into(),
+                format!("file={},format=raw,if=virtio", disk.display()),
+            ]);
+        }
         args
     }
 
     /// Boots, streams the console into the log (and the report), waits at most the timeout.
     /// `echo` also prints every console line.
     pub fn run(&self, echo: bool) -> Result<BootResult> {
+        self.run_watched(echo, |_| false)
+    }
+
+    /// [`Boot::run`], showing `watch` each console line as it arrives (`Some`) and calling
+    /// it every 20 ms meanwhile (`None`): when it answers true, qemu is killed at once with
+    /// SIGKILL (a power cut: what the guest had not written to its disk is gone).
+    pub fn run_watched(
+        &self,
+        echo: bool,
+        mut watch: impl FnMut(Option<&str>) -> bool,
+    ) -> Result<BootResult> {
         let mut log =
             File::create(&self.log).with_context(|| format!("creating {}", self.log.display()))?;
         let started = Instant::now();
@@ -186,6 +207,7 @@ impl Boot {
         let mut report = GuestReport::default();
         let deadline = started + self.timeout;
         let mut timed_out = false;
+        let mut killed_at = None;
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -193,16 +215,22 @@ impl Boot {
                 let _ = child.kill();
                 break;
             }
-            match rx.recv_timeout((deadline - now).min(Duration::from_millis(500))) {
+            let kill = match rx.recv_timeout((deadline - now).min(Duration::from_millis(20))) {
                 Ok(line) => {
                     writeln!(log, "{}", line.trim_end_matches('\r'))?;
                     if echo {
                         println!("  | {}", line.trim_end_matches('\r'));
                     }
                     report.feed(&line);
+                    watch(Some(&line))
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => watch(None),
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            if kill {
+                let _ = child.kill();
+                killed_at = Some(Instant::now());
+                break;
             }
         }
         let status = child.wait().context("waiting for qemu")?;
@@ -216,6 +244,7 @@ impl Boot {
             report,
             exit: interpret_exit(status.code(), timed_out),
             elapsed: started.elapsed(),
+            killed_at,
         })
     }
 }
@@ -241,8 +270,18 @@ mod tests {
             smp: 2,
             memory_mib: 1024,
             timeout: Duration::from_secs(60),
+            disk: None,
         };
         let args = boot.args().join(" ");
+        assert!(!args.contains("-drive"));
+        let with_disk = Boot {
+            disk: Some("/t/disk.img".into()),
+            ..boot.clone()
+        };
+        assert!(with_disk
+            .args()
+            .join(" ")
+            .ends_with("-drive file=/t/disk.img,format=raw,if=virtio"));
         assert!(args.contains("-accel tcg,thread=single -cpu max"), "{args}");
         assert!(args.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"));
         assert!(args.contains("-no-reboot"));

@@ -13,6 +13,13 @@
 //! directory; `null` when that could not be read), `flags`, `flag_names`, `ret` (0 or
 //! `-errno`), `errno` (`"EBUSY"`..., `null` on success), `duration_ns`.
 //!
+//! ## `warning`: something to know that is not an unmount
+//! `ts`, `warning` (its kind), the kind's fields, `message`. `alive-after-unmount`:
+//! `umount_id`, `target`, `mount`, `holders`. `recording-lines-lost` (in a recording, the
+//! first line after lines it could not write): `lines`, `cause` (errno name of the failed
+//! write), `since`. `recording-failing` (to the agent's other outputs when its recording
+//! starts losing lines): `cause`.
+//!
 //! ## `stats`: counters
 //! `ts`, `events` (decoded), `drops` (object: `ringbuf_full`, `inflight_map_full`,
 //! `path_truncated`, `path_unreadable`, `release_path_cut`), `decode_errors`, `final` (true on
@@ -238,6 +245,20 @@ mod tests {
         lines.push(write(|s| s.stats(UNIX_EPOCH, &stats, false)).into_bytes());
         lines.push(header_line("node\u{2}7", "6.1.0", "fentry", UNIX_EPOCH).into_bytes());
         lines.push(who_line(b"/m\xff/sub", &attribution).into_bytes());
+        for warning in [
+            Warning::RecordingFailing {
+                ts: UNIX_EPOCH,
+                cause: "ENOSPC".into(),
+            },
+            Warning::RecordingLinesLost {
+                ts: UNIX_EPOCH + std::time::Duration::from_secs(60),
+                lines: 12,
+                cause: "ENOSPC".into(),
+                since: UNIX_EPOCH,
+            },
+        ] {
+            lines.push(write(|s| s.warning(&warning)).into_bytes());
+        }
         lines
     }
 
@@ -261,7 +282,11 @@ mod tests {
             assert_eq!(again, written);
         }
         kinds.dedup();
-        assert_eq!(kinds.len(), 5, "umount, warning, stats, header, who");
+        assert_eq!(
+            kinds.len(),
+            6,
+            "umount, warning, stats, header, who, the recording's warnings"
+        );
     }
 
     /// Read back, names and paths that are not UTF-8 are their exact bytes again.
@@ -317,6 +342,40 @@ mod tests {
             }
         }
         assert_eq!(read, 7);
+    }
+
+    /// The recording's warnings, field by field (docs/json-schema.md).
+    #[test]
+    fn the_recording_warnings_have_their_fields_in_order() {
+        let lines = sample_lines();
+        let [failing, lost] = &lines[lines.len() - 2..] else {
+            unreachable!()
+        };
+        assert_eq!(
+            String::from_utf8_lossy(failing),
+            concat!(
+                r#"{"v":1,"type":"warning","ts":"1970-01-01T00:00:00.000000000Z","#,
+                r#""warning":"recording-failing","cause":"ENOSPC","#,
+                r#""message":"the recording cannot write (ENOSPC): it counts the lines it loses and says how many once it writes again"}"#,
+                "\n"
+            )
+        );
+        assert_eq!(
+            String::from_utf8_lossy(lost),
+            concat!(
+                r#"{"v":1,"type":"warning","ts":"1970-01-01T00:01:00.000000000Z","#,
+                r#""warning":"recording-lines-lost","lines":12,"cause":"ENOSPC","#,
+                r#""since":"1970-01-01T00:00:00.000000000Z","#,
+                r#""message":"12 lines could not be written to the recording (ENOSPC) since 1970-01-01T00:00:00.000000000Z"}"#,
+                "\n"
+            )
+        );
+        // A warning of a kind this build does not know is read, not refused.
+        let unknown = br#"{"v":1,"type":"warning","ts":"x","warning":"from-the-future"}"#;
+        assert_eq!(
+            crate::recording::parse_line(unknown).unwrap(),
+            wire::Line::Warning(Box::new(wire::WarningLine::Other))
+        );
     }
 
     #[test]

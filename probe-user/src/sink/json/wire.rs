@@ -546,17 +546,108 @@ impl HeaderLine {
     }
 }
 
-/// `{"type":"warning"}`.
+/// `{"type":"warning"}`, by its `warning` name. A name this build does not know reads as
+/// [`WarningLine::Other`] (names may be added within schema 1, each with its own fields).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "warning", rename_all = "kebab-case")]
+pub enum WarningLine {
+    /// `alive-after-unmount`.
+    AliveAfterUnmount(Box<AliveAfterUnmountLine>),
+    /// `recording-failing`.
+    RecordingFailing(RecordingFailingLine),
+    /// `recording-lines-lost`.
+    RecordingLinesLost(RecordingLinesLostLine),
+    /// A warning this build does not know.
+    #[serde(other)]
+    Other,
+}
+
+/// A warning serialises as its struct: exactly the bytes the sinks write.
+impl Serialize for WarningLine {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            WarningLine::AliveAfterUnmount(l) => l.serialize(s),
+            WarningLine::RecordingFailing(l) => l.serialize(s),
+            WarningLine::RecordingLinesLost(l) => l.serialize(s),
+            WarningLine::Other => Err(serde::ser::Error::custom(
+                "a warning this build does not know was read without its fields: it cannot be \
+                 written",
+            )),
+        }
+    }
+}
+
+impl WarningLine {
+    /// The line for a warning.
+    pub fn new(w: &Warning) -> Self {
+        match w {
+            Warning::AliveAfterUnmount {
+                umount_id,
+                ts,
+                target,
+                mount,
+                holders,
+            } => Self::AliveAfterUnmount(Box::new(AliveAfterUnmountLine::new(
+                *umount_id, *ts, target, mount, holders,
+            ))),
+            Warning::RecordingFailing { ts, cause } => {
+                Self::RecordingFailing(RecordingFailingLine {
+                    v: SCHEMA_VERSION,
+                    kind: warning_type(),
+                    ts: rfc3339(*ts),
+                    warning: recording_failing(),
+                    message: format!(
+                        "the recording cannot write ({cause}): it counts the lines it loses \
+                         and says how many once it writes again"
+                    ),
+                    cause: cause.clone(),
+                })
+            }
+            Warning::RecordingLinesLost {
+                ts,
+                lines,
+                cause,
+                since,
+            } => Self::RecordingLinesLost(RecordingLinesLostLine {
+                v: SCHEMA_VERSION,
+                kind: warning_type(),
+                ts: rfc3339(*ts),
+                warning: recording_lines_lost(),
+                lines: *lines,
+                message: format!(
+                    "{lines} lines could not be written to the recording ({cause}) since {}",
+                    rfc3339(*since)
+                ),
+                cause: cause.clone(),
+                since: rfc3339(*since),
+            }),
+        }
+    }
+}
+
+/// The `warning` of each kind (written by the structs, read by [`WarningLine`]).
+fn alive_after_unmount() -> Name {
+    Cow::Borrowed("alive-after-unmount")
+}
+fn recording_failing() -> Name {
+    Cow::Borrowed("recording-failing")
+}
+fn recording_lines_lost() -> Name {
+    Cow::Borrowed("recording-lines-lost")
+}
+
+/// `"warning":"alive-after-unmount"`: an unmount succeeded but the filesystem lives on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct WarningLine {
+pub struct AliveAfterUnmountLine {
     v: u32,
     // The tag: [`Line`] reads it to choose the struct.
     #[serde(rename = "type", skip_deserializing, default = "warning_type")]
     kind: Name,
     /// When it was found.
     pub ts: String,
-    /// Which warning (`alive-after-unmount`).
-    pub warning: Name,
+    // The kind: [`WarningLine`] reads it to choose the struct.
+    #[serde(skip_deserializing, default = "alive_after_unmount")]
+    warning: Name,
     /// The successful attempt's `id`.
     pub umount_id: u64,
     /// Its target (lossy when not UTF-8).
@@ -572,23 +663,21 @@ pub struct WarningLine {
     pub message: String,
 }
 
-impl WarningLine {
-    /// The line for a warning.
-    pub fn new(w: &Warning) -> Self {
-        let Warning::AliveAfterUnmount {
-            umount_id,
-            ts,
-            target,
-            mount,
-            holders,
-        } = w;
+impl AliveAfterUnmountLine {
+    fn new(
+        umount_id: u64,
+        ts: SystemTime,
+        target: &[u8],
+        mount: &MountSummary,
+        holders: &[Holder],
+    ) -> Self {
         let (target, target_b64) = TextBytes::split(target);
         Self {
             v: SCHEMA_VERSION,
             kind: warning_type(),
-            ts: rfc3339(*ts),
-            warning: Cow::Borrowed("alive-after-unmount"),
-            umount_id: *umount_id,
+            ts: rfc3339(ts),
+            warning: alive_after_unmount(),
+            umount_id,
             message: format!(
                 "unmount {umount_id} succeeded but the filesystem is still in use ({} holders)",
                 holders.len()
@@ -604,6 +693,44 @@ impl WarningLine {
     pub fn target_bytes(&self) -> Cow<'_, [u8]> {
         TextBytes::exact(&self.target, self.target_b64.as_deref())
     }
+}
+
+/// `"warning":"recording-failing"`: the recording cannot write and counts the lines it loses
+/// (sent to the agent's other outputs, never in the recording itself).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordingFailingLine {
+    v: u32,
+    #[serde(rename = "type", skip_deserializing, default = "warning_type")]
+    kind: Name,
+    /// When the first line was lost.
+    pub ts: String,
+    #[serde(skip_deserializing, default = "recording_failing")]
+    warning: Name,
+    /// The errno name of the failed write (`ENOSPC`, `EIO`, ...).
+    pub cause: String,
+    /// A sentence for the human.
+    pub message: String,
+}
+
+/// `"warning":"recording-lines-lost"`: the recording writes again after losing `lines`
+/// lines; the first line written after the gap.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordingLinesLostLine {
+    v: u32,
+    #[serde(rename = "type", skip_deserializing, default = "warning_type")]
+    kind: Name,
+    /// When the recording could write again.
+    pub ts: String,
+    #[serde(skip_deserializing, default = "recording_lines_lost")]
+    warning: Name,
+    /// Lines not written.
+    pub lines: u64,
+    /// Why the first of them was lost: an errno name.
+    pub cause: String,
+    /// When the first of them was lost.
+    pub since: String,
+    /// A sentence for the human.
+    pub message: String,
 }
 
 /// `{"type":"who"}`: the answer of `busyprobe who --json`.

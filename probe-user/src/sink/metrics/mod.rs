@@ -13,6 +13,7 @@
 //! | `busyprobe_undecodable_records_total` | counter | none |
 //! | `busyprobe_attribution_latency_seconds` | histogram | none |
 //! | `busyprobe_info` | gauge (info) | `version`, `probe_mode`, `kernel` |
+//! | `busyprobe_recording_lines_lost_total` | counter | `cause`: the errno name of the failed write (`ENOSPC`, `EIO`, ...) |
 //! | `busyprobe_clients` | gauge | none (with `--socket`) |
 //! | `busyprobe_client_lines_lost_total` | counter | none (with `--socket`) |
 
@@ -74,6 +75,29 @@ struct CauseLabel {
     cause: &'static str,
 }
 
+/// `busyprobe_recording_lines_lost_total`'s label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrnoLabel {
+    /// The errno name of the failed write.
+    cause: String,
+}
+
+/// `busyprobe_recording_lines_lost_total`, which the recording counts into as it loses lines
+/// (the metrics sink itself only serves it).
+#[derive(Clone, Debug, Default)]
+pub struct LinesLost(Family<ErrnoLabel, Counter>);
+
+impl LinesLost {
+    /// One line lost because of `cause`.
+    pub fn add(&self, cause: &str) {
+        self.0
+            .get_or_create(&ErrnoLabel {
+                cause: cause.to_owned(),
+            })
+            .inc();
+    }
+}
+
 /// `busyprobe_info`'s labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InfoLabels {
@@ -110,6 +134,7 @@ pub struct Metrics {
     drops: Family<CauseLabel, Counter>,
     undecodable: Counter,
     latency: Histogram,
+    lines_lost: LinesLost,
     /// Mounts whose last unmount attempt failed with EBUSY.
     busy: HashSet<MountKey>,
     /// The totals of the last stats seen (the stats are totals; counters go up by deltas).
@@ -189,6 +214,14 @@ impl Metrics {
             Unit::Seconds,
             latency.clone(),
         );
+        let lines_lost = LinesLost::default();
+        registry.register(
+            "busyprobe_recording_lines_lost",
+            "Lines the recording (-o) could not write, by the errno name of the failed write \
+             (ENOSPC: the disk was full); the recording marks each gap with a \
+             recording-lines-lost warning once it writes again",
+            lines_lost.0.clone(),
+        );
         registry.register(
             "busyprobe",
             "busyprobe's version, probe mode and kernel",
@@ -209,6 +242,7 @@ impl Metrics {
             drops,
             undecodable,
             latency,
+            lines_lost,
             busy: HashSet::new(),
             last_stats: Stats::default(),
             live_namespaces,
@@ -237,6 +271,11 @@ impl Metrics {
     /// The registry to serve (it reads the same metrics this sink updates).
     pub fn registry(&self) -> Arc<Registry> {
         self.registry.clone()
+    }
+
+    /// The lost-lines counter, for the recording to count into.
+    pub fn lines_lost(&self) -> LinesLost {
+        self.lines_lost.clone()
     }
 
     /// Counts `attempt` as seen at `now`.
@@ -428,6 +467,22 @@ mod tests {
 
     fn has(m: &Metrics, line: &str) -> bool {
         samples(m).iter().any(|l| l == line)
+    }
+
+    #[test]
+    fn lines_the_recording_lost_are_counted_by_cause() {
+        let m = metrics(&Rc::default());
+        let lost = m.lines_lost();
+        lost.add("ENOSPC");
+        lost.add("ENOSPC");
+        lost.add("EIO");
+        assert_lines(
+            &samples(&m),
+            &[
+                r#"busyprobe_recording_lines_lost_total{cause="ENOSPC"} 2"#,
+                r#"busyprobe_recording_lines_lost_total{cause="EIO"} 1"#,
+            ],
+        );
     }
 
     #[test]
