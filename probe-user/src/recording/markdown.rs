@@ -66,6 +66,22 @@ pub fn summary(s: &Summary, files: usize) -> String {
         s.last_ts.as_deref().map_or("-".into(), md),
         if by_errno.is_empty() { "none".into() } else { by_errno.join(", ") }
     );
+    if s.lines_not_recorded > 0 {
+        let _ = writeln!(
+            out,
+            "- **{} lines could not be written to the recording** (a full disk or an I/O error: \
+             its `recording-lines-lost` warnings say when): the counts here are short by as many",
+            s.lines_not_recorded
+        );
+    }
+    if s.events_lost > 0 {
+        let _ = writeln!(
+            out,
+            "- **the probes lost {} events** (ring buffer or in-flight map full, from the \
+             `stats` lines): the counts here are short by as many",
+            s.events_lost
+        );
+    }
     table(
         &mut out,
         "Mounts that failed most",

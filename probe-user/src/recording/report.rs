@@ -15,7 +15,7 @@ use std::{
 use serde::{Serialize, Serializer};
 
 use super::{for_each_line, LineProblem};
-use crate::sink::json::wire::{HeaderLine, HolderWire, Line, UmountLine};
+use crate::sink::json::wire::{HeaderLine, HolderWire, Line, UmountLine, WarningLine};
 
 /// Most distinct keys a summary table counts (then the rest is "other").
 const MAX_KEYS: usize = 10_000;
@@ -44,6 +44,15 @@ pub struct Summary {
     pub first_ts: Option<String>,
     /// Time of the last attempt.
     pub last_ts: Option<String>,
+    /// Lines the recording could not write (its `recording-lines-lost` warnings: a full disk,
+    /// an I/O error): the counts above are short by as many.
+    pub lines_not_recorded: u64,
+    /// Events the probes lost (ring buffer or in-flight map full), as the last `stats` line
+    /// of each run of the recorder says (its counters start again with each run).
+    pub events_lost: u64,
+    /// The events lost in the run being read, not yet added to `events_lost`.
+    #[serde(skip)]
+    run_events_lost: u64,
 }
 
 fn count(map: &mut HashMap<Vec<u8>, u64>, key: Cow<'_, [u8]>) {
@@ -68,8 +77,24 @@ impl Summary {
         match line {
             Line::Header(h) if self.header.is_none() => self.header = Some(h.clone()),
             Line::Umount(a) => self.add_attempt(a),
+            Line::Warning(w) => {
+                if let WarningLine::RecordingLinesLost(gap) = w.as_ref() {
+                    self.lines_not_recorded += gap.lines;
+                }
+            }
+            Line::Stats(stats) => self.add_counters(&stats.stats()),
             _ => {}
         }
+    }
+
+    /// A `stats` line: its totals are the run's so far; a total below the last one means a
+    /// new run of the recorder began (its counters start at 0).
+    fn add_counters(&mut self, stats: &crate::stats::Stats) {
+        let lost = stats.events_lost();
+        if lost < self.run_events_lost {
+            self.events_lost += self.run_events_lost;
+        }
+        self.run_events_lost = lost;
     }
 
     fn add_attempt(&mut self, a: &UmountLine) {
@@ -164,6 +189,7 @@ impl Incident {
 pub fn summarize(files: &[PathBuf]) -> std::io::Result<(Summary, Vec<LineProblem>)> {
     let mut summary = Summary::default();
     let problems = for_each_line(files, |line| summary.add(&line))?;
+    summary.events_lost += std::mem::take(&mut summary.run_events_lost);
     Ok((summary, problems))
 }
 
@@ -238,6 +264,37 @@ mod tests {
             seen[1].1.starts_with("\n## 1. /m\\\\xfe: 1 failed"),
             "{}",
             seen[1].1
+        );
+    }
+
+    /// A recording's gaps and the probes' losses are added up (the counters of each run of
+    /// the recorder start again) and said at the top of the report.
+    #[test]
+    fn losses_of_the_recording_and_of_the_probes_are_added_up_and_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.jsonl");
+        let stats = |ringbuf_full: u64| {
+            format!(
+                r#"{{"v":1,"type":"stats","ts":"2026-12-06T23:00:00.000000000Z","events":9,"drops":{{"ringbuf_full":{ringbuf_full},"inflight_map_full":1}},"decode_errors":0,"final":false}}"#
+            )
+        };
+        let gap = |lines: u64| {
+            format!(
+                r#"{{"v":1,"type":"warning","ts":"2026-12-06T23:00:05.000000000Z","warning":"recording-lines-lost","lines":{lines},"cause":"ENOSPC","since":"2026-12-06T23:00:01.000000000Z","message":"m"}}"#
+            )
+        };
+        // A run that lost 3 + 1 events, a gap of 5 lines, a new run that lost 1 + 1, a gap
+        // of 2.
+        let text = [stats(1), stats(3), gap(5), stats(0), stats(1), gap(2)].join("\n");
+        std::fs::write(&file, text + "\n").unwrap();
+        let (summary, problems) = summarize(&[file]).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!((summary.lines_not_recorded, summary.events_lost), (7, 6));
+        let top = markdown::summary(&summary, 1);
+        assert!(
+            top.contains("- **7 lines could not be written to the recording**")
+                && top.contains("- **the probes lost 6 events**"),
+            "{top}"
         );
     }
 }
