@@ -17,13 +17,15 @@ pub trait RecordSource {
     fn ready(&mut self) -> impl Future<Output = io::Result<()>>;
 }
 
-/// How long a wake-up of the ring buffer waits before the records are read, when the last
-/// read found few ([`GATHER_BELOW`]): the records of a steady trickle are then read (and
-/// written, and sent to clients) in one pass rather than one wake-up each: at 1,000 events/s,
-/// at most 200 wake-ups instead of 1,000. An event reaches the sinks at most this much later.
-/// A flood is read at once: a wait would only let the ring buffer fill.
+/// How long the source rests after a wake-up that read a few records ([`GATHER_BELOW`] or
+/// fewer, but some) before it waits for the ring buffer again: the records of a steady
+/// trickle are then read (and written, and sent to clients) a few at a time rather than one
+/// wake-up each: at 1,000 events/s, at most 200 wake-ups instead of 1,000. A record that
+/// comes after a quiet moment is read at once (an EBUSY's attribution starts without delay);
+/// one that comes during a rest, at most this much later. A flood is never rested on: a
+/// rest would only let the ring buffer fill.
 pub const GATHER: Duration = Duration::from_millis(5);
-/// Below this many records in the last read, the next wake-up waits [`GATHER`].
+/// At most this many records read since the last wake-up make the next wait rest first.
 pub const GATHER_BELOW: usize = 32;
 
 /// The probes' `EVENTS` ring buffer, polled for readiness.
@@ -66,16 +68,15 @@ impl RecordSource for RingSource {
         if self.left_some {
             return Ok(());
         }
-        // Cleared before the drain that follows: a record committed after this wakes the
-        // ring again, and one committed before it is read by that drain.
-        self.ring.readable_mut().await?.clear_ready();
-        let trickle = std::mem::take(&mut self.read_since_woken) < GATHER_BELOW;
-        if trickle {
-            // From here the records are waiting, should this wait be cancelled (the pipeline
-            // polls it in a `select!`): the next call returns at once.
-            self.left_some = true;
+        // Taken first: should this wait be cancelled during the rest (the pipeline polls it
+        // in a `select!`), the next one does not rest again.
+        let read = std::mem::take(&mut self.read_since_woken);
+        if (1..=GATHER_BELOW).contains(&read) {
             tokio::time::sleep(GATHER).await;
         }
+        // Cleared before the drain that follows: a record committed after this wakes the
+        // ring again, and one committed before it (during the rest too) is read by that drain.
+        self.ring.readable_mut().await?.clear_ready();
         Ok(())
     }
 }
