@@ -73,21 +73,26 @@ pub enum Command {
     /// `recording-lines-lost` warning once it writes again. SIGINT/SIGTERM finish the current
     /// line and exit 0.
     Record(RecordArgs),
-    /// The node daemon: one set of probes for the whole node, recording and Prometheus
-    /// metrics, until SIGTERM (needs root; `dist/busyprobe-agent.service` runs it).
+    /// The node daemon: one set of probes for the whole node, recording, Prometheus metrics
+    /// and live clients, until SIGTERM (needs root; `dist/busyprobe-agent.service` runs it).
     ///
     /// Each part can be turned off. Recording: with `-o FILE`, exactly what `record -o FILE`
     /// writes (the same header, rotation, mode 0600); without it, nothing is written to disk.
     /// Metrics: Prometheus text on `http://ADDR/metrics` (`--metrics`, loopback port 10057 by
     /// default; `--no-metrics` serves none): unmount attempts by result, failures by holder
-    /// kind, mounts still mounted after their last unmount failed, drops by cause, attribution
-    /// latency, and the version and probe mode (README, "Metrics"). Under systemd
-    /// (`Type=notify`) it reports ready once the probes are attached. A port in use or a
-    /// recording that cannot be created is an error before anything is started; a recording
-    /// that cannot write later (a full disk) loses lines, counted in the metrics and marked in
-    /// the file, and stops nothing.
-    /// `--path` scopes both parts; `--only-failed` the recording only (the metrics count
-    /// every attempt: a successful unmount is what clears the leaked-mount gauge).
+    /// kind and name, mounts still mounted after their last unmount failed, drops by cause,
+    /// attribution latency, and the version and probe mode (README, "Metrics"). Live clients:
+    /// every connection to the Unix socket (`--socket`, `/run/busyprobe/agent.sock` by
+    /// default, root's unless `--socket-group`; `--no-socket` serves none) gets the
+    /// recording's lines from a `header` line on; `busyprobe watch --connect` and `busyprobe
+    /// top --connect` show them without probes of their own; a client that reads too slowly
+    /// loses lines and is told how many, and never slows the agent. Under systemd
+    /// (`Type=notify`) it reports ready once the probes are attached. A port in use, a socket
+    /// that cannot be served or a recording that cannot be created is an error before
+    /// anything is started; a recording that cannot write later (a full disk) loses lines,
+    /// counted in the metrics and marked in the file, and stops nothing. `--path` scopes every
+    /// part; `--only-failed` the recording only (the metrics count every attempt: a
+    /// successful unmount is what clears the leaked-mount gauge).
     Agent(AgentArgs),
     /// Who holds this mount right now, in every mount and PID namespace (a better `fuser -vm`).
     ///

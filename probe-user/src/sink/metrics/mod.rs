@@ -135,12 +135,31 @@ pub struct Metrics {
     undecodable: Counter,
     latency: Histogram,
     lines_lost: LinesLost,
-    /// Mounts whose last unmount attempt failed with EBUSY.
-    busy: HashSet<MountKey>,
+    /// Mounts whose last unmount attempt failed with EBUSY, and that attempt's caller.
+    busy: HashMap<MountKey, u32>,
     /// The totals of the last stats seen (the stats are totals; counters go up by deltas).
     last_stats: Stats,
-    /// The mount namespaces alive now (read when a stats tick prunes `busy`).
-    live_namespaces: Box<dyn Fn() -> HashSet<u64>>,
+    /// Whether a mount namespace still lives (read when a stats tick prunes `busy`).
+    namespaces: Namespaces,
+}
+
+/// How the metrics learn whether a mount namespace still lives (tests give their own).
+struct Namespaces {
+    /// The mount namespace of a process, while it runs.
+    of_pid: Box<dyn Fn(u32) -> Option<u64>>,
+    /// Every mount namespace a process is in now: a walk of `/proc`.
+    all: Box<dyn Fn() -> HashSet<u64>>,
+}
+
+impl Namespaces {
+    /// This host's, from `/proc`.
+    fn of_this_host() -> Self {
+        use crate::state::process::{mntns_of, pids};
+        Self {
+            of_pid: Box::new(mntns_of),
+            all: Box::new(|| pids().into_iter().filter_map(mntns_of).collect()),
+        }
+    }
 }
 
 /// Upper bounds of the latency histogram: 1 ms to about 33 s, doubling.
@@ -150,15 +169,11 @@ impl Metrics {
     /// The metrics of a stream of attempts; `busyprobe_info` says `about`; the first
     /// `holder_names` names of blamed holder processes get a series of their own.
     pub fn new(about: About, holder_names: usize) -> Self {
-        Self::with_namespaces(about, holder_names, Box::new(live_mount_namespaces))
+        Self::with_namespaces(about, holder_names, Namespaces::of_this_host())
     }
 
-    /// [`Metrics::new`] reading the live mount namespaces with `live_namespaces` (tests).
-    fn with_namespaces(
-        about: About,
-        holder_names: usize,
-        live_namespaces: Box<dyn Fn() -> HashSet<u64>>,
-    ) -> Self {
+    /// [`Metrics::new`] learning which mount namespaces live from `namespaces` (tests).
+    fn with_namespaces(about: About, holder_names: usize, namespaces: Namespaces) -> Self {
         let mut registry = Registry::default();
         let attempts = Family::<ResultLabel, Counter>::default();
         registry.register(
@@ -243,9 +258,9 @@ impl Metrics {
             undecodable,
             latency,
             lines_lost,
-            busy: HashSet::new(),
+            busy: HashMap::new(),
             last_stats: Stats::default(),
-            live_namespaces,
+            namespaces,
         }
     }
 
@@ -341,7 +356,7 @@ impl Metrics {
         let key = (attempt.call.mntns, target);
         let call = &attempt.call;
         if call.failed_with(libc::EBUSY) {
-            self.busy.insert(key);
+            self.busy.insert(key, call.pid);
         } else if !call.failed() || call.failed_with(libc::EINVAL) || call.failed_with(libc::ENOENT)
         {
             self.busy.remove(&key);
@@ -366,18 +381,28 @@ impl Metrics {
             .saturating_sub(self.last_stats.decode_errors);
         self.undecodable.inc_by(undecodable);
         self.last_stats = stats.clone();
-        if self.busy.iter().any(|(ns, _)| *ns != 0) {
-            let live = (self.live_namespaces)();
-            self.busy.retain(|(ns, _)| *ns == 0 || live.contains(ns));
-            self.leaked.set(self.busy.len() as i64);
-        }
+        self.forget_ended_namespaces();
     }
-}
 
-/// The mount namespaces of the processes alive now.
-fn live_mount_namespaces() -> HashSet<u64> {
-    use crate::state::process::{mntns_of, pids};
-    pids().into_iter().filter_map(mntns_of).collect()
+    /// Forgets the busy mounts whose mount namespace has ended (they went with it, no unmount
+    /// call seen). A namespace whose last failing caller still runs in it lives: only the
+    /// others are looked for, in one walk of `/proc` (none while every caller is there).
+    fn forget_ended_namespaces(&mut self) {
+        let of_pid = &self.namespaces.of_pid;
+        let unsure: HashSet<u64> = self
+            .busy
+            .iter()
+            .filter(|((ns, _), pid)| *ns != 0 && of_pid(**pid) != Some(*ns))
+            .map(|((ns, _), _)| *ns)
+            .collect();
+        if unsure.is_empty() {
+            return;
+        }
+        let live = (self.namespaces.all)();
+        self.busy
+            .retain(|(ns, _), _| !unsure.contains(ns) || live.contains(ns));
+        self.leaked.set(self.busy.len() as i64);
+    }
 }
 
 impl Sink for Metrics {
@@ -422,10 +447,14 @@ mod tests {
         }
     }
 
-    /// Metrics whose live namespaces are the shared set.
+    /// Metrics whose live namespaces are the shared set (no caller is ever found running).
     fn metrics(live: &Rc<RefCell<HashSet<u64>>>) -> Metrics {
         let live = live.clone();
-        Metrics::with_namespaces(about(), 2, Box::new(move || live.borrow().clone()))
+        let namespaces = Namespaces {
+            of_pid: Box::new(|_| None),
+            all: Box::new(move || live.borrow().clone()),
+        };
+        Metrics::with_namespaces(about(), 2, namespaces)
     }
 
     fn attempt(target: &str, mntns: u64, ret: i64) -> UmountAttempt {
@@ -606,6 +635,32 @@ mod tests {
         m.stats(SystemTime::now(), &Stats::default(), false)
             .unwrap();
         assert!(has(&m, "busyprobe_leaked_mounts 0"), "{:?}", samples(&m));
+    }
+
+    #[test]
+    fn a_namespace_whose_caller_still_runs_in_it_is_alive_without_a_walk() {
+        let walks = Rc::new(std::cell::Cell::new(0));
+        let counted = walks.clone();
+        // The callers' pid (1234) runs in namespace 7; namespace 8 lives too.
+        let namespaces = Namespaces {
+            of_pid: Box::new(|pid| (pid == 1234).then_some(7)),
+            all: Box::new(move || {
+                counted.set(counted.get() + 1);
+                HashSet::from([7, 8])
+            }),
+        };
+        let mut m = Metrics::with_namespaces(about(), 2, namespaces);
+        m.umount(&busy("/mnt/a", 7, vec![fd_holder()])).unwrap();
+        m.stats(SystemTime::now(), &Stats::default(), false)
+            .unwrap();
+        assert_eq!(walks.get(), 0, "the caller is in 7: no walk");
+        assert!(has(&m, "busyprobe_leaked_mounts 1"));
+        // Its caller is not in 8 (any more): one walk, which finds 8 alive.
+        m.umount(&busy("/mnt/a", 8, vec![fd_holder()])).unwrap();
+        m.stats(SystemTime::now(), &Stats::default(), false)
+            .unwrap();
+        assert_eq!(walks.get(), 1);
+        assert!(has(&m, "busyprobe_leaked_mounts 2"));
     }
 
     #[test]
