@@ -9,7 +9,7 @@
 use std::{
     ffi::CString,
     io::Write as _,
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -24,12 +24,15 @@ use nix::{
 };
 use serde_json::Value;
 
-use crate::support::{
-    fixture::Plan,
-    incident::Fixture,
-    lines::{Lines, Next},
-    process::{self, Reaped},
-    watcher::{ATTACH_TIMEOUT, LINE_TIMEOUT},
+use crate::{
+    agent::{free_addr, scrape, GoAhead},
+    support::{
+        fixture::Plan,
+        incident::Fixture,
+        lines::{Lines, Next},
+        process::{self, Reaped},
+        watcher::{ATTACH_TIMEOUT, LINE_TIMEOUT},
+    },
 };
 
 /// Every trial.
@@ -50,13 +53,6 @@ const METRICS_TIMEOUT: Duration = Duration::from_secs(60);
 const SAID_FAILING: &str = "cannot write to the recording";
 /// ... and when it writes again.
 const SAID_AGAIN: &str = "is written again";
-
-/// A loopback address with a port that was free a moment ago.
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free loopback port")
-}
 
 /// `busyprobe ARGS` (`agent`, `record`) with its recording on a `size` tmpfs at `disk`,
 /// mounted in a private mount namespace it enters before it starts (set up between fork and
@@ -115,21 +111,6 @@ fn on_tiny_disk(disk: &Path, size: &str, args: &[String]) -> (Reaped, Arc<Mutex<
             ),
         }
     }
-}
-
-/// `GET /metrics` of the agent.
-fn scrape(agent: SocketAddr) -> String {
-    let http = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build(),
-    );
-    http.get(format!("http://{agent}/metrics"))
-        .call()
-        .expect("the agent still serves its metrics")
-        .body_mut()
-        .read_to_string()
-        .expect("read metrics")
 }
 
 /// The value of the sample `name` (with its labels) in an exposition; 0 when absent.
@@ -198,16 +179,6 @@ fn fill(dir: &Path) -> PathBuf {
         }
     }
     filler
-}
-
-/// Creates the go-ahead file when dropped (a fixture waiting for it never outlives a failed
-/// check by its whole wait).
-struct GoAhead(PathBuf);
-
-impl Drop for GoAhead {
-    fn drop(&mut self) {
-        let _ = std::fs::write(&self.0, "");
-    }
 }
 
 fn agent_outlives_a_full_disk_and_marks_the_gap_in_its_recording() {
