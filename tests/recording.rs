@@ -12,7 +12,7 @@ use std::{
     net::SocketAddr,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -29,9 +29,8 @@ use crate::{
     support::{
         fixture::Plan,
         incident::Fixture,
-        lines::{Lines, Next},
         process::{self, Reaped},
-        watcher::{ATTACH_TIMEOUT, LINE_TIMEOUT},
+        watcher::{spawn_attached, LINE_TIMEOUT},
     },
 };
 
@@ -62,11 +61,7 @@ fn on_tiny_disk(disk: &Path, size: &str, args: &[String]) -> (Reaped, Arc<Mutex<
     let target = CString::new(disk.as_os_str().as_encoded_bytes()).unwrap();
     let options = CString::new(format!("size={size}")).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_busyprobe"));
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    command.args(args);
     // SAFETY: only system calls (unshare, mount) on memory prepared before the fork.
     unsafe {
         command.pre_exec(move || {
@@ -98,19 +93,7 @@ fn on_tiny_disk(disk: &Path, size: &str, args: &[String]) -> (Reaped, Arc<Mutex<
             Ok(())
         });
     }
-    let mut child = process::spawn(&mut command);
-    let (lines, stderr) = Lines::spawn_collected(child.stderr.take().unwrap());
-    let deadline = Instant::now() + ATTACH_TIMEOUT;
-    loop {
-        match lines.next_until(deadline) {
-            Next::Line(line) if line.contains("probes attached") => return (child, stderr),
-            Next::Line(_) => {}
-            other => panic!(
-                "busyprobe {args:?} did not attach ({other:?}): {}",
-                stderr.lock().unwrap()
-            ),
-        }
-    }
+    spawn_attached(&mut command)
 }
 
 /// The value of the sample `name` (with its labels) in an exposition; 0 when absent.

@@ -270,9 +270,14 @@ pub fn lines_text(lines: &[Value]) -> String {
 /// attached (at most [`ATTACH_TIMEOUT`]) with what it writes to stderr, read to its end on a
 /// thread of its own so that it never blocks on it; killed when dropped, and with the test.
 pub fn start_attached<S: AsRef<OsStr>>(args: &[S]) -> (Reaped, Arc<Mutex<String>>) {
+    spawn_attached(Command::new(env!("CARGO_BIN_EXE_busyprobe")).args(args))
+}
+
+/// [`start_attached`] for a `busyprobe` command set up by the caller (stdin and stdout are
+/// set to /dev/null, stderr is read).
+pub fn spawn_attached(command: &mut Command) -> (Reaped, Arc<Mutex<String>>) {
     let mut child = process::spawn(
-        Command::new(env!("CARGO_BIN_EXE_busyprobe"))
-            .args(args)
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
@@ -284,8 +289,7 @@ pub fn start_attached<S: AsRef<OsStr>>(args: &[S]) -> (Reaped, Arc<Mutex<String>
             Next::Line(line) if line.contains("probes attached") => return (child, stderr),
             Next::Line(_) => {}
             other => panic!(
-                "busyprobe {:?} did not attach ({other:?}): {}",
-                args.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+                "{command:?} did not attach ({other:?}): {}",
                 stderr.lock().unwrap()
             ),
         }

@@ -374,6 +374,22 @@ mod tests {
         }
     }
 
+    /// Runs a pipeline to its end on a runtime of its own; `never` fails the test when it
+    /// has not ended in 60 s (a deadline for a broken pipeline, not a synchronisation: a pass
+    /// takes milliseconds).
+    fn run_with_deadline(run: impl Future<Output = io::Result<()>>, never: &str) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(60), run)
+                    .await
+                    .expect(never)
+            })
+            .unwrap();
+    }
+
     /// Runs a pipeline over `source` with `attributor` until the first line, then stops it;
     /// returns every line written, parsed.
     fn run_until_first_line(
@@ -400,18 +416,7 @@ mod tests {
             let _ = stopped.await;
             Stop::Asked
         });
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                // A deadline for a broken pipeline, not a synchronisation: a pass takes
-                // milliseconds.
-                tokio::time::timeout(Duration::from_secs(60), run)
-                    .await
-                    .expect("the pipeline never wrote the attempt")
-            })
-            .unwrap();
+        run_with_deadline(run, "the pipeline never wrote the attempt");
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         text.lines()
             .map(|line| serde_json::from_str(line).unwrap())
@@ -526,17 +531,7 @@ mod tests {
             let _ = stopped.await;
             Stop::Asked
         });
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                // A deadline for a broken pipeline, not a synchronisation.
-                tokio::time::timeout(Duration::from_secs(60), run)
-                    .await
-                    .expect("the sink was never ticked")
-            })
-            .unwrap();
+        run_with_deadline(run, "the sink was never ticked");
         assert!(sink.ticked.unwrap() >= at, "not before it asked");
     }
 }
