@@ -289,26 +289,33 @@ struct ReadBack {
 }
 
 impl ReadBack {
+    /// One pass over the recording (hundreds of MB after minutes), line by line.
     fn of(recording: &Path, plain: &Path, burst: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(recording)?;
+        use std::io::BufRead as _;
         let steady = format!(r#""target":"{}""#, plain.display());
         let bursting = format!(r#""target":"{}""#, burst.display());
-        let last_stats = text
-            .lines()
-            .rev()
-            .find(|l| l.contains(r#""type":"stats""#))
-            .unwrap_or_default();
-        let drops = serde_json::from_str::<serde_json::Value>(last_stats)
-            .ok()
-            .map_or("no final stats line".into(), |v| {
-                describe_drops(&v["drops"])
-            });
-        Ok(Self {
-            lines: text.lines().count() as u64,
-            steady: text.lines().filter(|l| l.contains(&steady)).count() as u64,
-            burst: text.lines().filter(|l| l.contains(&bursting)).count() as u64,
-            drops,
-        })
+        let file =
+            File::open(recording).with_context(|| format!("reading {}", recording.display()))?;
+        let mut read = Self {
+            lines: 0,
+            steady: 0,
+            burst: 0,
+            drops: "no final stats line".into(),
+        };
+        let mut last_stats = String::new();
+        for line in std::io::BufReader::new(file).lines() {
+            let line = line?;
+            read.lines += 1;
+            read.steady += u64::from(line.contains(&steady));
+            read.burst += u64::from(line.contains(&bursting));
+            if line.contains(r#""type":"stats""#) {
+                last_stats = line;
+            }
+        }
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&last_stats) {
+            read.drops = describe_drops(&v["drops"]);
+        }
+        Ok(read)
     }
 }
 
