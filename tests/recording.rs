@@ -108,18 +108,32 @@ const EBUSY: &str = r#"busyprobe_unmount_attempts_total{result="EBUSY"}"#;
 const LOST: &str = r#"busyprobe_recording_lines_lost_total{cause="ENOSPC"}"#;
 
 /// Waits (at most [`METRICS_TIMEOUT`], asking every 100 ms) until the agent has counted
-/// `count` EBUSYs: then it has handed each to the recording too (the recording comes first).
-/// Returns that exposition.
-fn wait_for_ebusys(agent: SocketAddr, count: u64, stderr: &Mutex<String>) -> String {
+/// `count` EBUSYs and its recording holds each of them or has counted it lost (the recording
+/// writes a turn's lines at the end of the turn, just after the metrics counted them).
+/// Returns that exposition and the recording's lines.
+fn wait_for_ebusys(
+    agent: SocketAddr,
+    count: u64,
+    recording: &Path,
+    stderr: &Mutex<String>,
+) -> (String, Vec<Value>) {
     let deadline = Instant::now() + METRICS_TIMEOUT;
     loop {
         let exposition = scrape(agent);
-        if sample(&exposition, EBUSY) == count {
-            return exposition;
+        // A read during the agent's write may end mid-line: read again then.
+        let lines = lines_between_writes(recording);
+        if let Some(lines) = lines
+            .as_ref()
+            .filter(|_| sample(&exposition, EBUSY) == count)
+        {
+            if (ebusy_lines(lines) as u64) + sample(&exposition, LOST) == count {
+                return (exposition, lines.clone());
+            }
         }
         assert!(
             Instant::now() < deadline,
-            "the agent never counted {count} EBUSYs in {METRICS_TIMEOUT:?}:\n{exposition}\n{}",
+            "the agent never counted {count} EBUSYs, each written or counted lost, in \
+             {METRICS_TIMEOUT:?}:\n{exposition}\n{lines:#?}\n{}",
             stderr.lock().unwrap()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -134,6 +148,17 @@ fn whole_lines(path: &Path) -> Vec<Value> {
         text.ends_with('\n'),
         "the recording ends with a whole line:\n{text}"
     );
+    parse_lines(&text)
+}
+
+/// [`whole_lines`] while the recorder may be writing: `None` when the read ended mid-write.
+fn lines_between_writes(path: &Path) -> Option<Vec<Value>> {
+    let text = std::fs::read_to_string(path).expect("read the recording");
+    text.ends_with('\n').then(|| parse_lines(&text))
+}
+
+/// Every line of `text` parsed (a torn line fails).
+fn parse_lines(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| {
             serde_json::from_str(l).unwrap_or_else(|e| panic!("a torn line ({e}): {l}\n{text}"))
@@ -203,17 +228,11 @@ fn agent_outlives_a_full_disk_and_marks_the_gap_in_its_recording() {
         let fixture = threads.spawn(|| Fixture::run(&plan));
 
         // The disk fills while the fixture fails: lines are lost, the agent lives on.
-        let exposition = wait_for_ebusys(metrics, WHILE_FULL as u64, &stderr);
+        let (exposition, lines) = wait_for_ebusys(metrics, WHILE_FULL as u64, &recording, &stderr);
         let lost = sample(&exposition, LOST);
         assert!(lost > 0, "no line lost on a full disk:\n{exposition}");
         eprintln!("{WHILE_FULL} EBUSYs on a full disk: {lost} lines lost");
         assert!(matches!(agent.try_wait(), Ok(None)), "the agent still runs");
-        let lines = whole_lines(&recording);
-        assert_eq!(
-            ebusy_lines(&lines) + lost as usize,
-            WHILE_FULL,
-            "each EBUSY is written or counted lost:\n{lines:#?}"
-        );
         assert_eq!(lines.len(), 1 + WHILE_FULL - lost as usize, "{lines:#?}");
         let said = stderr.lock().unwrap().clone();
         assert_eq!(said.matches(SAID_FAILING).count(), 1, "said once:\n{said}");
@@ -222,9 +241,9 @@ fn agent_outlives_a_full_disk_and_marks_the_gap_in_its_recording() {
         // Space again: the next line is the gap's warning, then the new failures.
         std::fs::remove_file(&filler).unwrap();
         drop(freed);
-        let exposition = wait_for_ebusys(metrics, (WHILE_FULL + AFTER) as u64, &stderr);
+        let (exposition, lines) =
+            wait_for_ebusys(metrics, (WHILE_FULL + AFTER) as u64, &recording, &stderr);
         assert_eq!(sample(&exposition, LOST), lost, "no line lost since");
-        let lines = whole_lines(&recording);
         let gap = lines
             .iter()
             .position(|l| l["type"] == "warning")
@@ -324,7 +343,7 @@ fn record_outlives_a_full_disk_too() {
         drop(freed);
         let deadline = Instant::now() + METRICS_TIMEOUT;
         let (lines, gap) = loop {
-            let lines = whole_lines(&recording);
+            let lines = lines_between_writes(&recording).unwrap_or_default();
             let gaps: Vec<usize> = (0..lines.len())
                 .filter(|i| lines[*i]["type"] == "warning")
                 .collect();

@@ -12,6 +12,7 @@
 //! the ring buffer is drained again first, so that a holder that let go while the scan ran is
 //! named as a transient holder (see [`Pipeline::run`]).
 
+
 pub mod context;
 pub mod jobs;
 pub mod live;
@@ -110,7 +111,8 @@ impl<'s> Pipeline<'s> {
     /// Runs until `stop` resolves or the sink fails (an `Err` of kind `BrokenPipe` when the
     /// output went away). On [`Stop::Asked`] the events still in the source are written, the
     /// running jobs finished and the final stats line written. Meanwhile the sink is ticked
-    /// whenever it asks to be ([`Sink::wake_at`]: a recording's fsync is due), events or not.
+    /// whenever it asks to be ([`Sink::wake_at`]: a recording's fsync is due), events or not,
+    /// and flushed at the end of each turn of its loop ([`Sink::flush`]).
     pub async fn run(
         mut self,
         source: &mut impl RecordSource,
@@ -137,11 +139,14 @@ impl<'s> Pipeline<'s> {
                 () = woken, if wake.is_some() => self.sink.tick(std::time::Instant::now())?,
                 why = stop.as_mut() => break why,
             }
+            // What this turn wrote is written out together (the recording's one write).
+            self.sink.flush()?;
         };
         match why {
             Stop::Asked => {
                 self.finish(source).await?;
-                self.write_stats(true)
+                self.write_stats(true)?;
+                self.sink.flush()
             }
             Stop::OutputGone => Err(io::ErrorKind::BrokenPipe.into()),
         }

@@ -93,6 +93,12 @@ impl Sink for FanOut {
             _ => Ok(()),
         })
     }
+
+    /// The recording writes the lines it kept back first: the others are told of a change
+    /// in what it loses before their own flush.
+    fn flush(&mut self) -> io::Result<()> {
+        self.each(|s| s.flush())
+    }
 }
 
 #[cfg(test)]
@@ -219,7 +225,9 @@ mod tests {
         let mut fan = FanOut::new(vec![noting("m", &log, false)]).with_recording(recording);
         fan.umount(&sample_attempt(b"/mnt", None, -16, 0)).unwrap();
         assert_eq!(*log.borrow(), ["m umount -16"]);
-        let text = std::fs::read_to_string(dir.path().join("rec.jsonl")).unwrap();
-        assert_eq!(text.lines().count(), 2, "{text}");
+        let text = || std::fs::read_to_string(dir.path().join("rec.jsonl")).unwrap();
+        assert_eq!(text().lines().count(), 1, "kept back until the turn ends");
+        fan.flush().unwrap();
+        assert_eq!(text().lines().count(), 2, "{}", text());
     }
 }

@@ -40,4 +40,9 @@ pub trait Sink {
     fn tick(&mut self, _now: Instant) -> io::Result<()> {
         Ok(())
     }
+    /// The end of a turn of the event loop: lines a sink kept back to write together (the
+    /// recording's) are written now. The default keeps nothing back.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }

@@ -75,6 +75,10 @@ impl<S: Sink> Sink for WithStatus<S> {
     fn tick(&mut self, now: Instant) -> io::Result<()> {
         self.inner.tick(now)
     }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]

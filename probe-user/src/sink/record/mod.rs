@@ -3,10 +3,10 @@
 //!
 //! A line that cannot be written (the disk is full, an I/O error, a quota) does not end the
 //! stream: [`Recording`] counts it as lost (the file is cut back to its last whole line),
-//! says so once on stderr, and tries again with each following line. The first line it
+//! says so once on stderr, and tries again with each following batch of lines (lines are
+//! kept back until the end of the event loop's turn and written together). The first line it
 //! writes again is a `recording-lines-lost` warning with the count and the cause, written
-//! together with the event that follows it (both or neither), so the file says where its
-//! gap is. [`Recording::losing`] tells the agent's other outputs ([`super::fanout`]).
+//! together with the lines that follow it (all or none), so the file says where its gap is. [`Recording::losing`] tells the agent's other outputs ([`super::fanout`]).
 
 pub mod file;
 pub mod sync;
@@ -48,10 +48,21 @@ impl Losing {
 /// Counts a lost line under its cause (the agent's `busyprobe_recording_lines_lost_total`).
 pub type OnLost = Box<dyn FnMut(&str)>;
 
+/// Lines kept back beyond this many bytes are written at once, not at the end of the turn.
+const KEEP_BACK_BYTES: usize = 256 * 1024;
+
 /// The recording sink: every event as a JSON line into its file, losses counted.
+///
+/// Lines are kept back until the end of the event loop's turn ([`Sink::flush`]) and written
+/// in one `pwrite`: under a flood, one write for thousands of lines instead of one each
+/// (a write per line was the agent's largest cost). Writing them is all or nothing: a batch
+/// the disk cannot take is cut off whole, and each of its lines counted lost.
 pub struct Recording {
     file: RotatingFile,
     only_failed: bool,
+    /// Whole lines not written yet.
+    kept: Vec<u8>,
+    kept_lines: u64,
     losing: Option<Losing>,
     on_lost: Option<OnLost>,
 }
@@ -62,6 +73,8 @@ impl Recording {
         Self {
             file,
             only_failed: false,
+            kept: Vec::new(),
+            kept_lines: 0,
             losing: None,
             on_lost: None,
         }
@@ -85,19 +98,35 @@ impl Recording {
         self.losing.as_ref()
     }
 
-    /// Writes one event's line, after the `recording-lines-lost` warning when lines were
-    /// lost (in one write: both or neither).
-    fn write(&mut self, encode: impl FnOnce(&mut JsonLines<&mut Vec<u8>>) -> io::Result<()>) {
-        let mut bytes = Vec::new();
-        let mut lines = JsonLines::new(&mut bytes);
-        if let Some(losing) = &self.losing {
-            let warning = losing.lines_lost(SystemTime::now());
-            lines
-                .warning(&warning)
-                .expect("writing into memory cannot fail");
+    /// Keeps one event's line back for the next [`Recording::write_kept`].
+    fn keep(&mut self, encode: impl FnOnce(&mut JsonLines<&mut Vec<u8>>) -> io::Result<()>) {
+        encode(&mut JsonLines::new(&mut self.kept)).expect("writing into memory cannot fail");
+        self.kept_lines += 1;
+        if self.kept.len() >= KEEP_BACK_BYTES {
+            self.write_kept();
         }
-        encode(&mut lines).expect("writing into memory cannot fail");
-        match self.file.write_line(&bytes) {
+    }
+
+    /// Writes the lines kept back, after the `recording-lines-lost` warning when lines were
+    /// lost (in one write: all or none).
+    fn write_kept(&mut self) {
+        if self.kept_lines == 0 {
+            return;
+        }
+        let lines = std::mem::take(&mut self.kept_lines);
+        let written = match &self.losing {
+            None => self.file.write_line(&self.kept),
+            Some(losing) => {
+                let mut bytes = Vec::with_capacity(self.kept.len() + 256);
+                JsonLines::new(&mut bytes)
+                    .warning(&losing.lines_lost(SystemTime::now()))
+                    .expect("writing into memory cannot fail");
+                bytes.extend_from_slice(&self.kept);
+                self.file.write_line(&bytes)
+            }
+        };
+        self.kept.clear();
+        match written {
             Ok(()) => {
                 if let Some(lost) = self.losing.take() {
                     tracing::warn!(
@@ -109,15 +138,15 @@ impl Recording {
                     );
                 }
             }
-            Err(e) => self.lost(&e),
+            Err(e) => self.lost(&e, lines),
         }
     }
 
-    /// One line was not written because of `error`.
-    fn lost(&mut self, error: &io::Error) {
+    /// `lines` were not written because of `error`.
+    fn lost(&mut self, error: &io::Error, lines: u64) {
         let cause = cause_of(error);
         match &mut self.losing {
-            Some(losing) => losing.lines += 1,
+            Some(losing) => losing.lines += lines,
             None => {
                 tracing::warn!(
                     "cannot write to the recording {}: {error}; counting the lines lost until it \
@@ -125,14 +154,14 @@ impl Recording {
                     self.file.path().display()
                 );
                 self.losing = Some(Losing {
-                    lines: 1,
+                    lines,
                     cause: cause.clone(),
                     since: SystemTime::now(),
                 });
             }
         }
         if let Some(on_lost) = &mut self.on_lost {
-            on_lost(&cause);
+            (0..lines).for_each(|_| on_lost(&cause));
         }
     }
 }
@@ -140,6 +169,7 @@ impl Recording {
 /// A recording that ends while it loses lines says how many (nothing in the file can).
 impl Drop for Recording {
     fn drop(&mut self) {
+        self.write_kept();
         if let Some(losing) = &self.losing {
             tracing::warn!(
                 "the recording {} ends with {} lines lost ({}) that it could not mark in it",
@@ -163,18 +193,18 @@ fn cause_of(error: &io::Error) -> String {
 impl Sink for Recording {
     fn umount(&mut self, attempt: &UmountAttempt) -> io::Result<()> {
         if !self.only_failed || attempt.call.failed() {
-            self.write(|lines| lines.umount(attempt));
+            self.keep(|lines| lines.umount(attempt));
         }
         Ok(())
     }
 
     fn warning(&mut self, warning: &Warning) -> io::Result<()> {
-        self.write(|lines| lines.warning(warning));
+        self.keep(|lines| lines.warning(warning));
         Ok(())
     }
 
     fn stats(&mut self, ts: SystemTime, stats: &Stats, last: bool) -> io::Result<()> {
-        self.write(|lines| lines.stats(ts, stats, last));
+        self.keep(|lines| lines.stats(ts, stats, last));
         Ok(())
     }
 
@@ -184,6 +214,11 @@ impl Sink for Recording {
 
     fn tick(&mut self, now: Instant) -> io::Result<()> {
         self.file.tick(now);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.write_kept();
         Ok(())
     }
 }
@@ -222,11 +257,40 @@ mod tests {
         let mut rec = recording(dir.path()).failures_only(true);
         rec.umount(&sample_attempt(b"/ok", None, 0, 0)).unwrap();
         rec.umount(&sample_attempt(b"/busy", None, -16, 0)).unwrap();
+        rec.flush().unwrap();
         let targets: Vec<_> = lines(dir.path())
             .iter()
             .map(|l| l["target"].clone())
             .collect();
         assert_eq!(targets, [serde_json::Value::Null, "/busy".into()]);
+    }
+
+    /// Lines wait for the end of the turn, and are then written together.
+    #[test]
+    fn lines_are_kept_back_until_the_turn_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rec = recording(dir.path());
+        for target in [&b"/a"[..], b"/b", b"/c"] {
+            rec.umount(&sample_attempt(target, None, -16, 0)).unwrap();
+        }
+        assert_eq!(lines(dir.path()).len(), 1, "the header only");
+        rec.flush().unwrap();
+        let targets: Vec<_> = lines(dir.path())
+            .iter()
+            .map(|l| l["target"].clone())
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                serde_json::Value::Null,
+                "/a".into(),
+                "/b".into(),
+                "/c".into()
+            ]
+        );
+        rec.umount(&sample_attempt(b"/d", None, -16, 0)).unwrap();
+        drop(rec);
+        assert_eq!(lines(dir.path())[4]["target"], "/d", "written at the end");
     }
 
     /// Lines lost to a full disk are counted (and each handed to `on_lost`); the first line
@@ -242,12 +306,14 @@ mod tests {
         let path = dir.path().join("rec.jsonl");
         // Two lines lost to a full disk (the file's own handling of a failed write is
         // tested in `file`; the agent's root test fills a real tmpfs).
-        rec.lost(&io::Error::from_raw_os_error(libc::ENOSPC));
-        rec.lost(&io::Error::from_raw_os_error(libc::ENOSPC));
+        rec.lost(&io::Error::from_raw_os_error(libc::ENOSPC), 1);
+        rec.lost(&io::Error::from_raw_os_error(libc::ENOSPC), 1);
         let losing = rec.losing().unwrap().clone();
         assert_eq!((losing.lines, losing.cause.as_str()), (2, "ENOSPC"));
         assert_eq!(*counted.borrow(), ["ENOSPC", "ENOSPC"]);
         rec.umount(&sample_attempt(b"/busy", None, -16, 0)).unwrap();
+        assert_eq!(rec.losing().map(|l| l.lines), Some(2), "kept back");
+        rec.flush().unwrap();
         assert_eq!(rec.losing(), None, "written again");
         let written = lines(dir.path());
         assert_eq!(written.len(), 3, "{written:?}");
