@@ -24,7 +24,7 @@ use crate::support::{
     fixture::Plan,
     incident::Fixture,
     process::{self, Reaped},
-    watcher::{start_attached, ATTACH_TIMEOUT, LINE_TIMEOUT},
+    watcher::{start_attached, wait_for_stderr, ATTACH_TIMEOUT, LINE_TIMEOUT},
 };
 
 /// Every trial. `cargo xtask vm-test` leaves the first out of its guests (they have no
@@ -215,8 +215,19 @@ fn agent_metrics_reach_a_real_prometheus() {
             fixture.comm
         );
         assert!(scrape(metrics).lines().any(|l| l == named), "{named}");
+        // The agent's default: open times on contended mounts, from the first failure until
+        // the mount is gone.
+        let said = agent_stderr.lock().unwrap().clone();
+        assert!(said.contains("open times on contended mounts"), "{said}");
+        assert!(said.contains("open times on: mount "), "{said}");
         // The fixture (and its namespace) still lives: the unmount is what clears it.
         prometheus.wait_for(leaked, 0.0);
+        wait_for_stderr(
+            &agent_stderr,
+            ATTACH_TIMEOUT,
+            "that its open probes are off once the contended mount is gone",
+            |said| said.contains("open times off: no mount is contended any more"),
+        );
         prometheus.wait_for(r#"busyprobe_unmount_attempts_total{result="ok"}"#, 1.0);
         prometheus.wait_for(failures, FAILURES as f64);
         drop(fixture);
@@ -240,11 +251,18 @@ fn agent_metrics_reach_a_real_prometheus() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines[0]["type"], "header", "{}", lines[0]);
-    let busy = lines
+    let busy: Vec<&Value> = lines
         .iter()
         .filter(|l| l["type"] == "umount" && l["errno"] == "EBUSY")
-        .count();
-    assert_eq!(busy, FAILURES);
+        .collect();
+    assert_eq!(busy.len(), FAILURES);
+    // The fixture opened its file before the first failure made the mount contended: no
+    // failure can say when, and each says why.
+    for line in busy {
+        let fd = &line["holders"][0];
+        assert_eq!(fd["kind"], "fd", "{line}");
+        assert_eq!(fd["open_time_unknown"], "not_timed", "{line}");
+    }
     let last = lines.last().unwrap();
     assert!(last["type"] == "stats" && last["final"] == true, "{last}");
     eprintln!(

@@ -30,7 +30,7 @@ use crate::{
         fixture::Plan,
         incident::Fixture,
         process::{self, Reaped},
-        watcher::{spawn_attached, LINE_TIMEOUT},
+        watcher::{spawn_attached, wait_for_stderr, LINE_TIMEOUT},
     },
 };
 
@@ -283,19 +283,6 @@ fn agent_outlives_a_full_disk_and_marks_the_gap_in_its_recording() {
     );
 }
 
-/// Waits (at most [`METRICS_TIMEOUT`]) until `done` accepts what was said on `stderr`.
-fn wait_for_stderr(stderr: &Mutex<String>, what: &str, done: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + METRICS_TIMEOUT;
-    while !done(&stderr.lock().unwrap()) {
-        assert!(
-            Instant::now() < deadline,
-            "never said {what}:\n{}",
-            stderr.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// `busyprobe record` on the same full disk: it has no metrics to wait on, so the test waits
 /// for it to say it loses lines, frees space, and waits until every EBUSY is either in the
 /// file or counted in its one `recording-lines-lost` warning.
@@ -330,7 +317,7 @@ fn record_outlives_a_full_disk_too() {
     let plan = plan.wait_for(&done.0).release().umount2(&mnt, 0);
     std::thread::scope(|threads| {
         let fixture = threads.spawn(|| Fixture::run(&plan));
-        wait_for_stderr(&stderr, "that it loses lines", |said| {
+        wait_for_stderr(&stderr, METRICS_TIMEOUT, "that it loses lines", |said| {
             said.contains(SAID_FAILING)
         });
         assert!(

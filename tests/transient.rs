@@ -25,9 +25,32 @@ use crate::support::{
 /// Every trial.
 pub fn trials() -> Vec<Trial> {
     trials![
-        scanner_race_every_ebusy_names_the_scanner => || race_test(Scanner::Open),
-        fanotify_scanner_race_every_ebusy_names_the_scanner => || race_test(Scanner::Fanotify),
+        scanner_race_every_ebusy_names_the_scanner => || race_test(Scanner::Open, OpenTimes::All),
+        fanotify_scanner_race_every_ebusy_names_the_scanner =>
+            || race_test(Scanner::Fanotify, OpenTimes::All),
+        scanner_race_with_open_times_on_contended_mounts_times_every_retry =>
+            || race_test(Scanner::Open, OpenTimes::Contended),
+        fanotify_scanner_race_with_open_times_on_contended_mounts_names_the_scanner =>
+            || race_test(Scanner::Fanotify, OpenTimes::Contended),
     ]
+}
+
+/// Where busyprobe times opens (`--open-times`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OpenTimes {
+    /// On every tracked mount (`watch`'s default).
+    All,
+    /// On contended mounts only (the agent's default).
+    Contended,
+}
+
+impl OpenTimes {
+    fn arg(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Contended => "contended",
+        }
+    }
 }
 
 /// Which kind of scanner races the unmounter.
@@ -289,6 +312,8 @@ fn round(watcher: &Watcher, tmp: &Path, kind: Scanner) -> Round {
             ebusy.len() == failures
         });
     }
+    // In the order of the calls.
+    ebusy.sort_by_key(|v| v["id"].as_u64());
     drop(stdin);
     let status = process::wait(&mut child, LINE_TIMEOUT);
     assert!(status.success(), "the race failed: {status}");
@@ -395,14 +420,46 @@ fn mount_was_gone(line: &Value) -> bool {
         .is_some_and(|e| e.starts_with("the mount was gone before busyprobe could read"))
 }
 
+/// Checks the open times of the `fd` and `transient` holders in the `nth` failure of a round
+/// (from 0). An open scanner opens each file itself: with every tracked mount timed its fds
+/// are timed from the first failure on, with contended mounts from the second on (the first
+/// made the mount contended); an open that overlapped an unmount's entry is said to be
+/// (`raced_an_unmount`). A fanotify scanner's event fds are installed by the kernel: no open
+/// to time. Returns how many were timed.
+fn check_open_times(kind: Scanner, open_times: OpenTimes, nth: usize, line: &Value) -> usize {
+    let fds = line["holders"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["kind"] == "fd" || h["kind"] == "transient");
+    let mut timed = 0;
+    for h in fds {
+        let unknown = h["open_time_unknown"].as_str();
+        match (h["opened_ns_before"].as_u64(), unknown) {
+            (Some(_), None) => timed += 1,
+            (None, Some("raced_an_unmount")) if kind == Scanner::Open => {}
+            (None, Some("not_timed"))
+                if kind == Scanner::Fanotify
+                    || (open_times == OpenTimes::Contended && nth == 0) => {}
+            other => panic!(
+                "{kind:?} scanner, open times {open_times:?}, failure {}: a holder's open time \
+                 is {other:?}: {line}",
+                nth + 1
+            ),
+        }
+    }
+    timed
+}
+
 /// Rounds of the race until both `fd` and `transient` were seen (at most 12): every EBUSY
 /// must name the scanner with the exact file.
-fn race_test(kind: Scanner) {
+fn race_test(kind: Scanner, open_times: OpenTimes) {
     let dir = tempfile::tempdir().unwrap();
     let tmp = dir.path().canonicalize().unwrap();
     // No --path: by default every new mount is tracked the moment it appears (a deny list);
     // with --path the allow list learns of a new mount only when the mount tables show it.
-    let watcher = Watcher::start(&[OsStr::new("--only-failed")]);
+    let watcher = Watcher::start(&["--only-failed", "--open-times", open_times.arg()]);
+    let mut timed = 0;
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     let mut total = 0;
     for n in 0..12 {
@@ -410,7 +467,7 @@ fn race_test(kind: Scanner) {
         std::fs::create_dir(&round_dir).unwrap();
         let round = round(&watcher, &round_dir, kind);
         let last_id = round.ebusy.iter().filter_map(|l| l["id"].as_u64()).max();
-        for line in &round.ebusy {
+        for (nth, line) in round.ebusy.iter().enumerate() {
             if line["id"].as_u64() == last_id && mount_was_gone(line) {
                 // The unmount worked 50 ms after this failure; a slow machine may not have
                 // read the namespace's table by then (tracepoint mode knows the call's path,
@@ -421,6 +478,7 @@ fn race_test(kind: Scanner) {
                 continue;
             }
             total += 1;
+            timed += check_open_times(kind, open_times, nth, line);
             for k in check_line(kind, &round, line) {
                 *kinds.entry(k).or_default() += 1;
             }
@@ -429,7 +487,10 @@ fn race_test(kind: Scanner) {
             break;
         }
     }
-    eprintln!("{kind:?} scanner race: {total} EBUSY, every one names the scanner: {kinds:?}");
+    eprintln!(
+        "{kind:?} scanner race, open times {open_times:?}: {total} EBUSY, every one names the \
+         scanner: {kinds:?}; {timed} fd and transient holders timed"
+    );
     assert!(total >= 10, "too few failures to mean anything: {total}");
     assert!(
         kinds.contains_key("transient"),

@@ -142,6 +142,10 @@ pub mod release_how {
 /// [`ReleaseEvent::fd`] of a working or root directory let go: no fd.
 pub const NO_FD: u32 = u32::MAX;
 
+/// [`ReleaseEvent::opened_ts_boot_ns`] of a file whose open was seen but overlapped an
+/// unmount attempt's entry (its time cannot be placed on either side of that call).
+pub const OPEN_RACED: u64 = u64::MAX;
+
 /// A file on a tracked mount let go (closed) while some unmount was recently busy: the
 /// evidence of a transient holder. Its path is given within the mount, leaf first.
 #[repr(C)]
@@ -163,7 +167,8 @@ pub struct ReleaseEvent {
     /// a mount id freed by an unmount is soon handed to a new mount, maybe in another
     /// namespace. 0 when the mount is detached or the offsets are unknown.
     pub mount_ns: u32,
-    /// `CLOCK_BOOTTIME` ns when the file was opened, if the open was seen; else 0.
+    /// `CLOCK_BOOTTIME` ns when the file was opened, if the open was seen; else 0, or
+    /// [`OPEN_RACED`] when the open overlapped an unmount attempt's entry.
     pub opened_ts_boot_ns: u64,
     /// The process's `comm`.
     pub comm: [u8; COMM_LEN],

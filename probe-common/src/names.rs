@@ -164,6 +164,9 @@ pub mod maps {
         RECENT_OPENS_BY_MOUNT;
         /// The mount filter of release tracking and open times.
         TRACKED_MOUNTS;
+        /// The contended mounts (an unmount of theirs failed with EBUSY), whose opens are
+        /// timed with `--open-times contended`.
+        CONTENDED_MOUNTS;
     }
 }
 
@@ -176,6 +179,10 @@ pub mod globals {
         /// `u64`: how long after an EBUSY releases are reported, in ns. The loader leaves the
         /// object's default (2 s).
         BUSY_WINDOW_NS;
+        /// `u8`: 1 when opens are timed only on the mounts in
+        /// [`CONTENDED_MOUNTS`](super::maps::CONTENDED_MOUNTS) (`--open-times contended`), 0
+        /// on every tracked mount.
+        OPEN_TIMES_WHERE_CONTENDED;
     }
 }
 

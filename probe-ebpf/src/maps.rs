@@ -70,6 +70,22 @@ pub static RECENT_OPENS_BY_MOUNT: PerCpuArray<RecentOpens> =
     PerCpuArray::with_max_entries(RECENT_OPEN_RINGS, 0);
 assert_symbol_name!(RECENT_OPENS_BY_MOUNT, names::maps::RECENT_OPENS_BY_MOUNT);
 
+/// The contended mounts, kept by user space: a mount is added when an unmount of it fails
+/// with EBUSY, and removed when it is gone (or has not failed for a while). With
+/// `OPEN_TIMES_WHERE_CONTENDED` only their opens are timed.
+#[map]
+pub static CONTENDED_MOUNTS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+assert_symbol_name!(CONTENDED_MOUNTS, names::maps::CONTENDED_MOUNTS);
+
+/// 1: opens are timed only on `CONTENDED_MOUNTS` (`--open-times contended`); 0: on every
+/// tracked mount.
+#[unsafe(no_mangle)]
+pub static OPEN_TIMES_WHERE_CONTENDED: Global<u8> = Global::new(0);
+assert_symbol_name!(
+    OPEN_TIMES_WHERE_CONTENDED,
+    names::globals::OPEN_TIMES_WHERE_CONTENDED
+);
+
 // The busy window (`window.rs`).
 
 /// How long after an EBUSY releases are reported, in ns (the loader leaves this default).

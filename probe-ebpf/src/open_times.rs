@@ -4,7 +4,8 @@
 //! place when an fd number comes back), the time unknown when an unmount entered in between,
 //! and each tracked mount's last opens per CPU in `RECENT_OPENS_BY_MOUNT`. User space reads
 //! both on an EBUSY: fds opened after the call are not its holders, and the recent opens name
-//! the recent accessors.
+//! the recent accessors. With `--open-times contended` only the contended mounts' opens are
+//! timed (`CONTENDED_MOUNTS`), and user space attaches these programs only while there is one.
 
 use aya_ebpf::{
     helpers::{
@@ -20,7 +21,10 @@ use probe_common::{
 
 use crate::{
     kernel::{file_mount, tracepoint_field, SYS_EXIT_RET},
-    maps::{count_drop, OPEN_ENTRY, OPEN_TIMES, RECENT_OPENS_BY_MOUNT, UMOUNT_EPOCH},
+    maps::{
+        count_drop, CONTENDED_MOUNTS, OPEN_ENTRY, OPEN_TIMES, OPEN_TIMES_WHERE_CONTENDED,
+        RECENT_OPENS_BY_MOUNT, UMOUNT_EPOCH,
+    },
     offsets::{self, OFF_TASK_COMM},
     tracked::tracked,
     walks::current_file_of_fd,
@@ -100,7 +104,7 @@ pub fn on_open_exit(ret: i64) {
 
 fn record_open(fd: u32) -> Option<()> {
     let (vfsmount, mnt_id) = current_file_of_fd(fd).and_then(file_mount)?;
-    if !tracked(vfsmount, mnt_id) {
+    if !timed(vfsmount, mnt_id) {
         return None;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -123,6 +127,17 @@ fn record_open(fd: u32) -> Option<()> {
         count_drop(DropCause::InflightMapFull);
     }
     Some(())
+}
+
+/// Whether opens on the mount are timed: on every tracked mount, or with
+/// `OPEN_TIMES_WHERE_CONTENDED` only on the contended ones (user space adds a mount there only
+/// after an EBUSY on it, which the path filter had let through: no need to ask `tracked`).
+fn timed(vfsmount: u64, mnt_id: u32) -> bool {
+    if OPEN_TIMES_WHERE_CONTENDED.load() == 1 {
+        // SAFETY: presence check only.
+        return unsafe { CONTENDED_MOUNTS.get(mnt_id) }.is_some();
+    }
+    tracked(vfsmount, mnt_id)
 }
 
 /// Adds an open to this CPU's ring of recent opens on `mnt_id` (slot `mnt_id %`

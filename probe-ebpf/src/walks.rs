@@ -11,7 +11,7 @@ use aya_ebpf::helpers::{
     generated::{bpf_get_current_task_btf, bpf_loop},
 };
 use probe_common::{
-    release_how, DropCause, EventKind, FdKey, ReleaseEvent, NAME_LEN, RELEASE_DEPTH,
+    release_how, DropCause, EventKind, FdKey, ReleaseEvent, NAME_LEN, OPEN_RACED, RELEASE_DEPTH,
     RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
 };
 
@@ -174,10 +174,11 @@ pub unsafe fn fill_release(
         };
         // An entry left by an earlier file on another mount under the same fd number (this
         // one came from fanotify, a socket, dup...) is not this file's open.
-        (*ev).opened_ts_boot_ns = OPEN_TIMES
-            .get(key)
-            .filter(|r| r.mnt_id == mnt_id)
-            .map_or(0, |r| r.opened_ts_boot_ns);
+        (*ev).opened_ts_boot_ns = match OPEN_TIMES.get(key).filter(|r| r.mnt_id == mnt_id) {
+            Some(r) if r.opened_ts_boot_ns == 0 => OPEN_RACED,
+            Some(r) => r.opened_ts_boot_ns,
+            None => 0,
+        };
         (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         let (depth, flags) = walk_names(dentry, root, &mut (*ev).names);
         (*ev).depth = depth;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::loader::ModeChoice;
+use crate::loader::{ModeChoice, OpenTimes};
 
 /// `busyprobe --version`: the crate version plus the embedded probe object's identity.
 const VERSION: &str = concat!(
@@ -179,10 +179,11 @@ pub struct TopArgs {
 }
 
 /// What the probes are told, which a client of the agent (`--connect`) cannot choose.
-const CONNECT_CONFLICTS: [&str; 5] = [
+const CONNECT_CONFLICTS: [&str; 6] = [
     "path",
     "ring_buffer_size",
     "no_holders",
+    "open_times",
     "no_open_times",
     "stats_interval",
 ];
@@ -224,9 +225,18 @@ pub struct StreamArgs {
     /// release tracking): the lightest mode.
     #[arg(long)]
     pub no_holders: bool,
-    /// Do not record when files on tracked mounts are opened (a transient holder then has no
-    /// open time, and a file opened after the failing call cannot be told apart).
-    #[arg(long)]
+    /// Where the open probes note when each file is opened, which tells a holder that opened
+    /// its file after the failing call (not a holder then) and says "opened N ms before the
+    /// call": `all` tracked mounts, all the time (the default of `watch`, `top` and `record`:
+    /// exact from a mount's first failure, but every open on the node costs about 1 µs more);
+    /// `contended`, only mounts whose unmount failed with EBUSY, from that failure until the
+    /// mount is gone or has not failed for 10 minutes (the agent's default: the open probes
+    /// are attached only while such a mount exists, so a node with none pays close to `off`;
+    /// a mount's first failure has no open times, its retries have them); `off`, never.
+    #[arg(long, value_enum, value_name = "WHERE")]
+    pub open_times: Option<OpenTimes>,
+    /// `--open-times off`.
+    #[arg(long, conflicts_with = "open_times")]
     pub no_open_times: bool,
     /// How the probes hook the kernel: `fentry` (BPF trampolines on the syscall wrappers:
     /// only traced calls pay), `tracepoint` (syscall tracepoints: every kernel has them, but
@@ -244,9 +254,20 @@ impl Default for StreamArgs {
             stats_interval: 10,
             ring_buffer_size: 4 << 20,
             no_holders: false,
+            open_times: None,
             no_open_times: false,
             mode: ModeChoice::Auto,
         }
+    }
+}
+
+impl StreamArgs {
+    /// Where opens are timed: as asked, else the command's `default`.
+    pub fn open_times(&self, default: OpenTimes) -> OpenTimes {
+        if self.no_open_times {
+            return OpenTimes::Off;
+        }
+        self.open_times.unwrap_or(default)
     }
 }
 

@@ -4,8 +4,8 @@
 use std::mem::size_of;
 
 use probe_common::{
-    EventHeader, EventKind, ReleaseEvent, UmountEvent, COMM_LEN, PATH_BUF_LEN, PATH_TRUNCATED,
-    PATH_UNREADABLE, RELEASE_DEPTH, RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
+    EventHeader, EventKind, ReleaseEvent, UmountEvent, COMM_LEN, OPEN_RACED, PATH_BUF_LEN,
+    PATH_TRUNCATED, PATH_UNREADABLE, RELEASE_DEPTH, RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
 };
 use thiserror::Error;
 
@@ -93,7 +93,9 @@ fn release(raw: &ReleaseEvent) -> Release {
             within
         },
         truncated: raw.flags & (RELEASE_PATH_DEEPER | RELEASE_NAME_CUT) != 0,
-        opened_ts_boot_ns: (raw.opened_ts_boot_ns != 0).then_some(raw.opened_ts_boot_ns),
+        opened_ts_boot_ns: (raw.opened_ts_boot_ns != 0 && raw.opened_ts_boot_ns != OPEN_RACED)
+            .then_some(raw.opened_ts_boot_ns),
+        open_raced: raw.opened_ts_boot_ns == OPEN_RACED,
         queued_events: raw.queued_events,
     }
 }
@@ -231,6 +233,18 @@ pub(crate) mod tests {
         assert_eq!(r.path_within_mount, "/…/etc/passwd".as_bytes(), "not whole");
         assert_eq!(r.mount_ns, Some(4026532184));
         assert_eq!(r.queued_events, 3);
+        assert_eq!(
+            (r.opened_ts_boot_ns, r.open_raced),
+            (None, false),
+            "not seen"
+        );
+        for (opened, decoded) in [(5_000, (Some(5_000), false)), (OPEN_RACED, (None, true))] {
+            ev.opened_ts_boot_ns = opened;
+            let KernelEvent::Release(r) = decode(&bytes_of(&ev)).unwrap() else {
+                panic!("not a release")
+            };
+            assert_eq!((r.opened_ts_boot_ns, r.open_raced), decoded);
+        }
     }
 
     #[test]

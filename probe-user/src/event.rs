@@ -32,6 +32,9 @@ pub struct Release {
     /// When the file was opened, if the open probe saw it (not for fds made by fanotify,
     /// `dup`, Unix sockets, or opened before busyprobe started).
     pub opened_ts_boot_ns: Option<u64>,
+    /// The open probe saw the open, but it overlapped an unmount attempt's entry (so
+    /// `opened_ts_boot_ns` is `None`).
+    pub open_raced: bool,
     /// For a fanotify group let go (`fd` is the group's): its unread events on tracked mounts
     /// (the path is the file of one of them); 0 for any other file.
     pub queued_events: u32,

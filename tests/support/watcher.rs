@@ -295,3 +295,22 @@ pub fn spawn_attached(command: &mut Command) -> (Reaped, Arc<Mutex<String>>) {
         }
     }
 }
+
+/// Waits (at most `timeout`, looking every 100 ms) until `done` accepts what a process said
+/// on `stderr` (collected by [`spawn_attached`]); `what` names it in the failure.
+pub fn wait_for_stderr(
+    stderr: &Mutex<String>,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    while !done(&stderr.lock().unwrap()) {
+        assert!(
+            Instant::now() < deadline,
+            "never said {what}:\n{}",
+            stderr.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

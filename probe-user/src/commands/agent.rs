@@ -21,6 +21,7 @@ use crate::{
     cli::{AgentArgs, DEFAULT_SOCKET},
     kernel, loader,
     loader::ModeDecision,
+    loader::OpenTimes,
     pipeline::probes::{block_on, stream, Output},
     sink::{
         clients::{socket::ClientSocket, ClientCounts, Hub, ToClients},
@@ -80,6 +81,7 @@ pub fn run(args: &AgentArgs) -> Result<ExitCode> {
         is_stdout: false,
         command: "agent",
         mode,
+        open_times: args.stream.open_times(OpenTimes::Contended),
         on_ready: Some(Box::new(ready)),
     };
     if let (Some(listener), Some(registry)) = (listener, registry) {

@@ -10,6 +10,7 @@ use crate::pipeline::probes::{block_on, stream, Output};
 use crate::{
     cli::{RecordArgs, RotationArgs},
     kernel,
+    loader::OpenTimes,
     loader::{self, ModeDecision},
     sink::{
         json::header_line,
@@ -32,6 +33,7 @@ pub fn run(args: &RecordArgs) -> Result<ExitCode> {
         is_stdout: false,
         command: "record",
         mode,
+        open_times: args.stream.open_times(OpenTimes::All),
         on_ready: None,
     };
     block_on(stream(&args.stream, out))

@@ -16,6 +16,7 @@ use crate::pipeline::probes::{block_on, stream, Output};
 use crate::{
     cli::{ReplayArgs, TopArgs},
     loader,
+    loader::OpenTimes,
     recording::{files_in_order, for_each_line, parse_line},
     sink::{
         json::wire::Line,
@@ -157,6 +158,7 @@ pub fn live(args: &TopArgs) -> Result<ExitCode> {
             is_stdout: true,
             command: "top",
             mode,
+            open_times: args.stream.open_times(OpenTimes::All),
             on_ready: None,
         },
     ));

@@ -7,6 +7,7 @@ use anyhow::Result;
 use crate::{
     cli::WatchArgs,
     loader,
+    loader::OpenTimes,
     pipeline::probes::{block_on, stream, Output},
     sink::{json::JsonLines, text::TextLines, Sink},
 };
@@ -30,6 +31,7 @@ pub fn run(args: WatchArgs) -> Result<ExitCode> {
         is_stdout: true,
         command: "watch",
         mode,
+        open_times: args.stream.open_times(OpenTimes::All),
         on_ready: None,
     };
     block_on(stream(&args.stream, out))

@@ -7,6 +7,10 @@
 //! Programs, maps and globals are named by `probe_common::names`; a test checks that the
 //! embedded object has every one. Dropping [`Probes`] detaches everything.
 
+mod open_switch;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
 use anyhow::{Context, Result};
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
@@ -24,6 +28,8 @@ use crate::kernel::{
     privileges::Privileges,
     tracefs,
 };
+
+pub use open_switch::OpenTimeSwitch;
 
 /// The eBPF object, embedded at build time (see build.rs).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("BUSYPROBE_EBPF_OBJECT"));
@@ -192,6 +198,28 @@ impl Mode {
     }
 }
 
+/// Where the open probes time opens (`--open-times`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OpenTimes {
+    /// On every tracked mount, all the time.
+    All,
+    /// On the mounts whose unmount failed with EBUSY, from that failure on; the open probes
+    /// are attached only while there is one.
+    Contended,
+    /// Never.
+    Off,
+}
+
+impl std::fmt::Display for OpenTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::All => "open times on every tracked mount",
+            Self::Contended => "open times on contended mounts",
+            Self::Off => "no open times",
+        })
+    }
+}
+
 /// The mode a stream runs in, and why when `auto` fell back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModeDecision {
@@ -274,8 +302,9 @@ pub struct LoadOptions {
     pub ring_buffer_size: u32,
     /// Attach release tracking (the busy window's `close` probe).
     pub track_releases: bool,
-    /// Attach the open-times probes (when a file on a tracked mount was opened).
-    pub open_times: bool,
+    /// Where the open-times probes note when files are opened: `contended` loads them
+    /// without attaching them (an [`OpenTimeSwitch`] does, while a mount is contended).
+    pub open_times: OpenTimes,
     /// Track only mounts listed in `TRACKED_MOUNTS` (with `--path`); else all but those.
     pub allow_list: bool,
     /// How the probes hook the kernel ([`resolve_mode`]).
@@ -287,9 +316,11 @@ pub type OpenTimesMap = aya::maps::HashMap<MapData, probe_common::FdKey, probe_c
 /// `RECENT_OPENS_BY_MOUNT`: per CPU, rings of tracked mounts' last opens.
 pub type RecentOpensMap = aya::maps::PerCpuArray<MapData, probe_common::RecentOpens>;
 
-/// Loaded and attached probes.
+/// Loaded and attached probes (shared with the [`OpenTimeSwitch`], which attaches the open
+/// probes later).
 pub struct Probes {
-    ebpf: Ebpf,
+    ebpf: Arc<Mutex<Ebpf>>,
+    mode: Mode,
 }
 
 /// Loads the embedded object with the given offsets, without attaching anything.
@@ -297,7 +328,7 @@ pub struct Probes {
 /// For a holder scan or `doctor` (no event stream): the event maps are made as small as the
 /// kernel allows, so that nothing is allocated for them.
 pub fn load_object(offsets: &Resolved) -> Result<Ebpf> {
-    load_object_with(offsets, None, false)
+    load_object_with(offsets, None, false, false)
 }
 
 /// The maps that only the event stream fills, which a lean load shrinks to one entry.
@@ -309,18 +340,22 @@ const STREAM_MAPS: [&str; 4] = [
 ];
 
 /// Loads the object: with `ring_buffer_size` for the event stream (full maps), without for a
-/// lean load; `allow_list` says how `TRACKED_MOUNTS` is read.
+/// lean load; `allow_list` says how `TRACKED_MOUNTS` is read, `where_contended` that opens
+/// are timed only on `CONTENDED_MOUNTS`.
 fn load_object_with(
     offsets: &Resolved,
     ring_buffer_size: Option<u32>,
     allow_list: bool,
+    where_contended: bool,
 ) -> Result<Ebpf> {
     let allow = u8::from(allow_list);
+    let contended = u8::from(where_contended);
     let mut loader = EbpfLoader::new();
     for (name, value) in &offsets.values {
         loader.override_global(name, value, true);
     }
     loader.override_global(globals::FILTER_IS_ALLOW_LIST, &allow, true);
+    loader.override_global(globals::OPEN_TIMES_WHERE_CONTENDED, &contended, true);
     match ring_buffer_size {
         Some(size) => {
             loader.map_max_entries(maps::EVENTS, size);
@@ -380,6 +415,7 @@ impl Probes {
             resolve_offsets(),
             Some(opts.ring_buffer_size),
             opts.allow_list,
+            opts.open_times == OpenTimes::Contended,
         )?;
         let mut sets = match opts.mode {
             Mode::Tracepoint => ProbeSets::tracepoints(&mut ebpf),
@@ -391,19 +427,34 @@ impl Probes {
                 tracing::warn!("release tracking is partly off: {e:#}");
             }
         }
-        if opts.track_releases && opts.open_times {
-            for e in sets.open_times() {
-                tracing::warn!(
-                    "open times are off (transient holders will have no open time): {e:#}"
-                );
-            }
+        let open_failures = match opts.open_times {
+            _ if !opts.track_releases => Vec::new(),
+            OpenTimes::All => sets.open_times(),
+            OpenTimes::Contended => sets.load_open_times(),
+            OpenTimes::Off => Vec::new(),
+        };
+        for e in open_failures {
+            tracing::warn!("open times are off (transient holders will have no open time): {e:#}");
         }
-        Ok(Self { ebpf })
+        Ok(Self {
+            ebpf: Arc::new(Mutex::new(ebpf)),
+            mode: opts.mode,
+        })
+    }
+
+    /// The loaded probes, locked (nothing else runs on them for long).
+    fn ebpf(&self) -> MutexGuard<'_, Ebpf> {
+        self.ebpf.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Attaches the open probes on demand (`--open-times contended`; they are loaded).
+    pub fn open_switch(&self) -> OpenTimeSwitch {
+        OpenTimeSwitch::new(Arc::clone(&self.ebpf), self.mode)
     }
 
     /// Starts forwarding the programs' aya-log records to `tracing` (as `log` records).
     pub fn forward_logs(&mut self) {
-        match aya_log::EbpfLogger::init(&mut self.ebpf) {
+        match aya_log::EbpfLogger::init(&mut self.ebpf()) {
             Ok(logger) => {
                 // SAFETY: the logger owns its ring buffer fd and keeps it open while registered.
                 let registered = unsafe {
@@ -430,15 +481,15 @@ impl Probes {
 
     /// The events ring buffer (can be taken once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
-        let map = take_map(&mut self.ebpf, maps::EVENTS)?;
+        let map = take_map(&mut self.ebpf(), maps::EVENTS)?;
         RingBuf::try_from(map).with_context(|| format!("{} is not a ring buffer", maps::EVENTS))
     }
 
     /// The open probes' maps: when each fd on a tracked mount was opened, and each tracked
     /// mount's recent opens (can be taken once).
     pub fn take_open_maps(&mut self) -> Result<(OpenTimesMap, RecentOpensMap)> {
-        let times = take_map(&mut self.ebpf, maps::OPEN_TIMES)?;
-        let recent = take_map(&mut self.ebpf, maps::RECENT_OPENS_BY_MOUNT)?;
+        let times = take_map(&mut self.ebpf(), maps::OPEN_TIMES)?;
+        let recent = take_map(&mut self.ebpf(), maps::RECENT_OPENS_BY_MOUNT)?;
         Ok((
             aya::maps::HashMap::try_from(times)
                 .with_context(|| format!("{} is not a hash map", maps::OPEN_TIMES))?,
@@ -450,14 +501,21 @@ impl Probes {
 
     /// The kernel's set of tracked mounts (can be taken once).
     pub fn take_tracked_mounts(&mut self) -> Result<aya::maps::HashMap<MapData, u32, u8>> {
-        let map = take_map(&mut self.ebpf, maps::TRACKED_MOUNTS)?;
+        let map = take_map(&mut self.ebpf(), maps::TRACKED_MOUNTS)?;
         aya::maps::HashMap::try_from(map)
             .with_context(|| format!("{} is not a hash map", maps::TRACKED_MOUNTS))
     }
 
+    /// The kernel's set of contended mounts (can be taken once).
+    pub fn take_contended_mounts(&mut self) -> Result<aya::maps::HashMap<MapData, u32, u8>> {
+        let map = take_map(&mut self.ebpf(), maps::CONTENDED_MOUNTS)?;
+        aya::maps::HashMap::try_from(map)
+            .with_context(|| format!("{} is not a hash map", maps::CONTENDED_MOUNTS))
+    }
+
     /// The per-CPU drop counters (can be taken once).
     pub fn take_drop_counters(&mut self) -> Result<DropCounters> {
-        let map = take_map(&mut self.ebpf, maps::DROPS)?;
+        let map = take_map(&mut self.ebpf(), maps::DROPS)?;
         Ok(DropCounters(PerCpuArray::try_from(map).with_context(
             || format!("{} is not a per-CPU array", maps::DROPS),
         )?))
@@ -515,6 +573,20 @@ impl<'a> ProbeSets<'a> {
         }
     }
 
+    /// The open-times programs loaded but not attached (an [`OpenTimeSwitch`] attaches them);
+    /// what could not be loaded.
+    fn load_open_times(&mut self) -> Vec<anyhow::Error> {
+        let Self { ebpf, btf } = self;
+        match btf {
+            None => failures(
+                OPEN_TIME_TRACEPOINTS
+                    .iter()
+                    .map(|a| load(ebpf, a).map(drop)),
+            ),
+            Some(btf) => failures(OPEN_TIME_FENTRY.iter().map(|a| load_traced(ebpf, btf, a))),
+        }
+    }
+
     /// Open times; what could not be attached.
     fn open_times(&mut self) -> Vec<anyhow::Error> {
         let Self { ebpf, btf } = self;
@@ -532,22 +604,34 @@ fn failures(results: impl Iterator<Item = Result<()>>) -> Vec<anyhow::Error> {
 
 /// Loads one tracepoint program and attaches it to each of its tracepoints.
 pub fn attach(ebpf: &mut Ebpf, a: &Attachment) -> Result<()> {
-    let prog: &mut TracePoint = ebpf
-        .program_mut(a.program)
-        .with_context(|| format!("program {} missing from the eBPF object", a.program))?
-        .try_into()
-        .with_context(|| format!("program {} is not a tracepoint", a.program))?;
-    prog.load().with_context(|| {
-        format!(
-            "loading {} (the verifier's log is above, if any)",
-            a.program
-        )
-    })?;
+    let prog = load(ebpf, a)?;
     for name in a.names {
         prog.attach(a.category, name)
             .with_context(|| format!("attaching to tracepoint {}:{name}", a.category))?;
     }
     Ok(())
+}
+
+/// Loads one tracepoint program (once: a loaded one is left as it is).
+fn load<'e>(ebpf: &'e mut Ebpf, a: &Attachment) -> Result<&'e mut TracePoint> {
+    let prog = tracepoint(ebpf, a.program)?;
+    if prog.fd().is_err() {
+        prog.load().with_context(|| {
+            format!(
+                "loading {} (the verifier's log is above, if any)",
+                a.program
+            )
+        })?;
+    }
+    Ok(prog)
+}
+
+/// The tracepoint program `name` of the object.
+fn tracepoint<'e>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut TracePoint> {
+    ebpf.program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?
+        .try_into()
+        .with_context(|| format!("program {name} is not a tracepoint"))
 }
 
 /// The kernel side's per-CPU loss counters.
@@ -661,7 +745,10 @@ mod tests {
             .collect();
         for name in globals::ALL {
             let size = match *name {
-                globals::FILTER_IS_ALLOW_LIST => size_of::<u8>(), // as `load_object_with` writes it
+                // as `load_object_with` writes them
+                globals::FILTER_IS_ALLOW_LIST | globals::OPEN_TIMES_WHERE_CONTENDED => {
+                    size_of::<u8>()
+                }
                 globals::BUSY_WINDOW_NS => size_of::<u64>(),
                 other => panic!("no size known for global {other}: add it here"),
             };

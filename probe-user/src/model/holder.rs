@@ -77,6 +77,29 @@ impl Seen {
     }
 }
 
+/// Why an fd holder has no open time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenTimeUnknown {
+    /// Its open overlapped an unmount attempt's entry: it cannot be placed on either side of
+    /// the busy check.
+    RacedAnUnmount,
+    /// Its open was not timed: opened before busyprobe timed opens on this mount (before it
+    /// started, or before the mount was contended with `--open-times contended`), inherited
+    /// or received rather than opened (`fork`, `SCM_RIGHTS`, fanotify's event fds), or open
+    /// times are off.
+    NotTimed,
+}
+
+impl OpenTimeUnknown {
+    /// The name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RacedAnUnmount => "raced_an_unmount",
+            Self::NotTimed => "not_timed",
+        }
+    }
+}
+
 /// The process side of a holder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HolderProcess {
@@ -116,6 +139,8 @@ pub struct Holder {
     /// For `transient`: how long before the failing call the file was opened, when the open
     /// was seen.
     pub opened_ns_before: Option<u64>,
+    /// For `fd`: why `opened_ns_before` is not known.
+    pub open_time_unknown: Option<OpenTimeUnknown>,
     /// For `transient`: how long after the failing call returned the file was let go.
     pub closed_ns_after: Option<u64>,
 }
@@ -134,6 +159,7 @@ impl Holder {
             seen,
             note: None,
             opened_ns_before: None,
+            open_time_unknown: None,
             closed_ns_after: None,
         }
     }

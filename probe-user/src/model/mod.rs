@@ -11,4 +11,4 @@ pub(crate) use attribution::sample_attribution;
 pub use attribution::{Accessor, Attribution, Coverage, MountSummary, Uninspectable};
 #[cfg(test)]
 pub(crate) use holder::sample_process_holder;
-pub use holder::{Holder, HolderKind, HolderProcess, Seen};
+pub use holder::{Holder, HolderKind, HolderProcess, OpenTimeUnknown, Seen};

@@ -11,6 +11,7 @@ use std::{
 };
 
 use super::{
+    contention::Contention,
     jobs::Attributor,
     opens::OpenMaps,
     pass::{Answer, Pass, Resolved},
@@ -47,12 +48,19 @@ pub struct Live {
     scanner: Mutex<ScanMode>,
     mounts: Arc<MountCache>,
     opens: Option<OpenMaps>,
+    /// With `--open-times contended`: the mounts whose opens are timed.
+    contention: Option<Arc<Contention>>,
 }
 
 impl Live {
     /// Loads the kernel scanner (or settles for /proc) and starts the mount-table cache,
-    /// which keeps `tracked` (the kernel's set of mounts whose releases matter) in step.
-    pub fn start(tracked: Option<TrackedMounts>, opens: Option<OpenMaps>) -> Arc<Self> {
+    /// which keeps `tracked` (the kernel's set of mounts whose releases matter) and
+    /// `contention` (the mounts whose opens are timed) in step.
+    pub fn start(
+        tracked: Option<TrackedMounts>,
+        opens: Option<OpenMaps>,
+        contention: Option<Arc<Contention>>,
+    ) -> Arc<Self> {
         let scanner = match KernelScanner::load() {
             Ok(k) => ScanMode::Kernel(k),
             Err(e) => {
@@ -62,11 +70,14 @@ impl Live {
                 ScanMode::Proc
             }
         };
-        let on_change = tracked.map(|t| Box::new(t) as Box<dyn OnTables>);
+        let mut on_change: Vec<Box<dyn OnTables>> = Vec::new();
+        on_change.extend(tracked.map(|t| Box::new(t) as Box<dyn OnTables>));
+        on_change.extend(contention.clone().map(|c| Box::new(c) as Box<dyn OnTables>));
         Arc::new(Self {
             scanner: Mutex::new(scanner),
             mounts: MountCache::start(on_change),
             opens,
+            contention,
         })
     }
 
@@ -162,11 +173,18 @@ impl Live {
 impl Attributor for Live {
     /// Reads the caller's mount table now if the cache does not know it yet (a cheap no-op
     /// when it does): so that its mounts are known even if every process in it exits before
-    /// the attribution runs.
+    /// the attribution runs. With `--open-times contended` the mount becomes contended now,
+    /// so that the opens before its next attempt are timed.
     fn learn_namespace(&self, attempt: &UmountAttempt) {
-        if let Some(target) = attempt.target_abs.as_deref() {
-            self.mounts
-                .learn(attempt.call.mntns, attempt.call.pid, target);
+        let Some(target) = attempt.target_abs.as_deref() else {
+            return;
+        };
+        let mntns = attempt.call.mntns;
+        self.mounts.learn(mntns, attempt.call.pid, target);
+        if let Some(contention) = &self.contention {
+            if let Some(mount) = self.mounts.mounted_at(mntns, target) {
+                contention.failed(mount.id, mntns, std::time::Instant::now());
+            }
         }
     }
 
@@ -175,6 +193,7 @@ impl Attributor for Live {
     /// nothing explains it).
     fn attribute(&self, mut attempts: Vec<UmountAttempt>) -> Vec<UmountAttempt> {
         let pass = Pass::plan(&attempts, |attempt| self.resolve(attempt));
+        self.contend(&pass.targets);
         let found = if pass.targets.is_empty() {
             Ok(Vec::new())
         } else {
@@ -220,6 +239,18 @@ impl Attributor for Live {
 }
 
 impl Live {
+    /// With `--open-times contended`: the mounts a pass resolved are contended (again), in
+    /// case the event loop could not tell which mount a failure was about (its caller had
+    /// exited before its namespace's table was read).
+    fn contend(&self, targets: &[TargetMount]) {
+        if let Some(contention) = &self.contention {
+            let now = std::time::Instant::now();
+            for target in targets {
+                contention.failed(target.entry.id, target.namespace.mntns, now);
+            }
+        }
+    }
+
     /// The mount a successful unmount removed, from the mount-table cache.
     fn unmounted_by(&self, attempt: &UmountAttempt) -> Option<MountEntry> {
         let target = attempt.target_abs.as_deref()?;

@@ -12,7 +12,7 @@
 //! the ring buffer is drained again first, so that a holder that let go while the scan ran is
 //! named as a transient holder (see [`Pipeline::run`]).
 
-
+pub mod contention;
 pub mod context;
 pub mod jobs;
 pub mod live;

@@ -9,7 +9,7 @@ use probe_common::{FdKey, OpenRecord, RecentOpens, RECENT_OPEN_RINGS};
 use crate::{
     event::UmountCall,
     loader::{OpenTimesMap, RecentOpensMap},
-    model::{Accessor, Attribution, Holder, HolderKind},
+    model::{Accessor, Attribution, Holder, HolderKind, OpenTimeUnknown},
 };
 
 /// How long before the failing call an open still makes a recent accessor.
@@ -47,8 +47,9 @@ impl OpenMaps {
 }
 
 /// Drops fd holders whose file was opened after the failing call returned and says how long
-/// before the call the others were opened. `opened_at` looks up an fd's open record; one left
-/// by an earlier file on another mount under the same number says nothing of this file.
+/// before the call the others were opened, or why that is unknown. `opened_at` looks up an
+/// fd's open record; one left by an earlier file on another mount under the same number says
+/// nothing of this file.
 fn apply_open_times(
     call: &UmountCall,
     a: &mut Attribution,
@@ -61,13 +62,19 @@ fn apply_open_times(
         let Ok(fd) = u32::try_from(fd) else {
             return true;
         };
-        let record = opened_at(FdKey { pid: p.pid, fd })
-            .filter(|r| r.opened_ts_boot_ns != 0 && u64::from(r.mnt_id) == h.mount_id);
-        let Some(record) = record else {
-            return true;
-        };
-        h.opened_ns_before = call.opened_before(record.opened_ts_boot_ns);
-        h.opened_ns_before.is_some()
+        let record =
+            opened_at(FdKey { pid: p.pid, fd }).filter(|r| u64::from(r.mnt_id) == h.mount_id);
+        match record {
+            None => h.open_time_unknown = Some(OpenTimeUnknown::NotTimed),
+            Some(r) if r.opened_ts_boot_ns == 0 => {
+                h.open_time_unknown = Some(OpenTimeUnknown::RacedAnUnmount)
+            }
+            Some(r) => {
+                h.opened_ns_before = call.opened_before(r.opened_ts_boot_ns);
+                return h.opened_ns_before.is_some();
+            }
+        }
+        true
     });
 }
 
@@ -163,16 +170,20 @@ mod tests {
         let got: Vec<_> = a
             .holders
             .iter()
-            .map(|h| (h.process.as_ref().unwrap().pid, h.opened_ns_before))
+            .map(|h| {
+                let pid = h.process.as_ref().unwrap().pid;
+                (pid, h.opened_ns_before, h.open_time_unknown)
+            })
             .collect();
+        use OpenTimeUnknown::{NotTimed, RacedAnUnmount};
         assert_eq!(
             got,
             [
-                (10, Some(2_000_000)),
-                (11, Some(0)),
-                (13, None),
-                (14, None),
-                (15, None)
+                (10, Some(2_000_000), None),
+                (11, Some(0), None),
+                (13, None, Some(NotTimed)),
+                (14, None, Some(RacedAnUnmount)),
+                (15, None, Some(NotTimed))
             ]
         );
     }

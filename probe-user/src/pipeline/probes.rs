@@ -12,14 +12,14 @@ use tokio::{
 };
 
 use super::{
-    context::Context, jobs::Attributor, live::Live, opens::OpenMaps, source::RingSource,
-    tracked::TrackedMounts, LossCounters, Pipeline, Stop,
+    contention::Contention, context::Context, jobs::Attributor, live::Live, opens::OpenMaps,
+    source::RingSource, tracked::TrackedMounts, LossCounters, Pipeline, Stop,
 };
 use crate::{
     cli::StreamArgs,
     clock::BootClock,
     filter::AttemptFilter,
-    loader::{DropCounters, LoadOptions, ModeDecision, Probes},
+    loader::{DropCounters, LoadOptions, ModeDecision, OpenTimes, Probes},
     sink::Sink,
     state::process::ProcFs,
 };
@@ -47,6 +47,8 @@ pub struct Output {
     pub command: &'static str,
     /// The probes' mode ([`crate::loader::resolve_mode`]).
     pub mode: ModeDecision,
+    /// Where opens are timed (`--open-times`, with the command's default).
+    pub open_times: OpenTimes,
     /// Called once the probes are attached, before the first event is read (the agent tells
     /// systemd it is ready).
     pub on_ready: Option<Box<dyn FnOnce()>>,
@@ -67,7 +69,7 @@ pub async fn stream(args: &StreamArgs, mut out: Output) -> Result<ExitCode> {
         &LoadOptions {
             ring_buffer_size: args.ring_buffer_size,
             track_releases,
-            open_times: !args.no_open_times,
+            open_times: out.open_times,
             allow_list: args.path.is_some(),
             mode: out.mode.mode,
         },
@@ -80,7 +82,8 @@ pub async fn stream(args: &StreamArgs, mut out: Output) -> Result<ExitCode> {
         .path
         .as_ref()
         .map(|p| p.as_os_str().as_bytes().to_vec());
-    let attributor = track_releases.then(|| live_attributor(&mut probes, prefix.clone()));
+    let attributor =
+        track_releases.then(|| live_attributor(&mut probes, prefix.clone(), out.open_times));
     let filter = AttemptFilter {
         only_failed: args.only_failed,
         path_prefix: prefix,
@@ -95,8 +98,9 @@ pub async fn stream(args: &StreamArgs, mut out: Output) -> Result<ExitCode> {
     .with_losses(Box::new(losses))
     .with_stats_every(stats_every);
     tracing::info!(
-        "probes attached ({}); watching every unmount on this host. Ctrl-C to stop.",
-        out.mode
+        "probes attached ({}, {}); watching every unmount on this host. Ctrl-C to stop.",
+        out.mode,
+        out.open_times
     );
     give_back_loading_memory();
     if let Some(ready) = out.on_ready.take() {
@@ -123,8 +127,13 @@ fn give_back_loading_memory() {
     }
 }
 
-/// The attribution engine with the probes' release tracking and open-time maps.
-fn live_attributor(probes: &mut Probes, prefix: Option<Vec<u8>>) -> Arc<dyn Attributor> {
+/// The attribution engine with the probes' release tracking and open-time maps (and, with
+/// `--open-times contended`, the contended mounts and the switch of the open probes).
+fn live_attributor(
+    probes: &mut Probes,
+    prefix: Option<Vec<u8>>,
+    open_times: OpenTimes,
+) -> Arc<dyn Attributor> {
     let tracked = probes
         .take_tracked_mounts()
         .map(|map| TrackedMounts::new(map, prefix));
@@ -135,7 +144,21 @@ fn live_attributor(probes: &mut Probes, prefix: Option<Vec<u8>>) -> Arc<dyn Attr
         .take_open_maps()
         .ok()
         .map(|(times, recent)| OpenMaps::new(times, recent));
-    Live::start(tracked.ok(), opens)
+    let contention = (open_times == OpenTimes::Contended)
+        .then(|| contention(probes))
+        .flatten();
+    Live::start(tracked.ok(), opens, contention)
+}
+
+/// The contended mounts, or `None` (said) when their map cannot be had.
+fn contention(probes: &mut Probes) -> Option<Arc<Contention>> {
+    match probes.take_contended_mounts() {
+        Ok(map) => Some(Arc::new(Contention::new(map, probes.open_switch()))),
+        Err(e) => {
+            tracing::warn!("open times are off: {e:#}");
+            None
+        }
+    }
 }
 
 /// What ends a stream: SIGINT or SIGTERM, the duration, the output's `stop_on`, or (for

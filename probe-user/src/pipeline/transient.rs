@@ -6,7 +6,7 @@ use std::collections::{HashSet, VecDeque};
 
 use crate::{
     event::{Release, UmountCall},
-    model::{Attribution, Holder, HolderKind, HolderProcess, Seen},
+    model::{Attribution, Holder, HolderKind, HolderProcess, OpenTimeUnknown, Seen},
     paths,
     state::process,
 };
@@ -205,6 +205,13 @@ fn transient(r: &Release, path: Vec<u8>, call: &UmountCall) -> Holder {
         format!("{how} after the failing call, letting go of its fanotify group with {events} on this mount (its queue held the mount; the path is one event's file)")
     } else {
         h.opened_ns_before = r.opened_ts_boot_ns.and_then(|t| call.opened_before(t));
+        if r.opened_ts_boot_ns.is_none() {
+            h.open_time_unknown = Some(if r.open_raced {
+                OpenTimeUnknown::RacedAnUnmount
+            } else {
+                OpenTimeUnknown::NotTimed
+            });
+        }
         format!("{how} after the failing call")
     };
     if r.truncated {
@@ -246,6 +253,7 @@ mod tests {
             path_within_mount: path.to_vec(),
             truncated: false,
             opened_ts_boot_ns: opened,
+            open_raced: false,
         }
     }
 

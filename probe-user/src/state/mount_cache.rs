@@ -64,7 +64,7 @@ impl Tables {
 
 impl MountCache {
     /// Reads every namespace's table now and keeps them current from a background thread.
-    pub fn start(mut on_change: Option<Box<dyn OnTables>>) -> Arc<Self> {
+    pub fn start(mut on_change: Vec<Box<dyn OnTables>>) -> Arc<Self> {
         let cache = Arc::new(Self::default());
         let mut watched = HashMap::new();
         cache.discover(&mut watched);
@@ -77,9 +77,11 @@ impl MountCache {
         cache
     }
 
-    fn notify(&self, on_change: &mut Option<Box<dyn OnTables>>) {
-        if let (Some(listener), Ok(tables)) = (on_change.as_mut(), self.inner.read()) {
-            listener.tables_changed(&tables.current);
+    fn notify(&self, on_change: &mut [Box<dyn OnTables>]) {
+        if let Ok(tables) = self.inner.read() {
+            for listener in on_change {
+                listener.tables_changed(&tables.current);
+            }
         }
     }
 
@@ -166,7 +168,7 @@ impl MountCache {
     fn keep_current(
         &self,
         mut watched: HashMap<u64, Watched>,
-        mut on_change: Option<Box<dyn OnTables>>,
+        mut on_change: Vec<Box<dyn OnTables>>,
     ) {
         let mut last_discovery = Instant::now();
         loop {

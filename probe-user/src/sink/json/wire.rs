@@ -408,6 +408,10 @@ pub struct HolderWire {
     pub note: Option<String>,
     /// How long before the failing call the file was opened, when the open was traced.
     pub opened_ns_before: Option<u64>,
+    /// For `fd`: why `opened_ns_before` is not known (`raced_an_unmount`, `not_timed`);
+    /// absent when it is known (a schema v1 addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_time_unknown: Option<Name>,
     /// How long after the failing call it was let go.
     pub closed_ns_after: Option<u64>,
 }
@@ -434,6 +438,7 @@ impl HolderWire {
             blamed: h.blamed,
             note: h.note.clone(),
             opened_ns_before: h.opened_ns_before,
+            open_time_unknown: h.open_time_unknown.map(|u| Cow::Borrowed(u.as_str())),
             closed_ns_after: h.closed_ns_after,
         }
     }
