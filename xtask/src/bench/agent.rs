@@ -25,7 +25,7 @@ use nix::mount::{umount2, MntFlags};
 use super::{
     prometheus::{free_loopback, sample_value, scrape},
     record::{describe_drops, hammer_for, PHASE},
-    scratch::{TempDir, Tmpfs},
+    scratch::{Mount, TempDir},
     table::{machine, print_report, verdict},
     tracer::{Stdout, Tracer},
 };
@@ -88,7 +88,7 @@ pub fn run(opts: &AgentOptions, binary: &Path) -> Result<ExitCode> {
     for d in [&plain, &burst, &held] {
         std::fs::create_dir(d)?;
     }
-    let _tmpfs = Tmpfs::mount(&held, "size=1m")?;
+    let _tmpfs = Mount::tmpfs(&held, "size=1m")?;
     let _holding = File::create(held.join("open"))?;
     let metrics = free_loopback()?;
     let socket = dir.path.join("agent.sock");

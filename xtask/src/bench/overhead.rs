@@ -32,7 +32,7 @@ pub use loops::{bench_loop, LoopOptions};
 
 use super::{
     interrupt,
-    scratch::{TempDir, Tmpfs},
+    scratch::{Mount, TempDir},
     table::machine,
 };
 use configs::{Config, Session};
@@ -92,7 +92,7 @@ pub fn run(opts: &OverheadOptions, busyprobe: &Path) -> Result<ExitCode> {
 /// the small files. Dropping it unmounts the tmpfs, then removes the directory.
 struct Scene {
     /// Declared before the directory: unmounted first.
-    _tmpfs: Tmpfs,
+    _tmpfs: Mount,
     _dir: TempDir,
     root_file: PathBuf,
     tmpfs_file: PathBuf,
@@ -107,7 +107,7 @@ impl Scene {
         let mount = dir.path.join("mnt");
         fs::create_dir(&mount)?;
         let size = files * KIB_PER_FILE + TMPFS_MARGIN_KIB;
-        let tmpfs = Tmpfs::mount(&mount, &format!("size={size}k"))?;
+        let tmpfs = Mount::tmpfs(&mount, &format!("size={size}k"))?;
         let tmpfs_file = mount.join("file");
         fs::write(&tmpfs_file, b"busyprobe bench\n")?;
         eprintln!(

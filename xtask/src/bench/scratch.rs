@@ -1,5 +1,5 @@
-//! Scratch space for a benchmark: a temporary directory and tmpfs mounts, removed when their
-//! guards are dropped.
+//! Scratch space for a benchmark: a temporary directory and the filesystems mounted in it,
+//! removed when their guards are dropped.
 
 use std::{
     env, fs,
@@ -10,14 +10,14 @@ use std::{
 use anyhow::{Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-/// A tmpfs mounted for the benchmark; detached when dropped.
-pub struct Tmpfs {
+/// A filesystem mounted for the benchmark; detached when dropped.
+pub struct Mount {
     path: PathBuf,
 }
 
-impl Tmpfs {
+impl Mount {
     /// Mounts a tmpfs with `options` (such as `size=4m`) at `path`.
-    pub fn mount(path: &Path, options: &str) -> Result<Self> {
+    pub fn tmpfs(path: &Path, options: &str) -> Result<Self> {
         mount(
             Some("busyprobe-bench"),
             path,
@@ -30,7 +30,7 @@ impl Tmpfs {
     }
 }
 
-impl Drop for Tmpfs {
+impl Drop for Mount {
     fn drop(&mut self) {
         if let Err(e) = umount2(&self.path, MntFlags::MNT_DETACH) {
             eprintln!("xtask: bench: unmounting {}: {e}", self.path.display());
