@@ -4,17 +4,18 @@
 //! Workloads, each in a fresh child process (see [`loops`]): `openat`+`close` of a file on the
 //! root filesystem (never tracked by busyprobe: its namespace's root) and of a file on a tmpfs
 //! mounted for the bench (tracked), `getppid` (every syscall pays the syscall-tracepoint slow
-//! path), and creating then reading back many small files on the tmpfs. Configurations (see
-//! [`configs`]): no tracer, `busyprobe watch --json` in its default mode, with
-//! `--no-open-times`, with `--no-holders`, and opensnoop. In each round the configurations
-//! run in a shuffled order, and the workloads in a shuffled order within each, so that noise
-//! hits all alike; the figures are medians over the rounds, and each ratio is the median of
-//! the ratios to the baseline of the same round.
+//! path), and creating, reading back and walking many small files on the tmpfs (see
+//! [`files`]). Configurations (see [`configs`]): no tracer, `busyprobe watch --json` in its
+//! default mode, with `--no-open-times`, with `--no-holders`, and opensnoop. In each round the
+//! configurations run in a shuffled order, and the workloads in a shuffled order within each,
+//! so that noise hits all alike; the figures are medians over the rounds, and each ratio is the
+//! median of the ratios to the baseline of the same round.
 //!
 //! Everything happens in the private mount namespace `bench` entered, under a temporary
 //! directory that is removed on the way out (error and Ctrl-C included).
 
 mod configs;
+mod files;
 mod loops;
 mod results;
 
@@ -176,7 +177,7 @@ fn jobs(opts: &OverheadOptions, scene: &Scene) -> Vec<Job> {
             opts.iterations * GETPPID_FACTOR,
         ),
         job(
-            format!("{} small files written+read, tmpfs", thousands(opts.files)),
+            format!("{} small files + walk, tmpfs", thousands(opts.files)),
             Workload::Files,
             Some(&scene.files_dir),
             opts.files,

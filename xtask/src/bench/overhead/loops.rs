@@ -5,7 +5,6 @@
 use std::{
     env,
     ffi::CString,
-    fs,
     hint::black_box,
     io::{self, Write},
     os::unix::{ffi::OsStrExt, process as unix_process},
@@ -20,12 +19,9 @@ use nix::{
     sys::{prctl, signal::Signal},
 };
 
+use super::files::small_files;
 use crate::bench::interrupt;
 
-/// Files per directory in the many-small-files workload.
-const FILES_PER_DIR: u64 = 200;
-/// Size of each small file.
-const SMALL_FILE: usize = 512;
 /// How the loop opens its file.
 const OPEN_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_CLOEXEC;
 /// Untimed iterations of a loop before the timed ones (caches, page faults).
@@ -38,7 +34,8 @@ pub enum Workload {
     OpenClose,
     /// `getppid`, in a loop.
     Getppid,
-    /// Creates `count` small files in a new directory, reads each back; timed as a whole.
+    /// Creates `count` small files in a new directory, reads each back, walks the tree with
+    /// a `stat` of every file; timed as a whole.
     Files,
 }
 
@@ -122,36 +119,6 @@ fn getppid(count: u64) -> Duration {
         once();
     }
     started.elapsed()
-}
-
-/// Creates `dir`, then `count` files of [`SMALL_FILE`] bytes in subdirectories of
-/// [`FILES_PER_DIR`], then reads each back and checks its size; times all of that, then removes
-/// `dir` untimed.
-fn small_files(dir: &Path, count: u64) -> Result<Duration> {
-    let content = vec![b'x'; SMALL_FILE];
-    let file = |i: u64| {
-        dir.join(format!("d{}", i / FILES_PER_DIR))
-            .join(format!("f{i}"))
-    };
-    let started = Instant::now();
-    fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for i in 0..count {
-        if i % FILES_PER_DIR == 0 {
-            fs::create_dir(dir.join(format!("d{}", i / FILES_PER_DIR)))?;
-        }
-        fs::write(file(i), &content).with_context(|| format!("writing file {i}"))?;
-    }
-    for i in 0..count {
-        let read = fs::read(file(i)).with_context(|| format!("reading file {i}"))?;
-        ensure!(
-            read.len() == SMALL_FILE,
-            "file {i} has {} bytes",
-            read.len()
-        );
-    }
-    let elapsed = started.elapsed();
-    fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
-    Ok(elapsed)
 }
 
 /// Runs `workload` once in a child process; returns its elapsed time and operation count.
