@@ -3,6 +3,7 @@
 //! answer.
 
 use std::{
+    collections::BTreeMap,
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     time::{Duration, Instant},
@@ -42,6 +43,19 @@ pub fn sample_value(answer: &str, series: &str) -> Result<u64> {
         .with_context(|| format!("no {series} in the metrics"))
 }
 
+/// The values of the series of `name` by their one label `label`: `name{label="x"} 3` gives
+/// `x → 3`.
+pub fn values_by_label(answer: &str, name: &str, label: &str) -> BTreeMap<String, u64> {
+    let prefix = format!("{name}{{{label}=\"");
+    answer
+        .lines()
+        .filter_map(|line| {
+            let (value, rest) = line.strip_prefix(&prefix)?.split_once("\"} ")?;
+            Some((value.to_string(), rest.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,6 +63,8 @@ mod tests {
     const ANSWER: &str = "HTTP/1.1 200 OK\r\n\r\n\
         # TYPE busyprobe_unmount_attempts counter\n\
         busyprobe_unmount_attempts_total{result=\"EBUSY\"} 2\n\
+        busyprobe_unmount_attempts_total{result=\"ok\"} 5\n\
+        busyprobe_drops_total{cause=\"ringbuf_full\"} 7\n\
         busyprobe_client_lines_lost_total 4\n";
 
     #[test]
@@ -58,5 +74,16 @@ mod tests {
         let lost = "busyprobe_client_lines_lost_total";
         assert_eq!(sample_value(ANSWER, lost).unwrap(), 4);
         assert!(sample_value(ANSWER, "busyprobe_unmount_attempts_total").is_err());
+    }
+
+    #[test]
+    fn values_are_gathered_by_label() {
+        let results = values_by_label(ANSWER, "busyprobe_unmount_attempts_total", "result");
+        assert_eq!(
+            results,
+            BTreeMap::from([("EBUSY".into(), 2), ("ok".into(), 5)])
+        );
+        let drops = values_by_label(ANSWER, "busyprobe_drops_total", "cause");
+        assert_eq!(drops, BTreeMap::from([("ringbuf_full".into(), 7)]));
     }
 }

@@ -1,6 +1,6 @@
 //! The workloads whose slowdown is measured: each runs in a fresh child process, this xtask
-//! binary re-run as the hidden `__bench-loop` task, which times itself and prints
-//! `ELAPSED_NS OPS` on stdout.
+//! binary re-run as the hidden `__bench-loop` task, which moves to its [`Place`] first, then
+//! times itself and prints `ELAPSED_NS OPS` on stdout.
 
 use std::{
     env,
@@ -19,7 +19,10 @@ use nix::{
     sys::{prctl, signal::Signal},
 };
 
-use super::files::small_files;
+use super::{
+    files::small_files,
+    place::{Place, PlaceOptions},
+};
 use crate::bench::interrupt;
 
 /// How the loop opens its file.
@@ -59,7 +62,10 @@ pub struct LoopOptions {
     /// What to run.
     #[arg(long, value_enum)]
     workload: Workload,
-    /// The file to open, or the directory to create for the small files.
+    #[command(flatten)]
+    place: PlaceOptions,
+    /// The file to open, or the directory to create for the small files (in the place's
+    /// root).
     #[arg(long)]
     path: Option<PathBuf>,
     /// Iterations, or files.
@@ -67,12 +73,14 @@ pub struct LoopOptions {
     count: u64,
 }
 
-/// The hidden loop task: runs the workload once and prints `ELAPSED_NS OPS`.
+/// The hidden loop task: goes to its place, runs the workload once and prints
+/// `ELAPSED_NS OPS`.
 pub fn bench_loop(opts: &LoopOptions) -> Result<ExitCode> {
     prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
     if unix_process::parent_id() as i32 != opts.parent {
         return Ok(ExitCode::FAILURE); // The benchmark is already gone.
     }
+    Place::from_options(&opts.place)?.enter()?;
     let path = || opts.path.as_deref().context("--path is needed");
     let elapsed = match opts.workload {
         Workload::OpenClose => open_close(path()?, opts.count)?,
@@ -121,13 +129,20 @@ fn getppid(count: u64) -> Duration {
     started.elapsed()
 }
 
-/// Runs `workload` once in a child process; returns its elapsed time and operation count.
-pub fn run_child(workload: Workload, path: Option<&Path>, count: u64) -> Result<(Duration, u64)> {
+/// Runs `workload` once in a child process at `place`; returns its elapsed time and operation
+/// count.
+pub fn run_child(
+    workload: Workload,
+    place: &Place,
+    path: Option<&Path>,
+    count: u64,
+) -> Result<(Duration, u64)> {
     let exe = env::current_exe().context("finding the xtask binary")?;
     let mut command = Command::new(&exe);
     interrupt::unblock_in_child(&mut command)
         .args(["__bench-loop", "--parent", &process::id().to_string()])
-        .args(["--count", &count.to_string(), "--workload", workload.arg()]);
+        .args(["--count", &count.to_string(), "--workload", workload.arg()])
+        .args(place.args());
     if let Some(path) = path {
         command.arg("--path").arg(path);
     }
@@ -137,7 +152,10 @@ pub fn run_child(workload: Workload, path: Option<&Path>, count: u64) -> Result<
         .output()
         .with_context(|| format!("running {} __bench-loop", exe.display()))?;
     if !output.status.success() {
-        bail!("__bench-loop {workload:?} failed ({})", output.status);
+        bail!(
+            "__bench-loop {workload:?} at {place:?} failed ({})",
+            output.status
+        );
     }
     parse_output(&String::from_utf8_lossy(&output.stdout))
 }
