@@ -27,6 +27,7 @@ mod agent;
 mod interrupt;
 mod lines;
 mod overhead;
+mod prometheus;
 mod reading;
 mod record;
 mod report;

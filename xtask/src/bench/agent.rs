@@ -11,8 +11,8 @@
 use std::{
     ffi::OsStr,
     fs::File,
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    io::Read,
+    net::SocketAddr,
     os::unix::net::UnixStream,
     path::Path,
     process::ExitCode,
@@ -23,8 +23,9 @@ use anyhow::{bail, Context, Result};
 use nix::mount::{umount2, MntFlags};
 
 use super::{
+    prometheus::{free_loopback, sample_value, scrape},
     record::{describe_drops, hammer_for, PHASE},
-    scratch::{TempDir, Tmpfs},
+    scratch::{Mount, TempDir},
     table::{machine, print_report, verdict},
     tracer::{Stdout, Tracer},
 };
@@ -87,7 +88,7 @@ pub fn run(opts: &AgentOptions, binary: &Path) -> Result<ExitCode> {
     for d in [&plain, &burst, &held] {
         std::fs::create_dir(d)?;
     }
-    let _tmpfs = Tmpfs::mount(&held, "size=1m")?;
+    let _tmpfs = Mount::tmpfs(&held, "size=1m")?;
     let _holding = File::create(held.join("open"))?;
     let metrics = free_loopback()?;
     let socket = dir.path.join("agent.sock");
@@ -183,11 +184,6 @@ fn start_agent(
     Ok(agent)
 }
 
-/// A loopback address whose port was free a moment ago.
-fn free_loopback() -> Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
 /// Lines read from `stream` until it ends.
 fn count_lines(mut stream: UnixStream) -> Result<u64> {
     let mut buf = vec![0u8; 1 << 16];
@@ -231,32 +227,6 @@ fn sample(
         std::thread::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed()));
     }
     Ok((samples, watch_lines))
-}
-
-/// `GET /metrics`, read to the end: how long it took, and the answer.
-fn scrape(addr: SocketAddr) -> Result<(Duration, String)> {
-    let started = Instant::now();
-    let mut stream = TcpStream::connect(addr).context("connecting to the metrics")?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer)?;
-    let took = started.elapsed();
-    if !answer.starts_with(b"HTTP/1.1 200") {
-        bail!(
-            "the metrics answered {:?}",
-            String::from_utf8_lossy(&answer[..answer.len().min(80)])
-        );
-    }
-    Ok((took, String::from_utf8_lossy(&answer).into_owned()))
-}
-
-/// The value of the sample `name` (no labels) in a scrape's answer.
-fn sample_value(answer: &str, name: &str) -> Result<u64> {
-    answer
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no {name} in the metrics"))
 }
 
 /// `VmRSS` of `pid`, in bytes.

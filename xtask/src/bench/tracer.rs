@@ -84,8 +84,8 @@ impl Tracer {
         })
     }
 
-    /// Starts `busyprobe ARGS` (a `watch` command line) with stdout read line by line, and
-    /// waits until it says `probes attached`.
+    /// Starts `busyprobe ARGS` (a `watch` or `agent` command line) with stdout read line by
+    /// line, and waits until it says `probes attached`.
     pub fn start_watch<I, S>(busyprobe: &Path, args: I, timeout: Duration) -> Result<Self>
     where
         I: IntoIterator<Item = S>,

@@ -30,7 +30,7 @@ use nix::{
 
 use super::{
     lines::Lines,
-    scratch::{TempDir, Tmpfs},
+    scratch::{Mount, TempDir},
 };
 
 /// Files under the temporary directory (on the root filesystem) that fill the fd tables.
@@ -53,7 +53,7 @@ pub struct WorkloadSpec {
 pub struct Workload {
     /// The processes; declared first so that they die first.
     _processes: ProcessGroup,
-    _tmpfs: Tmpfs,
+    _tmpfs: Mount,
     _dir: TempDir,
     /// The target mount point.
     pub mount: PathBuf,
@@ -70,7 +70,7 @@ impl Workload {
         write_fillers(&fillers)?;
         let mount = dir.path.join("mnt");
         fs::create_dir(&mount)?;
-        let tmpfs = Tmpfs::mount(&mount, "size=4m")?;
+        let tmpfs = Mount::tmpfs(&mount, "size=4m")?;
         for k in 0..spec.holders {
             fs::write(mount.join(format!("held-{k}")), b"held\n")?;
         }

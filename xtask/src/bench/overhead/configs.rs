@@ -1,39 +1,53 @@
-//! The configurations measured: no tracer, `busyprobe watch --json` in three modes, and
-//! `opensnoop`; a session runs one of them while the workloads run, then says what it used
-//! (resident memory) and lost (drops).
+//! The configurations measured: no tracer, the agent as it starts by default, `busyprobe
+//! watch --json` in three modes, and `opensnoop`. A [`super::session::Session`] runs one of
+//! them beside the workloads.
 
-use std::{collections::BTreeMap, fs, path::Path, path::PathBuf, thread, time::Duration};
+use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use crate::bench::tools;
 
-use crate::bench::{
-    lines::Line,
-    tools,
-    tracer::{Stdout, Tracer},
-};
-
-/// How long `watch` may take to attach its probes.
-const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long opensnoop may take to reach its event loop.
-const OPENSNOOP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pause after a tracer is ready (and with no tracer), so that its start-up work is over
-/// before the first workload.
-const SETTLE: Duration = Duration::from_millis(300);
+/// The configurations, by their place in [`configs`]: no tracer (the baseline)...
+pub const BASELINE: usize = 0;
+/// ... `busyprobe agent` with its defaults ...
+pub const AGENT: usize = 1;
+/// ... `busyprobe watch --json`, its default mode ...
+pub const WATCH: usize = 2;
+/// ... with `--no-open-times` ...
+pub const NO_OPEN_TIMES: usize = 3;
+/// ... with `--no-holders` ...
+pub const NO_HOLDERS: usize = 4;
+/// ... and opensnoop.
+pub const OPENSNOOP: usize = 5;
+/// The busyprobe configurations.
+pub const BUSYPROBE: [usize; 4] = [AGENT, WATCH, NO_OPEN_TIMES, NO_HOLDERS];
 
 /// What runs beside the workloads.
 pub enum Kind {
     /// Nothing: the baseline.
     Baseline,
+    /// `busyprobe agent --no-socket --metrics 127.0.0.1:PORT`: the agent's defaults, less the
+    /// socket (its default path may be taken by an agent that runs for good), recording
+    /// nothing (no `-o`).
+    Agent,
     /// `busyprobe watch --json --stats-interval 0` with these extra arguments.
     Watch(&'static [&'static str]),
     /// opensnoop, stdout to /dev/null.
     Opensnoop(PathBuf),
 }
 
+impl Kind {
+    /// Whether busyprobe runs.
+    pub fn is_busyprobe(&self) -> bool {
+        matches!(self, Self::Agent | Self::Watch(_))
+    }
+}
+
 /// One configuration.
 pub struct Config {
-    /// `(0)` to `(4)`.
+    /// `(0)` to `(5)`.
     pub key: &'static str,
+    /// Its column's heading, short.
+    pub heading: String,
     /// What runs, as a command line.
     pub label: String,
     pub kind: Kind,
@@ -41,43 +55,50 @@ pub struct Config {
     pub skipped: Option<String>,
 }
 
-/// The five configurations; opensnoop's is skipped with `opensnoop`'s error when it is missing.
+impl Config {
+    fn new(key: &'static str, heading: &str, label: &str, kind: Kind) -> Self {
+        Self {
+            key,
+            heading: heading.into(),
+            label: label.into(),
+            kind,
+            skipped: None,
+        }
+    }
+}
+
+/// The six configurations, in the order of the constants above; opensnoop's is skipped with
+/// `opensnoop`'s error when it is missing.
 pub fn configs(opensnoop: Result<(PathBuf, String), String>) -> Vec<Config> {
-    let watch = |key, extra: &'static [&'static str]| Config {
-        key,
-        label: ["busyprobe watch --json"]
-            .iter()
-            .chain(extra)
-            .copied()
-            .collect::<Vec<_>>()
-            .join(" "),
-        kind: Kind::Watch(extra),
-        skipped: None,
+    let watch = |key, extra: &'static [&'static str]| {
+        let words = ["watch"].iter().chain(extra).copied().collect::<Vec<_>>();
+        let label = ["busyprobe watch --json"].iter().chain(extra).copied();
+        let label = label.collect::<Vec<_>>().join(" ");
+        Config::new(key, &words.join(" "), &label, Kind::Watch(extra))
     };
     let opensnoop = match opensnoop {
-        Ok((path, package)) => Config {
-            key: "(4)",
-            label: format!("opensnoop ({package}, as it ships)"),
-            kind: Kind::Opensnoop(path),
-            skipped: None,
-        },
+        Ok((path, package)) => Config::new(
+            "(5)",
+            "opensnoop",
+            &format!("opensnoop ({package}, as it ships)"),
+            Kind::Opensnoop(path),
+        ),
         Err(reason) => Config {
-            key: "(4)",
-            label: "opensnoop".into(),
-            kind: Kind::Baseline,
             skipped: Some(reason),
+            ..Config::new("(5)", "opensnoop", "opensnoop", Kind::Baseline)
         },
     };
     vec![
-        Config {
-            key: "(0)",
-            label: "no tracer (baseline)".into(),
-            kind: Kind::Baseline,
-            skipped: None,
-        },
-        watch("(1)", &[]),
-        watch("(2)", &["--no-open-times"]),
-        watch("(3)", &["--no-holders"]),
+        Config::new("(0)", "no tracer", "no tracer (baseline)", Kind::Baseline),
+        Config::new(
+            "(1)",
+            "agent",
+            "busyprobe agent --no-socket --metrics 127.0.0.1:PORT (its defaults; no recording)",
+            Kind::Agent,
+        ),
+        watch("(2)", &[]),
+        watch("(3)", &["--no-open-times"]),
+        watch("(4)", &["--no-holders"]),
         opensnoop,
     ]
 }
@@ -107,136 +128,32 @@ pub fn find_opensnoop() -> Result<(PathBuf, String), String> {
     Err(reasons.join("; "))
 }
 
-/// What a tracer used and lost in one session.
-pub struct Usage {
-    /// Its VmRSS at the end of the session.
-    pub rss_kib: u64,
-    /// Drops by cause (`watch`: its last `stats` line; opensnoop: `lost` events it reported),
-    /// `None` when the tracer did not say.
-    pub drops: Option<BTreeMap<String, u64>>,
-}
-
-/// One configuration running.
-pub struct Session {
-    tracer: Option<Tracer>,
-    watch: bool,
-}
-
-impl Session {
-    /// Starts the configuration's tracer, waits until it is attached, then lets it settle.
-    pub fn start(config: &Config, busyprobe: &Path) -> Result<Self> {
-        let tracer = match &config.kind {
-            Kind::Baseline => None,
-            Kind::Watch(extra) => {
-                let args = ["watch", "--json", "--stats-interval", "0"];
-                let args = args.iter().chain(extra.iter());
-                Some(Tracer::start_watch(busyprobe, args, ATTACH_TIMEOUT)?)
-            }
-            Kind::Opensnoop(path) => {
-                let mut tracer = Tracer::start(path, [] as [&str; 0], Stdout::Null)?;
-                tracer.wait_for_event_loop(OPENSNOOP_TIMEOUT)?;
-                Some(tracer)
-            }
-        };
-        thread::sleep(SETTLE);
-        Ok(Self {
-            tracer,
-            watch: matches!(config.kind, Kind::Watch(_)),
-        })
-    }
-
-    /// Reads the tracer's resident memory, stops it, and collects its drops; `None` for the
-    /// baseline. An error when the tracer is no longer running.
-    pub fn finish(self) -> Result<Option<Usage>> {
-        let Some(tracer) = self.tracer else {
-            return Ok(None);
-        };
-        let rss = vm_rss_kib(tracer.pid().as_raw());
-        let (stdout, stderr) = tracer.stop();
-        let Some(rss_kib) = rss else {
-            let said: Vec<String> = stderr.into_iter().map(|l| l.text).collect();
-            bail!("the tracer exited during the session: {}", said.join(" / "));
-        };
-        let drops = if self.watch {
-            watch_drops(&stdout)
-        } else {
-            Some(opensnoop_lost(&stderr))
-        };
-        Ok(Some(Usage { rss_kib, drops }))
-    }
-}
-
-/// `VmRSS` of a live process in KiB (a zombie has none).
-fn vm_rss_kib(pid: i32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// The `drops` object of the last `stats` line `watch --json` printed.
-fn watch_drops(stdout: &[Line]) -> Option<BTreeMap<String, u64>> {
-    let stats = stdout.iter().rev().find_map(|line| {
-        let value: serde_json::Value = serde_json::from_str(&line.text).ok()?;
-        (value["type"] == "stats").then_some(value)
-    })?;
-    let drops = stats["drops"].as_object()?;
-    Some(
-        drops
-            .iter()
-            .map(|(cause, n)| (cause.clone(), n.as_u64().unwrap_or(0)))
-            .collect(),
-    )
-}
-
-/// The events opensnoop said it lost (`Lost N events on CPU #C!` on stderr), in all.
-fn opensnoop_lost(stderr: &[Line]) -> BTreeMap<String, u64> {
-    let lost: u64 = stderr
-        .iter()
-        .filter_map(|line| {
-            let mut words = line.text.split_whitespace();
-            (words.next()? == "Lost").then_some(())?;
-            words.next()?.parse::<u64>().ok()
-        })
-        .sum();
-    BTreeMap::from([("lost".to_string(), lost)])
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
 
-    fn lines(texts: &[&str]) -> Vec<Line> {
-        texts
-            .iter()
-            .map(|t| Line {
-                at: Instant::now(),
-                text: t.to_string(),
-            })
-            .collect()
-    }
-
     #[test]
-    fn drops_come_from_the_last_stats_line() {
-        let stdout = lines(&[
-            r#"{"v":1,"type":"stats","drops":{"ringbuf_full":1}}"#,
-            r#"{"v":1,"type":"umount","id":1}"#,
-            r#"{"v":1,"type":"stats","drops":{"ringbuf_full":2,"path_truncated":0},"final":true}"#,
-        ]);
-        let drops = watch_drops(&stdout).unwrap();
-        assert_eq!(drops["ringbuf_full"], 2);
-        assert_eq!(drops["path_truncated"], 0);
-        assert!(watch_drops(&lines(&["not json"])).is_none());
-    }
-
-    #[test]
-    fn opensnoop_losses_are_summed() {
-        let stderr = lines(&[
-            "Lost 10 events on CPU #0!",
-            "warning",
-            "Lost 5 events on CPU #1!",
-        ]);
-        assert_eq!(opensnoop_lost(&stderr)["lost"], 15);
+    fn configurations_are_where_their_constants_say() {
+        let configs = configs(Err("missing".into()));
+        let keys: Vec<&str> = configs.iter().map(|c| c.key).collect();
+        assert_eq!(keys, ["(0)", "(1)", "(2)", "(3)", "(4)", "(5)"]);
+        assert!(matches!(configs[BASELINE].kind, Kind::Baseline));
+        assert!(matches!(configs[AGENT].kind, Kind::Agent));
+        assert!(matches!(configs[WATCH].kind, Kind::Watch([])));
+        assert!(matches!(
+            configs[NO_OPEN_TIMES].kind,
+            Kind::Watch(["--no-open-times"])
+        ));
+        assert!(matches!(
+            configs[NO_HOLDERS].kind,
+            Kind::Watch(["--no-holders"])
+        ));
+        assert_eq!(configs[OPENSNOOP].skipped.as_deref(), Some("missing"));
+        assert_eq!(configs[NO_HOLDERS].heading, "watch --no-holders");
+        assert_eq!(
+            configs[NO_HOLDERS].label,
+            "busyprobe watch --json --no-holders"
+        );
+        assert!(BUSYPROBE.iter().all(|&c| configs[c].kind.is_busyprobe()));
     }
 }

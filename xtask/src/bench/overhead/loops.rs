@@ -1,11 +1,10 @@
 //! The workloads whose slowdown is measured: each runs in a fresh child process, this xtask
-//! binary re-run as the hidden `__bench-loop` task, which times itself and prints
-//! `ELAPSED_NS OPS` on stdout.
+//! binary re-run as the hidden `__bench-loop` task, which moves to its [`Place`] first, then
+//! times itself and prints `ELAPSED_NS OPS` on stdout.
 
 use std::{
     env,
     ffi::CString,
-    fs,
     hint::black_box,
     io::{self, Write},
     os::unix::{ffi::OsStrExt, process as unix_process},
@@ -20,12 +19,12 @@ use nix::{
     sys::{prctl, signal::Signal},
 };
 
+use super::{
+    files::small_files,
+    place::{Place, PlaceOptions},
+};
 use crate::bench::interrupt;
 
-/// Files per directory in the many-small-files workload.
-const FILES_PER_DIR: u64 = 200;
-/// Size of each small file.
-const SMALL_FILE: usize = 512;
 /// How the loop opens its file.
 const OPEN_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_CLOEXEC;
 /// Untimed iterations of a loop before the timed ones (caches, page faults).
@@ -38,7 +37,8 @@ pub enum Workload {
     OpenClose,
     /// `getppid`, in a loop.
     Getppid,
-    /// Creates `count` small files in a new directory, reads each back; timed as a whole.
+    /// Creates `count` small files in a new directory, reads each back, walks the tree with
+    /// a `stat` of every file; timed as a whole.
     Files,
 }
 
@@ -62,7 +62,10 @@ pub struct LoopOptions {
     /// What to run.
     #[arg(long, value_enum)]
     workload: Workload,
-    /// The file to open, or the directory to create for the small files.
+    #[command(flatten)]
+    place: PlaceOptions,
+    /// The file to open, or the directory to create for the small files (in the place's
+    /// root).
     #[arg(long)]
     path: Option<PathBuf>,
     /// Iterations, or files.
@@ -70,12 +73,14 @@ pub struct LoopOptions {
     count: u64,
 }
 
-/// The hidden loop task: runs the workload once and prints `ELAPSED_NS OPS`.
+/// The hidden loop task: goes to its place, runs the workload once and prints
+/// `ELAPSED_NS OPS`.
 pub fn bench_loop(opts: &LoopOptions) -> Result<ExitCode> {
     prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
     if unix_process::parent_id() as i32 != opts.parent {
         return Ok(ExitCode::FAILURE); // The benchmark is already gone.
     }
+    Place::from_options(&opts.place)?.enter()?;
     let path = || opts.path.as_deref().context("--path is needed");
     let elapsed = match opts.workload {
         Workload::OpenClose => open_close(path()?, opts.count)?,
@@ -124,43 +129,20 @@ fn getppid(count: u64) -> Duration {
     started.elapsed()
 }
 
-/// Creates `dir`, then `count` files of [`SMALL_FILE`] bytes in subdirectories of
-/// [`FILES_PER_DIR`], then reads each back and checks its size; times all of that, then removes
-/// `dir` untimed.
-fn small_files(dir: &Path, count: u64) -> Result<Duration> {
-    let content = vec![b'x'; SMALL_FILE];
-    let file = |i: u64| {
-        dir.join(format!("d{}", i / FILES_PER_DIR))
-            .join(format!("f{i}"))
-    };
-    let started = Instant::now();
-    fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for i in 0..count {
-        if i % FILES_PER_DIR == 0 {
-            fs::create_dir(dir.join(format!("d{}", i / FILES_PER_DIR)))?;
-        }
-        fs::write(file(i), &content).with_context(|| format!("writing file {i}"))?;
-    }
-    for i in 0..count {
-        let read = fs::read(file(i)).with_context(|| format!("reading file {i}"))?;
-        ensure!(
-            read.len() == SMALL_FILE,
-            "file {i} has {} bytes",
-            read.len()
-        );
-    }
-    let elapsed = started.elapsed();
-    fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
-    Ok(elapsed)
-}
-
-/// Runs `workload` once in a child process; returns its elapsed time and operation count.
-pub fn run_child(workload: Workload, path: Option<&Path>, count: u64) -> Result<(Duration, u64)> {
+/// Runs `workload` once in a child process at `place`; returns its elapsed time and operation
+/// count.
+pub fn run_child(
+    workload: Workload,
+    place: &Place,
+    path: Option<&Path>,
+    count: u64,
+) -> Result<(Duration, u64)> {
     let exe = env::current_exe().context("finding the xtask binary")?;
     let mut command = Command::new(&exe);
     interrupt::unblock_in_child(&mut command)
         .args(["__bench-loop", "--parent", &process::id().to_string()])
-        .args(["--count", &count.to_string(), "--workload", workload.arg()]);
+        .args(["--count", &count.to_string(), "--workload", workload.arg()])
+        .args(place.args());
     if let Some(path) = path {
         command.arg("--path").arg(path);
     }
@@ -170,7 +152,10 @@ pub fn run_child(workload: Workload, path: Option<&Path>, count: u64) -> Result<
         .output()
         .with_context(|| format!("running {} __bench-loop", exe.display()))?;
     if !output.status.success() {
-        bail!("__bench-loop {workload:?} failed ({})", output.status);
+        bail!(
+            "__bench-loop {workload:?} at {place:?} failed ({})",
+            output.status
+        );
     }
     parse_output(&String::from_utf8_lossy(&output.stdout))
 }

@@ -1,48 +1,29 @@
-//! The figures of every round, their medians and ratios to no tracer, the table (plain and
-//! Markdown) and the goals.
+//! The figures of every round, their medians and ratios to no tracer, and the table: a row per
+//! measure (a workload where it runs), a column per configuration, plain and as Markdown.
 
 use std::collections::BTreeMap;
 
-use super::configs::{Config, Usage};
-use crate::bench::table::{print_report, verdict};
+use super::{
+    configs::{Config, BASELINE},
+    session::Usage,
+};
+use crate::bench::table::print_report;
 
-/// Row of the baseline (no tracer), and of each busyprobe mode and opensnoop.
-pub const BASELINE: usize = 0;
-/// `watch --json`, default mode.
-pub const DEFAULT: usize = 1;
-/// `watch --json --no-open-times`.
-pub const NO_OPEN_TIMES: usize = 2;
-/// `watch --json --no-holders`.
-pub const NO_HOLDERS: usize = 3;
-/// opensnoop.
-pub const OPENSNOOP: usize = 4;
-/// Column of `openat`+`close` on the root filesystem (untracked).
-pub const ROOT_FS: usize = 0;
-/// Column of `openat`+`close` on the bench's tmpfs (tracked).
-pub const TMPFS: usize = 1;
-/// Column of the many-small-files workload.
-pub const FILES: usize = 3;
-
-/// Goals from the issue: the largest acceptable ratios to no tracer.
-const NO_OPEN_TIMES_UNTRACKED: f64 = 1.20;
-const DEFAULT_UNTRACKED: f64 = 1.40;
-const DEFAULT_TRACKED: f64 = 1.55;
-const DEFAULT_FILES: f64 = 1.05;
-
-/// A workload as a column of the table.
+/// A measure's row heading, and its unit.
 #[derive(Clone)]
-pub struct Column {
-    /// Its heading.
+pub struct Heading {
+    /// The heading.
     pub label: String,
     /// `true`: figures are ns per operation; `false`: seconds for the whole workload.
     pub per_op: bool,
 }
 
-/// One configuration's figures.
-struct Row {
+/// One configuration's figures: a column.
+struct Series {
     key: &'static str,
+    heading: String,
     label: String,
-    /// `[workload][round]`: ns/op or seconds.
+    /// `[measure][round]`: ns/op or seconds.
     figures: Vec<Vec<Option<f64>>>,
     usage: Vec<Usage>,
     /// Why it has no (more) figures.
@@ -51,51 +32,68 @@ struct Row {
 
 /// Everything measured.
 pub struct Results {
-    columns: Vec<Column>,
-    rows: Vec<Row>,
+    headings: Vec<Heading>,
+    series: Vec<Series>,
 }
 
 impl Results {
-    /// Empty results for these configurations (in the order of the constants above), workloads
-    /// and rounds.
-    pub fn new(configs: &[Config], columns: Vec<Column>, rounds: usize) -> Self {
-        let rows = configs
+    /// Empty results for these configurations (in the order of their constants), measures and
+    /// rounds.
+    pub fn new(configs: &[Config], headings: Vec<Heading>, rounds: usize) -> Self {
+        let series = configs
             .iter()
-            .map(|c| Row {
+            .map(|c| Series {
                 key: c.key,
+                heading: c.heading.clone(),
                 label: c.label.clone(),
-                figures: vec![vec![None; rounds]; columns.len()],
+                figures: vec![vec![None; rounds]; headings.len()],
                 usage: Vec::new(),
                 failed: c.skipped.clone(),
             })
             .collect();
-        Self { columns, rows }
+        Self { headings, series }
     }
 
     /// Whether configuration `config` is still measured.
     pub fn measured(&self, config: usize) -> bool {
-        self.rows[config].failed.is_none()
+        self.series[config].failed.is_none()
     }
 
     /// Records one figure.
-    pub fn record(&mut self, config: usize, workload: usize, round: usize, figure: f64) {
-        self.rows[config].figures[workload][round] = Some(figure);
+    pub fn record(&mut self, config: usize, measure: usize, round: usize, figure: f64) {
+        self.series[config].figures[measure][round] = Some(figure);
     }
 
     /// Records what the tracer used in one session.
     pub fn record_usage(&mut self, config: usize, usage: Usage) {
-        self.rows[config].usage.push(usage);
+        self.series[config].usage.push(usage);
     }
 
     /// Marks a configuration failed; it is not measured again.
     pub fn fail(&mut self, config: usize, reason: String) {
-        self.rows[config].failed = Some(reason);
+        self.series[config].failed = Some(reason);
     }
 
-    /// The median figure of a configuration for a workload.
-    fn median(&self, config: usize, workload: usize) -> Option<f64> {
+    /// `(1) agent`: a configuration as its column heading names it.
+    pub fn config_name(&self, config: usize) -> String {
+        let s = &self.series[config];
+        format!("{} {}", s.key, s.heading)
+    }
+
+    /// A measure's row heading.
+    pub fn measure_name(&self, measure: usize) -> &str {
+        &self.headings[measure].label
+    }
+
+    /// How many measures there are.
+    pub fn measures(&self) -> usize {
+        self.headings.len()
+    }
+
+    /// The median figure of a configuration for a measure.
+    fn median(&self, config: usize, measure: usize) -> Option<f64> {
         median(
-            self.rows[config].figures[workload]
+            self.series[config].figures[measure]
                 .iter()
                 .flatten()
                 .copied(),
@@ -104,9 +102,9 @@ impl Results {
 
     /// The median over the rounds of the configuration's figure divided by the baseline's of
     /// the same round.
-    fn ratio(&self, config: usize, workload: usize) -> Option<f64> {
-        let base = &self.rows[BASELINE].figures[workload];
-        let this = &self.rows[config].figures[workload];
+    pub fn ratio(&self, config: usize, measure: usize) -> Option<f64> {
+        let base = &self.series[BASELINE].figures[measure];
+        let this = &self.series[config].figures[measure];
         median(
             this.iter()
                 .zip(base)
@@ -114,60 +112,71 @@ impl Results {
         )
     }
 
-    /// Prints the table, notes and goals, then the same as Markdown.
-    pub fn print(&self, headline: &str, mut notes: Vec<String>) {
-        let mut header = vec![String::new(), "configuration".into()];
-        header.extend(self.columns.iter().map(|c| c.label.clone()));
-        header.extend(["tracer RSS".into(), "drops".into()]);
+    /// Prints the table, the legend and `notes`, and the goals, then the same as Markdown.
+    pub fn print(&self, headline: &str, notes: Vec<String>, goals: &[String]) {
+        let mut all_notes = self.legend();
+        all_notes.extend(notes);
+        all_notes.push(self.baseline_spread());
+        print_report(headline, &self.table(), &all_notes, goals);
+    }
+
+    /// The header, a row per measure, then the tracers' memory and drops.
+    fn table(&self) -> Vec<Vec<String>> {
+        let configs = 0..self.series.len();
+        let mut header = vec!["workload".to_string()];
+        header.extend(configs.clone().map(|c| self.config_name(c)));
         let mut rows = vec![header];
-        rows.extend((0..self.rows.len()).map(|config| self.row(config)));
-        notes.push(self.baseline_spread());
-        notes.extend(
-            self.rows
-                .iter()
-                .filter_map(|r| Some(format!("{} {}: {}", r.key, r.label, r.failed.as_ref()?))),
-        );
-        print_report(headline, &rows, &notes, &self.goals());
-    }
-
-    /// The cells of one configuration.
-    fn row(&self, config: usize) -> Vec<String> {
-        let r = &self.rows[config];
-        let mut cells = vec![r.key.to_string(), r.label.clone()];
-        for (workload, column) in self.columns.iter().enumerate() {
-            let Some(median) = self.median(config, workload) else {
-                cells.push("—".into());
-                continue;
-            };
-            let mut cell = figure(median, column.per_op);
-            if config != BASELINE {
-                if let Some(ratio) = self.ratio(config, workload) {
-                    cell += &format!(" ×{ratio:.2}");
-                }
-            }
-            cells.push(cell);
+        for (measure, heading) in self.headings.iter().enumerate() {
+            let mut row = vec![heading.label.clone()];
+            row.extend(configs.clone().map(|c| self.cell(c, measure)));
+            rows.push(row);
         }
-        let rss = r.usage.iter().map(|u| u.rss_kib).max();
-        cells.push(rss.map_or("—".into(), |kib| {
-            format!("{:.1} MiB", kib as f64 / 1024.0)
-        }));
-        cells.push(drops_cell(config, &r.usage));
-        cells
+        let mut rss = vec!["tracer RSS".to_string()];
+        rss.extend(self.series.iter().map(|s| rss_cell(&s.usage)));
+        let mut drops = vec!["drops".to_string()];
+        drops.extend(configs.map(|c| drops_cell(c, &self.series[c].usage)));
+        rows.extend([rss, drops]);
+        rows
     }
 
-    /// How much the baseline moved between rounds, per workload: the noise floor.
+    /// The median figure of a configuration for a measure, with its ratio to the baseline.
+    fn cell(&self, config: usize, measure: usize) -> String {
+        let Some(median) = self.median(config, measure) else {
+            return "—".into();
+        };
+        let mut cell = figure(median, self.headings[measure].per_op);
+        if config != BASELINE {
+            if let Some(ratio) = self.ratio(config, measure) {
+                cell += &format!(" ×{ratio:.2}");
+            }
+        }
+        cell
+    }
+
+    /// What each column runs, and why it has no figures when it has none.
+    fn legend(&self) -> Vec<String> {
+        self.series
+            .iter()
+            .map(|s| match &s.failed {
+                Some(why) => format!("{} {}: {} — {why}", s.key, s.heading, s.label),
+                None => format!("{} {}: {}", s.key, s.heading, s.label),
+            })
+            .collect()
+    }
+
+    /// How much the baseline moved between rounds, per measure: the noise floor.
     fn baseline_spread(&self) -> String {
         let spreads: Vec<String> = self
-            .columns
+            .headings
             .iter()
-            .zip(&self.rows[BASELINE].figures)
-            .filter_map(|(column, figures)| {
+            .zip(&self.series[BASELINE].figures)
+            .filter_map(|(heading, figures)| {
                 let figures: Vec<f64> = figures.iter().flatten().copied().collect();
                 let min = figures.iter().copied().reduce(f64::min)?;
                 let max = figures.iter().copied().reduce(f64::max)?;
                 Some(format!(
                     "{} {:.0}%",
-                    column.label,
+                    heading.label,
                     (max / min - 1.0) * 100.0
                 ))
             })
@@ -177,71 +186,14 @@ impl Results {
             spreads.join(", ")
         )
     }
+}
 
-    /// PASS/MISS for each goal of the issue.
-    fn goals(&self) -> Vec<String> {
-        let at_most = |title: &str, config, workload, goal: f64| match self.ratio(config, workload)
-        {
-            Some(ratio) => format!(
-                "{title} ≤ ×{goal:.2}: {} (×{ratio:.2})",
-                verdict(ratio <= goal)
-            ),
-            None => format!("{title} ≤ ×{goal:.2}: NOT MEASURED"),
-        };
-        vec![
-            at_most(
-                "(2) --no-open-times, openat+close on the root filesystem (untracked)",
-                NO_OPEN_TIMES,
-                ROOT_FS,
-                NO_OPEN_TIMES_UNTRACKED,
-            ),
-            at_most(
-                "(1) default mode, openat+close on the root filesystem (untracked)",
-                DEFAULT,
-                ROOT_FS,
-                DEFAULT_UNTRACKED,
-            ),
-            at_most(
-                "(1) default mode, openat+close on the tmpfs (tracked)",
-                DEFAULT,
-                TMPFS,
-                DEFAULT_TRACKED,
-            ),
-            at_most(
-                "(1) default mode, the many-small-files workload",
-                DEFAULT,
-                FILES,
-                DEFAULT_FILES,
-            ),
-            self.better_than_opensnoop(),
-        ]
-    }
-
-    /// Whether every ratio of (1)–(3) is below opensnoop's for the same workload.
-    fn better_than_opensnoop(&self) -> String {
-        let title = "every busyprobe ratio (1)–(3) below opensnoop's for the same workload";
-        let mut worse = Vec::new();
-        for workload in 0..self.columns.len() {
-            let Some(theirs) = self.ratio(OPENSNOOP, workload) else {
-                return format!("{title}: NOT MEASURED");
-            };
-            for config in [DEFAULT, NO_OPEN_TIMES, NO_HOLDERS] {
-                match self.ratio(config, workload) {
-                    Some(ours) if ours < theirs => {}
-                    Some(ours) => worse.push(format!(
-                        "{} on {}: ×{ours:.2} vs ×{theirs:.2}",
-                        self.rows[config].key, self.columns[workload].label
-                    )),
-                    None => return format!("{title}: NOT MEASURED"),
-                }
-            }
-        }
-        if worse.is_empty() {
-            format!("{title}: PASS")
-        } else {
-            format!("{title}: MISS ({})", worse.join("; "))
-        }
-    }
+/// The largest resident memory of a tracer over its sessions.
+fn rss_cell(usage: &[Usage]) -> String {
+    let rss = usage.iter().map(|u| u.rss_kib).max();
+    rss.map_or("—".into(), |kib| {
+        format!("{:.1} MiB", kib as f64 / 1024.0)
+    })
 }
 
 /// A median figure: ns with no decimals from 100 ns up, else one; seconds with three.
@@ -296,31 +248,29 @@ fn median(figures: impl Iterator<Item = f64>) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
-    use crate::bench::overhead::configs::Kind;
+    use crate::bench::overhead::configs::{Kind, OPENSNOOP, WATCH};
 
-    fn config(key: &'static str) -> Config {
-        Config {
-            key,
-            label: key.into(),
-            kind: Kind::Baseline,
-            skipped: None,
-        }
-    }
-
-    fn results(rounds: usize) -> Results {
-        let configs: Vec<Config> = ["(0)", "(1)", "(2)", "(3)", "(4)"]
+    /// Empty results for the six configurations and eight measures (the last two in seconds).
+    pub fn results(rounds: usize) -> Results {
+        let configs: Vec<Config> = ["(0)", "(1)", "(2)", "(3)", "(4)", "(5)"]
             .into_iter()
-            .map(config)
-            .collect();
-        let columns = (0..4)
-            .map(|i| Column {
-                label: format!("w{i}"),
-                per_op: i != FILES,
+            .map(|key| Config {
+                key,
+                heading: format!("c{key}"),
+                label: format!("command {key}"),
+                kind: Kind::Baseline,
+                skipped: None,
             })
             .collect();
-        Results::new(&configs, columns, rounds)
+        let headings = (0..8)
+            .map(|i| Heading {
+                label: format!("m{i}"),
+                per_op: i < 6,
+            })
+            .collect();
+        Results::new(&configs, headings, rounds)
     }
 
     #[test]
@@ -335,14 +285,34 @@ mod tests {
         let mut r = results(3);
         // The machine slows down in round 2; the tracer costs 10% in every round.
         for (round, base) in [100.0, 200.0, 100.0].into_iter().enumerate() {
-            r.record(BASELINE, ROOT_FS, round, base);
-            r.record(DEFAULT, ROOT_FS, round, base * 1.1);
+            r.record(BASELINE, 0, round, base);
+            r.record(WATCH, 0, round, base * 1.1);
         }
-        let ratio = r.ratio(DEFAULT, ROOT_FS).unwrap();
+        let ratio = r.ratio(WATCH, 0).unwrap();
         assert!((ratio - 1.1).abs() < 1e-9, "{ratio}");
-        assert_eq!(r.row(DEFAULT)[2], "110 ns ×1.10");
-        assert_eq!(r.row(BASELINE)[2], "100 ns");
-        assert_eq!(r.row(DEFAULT)[3], "—");
+        assert_eq!(r.cell(WATCH, 0), "110 ns ×1.10");
+        assert_eq!(r.cell(BASELINE, 0), "100 ns");
+        assert_eq!(r.cell(WATCH, 1), "—");
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_measure_and_a_column_per_configuration() {
+        let mut r = results(1);
+        r.record(BASELINE, 6, 0, 0.5);
+        r.record(WATCH, 6, 0, 0.55);
+        r.fail(OPENSNOOP, "not installed".into());
+        let table = r.table();
+        assert_eq!(table.len(), 1 + 8 + 2);
+        assert!(table.iter().all(|row| row.len() == 1 + 6));
+        assert_eq!(table[0][..3], ["workload", "(0) c(0)", "(1) c(1)"]);
+        assert_eq!(table[7][0], "m6");
+        assert_eq!(table[7][1], "0.500 s");
+        assert_eq!(table[7][WATCH + 1], "0.550 s ×1.10");
+        assert_eq!(table[9][0], "tracer RSS");
+        assert_eq!(table[10][0], "drops");
+        let legend = r.legend();
+        assert_eq!(legend[WATCH], "(2) c(2): command (2)");
+        assert_eq!(legend[OPENSNOOP], "(5) c(5): command (5) — not installed");
     }
 
     #[test]
@@ -351,11 +321,12 @@ mod tests {
         assert_eq!(figure(61.25, true), "61.2 ns");
         assert_eq!(figure(0.2134, false), "0.213 s");
         let usage = |drops: Option<&[(&str, u64)]>| Usage {
-            rss_kib: 1,
+            rss_kib: 2048,
             drops: drops.map(|d| d.iter().map(|(c, n)| (c.to_string(), *n)).collect()),
         };
         let none = [usage(Some(&[("ringbuf_full", 0)]))];
-        assert_eq!(drops_cell(DEFAULT, &none), "0");
+        assert_eq!(drops_cell(WATCH, &none), "0");
+        assert_eq!(rss_cell(&none), "2.0 MiB");
         let some = [
             usage(Some(&[("lost", 3)])),
             usage(Some(&[("lost", 4)])),
@@ -365,21 +336,5 @@ mod tests {
             drops_cell(OPENSNOOP, &some),
             "lost 7, 1 sessions without a stats line"
         );
-    }
-
-    #[test]
-    fn opensnoop_comparison_names_what_is_worse() {
-        let mut r = results(1);
-        for w in 0..4 {
-            r.record(BASELINE, w, 0, 100.0);
-            r.record(OPENSNOOP, w, 0, 200.0);
-            for c in [DEFAULT, NO_OPEN_TIMES, NO_HOLDERS] {
-                r.record(c, w, 0, 150.0);
-            }
-        }
-        assert!(r.better_than_opensnoop().ends_with(": PASS"));
-        r.record(NO_HOLDERS, TMPFS, 0, 250.0);
-        let goal = r.better_than_opensnoop();
-        assert!(goal.contains("MISS ((3) on w1: ×2.50 vs ×2.00)"), "{goal}");
     }
 }

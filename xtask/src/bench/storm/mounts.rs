@@ -10,7 +10,7 @@ use std::{
 use anyhow::Result;
 
 use super::super::{
-    scratch::{TempDir, Tmpfs},
+    scratch::{Mount, TempDir},
     workload::{holder_args, write_fillers, ProcessGroup},
 };
 
@@ -27,7 +27,7 @@ pub struct Shape {
 /// A running workload; the fields drop in order: processes, mounts, directory.
 pub struct Mounts {
     _processes: ProcessGroup,
-    _tmpfs: Vec<Tmpfs>,
+    _tmpfs: Vec<Mount>,
     dir: TempDir,
     /// The mount points, in order.
     pub points: Vec<PathBuf>,
@@ -46,7 +46,7 @@ impl Mounts {
         for k in 0..shape.mounts {
             let point = dir.path.join(format!("m{k}"));
             std::fs::create_dir(&point)?;
-            tmpfs.push(Tmpfs::mount(&point, "size=1m")?);
+            tmpfs.push(Mount::tmpfs(&point, "size=1m")?);
             std::fs::write(point.join("held"), b"held\n")?;
             points.push(point);
         }
