@@ -8,18 +8,21 @@ use crate::bench::tools;
 
 /// The configurations, by their place in [`configs`]: no tracer (the baseline)...
 pub const BASELINE: usize = 0;
-/// ... `busyprobe agent` with its defaults ...
+/// ... `busyprobe agent` with its defaults, no mount contended (a node's usual state) ...
 pub const AGENT: usize = 1;
+/// ... the same with one mount contended (an EBUSY on the contended tmpfs: its open probes
+/// are attached) ...
+pub const AGENT_CONTENDED: usize = 2;
 /// ... `busyprobe watch --json`, its default mode ...
-pub const WATCH: usize = 2;
+pub const WATCH: usize = 3;
 /// ... with `--no-open-times` ...
-pub const NO_OPEN_TIMES: usize = 3;
+pub const NO_OPEN_TIMES: usize = 4;
 /// ... with `--no-holders` ...
-pub const NO_HOLDERS: usize = 4;
+pub const NO_HOLDERS: usize = 5;
 /// ... and opensnoop.
-pub const OPENSNOOP: usize = 5;
+pub const OPENSNOOP: usize = 6;
 /// The busyprobe configurations.
-pub const BUSYPROBE: [usize; 4] = [AGENT, WATCH, NO_OPEN_TIMES, NO_HOLDERS];
+pub const BUSYPROBE: [usize; 5] = [AGENT, AGENT_CONTENDED, WATCH, NO_OPEN_TIMES, NO_HOLDERS];
 
 /// What runs beside the workloads.
 pub enum Kind {
@@ -44,7 +47,7 @@ impl Kind {
 
 /// One configuration.
 pub struct Config {
-    /// `(0)` to `(5)`.
+    /// `(0)` to `(6)`.
     pub key: &'static str,
     /// Its column's heading, short.
     pub heading: String,
@@ -53,6 +56,9 @@ pub struct Config {
     pub kind: Kind,
     /// Why it is not measured, when it is not.
     pub skipped: Option<String>,
+    /// Whether a session starts with an EBUSY on the contended tmpfs (all but the agent with
+    /// no mount contended).
+    pub contends: bool,
 }
 
 impl Config {
@@ -63,11 +69,12 @@ impl Config {
             label: label.into(),
             kind,
             skipped: None,
+            contends: true,
         }
     }
 }
 
-/// The six configurations, in the order of the constants above; opensnoop's is skipped with
+/// The seven configurations, in the order of the constants above; opensnoop's is skipped with
 /// `opensnoop`'s error when it is missing.
 pub fn configs(opensnoop: Result<(PathBuf, String), String>) -> Vec<Config> {
     let watch = |key, extra: &'static [&'static str]| {
@@ -78,27 +85,37 @@ pub fn configs(opensnoop: Result<(PathBuf, String), String>) -> Vec<Config> {
     };
     let opensnoop = match opensnoop {
         Ok((path, package)) => Config::new(
-            "(5)",
+            "(6)",
             "opensnoop",
             &format!("opensnoop ({package}, as it ships)"),
             Kind::Opensnoop(path),
         ),
         Err(reason) => Config {
             skipped: Some(reason),
-            ..Config::new("(5)", "opensnoop", "opensnoop", Kind::Baseline)
+            ..Config::new("(6)", "opensnoop", "opensnoop", Kind::Baseline)
         },
     };
     vec![
         Config::new("(0)", "no tracer", "no tracer (baseline)", Kind::Baseline),
+        Config {
+            contends: false,
+            ..Config::new(
+                "(1)",
+                "agent",
+                "busyprobe agent --no-socket --metrics 127.0.0.1:PORT (its defaults; no \
+                 recording), no mount contended",
+                Kind::Agent,
+            )
+        },
         Config::new(
-            "(1)",
-            "agent",
-            "busyprobe agent --no-socket --metrics 127.0.0.1:PORT (its defaults; no recording)",
+            "(2)",
+            "agent, 1 mount contended",
+            "the same, after an EBUSY on the contended tmpfs (its opens timed from then on)",
             Kind::Agent,
         ),
-        watch("(2)", &[]),
-        watch("(3)", &["--no-open-times"]),
-        watch("(4)", &["--no-holders"]),
+        watch("(3)", &[]),
+        watch("(4)", &["--no-open-times"]),
+        watch("(5)", &["--no-holders"]),
         opensnoop,
     ]
 }
@@ -136,9 +153,12 @@ mod tests {
     fn configurations_are_where_their_constants_say() {
         let configs = configs(Err("missing".into()));
         let keys: Vec<&str> = configs.iter().map(|c| c.key).collect();
-        assert_eq!(keys, ["(0)", "(1)", "(2)", "(3)", "(4)", "(5)"]);
+        assert_eq!(keys, ["(0)", "(1)", "(2)", "(3)", "(4)", "(5)", "(6)"]);
         assert!(matches!(configs[BASELINE].kind, Kind::Baseline));
         assert!(matches!(configs[AGENT].kind, Kind::Agent));
+        assert!(matches!(configs[AGENT_CONTENDED].kind, Kind::Agent));
+        let contend: Vec<bool> = configs.iter().map(|c| c.contends).collect();
+        assert_eq!(contend, [true, false, true, true, true, true, true]);
         assert!(matches!(configs[WATCH].kind, Kind::Watch([])));
         assert!(matches!(
             configs[NO_OPEN_TIMES].kind,

@@ -252,9 +252,10 @@ pub(super) mod tests {
     use super::*;
     use crate::bench::overhead::configs::{Kind, OPENSNOOP, WATCH};
 
-    /// Empty results for the six configurations and eight measures (the last two in seconds).
+    /// Empty results for the seven configurations and eight measures (the last two in
+    /// seconds).
     pub fn results(rounds: usize) -> Results {
-        let configs: Vec<Config> = ["(0)", "(1)", "(2)", "(3)", "(4)", "(5)"]
+        let configs: Vec<Config> = ["(0)", "(1)", "(2)", "(3)", "(4)", "(5)", "(6)"]
             .into_iter()
             .map(|key| Config {
                 key,
@@ -262,6 +263,7 @@ pub(super) mod tests {
                 label: format!("command {key}"),
                 kind: Kind::Baseline,
                 skipped: None,
+                contends: true,
             })
             .collect();
         let headings = (0..8)
@@ -303,7 +305,7 @@ pub(super) mod tests {
         r.fail(OPENSNOOP, "not installed".into());
         let table = r.table();
         assert_eq!(table.len(), 1 + 8 + 2);
-        assert!(table.iter().all(|row| row.len() == 1 + 6));
+        assert!(table.iter().all(|row| row.len() == 1 + 7));
         assert_eq!(table[0][..3], ["workload", "(0) c(0)", "(1) c(1)"]);
         assert_eq!(table[7][0], "m6");
         assert_eq!(table[7][1], "0.500 s");
@@ -311,8 +313,8 @@ pub(super) mod tests {
         assert_eq!(table[9][0], "tracer RSS");
         assert_eq!(table[10][0], "drops");
         let legend = r.legend();
-        assert_eq!(legend[WATCH], "(2) c(2): command (2)");
-        assert_eq!(legend[OPENSNOOP], "(5) c(5): command (5) — not installed");
+        assert_eq!(legend[WATCH], "(3) c(3): command (3)");
+        assert_eq!(legend[OPENSNOOP], "(6) c(6): command (6) — not installed");
     }
 
     #[test]

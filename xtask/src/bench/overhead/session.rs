@@ -1,6 +1,7 @@
 //! One configuration running beside the workloads: its tracer started and ready, one real
-//! failed unmount on the contended tmpfs that the tracer has reported, a quiet moment; at the
-//! end, what the tracer used (resident memory) and lost (drops).
+//! failed unmount on the contended tmpfs that the tracer has reported (but for the agent with
+//! no mount contended), a quiet moment; at the end, what the tracer used (resident memory)
+//! and lost (drops).
 
 use std::{
     collections::BTreeMap,
@@ -79,17 +80,25 @@ impl Session {
     pub fn start(config: &Config, busyprobe: &Path, contended: &Contended) -> Result<Self> {
         let (tracer, reports) = start_tracer(&config.kind, busyprobe)?;
         let session = Self { tracer, reports };
-        let failed_at = contended.fail_unmount_once(|target| session.wait_until_seen(target))?;
-        let quiet_from = match config.kind.is_busyprobe() {
-            true => {
-                let took = failed_at.elapsed();
-                eprintln!("xtask: bench:   the contended tmpfs's EBUSY reported in {took:.0?}");
-                failed_at + BUSY_WINDOW
-            }
-            false => failed_at,
+        let quiet_from = match config.contends {
+            true => session.contend(contended, config.kind.is_busyprobe())?,
+            false => Instant::now(),
         };
         sleep_until(quiet_from.max(Instant::now()) + SETTLE)?;
         Ok(session)
+    }
+
+    /// Makes one unmount of `contended` fail and waits until the tracer has reported it;
+    /// returns when the quiet after it starts: for busyprobe, once the busy window that opened
+    /// has closed.
+    fn contend(&self, contended: &Contended, busyprobe: bool) -> Result<Instant> {
+        let failed_at = contended.fail_unmount_once(|target| self.wait_until_seen(target))?;
+        if !busyprobe {
+            return Ok(failed_at);
+        }
+        let took = failed_at.elapsed();
+        eprintln!("xtask: bench:   the contended tmpfs's EBUSY reported in {took:.0?}");
+        Ok(failed_at + BUSY_WINDOW)
     }
 
     /// Waits until the tracer has reported the EBUSY of an unmount of `target` (for tracers
