@@ -291,6 +291,9 @@ mod tests {
         )); // opened during the call: maybe before the busy check
         recent.record(release(9, CALL_TS + 700_000, 999, b"/elsewhere", None)); // another mount
         recent.record(release(10, CALL_TS + 800_000, 812, b"/fanotify-fd", None)); // open never seen
+        let mut raced = release(12, CALL_TS + 900_000, 812, b"/raced", None);
+        raced.open_raced = true; // seen, but it overlapped an unmount's entry
+        recent.record(raced);
         let mut a = attribution();
         recent.complete(&call(), &mut a);
         let got: Vec<_> = a
@@ -306,8 +309,15 @@ mod tests {
                 )
             })
             .collect();
+        let unknown: Vec<_> = a.holders.iter().map(|h| h.open_time_unknown).collect();
+        use OpenTimeUnknown::{NotTimed, RacedAnUnmount};
         assert_eq!(
-            got,
+            unknown,
+            [None, None, Some(NotTimed), Some(RacedAnUnmount)],
+            "why an open time is missing"
+        );
+        assert_eq!(
+            got[..3],
             [
                 (
                     HolderKind::Transient,
