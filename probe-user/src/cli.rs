@@ -228,7 +228,7 @@ pub struct StreamArgs {
     /// Where the open probes note when each file is opened, which tells a holder that opened
     /// its file after the failing call (not a holder then) and says "opened N ms before the
     /// call": `all` tracked mounts, all the time (the default of `watch`, `top` and `record`:
-    /// exact from a mount's first failure, but every open on the node costs about 1 µs more);
+    /// exact from a mount's first failure, but every open on the node costs 0.2-1 µs more);
     /// `contended`, only mounts whose unmount failed with EBUSY, from that failure until the
     /// mount is gone or has not failed for 10 minutes (the agent's default: the open probes
     /// are attached only while such a mount exists, so a node with none pays close to `off`;

@@ -98,7 +98,7 @@ pub async fn stream(args: &StreamArgs, mut out: Output) -> Result<ExitCode> {
     .with_losses(Box::new(losses))
     .with_stats_every(stats_every);
     tracing::info!(
-        "probes attached ({}, {}); watching every unmount on this host. Ctrl-C to stop.",
+        "probes attached ({}); {}; watching every unmount on this host. Ctrl-C to stop.",
         out.mode,
         out.open_times
     );

@@ -157,6 +157,13 @@ impl RotatingFile {
         Ok(())
     }
 
+    /// Whether `more` bytes written now would make the file reach its rotation size.
+    pub fn would_reach_rotation(&self, more: usize) -> bool {
+        self.plan
+            .rotate_at
+            .is_some_and(|at| self.end + more as u64 >= at)
+    }
+
     /// When lines written since the last sync are due to be synced ([`RotatingFile::tick`]).
     pub fn wake_at(&self) -> Option<Instant> {
         self.schedule.due()

@@ -102,7 +102,9 @@ impl Recording {
     fn keep(&mut self, encode: impl FnOnce(&mut JsonLines<&mut Vec<u8>>) -> io::Result<()>) {
         encode(&mut JsonLines::new(&mut self.kept)).expect("writing into memory cannot fail");
         self.kept_lines += 1;
-        if self.kept.len() >= KEEP_BACK_BYTES {
+        // A file rotates at a line boundary once it reaches its size: the lines that make it
+        // reach it are written now, so that the next ones go to the next file.
+        if self.kept.len() >= KEEP_BACK_BYTES || self.file.would_reach_rotation(self.kept.len()) {
             self.write_kept();
         }
     }
@@ -291,6 +293,39 @@ mod tests {
         rec.umount(&sample_attempt(b"/d", None, -16, 0)).unwrap();
         drop(rec);
         assert_eq!(lines(dir.path())[4]["target"], "/d", "written at the end");
+    }
+
+    /// A file that reaches its rotation size within a turn rotates at that line, as it does
+    /// line by line: the turn's lines are not all kept for one file.
+    #[test]
+    fn a_rotation_due_within_a_turn_happens_at_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = RecordPlan {
+            path: dir.path().join("rec.jsonl"),
+            rotate_at: Some(1200),
+            keep: 10,
+            header: br#"{"v":1,"type":"header"}"#.to_vec(),
+            sync: SyncEvery::Off,
+        };
+        let mut rec = Recording::new(RotatingFile::create(plan).unwrap());
+        for _ in 0..12 {
+            rec.umount(&sample_attempt(b"/busy", None, -16, 0)).unwrap();
+        }
+        rec.flush().unwrap();
+        drop(rec);
+        let files = fs::read_dir(dir.path()).unwrap().count();
+        let line = fs::read_to_string(dir.path().join("rec.jsonl.1")).unwrap();
+        let per_file = line.lines().count() - 1;
+        assert!(per_file >= 1, "{line}");
+        assert!(
+            files >= 12 / per_file,
+            "{files} files of {per_file} lines each for 12 lines"
+        );
+        assert!(
+            line.len() < 1200 + line.lines().nth(1).unwrap().len() + 1,
+            "{}",
+            line.len()
+        );
     }
 
     /// Lines lost to a full disk are counted (and each handed to `on_lost`); the first line
