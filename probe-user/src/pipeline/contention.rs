@@ -8,11 +8,14 @@
 //! namespace's table, or when it has not failed for [`CONTENDED_FOR`] (a leaked mount nobody
 //! retries must not keep every open on the node paying); with none left the probes are
 //! detached. So a mount's first failure has no open times, and its retries (containerd's 2nd
-//! to 50th) have them for every file opened after the first.
+//! to 50th) have them for every file opened after the first. Attaching takes milliseconds
+//! (a second or more for fentry trampolines under emulation): a thread of its own does it, so
+//! that the event loop, which makes a mount contended, never waits for it.
 
 use std::{
     collections::HashMap,
-    sync::{Mutex, PoisonError},
+    sync::{mpsc, Mutex, PoisonError},
+    thread,
     time::{Duration, Instant},
 };
 
@@ -33,7 +36,9 @@ pub struct Contention {
 
 struct Inner {
     map: BpfHashMap<MapData, u32, u8>,
-    switch: OpenTimeSwitch,
+    /// Whether the open probes should be attached, told to the thread that attaches them.
+    want: mpsc::Sender<bool>,
+    wanted: bool,
     mounts: HashMap<u32, Contended>,
     /// Why the last mount could not be added (said once until one is).
     failing: bool,
@@ -50,12 +55,18 @@ struct Contended {
 
 impl Contention {
     /// Contention kept in `map` (the kernel's `CONTENDED_MOUNTS`), with `switch` attaching
-    /// the open probes.
+    /// the open probes (on a thread of its own, which ends with this).
     pub fn new(map: BpfHashMap<MapData, u32, u8>, switch: OpenTimeSwitch) -> Self {
+        let (want, wants) = mpsc::channel();
+        thread::Builder::new()
+            .name("open-probes".into())
+            .spawn(move || follow(switch, &wants))
+            .expect("spawning a thread");
         Self {
             inner: Mutex::new(Inner {
                 map,
-                switch,
+                want,
+                wanted: false,
                 mounts: HashMap::new(),
                 failing: false,
             }),
@@ -109,30 +120,56 @@ impl Inner {
             return;
         }
         self.failing = false;
-        if self.switch.is_on() {
+        if self.wanted {
             tracing::debug!("open times on contended mount {id} too");
             return;
         }
-        match self.switch.on() {
-            Ok(()) => tracing::info!(
-                "open times on: mount {id} (mount namespace {}) is contended",
-                contended.mntns
-            ),
-            Err(e) => tracing::warn!(
-                "cannot attach the open probes for contended mount {id}: {e:#} (its failures \
-                 will have no open times)"
-            ),
-        }
+        tracing::info!(
+            "open times on: mount {id} (mount namespace {}) is contended",
+            contended.mntns
+        );
+        self.switch(true);
     }
 
     fn release(&mut self, id: u32) {
         self.mounts.remove(&id);
         let _ = self.map.remove(&id);
-        if self.mounts.is_empty() && self.switch.is_on() {
-            self.switch.off();
+        if self.mounts.is_empty() && self.wanted {
             tracing::info!("open times off: no mount is contended any more");
+            self.switch(false);
         } else {
             tracing::debug!("mount {id} is no longer contended");
+        }
+    }
+
+    /// Tells the attaching thread whether the open probes are wanted.
+    fn switch(&mut self, on: bool) {
+        self.wanted = on;
+        let _ = self.want.send(on);
+    }
+}
+
+/// The attaching thread: attaches or detaches the open probes as last wanted, until the
+/// [`Contention`] goes (then the switch detaches them as it goes).
+fn follow(mut switch: OpenTimeSwitch, wants: &mpsc::Receiver<bool>) {
+    while let Ok(mut on) = wants.recv() {
+        // Only the last wish counts.
+        while let Ok(later) = wants.try_recv() {
+            on = later;
+        }
+        match (on, switch.is_on()) {
+            (true, false) => match switch.on() {
+                Ok(()) => tracing::debug!("open probes attached"),
+                Err(e) => tracing::warn!(
+                    "cannot attach the open probes for the contended mounts: {e:#} (their \
+                     failures will have no open times)"
+                ),
+            },
+            (false, true) => {
+                switch.off();
+                tracing::debug!("open probes detached");
+            }
+            _ => {}
         }
     }
 }
