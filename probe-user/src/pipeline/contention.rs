@@ -36,8 +36,9 @@ pub struct Contention {
 
 struct Inner {
     map: BpfHashMap<MapData, u32, u8>,
-    /// Whether the open probes should be attached, told to the thread that attaches them.
-    want: mpsc::Sender<bool>,
+    /// Whether the open probes should be attached (and since when), told to the thread that
+    /// attaches them.
+    want: mpsc::Sender<(bool, Instant)>,
     wanted: bool,
     mounts: HashMap<u32, Contended>,
     /// Why the last mount could not be added (said once until one is).
@@ -145,21 +146,25 @@ impl Inner {
     /// Tells the attaching thread whether the open probes are wanted.
     fn switch(&mut self, on: bool) {
         self.wanted = on;
-        let _ = self.want.send(on);
+        let _ = self.want.send((on, Instant::now()));
     }
 }
 
 /// The attaching thread: attaches or detaches the open probes as last wanted, until the
 /// [`Contention`] goes (then the switch detaches them as it goes).
-fn follow(mut switch: OpenTimeSwitch, wants: &mpsc::Receiver<bool>) {
-    while let Ok(mut on) = wants.recv() {
+fn follow(mut switch: OpenTimeSwitch, wants: &mpsc::Receiver<(bool, Instant)>) {
+    while let Ok(mut wish) = wants.recv() {
         // Only the last wish counts.
         while let Ok(later) = wants.try_recv() {
-            on = later;
+            wish = later;
         }
+        let (on, since) = wish;
         match (on, switch.is_on()) {
             (true, false) => match switch.on() {
-                Ok(()) => tracing::debug!("open probes attached"),
+                Ok(()) => tracing::info!(
+                    "open probes attached, {:.1?} after the mount was found contended",
+                    since.elapsed()
+                ),
                 Err(e) => tracing::warn!(
                     "cannot attach the open probes for the contended mounts: {e:#} (their \
                      failures will have no open times)"
