@@ -39,7 +39,6 @@ struct Inner {
     /// Whether the open probes should be attached (and since when), told to the thread that
     /// attaches them.
     want: mpsc::Sender<(bool, Instant)>,
-    wanted: bool,
     mounts: HashMap<u32, Contended>,
     /// Why the last mount could not be added (said once until one is).
     failing: bool,
@@ -67,7 +66,6 @@ impl Contention {
             inner: Mutex::new(Inner {
                 map,
                 want,
-                wanted: false,
                 mounts: HashMap::new(),
                 failing: false,
             }),
@@ -107,11 +105,11 @@ impl Contention {
 
 impl Inner {
     fn contend(&mut self, id: u32, contended: Contended) {
-        if self.mounts.insert(id, contended).is_some() {
+        if let Some(known) = self.mounts.get_mut(&id) {
+            *known = contended;
             return;
         }
         if let Err(e) = self.map.insert(id, 1, 0) {
-            self.mounts.remove(&id);
             if !std::mem::replace(&mut self.failing, true) {
                 tracing::warn!(
                     "cannot time the opens on contended mount {id}: {e} (its failures will have \
@@ -121,7 +119,9 @@ impl Inner {
             return;
         }
         self.failing = false;
-        if self.wanted {
+        let first = self.mounts.is_empty();
+        self.mounts.insert(id, contended);
+        if !first {
             tracing::debug!("open times on contended mount {id} too");
             return;
         }
@@ -129,23 +129,23 @@ impl Inner {
             "open times on: mount {id} (mount namespace {}) is contended",
             contended.mntns
         );
-        self.switch(true);
+        self.tell_switch(true);
     }
 
     fn release(&mut self, id: u32) {
         self.mounts.remove(&id);
         let _ = self.map.remove(&id);
-        if self.mounts.is_empty() && self.wanted {
+        if self.mounts.is_empty() {
             tracing::info!("open times off: no mount is contended any more");
-            self.switch(false);
+            self.tell_switch(false);
         } else {
             tracing::debug!("mount {id} is no longer contended");
         }
     }
 
-    /// Tells the attaching thread whether the open probes are wanted.
-    fn switch(&mut self, on: bool) {
-        self.wanted = on;
+    /// Tells the attaching thread whether the open probes are wanted (while any mount is
+    /// contended).
+    fn tell_switch(&self, on: bool) {
         let _ = self.want.send((on, Instant::now()));
     }
 }
