@@ -332,11 +332,12 @@ pub fn load_object(offsets: &Resolved) -> Result<Ebpf> {
 }
 
 /// The maps that only the event stream fills, which a lean load shrinks to one entry.
-const STREAM_MAPS: [&str; 4] = [
+const STREAM_MAPS: [&str; 5] = [
     maps::UMOUNT_INFLIGHT,
     maps::OPEN_TIMES,
     maps::RECENT_OPENS_BY_MOUNT,
     maps::TRACKED_MOUNTS,
+    maps::CONTENDED_MOUNTS,
 ];
 
 /// Loads the object: with `ring_buffer_size` for the event stream (full maps), without for a
