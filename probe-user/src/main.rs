@@ -15,6 +15,7 @@ mod decode;
 mod event;
 mod filter;
 mod kernel;
+mod kubernetes;
 mod loader;
 mod model;
 mod paths;
