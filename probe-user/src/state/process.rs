@@ -101,6 +101,14 @@ impl ProcFs {
         v2.extend(v1);
         v2
     }
+
+    /// The container `pid` runs in, from the first of its cgroup paths (v2, then v1) that
+    /// names one.
+    pub fn container(&self, pid: u32) -> Option<crate::container::Container> {
+        self.cgroup_paths(pid)
+            .iter()
+            .find_map(|path| crate::container::from_cgroup_path(path))
+    }
 }
 
 /// Cgroup paths by the cgroup id the probe read at the call: a flood of attempts from one
