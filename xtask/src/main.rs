@@ -8,6 +8,7 @@
 mod bench;
 mod build_ebpf;
 mod image;
+mod manifests;
 mod module_cycles;
 mod run;
 mod test;
