@@ -158,6 +158,22 @@ impl PodDirectory {
         self.lookup(wanted)
     }
 
+    /// The UID of pod `namespace/name`, from a fresh listing (a pod whose sandbox is gone
+    /// from the runtime is not known).
+    pub fn pod_uid(&self, namespace: &str, name: &str) -> Option<String> {
+        self.list_now();
+        let state = self.state.lock().expect("directory lock");
+        let mut found: Vec<(&String, bool)> = state
+            .known
+            .values()
+            .filter(|k| k.names.namespace == namespace && k.names.pod == name)
+            .map(|k| (&k.names.uid, k.gone_since.is_none()))
+            .collect();
+        // A pod recreated under the same name: the one still present.
+        found.sort_by_key(|(_, present)| !present);
+        found.first().map(|(uid, _)| (*uid).clone())
+    }
+
     /// The known names of `wanted`.
     fn lookup(&self, wanted: &[(String, u32)]) -> HashMap<String, PodNames> {
         let state = self.state.lock().expect("directory lock");
