@@ -428,7 +428,8 @@ pub struct WhoArgs {
     /// The kubelet's root directory (its `--root-dir`), for `--pod`.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/kubelet")]
     pub kubelet_root: PathBuf,
-    /// Print one JSON object (`"type":"who"`) instead of a table.
+    /// Print JSON (`"type":"who"`) instead of a table: one object, or one line per mount with
+    /// `--pod`.
     #[arg(long)]
     pub json: bool,
     /// How to find holders among processes: `kernel` (BPF iterators: exact, fast, sees
