@@ -157,7 +157,6 @@ pub(crate) fn sample_proc_tree(cgroup: &[u8]) -> tempfile::TempDir {
 mod tests {
     use super::*;
 
-    #[test]
     /// A cgroup v1 host (this machine's kind): every hierarchy has a line, the container's
     /// path is in the controllers' lines, and the v2 line says `/`.
     #[test]
