@@ -179,8 +179,9 @@ pub struct TopArgs {
 }
 
 /// What the probes are told, which a client of the agent (`--connect`) cannot choose.
-const CONNECT_CONFLICTS: [&str; 6] = [
+const CONNECT_CONFLICTS: [&str; 7] = [
     "path",
+    "cri_socket",
     "ring_buffer_size",
     "no_holders",
     "open_times",
@@ -244,6 +245,15 @@ pub struct StreamArgs {
     /// allows it, else tracepoints, saying why.
     #[arg(long, value_enum, default_value_t = ModeChoice::Auto, env = "BUSYPROBE_MODE")]
     pub mode: ModeChoice,
+    /// The container runtime's CRI socket, asked for the Kubernetes names (pod, namespace,
+    /// container, image) of the containers that callers and holders run in. By default
+    /// busyprobe finds it: containerd's `/run/containerd/containerd.sock`, k3s/RKE2's
+    /// `/run/k3s/containerd/containerd.sock`, CRI-O's `/var/run/crio/crio.sock`,
+    /// cri-dockerd's `/run/cri-dockerd.sock`, and the `-address` of a holder's own containerd
+    /// shim. `none` asks no runtime (container ids from cgroups only). A runtime that cannot
+    /// be asked gets one notice, and busyprobe goes on with container ids.
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Option<PathBuf>,
 }
 
 impl Default for StreamArgs {
@@ -257,6 +267,7 @@ impl Default for StreamArgs {
             open_times: None,
             no_open_times: false,
             mode: ModeChoice::Auto,
+            cri_socket: None,
         }
     }
 }
@@ -415,6 +426,15 @@ pub struct WhoArgs {
     /// (kernel when it loads, else proc).
     #[arg(long, value_enum, default_value_t = ScanChoice::Auto)]
     pub scan: ScanChoice,
+    /// The container runtime's CRI socket, asked for the Kubernetes names (pod, namespace,
+    /// container, image) of the containers that callers and holders run in. By default
+    /// busyprobe finds it: containerd's `/run/containerd/containerd.sock`, k3s/RKE2's
+    /// `/run/k3s/containerd/containerd.sock`, CRI-O's `/var/run/crio/crio.sock`,
+    /// cri-dockerd's `/run/cri-dockerd.sock`, and the `-address` of a holder's own containerd
+    /// shim. `none` asks no runtime (container ids from cgroups only). A runtime that cannot
+    /// be asked gets one notice, and busyprobe goes on with container ids.
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Option<PathBuf>,
 }
 
 /// `--scan`.

@@ -69,7 +69,8 @@ impl Runtime {
     }
 }
 
-/// What a cgroup path says about the container a process runs in.
+/// What a cgroup path says about the container a process runs in, and what the runtime
+/// says its Kubernetes names are.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Container {
     /// The runtime whose layout matched.
@@ -79,6 +80,24 @@ pub struct Container {
     /// Kubernetes pod UID (dashed form, 8-4-4-4-12) for kubepods slices; static pods' UIDs
     /// are 32 hex characters without dashes and are kept as they are.
     pub pod_uid: Option<String>,
+    /// The pod and container names, when the runtime's CRI named this container id
+    /// ([`crate::kubernetes`] fills it in; the cgroup path never does).
+    pub k8s: Option<PodNames>,
+}
+
+/// A container's Kubernetes names, as the runtime knows them from the kubelet.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PodNames {
+    /// The pod's name.
+    pub pod: String,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's UID.
+    pub uid: String,
+    /// The container's name in the pod; `None` for the pod's sandbox ("pause") container.
+    pub container: Option<String>,
+    /// The image the container runs, as the kubelet asked for it.
+    pub image: Option<String>,
 }
 
 /// Parses the container context from a cgroup v2 path; `None` for host processes.
@@ -143,6 +162,7 @@ impl<'a> Scan<'a> {
             runtime,
             id,
             pod_uid: self.pod_uid,
+            k8s: None,
         })
     }
 }
@@ -299,6 +319,7 @@ mod tests {
             runtime,
             id: Some(id.to_owned()),
             pod_uid: None,
+            k8s: None,
         })
     }
 
@@ -307,6 +328,7 @@ mod tests {
             runtime,
             id: Some(id.to_owned()),
             pod_uid: Some(uid.to_owned()),
+            k8s: None,
         })
     }
 
@@ -315,6 +337,7 @@ mod tests {
             runtime: Runtime::Kubernetes,
             id: None,
             pod_uid: Some(uid.to_owned()),
+            k8s: None,
         })
     }
 

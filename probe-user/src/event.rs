@@ -215,6 +215,9 @@ pub struct UmountAttempt {
     pub call: UmountCall,
     /// The caller's cgroup v2 path, when it could be read.
     pub cgroup: Option<Vec<u8>>,
+    /// The caller's container (from its cgroup paths, v2 or v1), with its Kubernetes names
+    /// when the runtime gave them.
+    pub container: Option<crate::container::Container>,
     /// The target made absolute: itself when absolute, else joined to the caller's working
     /// directory (read while the caller was alive); `None` when that could not be read.
     pub target_abs: Option<Vec<u8>>,
@@ -312,6 +315,7 @@ pub(crate) fn sample_attempt(
             duration_ns: 5120,
         },
         cgroup: Some(b"/system.slice/containerd.service".to_vec()),
+        container: None,
         target_abs: abs.map(<[u8]>::to_vec),
         attribution: None,
     }

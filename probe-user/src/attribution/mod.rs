@@ -8,6 +8,7 @@ pub mod devices;
 pub mod fanotify;
 pub mod kernel_scan;
 pub mod namespaces;
+pub mod pods;
 pub mod proc_scan;
 pub mod target;
 

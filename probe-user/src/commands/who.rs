@@ -6,9 +6,10 @@ use std::{io::Write as _, os::unix::ffi::OsStrExt, process::ExitCode};
 use anyhow::Result;
 
 use crate::{
-    attribution::{self, kernel_scan::KernelScanner, target::Viewpoint, Scanner},
+    attribution::{self, kernel_scan::KernelScanner, pods, target::Viewpoint, Scanner},
     cli::{ScanChoice, WhoArgs},
     kernel::privileges::Privileges,
+    kubernetes::{socket::Sockets, PodDirectory},
     model::{Attribution, Holder},
     paths::escape_for_terminal,
     sink::{json::who_line, text::format_holder},
@@ -44,7 +45,9 @@ fn who(args: &WhoArgs) -> Result<u8> {
         Some(k) => Scanner::Kernel(k),
         None => Scanner::Proc,
     };
-    let attribution = attribution::attribute(Viewpoint::own(), path, &mut scanner)?;
+    let mut attribution = attribution::attribute(Viewpoint::own(), path, &mut scanner)?;
+    let pods = PodDirectory::new(Sockets::from_arg(args.cri_socket.as_deref()));
+    pods::name_holders(&mut attribution, &pods);
     let mut out = std::io::stdout().lock();
     let written = if args.json {
         writeln!(out, "{}", who_line(path, &attribution))

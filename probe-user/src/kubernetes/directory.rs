@@ -104,7 +104,8 @@ impl PodDirectory {
         }
     }
 
-    /// A directory that never asks a runtime (`--cri-socket none`, tests).
+    /// A directory that never asks a runtime (tests).
+    #[cfg(test)]
     pub fn off() -> Self {
         Self::new(Sockets::Off)
     }
@@ -130,6 +131,14 @@ impl PodDirectory {
             });
         if spawned.is_err() {
             self.prefetching.store(false, Ordering::Release);
+        }
+    }
+
+    /// [`Self::prefetch`] unless a listing started less than [`UNKNOWN_FOR`] ago: for a
+    /// container id the hot path found unknown (at most one listing per that interval).
+    pub fn prefetch_if_stale(self: &Arc<Self>) {
+        if !self.listed_since(Instant::now() - UNKNOWN_FOR) {
+            self.prefetch();
         }
     }
 

@@ -15,26 +15,5 @@ pub mod cri;
 pub mod directory;
 pub mod socket;
 
+pub use crate::container::PodNames;
 pub use directory::PodDirectory;
-
-/// A container's Kubernetes names, as the runtime knows them from the kubelet.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PodNames {
-    /// The pod's name.
-    pub pod: String,
-    /// The pod's namespace.
-    pub namespace: String,
-    /// The pod's UID.
-    pub uid: String,
-    /// The container's name in the pod; `None` for the pod's sandbox ("pause") container.
-    pub container: Option<String>,
-    /// The image the container runs, as the kubelet asked for it.
-    pub image: Option<String>,
-}
-
-impl PodNames {
-    /// `namespace/pod`, how operators name a pod.
-    pub fn pod_ref(&self) -> String {
-        format!("{}/{}", self.namespace, self.pod)
-    }
-}

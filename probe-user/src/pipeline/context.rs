@@ -1,10 +1,19 @@
 //! The context stage: a decoded [`UmountCall`] becomes an [`UmountAttempt`] with its
 //! sequence number, its wall-clock time, its target made absolute (through the caller's
-//! working directory, read while it lives) and its cgroup path.
+//! working directory, read while it lives), its cgroup path and its container (with the
+//! pod names the directory already knows: this stage never asks the runtime).
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use crate::{
     clock::BootClock,
+    container::{self, Container},
     event::{UmountAttempt, UmountCall},
+    kubernetes::PodDirectory,
     paths,
     state::process::{CgroupPaths, ProcFs},
 };
@@ -14,34 +23,101 @@ pub struct Context {
     clock: BootClock,
     proc: ProcFs,
     cgroups: CgroupPaths,
+    v1_containers: V1Containers,
+    pods: Arc<PodDirectory>,
     last_id: u64,
 }
 
 impl Context {
-    /// Context read from `proc` (`/proc` in production), times converted by `clock`.
-    pub fn new(clock: BootClock, proc: ProcFs) -> Self {
+    /// Context read from `proc` (`/proc` in production), times converted by `clock`, pod
+    /// names from what `pods` already knows.
+    pub fn new(clock: BootClock, proc: ProcFs, pods: Arc<PodDirectory>) -> Self {
         Self {
             clock,
             proc,
             cgroups: CgroupPaths::default(),
+            v1_containers: V1Containers::default(),
+            pods,
             last_id: 0,
         }
     }
 
-    /// The next attempt: `call` with its id (from 1), time, absolute target and cgroup.
+    /// The next attempt: `call` with its id (from 1), time, absolute target, cgroup and
+    /// container.
     pub fn attempt(&mut self, call: UmountCall) -> UmountAttempt {
         self.last_id += 1;
         let proc = &self.proc;
         let target_abs = absolute_target(&call, || proc.cwd(call.pid, call.tid));
         let cgroup = self.cgroups.path(call.cgroup_id, || proc.cgroup(call.pid));
+        let container = self.container(call.pid, cgroup.as_deref());
         UmountAttempt {
             id: self.last_id,
             ts: self.clock.to_wall(call.ts_boot_ns),
             call,
             cgroup,
+            container,
             target_abs,
             attribution: None,
         }
+    }
+
+    /// The caller's container: from its cgroup v2 path, or, where that path says nothing
+    /// (`/` on cgroup v1 and hybrid hosts), from its v1 hierarchies' paths.
+    fn container(&mut self, pid: u32, cgroup: Option<&[u8]>) -> Option<Container> {
+        let mut found = match cgroup {
+            Some(path) if path != b"/" => container::from_cgroup_path(path),
+            _ => {
+                let proc = &self.proc;
+                self.v1_containers.of(pid, Instant::now(), || {
+                    proc.cgroup_paths(pid)
+                        .iter()
+                        .find_map(|p| container::from_cgroup_path(p))
+                })
+            }
+        }?;
+        if let Some(id) = found.id.as_deref() {
+            found.k8s = self.pods.cached(id);
+            if found.k8s.is_none() {
+                // Named by a later attempt, once a listing in the background knows it.
+                self.pods.prefetch_if_stale();
+            }
+        }
+        Some(found)
+    }
+}
+
+/// Callers' containers from their v1 cgroup paths, kept per pid for [`V1_KEPT_FOR`]: a
+/// flood of unmounts by one process reads `/proc/PID/cgroup` once (the v2 cgroup id, which
+/// keys [`CgroupPaths`], is the same for every process on a v1 host).
+#[derive(Default)]
+struct V1Containers {
+    by_pid: HashMap<u32, (Instant, Option<Container>)>,
+}
+
+/// How long a caller's container is trusted before its cgroups are read again (pids are
+/// reused).
+const V1_KEPT_FOR: Duration = Duration::from_secs(10);
+/// Most callers kept before the cache starts over.
+const V1_CALLERS_KEPT: usize = 4096;
+
+impl V1Containers {
+    fn of(
+        &mut self,
+        pid: u32,
+        now: Instant,
+        read: impl FnOnce() -> Option<Container>,
+    ) -> Option<Container> {
+        if let Some((at, c)) = self.by_pid.get(&pid) {
+            if now.duration_since(*at) < V1_KEPT_FOR {
+                return c.clone();
+            }
+        }
+        if self.by_pid.len() >= V1_CALLERS_KEPT {
+            self.by_pid.clear();
+        }
+        let c = read();
+        self.by_pid.insert(pid, (now, c.clone()));
+        c
     }
 }
 
@@ -115,7 +191,11 @@ mod tests {
     fn an_attempt_gets_its_id_absolute_target_and_cgroup_from_the_proc_tree() {
         let tree = sample_proc_tree(b"0::/system.slice/containerd.service\n");
         let dir = tree.path();
-        let mut context = Context::new(BootClock::booted_at_ns(0), ProcFs::at(dir));
+        let mut context = Context::new(
+            BootClock::booted_at_ns(0),
+            ProcFs::at(dir),
+            Arc::new(PodDirectory::off()),
+        );
         let attempt = context.attempt(call(b"mnt"));
         assert_eq!(attempt.target_abs.as_deref(), Some(&b"/srv/data/mnt"[..]));
         assert_eq!(attempt.id, 1, "ids count from 1");
@@ -137,5 +217,57 @@ mod tests {
             unknown.cgroup, None,
             "another cgroup is read, and the process is gone"
         );
+    }
+
+    const ID: &str = "4f6b3bd7c0e2a9185b4f0c6d2e7a8b9c1d2e3f405162738495a6b7c8d9e0f1a2";
+    const UID: &str = "0a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d";
+
+    /// On a cgroup v1 host the v2 path is `/` for everyone: the caller's container comes
+    /// from its v1 lines, read once per caller.
+    #[test]
+    fn a_callers_container_on_cgroup_v1_comes_from_its_v1_paths() {
+        let text = format!("4:memory:/kubepods/besteffort/pod{UID}/{ID}\n1:cpu:/\n0::/\n");
+        let tree = sample_proc_tree(text.as_bytes());
+        let dir = tree.path();
+        let mut context = Context::new(
+            BootClock::booted_at_ns(0),
+            ProcFs::at(dir),
+            Arc::new(PodDirectory::off()),
+        );
+        let attempt = context.attempt(call(b"/mnt"));
+        let c = attempt.container.expect("the caller's container");
+        assert_eq!(c.id.as_deref(), Some(ID));
+        assert_eq!(c.pod_uid.as_deref(), Some(UID));
+        assert_eq!(c.k8s, None, "an off directory names nothing");
+        fs::remove_file(dir.join("10/cgroup")).unwrap();
+        let again = context.attempt(call(b"/mnt"));
+        assert_eq!(again.container.unwrap().id.as_deref(), Some(ID), "kept");
+    }
+
+    #[test]
+    fn a_callers_container_on_cgroup_v2_comes_from_its_path() {
+        let text = format!("0::/kubepods.slice/cri-containerd-{ID}.scope\n");
+        let tree = sample_proc_tree(text.as_bytes());
+        let mut context = Context::new(
+            BootClock::booted_at_ns(0),
+            ProcFs::at(tree.path()),
+            Arc::new(PodDirectory::off()),
+        );
+        let c = context.attempt(call(b"/mnt")).container.unwrap();
+        assert_eq!(
+            (c.runtime, c.id.as_deref()),
+            (container::Runtime::Containerd, Some(ID))
+        );
+    }
+
+    #[test]
+    fn a_host_caller_has_no_container() {
+        let tree = sample_proc_tree(b"4:memory:/system.slice/containerd.service\n0::/\n");
+        let mut context = Context::new(
+            BootClock::booted_at_ns(0),
+            ProcFs::at(tree.path()),
+            Arc::new(PodDirectory::off()),
+        );
+        assert_eq!(context.attempt(call(b"/mnt")).container, None);
     }
 }

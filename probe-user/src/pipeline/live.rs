@@ -23,10 +23,12 @@ use crate::{
         self,
         kernel_scan::KernelScanner,
         namespaces::Namespace,
+        pods::Unnamed,
         target::{self, TargetMount, Viewpoint},
         Scanner,
     },
     event::{UmountAttempt, Warning},
+    kubernetes::PodDirectory,
     model::{Attribution, Coverage, Holder, MountSummary, Seen},
     state::{
         mount_cache::{MountCache, OnTables},
@@ -50,9 +52,29 @@ pub struct Live {
     opens: Option<OpenMaps>,
     /// With `--open-times contended`: the mounts whose opens are timed.
     contention: Option<Arc<Contention>>,
+    /// Pod names for the containers of callers and holders.
+    pods: Arc<PodDirectory>,
 }
 
 impl Live {
+    /// Names the callers' and holders' containers, with one lookup for the whole pass.
+    fn name_pods(&self, attempts: &mut [UmountAttempt]) {
+        let mut unnamed = Unnamed::default();
+        for a in attempts.iter() {
+            unnamed.add(a.container.as_ref(), a.call.pid);
+            if let Some(Ok(attribution)) = &a.attribution {
+                unnamed.add_holders(attribution);
+            }
+        }
+        let names = unnamed.names(&self.pods);
+        for a in attempts.iter_mut() {
+            names.apply(a.container.as_mut());
+            if let Some(Ok(attribution)) = &mut a.attribution {
+                names.apply_to_holders(attribution);
+            }
+        }
+    }
+
     /// Loads the kernel scanner (or settles for /proc) and starts the mount-table cache,
     /// which keeps `tracked` (the kernel's set of mounts whose releases matter) and
     /// `contention` (the mounts whose opens are timed) in step.
@@ -60,6 +82,7 @@ impl Live {
         tracked: Option<TrackedMounts>,
         opens: Option<OpenMaps>,
         contention: Option<Arc<Contention>>,
+        pods: Arc<PodDirectory>,
     ) -> Arc<Self> {
         let scanner = match KernelScanner::load() {
             Ok(k) => ScanMode::Kernel(k),
@@ -78,6 +101,7 @@ impl Live {
             mounts: MountCache::start(on_change),
             opens,
             contention,
+            pods,
         })
     }
 
@@ -189,9 +213,11 @@ impl Attributor for Live {
     }
 
     /// The EBUSY attempts of one pass with who holds their mounts now, from one scan for all
-    /// of them; the watch loop completes each with the transient holders (and `unknown` if
-    /// nothing explains it).
+    /// of them, callers and holders named with their pods; the watch loop completes each with
+    /// the transient holders (and `unknown` if nothing explains it).
     fn attribute(&self, mut attempts: Vec<UmountAttempt>) -> Vec<UmountAttempt> {
+        // The runtime lists its containers while the scan runs.
+        self.pods.prefetch();
         let pass = Pass::plan(&attempts, |attempt| self.resolve(attempt));
         self.contend(&pass.targets);
         let found = if pass.targets.is_empty() {
@@ -213,6 +239,7 @@ impl Attributor for Live {
             };
             attempt.attribution = Some(result);
         }
+        self.name_pods(&mut attempts);
         attempts
     }
 

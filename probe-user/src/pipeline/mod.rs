@@ -410,6 +410,7 @@ mod tests {
         let context = Context::new(
             BootClock::booted_at_ns(0),
             ProcFs::at("/nonexistent/busyprobe-test"),
+            std::sync::Arc::new(crate::kubernetes::PodDirectory::off()),
         );
         let pipeline = Pipeline::new(
             context,
@@ -529,6 +530,7 @@ mod tests {
         let context = Context::new(
             BootClock::booted_at_ns(0),
             ProcFs::at("/nonexistent/busyprobe-test"),
+            std::sync::Arc::new(crate::kubernetes::PodDirectory::off()),
         );
         let pipeline = Pipeline::new(context, AttemptFilter::default(), None, &mut sink);
         let mut source = Scripted::default();

@@ -19,6 +19,7 @@ use crate::{
     cli::StreamArgs,
     clock::BootClock,
     filter::AttemptFilter,
+    kubernetes::{socket::Sockets, PodDirectory},
     loader::{DropCounters, LoadOptions, ModeDecision, OpenTimes, Probes},
     sink::Sink,
     state::process::ProcFs,
@@ -82,15 +83,19 @@ pub async fn stream(args: &StreamArgs, mut out: Output) -> Result<ExitCode> {
         .path
         .as_ref()
         .map(|p| p.as_os_str().as_bytes().to_vec());
-    let attributor =
-        track_releases.then(|| live_attributor(&mut probes, prefix.clone(), out.open_times));
+    let pods = Arc::new(PodDirectory::new(Sockets::from_arg(
+        args.cri_socket.as_deref(),
+    )));
+    pods.prefetch();
+    let attributor = track_releases
+        .then(|| live_attributor(&mut probes, prefix.clone(), out.open_times, pods.clone()));
     let filter = AttemptFilter {
         only_failed: args.only_failed,
         path_prefix: prefix,
     };
     let stats_every = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
     let pipeline = Pipeline::new(
-        Context::new(BootClock::now(), ProcFs::default()),
+        Context::new(BootClock::now(), ProcFs::default(), pods),
         filter,
         attributor,
         out.sink.as_mut(),
@@ -128,11 +133,13 @@ fn give_back_loading_memory() {
 }
 
 /// The attribution engine with the probes' release tracking and open-time maps (and, with
-/// `--open-times contended`, the contended mounts and the switch of the open probes).
+/// `--open-times contended`, the contended mounts and the switch of the open probes), naming
+/// pods from `pods`.
 fn live_attributor(
     probes: &mut Probes,
     prefix: Option<Vec<u8>>,
     open_times: OpenTimes,
+    pods: Arc<PodDirectory>,
 ) -> Arc<dyn Attributor> {
     let tracked = probes
         .take_tracked_mounts()
@@ -147,7 +154,7 @@ fn live_attributor(
     let contention = (open_times == OpenTimes::Contended)
         .then(|| contention(probes))
         .flatten();
-    Live::start(tracked.ok(), opens, contention)
+    Live::start(tracked.ok(), opens, contention, pods)
 }
 
 /// The contended mounts, or `None` (said) when their map cannot be had.

@@ -6,7 +6,7 @@
 //! Everything returned is safe for a terminal (`paths::escape_for_terminal`): names and paths
 //! come from the holder's exact bytes (`_b64` when the wire carried one).
 
-use super::json::wire::{AccessorWire, ContainerWire, HolderWire};
+use super::json::wire::{AccessorWire, ContainerWire, HolderWire, K8sWire};
 use crate::paths::escape_for_terminal;
 
 /// A duration for people: `999ns`, `1.5µs`, `2.5ms`, `3.00s`.
@@ -79,6 +79,28 @@ pub fn container(c: &ContainerWire) -> String {
     s
 }
 
+/// `pod=NS/POD container=NAME` (`sep` `=`) or `pod NS/POD container NAME` (`sep` ` `): the
+/// pod and container a process runs in, as Kubernetes names them; a sandbox's own process
+/// (pause) has `container=(sandbox)`.
+pub fn pod(k: &K8sWire, sep: &str) -> String {
+    let container = k.container.as_deref().unwrap_or("(sandbox)");
+    format!(
+        "pod{sep}{} container{sep}{}",
+        escape_for_terminal(k.pod_ref().as_bytes()),
+        escape_for_terminal(container.as_bytes())
+    )
+}
+
+/// Where a process runs, in words: its pod when named, else its container (runtime, short
+/// id, pod UID); `sep` as in [`pod`].
+pub fn workload(c: Option<&ContainerWire>, k: Option<&K8sWire>, sep: &str) -> Option<String> {
+    match (k, c) {
+        (Some(k), _) => Some(pod(k, sep)),
+        (None, Some(c)) => Some(format!("container{sep}{}", container(c))),
+        (None, None) => None,
+    }
+}
+
 /// One holder on one line: kind, process, fd, path, namespace, container, timing, note.
 pub fn holder_line(h: &HolderWire) -> String {
     let kind = holder_kind(h);
@@ -95,8 +117,8 @@ pub fn holder_line(h: &HolderWire) -> String {
     if let Some(ns) = h.mntns {
         line.push_str(&format!("  mntns={ns}"));
     }
-    if let Some(c) = &h.container {
-        line.push_str(&format!("  container={}", container(c)));
+    if let Some(w) = workload(h.container.as_ref(), h.k8s.as_ref(), "=") {
+        line.push_str(&format!("  {w}"));
     }
     for t in holder_timing(h) {
         line.push_str(&format!("  {t}"));
@@ -145,6 +167,7 @@ mod tests {
                 runtime: Runtime::Containerd,
                 id: Some("0123456789abcdef0123".into()),
                 pod_uid: Some("c0ffee".into()),
+                k8s: None,
             }),
         });
         h.fd = Some(3);
@@ -153,6 +176,33 @@ mod tests {
         h.closed_ns_after = Some(400_000);
         h.note = Some("closed it after the failing call".into());
         h
+    }
+
+    #[test]
+    fn a_named_pod_is_shown_instead_of_the_container_id() {
+        let mut h = transient();
+        let c = h.process.as_mut().unwrap().container.as_mut().unwrap();
+        c.k8s = Some(crate::container::PodNames {
+            pod: "scanner-x7".into(),
+            namespace: "security".into(),
+            uid: "c0ffee".into(),
+            container: Some("scan\u{1b}".into()),
+            image: None,
+        });
+        let line = holder_line(&HolderWire::new(&h));
+        assert!(
+            line.contains("  pod=security/scanner-x7 container=scan\\u{1b}  opened"),
+            "{line}"
+        );
+        assert!(!line.contains("0123456789ab"), "{line}");
+        // The sandbox's own process (pause) has no container name.
+        let c = h.process.as_mut().unwrap().container.as_mut().unwrap();
+        c.k8s.as_mut().unwrap().container = None;
+        let w = HolderWire::new(&h);
+        assert_eq!(
+            workload(w.container.as_ref(), w.k8s.as_ref(), " ").as_deref(),
+            Some("pod security/scanner-x7 container (sandbox)")
+        );
     }
 
     #[test]

@@ -45,14 +45,17 @@ pub fn format_attempt(a: &UmountAttempt) -> String {
 /// same words as [`format_attempt`].
 pub fn format_umount(u: &UmountLine) -> String {
     let mut line = format!(
-        "{}  {:<6} {} uid={} mntns={}  {}",
+        "{}  {:<6} {} uid={} mntns={}",
         clock_time(&u.ts),
         u.result(),
         format::process(&u.comm_bytes(), u.pid),
         u.uid,
         u.mntns,
-        describe_target(u)
     );
+    if let Some(w) = format::workload(u.container.as_ref(), u.k8s.as_ref(), "=") {
+        line.push_str(&format!(" {w}"));
+    }
+    line.push_str(&format!("  {}", describe_target(u)));
     if !u.flag_names.is_empty() {
         line.push_str(&format!("  [{}]", u.flag_names.join("|")));
     }

@@ -181,15 +181,23 @@ mod tests {
         use crate::model::{
             sample_attribution, Accessor, Holder, HolderKind, HolderProcess, Seen, Uninspectable,
         };
+        let mut in_pod = crate::container::from_cgroup_path(
+            b"/kubepods.slice/kubepods-pod0f0e0d0c_0b0a_0908_0706_050403020100.slice/\
+              cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope",
+        );
+        in_pod.as_mut().unwrap().k8s = Some(crate::container::PodNames {
+            pod: "scanner-x7".into(),
+            namespace: "security".into(),
+            uid: "0f0e0d0c-0b0a-0908-0706-050403020100".into(),
+            container: Some("scan".into()),
+            image: Some("registry.local/scanner:1.2".into()),
+        });
         let mut fd = Holder::new(HolderKind::Fd, 812, Seen::KernelScan);
         fd.process = Some(HolderProcess {
             pid: 999,
             comm: b"scan\xffner".to_vec(),
             mntns: Some(4026532001),
-            container: crate::container::from_cgroup_path(
-                b"/kubepods.slice/kubepods-pod0f0e0d0c_0b0a_0908_0706_050403020100.slice/\
-                  cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope",
-            ),
+            container: in_pod.clone(),
         });
         fd.fd = Some(3);
         fd.path = Some(b"/m/\xfe\x1b".to_vec());
@@ -222,6 +230,10 @@ mod tests {
         odd.cgroup = Some(b"/a\xfe".to_vec());
         let mut held = attempt(b"/m\xc3\xa9", Some(b"/m\xc3\xa9"));
         held.attribution = Some(Ok(attribution.clone()));
+        held.container = in_pod.map(|mut c| {
+            c.k8s.as_mut().unwrap().container = None;
+            c
+        });
         let mut unresolved = attempt(b"/gone", Some(b"/gone"));
         unresolved.call.target.unreadable = true;
         unresolved.attribution = Some(Err("the caller's namespace was gone".into()));
@@ -306,6 +318,28 @@ mod tests {
         assert_eq!(h.comm_bytes().as_deref(), Some(&b"scan\xffner"[..]));
         assert_eq!(h.path_bytes().as_deref(), Some(&b"/m/\xfe\x1b"[..]));
         assert_eq!(h.container.as_ref().unwrap().runtime, "containerd");
+        let k8s = h.k8s.as_ref().expect("the holder's pod");
+        assert_eq!(
+            (
+                k8s.pod_ref(),
+                k8s.container.as_deref(),
+                k8s.image.as_deref()
+            ),
+            (
+                "security/scanner-x7".to_owned(),
+                Some("scan"),
+                Some("registry.local/scanner:1.2")
+            )
+        );
+        let caller = held.k8s.as_ref().expect("the caller's pod");
+        assert_eq!(
+            (caller.pod.as_str(), caller.container.as_deref()),
+            ("scanner-x7", None)
+        );
+        assert_eq!(
+            held.container.as_ref().unwrap().id.as_deref(),
+            Some("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+        );
         assert_eq!(
             &*held.accessors.as_ref().unwrap()[0].comm_bytes(),
             b"c\xffat"

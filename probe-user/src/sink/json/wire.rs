@@ -177,6 +177,13 @@ pub struct UmountLine {
     pub cgroup_b64: Option<String>,
     /// The caller's cgroup v2 id.
     pub cgroup_id: u64,
+    /// The caller's container, when its cgroup paths name one (a schema v1 addition; absent
+    /// for host processes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerWire>,
+    /// The caller's pod, when the runtime named its container (a schema v1 addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k8s: Option<K8sWire>,
     /// The target exactly as passed (lossy when not UTF-8).
     pub target: String,
     /// `target`'s exact bytes when not UTF-8.
@@ -243,6 +250,8 @@ impl UmountLine {
             cgroup,
             cgroup_b64,
             cgroup_id: c.cgroup_id,
+            container: a.container.as_ref().map(ContainerWire::new),
+            k8s: K8sWire::of(a.container.as_ref()),
             target,
             target_b64,
             target_truncated: c.target.truncated,
@@ -396,6 +405,9 @@ pub struct HolderWire {
     pub mntns: Option<u64>,
     /// The process's container, when its cgroup path names one.
     pub container: Option<ContainerWire>,
+    /// The process's pod, when the runtime named its container (a schema v1 addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k8s: Option<K8sWire>,
     /// `kernel-scan`, `proc-scan`, `mount-table`, `traced`.
     pub seen: Name,
     /// The mount held: the target, a submount or a copy.
@@ -432,6 +444,7 @@ impl HolderWire {
             fd: h.fd,
             mntns: p.and_then(|p| p.mntns),
             container: p.and_then(|p| p.container.as_ref()).map(ContainerWire::new),
+            k8s: K8sWire::of(p.and_then(|p| p.container.as_ref())),
             seen: Cow::Borrowed(h.seen.as_str()),
             mount_id: h.mount_id,
             via: h.via.map(|v| Cow::Borrowed(v.as_str())),
@@ -475,6 +488,41 @@ impl ContainerWire {
             id: c.id.clone(),
             pod_uid: c.pod_uid.clone(),
         }
+    }
+}
+
+/// A caller's or holder's `k8s`: the pod and container the runtime says a container is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct K8sWire {
+    /// The pod's name.
+    pub pod: String,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's UID.
+    pub uid: String,
+    /// The container's name; null for the pod's sandbox (pause) container.
+    pub container: Option<String>,
+    /// The container's image, as the kubelet asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+impl K8sWire {
+    /// The object for a container's pod names, if it has them.
+    pub fn of(c: Option<&Container>) -> Option<Self> {
+        let n = c?.k8s.as_ref()?;
+        Some(Self {
+            pod: n.pod.clone(),
+            namespace: n.namespace.clone(),
+            uid: n.uid.clone(),
+            container: n.container.clone(),
+            image: n.image.clone(),
+        })
+    }
+
+    /// `namespace/pod`, how operators name a pod.
+    pub fn pod_ref(&self) -> String {
+        format!("{}/{}", self.namespace, self.pod)
     }
 }
 

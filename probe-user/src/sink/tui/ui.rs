@@ -93,14 +93,18 @@ fn draw_list(frame: &mut Frame, app: &App, area: Rect) {
 
 /// The detail of one event: the call, the mount, each holder.
 pub fn detail_lines(e: &UmountLine) -> Vec<String> {
+    let mut caller = format!(
+        "caller {} uid {} mntns {}",
+        format::process(&e.comm_bytes(), e.pid),
+        e.uid,
+        e.mntns
+    );
+    if let Some(w) = format::workload(e.container.as_ref(), e.k8s.as_ref(), " ") {
+        caller.push_str(&format!("  {w}"));
+    }
     let mut lines = vec![
         format!("attempt {} at {}", e.id, text(&e.ts)),
-        format!(
-            "caller {} uid {} mntns {}",
-            format::process(&e.comm_bytes(), e.pid),
-            e.uid,
-            e.mntns
-        ),
+        caller,
         format!(
             "target {}  result {} ({})",
             escape_for_terminal(&e.target_bytes()),
@@ -158,8 +162,8 @@ fn holder_context(h: &HolderWire) -> String {
     if let Some(via) = &h.via {
         line.push_str(&format!(" via {}", text(via)));
     }
-    if let Some(c) = &h.container {
-        line.push_str(&format!("  container {}", format::container(c)));
+    if let Some(w) = format::workload(h.container.as_ref(), h.k8s.as_ref(), " ") {
+        line.push_str(&format!("  {w}"));
     }
     if let Some(note) = format::holder_note(h) {
         line.push_str(&format!("  ({note})"));
