@@ -27,6 +27,7 @@ pub fn trials() -> Vec<Trial> {
         an_ebusy_names_the_holders_pod,
         a_deleted_containers_holder_is_still_named,
         a_runtime_without_cri_is_one_notice,
+        an_unmount_from_inside_a_pod_names_the_callers_pod,
     ]
 }
 
@@ -258,4 +259,32 @@ fn a_runtime_without_cri_is_one_notice() {
         "the notice names the socket: {}",
         notices[0]
     );
+}
+
+/// The unmount is made from inside a pod (as a CSI node plugin unmounts): a process that
+/// entered the container's mount namespace and joined its cgroups (as `crictl exec` puts
+/// one there) unmounts the container's copy of the volume, which the container's own process
+/// holds. The umount line names the caller's container and pod, and the holder's.
+fn an_unmount_from_inside_a_pod_names_the_callers_pod() {
+    const UID: &str = "e4eaaaf2-d142-11e1-b3e4-080027620cdd";
+    let node = Containerd::start();
+    let held = holding_pod(&node, "csi-node-q4", "kube-system", UID);
+    let watcher = watch(&node);
+    let mut unmounter = node.unmounter_in(held.pid, Path::new("/vol/m"));
+    unmounter.join_cgroups_of(held.pid);
+    assert_eq!(unmounter.umount(), libc::EBUSY, "umount2 in the container");
+    let line = watcher.umount_lines_of(unmounter.pid(), 1).remove(0);
+    assert_eq!(line["errno"], "EBUSY", "{line}");
+    assert_eq!(line["target"], "/vol/m", "{line}");
+    assert_eq!(line["container"]["id"], held.container.as_str(), "{line}");
+    assert_eq!(line["container"]["pod_uid"], UID, "{line}");
+    let k8s = &line["k8s"];
+    assert_eq!(k8s["pod"], "csi-node-q4", "{line}");
+    assert_eq!(k8s["namespace"], "kube-system", "{line}");
+    assert_eq!(k8s["uid"], UID, "{line}");
+    assert_eq!(k8s["container"], "scanner", "{line}");
+    assert_eq!(k8s["image"], oci::IMAGE, "{line}");
+    let holder = holder_of(&line, held.pid);
+    assert_eq!(holder["container"]["id"], held.container.as_str(), "{line}");
+    assert_eq!(holder["k8s"]["pod"], "csi-node-q4", "{line}");
 }

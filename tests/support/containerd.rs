@@ -16,7 +16,7 @@
 //! private). That namespace is "the node": the volumes the test mounts there
 //! ([`Containerd::mount_tmpfs`]) reach a container that mounts them with `HostToContainer`
 //! propagation as rslave copies, and an unmount there ([`Unmounter`], the test binary
-//! re-executed in it) fails with EBUSY while a container holds its copy — the incident of
+//! re-executed into it) fails with EBUSY while a container holds its copy — the incident of
 //! `UnmountVolume.TearDown ... target is busy`. Every mount containerd and the test make
 //! (overlay root filesystems, the sandbox's `/dev/shm`, the volumes) lives only in that
 //! namespace and goes away with its last process; the host's mount table is never touched.
@@ -79,7 +79,9 @@ const NAMESPACE: &str = "k8s.io";
 const SHIM_SOCKETS: &str = "/run/containerd/s";
 /// Environment variable that turns the test binary into an [`Unmounter`]; its value is the
 /// target.
-pub const UMOUNT_ENV: &str = "BUSYPROBE_NODE_UNMOUNTER";
+pub const UMOUNT_ENV: &str = "BUSYPROBE_UNMOUNTER";
+/// The [`Unmounter`]'s mount namespace (`/proc/PID/ns/mnt`).
+const UMOUNT_NS_ENV: &str = "BUSYPROBE_UNMOUNTER_MNTNS";
 
 /// Whether containerd's CRI plugin is loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -601,7 +603,14 @@ impl Containerd {
 
     /// Starts an [`Unmounter`] of `target` in the node's mount namespace.
     pub fn unmounter(&self, target: &Path) -> Unmounter {
-        Unmounter::start(self, target)
+        Unmounter::start(self.pid(), target)
+    }
+
+    /// Starts an [`Unmounter`] of `target` (a path in the container) in the mount namespace
+    /// of `pid`, a container's process; see [`Unmounter::join_cgroups_of`] to make it one of
+    /// the container's processes.
+    pub fn unmounter_in(&self, pid: u32, target: &Path) -> Unmounter {
+        Unmounter::start(pid, target)
     }
 
     /// The clean-up of [`Drop`], step by step; each step goes on whatever the previous gave.
@@ -816,9 +825,10 @@ impl CriClient {
     }
 }
 
-/// A process in the node's mount namespace that unmounts a target there with `umount2` when
-/// asked, and lives (so busyprobe can look at it) until dropped: the test binary re-executed
-/// through `nsenter` with [`UMOUNT_ENV`] set (see [`run_unmounter`]).
+/// A process that unmounts a target with `umount2` when asked, in the mount namespace of
+/// another process (the node's: containerd's; or a container's), and lives (so busyprobe can
+/// look at it) until dropped: the test binary re-executed with [`UMOUNT_ENV`] and
+/// [`UMOUNT_NS_ENV`] set (see [`run_unmounter`]), which enters the namespace itself.
 pub struct Unmounter {
     child: Reaped,
     stdin: ChildStdin,
@@ -826,21 +836,26 @@ pub struct Unmounter {
 }
 
 impl Unmounter {
-    fn start(containerd: &Containerd, target: &Path) -> Self {
+    /// Starts one for `target` in the mount namespace of process `pid`.
+    fn start(pid: u32, target: &Path) -> Self {
         let exe = std::env::current_exe().expect("the test binary");
         let mut child = process::spawn(
-            containerd
-                .in_node(exe)
+            Command::new(exe)
                 .env(UMOUNT_ENV, target)
+                .env(UMOUNT_NS_ENV, format!("/proc/{pid}/ns/mnt"))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped()),
         );
         let stdin = child.stdin.take().unwrap();
         let stdout = Lines::spawn(child.stdout.take().unwrap());
-        Self {
+        let unmounter = Self {
             child,
             stdin,
             stdout,
+        };
+        match unmounter.answer() {
+            line if line == "ready" => unmounter,
+            line => panic!("the unmounter said {line:?}"),
         }
     }
 
@@ -849,27 +864,93 @@ impl Unmounter {
         self.child.id()
     }
 
+    /// Moves it into the cgroups of process `pid` (a container's), in every hierarchy, as
+    /// `crictl exec` / `kubectl exec` put the processes they start in a container.
+    pub fn join_cgroups_of(&self, pid: u32) {
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let mounts = cgroup_mounts();
+        for line in cgroups.lines() {
+            let mut fields = line.splitn(3, ':');
+            let (Some(_), Some(controllers), Some(path)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let wanted: Vec<&str> = controllers.split(',').filter(|c| !c.is_empty()).collect();
+            let Some((mount, _)) = mounts.iter().find(|(_, options)| {
+                if wanted.is_empty() {
+                    options.is_empty() // the v2 hierarchy
+                } else {
+                    wanted.iter().all(|w| options.iter().any(|o| o == w))
+                }
+            }) else {
+                continue;
+            };
+            let procs = mount
+                .join(path.trim_start_matches('/'))
+                .join("cgroup.procs");
+            std::fs::write(&procs, self.pid().to_string())
+                .unwrap_or_else(|e| panic!("join {}: {e}", procs.display()));
+        }
+    }
+
     /// Calls `umount2(target, 0)` once; the errno it gave (0 when it worked).
     pub fn umount(&mut self) -> i32 {
         writeln!(self.stdin, "umount").expect("ask the unmounter");
+        let line = self.answer();
+        line.strip_prefix("errno ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("the unmounter said {line:?}"))
+    }
+
+    fn answer(&self) -> String {
         match self
             .stdout
             .next_until(Instant::now() + process::OUTPUT_TIMEOUT)
         {
-            Next::Line(line) => line
-                .strip_prefix("errno ")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("the unmounter said {line:?}")),
+            Next::Line(line) => line,
             other => panic!("no answer from the unmounter: {other:?}"),
         }
     }
 }
 
-/// The [`Unmounter`]'s side: for each line on stdin, `umount2(target, 0)` and `errno N` on
-/// stdout; exits at end of file.
+/// Every cgroup hierarchy mounted on this host: its mount point and its super options (the
+/// controllers and `name=...` of v1; none for v2).
+fn cgroup_mounts() -> Vec<(PathBuf, Vec<String>)> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mount_point = left.split(' ').nth(4)?;
+            let mut right = right.split(' ');
+            let fstype = right.next()?;
+            let options = right.nth(1).unwrap_or_default();
+            let options = match fstype {
+                "cgroup" => options
+                    .split(',')
+                    .filter(|o| !matches!(*o, "rw" | "ro") && !o.starts_with("relatime"))
+                    .map(str::to_owned)
+                    .collect(),
+                "cgroup2" => Vec::new(),
+                _ => return None,
+            };
+            Some((PathBuf::from(mount_point), options))
+        })
+        .collect()
+}
+
+/// The [`Unmounter`]'s side (single-threaded: called first thing in `main`): enters the mount
+/// namespace named by [`UMOUNT_NS_ENV`], says `ready`, then for each line on stdin calls
+/// `umount2(target, 0)` and answers `errno N`; exits at end of file.
 pub fn run_unmounter(target: &OsStr) -> ! {
+    let namespace = std::env::var_os(UMOUNT_NS_ENV).expect("the unmounter's namespace");
+    let namespace = std::fs::File::open(&namespace).expect("open the mount namespace");
+    nix::sched::setns(namespace, nix::sched::CloneFlags::CLONE_NEWNS).expect("setns(CLONE_NEWNS)");
     let target = std::ffi::CString::new(target.as_bytes()).expect("target without NUL");
     let mut out = std::io::stdout();
+    let _ = writeln!(out, "ready");
+    let _ = out.flush();
     for line in std::io::stdin().lock().lines() {
         if line.is_err() {
             break;
