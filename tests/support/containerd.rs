@@ -29,8 +29,9 @@
 //! removes the shims' sockets in `/run/containerd/s` (containerd 1.6 puts them there whatever
 //! its `--state`), the pods' cgroups in every hierarchy, and the temporary directory. With no
 //! process left in the node's namespace, its mounts are gone. containerd itself also dies with
-//! the test's thread (`PR_SET_PDEATHSIG`); a test process killed outright leaves the shims
-//! and containers running.
+//! the test's thread (`PR_SET_PDEATHSIG`). A test process killed outright leaves the shims
+//! and containers running: the next run's first [`Containerd::start`] finds them (shims for a
+//! socket of ours that no containerd serves) and cleans up after them (`reap_orphans`).
 
 use std::{
     collections::HashMap,
@@ -144,6 +145,7 @@ impl Containerd {
 
     /// A containerd with its CRI plugin on or off, the busybox image imported.
     pub fn start_with(cri: Cri) -> Self {
+        reap_orphans();
         let dir = tempfile::Builder::new()
             .prefix("busyprobe-ctrd-")
             .tempdir()
@@ -986,34 +988,153 @@ impl Shim {
     }
 }
 
-/// Every shim whose `-address` is `socket`.
-fn shims_of(socket: &Path) -> Vec<Shim> {
+/// A process of this host: its pid, its parent's, its arguments.
+struct Proc {
+    pid: u32,
+    ppid: u32,
+    args: Vec<String>,
+}
+
+impl Proc {
+    /// The file name of its program.
+    fn program(&self) -> &str {
+        self.args
+            .first()
+            .and_then(|a| Path::new(a).file_name())
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+    }
+
+    /// The argument after `flag`.
+    fn flag(&self, flag: &str) -> Option<&str> {
+        self.args
+            .windows(2)
+            .find(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+    }
+
+    /// It as a shim (`containerd-shim-runc-v2 -namespace NS -id ID -address SOCKET`).
+    fn as_shim(&self) -> Option<Shim> {
+        self.program()
+            .starts_with("containerd-shim")
+            .then_some(())?;
+        Some(Shim {
+            pid: self.pid,
+            address: self.flag("-address")?.to_owned(),
+            namespace: self.flag("-namespace").unwrap_or_default().to_owned(),
+            id: self.flag("-id").unwrap_or_default().to_owned(),
+        })
+    }
+}
+
+/// Every process of this host (those that vanish while listed left out).
+fn processes() -> Vec<Proc> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    let socket = socket.display().to_string();
     entries
         .flatten()
         .filter_map(|entry| {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let ppid = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let args: Vec<String> = cmdline
+            let args = cmdline
                 .split(|&b| b == 0)
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
-            let program = Path::new(args.first()?).file_name()?.to_str()?;
-            if !program.starts_with("containerd-shim") {
-                return None;
-            }
-            let flag = |name: &str| args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone());
-            (flag("-address")? == socket).then(|| Shim {
-                pid,
-                address: socket.clone(),
-                namespace: flag("-namespace").unwrap_or_default(),
-                id: flag("-id").unwrap_or_default(),
-            })
+            Some(Proc { pid, ppid, args })
         })
         .collect()
+}
+
+/// Every shim whose `-address` is `socket`.
+fn shims_of(socket: &Path) -> Vec<Shim> {
+    let socket = socket.display().to_string();
+    processes()
+        .iter()
+        .filter_map(Proc::as_shim)
+        .filter(|shim| shim.address == socket)
+        .collect()
+}
+
+/// Cleans up after earlier test runs killed outright (their guards never dropped), once per
+/// run: shims whose `-address` is in a temp dir of ours (`busyprobe-ctrd-*`) that no running
+/// containerd serves. Their containers (the shims' children) and the shims are killed (the
+/// node's namespace and its mounts go with them), then their sockets, the containers' pod
+/// cgroups and the temp dirs are removed. Shims of a containerd still running (this run's
+/// other trials, or anyone else's) are left alone.
+fn reap_orphans() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(tmp) = std::env::temp_dir().canonicalize() else {
+            return;
+        };
+        let ours = tmp.join("busyprobe-ctrd-").display().to_string();
+        let procs = processes();
+        let served: Vec<&str> = procs
+            .iter()
+            .filter(|p| p.program() == "containerd")
+            .filter_map(|p| p.flag("--address"))
+            .collect();
+        let orphans: Vec<Shim> = procs
+            .iter()
+            .filter_map(Proc::as_shim)
+            .filter(|s| s.address.starts_with(&ours) && !served.contains(&s.address.as_str()))
+            .collect();
+        if orphans.is_empty() {
+            return;
+        }
+        let mut doomed: Vec<u32> = Vec::new();
+        let mut uids: Vec<String> = Vec::new();
+        for shim in &orphans {
+            for child in procs.iter().filter(|p| p.ppid == shim.pid) {
+                doomed.push(child.pid);
+                uids.extend(pod_uid_of(child.pid));
+            }
+            doomed.push(shim.pid);
+        }
+        eprintln!(
+            "containerd: killing {} processes left by an earlier run (shims for {:?})",
+            doomed.len(),
+            orphans
+                .iter()
+                .map(|s| s.address.as_str())
+                .collect::<Vec<_>>()
+        );
+        for &pid in &doomed {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        let _ = process::poll(CLEANUP_TIMEOUT, || {
+            doomed.iter().all(|pid| !is_alive(*pid)).then_some(())
+        });
+        uids.sort();
+        uids.dedup();
+        for uid in &uids {
+            remove_pod_cgroups(uid);
+        }
+        for shim in &orphans {
+            let _ = std::fs::remove_file(shim.socket());
+            if let Some(dir) = Path::new(&shim.address).parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    });
+}
+
+/// The uid of the pod whose cgroup (`.../kubepods/besteffort/pod<uid>/...`) `pid` is in.
+fn pod_uid_of(pid: u32) -> Option<String> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    cgroups.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?;
+        let parts: Vec<&str> = path.split('/').collect();
+        parts.windows(2).find_map(|w| {
+            (w[0] == "besteffort")
+                .then(|| w[1].strip_prefix("pod"))
+                .flatten()
+                .map(str::to_owned)
+        })
+    })
 }
 
 /// Whether `pid` still runs (a zombie counts as gone).
