@@ -28,6 +28,7 @@ pub fn trials() -> Vec<Trial> {
         a_deleted_containers_holder_is_still_named,
         a_runtime_without_cri_is_one_notice,
         an_unmount_from_inside_a_pod_names_the_callers_pod,
+        a_cri_socket_that_cannot_answer_is_one_notice,
     ]
 }
 
@@ -219,23 +220,47 @@ fn a_runtime_without_cri_is_one_notice() {
     // A container id as the CRI makes them: 64 lowercase hex digits.
     const ID: &str = "c0ffee00d15ea5e0000000000000000000000000000000000000000000000017";
     let node = Containerd::start_with(Cri::Off);
-    let volume = node.volume_dir();
-    let mount = volume.join("m");
-    std::fs::create_dir(&mount).unwrap();
-    node.mount_tmpfs(&mount);
-    let pid = node.ctr_run(ID, UID, &volume, &["/bin/sh", "-c", HOLD]);
-    wait_ready(&node, &mount);
+    let (mount, pid) = ctr_holder(&node, ID, UID);
     let mut watcher = watch(&node);
     let mut unmounter = node.unmounter(&mount);
     for attempt in 1..=2 {
         assert_eq!(unmounter.umount(), libc::EBUSY, "umount2 #{attempt}");
         let line = watcher.umount_lines_of(unmounter.pid(), 1).remove(0);
-        assert_eq!(line["errno"], "EBUSY", "{line}");
-        let holder = holder_of(&line, pid);
-        assert_eq!(holder["container"]["id"], ID, "#{attempt}: {line}");
-        assert_eq!(holder["container"]["pod_uid"], UID, "#{attempt}: {line}");
-        assert_eq!(holder["k8s"], Value::Null, "#{attempt}: {line}");
+        assert_cgroup_ids_only(&line, pid, ID, UID);
     }
+    let notice = one_notice(&mut watcher, "does not speak CRI runtime.v1");
+    assert!(
+        notice.contains(node.socket().to_str().unwrap()),
+        "the notice names the socket: {notice}"
+    );
+}
+
+/// On `node`: a tmpfs on `<volume dir>/m` and container `id` run with `ctr` (no CRI) in pod
+/// `uid`'s cgroup, holding a file on it through its rslave copy of the volume directory;
+/// returns the tmpfs and the container's host pid once it holds the file.
+fn ctr_holder(node: &Containerd, id: &str, uid: &str) -> (PathBuf, u32) {
+    let volume = node.volume_dir();
+    let mount = volume.join("m");
+    std::fs::create_dir(&mount).unwrap();
+    node.mount_tmpfs(&mount);
+    let pid = node.ctr_run(id, uid, &volume, &["/bin/sh", "-c", HOLD]);
+    wait_ready(node, &mount);
+    (mount, pid)
+}
+
+/// `line` is an EBUSY whose holder `pid` carries container `id` and pod `uid` from its cgroup
+/// path, and no pod names.
+fn assert_cgroup_ids_only(line: &Value, pid: u32, id: &str, uid: &str) {
+    assert_eq!(line["errno"], "EBUSY", "{line}");
+    let holder = holder_of(line, pid);
+    assert_eq!(holder["container"]["id"], id, "{line}");
+    assert_eq!(holder["container"]["pod_uid"], uid, "{line}");
+    assert_eq!(holder["k8s"], Value::Null, "{line}");
+}
+
+/// Stops `watcher` (SIGTERM: it must exit 0) and returns the one line of its stderr that
+/// contains `words`; fails when there are none or several.
+fn one_notice(watcher: &mut Watcher, words: &str) -> String {
     let ended = watcher.stop(Signal::SIGTERM);
     assert!(
         ended.status.success(),
@@ -244,21 +269,14 @@ fn a_runtime_without_cri_is_one_notice() {
         lines_text(&ended.rest)
     );
     let stderr = watcher.stderr();
-    let notices: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("does not speak CRI runtime.v1"))
-        .collect();
+    let notices: Vec<&str> = stderr.lines().filter(|l| l.contains(words)).collect();
     assert_eq!(
         notices.len(),
         1,
-        "one notice about the runtime, not {}:\n{stderr}",
+        "one notice with {words:?}, not {}:\n{stderr}",
         notices.len()
     );
-    assert!(
-        notices[0].contains(node.socket().to_str().unwrap()),
-        "the notice names the socket: {}",
-        notices[0]
-    );
+    notices[0].to_owned()
 }
 
 /// The unmount is made from inside a pod (as a CSI node plugin unmounts): a process that
@@ -287,4 +305,48 @@ fn an_unmount_from_inside_a_pod_names_the_callers_pod() {
     let holder = holder_of(&line, held.pid);
     assert_eq!(holder["container"]["id"], held.container.as_str(), "{line}");
     assert_eq!(holder["k8s"]["pod"], "csi-node-q4", "{line}");
+}
+
+/// `--cri-socket` names a socket that accepts connections and never answers, or a file that
+/// is no socket (two watchers, one each, on the same failures): both EBUSYs are reported with
+/// the cgroup's container id (the first after the CRI deadline at most, the second without
+/// asking again), and each watcher says exactly once why it has no pod names.
+fn a_cri_socket_that_cannot_answer_is_one_notice() {
+    const UID: &str = "5d8f6b2a-1c3e-4f7a-9b0d-2e4c6a8b0d1f";
+    const ID: &str = "5ca1ab1e00000000000000000000000000000000000000000000000000000042";
+    let node = Containerd::start_with(Cri::Off);
+    let (mount, pid) = ctr_holder(&node, ID, UID);
+    let sockets = tempfile::tempdir().expect("temp dir");
+    let silent = sockets.path().join("silent.sock");
+    // Bound and listening, never accepted: connections complete in the backlog and then
+    // nothing is ever said on them.
+    let _listener = std::os::unix::net::UnixListener::bind(&silent).expect("bind");
+    let not_a_socket = sockets.path().join("file.sock");
+    std::fs::write(&not_a_socket, "").unwrap();
+    let mut silent_watcher = Watcher::start(&[OsStr::new("--cri-socket"), silent.as_os_str()]);
+    let mut file_watcher = Watcher::start(&[OsStr::new("--cri-socket"), not_a_socket.as_os_str()]);
+    let mut unmounter = node.unmounter(&mount);
+    for attempt in 1..=2 {
+        assert_eq!(unmounter.umount(), libc::EBUSY, "umount2 #{attempt}");
+        let asked = std::time::Instant::now();
+        for watcher in [&silent_watcher, &file_watcher] {
+            let line = watcher.umount_lines_of(unmounter.pid(), 1).remove(0);
+            assert_cgroup_ids_only(&line, pid, ID, UID);
+        }
+        eprintln!(
+            "a_cri_socket_that_cannot_answer_is_one_notice: EBUSY #{attempt} written by both \
+             watchers within {:?}",
+            asked.elapsed()
+        );
+    }
+    let silent_notice = one_notice(&mut silent_watcher, "did not answer within");
+    assert!(
+        silent_notice.contains(silent.to_str().unwrap()),
+        "the notice names the socket: {silent_notice}"
+    );
+    let file_notice = one_notice(&mut file_watcher, "is not a socket");
+    assert!(
+        file_notice.contains(not_a_socket.to_str().unwrap()),
+        "the notice names the path: {file_notice}"
+    );
 }

@@ -366,6 +366,8 @@ mod tests {
                 "a_runtime_without_cri_is_one_notice",
                 "--skip",
                 "an_unmount_from_inside_a_pod_names_the_callers_pod",
+                "--skip",
+                "a_cri_socket_that_cannot_answer_is_one_notice",
             ]
         );
         // A renamed trial would silently run (and fail) in the guests again.
