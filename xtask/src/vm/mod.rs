@@ -98,6 +98,7 @@ const NOT_IN_GUESTS: &[(&str, &str)] = &[
         "an_unmount_from_inside_a_pod_names_the_callers_pod",
         CONTAINERD,
     ),
+    ("a_cri_socket_that_cannot_answer_is_one_notice", CONTAINERD),
 ];
 
 /// Why the containerd trials (`tests/containerd.rs`) stay on the host.
