@@ -15,6 +15,8 @@ pub fn trials() -> Vec<Trial> {
         who_inside_a_mount_names_that_mount_and_exits_by_holders,
         who_on_a_missing_path_exits_2,
         who_into_a_closed_pipe_keeps_its_answer,
+        who_pod_answers_for_every_volume_of_the_pod,
+        who_pod_names_what_it_cannot_find,
     ]
 }
 
@@ -162,4 +164,119 @@ fn who_into_a_closed_pipe_keeps_its_answer() {
         let status = process::wait(&mut child, OUTPUT_TIMEOUT);
         assert_eq!(status.code(), Some(answer), "{script}");
     }
+}
+
+/// `who --pod UID`: every mount under the kubelet's directory of that pod (two volumes, one
+/// of them with a nested mount) and who holds each; the other pod's volume is left out.
+fn who_pod_answers_for_every_volume_of_the_pod() {
+    const UID: &str = "6c0b7c4e-2f59-4a53-9d0e-3f1c2b4a5d6e";
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap().join("kubelet");
+    let pod = root.join("pods").join(UID);
+    let cache = pod.join("volumes/kubernetes.io~empty-dir/cache");
+    let config = pod.join("volumes/kubernetes.io~configmap/config");
+    let other = root.join("pods/11111111-2222-4333-8444-555555555555/volumes/x");
+    for d in [&cache, &config, &other] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let script = format!(
+        r#"mount -t tmpfs cache {cache}; mkdir {cache}/sub; mount -t tmpfs nested {cache}/sub
+mount -t tmpfs config {config}; mount -t tmpfs other {other}
+(cd {config} && exec sleep 30) &
+i=0
+until [ "$(cat /proc/$!/comm)" = sleep ] && [ "$(readlink /proc/$!/cwd)" = {config} ]; do
+    i=$((i+1)); [ $i -lt 1000 ] || {{ echo "the child never sat in the volume"; break; }}
+    sleep 0.01
+done
+"$BUSYPROBE" who --json --cri-socket none --kubelet-root {root} --pod {UID}; echo "status=$?"
+echo "pid=$!"
+kill $!"#,
+        cache = cache.display(),
+        config = config.display(),
+        other = other.display(),
+        root = root.display(),
+    );
+    let out = in_private_namespace(&script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        5,
+        "three answers, status, pid:\n{stdout}\n{stderr}"
+    );
+    let answers: Vec<Value> = lines[..3]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let points: Vec<&str> = answers
+        .iter()
+        .map(|a| a["mount"]["mount_point"].as_str().unwrap())
+        .collect();
+    let (config, cache) = (config.to_str().unwrap(), cache.to_str().unwrap());
+    let nested = format!("{cache}/sub");
+    assert_eq!(points, vec![config, cache, nested.as_str()], "{stdout}");
+    assert_eq!(
+        lines[3], "status=0",
+        "a cwd holds the config volume: {stdout}"
+    );
+    let pid: u64 = lines[4].strip_prefix("pid=").unwrap().parse().unwrap();
+    let held = &answers[0]["holders"];
+    assert_eq!(held.as_array().unwrap().len(), 1, "{held}");
+    assert_eq!(
+        (&held[0]["kind"], &held[0]["pid"], &held[0]["comm"]),
+        (
+            &Value::from("cwd"),
+            &Value::from(pid),
+            &Value::from("sleep")
+        ),
+        "{held}"
+    );
+    // The cache volume is held by its nested mount (a submount), the nested one by nothing.
+    assert_eq!(
+        answers[1]["holders"][0]["kind"], "submount",
+        "{}",
+        answers[1]
+    );
+    assert_eq!(
+        answers[2]["holders"],
+        serde_json::json!([]),
+        "{}",
+        answers[2]
+    );
+}
+
+/// A pod UID the kubelet has no directory for, and a pod name without a runtime to ask:
+/// exit status 2 and one sentence saying what to do.
+fn who_pod_names_what_it_cannot_find() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let run = |pod: &str| {
+        process::output(Command::new(env!("CARGO_BIN_EXE_busyprobe")).args([
+            "who",
+            "--cri-socket",
+            "none",
+            "--kubelet-root",
+            root,
+            "--pod",
+            pod,
+        ]))
+    };
+    let out = run("0a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "no directory {root}/pods/0a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d: the kubelet has no pod with UID"
+        )),
+        "{stderr}"
+    );
+    let out = run("demo/web-0");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the container runtime does not know a pod demo/web-0"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("kubectl get pod -n demo web-0"), "{stderr}");
 }

@@ -417,8 +417,19 @@ pub enum ReportFormat {
 #[derive(Args, Debug, Clone)]
 pub struct WhoArgs {
     /// A mount point (or any path: the mount it is on is examined, and said).
-    pub path: PathBuf,
-    /// Print one JSON object (`"type":"who"`) instead of a table.
+    #[arg(required_unless_present = "pod", conflicts_with = "pod")]
+    pub path: Option<PathBuf>,
+    /// Instead of a path, every mount of a Kubernetes pod: its volumes under
+    /// `KUBELET_ROOT/pods/UID/` and what holds each, the answer to a pod stuck in
+    /// Terminating. POD is the pod's UID, or `NAMESPACE/NAME` when the container runtime
+    /// (see `--cri-socket`) still knows the pod. Exit status 0 when anything holds one of them.
+    #[arg(long, value_name = "POD")]
+    pub pod: Option<String>,
+    /// The kubelet's root directory (its `--root-dir`), for `--pod`.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/kubelet")]
+    pub kubelet_root: PathBuf,
+    /// Print JSON (`"type":"who"`) instead of a table: one object, or one line per mount with
+    /// `--pod`.
     #[arg(long)]
     pub json: bool,
     /// How to find holders among processes: `kernel` (BPF iterators: exact, fast, sees

@@ -488,6 +488,53 @@ mod tests {
         ]);
     }
 
+    /// k3s and RKE2 run containerd with the kubelet's cgroupfs driver by default (the systemd
+    /// driver where asked), also rootless and inside a Docker container (k3d); cri-dockerd
+    /// puts Docker's containers in the pod's cgroup.
+    #[test]
+    fn k3s_rke2_and_cri_dockerd_roots() {
+        use Runtime::*;
+        check(&[
+            (
+                "k3s / RKE2, cgroupfs driver",
+                format!("/kubepods/besteffort/pod{UID}/{ID}"),
+                in_pod(Kubernetes, ID, UID),
+            ),
+            (
+                "k3s / RKE2, systemd driver",
+                format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope"),
+                in_pod(Containerd, ID, UID),
+            ),
+            (
+                "k3s rootless",
+                format!("/user.slice/user-1000.slice/user@1000.service/k3s-rootless.service/kubepods/burstable/pod{UID}/{ID}"),
+                in_pod(Kubernetes, ID, UID),
+            ),
+            (
+                "k3d: k3s inside a Docker container",
+                format!("/system.slice/docker-{ID2}.scope/kubepods/besteffort/pod{UID}/{ID}"),
+                in_pod(Kubernetes, ID, UID),
+            ),
+            (
+                "k3d: the k3s server process itself",
+                format!("/system.slice/docker-{ID2}.scope/k3s"),
+                ctr(Docker, ID2),
+            ),
+            (
+                "cri-dockerd, systemd driver",
+                format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/docker-{ID}.scope"),
+                in_pod(Docker, ID, UID),
+            ),
+            (
+                "cri-dockerd, cgroupfs driver",
+                format!("/kubepods/burstable/pod{UID}/{ID}"),
+                in_pod(Kubernetes, ID, UID),
+            ),
+            ("k3s agent", "/system.slice/k3s-agent.service".into(), None),
+            ("rke2 server", "/system.slice/rke2-server.service".into(), None),
+        ]);
+    }
+
     #[test]
     fn nested_innermost_wins() {
         use Runtime::*;

@@ -1,4 +1,5 @@
-//! Developer tasks for busyprobe: `cargo xtask build-ebpf | run | test | bench | vm-test | vm-powercut`.
+//! Developer tasks for busyprobe: `cargo xtask build-ebpf | run | test | image | bench | vm-test |
+//! vm-powercut`.
 //!
 //! The eBPF programs need a nightly toolchain with `rust-src` and `bpf-linker`; this crate
 //! installs both when they are missing (see [`toolchain`]) so that a fresh machine needs
@@ -6,6 +7,8 @@
 
 mod bench;
 mod build_ebpf;
+mod image;
+mod manifests;
 mod module_cycles;
 mod run;
 mod test;
@@ -32,6 +35,9 @@ enum Task {
     Run(run::Options),
     /// Everything CI checks: fmt, clippy, unit tests and the root integration tests.
     Test(test::Options),
+    /// Build the release binary and an OCI image of it offline (umoci), for
+    /// `deploy/kubernetes/`: target/image/.
+    Image(image::Options),
     /// Benchmarks against baselines measured in the same run (as root); none named lists them.
     Bench(bench::Options),
     /// The root integration tests on other kernels (Debian 6.1, 6.12) booted under qemu.
@@ -53,6 +59,7 @@ fn main() -> ExitCode {
         Task::BuildEbpf(opts) => build_ebpf::build_ebpf(&opts).map(|_| ExitCode::SUCCESS),
         Task::Run(opts) => run::run(&opts),
         Task::Test(opts) => test::test(&opts),
+        Task::Image(opts) => image::image(&opts),
         Task::Bench(opts) => bench::bench(&opts),
         Task::VmTest(opts) => vm::vm_test(&opts),
         Task::VmPowercut(opts) => vm::powercut::vm_powercut(&opts),

@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use crate::{
     build_ebpf::{self, workspace_root},
-    module_cycles,
+    manifests, module_cycles,
     toolchain::{clean_command, Nightly, NIGHTLY},
 };
 
@@ -55,6 +55,9 @@ pub fn test(opts: &Options) -> Result<ExitCode> {
     });
     step("module imports (no cycle)", &mut || {
         module_cycles::check(&root.join("probe-user/src")).map(|()| true)
+    });
+    step("k8s manifests (kubernetes-validate)", &mut || {
+        manifests::validate(&root)
     });
     step("cargo clippy (user space)", &mut || {
         cargo(

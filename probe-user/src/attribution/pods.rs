@@ -59,13 +59,6 @@ impl Names {
     }
 }
 
-/// Names the holders of `a` (`busyprobe who`).
-pub fn name_holders(a: &mut Attribution, pods: &PodDirectory) {
-    let mut unnamed = Unnamed::default();
-    unnamed.add_holders(a);
-    unnamed.names(pods).apply_to_holders(a);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,6 @@
 use std::{collections::HashSet, fs, io, os::unix::ffi::OsStrExt, path::Path};
 
 use crate::{
-    container,
     model::{HolderKind, HolderProcess, Seen, Uninspectable},
     state::{
         process::{self, proc_path},
@@ -224,14 +223,11 @@ pub fn anon_inode_mount_id() -> Option<u64> {
 
 /// comm, mount namespace, container of a process.
 pub fn process_facts(pid: u32) -> HolderProcess {
-    let cgroups = crate::state::process::ProcFs::default().cgroup_paths(pid);
     HolderProcess {
         pid,
         comm: comm_of(pid),
         mntns: process::mntns_of(pid),
-        container: cgroups
-            .iter()
-            .find_map(|path| container::from_cgroup_path(path)),
+        container: process::ProcFs::default().container(pid),
     }
 }
 

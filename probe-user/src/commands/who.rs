@@ -1,18 +1,31 @@
 //! `busyprobe who PATH`: who would make unmounting PATH fail right now. No probes are loaded:
 //! the attribution engine's `/proc` and mount-table scan, from the host's view.
 
-use std::{io::Write as _, os::unix::ffi::OsStrExt, process::ExitCode};
+use std::{
+    io::Write,
+    os::unix::ffi::OsStrExt,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
-use anyhow::Result;
+use anyhow::{anyhow, bail, Context as _, Result};
 
 use crate::{
-    attribution::{self, kernel_scan::KernelScanner, pods, target::Viewpoint, Scanner},
+    attribution::{
+        self,
+        kernel_scan::KernelScanner,
+        namespaces::Namespace,
+        pods::Unnamed,
+        target::{TargetMount, Viewpoint},
+        Scanner,
+    },
     cli::{ScanChoice, WhoArgs},
     kernel::privileges::Privileges,
     kubernetes::{socket::Sockets, PodDirectory},
     model::{Attribution, Holder},
     paths::escape_for_terminal,
     sink::{json::who_line, text::format_holder},
+    state::mountinfo::MountEntry,
 };
 
 /// Exit status: holders were found.
@@ -39,32 +52,139 @@ fn who(args: &WhoArgs) -> Result<u8> {
             "not running as root: other users' processes cannot be inspected (they are counted)"
         );
     }
-    let path = args.path.as_os_str().as_bytes();
+    let pods = PodDirectory::new(Sockets::from_arg(args.cri_socket.as_deref()));
     let mut kernel = kernel_scanner(args.scan)?;
     let mut scanner = match kernel.as_mut() {
         Some(k) => Scanner::Kernel(k),
         None => Scanner::Proc,
     };
-    let mut attribution = attribution::attribute(Viewpoint::own(), path, &mut scanner)?;
-    let pods = PodDirectory::new(Sockets::from_arg(args.cri_socket.as_deref()));
-    pods::name_holders(&mut attribution, &pods);
+    let mut answers = match (&args.pod, &args.path) {
+        (Some(pod), _) => pod_answers(pod, &args.kubelet_root, &pods, &mut scanner)?,
+        (None, Some(path)) => {
+            let path = path.as_os_str().as_bytes();
+            let a = attribution::attribute(Viewpoint::own(), path, &mut scanner)?;
+            vec![(path.to_vec(), a)]
+        }
+        (None, None) => bail!("give a PATH or --pod"),
+    };
+    name_pods(&mut answers, &pods);
     let mut out = std::io::stdout().lock();
-    let written = if args.json {
-        writeln!(out, "{}", who_line(path, &attribution))
-    } else {
-        write!(out, "{}", render(path, &attribution))
-    }
-    .and_then(|()| out.flush());
+    let written = write_answers(&mut out, &answers, args.json).and_then(|()| out.flush());
     match written {
         // The reader went away (`busyprobe who PATH | head -1`): the answer stands.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
         other => other?,
     }
-    Ok(if attribution.has_blamed() {
+    Ok(if answers.iter().any(|(_, a)| a.has_blamed()) {
         FOUND
     } else {
         NONE
     })
+}
+
+/// Each answer: one `who` JSON line, or the human report (blank lines between).
+fn write_answers(
+    out: &mut impl Write,
+    answers: &[(Vec<u8>, Attribution)],
+    json: bool,
+) -> std::io::Result<()> {
+    for (i, (path, a)) in answers.iter().enumerate() {
+        if json {
+            writeln!(out, "{}", who_line(path, a))?;
+        } else {
+            if i > 0 {
+                writeln!(out)?;
+            }
+            write!(out, "{}", render(path, a))?;
+        }
+    }
+    Ok(())
+}
+
+/// Names the holders' pods of every answer, with one lookup.
+fn name_pods(answers: &mut [(Vec<u8>, Attribution)], pods: &PodDirectory) {
+    let mut unnamed = Unnamed::default();
+    for (_, a) in answers.iter() {
+        unnamed.add_holders(a);
+    }
+    let names = unnamed.names(pods);
+    for (_, a) in answers.iter_mut() {
+        names.apply_to_holders(a);
+    }
+}
+
+/// `who --pod`: every mount under the pod's kubelet directory and who holds it (one scan
+/// for all of them), in mount-point order.
+fn pod_answers(
+    pod: &str,
+    kubelet_root: &Path,
+    pods: &PodDirectory,
+    scanner: &mut Scanner,
+) -> Result<Vec<(Vec<u8>, Attribution)>> {
+    let dir = pod_directory(pod, kubelet_root, pods)?;
+    let namespace = Namespace::of_pid(std::process::id())
+        .ok_or_else(|| anyhow!("cannot read this process's mount table"))?;
+    let targets = mounts_under(&namespace, dir.as_os_str().as_bytes());
+    if targets.is_empty() {
+        tracing::info!(
+            "nothing is mounted under {}: no volume of the pod holds anything",
+            dir.display()
+        );
+    }
+    let found = attribution::attribute_mounts(&targets, scanner);
+    Ok(targets
+        .into_iter()
+        .map(|t| t.entry.mount_point)
+        .zip(found)
+        .collect())
+}
+
+/// The pod's directory under the kubelet's root: from its UID, or its `NAMESPACE/NAME` as
+/// the container runtime knows it.
+fn pod_directory(pod: &str, kubelet_root: &Path, pods: &PodDirectory) -> Result<PathBuf> {
+    let uid = match pod.split_once('/') {
+        Some((namespace, name)) => pods.pod_uid(namespace, name).with_context(|| {
+            format!(
+                "the container runtime does not know a pod {pod} (its sandbox may be gone \
+                 already): give its UID instead, for example from \
+                 `kubectl get pod -n {namespace} {name} -o jsonpath='{{.metadata.uid}}'` or \
+                 the directory names under {}/pods",
+                kubelet_root.display()
+            )
+        })?,
+        None => pod.to_owned(),
+    };
+    let dir = kubelet_root.join("pods").join(&uid);
+    let dir = dir.canonicalize().with_context(|| {
+        format!(
+            "no directory {}: the kubelet has no pod with UID {uid} on this node (or its root \
+             is elsewhere: see --kubelet-root)",
+            dir.display()
+        )
+    })?;
+    Ok(dir)
+}
+
+/// The mounts of `namespace` below `dir`, as targets seen from it.
+fn mounts_under(namespace: &Namespace, dir: &[u8]) -> Vec<TargetMount> {
+    let mut mounts: Vec<&MountEntry> = namespace
+        .mounts
+        .iter()
+        .filter(|m| {
+            m.mount_point
+                .strip_prefix(dir)
+                .is_some_and(|rest| rest.starts_with(b"/"))
+        })
+        .collect();
+    mounts.sort_by(|a, b| a.mount_point.cmp(&b.mount_point).then(a.id.cmp(&b.id)));
+    mounts
+        .into_iter()
+        .map(|entry| TargetMount {
+            entry: entry.clone(),
+            namespace: namespace.clone(),
+            is_mount_point: true,
+        })
+        .collect()
 }
 
 /// The kernel scanner `choice` asks for: loaded for `kernel` (an error if it cannot be),

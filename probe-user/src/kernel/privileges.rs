@@ -6,11 +6,16 @@ use anyhow::{bail, Result};
 use caps::{CapSet, Capability};
 
 /// Capabilities busyprobe's probes need: loading programs (BPF), attaching tracepoints
-/// (PERFMON), mounting tracefs and reading every process (SYS_ADMIN).
-pub const NEEDED: [Capability; 3] = [
+/// (PERFMON), mounting tracefs (SYS_ADMIN), reading other processes' mount tables, working
+/// directories, roots and fds (SYS_PTRACE: without it every holder is silently missed), and
+/// reaching a holder's files under directories its owner alone may search
+/// (DAC_READ_SEARCH). The DaemonSet in deploy/kubernetes grants exactly these.
+pub const NEEDED: [Capability; 5] = [
     Capability::CAP_BPF,
     Capability::CAP_PERFMON,
     Capability::CAP_SYS_ADMIN,
+    Capability::CAP_SYS_PTRACE,
+    Capability::CAP_DAC_READ_SEARCH,
 ];
 
 /// This process's privileges.
@@ -50,7 +55,8 @@ impl Privileges {
         if self.euid != 0 {
             bail!(
                 "`busyprobe {what}` loads eBPF programs into the kernel and needs root \
-                 (or the capabilities CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN); this process \
+                 (or the capabilities CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE and \
+                 CAP_DAC_READ_SEARCH); this process \
                  runs as uid {} and lacks {}.\nRun it as root, for example: sudo busyprobe {what}\n\
                  (`busyprobe doctor` works without root and shows what this kernel supports.)",
                 self.euid,
@@ -60,7 +66,8 @@ impl Privileges {
         bail!(
             "`busyprobe {what}` runs as root but without the capabilities {} (a container or a \
              capability bounding set removed them). Grant them, for example \
-             `--cap-add BPF --cap-add PERFMON --cap-add SYS_ADMIN` or a privileged container.",
+             `--cap-add BPF --cap-add PERFMON --cap-add SYS_ADMIN --cap-add SYS_PTRACE \
+             --cap-add DAC_READ_SEARCH` (deploy/kubernetes/busyprobe.yaml grants exactly these).",
             names.join(", ")
         )
     }

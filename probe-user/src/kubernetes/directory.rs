@@ -49,6 +49,8 @@ pub struct PodDirectory {
     /// Held while a listing runs: a lookup waits for one in flight rather than start another.
     listing: Mutex<()>,
     prefetching: Arc<AtomicBool>,
+    /// Whether the log said that no runtime socket was found.
+    said_none: AtomicBool,
 }
 
 /// One runtime socket and how it has been answering.
@@ -101,6 +103,7 @@ impl PodDirectory {
             state: Mutex::default(),
             listing: Mutex::new(()),
             prefetching: Arc::default(),
+            said_none: AtomicBool::new(false),
         }
     }
 
@@ -153,9 +156,26 @@ impl PodDirectory {
             if !self.missing(wanted).is_empty() && (!fresh || new_socket) {
                 self.list_locked();
             }
+            self.say_if_no_socket();
             self.remember_unknown(wanted);
         }
         self.lookup(wanted)
+    }
+
+    /// The UID of pod `namespace/name`, from a fresh listing (a pod whose sandbox is gone
+    /// from the runtime is not known).
+    pub fn pod_uid(&self, namespace: &str, name: &str) -> Option<String> {
+        self.list_now();
+        let state = self.state.lock().expect("directory lock");
+        let mut found: Vec<(&String, bool)> = state
+            .known
+            .values()
+            .filter(|k| k.names.namespace == namespace && k.names.pod == name)
+            .map(|k| (&k.names.uid, k.gone_since.is_none()))
+            .collect();
+        // A pod recreated under the same name: the one still present.
+        found.sort_by_key(|(_, present)| !present);
+        found.first().map(|(uid, _)| (*uid).clone())
     }
 
     /// The known names of `wanted`.
@@ -229,6 +249,18 @@ impl PodDirectory {
         added
     }
 
+    /// Says once that no runtime socket is known, when a container needed naming.
+    fn say_if_no_socket(&self) {
+        let none = self.sources.lock().expect("sources lock").is_empty();
+        if none && !self.said_none.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                "pod names: no CRI socket found (looked at {} and above the holders for a \
+                 containerd shim); showing container ids only (--cri-socket PATH names one)",
+                socket::WELL_KNOWN.join(", ")
+            );
+        }
+    }
+
     /// Lists every runtime now (waiting for a listing in flight first).
     fn list_now(&self) {
         let _listing = self.listing.lock().expect("listing lock");
@@ -271,36 +303,34 @@ impl Source {
         match self.client.list(DEADLINE) {
             Ok(listing) => {
                 self.failing = None;
-                self.say(
-                    format!(
-                        "pod names: asking {} ({}; {} containers and sandboxes)",
-                        self.client.socket().display(),
-                        listing.runtime,
-                        listing.names.len()
-                    ),
-                    &listing.runtime,
+                let line = format!(
+                    "pod names: asking {} ({}; {} containers and sandboxes)",
+                    self.client.socket().display(),
+                    listing.runtime,
+                    listing.names.len()
                 );
+                if self.say(&listing.runtime) {
+                    tracing::info!("{line}");
+                }
                 Some(listing)
             }
             Err(e) => {
-                let line = format!("pod names: {e}; showing container ids only");
-                self.say(line, &e.to_string());
+                if self.say(&e.to_string()) {
+                    tracing::warn!("pod names: {e}; showing container ids only");
+                }
                 self.failing = Some((now, e));
                 None
             }
         }
     }
 
-    /// Logs `line` when `key` differs from what was said last.
-    fn say(&mut self, line: String, key: &str) {
-        if self.said.as_deref() != Some(key) {
-            if self.failing.is_some() || line.contains("showing container ids only") {
-                tracing::warn!("{line}");
-            } else {
-                tracing::info!("{line}");
-            }
+    /// Whether the log should say something about `key` (not said last time).
+    fn say(&mut self, key: &str) -> bool {
+        let new = self.said.as_deref() != Some(key);
+        if new {
             self.said = Some(key.to_owned());
         }
+        new
     }
 }
 

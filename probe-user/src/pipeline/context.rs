@@ -14,6 +14,7 @@ use crate::{
     container::{self, Container},
     event::{UmountAttempt, UmountCall},
     kubernetes::PodDirectory,
+    model::Attribution,
     paths,
     state::process::{CgroupPaths, ProcFs},
 };
@@ -68,11 +69,8 @@ impl Context {
             Some(path) if path != b"/" => container::from_cgroup_path(path),
             _ => {
                 let proc = &self.proc;
-                self.v1_containers.of(pid, Instant::now(), || {
-                    proc.cgroup_paths(pid)
-                        .iter()
-                        .find_map(|p| container::from_cgroup_path(p))
-                })
+                self.v1_containers
+                    .of(pid, Instant::now(), || proc.container(pid))
             }
         }?;
         if let Some(id) = found.id.as_deref() {
@@ -83,6 +81,19 @@ impl Context {
             }
         }
         Some(found)
+    }
+}
+
+impl Context {
+    /// Names, from what the directory knows, the holders' containers still unnamed: the
+    /// transient holders, added after the pass named the others (the pass's listing knows
+    /// their containers, or remembers them gone).
+    pub fn name_holders_from_cache(&self, a: &mut Attribution) {
+        for p in a.holders.iter_mut().filter_map(|h| h.process.as_mut()) {
+            if let Some(c) = p.container.as_mut().filter(|c| c.k8s.is_none()) {
+                c.k8s = c.id.as_deref().and_then(|id| self.pods.cached(id));
+            }
+        }
     }
 }
 

@@ -213,6 +213,7 @@ impl<'s> Pipeline<'s> {
         for mut attempt in done.attempts {
             if let Some(Ok(attribution)) = &mut attempt.attribution {
                 self.releases.complete(&attempt.call, attribution);
+                self.context.name_holders_from_cache(attribution);
             }
             self.sink.umount(&attempt)?;
         }

@@ -2,9 +2,10 @@
 //! after it. The kernel reports every release on a tracked mount during the busy window after
 //! an EBUSY; these are kept for a few seconds and matched with each EBUSY's mount.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::{
+    container::Container,
     event::{Release, UmountCall},
     model::{Attribution, Holder, HolderKind, HolderProcess, OpenTimeUnknown, Seen},
     paths,
@@ -20,15 +21,31 @@ const KEEP_COUNT: usize = 100_000;
 /// on the way back (a slow or busy machine) can stay off the CPU for tens of milliseconds.
 const LATE_CLOSE_NS: u64 = 100_000_000;
 
+/// Most releasing processes whose container is kept.
+const CONTAINERS_KEPT: usize = 4096;
+
 /// Recent releases, oldest first.
 #[derive(Default)]
 pub struct RecentReleases {
     releases: VecDeque<Release>,
+    /// The container of each releasing process, read as its first release arrived: a
+    /// process that lets go as it exits (a container deleted) is still readable then, and
+    /// gone when the EBUSY is completed.
+    containers: HashMap<u32, Option<Container>>,
+    proc: process::ProcFs,
 }
 
 impl RecentReleases {
-    /// Keeps one release (and forgets old ones).
+    /// Keeps one release (and forgets old ones), reading its process's container if it is
+    /// the process's first.
     pub fn record(&mut self, release: Release) {
+        if self.releases.is_empty() || self.containers.len() >= CONTAINERS_KEPT {
+            self.containers.clear();
+        }
+        let proc = &self.proc;
+        self.containers
+            .entry(release.pid)
+            .or_insert_with(|| proc.container(release.pid));
         tracing::trace!(
             "release: pid {} fd {} mount {} (namespace {:?}) {} how={:?} opened={:?} at {}",
             release.pid,
@@ -87,7 +104,10 @@ impl RecentReleases {
             if held.contains(&(r.pid, r.fd)) || !seen.insert((r.pid, path.clone())) {
                 continue;
             }
-            attribution.holders.push(transient(r, path, call));
+            let container = self.container_of(r.pid);
+            attribution
+                .holders
+                .push(transient(r, path, call, container));
         }
         // An accessor whose release came after the call was holding: it is a holder now.
         let held = super::opens::held_fds(&attribution.holders);
@@ -97,10 +117,18 @@ impl RecentReleases {
         if !attribution.has_blamed() {
             if let Some(r) = self.closed_just_before(call, &mounts) {
                 let path = path_on_mount(&mount_point, r);
-                attribution.holders.push(closed_before(r, path, call));
+                let container = self.container_of(r.pid);
+                attribution
+                    .holders
+                    .push(closed_before(r, path, call, container));
             }
         }
         attribution.add_unknown_if_unexplained();
+    }
+
+    /// The container of a releasing process, as read when its first release arrived.
+    fn container_of(&self, pid: u32) -> Option<Container> {
+        self.containers.get(&pid).cloned().flatten()
     }
 
     /// The latest release of a file on `mounts` that entered at most [`LATE_CLOSE_NS`] before
@@ -164,8 +192,13 @@ fn path_on_mount(mount_point: &[u8], r: &Release) -> Vec<u8> {
 
 /// A `transient` holder for a file let go shortly before the failing call by a closer that may
 /// not have come back from the close (no `closed_ns_after`: the note says how long before).
-fn closed_before(r: &Release, path: Vec<u8>, call: &UmountCall) -> Holder {
-    let mut h = transient(r, path, call);
+fn closed_before(
+    r: &Release,
+    path: Vec<u8>,
+    call: &UmountCall,
+    container: Option<Container>,
+) -> Holder {
+    let mut h = transient(r, path, call, container);
     h.closed_ns_after = None;
     h.note = Some(format!(
         "{} {:.1} ms before the failing call and had not been seen running since: a closed file is let go only as its closer returns to user space, so it may still have held the mount (the latest such release on this mount; nothing else explains the EBUSY)",
@@ -178,7 +211,12 @@ fn closed_before(r: &Release, path: Vec<u8>, call: &UmountCall) -> Holder {
 /// The holder for a release after the failing call: `transient`, or `fanotify` for a group
 /// let go with unread events on the mount (its queue held the mount; `path` is the file of one
 /// of those events).
-fn transient(r: &Release, path: Vec<u8>, call: &UmountCall) -> Holder {
+fn transient(
+    r: &Release,
+    path: Vec<u8>,
+    call: &UmountCall,
+    container: Option<Container>,
+) -> Holder {
     let call_end = call.ts_boot_ns + call.duration_ns;
     let group = r.queued_events > 0;
     let kind = if group {
@@ -191,7 +229,7 @@ fn transient(r: &Release, path: Vec<u8>, call: &UmountCall) -> Holder {
         pid: r.pid,
         comm: r.comm.clone(),
         mntns: process::mntns_of(r.pid),
-        container: None,
+        container,
     });
     h.path = Some(path);
     h.fd = i32::try_from(r.fd).ok();
@@ -255,6 +293,44 @@ mod tests {
             opened_ts_boot_ns: opened,
             open_raced: false,
         }
+    }
+
+    /// A process that lets go as its container is deleted is gone when the EBUSY is
+    /// completed: its container was read as its release arrived.
+    #[test]
+    fn a_transient_holder_keeps_the_container_read_as_it_let_go() {
+        let id = "4f6b3bd7c0e2a9185b4f0c6d2e7a8b9c1d2e3f405162738495a6b7c8d9e0f1a2";
+        let cgroup = format!(
+            "4:memory:/kubepods/besteffort/pod0a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d/{id}\n0::/\n"
+        );
+        let tree = process::sample_proc_tree(cgroup.as_bytes());
+        let mut recent = RecentReleases {
+            proc: process::ProcFs::at(tree.path()),
+            ..RecentReleases::default()
+        };
+        recent.record(release(
+            10,
+            CALL_TS + 400_000,
+            812,
+            b"/f",
+            Some(CALL_TS - 1),
+        ));
+        std::fs::remove_dir_all(tree.path().join("10")).unwrap();
+        recent.record(release(
+            10,
+            CALL_TS + 500_000,
+            812,
+            b"/g",
+            Some(CALL_TS - 1),
+        ));
+        let mut a = attribution();
+        recent.complete(&call(), &mut a);
+        let ids: Vec<Option<&str>> = a
+            .holders
+            .iter()
+            .map(|h| h.process.as_ref()?.container.as_ref()?.id.as_deref())
+            .collect();
+        assert_eq!(ids, vec![Some(id), Some(id)]);
     }
 
     #[test]

@@ -94,6 +94,18 @@ pub fn summary(s: &Summary, files: usize) -> String {
         "comm",
         &Summary::top(&s.holders_by_comm, 10),
     );
+    table(
+        &mut out,
+        "Pods whose processes held the mounts",
+        "pod",
+        &Summary::top(&s.failures_by_holder_pod, 10),
+    );
+    table(
+        &mut out,
+        "Pods whose unmounts failed",
+        "pod",
+        &Summary::top(&s.failures_by_caller_pod, 10),
+    );
     out
 }
 
@@ -120,12 +132,17 @@ pub fn incident(number: usize, inc: &Incident) -> String {
         "\n## {number}. {}: {failed} failed attempt(s), {outcome}\n\n",
         md_bytes(&f.target_bytes())
     );
+    let caller = format::process(&f.comm_bytes(), f.pid);
+    let caller = match format::workload(f.container.as_ref(), f.k8s.as_ref(), " ") {
+        Some(w) => format!("{caller} ({w})"),
+        None => caller,
+    };
     let _ = writeln!(
         out,
         "First failure: attempt {} at {} by {} (uid {}, mount namespace {}): {} (`ret` {}, flags {}).",
         f.id,
         md(&f.ts),
-        md_visible(&format::process(&f.comm_bytes(), f.pid)),
+        md_visible(&caller),
         f.uid,
         f.mntns,
         md(f.result()),
@@ -155,14 +172,15 @@ fn holders(out: &mut String, inc: &Incident) {
         );
         return;
     }
-    out.push_str("\n| kind | process | path | seen | detail | attempts |\n| --- | --- | --- | --- | --- | --- |\n");
+    out.push_str("\n| kind | process | pod | path | seen | detail | attempts |\n| --- | --- | --- | --- | --- | --- | --- |\n");
     for (h, n) in &inc.holders {
         let cell = |text: Option<String>| text.map_or("-".into(), |t| md_visible(&t));
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {n} |",
+            "| {} | {} | {} | {} | {} | {} | {n} |",
             md(&h.kind),
             cell(format::holder_process(h)),
+            cell(format::workload(h.container.as_ref(), h.k8s.as_ref(), " ")),
             cell(format::holder_path(h)),
             md(&h.seen),
             cell(detail(h)),

@@ -40,6 +40,13 @@ pub struct Summary {
     /// Holders (of failed attempts) by comm (`-` for holders that are not processes).
     #[serde(serialize_with = "lossy_keys")]
     pub holders_by_comm: HashMap<Vec<u8>, u64>,
+    /// Failed attempts by the pod (`namespace/pod`) of a holder: each attempt once per pod
+    /// that held its mount (holders the runtime named; a schema v1 addition).
+    #[serde(serialize_with = "lossy_keys")]
+    pub failures_by_holder_pod: HashMap<Vec<u8>, u64>,
+    /// Failed attempts by the pod of the process that called unmount (a schema v1 addition).
+    #[serde(serialize_with = "lossy_keys")]
+    pub failures_by_caller_pod: HashMap<Vec<u8>, u64>,
     /// Time of the first and last attempt.
     pub first_ts: Option<String>,
     /// Time of the last attempt.
@@ -110,6 +117,25 @@ impl Summary {
             count(
                 &mut self.holders_by_comm,
                 h.comm_bytes().unwrap_or(Cow::Borrowed(b"-")),
+            );
+        }
+        let mut pods: Vec<String> = a
+            .holders()
+            .iter()
+            .filter_map(|h| Some(h.k8s.as_ref()?.pod_ref()))
+            .collect();
+        pods.sort_unstable();
+        pods.dedup();
+        for pod in pods {
+            count(
+                &mut self.failures_by_holder_pod,
+                Cow::Owned(pod.into_bytes()),
+            );
+        }
+        if let Some(k) = &a.k8s {
+            count(
+                &mut self.failures_by_caller_pod,
+                Cow::Owned(k.pod_ref().into_bytes()),
             );
         }
     }

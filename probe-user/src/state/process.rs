@@ -101,6 +101,14 @@ impl ProcFs {
         v2.extend(v1);
         v2
     }
+
+    /// The container `pid` runs in, from the first of its cgroup paths (v2, then v1) that
+    /// names one.
+    pub fn container(&self, pid: u32) -> Option<crate::container::Container> {
+        self.cgroup_paths(pid)
+            .iter()
+            .find_map(|path| crate::container::from_cgroup_path(path))
+    }
 }
 
 /// Cgroup paths by the cgroup id the probe read at the call: a flood of attempts from one
@@ -148,6 +156,33 @@ pub(crate) fn sample_proc_tree(cgroup: &[u8]) -> tempfile::TempDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    /// A cgroup v1 host (this machine's kind): every hierarchy has a line, the container's
+    /// path is in the controllers' lines, and the v2 line says `/`.
+    #[test]
+    fn a_container_on_cgroup_v1_is_read_from_its_hierarchies() {
+        let id = "4f6b3bd7c0e2a9185b4f0c6d2e7a8b9c1d2e3f405162738495a6b7c8d9e0f1a2";
+        let uid = "0a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d";
+        let pod = format!("/kubepods/besteffort/pod{uid}/{id}");
+        let text = format!(
+            "12:pids:{pod}\n11:hugetlb:{pod}\n4:memory:{pod}\n2:cpu,cpuacct:{pod}\n\
+             1:name=systemd:{pod}\n0::/\n"
+        );
+        let tree = sample_proc_tree(text.as_bytes());
+        let c = ProcFs::at(tree.path()).container(10).expect("a container");
+        assert_eq!(
+            (c.id.as_deref(), c.pod_uid.as_deref()),
+            (Some(id), Some(uid))
+        );
+        let host = sample_proc_tree(b"4:memory:/system.slice/containerd.service\n0::/\n");
+        assert_eq!(ProcFs::at(host.path()).container(10), None);
+        assert_eq!(
+            ProcFs::at(host.path()).container(99),
+            None,
+            "no such process"
+        );
+    }
 
     #[test]
     fn reads_cwd_and_cgroup_from_a_proc_tree() {
