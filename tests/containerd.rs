@@ -193,7 +193,7 @@ fn a_deleted_containers_holder_is_still_named() {
     assert_eq!(line["errno"], "EBUSY", "{line}");
     // Whichever way it was seen: by the scan (it still held the file) or, the scan having
     // come after its death, as a `transient` holder from release tracking (it exited). In
-    // every run here (2026-12-07, 8 of 8) it was the scan's `mount-copy` holder: the stop
+    // every run here that printed it (2026-12-07, 10 of 10) it was the scan's `mount-copy` holder: the stop
     // through the CRI takes longer than the pass takes to start its scan. Its names were
     // known from the watcher's listing at start (the container ran before the watcher
     // started), so they hold whether the pass's own listing came before the removal or, on
