@@ -31,6 +31,7 @@ mod binary;
 mod clients;
 mod comparison;
 mod container;
+mod containerd;
 mod demo;
 mod doctor;
 mod holders;
@@ -64,6 +65,9 @@ fn main() {
     if let Some(dir) = std::env::var_os(releases::LET_GO_ENV) {
         releases::let_go(&dir);
     }
+    if let Some(target) = std::env::var_os(support::containerd::UMOUNT_ENV) {
+        support::containerd::run_unmounter(&target);
+    }
     let args = Arguments::from_args();
     let is_root = nix::unistd::geteuid().is_root();
     if !is_root {
@@ -81,6 +85,7 @@ fn main() {
         transient::trials(),
         releases::trials(),
         container::trials(),
+        containerd::trials(),
         demo::trials(),
         record::trials(),
         agent::trials(),

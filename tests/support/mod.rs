@@ -1,5 +1,7 @@
 //! Helpers of the root integration tests (`tests/watch.rs`, `tests/holders.rs`).
 //!
+//! - [`containerd`]: a real containerd started by the test, driven through its CRI; [`oci`]: the
+//!   busybox image it runs, built offline;
 //! - [`fixture`]: the test binary re-executed as an incident in a private mount namespace;
 //! - [`holder`]: the test binary re-executed as a helper process that holds a mount;
 //! - [`incident`]: the parent's side of it (start, report, the watcher's lines for its pid);
@@ -8,11 +10,13 @@
 //! - [`lines`]: reading pipes with deadlines;
 //! - [`process`]: children that die with the test, commands with deadlines, external tools.
 
+pub mod containerd;
 pub mod contract;
 pub mod fixture;
 pub mod holder;
 pub mod incident;
 pub mod lines;
+pub mod oci;
 pub mod process;
 pub mod watcher;
 

@@ -152,7 +152,7 @@ pub fn try_output(cmd: &mut Command) -> std::io::Result<Output> {
 
 /// Every external program the tests run, with the Debian package that has it. `.ci/run`
 /// installs the same list: keep the two in step.
-pub const TOOLS: [(&str, &str); 14] = [
+pub const TOOLS: [(&str, &str); 20] = [
     ("fuser", "psmisc"),
     ("mkfs.ext4", "e2fsprogs"),
     ("mkswap", "util-linux"),
@@ -167,6 +167,12 @@ pub const TOOLS: [(&str, &str); 14] = [
     ("sh", "dash"),
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
+    ("containerd", "containerd"),
+    ("ctr", "containerd"),
+    ("runc", "runc"),
+    ("umoci", "umoci"),
+    ("busybox", "busybox-static"),
+    ("tar", "tar"),
 ];
 
 /// The full path of the external program `name` (one of [`TOOLS`]), from `PATH` or the sbin
