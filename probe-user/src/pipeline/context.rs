@@ -202,11 +202,7 @@ mod tests {
     fn an_attempt_gets_its_id_absolute_target_and_cgroup_from_the_proc_tree() {
         let tree = sample_proc_tree(b"0::/system.slice/containerd.service\n");
         let dir = tree.path();
-        let mut context = Context::new(
-            BootClock::booted_at_ns(0),
-            ProcFs::at(dir),
-            Arc::new(PodDirectory::off()),
-        );
+        let mut context = context_at(dir);
         let attempt = context.attempt(call(b"mnt"));
         assert_eq!(attempt.target_abs.as_deref(), Some(&b"/srv/data/mnt"[..]));
         assert_eq!(attempt.id, 1, "ids count from 1");
@@ -230,6 +226,15 @@ mod tests {
         );
     }
 
+    /// The context stage over a `/proc` look-alike, with no runtime to ask.
+    fn context_at(dir: &std::path::Path) -> Context {
+        Context::new(
+            BootClock::booted_at_ns(0),
+            ProcFs::at(dir),
+            Arc::new(PodDirectory::off()),
+        )
+    }
+
     const ID: &str = "4f6b3bd7c0e2a9185b4f0c6d2e7a8b9c1d2e3f405162738495a6b7c8d9e0f1a2";
     const UID: &str = "0a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d";
 
@@ -240,11 +245,7 @@ mod tests {
         let text = format!("4:memory:/kubepods/besteffort/pod{UID}/{ID}\n1:cpu:/\n0::/\n");
         let tree = sample_proc_tree(text.as_bytes());
         let dir = tree.path();
-        let mut context = Context::new(
-            BootClock::booted_at_ns(0),
-            ProcFs::at(dir),
-            Arc::new(PodDirectory::off()),
-        );
+        let mut context = context_at(dir);
         let attempt = context.attempt(call(b"/mnt"));
         let c = attempt.container.expect("the caller's container");
         assert_eq!(c.id.as_deref(), Some(ID));
@@ -259,11 +260,7 @@ mod tests {
     fn a_callers_container_on_cgroup_v2_comes_from_its_path() {
         let text = format!("0::/kubepods.slice/cri-containerd-{ID}.scope\n");
         let tree = sample_proc_tree(text.as_bytes());
-        let mut context = Context::new(
-            BootClock::booted_at_ns(0),
-            ProcFs::at(tree.path()),
-            Arc::new(PodDirectory::off()),
-        );
+        let mut context = context_at(tree.path());
         let c = context.attempt(call(b"/mnt")).container.unwrap();
         assert_eq!(
             (c.runtime, c.id.as_deref()),
@@ -274,11 +271,7 @@ mod tests {
     #[test]
     fn a_host_caller_has_no_container() {
         let tree = sample_proc_tree(b"4:memory:/system.slice/containerd.service\n0::/\n");
-        let mut context = Context::new(
-            BootClock::booted_at_ns(0),
-            ProcFs::at(tree.path()),
-            Arc::new(PodDirectory::off()),
-        );
+        let mut context = context_at(tree.path());
         assert_eq!(context.attempt(call(b"/mnt")).container, None);
     }
 }
