@@ -366,6 +366,39 @@ mod tests {
         );
     }
 
+    /// A holder and a caller in named pods: the detail pane says which pod, not only the
+    /// container id.
+    #[test]
+    fn detail_pane_names_the_pods() {
+        let mut app = App::new(100, "replay".into());
+        let mut e = umount_line(8, "containerd", "/var/lib/m", Some("EBUSY"));
+        let pod =
+            r#""k8s":{"pod":"scanner-x7","namespace":"security","uid":"u","container":"scan"}"#;
+        e.holders = Some(vec![serde_json::from_str(&format!(
+            r#"{{"pid":999,"comm":"scanner","kind":"fd","path":"/var/lib/m/f","fd":3,
+                "mntns":4026532001,"container":{{"runtime":"containerd","id":"0123456789abcdef0123","pod_uid":"u"}},
+                {pod},"seen":"kernel-scan","mount_id":812,"via":null,"blamed":true,"note":null,
+                "opened_ns_before":null,"closed_ns_after":null}}"#
+        ))
+        .unwrap()]);
+        e.k8s = serde_json::from_str(
+            r#"{"pod":"teardown-1","namespace":"jobs","uid":"v","container":null}"#,
+        )
+        .unwrap();
+        app.push(Line::Umount(Box::new(e)));
+        app.toggle_detail();
+        let lines = screen(&app, 100, 24).join("\n");
+        assert!(
+            lines.contains("caller containerd[108] uid 0 mntns 4026531840  pod jobs/teardown-1 container (sandbox)"),
+            "{lines}"
+        );
+        assert!(
+            lines.contains("seen kernel-scan  pod security/scanner-x7 container scan"),
+            "{lines}"
+        );
+        assert!(!lines.contains("0123456789ab"), "{lines}");
+    }
+
     #[test]
     fn filter_and_help_show_in_place() {
         let mut app = App::new(100, "live".into());
