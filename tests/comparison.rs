@@ -30,7 +30,29 @@ const WRITE_ENV: &str = "BUSYPROBE_WRITE_COMPARISON";
 
 fn comparison_with_fuser() {
     let fuser = tool("fuser");
-    let scenes = [
+    // fuser's own answer has varied once in a full parallel run (the mmap holder missed, while
+    // busyprobe's, checked in `compare`, did not): the table must come out the same in one of
+    // a few runs.
+    let mut last = String::new();
+    for run in 1..=FUSER_RUNS {
+        let rows: Vec<Row> = scenes()
+            .iter()
+            .map(|scene| compare(scene, &fuser))
+            .collect();
+        match publish(&render(&rows)) {
+            Ok(()) => return,
+            Err(why) => {
+                eprintln!("comparison run {run} of {FUSER_RUNS}: {why}");
+                last = why;
+            }
+        }
+    }
+    panic!("{last}");
+}
+
+/// The incidents compared, each in a new temporary directory.
+fn scenes() -> [holders::Scene; 7] {
+    [
         holders::fd_scene(false),
         holders::cwd_scene(),
         holders::mmap_scene(),
@@ -38,19 +60,20 @@ fn comparison_with_fuser() {
         holders::copy_scene(Propagation::Unchanged),
         holders::fanotify_scene(),
         holders::copy_scene(Propagation::Private),
-    ];
-    let rows: Vec<Row> = scenes.iter().map(|scene| compare(scene, &fuser)).collect();
-    publish(&render(&rows));
+    ]
 }
 
+/// How many times the comparison may run before a difference from [`DOC`] fails it.
+const FUSER_RUNS: usize = 3;
+
 /// Writes `text` to [`DOC`] when asked to or when there is none; else to [`RUN_DOC`], and
-/// the committed [`DOC`] must be the same text.
-fn publish(text: &str) {
+/// the committed [`DOC`] must be the same text (else why not, with the difference).
+fn publish(text: &str) -> Result<(), String> {
     let doc = Path::new(DOC);
     if std::env::var_os(WRITE_ENV).is_some_and(|v| v == "1") || !doc.exists() {
         std::fs::write(doc, text).expect("write docs/comparison.md");
         eprintln!("wrote {}", doc.display());
-        return;
+        return Ok(());
     }
     std::fs::write(RUN_DOC, text).unwrap_or_else(|e| panic!("write {RUN_DOC}: {e}"));
     let committed = std::fs::read_to_string(doc).expect("read docs/comparison.md");
@@ -65,12 +88,14 @@ fn publish(text: &str) {
                 .map(|l| format!("\n+ {l}")),
         )
         .collect();
-    assert!(
-        committed == text,
+    if committed == text {
+        return Ok(());
+    }
+    Err(format!(
         "docs/comparison.md is not what this run found (its text is in {RUN_DOC}); if the \
          change is right, rewrite it with {WRITE_ENV}=1 cargo test -p probe-user --test \
          integration comparison_with_fuser{diff}"
-    );
+    ))
 }
 
 /// One line of the table.
