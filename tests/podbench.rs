@@ -49,7 +49,9 @@ const CHURN_COUNT_ENV: &str = "BUSYPROBE_PODBENCH_CHURN_COUNT";
 
 /// The node's side (single-threaded when called, first thing in `main`): see the module.
 pub fn node(spec: &OsStr) -> ! {
-    let spec = spec.to_string_lossy();
+    let spec = spec.to_string_lossy().into_owned();
+    // Its children (unmounters, churners) are the test binary too: not nodes.
+    std::env::remove_var(ENV);
     let (pods, containers) = spec
         .split_once('x')
         .and_then(|(p, c)| Some((p.parse::<usize>().ok()?, c.parse::<usize>().ok()?)))
