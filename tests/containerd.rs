@@ -38,21 +38,22 @@ pub fn trials() -> Vec<Trial> {
 const HOLD: &str = "exec 3>/vol/m/held && echo ready >/vol/m/.ready && mv /vol/m/.ready \
                     /vol/m/ready && exec sleep 2147483647";
 
-/// A pod whose container holds a file on a tmpfs of the node's, set up by [`holding_pod`].
-struct Holding {
-    pod: Pod,
+/// A pod whose container holds a file on a tmpfs of the node's, set up by [`holding_pod`]
+/// (`podbench.rs` uses it too).
+pub struct Holding {
+    pub pod: Pod,
     /// The container's id (CRI).
-    container: String,
+    pub container: String,
     /// The host pid of its process, which holds the file.
-    pid: u32,
+    pub pid: u32,
     /// The tmpfs, as the node mounts it (the unmounter's target).
-    mount: PathBuf,
+    pub mount: PathBuf,
 }
 
 /// On `node`: a tmpfs on `<volume dir>/m`, then pod `namespace/name` (uid `uid`) with a
 /// container `scanner` that mounts the volume directory on `/vol` with `HostToContainer`
 /// (rslave) propagation and runs [`HOLD`]; returns once the container said it holds the file.
-fn holding_pod(node: &Containerd, name: &str, namespace: &str, uid: &str) -> Holding {
+pub fn holding_pod(node: &Containerd, name: &str, namespace: &str, uid: &str) -> Holding {
     let volume = node.volume_dir();
     let mount = volume.join("m");
     std::fs::create_dir(&mount).unwrap();

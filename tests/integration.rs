@@ -3,7 +3,9 @@
 //! The test binary has two modes. With `BUSYPROBE_FIXTURE` set it is a fixture (see
 //! `support/fixture.rs`): it runs the plan it was given and exits. Otherwise it runs every
 //! trial with libtest-mimic; without root they are all reported as ignored, loudly (and
-//! `cargo xtask test` fails on an ignored trial under root or in CI).
+//! `cargo xtask test` fails on an ignored trial under root or in CI). With
+//! `BUSYPROBE_PODBENCH` set it is the containerd node of `cargo xtask bench pods` (see
+//! `podbench.rs`).
 
 /// The trials of a module, each named once: `trials![f, g => || h(1)]` is a trial `f` that
 /// calls `f()` and a trial `g` that calls the closure.
@@ -35,6 +37,7 @@ mod containerd;
 mod demo;
 mod doctor;
 mod holders;
+mod podbench;
 mod record;
 mod recording;
 mod releases;
@@ -67,6 +70,12 @@ fn main() {
     }
     if let Some(target) = std::env::var_os(support::containerd::UMOUNT_ENV) {
         support::containerd::run_unmounter(&target);
+    }
+    if let Some(spec) = std::env::var_os(podbench::ENV) {
+        podbench::node(&spec);
+    }
+    if let Some(target) = std::env::var_os(podbench::CHURN_ENV) {
+        podbench::churn(&target);
     }
     let args = Arguments::from_args();
     let is_root = nix::unistd::geteuid().is_root();

@@ -869,31 +869,7 @@ impl Unmounter {
     /// Moves it into the cgroups of process `pid` (a container's), in every hierarchy, as
     /// `crictl exec` / `kubectl exec` put the processes they start in a container.
     pub fn join_cgroups_of(&self, pid: u32) {
-        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-        let mounts = cgroup_mounts();
-        for line in cgroups.lines() {
-            let mut fields = line.splitn(3, ':');
-            let (Some(_), Some(controllers), Some(path)) =
-                (fields.next(), fields.next(), fields.next())
-            else {
-                continue;
-            };
-            let wanted: Vec<&str> = controllers.split(',').filter(|c| !c.is_empty()).collect();
-            let Some((mount, _)) = mounts.iter().find(|(_, options)| {
-                if wanted.is_empty() {
-                    options.is_empty() // the v2 hierarchy
-                } else {
-                    wanted.iter().all(|w| options.iter().any(|o| o == w))
-                }
-            }) else {
-                continue;
-            };
-            let procs = mount
-                .join(path.trim_start_matches('/'))
-                .join("cgroup.procs");
-            std::fs::write(&procs, self.pid().to_string())
-                .unwrap_or_else(|e| panic!("join {}: {e}", procs.display()));
-        }
+        join_cgroups(self.pid(), pid);
     }
 
     /// Calls `umount2(target, 0)` once; the errno it gave (0 when it worked).
@@ -913,6 +889,35 @@ impl Unmounter {
             Next::Line(line) => line,
             other => panic!("no answer from the unmounter: {other:?}"),
         }
+    }
+}
+
+/// Moves process `pid` into the cgroups of process `of` (a container's), in every hierarchy.
+pub fn join_cgroups(pid: u32, of: u32) {
+    let cgroups = std::fs::read_to_string(format!("/proc/{of}/cgroup")).unwrap();
+    let mounts = cgroup_mounts();
+    for line in cgroups.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let wanted: Vec<&str> = controllers.split(',').filter(|c| !c.is_empty()).collect();
+        let Some((mount, _)) = mounts.iter().find(|(_, options)| {
+            if wanted.is_empty() {
+                options.is_empty() // the v2 hierarchy
+            } else {
+                wanted.iter().all(|w| options.iter().any(|o| o == w))
+            }
+        }) else {
+            continue;
+        };
+        let procs = mount
+            .join(path.trim_start_matches('/'))
+            .join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string())
+            .unwrap_or_else(|e| panic!("join {}: {e}", procs.display()));
     }
 }
 

@@ -53,6 +53,20 @@ impl Tracer {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Self::start_with_env(program, args, &[], stdout)
+    }
+
+    /// [`Self::start`] with the environment variables `env` added.
+    pub fn start_with_env<I, S>(
+        program: &Path,
+        args: I,
+        env: &[(&str, &str)],
+        stdout: Stdout,
+    ) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let name = program.file_name().map_or_else(
             || program.display().to_string(),
             |n| n.to_string_lossy().into(),
@@ -60,6 +74,7 @@ impl Tracer {
         let mut command = command_dying_with_us(program);
         command
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stderr(Stdio::piped());
         command.stdout(match stdout {
@@ -94,6 +109,11 @@ impl Tracer {
         let tracer = Self::start(busyprobe, args, Stdout::Lines)?;
         tracer.wait_for_stderr("probes attached", timeout)?;
         Ok(tracer)
+    }
+
+    /// Its stderr, read line by line.
+    pub fn stderr(&self) -> &Lines {
+        &self.stderr
     }
 
     /// The tracer's pid.

@@ -205,7 +205,7 @@ fn parse_kernels(values: &[String]) -> Result<Vec<Kernel>, String> {
 }
 
 /// `cargo test -p probe-user --no-run --message-format=json`: the `integration` executable.
-fn build_test_binary() -> Result<PathBuf> {
+pub(crate) fn build_test_binary() -> Result<PathBuf> {
     let out = Command::new("cargo")
         .current_dir(workspace_root())
         .args([
