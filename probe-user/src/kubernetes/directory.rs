@@ -38,6 +38,11 @@ pub const BACKOFF: Duration = Duration::from_secs(30);
 pub const REMEMBER_GONE: Duration = Duration::from_secs(10 * 60);
 /// How long an id that a fresh listing did not name is not asked about again.
 pub const UNKNOWN_FOR: Duration = Duration::from_secs(5);
+/// How old the last listing may be before a pass starts another as it begins: a retry storm
+/// (containerd retries every 50 ms) lists once a second, not once a retry (each listing
+/// competes with the pass's scan for the CPU); an id the listing does not know is still
+/// asked about after the scan.
+pub const PASS_LISTING_AGE: Duration = Duration::from_secs(1);
 /// A listing started this recently serves a miss (it started after the miss's cause).
 const FRESH: Duration = Duration::from_millis(100);
 /// Most containers remembered (a node runs a few hundred).
@@ -140,10 +145,11 @@ impl PodDirectory {
         }
     }
 
-    /// [`Self::prefetch`] unless a listing started less than [`UNKNOWN_FOR`] ago: for a
-    /// container id the hot path found unknown (at most one listing per that interval).
-    pub fn prefetch_if_stale(self: &Arc<Self>) {
-        if !self.listed_since(Instant::now() - UNKNOWN_FOR) {
+    /// [`Self::prefetch`] unless a listing started less than `age` ago: at most one listing
+    /// per `age` (an attribution pass, [`PASS_LISTING_AGE`]; a container id the hot path
+    /// found unknown, [`UNKNOWN_FOR`]).
+    pub fn prefetch_if_older_than(self: &Arc<Self>, age: Duration) {
+        if !self.listed_since(Instant::now() - age) {
             self.prefetch();
         }
     }

@@ -13,7 +13,7 @@ use crate::{
     clock::BootClock,
     container::{self, Container},
     event::{UmountAttempt, UmountCall},
-    kubernetes::PodDirectory,
+    kubernetes::{directory::UNKNOWN_FOR, PodDirectory},
     model::Attribution,
     paths,
     state::process::{CgroupPaths, ProcFs},
@@ -77,7 +77,7 @@ impl Context {
             found.k8s = self.pods.cached(id);
             if found.k8s.is_none() {
                 // Named by a later attempt, once a listing in the background knows it.
-                self.pods.prefetch_if_stale();
+                self.pods.prefetch_if_older_than(UNKNOWN_FOR);
             }
         }
         Some(found)

@@ -28,7 +28,7 @@ use crate::{
         Scanner,
     },
     event::{UmountAttempt, Warning},
-    kubernetes::PodDirectory,
+    kubernetes::{directory::PASS_LISTING_AGE, PodDirectory},
     model::{Attribution, Coverage, Holder, MountSummary, Seen},
     state::{
         mount_cache::{MountCache, OnTables},
@@ -216,8 +216,8 @@ impl Attributor for Live {
     /// of them, callers and holders named with their pods; the watch loop completes each with
     /// the transient holders (and `unknown` if nothing explains it).
     fn attribute(&self, mut attempts: Vec<UmountAttempt>) -> Vec<UmountAttempt> {
-        // The runtime lists its containers while the scan runs.
-        self.pods.prefetch();
+        // The runtime lists its containers while the scan runs (unless it did within a second).
+        self.pods.prefetch_if_older_than(PASS_LISTING_AGE);
         let pass = Pass::plan(&attempts, |attempt| self.resolve(attempt));
         self.contend(&pass.targets);
         let found = if pass.targets.is_empty() {
