@@ -32,6 +32,7 @@ mod clients;
 mod comparison;
 mod container;
 mod containerd;
+mod daemonset;
 mod demo;
 mod doctor;
 mod holders;
@@ -86,6 +87,7 @@ fn main() {
         releases::trials(),
         container::trials(),
         containerd::trials(),
+        daemonset::trials(),
         demo::trials(),
         record::trials(),
         agent::trials(),
