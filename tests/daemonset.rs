@@ -76,9 +76,9 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// 30; the agent exits well within a second of SIGTERM).
 const STOP_GRACE_S: i64 = 30;
 
-/// The paths the kubelet's default `procMount` masks in a container that is not privileged,
-/// and those it makes read-only (Kubernetes' `pkg/securitycontext/util.go`); the kubelet sends
-/// them in every CreateContainer, and containerd applies what it is sent.
+/// The paths the kubelet's default `procMount` masks in a container that is not privileged
+/// (Kubernetes' `pkg/securitycontext/util.go`); the kubelet sends them in every
+/// CreateContainer, and containerd applies what it is sent.
 const MASKED_PATHS: [&str; 10] = [
     "/proc/asound",
     "/proc/acpi",
@@ -91,6 +91,7 @@ const MASKED_PATHS: [&str; 10] = [
     "/proc/scsi",
     "/sys/firmware",
 ];
+/// The paths the kubelet's default `procMount` makes read-only, sent the same way.
 const READONLY_PATHS: [&str; 5] = [
     "/proc/bus",
     "/proc/fs",
@@ -102,6 +103,10 @@ const READONLY_PATHS: [&str; 5] = [
 /// The agent's pod as `deploy/kubernetes/busyprobe.yaml` describes it: everything of its one
 /// container and pod spec that the CRI requests carry.
 struct AgentPod {
+    /// The pod's name as the DaemonSet controller makes it (`NAME-` and a suffix; the
+    /// DaemonSet's name), and its namespace (the DaemonSet's).
+    pod_name: String,
+    namespace: String,
     /// The pod template's `hostPID`, `hostNetwork`.
     host_pid: bool,
     host_network: bool,
@@ -212,6 +217,7 @@ impl AgentPod {
             .find(|d| d["kind"] == "DaemonSet")
             .expect("a DaemonSet in the manifest");
         let pod = &ds["spec"]["template"]["spec"];
+        let meta = field(ds, "metadata");
         let containers = field(pod, "containers").as_array().unwrap();
         assert_eq!(containers.len(), 1, "one container in the DaemonSet's pod");
         let c = &containers[0];
@@ -255,6 +261,8 @@ impl AgentPod {
             .collect();
         let resources = field(c, "resources");
         Self {
+            pod_name: format!("{}-n0d3", string(meta, "name")),
+            namespace: string(meta, "namespace"),
             host_pid: boolean(pod, "hostPID"),
             host_network: boolean(pod, "hostNetwork"),
             name: string(c, "name"),
@@ -274,6 +282,11 @@ impl AgentPod {
             memory_limit: bytes(&string(field(resources, "limits"), "memory")),
             mounts,
         }
+    }
+
+    /// RunPodSandbox for the pod (uid `uid`) on `node`, with [`AgentPod::namespaces`].
+    fn run_pod(&self, node: &Containerd, uid: &str) -> Pod {
+        node.run_pod_with(&self.pod_name, &self.namespace, uid, self.namespaces())
     }
 
     /// The pod's namespaces as the kubelet asks for them: the node's network and PID
@@ -336,8 +349,8 @@ impl AgentPod {
                 .collect(),
             labels: HashMap::from([
                 ("io.kubernetes.container.name".into(), self.name.clone()),
-                ("io.kubernetes.pod.name".into(), "busyprobe-n0d3".into()),
-                ("io.kubernetes.pod.namespace".into(), "busyprobe".into()),
+                ("io.kubernetes.pod.name".into(), self.pod_name.clone()),
+                ("io.kubernetes.pod.namespace".into(), self.namespace.clone()),
                 ("io.kubernetes.pod.uid".into(), pod.uid.clone()),
             ]),
             log_path: format!("{}/{attempt}.log", self.name),
@@ -539,7 +552,7 @@ fn the_daemonsets_pod_names_the_holder_of_a_hosts_ebusy() {
     let mounts = map_host_paths(&node, &manifest.mounts, &dirs);
     let metrics = free_addr().to_string();
     let args = agent_args(&manifest, &metrics);
-    let pod = node.run_pod_with("busyprobe-n0d3", "busyprobe", UID, manifest.namespaces());
+    let pod = manifest.run_pod(&node, UID);
     let config = manifest.container_config(&pod, 0, &args, &manifest.add, &mounts);
     let log = pod.log_directory().join(&config.log_path);
     let id = node.create_container_with(&pod, config);
@@ -716,7 +729,7 @@ fn the_daemonsets_pod_without_a_needed_capability_exits_naming_it() {
         recording: node.volume_dir().join("recording"),
     };
     let mounts = map_host_paths(&node, &manifest.mounts, &dirs);
-    let pod = node.run_pod_with("busyprobe-n0d3", "busyprobe", UID, manifest.namespaces());
+    let pod = manifest.run_pod(&node, UID);
     for (attempt, missing) in manifest.add.iter().enumerate() {
         let add: Vec<String> = manifest
             .add
