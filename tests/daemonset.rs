@@ -51,6 +51,7 @@ use crate::{
 pub fn trials() -> Vec<Trial> {
     trials![
         the_daemonsets_pod_names_the_holder_of_a_hosts_ebusy,
+        the_daemonsets_pod_mounts_tracefs_when_the_node_has_none,
         the_daemonsets_pod_without_a_needed_capability_exits_naming_it,
     ]
 }
@@ -541,10 +542,59 @@ fn status_field(pid: u32, key: &str) -> String {
 /// (the mapped `/var/lib/busyprobe`) holds the same line; StopContainer (SIGTERM) ends it with
 /// status 0 and the final counters.
 fn the_daemonsets_pod_names_the_holder_of_a_hosts_ebusy() {
-    const UID: &str = "d4e5f6a7-b8c9-4d0e-8f1a-2b3c4d5e6f70";
+    names_a_hosts_ebusy(
+        "the_daemonsets_pod_names_the_holder_of_a_hosts_ebusy",
+        "d4e5f6a7-b8c9-4d0e-8f1a-2b3c4d5e6f70",
+        Tracefs::OnTheNode,
+    );
+}
+
+/// The same on a node without tracefs (the fixture's node namespace unmounts it; its
+/// `/sys/kernel/tracing` is then sysfs's empty directory, which the manifest's `Directory`
+/// hostPath accepts): the agent mounts tracefs over its read-only bind of that directory, in
+/// its own mount namespace (CAP_SYS_ADMIN, under the runtime's seccomp profile), says so, and
+/// names the holder; the node still has no tracefs.
+fn the_daemonsets_pod_mounts_tracefs_when_the_node_has_none() {
+    names_a_hosts_ebusy(
+        "the_daemonsets_pod_mounts_tracefs_when_the_node_has_none",
+        "f6a7b8c9-d0e1-4f2a-8b3c-4d5e6f7a8b92",
+        Tracefs::NotOnTheNode,
+    );
+}
+
+/// Whether the node has tracefs mounted when the agent starts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tracefs {
+    OnTheNode,
+    NotOnTheNode,
+}
+
+/// Whether `mountinfo` (a `/proc/PID/mountinfo`) lists a tracefs at `/sys/kernel/tracing`.
+fn has_tracefs(mountinfo: &str) -> bool {
+    mountinfo.lines().any(|l| {
+        l.split(' ').nth(4) == Some("/sys/kernel/tracing")
+            && l.split_once(" - ")
+                .is_some_and(|(_, r)| r.starts_with("tracefs "))
+    })
+}
+
+/// The trials of [`the_daemonsets_pod_names_the_holder_of_a_hosts_ebusy`]: `trial` names it in
+/// its output, `uid` is its pod's.
+fn names_a_hosts_ebusy(trial: &str, uid: &str, tracefs: Tracefs) {
     let started = Instant::now();
     let manifest = AgentPod::from_manifest();
     let node = node_with_image(&manifest);
+    let node_mountinfo = || std::fs::read_to_string(format!("/proc/{}/mountinfo", node.pid()));
+    if tracefs == Tracefs::NotOnTheNode {
+        // The fixture's unmounter: `umount2` in the node's mount namespace (a copy of the
+        // host's, private: the host keeps its tracefs).
+        let mut unmounter = node.unmounter(Path::new("/sys/kernel/tracing"));
+        assert_eq!(unmounter.umount(), 0, "umount2 of the node's tracefs");
+        assert!(
+            !has_tracefs(&node_mountinfo().unwrap()),
+            "the node's tracefs is gone"
+        );
+    }
     let dirs = Dirs {
         run: node.volume_dir().join("run"),
         recording: node.volume_dir().join("recording"),
@@ -552,7 +602,7 @@ fn the_daemonsets_pod_names_the_holder_of_a_hosts_ebusy() {
     let mounts = map_host_paths(&node, &manifest.mounts, &dirs);
     let metrics = free_addr().to_string();
     let args = agent_args(&manifest, &metrics);
-    let pod = manifest.run_pod(&node, UID);
+    let pod = manifest.run_pod(&node, uid);
     let config = manifest.container_config(&pod, 0, &args, &manifest.add, &mounts);
     let log = pod.log_directory().join(&config.log_path);
     let id = node.create_container_with(&pod, config);
@@ -573,7 +623,7 @@ fn the_daemonsets_pod_names_the_holder_of_a_hosts_ebusy() {
         ));
     }
     eprintln!(
-        "the_daemonsets_pod_names_the_holder_of_a_hosts_ebusy: attached {:.1?} after the start",
+        "{trial}: attached {:.1?} after the start",
         started.elapsed()
     );
 
@@ -620,6 +670,21 @@ fn the_daemonsets_pod_names_the_holder_of_a_hosts_ebusy() {
             .any(|o| o == "ro"),
         "readOnlyRootFilesystem: {root}"
     );
+    // tracefs: the node's, bound; or, without one on the node, the agent's own over the bind
+    // (only in the container's mount namespace).
+    let mounted_it = "tracefs was not mounted: mounted it at /sys/kernel/tracing";
+    let said = log_messages(&log);
+    match tracefs {
+        Tracefs::OnTheNode => assert!(!said.contains(mounted_it), "{said}"),
+        Tracefs::NotOnTheNode => {
+            assert!(said.contains(mounted_it), "{said}");
+            assert!(has_tracefs(&mountinfo), "{mountinfo}");
+            assert!(
+                !has_tracefs(&node_mountinfo().unwrap()),
+                "the node has none still"
+            );
+        }
+    }
     for m in &mounts {
         let line = mountinfo
             .lines()
@@ -708,10 +773,7 @@ fn the_daemonsets_pod_names_the_holder_of_a_hosts_ebusy() {
         lines.wait_eof(Instant::now() + LINE_TIMEOUT),
         "the agent's stream did not end"
     );
-    eprintln!(
-        "the_daemonsets_pod_names_the_holder_of_a_hosts_ebusy: {:.1?}",
-        started.elapsed()
-    );
+    eprintln!("{trial}: {:.1?}", started.elapsed());
 }
 
 /// The same pod with one of the manifest's capabilities left out, each in turn (a container
