@@ -47,12 +47,12 @@ use std::{
 
 use cri_api::v1::{
     runtime_service_client::RuntimeServiceClient, ContainerConfig, ContainerMetadata,
-    ContainerStatus, ContainerStatusRequest, CreateContainerRequest, ImageSpec, KeyValue,
-    LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount, MountPropagation, NamespaceMode,
-    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest, VersionRequest,
+    ContainerStatusRequest, CreateContainerRequest, ImageSpec, KeyValue, LinuxContainerConfig,
+    LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, Mount, MountPropagation, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    VersionRequest,
 };
 use nix::{
     sys::signal::{kill, Signal},
@@ -521,7 +521,7 @@ impl Containerd {
     }
 
     /// ContainerStatus, not verbose (state, exit code, log path).
-    pub fn container_status(&self, id: &str) -> ContainerStatus {
+    pub fn container_status(&self, id: &str) -> cri_api::v1::ContainerStatus {
         let request = ContainerStatusRequest {
             container_id: id.into(),
             verbose: false,
