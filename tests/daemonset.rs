@@ -643,6 +643,17 @@ fn names_a_hosts_ebusy(trial: &str, uid: &str, tracefs: Tracefs) {
         assert_eq!(status_field(pid, set), mask, "{set}: {:?}", manifest.add);
     }
     assert_eq!(status_field(pid, "CapAmb"), format!("{:016x}", 0));
+    // hostPID and hostNetwork: the test's own PID and network namespaces (the node's mount
+    // namespace is the fixture's; its PID and network namespaces are the host's).
+    for (ns, host) in [("pid", manifest.host_pid), ("net", manifest.host_network)] {
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_eq!(
+            theirs == ours,
+            host,
+            "{ns} namespace {theirs:?}, the host's {ours:?}"
+        );
+    }
     assert_eq!(
         status_field(pid, "NoNewPrivs"),
         "1",
