@@ -34,6 +34,7 @@ mod clients;
 mod comparison;
 mod container;
 mod containerd;
+mod daemonset;
 mod demo;
 mod doctor;
 mod holders;
@@ -95,6 +96,7 @@ fn main() {
         releases::trials(),
         container::trials(),
         containerd::trials(),
+        daemonset::trials(),
         demo::trials(),
         record::trials(),
         agent::trials(),

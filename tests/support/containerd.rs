@@ -127,6 +127,14 @@ pub struct Pod {
     config: PodSandboxConfig,
 }
 
+impl Pod {
+    /// The directory its containers' logs go to (the CRI's `log_directory`; a container's
+    /// `log_path` is relative to it).
+    pub fn log_directory(&self) -> &Path {
+        Path::new(&self.config.log_directory)
+    }
+}
+
 /// A host directory mounted into a container.
 pub struct Volume<'a> {
     /// The directory, a path in the node's mount namespace.
@@ -335,6 +343,18 @@ impl Containerd {
     /// kubelet sets none with host network), cgroup parent `/kubepods/besteffort/pod<uid>`
     /// (the cgroupfs driver's layout), the network namespace the node's, PID per container.
     pub fn run_pod(&self, name: &str, namespace: &str, uid: &str) -> Pod {
+        self.run_pod_with(name, namespace, uid, namespaces())
+    }
+
+    /// [`Containerd::run_pod`] with the pod's namespaces `namespace_options` (a `hostPID` pod:
+    /// pid `NODE`).
+    pub fn run_pod_with(
+        &self,
+        name: &str,
+        namespace: &str,
+        uid: &str,
+        namespace_options: NamespaceOption,
+    ) -> Pod {
         let log_directory = self
             .dir
             .path()
@@ -364,7 +384,7 @@ impl Containerd {
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
                 security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(namespaces()),
+                    namespace_options: Some(namespace_options),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -480,6 +500,39 @@ impl Containerd {
             })
             .unwrap_or_else(|e| self.fail(&e))
             .container_id
+    }
+
+    /// CreateContainer in `pod` with `config` made whole by the caller (the directory of its
+    /// log path is made first); returns the container id.
+    pub fn create_container_with(&self, pod: &Pod, config: ContainerConfig) -> String {
+        let log = Path::new(&pod.config.log_directory).join(&config.log_path);
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        let request = CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod.config.clone()),
+        };
+        self.cri()
+            .call("CreateContainer", |mut c| async move {
+                c.create_container(request).await
+            })
+            .unwrap_or_else(|e| self.fail(&e))
+            .container_id
+    }
+
+    /// ContainerStatus, not verbose (state, exit code, log path).
+    pub fn container_status(&self, id: &str) -> cri_api::v1::ContainerStatus {
+        let request = ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        };
+        self.cri()
+            .call("ContainerStatus", |mut c| async move {
+                c.container_status(request).await
+            })
+            .unwrap_or_else(|e| self.fail(&e))
+            .status
+            .unwrap_or_else(|| self.fail(&format!("no status for container {id}")))
     }
 
     /// StartContainer.

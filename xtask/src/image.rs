@@ -90,8 +90,21 @@ fn out_dir() -> PathBuf {
     workspace_root().join("target").join("image")
 }
 
-/// Builds the binary and the image; prints where it went and its size.
+/// The archive [`build`] writes: `target/image/busyprobe-VERSION.oci.tar` (the DaemonSet's
+/// trials in `tests/daemonset.rs` import it).
+pub fn archive() -> PathBuf {
+    out_dir().join(format!("busyprobe-{VERSION}.oci.tar"))
+}
+
+/// `cargo xtask image`: [`build`].
 pub fn image(opts: &Options) -> Result<ExitCode> {
+    build(opts.verbose)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds the release binary (a no-op when it is up to date) and the image from it; prints
+/// where it went and its size; returns the [`archive`]. About 2 s once the binary is built.
+pub fn build(verbose: bool) -> Result<PathBuf> {
     require_umoci()?;
     let binary = run::build_busyprobe(true)?;
     let out = out_dir();
@@ -102,9 +115,9 @@ pub fn image(opts: &Options) -> Result<ExitCode> {
     let libs = shared_libraries(&binary)?;
     fill_rootfs(&rootfs, &binary, &libs)?;
     let layout = out.join("oci");
-    build_layout(&layout, &rootfs, opts.verbose)?;
+    build_layout(&layout, &rootfs, verbose)?;
     name_for_containerd(&layout)?;
-    let archive = out.join(format!("busyprobe-{VERSION}.oci.tar"));
+    let archive = archive();
     write_archive(&layout, &archive)?;
     let unpacked = dir_size(&rootfs)?;
     fs::remove_dir_all(&rootfs).with_context(|| format!("removing {}", rootfs.display()))?;
@@ -119,7 +132,7 @@ pub fn image(opts: &Options) -> Result<ExitCode> {
         archive.display(),
         archive.display()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(archive)
 }
 
 /// Fails with the package to install when `umoci` does not run.
