@@ -145,6 +145,13 @@ impl PodDirectory {
         }
     }
 
+    /// Whether container `id` is neither known nor confirmed unknown by a recent listing (a
+    /// container of a runtime the CRI does not serve, such as Docker or Podman alone).
+    pub fn is_new(&self, id: &str) -> bool {
+        let wanted = [(id.to_owned(), 0)];
+        !self.missing(&wanted).is_empty()
+    }
+
     /// [`Self::prefetch`] unless a listing started less than `age` ago: at most one listing
     /// per `age` (an attribution pass, [`PASS_LISTING_AGE`]; a container id the hot path
     /// found unknown, [`UNKNOWN_FOR`]).

@@ -57,6 +57,20 @@ pub struct Live {
 }
 
 impl Live {
+    /// Has the runtime list its containers while the scan runs: at once when a caller's
+    /// container is new to the directory, else unless it did within [`PASS_LISTING_AGE`].
+    fn list_pods_during_the_scan(&self, attempts: &[UmountAttempt]) {
+        let new_caller = attempts.iter().any(|a| {
+            let id = a.container.as_ref().and_then(|c| c.id.as_deref());
+            id.is_some_and(|id| self.pods.is_new(id))
+        });
+        if new_caller {
+            self.pods.prefetch();
+        } else {
+            self.pods.prefetch_if_older_than(PASS_LISTING_AGE);
+        }
+    }
+
     /// Names the callers' and holders' containers, with one lookup for the whole pass.
     fn name_pods(&self, attempts: &mut [UmountAttempt]) {
         let mut unnamed = Unnamed::default();
@@ -216,8 +230,7 @@ impl Attributor for Live {
     /// of them, callers and holders named with their pods; the watch loop completes each with
     /// the transient holders (and `unknown` if nothing explains it).
     fn attribute(&self, mut attempts: Vec<UmountAttempt>) -> Vec<UmountAttempt> {
-        // The runtime lists its containers while the scan runs (unless it did within a second).
-        self.pods.prefetch_if_older_than(PASS_LISTING_AGE);
+        self.list_pods_during_the_scan(&attempts);
         let pass = Pass::plan(&attempts, |attempt| self.resolve(attempt));
         self.contend(&pass.targets);
         let found = if pass.targets.is_empty() {
