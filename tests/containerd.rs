@@ -29,6 +29,7 @@ pub fn trials() -> Vec<Trial> {
         a_runtime_without_cri_is_one_notice,
         an_unmount_from_inside_a_pod_names_the_callers_pod,
         a_cri_socket_that_cannot_answer_is_one_notice,
+        who_pod_by_name_lists_the_pods_volume_and_its_holder,
     ]
 }
 
@@ -350,4 +351,43 @@ fn a_cri_socket_that_cannot_answer_is_one_notice() {
         file_notice.contains(not_a_socket.to_str().unwrap()),
         "the notice names the path: {file_notice}"
     );
+}
+
+/// `who --pod NAMESPACE/NAME` on the node: the name is resolved to the pod's UID by the real
+/// CRI, the kubelet's directory of that UID holds the volume (here the kubelet root's
+/// `pods/UID` is a link to the node's volume directory), and the volume is answered for with
+/// its holder, the container's process, named with its pod.
+fn who_pod_by_name_lists_the_pods_volume_and_its_holder() {
+    const UID: &str = "5b1e2d3c-8a9f-4e7d-b6c5-a4f3e2d1c0b9";
+    let node = Containerd::start();
+    let held = holding_pod(&node, "web-0", "shop", UID);
+    let kubelet = tempfile::tempdir().unwrap();
+    std::fs::create_dir(kubelet.path().join("pods")).unwrap();
+    std::os::unix::fs::symlink(node.volume_dir(), kubelet.path().join("pods").join(UID)).unwrap();
+    let out = process::output(
+        node.in_node(env!("CARGO_BIN_EXE_busyprobe"))
+            .args(["who", "--json", "--pod", "shop/web-0", "--kubelet-root"])
+            .arg(kubelet.path())
+            .arg("--cri-socket")
+            .arg(node.socket()),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "held: {stdout}\n{stderr}");
+    let answers: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 1, "one volume: {stdout}");
+    let who = &answers[0];
+    assert_eq!(
+        who["mount"]["mount_point"],
+        held.mount.to_str().unwrap(),
+        "{who}"
+    );
+    let holder = holder_of(who, held.pid);
+    assert_eq!(holder["kind"], "mount-copy", "{who}");
+    assert_eq!(holder["k8s"]["pod"], "web-0", "{who}");
+    assert_eq!(holder["k8s"]["namespace"], "shop", "{who}");
+    assert_eq!(holder["k8s"]["container"], "scanner", "{who}");
 }
