@@ -30,6 +30,7 @@ pub fn trials() -> Vec<Trial> {
         an_unmount_from_inside_a_pod_names_the_callers_pod,
         a_cri_socket_that_cannot_answer_is_one_notice,
         who_pod_by_name_lists_the_pods_volume_and_its_holder,
+        the_holders_shim_names_the_cri_socket,
     ]
 }
 
@@ -390,4 +391,32 @@ fn who_pod_by_name_lists_the_pods_volume_and_its_holder() {
     assert_eq!(holder["k8s"]["pod"], "web-0", "{who}");
     assert_eq!(holder["k8s"]["namespace"], "shop", "{who}");
     assert_eq!(holder["k8s"]["container"], "scanner", "{who}");
+}
+
+/// No `--cri-socket`, and no runtime at the well-known paths: the holder's own
+/// `containerd-shim-runc-v2` (its parent) names the socket with `-address`, and busyprobe asks
+/// it there (through the shim's `/proc/PID/root`).
+fn the_holders_shim_names_the_cri_socket() {
+    const UID: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
+    let node = Containerd::start();
+    let held = holding_pod(&node, "found-1", "discovery", UID);
+    let watcher = Watcher::start::<&str>(&[]);
+    let mut unmounter = node.unmounter(&held.mount);
+    assert_eq!(unmounter.umount(), libc::EBUSY, "the node's umount2");
+    let line = watcher.umount_lines_of(unmounter.pid(), 1).remove(0);
+    let holder = holder_of(&line, held.pid);
+    assert_eq!(holder["k8s"]["pod"], "found-1", "{line}");
+    assert_eq!(holder["k8s"]["namespace"], "discovery", "{line}");
+    let said = process::poll(OUTPUT_TIMEOUT, || {
+        let stderr = watcher.stderr();
+        stderr
+            .lines()
+            .any(|l| l.contains("pod names: found the CRI socket") && l.contains("/root/"))
+            .then_some(())
+    });
+    assert!(
+        said.is_some(),
+        "the log says where the socket was found (through the shim's root):\n{}",
+        watcher.stderr()
+    );
 }

@@ -388,6 +388,8 @@ mod tests {
                 "--skip",
                 "who_pod_by_name_lists_the_pods_volume_and_its_holder",
                 "--skip",
+                "the_holders_shim_names_the_cri_socket",
+                "--skip",
                 "the_daemonsets_pod_names_the_holder_of_a_hosts_ebusy",
                 "--skip",
                 "the_daemonsets_pod_mounts_tracefs_when_the_node_has_none",
