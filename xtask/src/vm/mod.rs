@@ -103,6 +103,7 @@ const NOT_IN_GUESTS: &[(&str, &str)] = &[
         "who_pod_by_name_lists_the_pods_volume_and_its_holder",
         CONTAINERD,
     ),
+    ("the_holders_shim_names_the_cri_socket", CONTAINERD),
     (
         "the_daemonsets_pod_names_the_holder_of_a_hosts_ebusy",
         CONTAINERD,
