@@ -12,7 +12,7 @@ use crate::{
     cli::{ReportArgs, ReportFormat},
     recording::{
         files_in_order, markdown,
-        report::{self, Incident},
+        report::{self, Incident, IncidentsByPod},
         LineProblem,
     },
 };
@@ -56,19 +56,22 @@ pub fn write_report(
     }
     let mut written = 0usize;
     let mut failed: Option<io::Error> = None;
+    let mut by_pod = IncidentsByPod::default();
     report::incidents(files, |inc: Incident| {
         if failed.is_some() || event.is_some_and(|id| !inc.contains(id)) {
             return;
         }
         written += 1;
+        by_pod.add(written, &inc);
         failed = write_incident(out, format, written, &inc).err();
     })
     .context("reading the recording")?;
     if let Some(e) = failed {
         return Err(e).context("writing the report");
     }
-    if format == ReportFormat::Json {
-        writeln!(out, "]}}")?;
+    match format {
+        ReportFormat::Json => writeln!(out, "]}}")?,
+        ReportFormat::Markdown => out.write_all(markdown::by_pod(&by_pod).as_bytes())?,
     }
     Ok(written)
 }

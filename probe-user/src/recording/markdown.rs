@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::report::{Incident, Summary};
+use super::report::{Incident, IncidentsByPod, Summary};
 use crate::{
     paths::escape_for_terminal,
     sink::{format, json::wire::HolderWire},
@@ -117,6 +117,37 @@ fn table(out: &mut String, title: &str, what: &str, rows: &[(&[u8], u64)]) {
     for (k, n) in rows {
         let _ = writeln!(out, "| {} | {n} |", md_bytes(k));
     }
+}
+
+/// The incidents grouped by pod (none when no pod was named): which incidents each pod's
+/// processes held the mount in, and which its own unmounts failed in.
+pub fn by_pod(pods: &IncidentsByPod) -> String {
+    if pods.pods.is_empty() {
+        return String::new();
+    }
+    let numbers = |n: &[usize]| {
+        if n.is_empty() {
+            "-".to_owned()
+        } else {
+            n.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let mut out = String::from(
+        "\n## Incidents by pod\n\n| pod | held the mount in incidents | its unmount failed in incidents |\n| --- | --- | --- |\n",
+    );
+    for (pod, (held, called)) in &pods.pods {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            md(pod),
+            numbers(held),
+            numbers(called)
+        );
+    }
+    out
 }
 
 /// One incident: the first failure, the mount, the holders, the timeline.

@@ -211,6 +211,29 @@ impl Incident {
     }
 }
 
+/// The incidents each pod took part in, by their numbers in the report: as a holder's pod, or
+/// as the pod of the process whose unmount failed (pods by `namespace/pod`, in order).
+#[derive(Debug, Default)]
+pub struct IncidentsByPod {
+    /// `namespace/pod` → (incidents its processes held the mount in, incidents it unmounted in).
+    pub pods: BTreeMap<String, (Vec<usize>, Vec<usize>)>,
+}
+
+impl IncidentsByPod {
+    /// Notes incident `number`'s pods.
+    pub fn add(&mut self, number: usize, inc: &Incident) {
+        for pod in inc.holders.iter().filter_map(|(h, _)| h.k8s.as_ref()) {
+            let held = &mut self.pods.entry(pod.pod_ref()).or_default().0;
+            if held.last() != Some(&number) {
+                held.push(number);
+            }
+        }
+        if let Some(pod) = &inc.first.k8s {
+            self.pods.entry(pod.pod_ref()).or_default().1.push(number);
+        }
+    }
+}
+
 /// The first pass: the counts, and the lines that had to be skipped.
 pub fn summarize(files: &[PathBuf]) -> std::io::Result<(Summary, Vec<LineProblem>)> {
     let mut summary = Summary::default();
@@ -252,6 +275,66 @@ pub fn incidents(files: &[PathBuf], mut incident: impl FnMut(Incident)) -> std::
 mod tests {
     use super::*;
     use crate::{recording::markdown, sink::json::wire::UmountLine};
+
+    /// A pod that held the mount in two incidents and whose own unmount failed in a third;
+    /// another that only held one: each listed with its incidents' numbers.
+    #[test]
+    fn incidents_are_grouped_by_pod() {
+        use crate::container::{Container, PodNames, Runtime};
+        let in_pod = |pod: &str| Container {
+            runtime: Runtime::Containerd,
+            id: Some("c".into()),
+            pod_uid: None,
+            k8s: Some(PodNames {
+                pod: pod.into(),
+                namespace: "ns".into(),
+                uid: "u".into(),
+                container: Some("x".into()),
+                image: None,
+            }),
+        };
+        let incident = |holder_pods: &[&str], caller_pod: Option<&str>| {
+            let holders = holder_pods
+                .iter()
+                .zip(10..)
+                .map(|(pod, pid)| {
+                    let mut h = crate::model::sample_process_holder(
+                        crate::model::HolderKind::Fd,
+                        1,
+                        pid,
+                        b"scan",
+                        None,
+                    );
+                    h.process.as_mut().unwrap().container = Some(in_pod(pod));
+                    h
+                })
+                .collect();
+            let mut a = crate::event::sample_attempt(b"/m", Some(b"/m"), -16, 0);
+            a.attribution = Some(Ok(crate::model::sample_attribution("/m", holders)));
+            a.container = caller_pod.map(in_pod);
+            Incident::new(&UmountLine::new(&a))
+        };
+        let mut by_pod = IncidentsByPod::default();
+        by_pod.add(1, &incident(&["scanner"], None));
+        by_pod.add(2, &incident(&["scanner", "other"], None));
+        by_pod.add(3, &incident(&[], Some("scanner")));
+        let rows: Vec<(&str, &[usize], &[usize])> = by_pod
+            .pods
+            .iter()
+            .map(|(pod, (held, called))| (pod.as_str(), held.as_slice(), called.as_slice()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("ns/other", &[2][..], &[][..]),
+                ("ns/scanner", &[1, 2][..], &[3][..])
+            ]
+        );
+        let text = markdown::by_pod(&by_pod);
+        assert!(text.contains("| ns/scanner | 1, 2 | 3 |"), "{text}");
+        assert!(text.contains("| ns/other | 2 | - |"), "{text}");
+        assert_eq!(markdown::by_pod(&IncidentsByPod::default()), "");
+    }
 
     /// Two targets whose bytes differ only where they are not UTF-8 (their JSON strings are
     /// the same) are two incidents, each shown with its own bytes.
