@@ -238,29 +238,36 @@ impl PodDirectory {
         state.last_listing.is_some_and(|at| at >= since)
     }
 
-    /// Adds the sockets of the shims above the processes of ids not known; whether any is new.
+    /// Adds the well-known sockets that appeared since (a runtime started after busyprobe,
+    /// as at boot) and the sockets of the shims above the processes of ids not known;
+    /// whether any is new.
     fn add_shim_sockets(&self, wanted: &[(String, u32)]) -> bool {
         let (true, Some(runtime)) = (self.sockets.searches_shims(), &self.runtime) else {
             return false;
         };
         let missing: Vec<u32> = self.missing(wanted).iter().map(|(_, pid)| *pid).collect();
+        let found = self.sockets.initial().into_iter().map(|p| (p, None));
+        let above = missing
+            .into_iter()
+            .filter_map(|pid| Some((socket::of_shim_above(Path::new("/proc"), pid)?, Some(pid))));
         let mut sources = self.sources.lock().expect("sources lock");
         let mut added = false;
-        for pid in missing {
-            let Some(path) = socket::of_shim_above(Path::new("/proc"), pid) else {
-                continue;
-            };
-            if !sources
+        for (path, pid) in found.chain(above) {
+            if sources
                 .iter()
                 .any(|s| same_socket(s.client.socket(), &path))
             {
-                tracing::info!(
+                continue;
+            }
+            match pid {
+                Some(pid) => tracing::info!(
                     "pod names: found the CRI socket {} above pid {pid}",
                     path.display()
-                );
-                sources.push(Source::new(path, runtime.clone()));
-                added = true;
+                ),
+                None => tracing::info!("pod names: found the CRI socket {}", path.display()),
             }
+            sources.push(Source::new(path, runtime.clone()));
+            added = true;
         }
         added
     }
@@ -573,6 +580,27 @@ mod tests {
         let sources = d.sources.lock().unwrap();
         let (_, err) = sources[0].failing.as_ref().unwrap();
         assert_eq!(err, &CriError::NotASocket(file));
+    }
+
+    /// A runtime that starts after busyprobe (at boot, before containerd): its well-known
+    /// socket is asked from the next lookup that misses.
+    #[test]
+    fn a_well_known_socket_that_appears_later_is_asked() {
+        let root = tempfile::tempdir().unwrap();
+        let d = PodDirectory::new(Sockets::Found {
+            root: root.path().to_owned(),
+        });
+        assert!(d.names(&[("a".into(), u32::MAX)]).is_empty());
+        assert!(d.sources.lock().unwrap().is_empty(), "nothing there yet");
+        let sock = root.path().join("run/containerd/containerd.sock");
+        std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        drop(listener); // refuses at once: the lookup fails fast, but the socket is asked
+        assert!(d.names(&[("b".into(), u32::MAX)]).is_empty());
+        let sources = d.sources.lock().unwrap();
+        assert_eq!(sources.len(), 1);
+        assert_eq!(sources[0].client.socket(), sock);
+        assert!(sources[0].failing.is_some(), "it was asked");
     }
 
     /// A socket that accepts but never answers: the lookup gives up at the deadline, and the
