@@ -427,8 +427,6 @@ impl Containerd {
         volumes: &[Volume],
     ) -> String {
         let meta = pod.config.metadata.as_ref().unwrap();
-        let log_directory = Path::new(&pod.config.log_directory);
-        std::fs::create_dir_all(log_directory.join(name)).unwrap();
         let config = ContainerConfig {
             metadata: Some(ContainerMetadata {
                 name: name.into(),
@@ -489,17 +487,7 @@ impl Containerd {
             }),
             ..Default::default()
         };
-        let request = CreateContainerRequest {
-            pod_sandbox_id: pod.id.clone(),
-            config: Some(config),
-            sandbox_config: Some(pod.config.clone()),
-        };
-        self.cri()
-            .call("CreateContainer", |mut c| async move {
-                c.create_container(request).await
-            })
-            .unwrap_or_else(|e| self.fail(&e))
-            .container_id
+        self.create_container_with(pod, config)
     }
 
     /// CreateContainer in `pod` with `config` made whole by the caller (the directory of its

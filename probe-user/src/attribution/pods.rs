@@ -37,6 +37,11 @@ impl Unnamed {
     pub fn names(&self, pods: &PodDirectory) -> Names {
         Names(pods.names(&self.wanted))
     }
+
+    /// Their names as far as `pods` knows them already, without asking the runtime.
+    pub fn known_names(&self, pods: &PodDirectory) -> Names {
+        Names(pods.lookup(&self.wanted))
+    }
 }
 
 /// Names found for container ids.

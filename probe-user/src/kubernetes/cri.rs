@@ -153,14 +153,11 @@ impl CriClient {
         let kept = self.channel.clone();
         let call = async move {
             let channel = channel(&socket, &kept).await?;
-            let answer = list_all(&socket, channel).await;
-            if answer.is_err() {
-                kept.lock().expect("channel lock").take();
-            }
-            answer
+            list_all(&socket, channel).await
         };
         let timeout = CriError::Timeout(self.socket.clone(), deadline);
         let answer = self.runtime.run(call, deadline, timeout);
+        // A failed or late call: the next one connects again.
         if answer.is_err() {
             self.channel.lock().expect("channel lock").take();
         }

@@ -194,8 +194,8 @@ impl PodDirectory {
         found.first().map(|(uid, _)| (*uid).clone())
     }
 
-    /// The known names of `wanted`.
-    fn lookup(&self, wanted: &[(String, u32)]) -> HashMap<String, PodNames> {
+    /// The known names of `wanted`; never asks the runtime.
+    pub fn lookup(&self, wanted: &[(String, u32)]) -> HashMap<String, PodNames> {
         let state = self.state.lock().expect("directory lock");
         wanted
             .iter()

@@ -10,6 +10,7 @@ use std::{
 };
 
 use crate::{
+    attribution::pods::Unnamed,
     clock::BootClock,
     container::{self, Container},
     event::{UmountAttempt, UmountCall},
@@ -89,11 +90,9 @@ impl Context {
     /// transient holders, added after the pass named the others (the pass's listing knows
     /// their containers, or remembers them gone).
     pub fn name_holders_from_cache(&self, a: &mut Attribution) {
-        for p in a.holders.iter_mut().filter_map(|h| h.process.as_mut()) {
-            if let Some(c) = p.container.as_mut().filter(|c| c.k8s.is_none()) {
-                c.k8s = c.id.as_deref().and_then(|id| self.pods.cached(id));
-            }
-        }
+        let mut unnamed = Unnamed::default();
+        unnamed.add_holders(a);
+        unnamed.known_names(&self.pods).apply_to_holders(a);
     }
 }
 
