@@ -79,7 +79,9 @@ impl PathBuf {
     }
 }
 
-/// One finished `umount`/`umount2` call, emitted at syscall exit.
+/// One finished `umount`/`umount2` call, emitted at syscall exit. The record in the ring buffer
+/// is cut after the target's valid bytes: `header.size` is [`UMOUNT_EVENT_FIXED`] plus
+/// `target.len`, never more than the struct.
 #[repr(C)]
 #[derive(Copy, Clone)]
 pub struct UmountEvent {
@@ -106,6 +108,10 @@ pub struct UmountEvent {
     /// The target path exactly as the caller passed it.
     pub target: PathBuf,
 }
+
+/// Bytes of an [`UmountEvent`] before the target's bytes: the shortest record (an empty or
+/// unreadable target).
+pub const UMOUNT_EVENT_FIXED: usize = core::mem::offset_of!(UmountEvent, target) + 8;
 
 /// Path components a [`ReleaseEvent`] carries, leaf first.
 pub const RELEASE_DEPTH: usize = 12;
@@ -349,6 +355,7 @@ mod tests {
         assert_eq!(offset_of!(UmountEvent, comm), 72);
         assert_eq!(offset_of!(UmountEvent, target), 88);
         assert_eq!(size_of::<UmountEvent>(), 88 + 8 + PATH_BUF_LEN);
+        assert_eq!(UMOUNT_EVENT_FIXED, 96);
         assert_eq!(size_of::<ScanRecord>(), 40);
         assert_eq!(offset_of!(ReleaseEvent, mount_ns), 44);
         assert_eq!(offset_of!(ReleaseEvent, opened_ts_boot_ns), 48);

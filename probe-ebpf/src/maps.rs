@@ -8,7 +8,8 @@ use aya_ebpf::{
     Global,
 };
 use probe_common::{
-    assert_symbol_name, names, DropCause, FdKey, OpenRecord, RecentOpens, RECENT_OPEN_RINGS,
+    assert_symbol_name, names, DropCause, FdKey, OpenRecord, RecentOpens, UmountEvent,
+    RECENT_OPEN_RINGS,
 };
 
 use crate::{open_times::OpenEntry, release::PendingDirRelease, umount::UmountStart};
@@ -27,6 +28,11 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DropCause::CO
 assert_symbol_name!(DROPS, names::maps::DROPS);
 
 // The unmount capture (`umount.rs`).
+
+/// `[0]`: per CPU, the unmount record being built at `sys_exit_umount` (only its used bytes
+/// go to the ring buffer).
+#[map]
+pub static UMOUNT_SCRATCH: PerCpuArray<UmountEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// What `sys_enter_umount` saw, keyed by thread id, until `sys_exit_umount`.
 #[map]

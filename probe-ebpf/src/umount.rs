@@ -1,7 +1,7 @@
 //! `syscalls:sys_enter_umount` / `sys_exit_umount`: every unmount attempt with its caller,
 //! target, flags, result and duration.
 
-use core::ptr::addr_of_mut;
+use core::{mem::size_of, ptr::addr_of_mut};
 
 use aya_ebpf::{
     helpers::{
@@ -16,12 +16,12 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use probe_common::{
     assert_symbol_name, names::programs, DropCause, EventKind, PathBuf, UmountEvent, PATH_BUF_LEN,
-    PATH_TRUNCATED, PATH_UNREADABLE,
+    PATH_TRUNCATED, PATH_UNREADABLE, UMOUNT_EVENT_FIXED,
 };
 
 use crate::{
     kernel::{self, read_ptr},
-    maps::{count_drop, EVENTS, UMOUNT_INFLIGHT},
+    maps::{count_drop, EVENTS, UMOUNT_INFLIGHT, UMOUNT_SCRATCH},
     offsets::{self, OFF_NSPROXY_MNT_NS, OFF_TASK_NSPROXY},
 };
 
@@ -93,18 +93,18 @@ pub fn on_umount_exit<C: EbpfContext>(ctx: &C, ret: i64) -> Result<(), i64> {
     if ret == -16 {
         crate::window::open_busy_window(now);
     }
-    let Some(mut entry) = EVENTS.reserve::<UmountEvent>(0) else {
-        count_drop(DropCause::RingBufFull);
+    // The record is built in a per-CPU slot and only its used bytes are sent: the target is
+    // usually tens of bytes of its 4096, and a fixed-size record would take 4.2 KiB of the
+    // ring buffer each (1,000 of them fill the default 4 MiB).
+    let Some(event) = UMOUNT_SCRATCH.get_ptr_mut(0) else {
         return Ok(());
     };
-    let event = entry.as_mut_ptr();
     let uid_gid = bpf_get_current_uid_gid();
-    // SAFETY: `event` points at a reserved, writable record of the right size; every field
-    // is written before submit.
-    unsafe {
+    // SAFETY: `event` points at this CPU's slot, which no other program touches while this
+    // one runs; every field sent is written first.
+    let size = unsafe {
         let header = addr_of_mut!((*event).header);
         (*header).kind = EventKind::Umount as u32;
-        (*header).size = core::mem::size_of::<UmountEvent>() as u32;
         (*header).ts_boot_ns = start.ts_boot_ns;
         (*header).pid = (pid_tgid >> 32) as u32;
         (*header).tid = tid;
@@ -117,19 +117,29 @@ pub fn on_umount_exit<C: EbpfContext>(ctx: &C, ret: i64) -> Result<(), i64> {
         (*event).cgroup_id = bpf_get_current_cgroup_id();
         (*event).mntns = current_mntns();
         (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        read_user_path(start.name as *const u8, addr_of_mut!((*event).target));
+        let len = read_user_path(start.name as *const u8, addr_of_mut!((*event).target));
+        let size = UMOUNT_EVENT_FIXED + len.min(PATH_BUF_LEN);
+        (*header).size = size as u32;
+        size
+    };
+    // Bounded for the verifier: at most the whole record.
+    let size = size.min(size_of::<UmountEvent>());
+    // SAFETY: `size` bytes of the slot, all written above.
+    let bytes = unsafe { core::slice::from_raw_parts(event.cast::<u8>(), size) };
+    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        count_drop(DropCause::RingBufFull);
     }
-    entry.submit(0);
     Ok(())
 }
 
-/// Reads a NUL-terminated user-space path into `out`, flagging truncation and faults.
+/// Reads a NUL-terminated user-space path into `out`, flagging truncation and faults; returns
+/// the bytes read (0 when unreadable).
 ///
 /// Read at syscall exit: the kernel has already copied the name, so its page is resident.
 ///
 /// # Safety
 /// `out` must point at a writable [`PathBuf`].
-unsafe fn read_user_path(src: *const u8, out: *mut PathBuf) {
+unsafe fn read_user_path(src: *const u8, out: *mut PathBuf) -> usize {
     let bytes = unsafe { &mut (*out).bytes };
     match unsafe { bpf_probe_read_user_str_bytes(src, bytes) } {
         Ok(read) => {
@@ -147,6 +157,7 @@ unsafe fn read_user_path(src: *const u8, out: *mut PathBuf) {
                 (*out).len = len as u32;
                 (*out).status = status;
             }
+            len
         }
         Err(_) => {
             count_drop(DropCause::PathUnreadable);
@@ -154,6 +165,7 @@ unsafe fn read_user_path(src: *const u8, out: *mut PathBuf) {
                 (*out).len = 0;
                 (*out).status = PATH_UNREADABLE;
             }
+            0
         }
     }
 }

@@ -6,6 +6,7 @@ use std::mem::size_of;
 use probe_common::{
     EventHeader, EventKind, ReleaseEvent, UmountEvent, COMM_LEN, OPEN_RACED, PATH_BUF_LEN,
     PATH_TRUNCATED, PATH_UNREADABLE, RELEASE_DEPTH, RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
+    UMOUNT_EVENT_FIXED,
 };
 use thiserror::Error;
 
@@ -56,8 +57,8 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
     let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
     match kind {
         EventKind::Umount => {
-            let raw: UmountEvent = read_sized(kind, &header, bytes)?;
-            Ok(KernelEvent::Umount(umount_call(&raw)))
+            let raw: UmountEvent = read_cut(kind, &header, bytes, UMOUNT_EVENT_FIXED)?;
+            Ok(KernelEvent::Umount(umount_call(&raw, header.size as usize)))
         }
         EventKind::Release => {
             let raw: ReleaseEvent = read_sized(kind, &header, bytes)?;
@@ -118,7 +119,36 @@ fn read_sized<T: Copy>(
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
 }
 
-fn umount_call(raw: &UmountEvent) -> UmountCall {
+/// A record cut after its first `fixed` bytes or later (see [`UmountEvent`]): the bytes sent,
+/// the rest zero.
+fn read_cut<T: Copy>(
+    kind: EventKind,
+    header: &EventHeader,
+    bytes: &[u8],
+    fixed: usize,
+) -> Result<T, DecodeError> {
+    let need = size_of::<T>();
+    let said = header.size as usize;
+    if !(fixed..=need).contains(&said) || bytes.len() < said {
+        return Err(DecodeError::BadSize {
+            kind,
+            need: fixed,
+            said: header.size,
+            got: bytes.len(),
+        });
+    }
+    let mut raw = std::mem::MaybeUninit::<T>::zeroed();
+    // SAFETY: `said` <= size_of::<T>() bytes are copied into the zeroed value, from a slice
+    // at least that long; T is one of the plain-old-data event structs (all-zero is valid).
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), raw.as_mut_ptr().cast::<u8>(), said);
+        Ok(raw.assume_init())
+    }
+}
+
+/// `raw` as decoded from a record of `size` bytes: the target's length is clamped to the
+/// bytes the record has.
+fn umount_call(raw: &UmountEvent, size: usize) -> UmountCall {
     UmountCall {
         ts_boot_ns: raw.header.ts_boot_ns,
         pid: raw.header.pid,
@@ -128,15 +158,15 @@ fn umount_call(raw: &UmountEvent) -> UmountCall {
         comm: nul_terminated(&raw.comm[..COMM_LEN]).to_vec(),
         mntns: raw.mntns,
         cgroup_id: raw.cgroup_id,
-        target: kernel_path(&raw.target),
+        target: kernel_path(&raw.target, size.saturating_sub(UMOUNT_EVENT_FIXED)),
         flags: raw.flags,
         ret: raw.ret,
         duration_ns: raw.duration_ns,
     }
 }
 
-fn kernel_path(raw: &probe_common::PathBuf) -> KernelPath {
-    let len = (raw.len as usize).min(PATH_BUF_LEN);
+fn kernel_path(raw: &probe_common::PathBuf, sent: usize) -> KernelPath {
+    let len = (raw.len as usize).min(PATH_BUF_LEN).min(sent);
     KernelPath {
         bytes: raw.bytes[..len].to_vec(),
         truncated: raw.status & PATH_TRUNCATED != 0,
@@ -148,8 +178,18 @@ fn kernel_path(raw: &probe_common::PathBuf) -> KernelPath {
 pub(crate) mod tests {
     use super::*;
 
-    /// A zeroed umount record with the given fields, as the kernel would write it.
+    /// A zeroed umount record with the given fields, as the kernel writes it: cut after the
+    /// target's bytes.
     pub(crate) fn umount_record(pid: u32, target: &[u8], ret: i64, flags: u32) -> Vec<u8> {
+        let size = UMOUNT_EVENT_FIXED + target.len();
+        let mut bytes = whole_umount_record(pid, target, ret, flags);
+        bytes[4..8].copy_from_slice(&(size as u32).to_ne_bytes());
+        bytes.truncate(size);
+        bytes
+    }
+
+    /// As [`umount_record`], the whole struct sent (as busyprobe before 2026-12-08 did).
+    fn whole_umount_record(pid: u32, target: &[u8], ret: i64, flags: u32) -> Vec<u8> {
         // SAFETY: all-zero is a valid UmountEvent.
         let mut ev: UmountEvent = unsafe { std::mem::zeroed() };
         ev.header.kind = EventKind::Umount as u32;
@@ -250,9 +290,16 @@ pub(crate) mod tests {
     #[test]
     fn decodes_an_umount_record() {
         let bytes = umount_record(1234, b"/mnt/x\xff", -16, 2);
+        assert_eq!(bytes.len(), 96 + 7, "cut after the target");
         let KernelEvent::Umount(call) = decode(&bytes).unwrap() else {
             panic!("not an umount")
         };
+        let KernelEvent::Umount(whole) =
+            decode(&whole_umount_record(1234, b"/mnt/x\xff", -16, 2)).unwrap()
+        else {
+            panic!("not an umount")
+        };
+        assert_eq!(whole, call, "a whole record decodes the same");
         assert_eq!(call.pid, 1234);
         assert_eq!(call.tid, 1235);
         assert_eq!(call.uid, 1000);
@@ -279,14 +326,20 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn length_field_is_clamped_to_the_buffer() {
-        let mut bytes = umount_record(1, b"/a", 0, 0);
+    fn length_field_is_clamped_to_the_record() {
         let len_at = std::mem::offset_of!(UmountEvent, target);
-        bytes[len_at..len_at + 4].copy_from_slice(&u32::MAX.to_ne_bytes());
-        let KernelEvent::Umount(call) = decode(&bytes).unwrap() else {
+        let mut whole = whole_umount_record(1, b"/a", 0, 0);
+        whole[len_at..len_at + 4].copy_from_slice(&u32::MAX.to_ne_bytes());
+        let KernelEvent::Umount(call) = decode(&whole).unwrap() else {
             panic!("not an umount")
         };
         assert_eq!(call.target.bytes.len(), PATH_BUF_LEN);
+        let mut cut = umount_record(1, b"/abc", 0, 0);
+        cut[len_at..len_at + 4].copy_from_slice(&100u32.to_ne_bytes());
+        let KernelEvent::Umount(call) = decode(&cut).unwrap() else {
+            panic!("not an umount")
+        };
+        assert_eq!(call.target.bytes, b"/abc", "no byte past the record's end");
     }
 
     #[test]
@@ -297,14 +350,21 @@ pub(crate) mod tests {
         assert_eq!(decode(&unknown), Err(DecodeError::UnknownKind(99)));
         let full = umount_record(1, b"/a", 0, 0);
         assert!(matches!(
-            decode(&full[..100]),
-            Err(DecodeError::BadSize { got: 100, .. })
+            decode(&full[..97]),
+            Err(DecodeError::BadSize {
+                got: 97,
+                said: 98,
+                ..
+            })
         ));
-        let mut wrong_size = full.clone();
-        wrong_size[4] = 1;
-        assert!(matches!(
-            decode(&wrong_size),
-            Err(DecodeError::BadSize { .. })
-        ));
+        for size in [1u32, 95, 4193] {
+            let mut wrong_size = full.clone();
+            wrong_size.resize(4200, 0);
+            wrong_size[4..8].copy_from_slice(&size.to_ne_bytes());
+            assert!(
+                matches!(decode(&wrong_size), Err(DecodeError::BadSize { .. })),
+                "size {size}"
+            );
+        }
     }
 }
