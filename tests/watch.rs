@@ -314,16 +314,21 @@ fn only_failed_and_path_filters() {
     assert_eq!(shown[0]["target"], mnt.to_str().unwrap());
 }
 
+/// With a ring buffer of one page, an unmount whose target is 4,000 bytes long cannot be
+/// sent (its record, cut after the target, is 4,096 bytes plus the ring's own header): each
+/// is lost and counted. Shorter targets fit, so the calls are made on such a path (it does
+/// not exist: ENOENT).
 fn ring_buffer_full_drops_are_counted() {
     let (_dir, tmp) = temp_dir();
+    let target = path_of_len(&tmp, 4000);
     let args = ["--ring-buffer-size", "4096", "--stats-interval", "1"];
     let mut watcher = Watcher::start(&args);
     let before = watcher.read_until("a periodic stats line", is_stats);
     let baseline = assert_stats_line(before.last().unwrap());
-    let plan = (0..3).fold(Plan::new(), |plan, _| plan.umount2(&tmp, 0));
+    let plan = (0..3).fold(Plan::new(), |plan, _| plan.umount2(&target, 0));
     let fixture = Fixture::run(&plan);
     for call in &fixture.report.calls {
-        assert_eq!(call.errno, libc::EINVAL, "the fixture's umount2 result");
+        assert_eq!(call.errno, libc::ENOENT, "the fixture's umount2 result");
     }
     let ended = watcher.stop(Signal::SIGTERM);
     let stderr = watcher.stderr();
@@ -340,7 +345,7 @@ fn ring_buffer_full_drops_are_counted() {
         .collect();
     assert!(
         printed.is_empty(),
-        "no umount line fits in one page: {}",
+        "no record of a 4,000-byte target fits in one page: {}",
         lines_text(&printed)
     );
     let last = ended.rest.last().expect("a final stats line");
@@ -350,6 +355,20 @@ fn ring_buffer_full_drops_are_counted() {
         dropped >= baseline + 3,
         "drops.ringbuf_full {dropped} >= {baseline} (before) + 3: {last}"
     );
+}
+
+/// A path under `dir` exactly `len` bytes long, of short components (`dir/a/a/.../a`), that
+/// does not exist.
+fn path_of_len(dir: &Path, len: usize) -> PathBuf {
+    let mut path = dir.as_os_str().as_bytes().to_vec();
+    while path.len() + 2 <= len {
+        path.extend_from_slice(b"/a");
+    }
+    if path.len() < len {
+        path.push(b'b');
+    }
+    assert_eq!(path.len(), len);
+    PathBuf::from(std::ffi::OsString::from_vec(path))
 }
 
 fn sigterm_exits_zero_with_final_stats() {
