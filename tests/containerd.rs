@@ -195,7 +195,9 @@ fn a_deleted_containers_holder_is_still_named() {
     let line = watcher.umount_lines_of(unmounter.pid(), 1).remove(0);
     assert_eq!(line["errno"], "EBUSY", "{line}");
     // Whichever way it was seen: by the scan (it still held the file) or, the scan having
-    // come after its death, as a `transient` holder from release tracking (it exited). In
+    // come after its death, from release tracking (it exited): a `mount-copy` holder via
+    // `transient`, its copy known from the mount tables busyprobe remembers (the container's
+    // namespace died with it; `releases.rs` forces that order without containerd). In
     // every run here that printed it (2026-12-07, 10 of 10) it was the scan's `mount-copy` holder: the stop
     // through the CRI takes longer than the pass takes to start its scan. Its names were
     // known from the watcher's listing at start (the container ran before the watcher
@@ -203,8 +205,8 @@ fn a_deleted_containers_holder_is_still_named() {
     // a slow machine, after it (then the directory's memory of gone containers names it).
     let holder = holder_of(&line, held.pid);
     eprintln!(
-        "a_deleted_containers_holder_is_still_named: the holder was seen as {}",
-        holder["kind"]
+        "a_deleted_containers_holder_is_still_named: the holder was seen as {} via {}, {}",
+        holder["kind"], holder["via"], holder["seen"]
     );
     assert_eq!(holder["container"]["id"], held.container.as_str(), "{line}");
     let k8s = &holder["k8s"];

@@ -11,7 +11,7 @@ use std::{
     fs::File,
     io::{Read, Write as _},
     os::fd::{AsRawFd, OwnedFd},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
@@ -39,6 +39,7 @@ pub fn trials() -> Vec<Trial> {
         a_release_too_deep_to_walk_is_cut_marked_and_counted,
         every_way_of_letting_go_is_a_transient_holder,
         a_recent_accessor_is_context_not_a_holder,
+        a_holder_gone_with_its_namespaces_copy_is_named,
     ]
 }
 
@@ -512,6 +513,94 @@ fn a_listener_gone_with_unread_events_is_named() {
             note.starts_with(
                 "exited after the failing call, letting go of its fanotify group with 1 unread event on this mount"
             ),
+            "{line}"
+        );
+        eprintln!("trial {trial}: traced");
+        return;
+    }
+}
+
+/// Creates its file when dropped: the go-ahead a fixture waits for ([`Plan::wait_for`]), given
+/// also when the test fails before it means to, so that the fixture ends (and with it its
+/// mounts and helpers) without waiting for its limit.
+struct GoAhead(PathBuf);
+
+impl Drop for GoAhead {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, b"");
+    }
+}
+
+/// A helper in a mount namespace of its own (`unshare -m --propagation slave`, as a
+/// container with a `HostToContainer` volume) holds a file through its copy of the mount,
+/// which receives the unmount (its parent is a slave of the target's shared parent); it is
+/// killed right after the fixture's unmount fails, and its namespace dies with it, so no scan
+/// can see that copy. The watcher, started while the helper held the file, remembers the
+/// namespace's table: the helper's exit is matched on the copy, and it is named as the
+/// holder of that copy (`mount-copy` via `transient`, seen `traced`) with its exact pid, fd
+/// and file. A scan that ran before the kill sees it holding the copy instead: then the
+/// trial runs again, at most 5 times.
+fn a_holder_gone_with_its_namespaces_copy_is_named() {
+    for trial in 1..=5 {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().canonicalize().unwrap();
+        let (base, ready) = (tmp.join("base"), tmp.join("ready"));
+        let mnt = base.join("mnt");
+        let held = mnt.join("held");
+        let go = GoAhead(tmp.join("go"));
+        let plan = Plan::new()
+            .tmpfs(&base)
+            .make_shared(&base)
+            .tmpfs(&mnt)
+            .write(&held, 1)
+            .spawn(
+                Helper::new()
+                    .wrapped(&["unshare", "-m", "--propagation", "slave"])
+                    .open(&held),
+            )
+            .write(&ready, 0)
+            .wait_for(&go.0)
+            .umount2(&mnt, 0)
+            .kill_helpers();
+        let fixture = std::thread::spawn(move || Fixture::run(&plan));
+        assert!(
+            process::poll(FIXTURE_TIMEOUT, || ready.exists().then_some(())).is_some(),
+            "the fixture's helper never held its file"
+        );
+        // Started now, the watcher reads the helper's namespace with every other.
+        let watcher = Watcher::start(&[OsStr::new("--only-failed")]);
+        drop(go);
+        let fixture = fixture.join().expect("the fixture thread");
+        let errnos: Vec<i32> = fixture.report.calls.iter().map(|c| c.errno).collect();
+        assert_eq!(errnos, [libc::EBUSY], "the helper's copy is busy");
+        let helper = &fixture.report.helpers[0];
+        assert_eq!(helper.pid, helper.spawned, "unshare -m execs the helper");
+        let line = watcher.umount_lines_of(fixture.pid(), 1).remove(0);
+        let holders = line["holders"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no holders: {line}"));
+        assert_eq!(holders.len(), 1, "the helper alone: {line}");
+        let h = &holders[0];
+        assert_eq!(h["kind"], "mount-copy", "{line}");
+        assert_eq!(h["pid"], helper.pid, "{line}");
+        assert_eq!(h["path"], held.to_str().unwrap(), "{line}");
+        assert_eq!(h["fd"], helper.fds[0], "{line}");
+        assert_eq!(h["blamed"], true, "{line}");
+        assert_ne!(
+            h["mount_id"], line["mount"]["id"],
+            "held on the copy: {line}"
+        );
+        if h["seen"] == "kernel-scan" && trial < 5 {
+            eprintln!("trial {trial}: the scan saw the helper before it was killed; again");
+            continue;
+        }
+        assert_eq!(h["seen"], "traced", "{line}");
+        assert_eq!(h["via"], "transient", "{line}");
+        let note = h["note"].as_str().unwrap_or_default();
+        assert!(
+            note.starts_with("copy (mount ")
+                && note.contains("receives the unmount")
+                && note.ends_with("; exited after the failing call"),
             "{line}"
         );
         eprintln!("trial {trial}: traced");

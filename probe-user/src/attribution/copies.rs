@@ -11,24 +11,8 @@
 //! keeps the filesystem alive after the unmount.
 
 use super::namespaces::Namespace;
-use crate::state::mountinfo::MountEntry;
-
-/// A copy of the target in another namespace.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MountCopy {
-    /// The copy's mount id.
-    pub id: u64,
-    /// The namespace it lives in.
-    pub mntns: u64,
-    /// A process in that namespace.
-    pub pid: u32,
-    /// Where it is mounted there.
-    pub mount_point: Vec<u8>,
-    /// Its parent's propagation there (`parent shared:5`): what decides whether it counts.
-    pub propagation: String,
-    /// Whether the unmount propagates to it, so that its being busy makes the unmount fail.
-    pub counted: bool,
-}
+pub use crate::model::MountCopy;
+use crate::state::{mount_cache::KnownTables, mountinfo::MountEntry};
 
 /// Whether a copy whose parent is `copy_parent` receives unmount propagation from a target
 /// whose parent is `target_parent`.
@@ -53,34 +37,66 @@ pub fn find<'a>(
     target_parent: Option<&MountEntry>,
     namespaces: impl IntoIterator<Item = &'a Namespace>,
 ) -> Vec<MountCopy> {
-    let mut copies = Vec::new();
-    for ns in namespaces {
-        for m in ns
-            .mounts
-            .iter()
-            .filter(|m| same_filesystem_and_root(target, m))
-        {
-            let parent = ns.mount(m.parent);
+    namespaces
+        .into_iter()
+        .flat_map(|ns| in_table(target, target_parent, ns.mntns, Some(ns.pid), &ns.mounts))
+        .collect()
+}
+
+/// [`find`] in the tables the mount-table cache remembers around `target` (of namespace
+/// `mntns`), removed mounts included: the copies of namespaces that died since the call (a
+/// container deleted right after the failure) too. No process is known to look through them.
+/// When the target has left the table of its namespace, which lives on (unmounted since),
+/// the copies that counted went with it, and a copy still mounted may be a new mount on the
+/// device it freed: then only removed copies are kept.
+pub fn find_remembered(target: &MountEntry, mntns: u64, known: &KnownTables) -> Vec<MountCopy> {
+    let parent = known
+        .tables
+        .get(&mntns)
+        .and_then(|table| table.iter().find(|m| m.id == target.parent));
+    let unmounted = known.lives(mntns) && !known.is_current(mntns, target.id);
+    let mut namespaces: Vec<&u64> = known.tables.keys().collect();
+    namespaces.sort_unstable();
+    namespaces
+        .into_iter()
+        .flat_map(|ns| in_table(target, parent, *ns, None, &known.tables[ns]))
+        .filter(|c| !unmounted || !known.is_current(c.mntns, c.id))
+        .collect()
+}
+
+/// The copies of `target` in namespace `mntns`, whose table is `mounts` (`pid`: a process in
+/// it, if one is known).
+fn in_table(
+    target: &MountEntry,
+    target_parent: Option<&MountEntry>,
+    mntns: u64,
+    pid: Option<u32>,
+    mounts: &[MountEntry],
+) -> Vec<MountCopy> {
+    mounts
+        .iter()
+        .filter(|m| same_filesystem_and_root(target, m))
+        .map(|m| {
+            let parent = mounts.iter().find(|p| p.id == m.parent);
             let mut propagation = parent.map_or_else(
                 || "parent unknown".into(),
                 |p| format!("parent {}", p.propagation.describe()),
             );
             let mut counted = receives_propagation(target_parent, parent);
-            if counted && has_submounts(ns, m) {
+            if counted && has_submounts(mounts, m) {
                 counted = false;
                 propagation.push_str("; it has submounts of its own, so the kernel skips it");
             }
-            copies.push(MountCopy {
+            MountCopy {
                 id: m.id,
-                mntns: ns.mntns,
-                pid: ns.pid,
+                mntns,
+                pid,
                 mount_point: m.mount_point.clone(),
                 propagation,
                 counted,
-            });
-        }
-    }
-    copies
+            }
+        })
+        .collect()
 }
 
 /// Whether `target` is still mounted in `recheck`, its own namespace read again after every
@@ -93,9 +109,13 @@ pub fn still_mounted(target: &MountEntry, recheck: Option<&Namespace>) -> bool {
         .is_some_and(|m| m.shows_same_tree(target))
 }
 
-/// Whether `m` has children other than a single mount covering its root (`find_topper`).
-fn has_submounts(ns: &Namespace, m: &MountEntry) -> bool {
-    let children: Vec<&MountEntry> = ns.children(m.id).collect();
+/// Whether `m` has children in `mounts` other than a single mount covering its root
+/// (`find_topper`).
+fn has_submounts(mounts: &[MountEntry], m: &MountEntry) -> bool {
+    let children: Vec<&MountEntry> = mounts
+        .iter()
+        .filter(|c| c.parent == m.id && c.id != m.id)
+        .collect();
     match children.as_slice() {
         [] => false,
         [topper] => topper.mount_point != m.mount_point,
@@ -169,7 +189,15 @@ mod tests {
         let copies = find(&target, host.mount(1), &namespaces);
         let summary: Vec<_> = copies
             .iter()
-            .map(|c| (c.id, c.mntns, c.pid, c.counted, c.propagation.as_str()))
+            .map(|c| {
+                (
+                    c.id,
+                    c.mntns,
+                    c.pid.unwrap(),
+                    c.counted,
+                    c.propagation.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             summary,
@@ -231,6 +259,52 @@ mod tests {
         assert!(!still_mounted(&target, Some(&gone)));
         assert!(!still_mounted(&target, Some(&reused)));
         assert!(!still_mounted(&target, None));
+    }
+
+    #[test]
+    fn copies_of_namespaces_gone_since_are_found_in_the_remembered_tables() {
+        let line = |l: &[u8]| parse_line(l).unwrap();
+        let target = line(b"100 1 0:50 / /mnt rw shared:7 - tmpfs t rw");
+        let mut known = KnownTables::default();
+        known.tables.insert(
+            1,
+            vec![
+                line(b"1 1 8:1 / / rw shared:1 - ext4 /dev/sda1 rw"),
+                target.clone(),
+            ],
+        );
+        known.current.insert(1, [1, 100].into());
+        // Namespace 3 is gone (a container deleted): only its remembered table is left.
+        known.tables.insert(
+            3,
+            vec![
+                line(b"300 3 0:50 / /mnt rw master:7 - tmpfs t rw"),
+                line(b"3 3 8:1 / / rw master:1 - ext4 /dev/sda1 rw"),
+            ],
+        );
+        // Namespace 4 lives, with a copy mounted.
+        known.tables.insert(
+            4,
+            vec![
+                line(b"4 4 8:1 / / rw master:1 - ext4 /dev/sda1 rw"),
+                line(b"400 4 0:50 / /mnt rw master:7 - tmpfs t rw"),
+            ],
+        );
+        known.current.insert(4, [4, 400].into());
+        let summary = |known: &KnownTables| -> Vec<(u64, u64, Option<u32>, bool)> {
+            find_remembered(&target, 1, known)
+                .iter()
+                .map(|c| (c.id, c.mntns, c.pid, c.counted))
+                .collect()
+        };
+        assert_eq!(
+            summary(&known),
+            [(300, 3, None, true), (400, 4, None, true)]
+        );
+        // The target unmounted since: its counted copies went with it, so a copy still
+        // mounted may be a new mount on the device it freed. The removed one is kept.
+        known.current.insert(1, [1].into());
+        assert_eq!(summary(&known), [(300, 3, None, true)]);
     }
 
     #[test]

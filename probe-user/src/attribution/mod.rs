@@ -157,7 +157,7 @@ impl<'t> Look<'t> {
         });
         holders.extend(submount_holders(target));
         let mut viewers: Vec<u32> = vec![target.namespace.pid];
-        viewers.extend(self.copies.iter().map(|c| c.pid));
+        viewers.extend(self.copies.iter().filter_map(|c| c.pid));
         viewers.push(std::process::id());
         holders.extend(backing_file_holders(&self.ids, &viewers));
         holders.extend(fanotify_holders(target, scan));
@@ -172,6 +172,7 @@ impl<'t> Look<'t> {
             },
             is_mount_point: target.is_mount_point,
             holders,
+            copies: self.copies.clone(),
             accessors: Vec::new(),
             uninspectable: scan.uninspectable.clone(),
             coverage: Coverage {
@@ -295,7 +296,7 @@ fn process_holders(target_id: u64, scan: &ScanOutcome, copies: &[MountCopy]) -> 
                 h.kind = HolderKind::MountCopy;
                 h.via = Some(hold.kind);
                 h.blamed = copy.counted;
-                h.note = Some(copy_note(copy));
+                h.note = Some(copy.describe());
             }
             out.push(h);
         }
@@ -333,21 +334,6 @@ fn on_a_reused_id(
         }
         reused
     })
-}
-
-fn copy_note(copy: &MountCopy) -> String {
-    let role = if copy.counted {
-        "receives the unmount"
-    } else {
-        "cannot cause EBUSY"
-    };
-    format!(
-        "copy (mount {}) at {} in mount namespace {} ({}, {role})",
-        copy.id,
-        String::from_utf8_lossy(&copy.mount_point),
-        copy.mntns,
-        copy.propagation
-    )
 }
 
 /// Mounts stacked below the target.
@@ -433,8 +419,8 @@ fn private_copy_notes(copies: &[MountCopy], holders: &[Holder]) -> Vec<Holder> {
             let mut h = Holder::new(HolderKind::MountCopy, c.id, Seen::MountTable);
             h.blamed = false;
             h.path = Some(c.mount_point.clone());
-            h.process = Some(proc_scan::process_facts(c.pid));
-            h.note = Some(copy_note(c));
+            h.process = c.pid.map(proc_scan::process_facts);
+            h.note = Some(c.describe());
             h
         })
         .collect()
@@ -502,7 +488,7 @@ mod tests {
         let copy = MountCopy {
             id: 900040,
             mntns: 4026530002,
-            pid: 4_000_001,
+            pid: Some(4_000_001),
             mount_point: b"/elsewhere/a".to_vec(),
             propagation: "parent shared:7".into(),
             counted: true,

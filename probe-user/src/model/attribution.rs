@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use crate::model::{Holder, HolderKind, Seen};
+use crate::model::{Holder, HolderKind, MountCopy, Seen};
 use crate::state::mountinfo::MountEntry;
 
 /// The mount that was attributed, as reported.
@@ -39,6 +39,11 @@ pub struct Attribution {
     pub is_mount_point: bool,
     /// Holders: blamed ones first, then information (private copies).
     pub holders: Vec<Holder>,
+    /// Its copies in other mount namespaces (and bind copies in its own), counted or not:
+    /// those of the namespaces read for the scan and, in a watch, those the mount-table cache
+    /// knew at the pass (namespaces gone since included). Not written out: release tracking
+    /// tells with them which releases were on a copy.
+    pub copies: Vec<MountCopy>,
     /// Processes that opened a file on the mount shortly before the call and no longer
     /// held it: context, not holders (filled when open times are on).
     pub accessors: Vec<Accessor>,
@@ -80,6 +85,19 @@ impl Attribution {
         let mut ids: HashSet<u64> = self.blamed().map(|h| h.mount_id).collect();
         ids.insert(self.mount.id);
         ids
+    }
+
+    /// Adds the copies of `more` not already known (by mount id and namespace).
+    pub fn add_copies(&mut self, more: impl IntoIterator<Item = MountCopy>) {
+        for copy in more {
+            if !self
+                .copies
+                .iter()
+                .any(|c| (c.id, c.mntns) == (copy.id, copy.mntns))
+            {
+                self.copies.push(copy);
+            }
+        }
     }
 
     /// Whether any holder can make an unmount fail.
@@ -133,6 +151,7 @@ pub(crate) fn sample_attribution(mount_point: &str, holders: Vec<Holder>) -> Att
         },
         is_mount_point: true,
         holders,
+        copies: Vec::new(),
         accessors: Vec::new(),
         uninspectable: Vec::new(),
         coverage: Coverage {

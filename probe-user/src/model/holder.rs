@@ -126,7 +126,8 @@ pub struct Holder {
     pub fd: Option<i32>,
     /// The mount that is held: the target, a submount or a copy.
     pub mount_id: u64,
-    /// For `mount-copy`: the kind of hold on the copy (`fd`, `cwd`, ...; `submount`).
+    /// For `mount-copy`: the kind of hold on the copy (`fd`, `cwd`, ...; `submount`;
+    /// `transient` or `fanotify` for a release traced on it after the call).
     pub via: Option<HolderKind>,
     /// Whether this holder can make the unmount fail. A private copy in another namespace
     /// cannot: it is reported as information with `blamed: false`.

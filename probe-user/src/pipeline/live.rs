@@ -20,7 +20,7 @@ use super::{
 
 use crate::{
     attribution::{
-        self,
+        self, copies,
         kernel_scan::KernelScanner,
         namespaces::Namespace,
         pods::Unnamed,
@@ -146,6 +146,7 @@ impl Live {
             },
             is_mount_point: true,
             holders: Vec::new(),
+            copies: Vec::new(),
             accessors: Vec::new(),
             uninspectable: Vec::new(),
             coverage: Coverage {
@@ -250,7 +251,10 @@ impl Attributor for Live {
                 }),
                 Answer::Ready(result) => *result,
             };
-            attempt.attribution = Some(result);
+            attempt.attribution = Some(result.map(|mut a| {
+                self.add_remembered_copies(&mut a);
+                a
+            }));
         }
         self.name_pods(&mut attempts);
         attempts
@@ -289,6 +293,19 @@ impl Live {
                 contention.failed(target.entry.id, target.namespace.mntns, now);
             }
         }
+    }
+
+    /// Adds to `a` the copies of its mount that the mount-table cache remembers: a holder's
+    /// copy in a namespace that died before the scan (a container deleted right after the
+    /// failure, its process holding the file through its copy of the mount) is known no
+    /// other way, and release tracking names that holder only if it knows the copy.
+    fn add_remembered_copies(&self, a: &mut Attribution) {
+        let known = self.mounts.tables_around(a.mount.mntns, &a.mount.entry);
+        a.add_copies(copies::find_remembered(
+            &a.mount.entry,
+            a.mount.mntns,
+            &known,
+        ));
     }
 
     /// The mount a successful unmount removed, from the mount-table cache.

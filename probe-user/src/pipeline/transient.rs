@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use crate::{
     container::Container,
     event::{Release, UmountCall},
-    model::{Attribution, Holder, HolderKind, HolderProcess, OpenTimeUnknown, Seen},
+    model::{Attribution, Holder, HolderKind, HolderProcess, MountCopy, OpenTimeUnknown, Seen},
     paths,
     state::process,
 };
@@ -70,17 +70,15 @@ impl RecentReleases {
     }
 
     /// Adds to `attribution` a `transient` holder for every process that let go of a file on
-    /// the attributed mount (or a counted copy of it) after `call` failed, unless the file was
-    /// opened after the call or the scan still sees it holding that same file. If that explains
+    /// the attributed mount after `call` failed, unless the file was opened after the call or
+    /// the scan still sees it holding that same file; one that let go of a file on a counted
+    /// copy of the mount (one of [`Attribution::copies`], whose namespace may have died with
+    /// the holder before the scan) is a `mount-copy` holder `via` `transient`. If that explains
     /// nothing, the last close on the mount shortly before the call whose closer may not have
     /// come back from it (see [`Self::closed_just_before`]) is named; then, if still nothing
     /// explains the EBUSY, `unknown`.
     pub fn complete(&self, call: &UmountCall, attribution: &mut Attribution) {
-        let mounts = Mounts {
-            ids: attribution.blamed_mount_ids(),
-            target: (attribution.mount.id, attribution.mount.mntns),
-        };
-        let mount_point = attribution.mount.entry.mount_point.clone();
+        let mounts = Mounts::of(attribution);
         // A file opened after the call returned did not hold the mount when the kernel said
         // busy; one opened during the call may have (before its busy check).
         let held_at_call = |r: &&Release| {
@@ -99,15 +97,14 @@ impl RecentReleases {
             .filter(|r| r.ts_boot_ns >= call.ts_boot_ns && mounts.holds(r))
             .filter(held_at_call)
         {
-            let path = path_on_mount(&mount_point, r);
+            let path = mounts.path_of(r);
             // Already a holder: the same file (by path), or the same fd (its path may be cut).
             if held.contains(&(r.pid, r.fd)) || !seen.insert((r.pid, path.clone())) {
                 continue;
             }
             let container = self.container_of(r.pid);
-            attribution
-                .holders
-                .push(transient(r, path, call, container));
+            let holder = transient(r, path, call, container);
+            attribution.holders.push(mounts.on_copy(r, holder));
         }
         // An accessor whose release came after the call was holding: it is a holder now.
         let held = super::opens::held_fds(&attribution.holders);
@@ -116,11 +113,9 @@ impl RecentReleases {
             .retain(|x| !held.contains(&(x.pid, x.fd)));
         if !attribution.has_blamed() {
             if let Some(r) = self.closed_just_before(call, &mounts) {
-                let path = path_on_mount(&mount_point, r);
                 let container = self.container_of(r.pid);
-                attribution
-                    .holders
-                    .push(closed_before(r, path, call, container));
+                let holder = closed_before(r, mounts.path_of(r), call, container);
+                attribution.holders.push(mounts.on_copy(r, holder));
             }
         }
         attribution.add_unknown_if_unexplained();
@@ -160,23 +155,75 @@ impl RecentReleases {
 
 /// The mounts whose releases explain an EBUSY: the target and the copies it propagates to.
 struct Mounts {
-    /// Their ids.
+    /// The ids of the mounts of blamed holders (the target's among them).
     ids: HashSet<u64>,
     /// The target's id and the namespace it is in (0: unknown).
     target: (u64, u64),
+    /// Where the target is mounted.
+    mount_point: Vec<u8>,
+    /// The copies that receive the unmount, by mount id and namespace.
+    copies: Vec<MountCopy>,
 }
 
 impl Mounts {
+    /// The mounts of `a`: its target, the mounts of its blamed holders and its counted copies.
+    fn of(a: &Attribution) -> Self {
+        Self {
+            ids: a.blamed_mount_ids(),
+            target: (a.mount.id, a.mount.mntns),
+            mount_point: a.mount.entry.mount_point.clone(),
+            copies: a.copies.iter().filter(|c| c.counted).cloned().collect(),
+        }
+    }
+
     /// Whether `r` let go of a file on one of these mounts. A mount id freed by an unmount
     /// goes at once to the next new mount, maybe in another namespace: a release on the
     /// target's id from a mount in another namespace than the target's is on that new mount.
     /// An unknown namespace (either side) matches by id.
     fn holds(&self, r: &Release) -> bool {
         let (target_id, target_ns) = self.target;
-        self.ids.contains(&r.mnt_id)
+        let by_id = self.ids.contains(&r.mnt_id)
             && (r.mnt_id != target_id
                 || target_ns == 0
-                || r.mount_ns.is_none_or(|ns| ns == target_ns))
+                || r.mount_ns.is_none_or(|ns| ns == target_ns));
+        by_id || self.copy_of(r).is_some()
+    }
+
+    /// The counted copy `r` let go of a file on (by its mount id and namespace; an unknown
+    /// namespace matches by id), unless that is the target's id.
+    fn copy_of(&self, r: &Release) -> Option<&MountCopy> {
+        if r.mnt_id == self.target.0 {
+            return None;
+        }
+        self.copies
+            .iter()
+            .find(|c| c.id == r.mnt_id && r.mount_ns.is_none_or(|ns| ns == c.mntns))
+    }
+
+    /// The absolute path of the file `r` let go of, as its mount's namespace names it: on a
+    /// copy, under the copy's mount point.
+    fn path_of(&self, r: &Release) -> Vec<u8> {
+        let mount_point = self
+            .copy_of(r)
+            .map_or(&self.mount_point, |c| &c.mount_point);
+        path_on_mount(mount_point, r)
+    }
+
+    /// `holder`, for release `r`, as a holder of the copy it was on, if it was on one: a
+    /// `mount-copy` holder of that copy `via` its own kind (`transient`, `fanotify`), its note
+    /// saying which copy, as the scan's holders on a copy say.
+    fn on_copy(&self, r: &Release, mut holder: Holder) -> Holder {
+        let Some(copy) = self.copy_of(r) else {
+            return holder;
+        };
+        holder.via = Some(holder.kind);
+        holder.kind = HolderKind::MountCopy;
+        holder.blamed = copy.counted;
+        holder.note = Some(match holder.note.take() {
+            Some(how) => format!("{}; {how}", copy.describe()),
+            None => copy.describe(),
+        });
+        holder
     }
 }
 
@@ -542,6 +589,62 @@ mod tests {
             mount_ns: Some(theirs),
             ..release(9, CALL_TS - 1_000_000, 812, b"/etc/passwd", None)
         });
+        let mut a = attribution();
+        a.mount.mntns = ours;
+        recent.complete(&call(), &mut a);
+        assert_eq!(kinds_pids(&a), [(HolderKind::Unknown, None)]);
+    }
+
+    /// A container's process held a file through its namespace's copy of the mount (which
+    /// receives the unmount) and exited after the call, its namespace with it, before the
+    /// scan: the scan found no holder on the copy, but the copy is among the attribution's
+    /// copies (from the mount tables remembered), and the exit's release on it names the
+    /// process as a holder of that copy, under the copy's mount point.
+    #[test]
+    fn a_release_on_a_copy_in_another_namespace_the_scan_never_saw_held_is_a_holder() {
+        let (ours, theirs) = (4026532115, 4026532300);
+        let copy = |id: u64, counted: bool| MountCopy {
+            id,
+            mntns: theirs,
+            pid: None,
+            mount_point: b"/vol/m".to_vec(),
+            propagation: "parent master:1".into(),
+            counted,
+        };
+        let exit = |pid: u32, mnt_id: u64, ns: Option<u64>| Release {
+            how: ReleaseHow::Exit,
+            fd: 3,
+            mount_ns: ns,
+            ..release(pid, CALL_TS + 300_000, mnt_id, b"/held", None)
+        };
+        let mut recent = RecentReleases::default();
+        recent.record(exit(20, 900, Some(theirs))); // the container's process
+        recent.record(exit(21, 900, Some(ours))); // id 900 over here: another mount
+        recent.record(exit(22, 901, Some(theirs))); // a private copy: cannot cause EBUSY
+        let mut a = attribution();
+        a.mount.mntns = ours;
+        a.copies = vec![copy(900, true), copy(901, false)];
+        recent.complete(&call(), &mut a);
+        assert_eq!(kinds_pids(&a), [(HolderKind::MountCopy, Some(20))]);
+        let h = &a.holders[0];
+        assert_eq!(
+            (h.via, h.mount_id, h.blamed, h.seen, h.fd),
+            (
+                Some(HolderKind::Transient),
+                900,
+                true,
+                Seen::Traced,
+                Some(3)
+            )
+        );
+        assert_eq!(h.path.as_deref(), Some(&b"/vol/m/held"[..]));
+        assert_eq!(h.closed_ns_after, Some(295_000));
+        assert_eq!(
+            h.note.as_deref(),
+            Some("copy (mount 900) at /vol/m in mount namespace 4026532300 (parent master:1, receives the unmount); exited after the failing call")
+        );
+
+        // Without the copy known, the same release explains nothing.
         let mut a = attribution();
         a.mount.mntns = ours;
         recent.complete(&call(), &mut a);

@@ -4,7 +4,7 @@
 //! still learn what was unmounted (its id, device and root) to check whether it lives on.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs::File,
     io::{Read, Seek},
     os::fd::AsFd,
@@ -51,6 +51,25 @@ impl Tables {
             .rev()
             .find(|m| m.mount_point == mount_point)
             .cloned()
+    }
+
+    /// The table of `mntns` as known: its current mounts, then those removed from it in the
+    /// last [`REMEMBER_REMOVED`] (the most recently removed first), each id once (a current
+    /// mount hides a removed one whose id it got).
+    fn known_table(&self, mntns: u64, now: Instant) -> Vec<MountEntry> {
+        let mut table = self.current.get(&mntns).cloned().unwrap_or_default();
+        let mut ids: HashSet<u64> = table.iter().map(|m| m.id).collect();
+        for (_, m, _) in self
+            .removed
+            .iter()
+            .rev()
+            .filter(|(ns, _, at)| *ns == mntns && now.duration_since(*at) < REMEMBER_REMOVED)
+        {
+            if ids.insert(m.id) {
+                table.push(m.clone());
+            }
+        }
+        table
     }
 
     fn removed_at(&self, mntns: u64, mount_point: &[u8]) -> Option<MountEntry> {
@@ -103,6 +122,45 @@ impl MountCache {
         tables
             .current_at(mntns, mount_point)
             .or_else(|| tables.removed_at(mntns, mount_point))
+    }
+
+    /// The tables around a mount: those of `mntns` and of every namespace where a mount shows
+    /// the same tree as `tree` (same filesystem and root), now or within the last half minute,
+    /// with the removed mounts: a namespace that died after a failed unmount (a container
+    /// deleted) is still there by what it had, so that its copy of the mount can be told.
+    pub fn tables_around(&self, mntns: u64, tree: &MountEntry) -> KnownTables {
+        let Ok(tables) = self.inner.read() else {
+            return KnownTables::default();
+        };
+        let now = Instant::now();
+        let mut namespaces: HashSet<u64> = tables
+            .current
+            .iter()
+            .filter(|(_, table)| table.iter().any(|m| m.shows_same_tree(tree)))
+            .map(|(ns, _)| *ns)
+            .collect();
+        namespaces.extend(
+            tables
+                .removed
+                .iter()
+                .filter(|(_, m, at)| {
+                    now.duration_since(*at) < REMEMBER_REMOVED && m.shows_same_tree(tree)
+                })
+                .map(|(ns, _, _)| *ns),
+        );
+        namespaces.insert(mntns);
+        let current = namespaces
+            .iter()
+            .filter_map(|ns| Some((*ns, tables.current.get(ns)?)))
+            .map(|(ns, table)| (ns, table.iter().map(|m| m.id).collect()))
+            .collect();
+        KnownTables {
+            tables: namespaces
+                .into_iter()
+                .map(|ns| (ns, tables.known_table(ns, now)))
+                .collect(),
+            current,
+        }
     }
 
     /// Makes sure the table of `mntns` knows `mount_point`, reading it through `pid` now when it
@@ -256,6 +314,30 @@ impl MountCache {
     }
 }
 
+/// Some namespaces' tables as the cache knows them ([`MountCache::tables_around`]).
+#[derive(Debug, Default)]
+pub struct KnownTables {
+    /// By namespace: its current mounts, then those removed from it in the last half minute
+    /// (only those, for a namespace gone since).
+    pub tables: HashMap<u64, Vec<MountEntry>>,
+    /// The ids of the current ones, by namespace (those that live).
+    pub current: HashMap<u64, HashSet<u64>>,
+}
+
+impl KnownTables {
+    /// Whether namespace `mntns` lives and has mount `id` now.
+    pub fn is_current(&self, mntns: u64, id: u64) -> bool {
+        self.current
+            .get(&mntns)
+            .is_some_and(|ids| ids.contains(&id))
+    }
+
+    /// Whether namespace `mntns` lives.
+    pub fn lives(&self, mntns: u64) -> bool {
+        self.current.contains_key(&mntns)
+    }
+}
+
 /// A namespace's mountinfo, opened through one of its processes.
 struct Watched {
     file: File,
@@ -327,6 +409,39 @@ mod tests {
         assert_eq!(cache.mounted_at(9, b"/run/sandbox/rootfs"), Some(layer));
         assert_eq!(cache.mounted_at(9, b"/elsewhere"), None);
         assert!(cache.inner.read().unwrap().current.is_empty());
+    }
+
+    #[test]
+    fn the_tables_around_a_mount_keep_namespaces_gone_since_until_their_inode_comes_back() {
+        let cache = MountCache::default();
+        let line = |l: &str| parse_line(l.as_bytes()).unwrap();
+        let target = line("100 1 0:50 / /mnt rw shared:7 - tmpfs t rw");
+        let copy = line("200 2 0:50 / /mnt rw master:7 - tmpfs t rw");
+        cache.update(
+            1,
+            vec![line("1 1 8:1 / / rw shared:1 - ext4 s rw"), target.clone()],
+        );
+        cache.update(
+            2,
+            vec![line("2 2 8:1 / / rw master:1 - ext4 s rw"), copy.clone()],
+        );
+        cache.update(3, vec![line("3 3 8:1 / / rw - ext4 s rw")]);
+        cache.forget(2);
+        let known = cache.tables_around(1, &target);
+        let mut namespaces: Vec<u64> = known.tables.keys().copied().collect();
+        namespaces.sort_unstable();
+        assert_eq!(namespaces, [1, 2], "the target's, and the one with a copy");
+        assert!(known.tables[&2].contains(&copy), "{:?}", known.tables[&2]);
+        assert!(known.lives(1) && !known.lives(2));
+        assert!(known.is_current(1, 100) && !known.is_current(2, 200));
+
+        // Namespace inode 2 comes back, its mount 200 another filesystem: that hides the copy.
+        let other = line("200 2 0:60 / /other rw - tmpfs o rw");
+        cache.update(2, vec![other.clone()]);
+        let known = cache.tables_around(1, &target);
+        assert!(known.tables[&2].contains(&other));
+        assert!(!known.tables[&2].contains(&copy));
+        assert!(known.is_current(2, 200));
     }
 
     #[test]

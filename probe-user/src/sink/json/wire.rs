@@ -412,7 +412,7 @@ pub struct HolderWire {
     pub seen: Name,
     /// The mount held: the target, a submount or a copy.
     pub mount_id: u64,
-    /// For `mount-copy`: how the copy is held.
+    /// For `mount-copy`: how the copy is held (`transient`: let go after the call).
     pub via: Option<Name>,
     /// False for information only.
     pub blamed: bool,
