@@ -203,6 +203,8 @@ fn a_deleted_containers_holder_is_still_named() {
     // known from the watcher's listing at start (the container ran before the watcher
     // started), so they hold whether the pass's own listing came before the removal or, on
     // a slow machine, after it (then the directory's memory of gone containers names it).
+    // Seen from its exit release after the shim reaped it (its cgroups unreadable by then),
+    // its container is that of its copy's namespace, read as busyprobe found the namespace.
     let holder = holder_of(&line, held.pid);
     eprintln!(
         "a_deleted_containers_holder_is_still_named: the holder was seen as {} via {}, {}",

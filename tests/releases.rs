@@ -603,6 +603,11 @@ fn a_holder_gone_with_its_namespaces_copy_is_named() {
                 && note.ends_with("; exited after the failing call"),
             "{line}"
         );
+        // Its namespace is the copy's (the helper is gone: taken from the copy), and it has no
+        // container: that namespace is no container's.
+        let in_copys = format!("in mount namespace {} (", h["mntns"]);
+        assert!(note.contains(&in_copys), "{line}");
+        assert_eq!(h["container"], Value::Null, "{line}");
         eprintln!("trial {trial}: traced");
         return;
     }

@@ -48,7 +48,8 @@ pub fn find<'a>(
 /// container deleted right after the failure) too. No process is known to look through them.
 /// When the target has left the table of its namespace, which lives on (unmounted since),
 /// the copies that counted went with it, and a copy still mounted may be a new mount on the
-/// device it freed: then only removed copies are kept.
+/// device it freed: then only removed copies are kept. Each copy carries the container of its
+/// namespace, as the cache knew it while the copy was there.
 pub fn find_remembered(target: &MountEntry, mntns: u64, known: &KnownTables) -> Vec<MountCopy> {
     let parent = known
         .tables
@@ -61,6 +62,10 @@ pub fn find_remembered(target: &MountEntry, mntns: u64, known: &KnownTables) -> 
         .into_iter()
         .flat_map(|ns| in_table(target, parent, *ns, None, &known.tables[ns]))
         .filter(|c| !unmounted || !known.is_current(c.mntns, c.id))
+        .map(|c| MountCopy {
+            container: known.container_of(c.mntns, c.id).cloned(),
+            ..c
+        })
         .collect()
 }
 
@@ -94,6 +99,7 @@ fn in_table(
                 mount_point: m.mount_point.clone(),
                 propagation,
                 counted,
+                container: None,
             }
         })
         .collect()
@@ -301,6 +307,18 @@ mod tests {
             summary(&known),
             [(300, 3, None, true), (400, 4, None, true)]
         );
+        // Each copy with its namespace's container, as the cache knew it.
+        let container = crate::container::from_cgroup_path(
+            b"/docker/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        );
+        known
+            .containers
+            .insert((3, 300), container.clone().unwrap());
+        let containers: Vec<_> = find_remembered(&target, 1, &known)
+            .into_iter()
+            .map(|c| c.container)
+            .collect();
+        assert_eq!(containers, [container, None]);
         // The target unmounted since: its counted copies went with it, so a copy still
         // mounted may be a new mount on the device it freed. The removed one is kept.
         known.current.insert(1, [1].into());

@@ -492,6 +492,7 @@ mod tests {
             mount_point: b"/elsewhere/a".to_vec(),
             propagation: "parent shared:7".into(),
             counted: true,
+            container: None,
         };
         let look_a = Look {
             target: &ta,

@@ -87,15 +87,21 @@ impl Attribution {
         ids
     }
 
-    /// Adds the copies of `more` not already known (by mount id and namespace).
+    /// Adds the copies of `more` not already known (by mount id and namespace); a known one
+    /// whose namespace's container is not known takes the one `more` knows.
     pub fn add_copies(&mut self, more: impl IntoIterator<Item = MountCopy>) {
         for copy in more {
-            if !self
+            match self
                 .copies
-                .iter()
-                .any(|c| (c.id, c.mntns) == (copy.id, copy.mntns))
+                .iter_mut()
+                .find(|c| (c.id, c.mntns) == (copy.id, copy.mntns))
             {
-                self.copies.push(copy);
+                Some(known) => {
+                    if known.container.is_none() {
+                        known.container = copy.container;
+                    }
+                }
+                None => self.copies.push(copy),
             }
         }
     }
@@ -189,4 +195,42 @@ pub struct Uninspectable {
     pub comm: Vec<u8>,
     /// What failed (`EACCES reading /proc/PID/fd`).
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::{Container, Runtime};
+
+    fn copy(id: u64, container: Option<&str>) -> MountCopy {
+        MountCopy {
+            id,
+            mntns: 7,
+            pid: None,
+            mount_point: b"/vol/m".to_vec(),
+            propagation: "parent master:1".into(),
+            counted: true,
+            container: container.map(|id| Container {
+                runtime: Runtime::Containerd,
+                id: Some(id.into()),
+                pod_uid: None,
+                k8s: None,
+            }),
+        }
+    }
+
+    /// A copy the scan found (its namespace's container not read) and the same copy from the
+    /// mount-table cache (with it) are one copy, with the container.
+    #[test]
+    fn a_copy_known_twice_is_kept_once_with_the_container_either_knew() {
+        let mut a = sample_attribution("/m", Vec::new());
+        a.copies = vec![copy(200, None), copy(300, Some("c"))];
+        a.add_copies([copy(200, Some("a")), copy(300, Some("b")), copy(400, None)]);
+        let got: Vec<(u64, Option<&str>)> = a
+            .copies
+            .iter()
+            .map(|c| (c.id, c.container.as_ref().and_then(|c| c.id.as_deref())))
+            .collect();
+        assert_eq!(got, [(200, Some("a")), (300, Some("c")), (400, None)]);
+    }
 }

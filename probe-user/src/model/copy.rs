@@ -1,5 +1,7 @@
 //! A copy of the attributed mount in another mount namespace ([`MountCopy`]).
 
+use crate::container::Container;
+
 /// A copy of the target in another namespace (or a bind copy in its own).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountCopy {
@@ -16,6 +18,10 @@ pub struct MountCopy {
     pub propagation: String,
     /// Whether the unmount propagates to it, so that its being busy makes the unmount fail.
     pub counted: bool,
+    /// The container whose own namespace `mntns` is (was), as the mount-table cache read it
+    /// from one of its processes when it found the namespace; none when not known, or for a
+    /// namespace that is no container's (the host's, busyprobe's, a service's).
+    pub container: Option<Container>,
 }
 
 impl MountCopy {

@@ -28,24 +28,35 @@ const CONTAINERS_KEPT: usize = 4096;
 #[derive(Default)]
 pub struct RecentReleases {
     releases: VecDeque<Release>,
-    /// The container of each releasing process, read as its first release arrived: a
-    /// process that lets go as it exits (a container deleted) is still readable then, and
-    /// gone when the EBUSY is completed.
-    containers: HashMap<u32, Option<Container>>,
+    /// Each releasing process as read when its first release arrived: a process that lets
+    /// go as it exits (a container deleted) is usually still readable then, and gone when
+    /// the EBUSY is completed.
+    releasers: HashMap<u32, Releaser>,
     proc: process::ProcFs,
+}
+
+/// A releasing process as read when its first release arrived.
+#[derive(Clone, Debug, PartialEq)]
+enum Releaser {
+    /// It was there: the container it runs in, if any.
+    Read(Option<Container>),
+    /// It was gone already (reaped before its release was decoded): its container is not
+    /// known.
+    Gone,
 }
 
 impl RecentReleases {
     /// Keeps one release (and forgets old ones), reading its process's container if it is
     /// the process's first.
     pub fn record(&mut self, release: Release) {
-        if self.releases.is_empty() || self.containers.len() >= CONTAINERS_KEPT {
-            self.containers.clear();
+        if self.releases.is_empty() || self.releasers.len() >= CONTAINERS_KEPT {
+            self.releasers.clear();
         }
         let proc = &self.proc;
-        self.containers
-            .entry(release.pid)
-            .or_insert_with(|| proc.container(release.pid));
+        self.releasers.entry(release.pid).or_insert_with(|| {
+            proc.container_if_alive(release.pid)
+                .map_or(Releaser::Gone, Releaser::Read)
+        });
         tracing::trace!(
             "release: pid {} fd {} mount {} (namespace {:?}) {} how={:?} opened={:?} at {}",
             release.pid,
@@ -73,10 +84,11 @@ impl RecentReleases {
     /// the attributed mount after `call` failed, unless the file was opened after the call or
     /// the scan still sees it holding that same file; one that let go of a file on a counted
     /// copy of the mount (one of [`Attribution::copies`], whose namespace may have died with
-    /// the holder before the scan) is a `mount-copy` holder `via` `transient`. If that explains
-    /// nothing, the last close on the mount shortly before the call whose closer may not have
-    /// come back from it (see [`Self::closed_just_before`]) is named; then, if still nothing
-    /// explains the EBUSY, `unknown`.
+    /// the holder before the scan) is a `mount-copy` holder `via` `transient` (a process gone
+    /// by now is taken to have run in the copy's namespace: see [`in_namespace_of`]). If that
+    /// explains nothing, the last close on the mount shortly before the call whose closer may
+    /// not have come back from it (see [`Self::closed_just_before`]) is named; then, if still
+    /// nothing explains the EBUSY, `unknown`.
     pub fn complete(&self, call: &UmountCall, attribution: &mut Attribution) {
         let mounts = Mounts::of(attribution);
         // A file opened after the call returned did not hold the mount when the kernel said
@@ -104,7 +116,9 @@ impl RecentReleases {
             }
             let container = self.container_of(r.pid);
             let holder = transient(r, path, call, container);
-            attribution.holders.push(mounts.on_copy(r, holder));
+            attribution
+                .holders
+                .push(mounts.on_copy(r, holder, self.was_gone(r.pid)));
         }
         // An accessor whose release came after the call was holding: it is a holder now.
         let held = super::opens::held_fds(&attribution.holders);
@@ -115,7 +129,9 @@ impl RecentReleases {
             if let Some(r) = self.closed_just_before(call, &mounts) {
                 let container = self.container_of(r.pid);
                 let holder = closed_before(r, mounts.path_of(r), call, container);
-                attribution.holders.push(mounts.on_copy(r, holder));
+                attribution
+                    .holders
+                    .push(mounts.on_copy(r, holder, self.was_gone(r.pid)));
             }
         }
         attribution.add_unknown_if_unexplained();
@@ -123,7 +139,15 @@ impl RecentReleases {
 
     /// The container of a releasing process, as read when its first release arrived.
     fn container_of(&self, pid: u32) -> Option<Container> {
-        self.containers.get(&pid).cloned().flatten()
+        match self.releasers.get(&pid) {
+            Some(Releaser::Read(container)) => container.clone(),
+            _ => None,
+        }
+    }
+
+    /// Whether a releasing process was gone already as its first release arrived.
+    fn was_gone(&self, pid: u32) -> bool {
+        self.releasers.get(&pid) == Some(&Releaser::Gone)
     }
 
     /// The latest release of a file on `mounts` that entered at most [`LATE_CLOSE_NS`] before
@@ -211,11 +235,16 @@ impl Mounts {
 
     /// `holder`, for release `r`, as a holder of the copy it was on, if it was on one: a
     /// `mount-copy` holder of that copy `via` its own kind (`transient`, `fanotify`), its note
-    /// saying which copy, as the scan's holders on a copy say.
-    fn on_copy(&self, r: &Release, mut holder: Holder) -> Holder {
+    /// saying which copy, as the scan's holders on a copy say. Its process, if gone, is taken
+    /// to be of the copy's namespace (see [`in_namespace_of`]; `gone`: already as its first
+    /// release arrived).
+    fn on_copy(&self, r: &Release, mut holder: Holder, gone: bool) -> Holder {
         let Some(copy) = self.copy_of(r) else {
             return holder;
         };
+        if let Some(p) = holder.process.as_mut() {
+            in_namespace_of(p, copy, gone);
+        }
         holder.via = Some(holder.kind);
         holder.kind = HolderKind::MountCopy;
         holder.blamed = copy.counted;
@@ -224,6 +253,19 @@ impl Mounts {
             None => copy.describe(),
         });
         holder
+    }
+}
+
+/// A process that held a file on `copy` held it through the copy of its own namespace, as a
+/// container's process does (one outside it, through `/proc/PID/root`, is the rare
+/// exception): where its namespace could not be read (it is gone), it is the copy's; and
+/// where its container could not be read either (it was `gone` already as its first release
+/// arrived: reaped by a container runtime's shim), it is that namespace's. A process read
+/// then keeps what was read: a host process is never given a container.
+fn in_namespace_of(p: &mut HolderProcess, copy: &MountCopy, gone: bool) {
+    p.mntns = p.mntns.or(Some(copy.mntns));
+    if gone {
+        p.container = copy.container.clone();
     }
 }
 
@@ -610,6 +652,7 @@ mod tests {
             mount_point: b"/vol/m".to_vec(),
             propagation: "parent master:1".into(),
             counted,
+            container: None,
         };
         let exit = |pid: u32, mnt_id: u64, ns: Option<u64>| Release {
             how: ReleaseHow::Exit,
@@ -649,6 +692,92 @@ mod tests {
         a.mount.mntns = ours;
         recent.complete(&call(), &mut a);
         assert_eq!(kinds_pids(&a), [(HolderKind::Unknown, None)]);
+    }
+
+    /// A container's process held a file through its namespace's copy and was reaped (by the
+    /// runtime's shim) before the loop decoded its exit release: its own container and
+    /// namespace cannot be read any more, so it takes those of the copy's namespace (the
+    /// mount-table cache read that namespace's container when it found it). A process read
+    /// as its release arrived keeps what was read: a host process (no container) holding a
+    /// file through a container's copy is never given the container. A copy in a namespace
+    /// of no container gives none.
+    #[test]
+    fn a_holder_gone_before_its_release_was_read_takes_the_container_of_its_copys_namespace() {
+        let id = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d";
+        let uid = "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a";
+        let theirs = 4026532300;
+        let pod_container =
+            crate::container::from_cgroup_path(format!("/kubepods/pod{uid}/{id}").as_bytes());
+        let copy = |id: u64, mntns: u64, container: Option<Container>| MountCopy {
+            id,
+            mntns,
+            pid: None,
+            mount_point: b"/vol/m".to_vec(),
+            propagation: "parent master:1".into(),
+            counted: true,
+            container,
+        };
+        let exit = |pid: u32, mnt_id: u64, ns: u64| Release {
+            how: ReleaseHow::Exit,
+            fd: 3,
+            mount_ns: Some(ns),
+            ..release(pid, CALL_TS + 300_000, mnt_id, b"/held", None)
+        };
+        // Pid 10 lives, on the host (no container); 4,190,020 and 4,190,030 are gone.
+        let tree = process::sample_proc_tree(b"4:memory:/system.slice/sshd.service\n0::/\n");
+        let mut recent = RecentReleases {
+            proc: process::ProcFs::at(tree.path()),
+            ..RecentReleases::default()
+        };
+        let (reaped, reaped_too) = (4_190_020, 4_190_030);
+        recent.record(exit(reaped, 900, theirs)); // the container's process
+        recent.record(exit(10, 900, theirs)); // a host process, through /proc/PID/root
+        recent.record(exit(reaped_too, 901, theirs + 1)); // on a copy of no container
+        let mut a = attribution();
+        a.mount.mntns = 4026532115;
+        a.copies = vec![
+            copy(900, theirs, pod_container.clone()),
+            copy(901, theirs + 1, None),
+        ];
+        recent.complete(&call(), &mut a);
+        let got: Vec<_> = a
+            .holders
+            .iter()
+            .map(|h| {
+                let p = h.process.as_ref().unwrap();
+                let c = p.container.as_ref();
+                (
+                    p.pid,
+                    p.mntns,
+                    c.and_then(|c| c.id.as_deref()),
+                    c.and_then(|c| c.pod_uid.as_deref()),
+                )
+            })
+            .collect();
+        assert_eq!(got[0], (reaped, Some(theirs), Some(id), Some(uid)));
+        assert_eq!(
+            (got[1].0, got[1].2),
+            (10, None),
+            "read as it let go: no container"
+        );
+        assert_eq!(got[2], (reaped_too, Some(theirs + 1), None, None));
+        assert!(a
+            .holders
+            .iter()
+            .all(|h| (h.kind, h.via) == (HolderKind::MountCopy, Some(HolderKind::Transient))));
+
+        // Gone, but on the target itself (no copy): nothing to take it from.
+        let mut recent = RecentReleases {
+            proc: process::ProcFs::at(tree.path()),
+            ..RecentReleases::default()
+        };
+        recent.record(exit(reaped, 812, theirs));
+        let mut a = attribution();
+        a.copies = vec![copy(900, theirs, pod_container)];
+        recent.complete(&call(), &mut a);
+        assert_eq!(kinds_pids(&a), [(HolderKind::Transient, Some(reaped))]);
+        let p = a.holders[0].process.as_ref().unwrap();
+        assert_eq!((p.mntns, &p.container), (None, &None));
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! wakes when a table changes (`poll` on `/proc/PID/mountinfo` reports `POLLPRI`). Mounts
 //! that disappear are kept a while as *removed*: after a successful unmount, user space can
 //! still learn what was unmounted (its id, device and root) to check whether it lives on.
+//! Each namespace that is a container's own also has that container, read once from one of its
+//! processes as the namespace is found, and remembered with its removed mounts: a mount copy's
+//! holder whose process is gone can still be told which container it ran in.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -17,8 +20,9 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::{
     mountinfo::{self, MountEntry},
-    process,
+    process::{self, ProcFs},
 };
+use crate::container::Container;
 
 /// How long a removed mount is remembered.
 const REMEMBER_REMOVED: Duration = Duration::from_secs(30);
@@ -35,12 +39,32 @@ pub trait OnTables: Send {
 #[derive(Default)]
 pub struct MountCache {
     inner: RwLock<Tables>,
+    /// Where namespaces' processes are read (their containers).
+    proc: ProcFs,
 }
 
 #[derive(Default)]
 struct Tables {
     current: HashMap<u64, Vec<MountEntry>>,
-    removed: Vec<(u64, MountEntry, Instant)>,
+    /// The container of each current namespace that is a container's own.
+    containers: HashMap<u64, Container>,
+    removed: Vec<Removed>,
+}
+
+/// A mount gone from a namespace's table (unmounted, or the namespace died).
+struct Removed {
+    mntns: u64,
+    entry: MountEntry,
+    at: Instant,
+    /// The container whose namespace it was in (the inode may come back as another's).
+    container: Option<Container>,
+}
+
+impl Removed {
+    /// Whether it is still remembered at `now`.
+    fn remembered(&self, now: Instant) -> bool {
+        now.duration_since(self.at) < REMEMBER_REMOVED
+    }
 }
 
 impl Tables {
@@ -55,18 +79,26 @@ impl Tables {
 
     /// The table of `mntns` as known: its current mounts, then those removed from it in the
     /// last [`REMEMBER_REMOVED`] (the most recently removed first), each id once (a current
-    /// mount hides a removed one whose id it got).
-    fn known_table(&self, mntns: u64, now: Instant) -> Vec<MountEntry> {
-        let mut table = self.current.get(&mntns).cloned().unwrap_or_default();
-        let mut ids: HashSet<u64> = table.iter().map(|m| m.id).collect();
-        for (_, m, _) in self
+    /// mount hides a removed one whose id it got); each with the container its namespace was
+    /// while it was there.
+    fn known_table(&self, mntns: u64, now: Instant) -> Vec<(&MountEntry, Option<&Container>)> {
+        let container = self.containers.get(&mntns);
+        let mut table: Vec<(&MountEntry, Option<&Container>)> = self
+            .current
+            .get(&mntns)
+            .into_iter()
+            .flatten()
+            .map(|m| (m, container))
+            .collect();
+        let mut ids: HashSet<u64> = table.iter().map(|(m, _)| m.id).collect();
+        for r in self
             .removed
             .iter()
             .rev()
-            .filter(|(ns, _, at)| *ns == mntns && now.duration_since(*at) < REMEMBER_REMOVED)
+            .filter(|r| r.mntns == mntns && r.remembered(now))
         {
-            if ids.insert(m.id) {
-                table.push(m.clone());
+            if ids.insert(r.entry.id) {
+                table.push((&r.entry, r.container.as_ref()));
             }
         }
         table
@@ -76,8 +108,35 @@ impl Tables {
         self.removed
             .iter()
             .rev()
-            .find(|(ns, m, _)| *ns == mntns && m.mount_point == mount_point)
-            .map(|(_, m, _)| m.clone())
+            .find(|r| r.mntns == mntns && r.entry.mount_point == mount_point)
+            .map(|r| r.entry.clone())
+    }
+
+    /// Remembers `mounts`, gone from `mntns` now, with the namespace's container.
+    fn remove(&mut self, mntns: u64, mounts: Vec<MountEntry>, now: Instant) {
+        let container = self.containers.get(&mntns);
+        let removed = mounts.into_iter().map(|entry| Removed {
+            mntns,
+            entry,
+            at: now,
+            container: container.cloned(),
+        });
+        self.removed.extend(removed);
+    }
+
+    /// Takes `table` as the current table of `mntns`, remembering the mounts it no longer
+    /// has, and forgets what was removed too long ago.
+    fn replace(&mut self, mntns: u64, table: Vec<MountEntry>, now: Instant) {
+        if let Some(old) = self.current.insert(mntns, table) {
+            let gone: Vec<MountEntry> = {
+                let new = &self.current[&mntns];
+                old.into_iter()
+                    .filter(|m| !new.iter().any(|n| n.id == m.id))
+                    .collect()
+            };
+            self.remove(mntns, gone, now);
+        }
+        self.removed.retain(|r| r.remembered(now));
     }
 }
 
@@ -127,7 +186,8 @@ impl MountCache {
     /// The tables around a mount: those of `mntns` and of every namespace where a mount shows
     /// the same tree as `tree` (same filesystem and root), now or within the last half minute,
     /// with the removed mounts: a namespace that died after a failed unmount (a container
-    /// deleted) is still there by what it had, so that its copy of the mount can be told.
+    /// deleted) is still there by what it had, so that its copy of the mount can be told, and
+    /// whose container it was.
     pub fn tables_around(&self, mntns: u64, tree: &MountEntry) -> KnownTables {
         let Ok(tables) = self.inner.read() else {
             return KnownTables::default();
@@ -143,24 +203,29 @@ impl MountCache {
             tables
                 .removed
                 .iter()
-                .filter(|(_, m, at)| {
-                    now.duration_since(*at) < REMEMBER_REMOVED && m.shows_same_tree(tree)
-                })
-                .map(|(ns, _, _)| *ns),
+                .filter(|r| r.remembered(now) && r.entry.shows_same_tree(tree))
+                .map(|r| r.mntns),
         );
         namespaces.insert(mntns);
-        let current = namespaces
-            .iter()
-            .filter_map(|ns| Some((*ns, tables.current.get(ns)?)))
-            .map(|(ns, table)| (ns, table.iter().map(|m| m.id).collect()))
-            .collect();
-        KnownTables {
-            tables: namespaces
-                .into_iter()
-                .map(|ns| (ns, tables.known_table(ns, now)))
-                .collect(),
-            current,
+        let mut known = KnownTables::default();
+        for ns in namespaces {
+            if let Some(table) = tables.current.get(&ns) {
+                known
+                    .current
+                    .insert(ns, table.iter().map(|m| m.id).collect());
+            }
+            let table = tables.known_table(ns, now);
+            known.containers.extend(
+                table
+                    .iter()
+                    .filter(|(m, _)| m.shows_same_tree(tree))
+                    .filter_map(|(m, c)| Some(((ns, m.id), (*c)?.clone()))),
+            );
+            known
+                .tables
+                .insert(ns, table.into_iter().map(|(m, _)| m.clone()).collect());
         }
+        known
     }
 
     /// Makes sure the table of `mntns` knows `mount_point`, reading it through `pid` now when it
@@ -180,43 +245,66 @@ impl MountCache {
         if process::mntns_of(pid) != Some(mntns) {
             return;
         }
-        if let Some(table) = read_table(&mut file) {
-            tracing::trace!("mount cache: learnt namespace {mntns} through pid {pid}");
+        let Some(table) = read_table(&mut file) else {
+            return;
+        };
+        tracing::trace!("mount cache: learnt namespace {mntns} through pid {pid}");
+        // A namespace known already keeps its container: `pid` may be a process that entered
+        // it from outside (`nsenter`, a CSI plugin's helper) in cgroups of its own.
+        if self
+            .inner
+            .read()
+            .is_ok_and(|t| t.current.contains_key(&mntns))
+        {
             self.update(mntns, table);
+        } else {
+            self.found(mntns, pid, table);
         }
     }
 
-    fn update(&self, mntns: u64, table: Vec<MountEntry>) {
+    /// Takes `table` as the table of `mntns`, read through `pid`: a namespace new to the
+    /// cache (or whose inode may be another namespace's now), whose container is read from
+    /// `pid` with it (the lowest pid in it, when the keeper thread finds it: the container's
+    /// first process, not one that entered it later).
+    fn found(&self, mntns: u64, pid: u32, table: Vec<MountEntry>) {
+        let container = self.container_of(mntns, pid);
         let Ok(mut tables) = self.inner.write() else {
             return;
         };
-        let now = Instant::now();
-        if let Some(old) = tables.current.insert(mntns, table) {
-            let gone: Vec<MountEntry> = {
-                let new = &tables.current[&mntns];
-                old.into_iter()
-                    .filter(|m| !new.iter().any(|n| n.id == m.id))
-                    .collect()
-            };
-            tables
-                .removed
-                .extend(gone.into_iter().map(|m| (mntns, m, now)));
+        tables.replace(mntns, table, Instant::now());
+        match container {
+            Some(container) => tables.containers.insert(mntns, container),
+            None => tables.containers.remove(&mntns),
+        };
+    }
+
+    /// The container whose own namespace `mntns` is, read from its process `pid`: none for
+    /// the host's namespace (pid 1's) and busyprobe's, whatever cgroups the process is in (a
+    /// runtime's shim, on the host, may run in its pod's cgroup).
+    fn container_of(&self, mntns: u64, pid: u32) -> Option<Container> {
+        let host = [1, std::process::id()].map(process::mntns_of);
+        if host.contains(&Some(mntns)) {
+            return None;
         }
-        tables
-            .removed
-            .retain(|(_, _, at)| now.duration_since(*at) < REMEMBER_REMOVED);
+        self.proc.container(pid)
+    }
+
+    /// Takes `table` as the table of `mntns` now (its container unchanged).
+    fn update(&self, mntns: u64, table: Vec<MountEntry>) {
+        if let Ok(mut tables) = self.inner.write() {
+            tables.replace(mntns, table, Instant::now());
+        }
     }
 
     /// Drops a namespace whose processes all left it; its mounts went with it, and are
-    /// remembered as removed (an EBUSY in it may still be waiting for its attribution).
+    /// remembered as removed (an EBUSY in it may still be waiting for its attribution), with
+    /// its container.
     fn forget(&self, mntns: u64) {
         if let Ok(mut tables) = self.inner.write() {
             if let Some(table) = tables.current.remove(&mntns) {
-                let now = Instant::now();
-                tables
-                    .removed
-                    .extend(table.into_iter().map(|m| (mntns, m, now)));
+                tables.remove(mntns, table, Instant::now());
             }
+            tables.containers.remove(&mntns);
         }
     }
 
@@ -292,7 +380,7 @@ impl MountCache {
                         "mount cache: watching namespace {ns} through pid {pid} ({} mounts)",
                         table.len()
                     );
-                    self.update(ns, table);
+                    self.found(ns, pid, table);
                     watched.insert(ns, Watched { file, pid });
                 }
             }
@@ -322,6 +410,9 @@ pub struct KnownTables {
     pub tables: HashMap<u64, Vec<MountEntry>>,
     /// The ids of the current ones, by namespace (those that live).
     pub current: HashMap<u64, HashSet<u64>>,
+    /// By namespace and mount id, for the mounts showing the tree asked about: the container
+    /// whose own namespace it was while the mount was there (absent: none, or not known).
+    pub containers: HashMap<(u64, u64), Container>,
 }
 
 impl KnownTables {
@@ -335,6 +426,12 @@ impl KnownTables {
     /// Whether namespace `mntns` lives.
     pub fn lives(&self, mntns: u64) -> bool {
         self.current.contains_key(&mntns)
+    }
+
+    /// The container whose own namespace `mntns` was while it had mount `id` (one showing
+    /// the tree asked about).
+    pub fn container_of(&self, mntns: u64, id: u64) -> Option<&Container> {
+        self.containers.get(&(mntns, id))
     }
 }
 
@@ -393,11 +490,22 @@ mod tests {
         );
         cache.learn(ns, me, b"/");
         assert!(cache.mounted_at(ns, b"/").is_some());
-        // Known, but without the mount point asked about: read again.
+        // Known, but without the mount point asked about: read again, keeping the container
+        // the namespace was found with (the process learnt through may have entered it).
+        let container = crate::container::from_cgroup_path(
+            b"/docker/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        );
         cache.update(ns, Vec::new());
-        cache.inner.write().unwrap().removed.clear();
+        let mut tables = cache.inner.write().unwrap();
+        tables.removed.clear();
+        tables.containers.insert(ns, container.clone().unwrap());
+        drop(tables);
         cache.learn(ns, me, b"/");
         assert!(cache.mounted_at(ns, b"/").is_some(), "read again");
+        assert_eq!(
+            cache.inner.read().unwrap().containers.get(&ns),
+            container.as_ref()
+        );
     }
 
     #[test]
@@ -442,6 +550,65 @@ mod tests {
         assert!(known.tables[&2].contains(&other));
         assert!(!known.tables[&2].contains(&copy));
         assert!(known.is_current(2, 200));
+    }
+
+    /// A namespace's container is read from the process it was found through, except in the
+    /// host's namespace or busyprobe's (never a container's, whatever cgroups that process is
+    /// in); it is kept with the namespace's mounts, removed ones included, so that a copy in
+    /// a namespace gone since is still told whose it was, even once its inode is another
+    /// namespace's.
+    #[test]
+    fn the_container_of_a_namespace_stays_with_its_mounts_even_gone() {
+        let id = "4f6b3bd7c0e2a9185b4f0c6d2e7a8b9c1d2e3f405162738495a6b7c8d9e0f1a2";
+        let uid = "0a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d";
+        let cgroup = format!("4:memory:/kubepods/besteffort/pod{uid}/{id}\n0::/\n");
+        let tree = process::sample_proc_tree(cgroup.as_bytes());
+        let cache = MountCache {
+            proc: ProcFs::at(tree.path()),
+            ..MountCache::default()
+        };
+        let ours = process::mntns_of(std::process::id()).unwrap();
+        assert_eq!(cache.container_of(ours, 10), None, "busyprobe's namespace");
+        let theirs = ours + 1;
+        let container = cache.container_of(theirs, 10).expect("a container");
+        assert_eq!(container.id.as_deref(), Some(id));
+
+        let line = |l: &str| parse_line(l.as_bytes()).unwrap();
+        let target = line("100 1 0:50 / /mnt rw shared:7 - tmpfs t rw");
+        let copy = line("200 2 0:50 / /vol/m rw master:7 - tmpfs t rw");
+        cache.update(
+            ours,
+            vec![line("1 1 8:1 / / rw shared:1 - ext4 s rw"), target.clone()],
+        );
+        cache.found(
+            theirs,
+            10,
+            vec![line("2 2 8:1 / / rw master:1 - ext4 s rw"), copy.clone()],
+        );
+        let known = cache.tables_around(ours, &target);
+        assert_eq!(known.container_of(theirs, 200), Some(&container));
+        assert_eq!(known.container_of(theirs, 2), None, "another tree");
+        assert_eq!(known.container_of(ours, 100), None, "busyprobe's namespace");
+
+        // The container deleted: its namespace is gone, its copy and container remembered.
+        cache.forget(theirs);
+        let known = cache.tables_around(ours, &target);
+        assert!(!known.lives(theirs));
+        assert_eq!(known.container_of(theirs, 200), Some(&container));
+
+        // The inode comes back as a namespace of no container, with a copy of its own: that
+        // one has no container, the one removed keeps its own.
+        let host = process::sample_proc_tree(b"4:memory:/system.slice/x.service\n0::/\n");
+        let cache = MountCache {
+            proc: ProcFs::at(host.path()),
+            inner: RwLock::new(std::mem::take(&mut *cache.inner.write().unwrap())),
+        };
+        let again = line("201 2 0:50 / /vol/m rw master:7 - tmpfs t rw");
+        cache.found(theirs, 10, vec![again.clone()]);
+        let known = cache.tables_around(ours, &target);
+        assert!(known.tables[&theirs].contains(&again) && known.tables[&theirs].contains(&copy));
+        assert_eq!(known.container_of(theirs, 201), None);
+        assert_eq!(known.container_of(theirs, 200), Some(&container));
     }
 
     #[test]

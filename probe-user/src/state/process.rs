@@ -85,11 +85,10 @@ impl ProcFs {
     }
 
     /// Every cgroup path of `pid`: the v2 path first, then the v1 hierarchies' (hybrid
-    /// hosts keep container layouts in the v1 lines while the `0::` path may be `/`).
-    pub fn cgroup_paths(&self, pid: u32) -> Vec<Vec<u8>> {
-        let Ok(text) = fs::read(self.root.join(format!("{pid}/cgroup"))) else {
-            return Vec::new();
-        };
+    /// hosts keep container layouts in the v1 lines while the `0::` path may be `/`); `None`
+    /// when `/proc/PID/cgroup` cannot be read (the process is gone).
+    pub fn cgroup_paths(&self, pid: u32) -> Option<Vec<Vec<u8>>> {
+        let text = fs::read(self.root.join(format!("{pid}/cgroup"))).ok()?;
         let mut v2 = Vec::new();
         let mut v1 = Vec::new();
         for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
@@ -99,15 +98,24 @@ impl ProcFs {
             }
         }
         v2.extend(v1);
-        v2
+        Some(v2)
     }
 
     /// The container `pid` runs in, from the first of its cgroup paths (v2, then v1) that
     /// names one.
     pub fn container(&self, pid: u32) -> Option<crate::container::Container> {
-        self.cgroup_paths(pid)
-            .iter()
-            .find_map(|path| crate::container::from_cgroup_path(path))
+        self.container_if_alive(pid).flatten()
+    }
+
+    /// [`Self::container`], telling apart a process that runs in no container (`Some(None)`)
+    /// and one that is gone (`None`: its cgroups can no longer be read).
+    pub fn container_if_alive(&self, pid: u32) -> Option<Option<crate::container::Container>> {
+        let paths = self.cgroup_paths(pid)?;
+        Some(
+            paths
+                .iter()
+                .find_map(|path| crate::container::from_cgroup_path(path)),
+        )
     }
 }
 
@@ -176,11 +184,13 @@ mod tests {
         );
         let host = sample_proc_tree(b"4:memory:/system.slice/containerd.service\n0::/\n");
         assert_eq!(ProcFs::at(host.path()).container(10), None);
+        assert_eq!(ProcFs::at(host.path()).container_if_alive(10), Some(None));
         assert_eq!(
             ProcFs::at(host.path()).container(99),
             None,
             "no such process"
         );
+        assert_eq!(ProcFs::at(host.path()).container_if_alive(99), None, "gone");
     }
 
     #[test]
@@ -195,13 +205,14 @@ mod tests {
             Some(&b"/system.slice/containerd.service"[..])
         );
         assert_eq!(
-            proc.cgroup_paths(10),
+            proc.cgroup_paths(10).unwrap(),
             [
                 &b"/system.slice/containerd.service"[..],
                 b"/docker/abc",
                 b"/system.slice/x.scope"
             ]
         );
+        assert_eq!(proc.cgroup_paths(99), None);
         assert_eq!(proc.cwd(99, 99), None);
     }
 }
