@@ -188,7 +188,7 @@ pub(crate) mod tests {
         bytes
     }
 
-    /// As [`umount_record`], the whole struct sent (as busyprobe before 2026-12-08 did).
+    /// As [`umount_record`], the whole struct sent (as busyprobe did until 2026-12-07).
     fn whole_umount_record(pid: u32, target: &[u8], ret: i64, flags: u32) -> Vec<u8> {
         // SAFETY: all-zero is a valid UmountEvent.
         let mut ev: UmountEvent = unsafe { std::mem::zeroed() };
