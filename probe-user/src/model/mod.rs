@@ -4,11 +4,13 @@
 //! mount ([`Attribution`]). Plain data: it depends on nothing but the mount table's entries.
 
 mod attribution;
+mod explanation;
 mod holder;
 
 #[cfg(test)]
 pub(crate) use attribution::sample_attribution;
 pub use attribution::{Accessor, Attribution, Coverage, MountSummary, Uninspectable};
+pub use explanation::{Explanation, ExplanationCode};
 #[cfg(test)]
 pub(crate) use holder::sample_process_holder;
 pub use holder::{Holder, HolderKind, HolderProcess, OpenTimeUnknown, Seen};

@@ -1,8 +1,8 @@
 //! The event pipeline, the one path every live event takes:
 //!
 //! ```text
-//! RecordSource ─► decode ─► Context ─► AttemptFilter ─► Jobs (Attributor, blocking) ─► Sink
-//!  ring buffer     decode.rs  context.rs  filter.rs       jobs.rs, live.rs
+//! RecordSource ─► decode ─► Context ─► Explainer ─► AttemptFilter ─► Jobs (Attributor) ─► Sink
+//!  ring buffer     decode.rs  context.rs  explain/    filter.rs       jobs.rs, live.rs
 //!                  └─ releases ─► RecentReleases (transient.rs) ─► completes each EBUSY ─┘
 //! ```
 //!
@@ -37,8 +37,10 @@ use self::{
 use crate::{
     decode::{decode, DecodeError, KernelEvent},
     event::UmountAttempt,
+    explain::Explainer,
     filter::AttemptFilter,
     sink::Sink,
+    state::mount_cache::MountCache,
     stats::Stats,
 };
 
@@ -65,6 +67,7 @@ pub enum Stop {
 /// One run of the event pipeline into a sink.
 pub struct Pipeline<'s> {
     context: Context,
+    explainer: Explainer,
     filter: AttemptFilter,
     stats: Stats,
     releases: RecentReleases,
@@ -86,6 +89,7 @@ impl<'s> Pipeline<'s> {
     ) -> Self {
         Self {
             context,
+            explainer: Explainer::default(),
             filter,
             stats: Stats::default(),
             releases: RecentReleases::default(),
@@ -94,6 +98,12 @@ impl<'s> Pipeline<'s> {
             stats_every: None,
             sink,
         }
+    }
+
+    /// Explains failures with what the mount-table cache `mounts` knew was mounted where.
+    pub fn with_mounts(mut self, mounts: Option<Arc<MountCache>>) -> Self {
+        self.explainer = Explainer::new(mounts);
+        self
     }
 
     /// Reports the kernel side's losses from `counters` in every stats line.
@@ -178,13 +188,16 @@ impl<'s> Pipeline<'s> {
         }
     }
 
-    /// One decoded record: an attempt that passes the filter is returned; a release is kept
-    /// for the EBUSYs it may complete; an undecodable record is counted.
+    /// One decoded record: an attempt is explained (a failure) or remembered (a success) and
+    /// returned if it passes the filter; a release is kept for the EBUSYs it may complete; an
+    /// undecodable record is counted.
     fn take(&mut self, decoded: Result<KernelEvent, DecodeError>) -> Option<UmountAttempt> {
         match decoded {
             Ok(KernelEvent::Umount(call)) => {
                 self.stats.events += 1;
-                let attempt = self.context.attempt(call);
+                let mut attempt = self.context.attempt(call);
+                let facts = self.context.caller_facts(&attempt);
+                self.explainer.observe(&mut attempt, &facts);
                 self.filter.accepts(&attempt).then_some(attempt)
             }
             Ok(KernelEvent::Release(release)) => {

@@ -9,14 +9,9 @@
 use super::json::wire::{AccessorWire, ContainerWire, HolderWire, K8sWire};
 use crate::paths::escape_for_terminal;
 
-/// A duration for people: `999ns`, `1.5µs`, `2.5ms`, `3.00s`.
+/// A duration for people: `999ns`, `1.5µs`, `2.5ms`, `3.00s` ([`crate::clock::for_people`]).
 pub fn duration(ns: u64) -> String {
-    match ns {
-        0..=999 => format!("{ns}ns"),
-        1_000..=999_999 => format!("{:.1}µs", ns as f64 / 1e3),
-        1_000_000..=999_999_999 => format!("{:.1}ms", ns as f64 / 1e6),
-        _ => format!("{:.2}s", ns as f64 / 1e9),
-    }
+    crate::clock::for_people(ns)
 }
 
 /// `opened 1.8ms before the call`: when a holder (or an accessor) opened its file.

@@ -1,0 +1,296 @@
+//! What an explanation needs from the caller, read from `/proc` in the context stage, while the
+//! caller usually still lives: where its target leads (EINVAL), its privileges (EPERM), the
+//! first component of its target that does not exist (ENOENT). Each read is a few syscalls,
+//! made only for a failure of that errno.
+
+use std::{
+    fs::File,
+    os::{
+        fd::{AsRawFd, OwnedFd},
+        unix::{ffi::OsStrExt, fs::MetadataExt},
+    },
+    path::{Path, PathBuf},
+};
+
+use nix::{
+    errno::Errno,
+    fcntl::{openat2, OFlag, OpenHow, ResolveFlag},
+    sys::stat::Mode,
+};
+
+use crate::{
+    event::UmountCall,
+    state::{
+        mountinfo::{self, MountEntry},
+        process::proc_path,
+        statx,
+    },
+};
+
+/// `ioctl(2)` on a namespace file: the user namespace that owns it (`NS_GET_USERNS`,
+/// `_IO(0xb7, 0x1)` in `linux/nsfs.h`).
+const NS_GET_USERNS: libc::c_ulong = 0xb701;
+/// `ioctl(2)` on a user namespace file: the uid of its creator (`NS_GET_OWNER_UID`,
+/// `_IO(0xb7, 0x4)`).
+const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+/// `CAP_SYS_ADMIN`'s bit in `CapEff`.
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// What was read about a failed call's caller, by errno.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallerFacts {
+    /// Nothing to read for this result.
+    None,
+    /// EINVAL: where the target leads now, or why that is unknown.
+    Target(Result<TargetNow, String>),
+    /// EPERM: the caller's privileges (each part unknown when it could not be read).
+    Privileges(Privileges),
+    /// ENOENT: the first missing component, or why that is unknown.
+    Path(Result<PathNow, String>),
+}
+
+/// An EINVAL's target as the caller sees it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetNow {
+    /// The mount the path is on (`stx_mnt_id`).
+    pub mount_id: u64,
+    /// Whether the path is that mount's root (something is mounted there).
+    pub is_mount_root: bool,
+    /// That mount's entry in the caller's mount table, when it could be read.
+    pub mount: Option<MountEntry>,
+    /// The mount of the caller's root directory (`MNT_EXPIRE` on it is refused).
+    pub root_mount_id: Option<u64>,
+}
+
+/// An EPERM caller's privileges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Privileges {
+    /// The user namespace that owns the caller's mount namespace (its inode).
+    pub owner_userns: Option<u64>,
+    /// The uid that created that user namespace.
+    pub owner_uid: Option<u32>,
+    /// The caller's own user namespace (its inode).
+    pub caller_userns: Option<u64>,
+    /// Whether `CAP_SYS_ADMIN` is among the caller's effective capabilities.
+    pub cap_sys_admin: Option<bool>,
+    /// The caller's effective uid.
+    pub euid: Option<u32>,
+}
+
+/// An ENOENT's target, component by component, as the caller sees it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathNow {
+    /// `component` does not exist in `parent` (the path up to it, as passed).
+    Missing {
+        /// The part of the target that exists, as passed (empty: the caller's root or cwd).
+        parent: Vec<u8>,
+        /// The first component that does not.
+        component: Vec<u8>,
+    },
+    /// Every component exists now (created after the call).
+    ExistsNow,
+}
+
+/// Reads what explaining `call` needs, if it failed with EINVAL, EPERM or ENOENT.
+pub fn read(call: &UmountCall) -> CallerFacts {
+    if call.target.truncated || call.target.unreadable {
+        return CallerFacts::None;
+    }
+    match -call.ret {
+        e if e == i64::from(libc::EINVAL) => CallerFacts::Target(target_now(call)),
+        e if e == i64::from(libc::EPERM) => CallerFacts::Privileges(privileges(call.pid)),
+        e if e == i64::from(libc::ENOENT) => CallerFacts::Path(path_now(call)),
+        _ => CallerFacts::None,
+    }
+}
+
+/// `path` as thread `tid` of `pid` would look it up, through `/proc` (its root, or its cwd
+/// for a relative path).
+fn through_proc(pid: u32, tid: u32, path: &[u8]) -> PathBuf {
+    match path.strip_prefix(b"/") {
+        Some(rest) => proc_path(pid, "root").join(Path::new(std::ffi::OsStr::from_bytes(rest))),
+        None => proc_path(pid, &format!("task/{tid}/cwd"))
+            .join(Path::new(std::ffi::OsStr::from_bytes(path))),
+    }
+}
+
+fn target_now(call: &UmountCall) -> Result<TargetNow, String> {
+    let through = through_proc(call.pid, call.tid, &call.target.bytes);
+    let of = statx::mount_of(&through).map_err(|e| format!("the target: {e}"))?;
+    let mount = mountinfo::read(&proc_path(call.pid, "mountinfo"))
+        .ok()
+        .and_then(|table| table.into_iter().find(|m| m.id == of.mount_id));
+    let root_mount_id = statx::mount_of(&proc_path(call.pid, "root"))
+        .ok()
+        .map(|m| m.mount_id);
+    Ok(TargetNow {
+        mount_id: of.mount_id,
+        is_mount_root: of.is_mount_root,
+        mount,
+        root_mount_id,
+    })
+}
+
+fn privileges(pid: u32) -> Privileges {
+    let status = std::fs::read_to_string(proc_path(pid, "status")).unwrap_or_default();
+    let owner = owner_userns(pid);
+    Privileges {
+        owner_userns: owner.as_ref().and_then(inode_of),
+        owner_uid: owner.as_ref().and_then(owner_uid),
+        caller_userns: std::fs::metadata(proc_path(pid, "ns/user"))
+            .ok()
+            .map(|m| m.ino()),
+        cap_sys_admin: cap_eff(&status).map(|caps| caps & (1 << CAP_SYS_ADMIN) != 0),
+        euid: status_field(&status, "Uid:", 1),
+    }
+}
+
+/// The user namespace owning `pid`'s mount namespace, as an open fd.
+fn owner_userns(pid: u32) -> Option<OwnedFd> {
+    let mnt = File::open(proc_path(pid, "ns/mnt")).ok()?;
+    // SAFETY: NS_GET_USERNS takes no argument and returns a new fd or -1.
+    let fd = unsafe { libc::ioctl(mnt.as_raw_fd(), NS_GET_USERNS) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the ioctl returned a new fd that nothing else owns.
+    Some(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+fn inode_of(fd: &OwnedFd) -> Option<u64> {
+    nix::sys::stat::fstat(fd).ok().map(|st| st.st_ino)
+}
+
+fn owner_uid(userns: &OwnedFd) -> Option<u32> {
+    let mut uid: libc::uid_t = 0;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t through the pointer.
+    let ret = unsafe { libc::ioctl(userns.as_raw_fd(), NS_GET_OWNER_UID, &mut uid) };
+    (ret == 0).then_some(uid)
+}
+
+/// The `CapEff:` mask of a `/proc/PID/status` text.
+pub fn cap_eff(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// The `n`th number of the line starting with `key` in a `/proc/PID/status` text.
+fn status_field(status: &str, key: &str, n: usize) -> Option<u32> {
+    let rest = status.lines().find_map(|l| l.strip_prefix(key))?;
+    rest.split_whitespace().nth(n)?.parse().ok()
+}
+
+fn path_now(call: &UmountCall) -> Result<PathNow, String> {
+    let target = &call.target.bytes;
+    let (base, resolve) = match target.starts_with(b"/") {
+        true => (proc_path(call.pid, "root"), ResolveFlag::RESOLVE_IN_ROOT),
+        false => (
+            proc_path(call.pid, &format!("task/{}/cwd", call.tid)),
+            ResolveFlag::empty(),
+        ),
+    };
+    let base = nix::fcntl::open(&base, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())
+        .map_err(|e| format!("the caller's {}: {e}", base.display()))?;
+    let nofollow = call.flags & libc::UMOUNT_NOFOLLOW as u32 != 0;
+    first_missing(target, |prefix, last| {
+        let mut flags = OFlag::O_PATH;
+        if last && nofollow {
+            flags |= OFlag::O_NOFOLLOW;
+        }
+        let how = OpenHow::new().flags(flags).resolve(resolve);
+        openat2(&base, std::ffi::OsStr::from_bytes(prefix), how).map(drop)
+    })
+}
+
+/// Walks `target` one component at a time with `open(prefix, is_last)`: the first component
+/// whose open says ENOENT is missing. `.` components and repeated slashes are skipped.
+pub fn first_missing(
+    target: &[u8],
+    mut open: impl FnMut(&[u8], bool) -> nix::Result<()>,
+) -> Result<PathNow, String> {
+    let components: Vec<&[u8]> = target
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect();
+    let absolute = target.starts_with(b"/");
+    let mut prefix: Vec<u8> = Vec::new();
+    for (i, component) in components.iter().enumerate() {
+        let parent = prefix.clone();
+        if !prefix.is_empty() {
+            prefix.push(b'/');
+        }
+        prefix.extend_from_slice(component);
+        match open(&prefix, i + 1 == components.len()) {
+            Ok(()) => {}
+            Err(Errno::ENOENT) => {
+                let parent = match (absolute, parent.is_empty()) {
+                    (true, _) => [b"/".as_slice(), &parent].concat(),
+                    (false, true) => b".".to_vec(),
+                    (false, false) => parent,
+                };
+                return Ok(PathNow::Missing {
+                    parent,
+                    component: component.to_vec(),
+                });
+            }
+            Err(e) => return Err(format!("{}: {e}", String::from_utf8_lossy(&prefix))),
+        }
+    }
+    Ok(PathNow::ExistsNow)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_missing_component_is_named_with_the_part_that_exists() {
+        let exists = |p: &[u8]| p == b"tmp" || p == b"tmp/a";
+        let walk = |target: &[u8]| {
+            first_missing(target, |p, _| {
+                if exists(p) {
+                    Ok(())
+                } else {
+                    Err(Errno::ENOENT)
+                }
+            })
+        };
+        assert_eq!(
+            walk(b"/tmp/a/missing/leaf"),
+            Ok(PathNow::Missing {
+                parent: b"/tmp/a".to_vec(),
+                component: b"missing".to_vec()
+            })
+        );
+        assert_eq!(
+            walk(b"//tmp/./a//gone"),
+            Ok(PathNow::Missing {
+                parent: b"/tmp/a".to_vec(),
+                component: b"gone".to_vec()
+            })
+        );
+        assert_eq!(
+            walk(b"nowhere/x"),
+            Ok(PathNow::Missing {
+                parent: b".".to_vec(),
+                component: b"nowhere".to_vec()
+            })
+        );
+        assert_eq!(walk(b"/tmp/a"), Ok(PathNow::ExistsNow));
+    }
+
+    #[test]
+    fn another_error_on_the_way_is_said() {
+        let got = first_missing(b"/a/b", |_, _| Err(Errno::EACCES));
+        assert!(got.unwrap_err().starts_with("a: EACCES"));
+    }
+
+    #[test]
+    fn reads_the_effective_capabilities() {
+        let status = "Name:\tsh\nUid:\t65534\t65534\t65534\t65534\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(cap_eff(status), Some(0x1ff_ffff_ffff));
+        assert_eq!(status_field(status, "Uid:", 1), Some(65534));
+        assert_eq!(cap_eff("CapEff:\t0000000000000000\n"), Some(0));
+        assert_eq!(cap_eff("Name: x\n"), None);
+    }
+}
