@@ -18,6 +18,7 @@ use nix::{
     sys::stat::Mode,
 };
 
+use super::flags;
 use crate::{
     event::UmountCall,
     state::{
@@ -92,14 +93,16 @@ pub enum PathNow {
 }
 
 /// Reads what explaining `call` needs, if it failed with EINVAL, EPERM or ENOENT.
+/// An EINVAL for unknown flag bits needs nothing (the kernel refused it before looking at the
+/// target), nor does a target the probe could not read whole.
 pub fn read(call: &UmountCall) -> CallerFacts {
-    if call.target.truncated || call.target.unreadable {
-        return CallerFacts::None;
-    }
+    let whole = !call.target.truncated && !call.target.unreadable;
     match -call.ret {
-        e if e == i64::from(libc::EINVAL) => CallerFacts::Target(target_now(call)),
         e if e == i64::from(libc::EPERM) => CallerFacts::Privileges(privileges(call.pid)),
-        e if e == i64::from(libc::ENOENT) => CallerFacts::Path(path_now(call)),
+        e if e == i64::from(libc::EINVAL) && whole && flags::unknown_bits(call.flags).is_none() => {
+            CallerFacts::Target(target_now(call))
+        }
+        e if e == i64::from(libc::ENOENT) && whole => CallerFacts::Path(path_now(call)),
         _ => CallerFacts::None,
     }
 }

@@ -96,7 +96,7 @@ pub fn explain(
         (e, _) if e == i64::from(libc::EINVAL) => einval(call, abs, None, seen),
         (e, CallerFacts::Privileges(p)) if e == i64::from(libc::EPERM) => Some(eperm(call, p)),
         (e, _) if e == i64::from(libc::EPERM) => Some(eperm(call, &Privileges::default())),
-        (e, CallerFacts::Path(Ok(path))) if e == i64::from(libc::ENOENT) => enoent(call, path),
+        (e, CallerFacts::Path(path)) if e == i64::from(libc::ENOENT) => Some(enoent(call, path)),
         _ => None,
     }
 }
@@ -245,19 +245,27 @@ fn eperm(call: &UmountCall, p: &Privileges) -> Explanation {
     explanation(ExplanationCode::NoCapSysAdmin, s, None)
 }
 
-/// ENOENT: the first component of the target that does not exist.
-fn enoent(call: &UmountCall, path: &PathNow) -> Option<Explanation> {
+/// ENOENT: the first component of the target that does not exist, or why that is unknown.
+fn enoent(call: &UmountCall, path: &Result<PathNow, String>) -> Explanation {
     let target = text(&call.target.bytes);
-    let PathNow::Missing { parent, component } = path else {
-        return None;
+    let who = process(&call.comm, call.pid);
+    let s = match path {
+        _ if call.target.bytes.is_empty() => "the target is an empty path".to_string(),
+        Ok(PathNow::Missing { parent, component }) => format!(
+            "{target} does not exist as {who} sees it: there is no {} in {}",
+            text(component),
+            text(parent)
+        ),
+        Ok(PathNow::ExistsNow) => format!(
+            "{target} did not exist as {who} saw it, and exists now: it was created after the \
+             call"
+        ),
+        Err(why) => format!(
+            "{target} does not exist as {who} saw it (which component is missing is unknown: \
+             {why})"
+        ),
     };
-    let s = format!(
-        "{target} does not exist as {} sees it: there is no {} in {}",
-        process(&call.comm, call.pid),
-        text(component),
-        text(parent)
-    );
-    Some(explanation(ExplanationCode::NoSuchPath, s, None))
+    explanation(ExplanationCode::NoSuchPath, s, None)
 }
 
 /// Bytes as text in a sentence (lossy; the sinks escape what they show on a terminal).

@@ -182,7 +182,16 @@ fn a_missing_component_is_named() {
         .sentence
         .contains("there is no missing in /tmp/a"));
     let exists = CallerFacts::Path(Ok(PathNow::ExistsNow));
-    assert_eq!(explain(&c, None, &exists, &Seen::default()), None);
+    let got = explain(&c, None, &exists, &Seen::default()).unwrap();
+    assert!(
+        got.sentence.contains("created after the call"),
+        "{}",
+        got.sentence
+    );
+    let gone = CallerFacts::Path(Err("the caller's /proc/300/root: ENOENT".into()));
+    let got = explain(&c, None, &gone, &Seen::default()).unwrap();
+    assert_eq!(got.code, ExplanationCode::NoSuchPath);
+    assert!(got.sentence.contains("unknown"), "{}", got.sentence);
 }
 
 #[test]
