@@ -153,7 +153,11 @@ fn explain_einval_on_a_directory_inside_a_tmpfs() {
     let (code, related, sentence) = explanation(&line);
     assert_eq!(code, "not_a_mount_point", "{line}");
     assert_eq!(related, &Value::Null, "{line}");
-    assert!(sentence.starts_with(&format!("{} is not a mount point", text(&dir))));
+    let start = format!(
+        "{} is not a mount point: busyprobe saw nothing mounted there since busyprobe started ",
+        text(&dir)
+    );
+    assert!(sentence.starts_with(&start), "{sentence}");
     assert!(
         sentence.contains(&format!("inside mount {id} (tmpfs on {})", text(&mnt))),
         "{sentence}"

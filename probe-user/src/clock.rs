@@ -39,6 +39,11 @@ impl BootClock {
     }
 }
 
+/// `CLOCK_BOOTTIME` now, in ns: the kernel's clock of the events.
+pub fn boot_ns_now() -> u64 {
+    u64::try_from(nanos(ClockId::CLOCK_BOOTTIME)).unwrap_or(0)
+}
+
 /// A duration for people: `999ns`, `1.5µs`, `2.5ms`, `3.00s`.
 pub fn for_people(ns: u64) -> String {
     match ns {

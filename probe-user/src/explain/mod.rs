@@ -19,25 +19,33 @@ use crate::{
     state::{
         mount_cache::MountCache,
         mountinfo::MountEntry,
-        unmount_history::{UnmountHistory, Unmounted},
+        unmount_history::{UnmountHistory, Unmounted, KEEP_FOR_NS},
     },
 };
 
 /// The explanation stage: the successful unmounts seen so far and, when the attribution runs,
 /// the mount tables.
-#[derive(Default)]
 pub struct Explainer {
     history: UnmountHistory,
     mounts: Option<Arc<MountCache>>,
+    /// `CLOCK_BOOTTIME` ns when it started watching.
+    started_boot_ns: u64,
+}
+
+impl Default for Explainer {
+    fn default() -> Self {
+        Self::new(None)
+    }
 }
 
 impl Explainer {
     /// An explainer that also asks `mounts` what was mounted where (none: `--no-holders`,
-    /// where no mount-table cache runs).
+    /// where no mount-table cache runs), watching from now.
     pub fn new(mounts: Option<Arc<MountCache>>) -> Self {
         Self {
             history: UnmountHistory::default(),
             mounts,
+            started_boot_ns: clock::boot_ns_now(),
         }
     }
 
@@ -53,6 +61,7 @@ impl Explainer {
         let seen = Seen {
             last_unmount: abs.and_then(|t| self.history.last(call.mntns, t, call.ts_boot_ns)),
             cached_mount: abs.and_then(|t| self.mounts.as_ref()?.mounted_at(call.mntns, t)),
+            watched_ns: call.ts_boot_ns.saturating_sub(self.started_boot_ns),
         };
         attempt.explanation = explain(call, abs, facts, &seen);
     }
@@ -80,6 +89,8 @@ pub struct Seen<'a> {
     /// The mount the mount-table cache last knew at the target (there now, or removed in the
     /// last half minute).
     pub cached_mount: Option<MountEntry>,
+    /// How long busyprobe had been watching when the call entered.
+    pub watched_ns: u64,
 }
 
 /// The explanation of a failed `call` (none for EBUSY, and none when nothing fits).
@@ -94,8 +105,8 @@ pub fn explain(
             einval(call, abs, target.as_ref().ok(), seen)
         }
         (e, _) if e == i64::from(libc::EINVAL) => einval(call, abs, None, seen),
-        (e, CallerFacts::Privileges(p)) if e == i64::from(libc::EPERM) => Some(eperm(call, p)),
-        (e, _) if e == i64::from(libc::EPERM) => Some(eperm(call, &Privileges::default())),
+        (e, CallerFacts::Privileges(p)) if e == i64::from(libc::EPERM) => eperm(call, p),
+        (e, _) if e == i64::from(libc::EPERM) => eperm(call, &Privileges::default()),
         (e, CallerFacts::Path(path)) if e == i64::from(libc::ENOENT) => Some(enoent(call, path)),
         _ => None,
     }
@@ -133,7 +144,7 @@ fn einval(
         if let Some(gone) = &seen.cached_mount {
             return Some(gone_unseen(&target, gone, now));
         }
-        return Some(inside_a_mount(&target, now));
+        return Some(inside_a_mount(&target, now, seen.watched_ns));
     }
     let conflicts = flags::expire_conflicts(call.flags);
     if !conflicts.is_empty() {
@@ -186,11 +197,19 @@ fn gone_unseen(target: &str, gone: &MountEntry, now: &TargetNow) -> Explanation 
     explanation(ExplanationCode::UnmountedEarlier, s, None)
 }
 
-/// Nothing was mounted at the target since busyprobe started: it lies inside a mount.
-fn inside_a_mount(target: &str, now: &TargetNow) -> Explanation {
+/// Nothing was mounted at the target since busyprobe started (or in the history's window,
+/// when it started earlier): it lies inside a mount.
+fn inside_a_mount(target: &str, now: &TargetNow, watched_ns: u64) -> Explanation {
+    let since = match watched_ns < KEEP_FOR_NS {
+        true => format!(
+            "since busyprobe started {} before the call",
+            clock::for_people(watched_ns)
+        ),
+        false => format!("in the last {} minutes", KEEP_FOR_NS / 60_000_000_000),
+    };
     let s = format!(
-        "{target} is not a mount point: nothing was mounted there since busyprobe started, and \
-         it is a path inside {}",
+        "{target} is not a mount point: busyprobe saw nothing mounted there {since}, and it is \
+         a path inside {}",
         mount_words(now)
     );
     explanation(ExplanationCode::NotAMountPoint, s, None)
@@ -205,44 +224,46 @@ fn mount_words(now: &TargetNow) -> String {
 }
 
 /// EPERM: the caller lacks `CAP_SYS_ADMIN` in the user namespace that owns its mount
-/// namespace, named as far as it could be read.
-fn eperm(call: &UmountCall, p: &Privileges) -> Explanation {
-    let who = process(&call.comm, call.pid);
-    let uid = p.euid.unwrap_or(call.uid);
+/// namespace (or, with `MNT_FORCE`, in the initial one), named as far as it could be read.
+/// None when it has the capability where it counts: a security module or seccomp refused.
+fn eperm(call: &UmountCall, p: &Privileges) -> Option<Explanation> {
+    let who = format!(
+        "{} (uid {})",
+        process(&call.comm, call.pid),
+        p.euid.unwrap_or(call.uid)
+    );
     let userns = match (p.owner_userns, p.owner_uid) {
         (Some(ns), Some(owner)) => format!("user namespace {ns} (created by uid {owner})"),
         (Some(ns), None) => format!("user namespace {ns}"),
-        _ => {
-            "the user namespace (unknown: the caller was gone before it could be read)".to_string()
-        }
+        _ => "the user namespace (unknown: the caller was gone before it could be read)".into(),
     };
     let mntns = match call.mntns {
         0 => "its mount namespace".to_string(),
         ns => format!("its mount namespace {ns}"),
     };
+    let force = call.flags & libc::MNT_FORCE as u32 != 0;
     let why = match (p.cap_sys_admin, p.caller_userns, p.owner_userns) {
         (Some(false), _, _) => "its effective capabilities lack CAP_SYS_ADMIN".to_string(),
         (Some(true), Some(own), Some(owner)) if own != owner => format!(
             "it has CAP_SYS_ADMIN only in its own user namespace {own}, which does not own \
              the mount namespace"
         ),
-        (Some(true), _, _) if call.flags & libc::MNT_FORCE as u32 != 0 => {
-            "it has CAP_SYS_ADMIN there, but MNT_FORCE also needs it in the initial user \
-             namespace (or the filesystem's)"
-                .to_string()
+        (Some(true), _, _) if force => {
+            let s = format!(
+                "{who} has CAP_SYS_ADMIN in {userns}, which owns {mntns}, but MNT_FORCE needs \
+                 it in the initial user namespace (or the one that owns the filesystem), where \
+                 it lacks it"
+            );
+            return Some(explanation(ExplanationCode::NoCapSysAdmin, s, None));
         }
-        (Some(true), _, _) => {
-            "it has CAP_SYS_ADMIN there, so a security module (SELinux, AppArmor) or seccomp \
-             may have refused the call"
-                .to_string()
-        }
-        (None, _, _) => "its capabilities are unknown (it exited first)".to_string(),
+        (Some(true), _, _) => return None,
+        (None, _, _) => "its capabilities are unknown: it exited first".to_string(),
     };
     let s = format!(
-        "{who} (uid {uid}) lacks CAP_SYS_ADMIN in {userns}, which owns {mntns}: unmounting \
-         needs it there ({why})"
+        "{who} lacks CAP_SYS_ADMIN in {userns}, which owns {mntns}: unmounting needs it there \
+         ({why})"
     );
-    explanation(ExplanationCode::NoCapSysAdmin, s, None)
+    Some(explanation(ExplanationCode::NoCapSysAdmin, s, None))
 }
 
 /// ENOENT: the first component of the target that does not exist, or why that is unknown.

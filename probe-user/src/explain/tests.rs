@@ -62,6 +62,7 @@ fn the_same_process_again_is_the_end_of_an_unmount_all_loop() {
     let seen = Seen {
         last_unmount: Some(&before),
         cached_mount: Some(tmpfs()),
+        ..Seen::default()
     };
     let got = explain(&c, Some(b"/run/m"), &on_tmpfs(false), &seen);
     assert_eq!(code(&got), Some(("unmount_all_loop_end", Some(7))));
@@ -79,7 +80,7 @@ fn another_process_before_is_an_earlier_unmount_naming_it() {
     let before = earlier(100);
     let seen = Seen {
         last_unmount: Some(&before),
-        cached_mount: None,
+        ..Seen::default()
     };
     let got = explain(&c, Some(b"/run/m"), &on_tmpfs(false), &seen);
     assert_eq!(code(&got), Some(("unmounted_earlier", Some(7))));
@@ -101,10 +102,22 @@ fn a_path_inside_a_mount_names_that_mount() {
     assert_eq!(code(&got), Some(("not_a_mount_point", None)));
     let s = got.unwrap().sentence;
     assert!(s.contains("inside mount 812 (tmpfs on /run/m)"), "{s}");
+    assert!(
+        s.contains("nothing mounted there since busyprobe started 0ns before"),
+        "{s}"
+    );
+    let long = Seen {
+        watched_ns: 3600 * 1_000_000_000,
+        ..Seen::default()
+    };
+    let got = explain(&c, Some(b"/run/m/dir"), &on_tmpfs(false), &long).unwrap();
+    assert!(got
+        .sentence
+        .contains("nothing mounted there in the last 10 minutes"));
     // A mount the cache saw there, gone without an unmount busyprobe saw.
     let seen = Seen {
-        last_unmount: None,
         cached_mount: Some(tmpfs()),
+        ..Seen::default()
     };
     let got = explain(&c, Some(b"/run/m/dir"), &on_tmpfs(false), &seen);
     assert_eq!(code(&got), Some(("unmounted_earlier", None)));
@@ -147,7 +160,7 @@ fn an_unprivileged_caller_is_named_with_both_namespaces() {
     let got = explain(
         &c,
         Some(b"/run/m"),
-        &CallerFacts::Privileges(p),
+        &CallerFacts::Privileges(p.clone()),
         &Seen::default(),
     );
     assert_eq!(code(&got), Some(("no_cap_sys_admin", None)));
@@ -157,6 +170,29 @@ fn an_unprivileged_caller_is_named_with_both_namespaces() {
         "{s}"
     );
     assert!(s.contains("mount namespace 4026532001"), "{s}");
+    // With the capability where it counts, MNT_FORCE still needs it in the initial namespace;
+    // without MNT_FORCE, something else refused (not explained).
+    let able = Privileges {
+        cap_sys_admin: Some(true),
+        euid: Some(0),
+        ..p.clone()
+    };
+    let forced = call(300, b"/run/m", EPERM, libc::MNT_FORCE as u32);
+    let got = explain(
+        &forced,
+        None,
+        &CallerFacts::Privileges(able.clone()),
+        &Seen::default(),
+    );
+    assert_eq!(code(&got), Some(("no_cap_sys_admin", None)));
+    assert!(got
+        .unwrap()
+        .sentence
+        .contains("but MNT_FORCE needs it in the initial"));
+    assert_eq!(
+        explain(&c, None, &CallerFacts::Privileges(able), &Seen::default()),
+        None
+    );
     // Gone before anything was read: said, not guessed.
     let got = explain(
         &c,
