@@ -119,10 +119,13 @@ fn through_proc(pid: u32, tid: u32, path: &[u8]) -> PathBuf {
 
 fn target_now(call: &UmountCall) -> Result<TargetNow, String> {
     let through = through_proc(call.pid, call.tid, &call.target.bytes);
-    let of = statx::mount_of(&through).map_err(|e| format!("the target: {e}"))?;
-    let mount = mountinfo::read(&proc_path(call.pid, "mountinfo"))
-        .ok()
-        .and_then(|table| table.into_iter().find(|m| m.id == of.mount_id));
+    let follow = call.flags & libc::UMOUNT_NOFOLLOW as u32 == 0;
+    let of = statx::mount_of_following(&through, follow).map_err(|e| format!("the target: {e}"))?;
+    // The mount a path lies inside is named; a mount's root needs no table.
+    let mount = match of.is_mount_root {
+        true => None,
+        false => mount_entry(call.pid, of.mount_id),
+    };
     let root_mount_id = statx::mount_of(&proc_path(call.pid, "root"))
         .ok()
         .map(|m| m.mount_id);
@@ -132,6 +135,12 @@ fn target_now(call: &UmountCall) -> Result<TargetNow, String> {
         mount,
         root_mount_id,
     })
+}
+
+/// Mount `id` in the mount table of `pid`.
+fn mount_entry(pid: u32, id: u64) -> Option<MountEntry> {
+    let table = mountinfo::read(&proc_path(pid, "mountinfo")).ok()?;
+    table.into_iter().find(|m| m.id == id)
 }
 
 fn privileges(pid: u32) -> Privileges {

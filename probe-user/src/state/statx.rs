@@ -20,6 +20,16 @@ pub struct MountOf {
 
 /// The mount `path` resolves to (symlinks and magic links followed).
 pub fn mount_of(path: &Path) -> io::Result<MountOf> {
+    mount_of_following(path, true)
+}
+
+/// The mount `path` resolves to; a symlink as its last component is followed only when
+/// `follow` (as `umount2` does without `UMOUNT_NOFOLLOW`).
+pub fn mount_of_following(path: &Path, follow: bool) -> io::Result<MountOf> {
+    let flags = match follow {
+        true => libc::AT_STATX_SYNC_AS_STAT,
+        false => libc::AT_STATX_SYNC_AS_STAT | libc::AT_SYMLINK_NOFOLLOW,
+    };
     let c_path =
         CString::new(path.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
     let mut buf = MaybeUninit::<libc::statx>::zeroed();
@@ -28,7 +38,7 @@ pub fn mount_of(path: &Path) -> io::Result<MountOf> {
         libc::statx(
             libc::AT_FDCWD,
             c_path.as_ptr(),
-            libc::AT_STATX_SYNC_AS_STAT,
+            flags,
             libc::STATX_MNT_ID | libc::STATX_INO,
             buf.as_mut_ptr(),
         )
@@ -70,5 +80,18 @@ mod tests {
         let cwd = mount_of(Path::new("/proc/self/cwd")).unwrap();
         assert_eq!(cwd, mount_of(&std::env::current_dir().unwrap()).unwrap());
         assert!(mount_of(Path::new("/no/such/path")).is_err());
+    }
+
+    #[test]
+    fn a_symlink_is_followed_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("to-proc");
+        std::os::unix::fs::symlink("/proc", &link).unwrap();
+        let proc = mount_of(Path::new("/proc")).unwrap();
+        assert_eq!(mount_of_following(&link, true).unwrap(), proc);
+        let here = mount_of(dir.path()).unwrap().mount_id;
+        let not_followed = mount_of_following(&link, false).unwrap();
+        assert_eq!(not_followed.mount_id, here);
+        assert!(!not_followed.is_mount_root);
     }
 }
