@@ -10,6 +10,8 @@ use std::{
         unix::{ffi::OsStrExt, fs::MetadataExt},
     },
     path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use nix::{
@@ -22,6 +24,7 @@ use super::flags;
 use crate::{
     event::UmountCall,
     state::{
+        memo::Memo,
         mountinfo::{self, MountEntry},
         process::proc_path,
         statx,
@@ -92,18 +95,69 @@ pub enum PathNow {
     ExistsNow,
 }
 
-/// Reads what explaining `call` needs, if it failed with EINVAL, EPERM or ENOENT.
-/// An EINVAL for unknown flag bits needs nothing (the kernel refused it before looking at the
-/// target), nor does a target the probe could not read whole.
-pub fn read(call: &UmountCall) -> CallerFacts {
+/// How long the facts of one caller's identical failure are trusted.
+const FACTS_KEPT_FOR: Duration = Duration::from_secs(1);
+/// Most failures whose facts are kept before the memo starts over.
+const FACTS_KEPT: usize = 1024;
+
+/// The same failure of the same thread: pid, tid, result, flags, target.
+type FailureKey = (u32, u32, i64, u32, Vec<u8>);
+
+/// The facts of recent failures: a loop failing on the same path thousands of times a second
+/// has its caller read once per [`FACTS_KEPT_FOR`], not once per call.
+pub struct RecentFacts {
+    memo: Memo<FailureKey, Arc<CallerFacts>>,
+}
+
+impl Default for RecentFacts {
+    fn default() -> Self {
+        Self {
+            memo: Memo::new(FACTS_KEPT_FOR, FACTS_KEPT),
+        }
+    }
+}
+
+impl RecentFacts {
+    /// What explaining `call` needs ([`read`]), reused for an identical failure of the same
+    /// thread within [`FACTS_KEPT_FOR`].
+    pub fn of(&mut self, call: &UmountCall, now: Instant) -> Arc<CallerFacts> {
+        if !needs_reading(call) {
+            return Arc::new(CallerFacts::None);
+        }
+        let key = (
+            call.pid,
+            call.tid,
+            call.ret,
+            call.flags,
+            call.target.bytes.clone(),
+        );
+        self.memo.get_or(key, now, || Arc::new(read(call)))
+    }
+}
+
+/// Whether [`read`] has anything to read for `call`: an EPERM; an EINVAL or ENOENT whose
+/// target the probe read whole (an EINVAL for unknown flag bits needs nothing: the kernel
+/// refused it before it looked at the target).
+fn needs_reading(call: &UmountCall) -> bool {
     let whole = !call.target.truncated && !call.target.unreadable;
     match -call.ret {
+        e if e == i64::from(libc::EPERM) => true,
+        e if e == i64::from(libc::EINVAL) => whole && flags::unknown_bits(call.flags).is_none(),
+        e if e == i64::from(libc::ENOENT) => whole,
+        _ => false,
+    }
+}
+
+/// Reads what explaining `call` needs, if it failed with EINVAL, EPERM or ENOENT (see
+/// [`needs_reading`]).
+pub fn read(call: &UmountCall) -> CallerFacts {
+    if !needs_reading(call) {
+        return CallerFacts::None;
+    }
+    match -call.ret {
         e if e == i64::from(libc::EPERM) => CallerFacts::Privileges(privileges(call.pid)),
-        e if e == i64::from(libc::EINVAL) && whole && flags::unknown_bits(call.flags).is_none() => {
-            CallerFacts::Target(target_now(call))
-        }
-        e if e == i64::from(libc::ENOENT) && whole => CallerFacts::Path(path_now(call)),
-        _ => CallerFacts::None,
+        e if e == i64::from(libc::EINVAL) => CallerFacts::Target(target_now(call)),
+        _ => CallerFacts::Path(path_now(call)),
     }
 }
 
@@ -295,6 +349,45 @@ mod tests {
     fn another_error_on_the_way_is_said() {
         let got = first_missing(b"/a/b", |_, _| Err(Errno::EACCES));
         assert!(got.unwrap_err().starts_with("a: EACCES"));
+    }
+
+    /// An EINVAL on `/proc/self` (a directory inside procfs) by this very process.
+    fn einval_here(flags: u32) -> UmountCall {
+        let mut call = crate::event::sample_ebusy_call(1, 1);
+        call.pid = std::process::id();
+        call.tid = call.pid;
+        call.ret = -i64::from(libc::EINVAL);
+        call.flags = flags;
+        call.target.bytes = format!("/proc/{}", call.pid).into_bytes();
+        call
+    }
+
+    #[test]
+    fn an_einvals_target_is_read_through_the_callers_root_and_reused_for_a_second() {
+        let mut recent = RecentFacts::default();
+        let now = Instant::now();
+        let first = recent.of(&einval_here(0), now);
+        let CallerFacts::Target(Ok(t)) = &*first else {
+            panic!("the target read: {first:?}");
+        };
+        assert!(!t.is_mount_root, "a directory inside /proc");
+        let proc = t.mount.as_ref().expect("the mount it lies inside");
+        assert_eq!(proc.fstype, "proc");
+        let again = recent.of(&einval_here(0), now + Duration::from_millis(500));
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the same failure within a second"
+        );
+        let later = recent.of(&einval_here(0), now + FACTS_KEPT_FOR);
+        assert!(!Arc::ptr_eq(&first, &later), "read again after a second");
+        let other = recent.of(&einval_here(libc::MNT_DETACH as u32), now);
+        assert!(!Arc::ptr_eq(&first, &other), "other flags, another failure");
+        let mut busy = einval_here(0);
+        busy.ret = -i64::from(libc::EBUSY);
+        assert_eq!(*recent.of(&busy, now), CallerFacts::None);
+        let mut unknown_bits = einval_here(0x40);
+        unknown_bits.ret = -i64::from(libc::EINVAL);
+        assert_eq!(*recent.of(&unknown_bits, now), CallerFacts::None);
     }
 
     #[test]

@@ -9,7 +9,10 @@
 pub mod facts;
 pub mod flags;
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use self::facts::{CallerFacts, PathNow, Privileges, TargetNow};
 use crate::{
@@ -17,11 +20,17 @@ use crate::{
     event::{UmountAttempt, UmountCall},
     model::{Explanation, ExplanationCode},
     state::{
+        memo::Memo,
         mount_cache::MountCache,
         mountinfo::MountEntry,
         unmount_history::{UnmountHistory, Unmounted, KEEP_FOR_NS},
     },
 };
+
+/// How long what the mount tables said at a target is trusted.
+const TABLES_KEPT_FOR: Duration = Duration::from_secs(1);
+/// Most targets whose answer is kept before the memo starts over.
+const TABLES_KEPT: usize = 1024;
 
 /// The explanation stage: the successful unmounts seen so far and, when the attribution runs,
 /// the mount tables.
@@ -30,6 +39,8 @@ pub struct Explainer {
     mounts: Option<Arc<MountCache>>,
     /// `CLOCK_BOOTTIME` ns when it started watching.
     started_boot_ns: u64,
+    /// What the tables said at a target lately.
+    tables_memo: Memo<(u64, Vec<u8>), Option<MountEntry>>,
 }
 
 impl Default for Explainer {
@@ -46,6 +57,7 @@ impl Explainer {
             history: UnmountHistory::default(),
             mounts,
             started_boot_ns: clock::boot_ns_now(),
+            tables_memo: Memo::new(TABLES_KEPT_FOR, TABLES_KEPT),
         }
     }
 
@@ -58,9 +70,20 @@ impl Explainer {
             return;
         }
         let abs = attempt.target_abs.as_deref();
+        let last_unmount = abs.and_then(|t| self.history.last(call.mntns, t, call.ts_boot_ns));
+        // The tables are asked only when they can tell: a path that is no mount's root, with
+        // no unmount of it seen.
+        let ask_tables = matches!(facts, CallerFacts::Target(Ok(t)) if !t.is_mount_root);
+        let cached_mount = match (abs, last_unmount, ask_tables) {
+            (Some(target), None, true) => {
+                let mounts = self.mounts.as_deref();
+                tables_at(&mut self.tables_memo, mounts, call.mntns, target)
+            }
+            _ => None,
+        };
         let seen = Seen {
-            last_unmount: abs.and_then(|t| self.history.last(call.mntns, t, call.ts_boot_ns)),
-            cached_mount: abs.and_then(|t| self.mounts.as_ref()?.mounted_at(call.mntns, t)),
+            last_unmount,
+            cached_mount,
             watched_ns: call.ts_boot_ns.saturating_sub(self.started_boot_ns),
         };
         attempt.explanation = explain(call, abs, facts, &seen);
@@ -79,6 +102,20 @@ impl Explainer {
         };
         self.history.record(call.mntns, target, unmounted);
     }
+}
+
+/// What the mount-table cache `mounts` knows at `target` (memoized for a second in `memo`: a
+/// flood of failures on one path scans the table once a second).
+fn tables_at(
+    memo: &mut Memo<(u64, Vec<u8>), Option<MountEntry>>,
+    mounts: Option<&MountCache>,
+    mntns: u64,
+    target: &[u8],
+) -> Option<MountEntry> {
+    let mounts = mounts?;
+    memo.get_or((mntns, target.to_vec()), Instant::now(), || {
+        mounts.mounted_at(mntns, target)
+    })
 }
 
 /// What busyprobe saw before a failed call.

@@ -16,7 +16,7 @@ use crate::{
     clock::BootClock,
     container::{self, Container},
     event::{UmountAttempt, UmountCall},
-    explain::{self, facts::CallerFacts},
+    explain::facts::{CallerFacts, RecentFacts},
     kubernetes::{directory::UNKNOWN_FOR, PodDirectory},
     model::Attribution,
     paths,
@@ -30,6 +30,7 @@ pub struct Context {
     cgroups: CgroupPaths,
     v1_containers: V1Containers,
     pods: Arc<PodDirectory>,
+    facts: RecentFacts,
     last_id: u64,
 }
 
@@ -43,6 +44,7 @@ impl Context {
             cgroups: CgroupPaths::default(),
             v1_containers: V1Containers::default(),
             pods,
+            facts: RecentFacts::default(),
             last_id: 0,
         }
     }
@@ -92,9 +94,10 @@ impl Context {
 impl Context {
     /// What explaining `attempt`'s failure needs from its caller (its target's mount,
     /// privileges or missing path component), read now, while the caller usually still
-    /// lives; nothing for a success or an EBUSY.
-    pub fn caller_facts(&self, attempt: &UmountAttempt) -> CallerFacts {
-        explain::facts::read(&attempt.call)
+    /// lives (an identical failure of the same thread within a second reuses it); nothing for
+    /// a success or an EBUSY.
+    pub fn caller_facts(&mut self, attempt: &UmountAttempt) -> Arc<CallerFacts> {
+        self.facts.of(&attempt.call, Instant::now())
     }
 
     /// Names, from what the directory knows, the holders' containers still unnamed: the
