@@ -25,6 +25,7 @@ pub fn trials() -> Vec<Trial> {
         explain_einval_at_the_end_of_an_unmount_all_loop,
         explain_einval_on_a_directory_inside_a_tmpfs,
         explain_einval_for_mnt_expire_with_mnt_detach,
+        explain_einval_on_a_locked_mount,
         explain_eperm_without_cap_sys_admin,
         explain_enoent_names_the_missing_component,
     ]
@@ -183,6 +184,36 @@ fn explain_einval_for_mnt_expire_with_mnt_detach() {
         sentence.starts_with("MNT_EXPIRE cannot be combined with MNT_DETACH:"),
         "{sentence}"
     );
+}
+
+/// A tmpfs copied into a mount namespace owned by a new user namespace is locked there: the
+/// fixture, with every capability in that user namespace, gets EINVAL, and the line names the
+/// mount, the mount namespace and the user namespace.
+fn explain_einval_on_a_locked_mount() {
+    let (_dir, tmp) = temp_dir();
+    let mnt = tmp.join("mnt");
+    let watcher = Watcher::start(&NO_ARGS);
+    let plan = Plan::new()
+        .tmpfs(&mnt)
+        .new_user_namespace()
+        .umount2(&mnt, 0);
+    let (fixture, call, line) = observe_one(&watcher, &plan);
+    assert_eq!(call.errno, libc::EINVAL);
+    assert_eq!(line["pid"], fixture.pid());
+    let id = mount_id_at(fixture.pid(), &mnt);
+    let userns = std::fs::metadata(format!("/proc/{}/ns/user", fixture.pid()))
+        .expect("the fixture's user namespace")
+        .ino();
+    let (code, related, sentence) = explanation(&line);
+    assert_eq!(code, "locked_mount", "{line}");
+    assert_eq!(related, &Value::Null, "{line}");
+    let start = format!(
+        "mount {id} (tmpfs on {}) is locked: it came into mount namespace {} from a more \
+         privileged one (copied when that namespace was made for user namespace {userns},",
+        text(&mnt),
+        fixture.mntns
+    );
+    assert!(sentence.starts_with(&start), "{sentence}");
 }
 
 /// A fixture that dropped to uid 65534 (no capabilities left) gets EPERM: the line names the

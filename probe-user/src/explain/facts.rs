@@ -64,6 +64,10 @@ pub struct TargetNow {
     pub mount: Option<MountEntry>,
     /// The mount of the caller's root directory (`MNT_EXPIRE` on it is refused).
     pub root_mount_id: Option<u64>,
+    /// The user namespace that owns the caller's mount namespace (its inode).
+    pub owner_userns: Option<u64>,
+    /// busyprobe's own user namespace (its inode): the initial one on a host.
+    pub watcher_userns: Option<u64>,
 }
 
 /// An EPERM caller's privileges.
@@ -175,19 +179,18 @@ fn target_now(call: &UmountCall) -> Result<TargetNow, String> {
     let through = through_proc(call.pid, call.tid, &call.target.bytes);
     let follow = call.flags & libc::UMOUNT_NOFOLLOW as u32 == 0;
     let of = statx::mount_of_following(&through, follow).map_err(|e| format!("the target: {e}"))?;
-    // The mount a path lies inside is named; a mount's root needs no table.
-    let mount = match of.is_mount_root {
-        true => None,
-        false => mount_entry(call.pid, of.mount_id),
-    };
     let root_mount_id = statx::mount_of(&proc_path(call.pid, "root"))
         .ok()
         .map(|m| m.mount_id);
     Ok(TargetNow {
         mount_id: of.mount_id,
         is_mount_root: of.is_mount_root,
-        mount,
+        mount: mount_entry(call.pid, of.mount_id),
         root_mount_id,
+        owner_userns: owner_userns(call.pid).as_ref().and_then(inode_of),
+        watcher_userns: std::fs::metadata("/proc/self/ns/user")
+            .ok()
+            .map(|m| m.ino()),
     })
 }
 

@@ -190,13 +190,35 @@ fn einval(
     }
     let expire = call.flags & libc::MNT_EXPIRE as u32 != 0;
     let on_root = now.is_some_and(|t| Some(t.mount_id) == t.root_mount_id);
-    (expire && on_root).then(|| {
+    if expire && on_root {
         let s = format!(
             "MNT_EXPIRE on {target}, the caller's own root mount: the kernel never expires the \
              mount a process has as its root"
         );
-        explanation(ExplanationCode::InvalidFlags, s, None)
-    })
+        return Some(explanation(ExplanationCode::InvalidFlags, s, None));
+    }
+    locked(call, now?)
+}
+
+/// A mount's root, good flags, and the caller's mount namespace owned by a user namespace
+/// other than busyprobe's (the initial one on a host): the mount is locked (a mount made
+/// inside such a namespace is not, but then nothing else the kernel checks gives EINVAL).
+fn locked(call: &UmountCall, now: &TargetNow) -> Option<Explanation> {
+    let (Some(owner), Some(watcher)) = (now.owner_userns, now.watcher_userns) else {
+        return None;
+    };
+    if owner == watcher || now.mount.is_none() {
+        return None;
+    }
+    let s = format!(
+        "{} is locked: it came into mount namespace {} from a more privileged one (copied when \
+         that namespace was made for user namespace {owner}, or propagated into it since), and \
+         the kernel lets no process there unmount it on its own, which would reveal what is \
+         under it; unmount it in the namespace it came from",
+        mount_words(now),
+        call.mntns
+    );
+    Some(explanation(ExplanationCode::LockedMount, s, None))
 }
 
 /// Nothing is mounted at the target because `earlier` unmounted it: the same process (an

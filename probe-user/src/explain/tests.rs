@@ -48,6 +48,8 @@ fn on_tmpfs(is_mount_root: bool) -> CallerFacts {
         is_mount_root,
         mount: Some(tmpfs()),
         root_mount_id: Some(1),
+        owner_userns: Some(4026531837),
+        watcher_userns: Some(4026531837),
     }))
 }
 
@@ -139,12 +141,32 @@ fn flags_are_blamed_in_the_kernels_order() {
     let got = explain(&c, Some(b"/run/m"), &on_tmpfs(true), &Seen::default());
     assert_eq!(code(&got), Some(("invalid_flags", None)));
     assert!(got.unwrap().sentence.contains("with MNT_DETACH"));
-    // A mount's root with good flags: not explained here (a locked mount, for one).
+    // A mount's root with good flags in a mount namespace of the initial user namespace: not
+    // explained.
     let c = call(200, b"/run/m", EINVAL, 0);
     assert_eq!(
         explain(&c, Some(b"/run/m"), &on_tmpfs(true), &Seen::default()),
         None
     );
+}
+
+#[test]
+fn a_mount_root_refused_in_a_less_privileged_namespace_is_locked() {
+    let c = call(200, b"/run/m", EINVAL, 0);
+    let mut facts = on_tmpfs(true);
+    if let CallerFacts::Target(Ok(t)) = &mut facts {
+        t.owner_userns = Some(4026532999);
+    }
+    let got = explain(&c, Some(b"/run/m"), &facts, &Seen::default());
+    assert_eq!(code(&got), Some(("locked_mount", None)));
+    let s = got.unwrap().sentence;
+    let start = "mount 812 (tmpfs on /run/m) is locked: it came into mount namespace 4026532001";
+    assert!(s.starts_with(start), "{s}");
+    assert!(s.contains("user namespace 4026532999"), "{s}");
+    // MNT_EXPIRE|MNT_DETACH there is still the flags.
+    let c = call(200, b"/run/m", EINVAL, EXPIRE_DETACH);
+    let got = explain(&c, Some(b"/run/m"), &facts, &Seen::default());
+    assert_eq!(code(&got), Some(("invalid_flags", None)));
 }
 
 #[test]

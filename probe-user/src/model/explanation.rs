@@ -14,6 +14,10 @@ pub enum ExplanationCode {
     /// EINVAL: nothing was mounted at the target since busyprobe started: it is a directory
     /// (or file) inside a mount, not a mount's root.
     NotAMountPoint,
+    /// EINVAL: the target is a mount's root, but the mount is locked: it came into a mount
+    /// namespace owned by a less privileged user namespace (copied as the namespace was made,
+    /// or propagated into it), where it cannot be unmounted on its own.
+    LockedMount,
     /// EPERM: the caller lacks `CAP_SYS_ADMIN` in the user namespace that owns its mount
     /// namespace.
     NoCapSysAdmin,
@@ -29,6 +33,7 @@ impl ExplanationCode {
             Self::UnmountAllLoopEnd => "unmount_all_loop_end",
             Self::UnmountedEarlier => "unmounted_earlier",
             Self::NotAMountPoint => "not_a_mount_point",
+            Self::LockedMount => "locked_mount",
             Self::NoCapSysAdmin => "no_cap_sys_admin",
             Self::NoSuchPath => "no_such_path",
         }
