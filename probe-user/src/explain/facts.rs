@@ -6,10 +6,9 @@
 use std::{
     fs::File,
     os::{
-        fd::{AsRawFd, OwnedFd},
+        fd::{AsFd, AsRawFd, OwnedFd},
         unix::{ffi::OsStrExt, fs::MetadataExt},
     },
-    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -165,22 +164,19 @@ pub fn read(call: &UmountCall) -> CallerFacts {
     }
 }
 
-/// `path` as thread `tid` of `pid` would look it up, through `/proc` (its root, or its cwd
-/// for a relative path).
-fn through_proc(pid: u32, tid: u32, path: &[u8]) -> PathBuf {
-    match path.strip_prefix(b"/") {
-        Some(rest) => proc_path(pid, "root").join(Path::new(std::ffi::OsStr::from_bytes(rest))),
-        None => proc_path(pid, &format!("task/{tid}/cwd"))
-            .join(Path::new(std::ffi::OsStr::from_bytes(path))),
-    }
-}
-
 fn target_now(call: &UmountCall) -> Result<TargetNow, String> {
-    let through = through_proc(call.pid, call.tid, &call.target.bytes);
-    let follow = call.flags & libc::UMOUNT_NOFOLLOW as u32 == 0;
-    let of = statx::mount_of_following(&through, follow).map_err(|e| format!("the target: {e}"))?;
-    let root_mount_id = statx::mount_of(&proc_path(call.pid, "root"))
+    let nofollow = call.flags & libc::UMOUNT_NOFOLLOW as u32 != 0;
+    let target = CallersView::of(call)?.open(&call.target.bytes, nofollow);
+    let target = target.map_err(|e| format!("the target: {}", cached_only(e)))?;
+    let of = statx::mount_of_fd(target.as_fd()).map_err(|e| format!("the target: {e}"))?;
+    let root = nix::fcntl::open(
+        &proc_path(call.pid, "root"),
+        OFlag::O_PATH | OFlag::O_DIRECTORY,
+        Mode::empty(),
+    );
+    let root_mount_id = root
         .ok()
+        .and_then(|fd| statx::mount_of_fd(fd.as_fd()).ok())
         .map(|m| m.mount_id);
     Ok(TargetNow {
         mount_id: of.mount_id,
@@ -192,6 +188,60 @@ fn target_now(call: &UmountCall) -> Result<TargetNow, String> {
             .ok()
             .map(|m| m.ino()),
     })
+}
+
+/// Where a caller's path starts (its root, or its thread's cwd for a relative path), opened
+/// through `/proc`. Paths are opened from the kernel's dentry cache only (`RESOLVE_CACHED`):
+/// the context stage runs on the event loop, which must never wait on a network filesystem's
+/// server or a FUSE daemon; the caller's own call has just looked the same path up.
+struct CallersView {
+    base: OwnedFd,
+    resolve: ResolveFlag,
+}
+
+impl CallersView {
+    fn of(call: &UmountCall) -> Result<Self, String> {
+        let (base, resolve) = match call.target.bytes.starts_with(b"/") {
+            true => (proc_path(call.pid, "root"), ResolveFlag::RESOLVE_IN_ROOT),
+            false => (
+                proc_path(call.pid, &format!("task/{}/cwd", call.tid)),
+                ResolveFlag::empty(),
+            ),
+        };
+        let fd = nix::fcntl::open(&base, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())
+            .map_err(|e| format!("the caller's {}: {e}", base.display()))?;
+        Ok(Self {
+            base: fd,
+            // Linux 5.12; older kernels refuse it (EINVAL) and the facts are unknown.
+            resolve: resolve | ResolveFlag::from_bits_retain(libc::RESOLVE_CACHED),
+        })
+    }
+
+    /// `path` opened `O_PATH` as the caller would look it up (its last symlink not followed
+    /// with `nofollow`).
+    fn open(&self, path: &[u8], nofollow: bool) -> nix::Result<OwnedFd> {
+        let mut flags = OFlag::O_PATH;
+        if nofollow {
+            flags |= OFlag::O_NOFOLLOW;
+        }
+        let how = OpenHow::new().flags(flags).resolve(self.resolve);
+        let path = if path.is_empty() {
+            b".".as_slice()
+        } else {
+            path
+        };
+        openat2(&self.base, std::ffi::OsStr::from_bytes(path), how)
+    }
+}
+
+/// An error of a cached-only lookup, said: EAGAIN means it would have needed the filesystem.
+fn cached_only(e: Errno) -> String {
+    match e {
+        Errno::EAGAIN => "not in the kernel's cache (not looked up on the filesystem, so that \
+                          busyprobe never waits on it)"
+            .to_string(),
+        e => e.to_string(),
+    }
 }
 
 /// Mount `id` in the mount table of `pid`.
@@ -250,25 +300,12 @@ fn status_field(status: &str, key: &str, n: usize) -> Option<u32> {
 }
 
 fn path_now(call: &UmountCall) -> Result<PathNow, String> {
-    let target = &call.target.bytes;
-    let (base, resolve) = match target.starts_with(b"/") {
-        true => (proc_path(call.pid, "root"), ResolveFlag::RESOLVE_IN_ROOT),
-        false => (
-            proc_path(call.pid, &format!("task/{}/cwd", call.tid)),
-            ResolveFlag::empty(),
-        ),
-    };
-    let base = nix::fcntl::open(&base, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())
-        .map_err(|e| format!("the caller's {}: {e}", base.display()))?;
+    let view = CallersView::of(call)?;
     let nofollow = call.flags & libc::UMOUNT_NOFOLLOW as u32 != 0;
-    first_missing(target, |prefix, last| {
-        let mut flags = OFlag::O_PATH;
-        if last && nofollow {
-            flags |= OFlag::O_NOFOLLOW;
-        }
-        let how = OpenHow::new().flags(flags).resolve(resolve);
-        openat2(&base, std::ffi::OsStr::from_bytes(prefix), how).map(drop)
+    first_missing(&call.target.bytes, |prefix, last| {
+        view.open(prefix, last && nofollow).map(drop)
     })
+    .map_err(|e| e.replace("EAGAIN", &cached_only(Errno::EAGAIN)))
 }
 
 /// Walks `target` one component at a time with `open(prefix, is_last)`: the first component
