@@ -501,6 +501,74 @@ mod tests {
         assert_eq!(stats["events"], 2, "the umount and the release");
     }
 
+    /// JSON Lines into a shared buffer; the `n`th `umount` line asks the pipeline to stop.
+    struct StopAfterLines {
+        lines: JsonLines<SharedBuf>,
+        left: usize,
+        stop: Option<oneshot::Sender<()>>,
+    }
+
+    impl Sink for StopAfterLines {
+        fn umount(&mut self, attempt: &UmountAttempt) -> io::Result<()> {
+            self.lines.umount(attempt)?;
+            self.left -= 1;
+            if self.left == 0 {
+                if let Some(stop) = self.stop.take() {
+                    let _ = stop.send(());
+                }
+            }
+            Ok(())
+        }
+
+        fn warning(&mut self, warning: &Warning) -> io::Result<()> {
+            self.lines.warning(warning)
+        }
+
+        fn stats(&mut self, ts: SystemTime, stats: &Stats, last: bool) -> io::Result<()> {
+            self.lines.stats(ts, stats, last)
+        }
+    }
+
+    /// Above the kernel's `PID_MAX_LIMIT`: no process has it (its facts are unknown).
+    const NO_SUCH_PID: u32 = 4_194_305;
+
+    /// A success, then the same process's EINVAL on the same target (an unmount-all loop's
+    /// end): the second line says so and names the first, through the whole pipeline.
+    #[test]
+    fn an_einval_after_the_same_callers_success_is_explained_in_the_stream() {
+        let mut source = Scripted::default();
+        source.slip_in(umount_record(NO_SUCH_PID, b"/mnt/x", 0, 0));
+        source.announce(umount_record(NO_SUCH_PID, b"/mnt/x", -22, 0));
+        let out = SharedBuf::default();
+        let (stop, stopped) = oneshot::channel();
+        let mut sink = StopAfterLines {
+            lines: JsonLines::new(out.clone()),
+            left: 2,
+            stop: Some(stop),
+        };
+        let context = Context::new(
+            BootClock::booted_at_ns(0),
+            ProcFs::at("/nonexistent/busyprobe-test"),
+            std::sync::Arc::new(crate::kubernetes::PodDirectory::off()),
+        );
+        let pipeline = Pipeline::new(context, AttemptFilter::default(), None, &mut sink);
+        let run = pipeline.run(&mut source, async {
+            let _ = stopped.await;
+            Stop::Asked
+        });
+        run_with_deadline(run, "the pipeline never wrote both attempts");
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines[0]["errno"], serde_json::Value::Null, "{text}");
+        assert!(lines[0].get("explanation").is_none(), "{text}");
+        let why = &lines[1]["explanation"];
+        assert_eq!(why["code"], "unmount_all_loop_end", "{text}");
+        assert_eq!(why["related_event"], lines[0]["id"], "{text}");
+    }
+
     /// Asks to be woken 20 ms after it is made; its tick asks the pipeline to stop.
     struct WakeMe {
         at: std::time::Instant,
