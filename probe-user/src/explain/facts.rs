@@ -110,12 +110,15 @@ type FailureKey = (u32, u32, i64, u32, Vec<u8>);
 /// has its caller read once per [`FACTS_KEPT_FOR`], not once per call.
 pub struct RecentFacts {
     memo: Memo<FailureKey, Arc<CallerFacts>>,
+    /// The answer of every success and EBUSY, shared.
+    nothing: Arc<CallerFacts>,
 }
 
 impl Default for RecentFacts {
     fn default() -> Self {
         Self {
             memo: Memo::new(FACTS_KEPT_FOR, FACTS_KEPT),
+            nothing: Arc::new(CallerFacts::None),
         }
     }
 }
@@ -125,7 +128,7 @@ impl RecentFacts {
     /// thread within [`FACTS_KEPT_FOR`].
     pub fn of(&mut self, call: &UmountCall, now: Instant) -> Arc<CallerFacts> {
         if !needs_reading(call) {
-            return Arc::new(CallerFacts::None);
+            return Arc::clone(&self.nothing);
         }
         let key = (
             call.pid,
