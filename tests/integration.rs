@@ -37,6 +37,7 @@ mod containerd;
 mod daemonset;
 mod demo;
 mod doctor;
+mod explain;
 mod holders;
 mod podbench;
 mod record;
@@ -88,6 +89,7 @@ fn main() {
     }
     let trials = [
         watch::trials(),
+        explain::trials(),
         doctor::trials(),
         binary::trials(),
         before_start::trials(),

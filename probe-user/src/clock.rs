@@ -1,4 +1,5 @@
-//! Converting the kernel's `CLOCK_BOOTTIME` nanoseconds (`bpf_ktime_get_boot_ns`) to wall time.
+//! Converting the kernel's `CLOCK_BOOTTIME` nanoseconds (`bpf_ktime_get_boot_ns`) to wall time,
+//! and writing a duration for people (the one formatter every output and sentence uses).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +36,21 @@ impl BootClock {
     pub fn to_wall(self, boot_ns: u64) -> SystemTime {
         let wall = (self.boot_wall_ns + i128::from(boot_ns)).max(0);
         UNIX_EPOCH + Duration::from_nanos(u64::try_from(wall).unwrap_or(u64::MAX))
+    }
+}
+
+/// `CLOCK_BOOTTIME` now, in ns: the kernel's clock of the events.
+pub fn boot_ns_now() -> u64 {
+    u64::try_from(nanos(ClockId::CLOCK_BOOTTIME)).unwrap_or(0)
+}
+
+/// A duration for people: `999ns`, `1.5µs`, `2.5ms`, `3.00s`.
+pub fn for_people(ns: u64) -> String {
+    match ns {
+        0..=999 => format!("{ns}ns"),
+        1_000..=999_999 => format!("{:.1}µs", ns as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.1}ms", ns as f64 / 1e6),
+        _ => format!("{:.2}s", ns as f64 / 1e9),
     }
 }
 

@@ -223,6 +223,8 @@ pub struct UmountAttempt {
     pub target_abs: Option<Vec<u8>>,
     /// For an EBUSY: who holds the mount, or why that could not be found out.
     pub attribution: Option<Result<crate::model::Attribution, String>>,
+    /// For a failure other than EBUSY: why it failed, when busyprobe could tell.
+    pub explanation: Option<crate::model::Explanation>,
 }
 
 /// Something a user should know that is not an unmount attempt.
@@ -318,6 +320,7 @@ pub(crate) fn sample_attempt(
         container: None,
         target_abs: abs.map(<[u8]>::to_vec),
         attribution: None,
+        explanation: None,
     }
 }
 

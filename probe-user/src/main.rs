@@ -13,6 +13,7 @@ mod commands;
 mod container;
 mod decode;
 mod event;
+mod explain;
 mod filter;
 mod kernel;
 mod kubernetes;

@@ -95,6 +95,29 @@ pub fn assert_umount_line(line: &Value, fixture: &Fixture, call: &Call) {
     );
     assert_ts_between(line, fixture.started, fixture.finished, &ctx);
     assert_target(line, call, &fixture.report.cwd, &ctx);
+    assert_explanation_shape(line, call.errno, &ctx);
+}
+
+/// `explanation`, a v1 addition: never on a success or an EBUSY; else, when present,
+/// `{code, sentence, related_event}` with a snake_case code, a sentence and an id or null.
+fn assert_explanation_shape(line: &Value, errno: i32, ctx: &str) {
+    let Some(e) = line.get("explanation") else {
+        return;
+    };
+    assert!(
+        errno != 0 && errno != libc::EBUSY,
+        "an explanation only on failures other than EBUSY{ctx}"
+    );
+    let code = e["code"].as_str().unwrap_or_default();
+    assert!(
+        !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+        "explanation.code is snake_case{ctx}"
+    );
+    assert!(e["sentence"].is_string(), "explanation.sentence{ctx}");
+    assert!(
+        e["related_event"].is_null() || e["related_event"].is_u64(),
+        "explanation.related_event is an id or null{ctx}"
+    );
 }
 
 fn assert_mntns(line: &Value, fixture: &Fixture, ctx: &str) {

@@ -67,6 +67,9 @@ enum Step {
     Umount2 { target: Vec<u8>, flags: i32 },
     /// Drop root: `setresgid` + `setresuid` to this id (all capabilities go with it).
     BecomeUser(u32),
+    /// `unshare(CLONE_NEWUSER | CLONE_NEWNS)`: a user namespace of its own (every capability
+    /// in it, none outside) owning a new mount namespace, whose copied mounts are locked.
+    NewUserns,
     /// Create `path` with `len` bytes written (no holes: swap files need that).
     Write { path: Vec<u8>, len: u64 },
     /// `mount --make-shared path`.
@@ -170,6 +173,13 @@ impl Plan {
         self
     }
 
+    /// Moves into a new user namespace owning a new mount namespace (the mounts made so far
+    /// are copied into it locked: the kernel refuses to unmount them there alone).
+    pub fn new_user_namespace(mut self) -> Self {
+        self.steps.push(Step::NewUserns);
+        self
+    }
+
     /// Creates the file `path` with `len` bytes in it.
     pub fn write(mut self, path: impl AsRef<Path>, len: u64) -> Self {
         self.steps.push(Step::Write {
@@ -261,6 +271,7 @@ impl Plan {
             Step::Chdir(p) => format!("chdir:{}", hex(p)),
             Step::Umount2 { target, flags } => format!("umount2:{}:{flags}", hex(target)),
             Step::BecomeUser(id) => format!("user:{id}"),
+            Step::NewUserns => "userns".to_owned(),
             Step::Write { path, len } => format!("write:{}:{len}", hex(path)),
             Step::MakeShared(p) => format!("shared:{}", hex(p)),
             Step::Sleep(ms) => format!("sleep:{ms}"),
@@ -304,6 +315,7 @@ impl Plan {
                     flags: fields[2].parse().expect("umount2 flags"),
                 },
                 "user" => Step::BecomeUser(fields[1].parse().expect("user id")),
+                "userns" => Step::NewUserns,
                 "write" => Step::Write {
                     path: path(),
                     len: fields[2].parse().expect("write length"),
@@ -653,6 +665,11 @@ fn run_step(step: Step, held: &mut Held, report: &mut Report) {
             );
             nix::unistd::setresgid(gid, gid, gid).expect("fixture: setresgid");
             nix::unistd::setresuid(uid, uid, uid).expect("fixture: setresuid");
+        }
+        Step::NewUserns => {
+            use nix::sched::{unshare, CloneFlags};
+            unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
+                .expect("fixture: unshare(CLONE_NEWUSER | CLONE_NEWNS)");
         }
         Step::Umount2 { target, flags } => {
             let errno = raw_umount2(&target, flags);

@@ -152,7 +152,7 @@ pub fn try_output(cmd: &mut Command) -> std::io::Result<Output> {
 
 /// Every external program the tests run, with the Debian package that has it. `.ci/run`
 /// installs the same list: keep the two in step.
-pub const TOOLS: [(&str, &str); 20] = [
+pub const TOOLS: [(&str, &str); 21] = [
     ("fuser", "psmisc"),
     ("mkfs.ext4", "e2fsprogs"),
     ("mkswap", "util-linux"),
@@ -160,6 +160,7 @@ pub const TOOLS: [(&str, &str); 20] = [
     ("swapoff", "mount"),
     ("losetup", "mount"),
     ("mount", "mount"),
+    ("umount", "mount"),
     ("unshare", "util-linux"),
     ("nsenter", "util-linux"),
     ("tmux", "tmux"),

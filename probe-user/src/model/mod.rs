@@ -6,12 +6,14 @@
 
 mod attribution;
 mod copy;
+mod explanation;
 mod holder;
 
 #[cfg(test)]
 pub(crate) use attribution::sample_attribution;
 pub use attribution::{Accessor, Attribution, Coverage, MountSummary, Uninspectable};
 pub use copy::MountCopy;
+pub use explanation::{Explanation, ExplanationCode};
 #[cfg(test)]
 pub(crate) use holder::sample_process_holder;
 pub use holder::{Holder, HolderKind, HolderProcess, OpenTimeUnknown, Seen};

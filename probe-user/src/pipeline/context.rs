@@ -1,7 +1,9 @@
 //! The context stage: a decoded [`UmountCall`] becomes an [`UmountAttempt`] with its
 //! sequence number, its wall-clock time, its target made absolute (through the caller's
 //! working directory, read while it lives), its cgroup path and its container (with the
-//! pod names the directory already knows: this stage never asks the runtime).
+//! pod names the directory already knows: this stage never asks the runtime); and, for a
+//! failure the explanation stage explains, what it needs from the caller
+//! ([`Context::caller_facts`], also read while it lives).
 
 use std::{
     collections::HashMap,
@@ -14,6 +16,7 @@ use crate::{
     clock::BootClock,
     container::{self, Container},
     event::{UmountAttempt, UmountCall},
+    explain::facts::{CallerFacts, RecentFacts},
     kubernetes::{directory::UNKNOWN_FOR, PodDirectory},
     model::Attribution,
     paths,
@@ -27,6 +30,7 @@ pub struct Context {
     cgroups: CgroupPaths,
     v1_containers: V1Containers,
     pods: Arc<PodDirectory>,
+    facts: RecentFacts,
     last_id: u64,
 }
 
@@ -40,6 +44,7 @@ impl Context {
             cgroups: CgroupPaths::default(),
             v1_containers: V1Containers::default(),
             pods,
+            facts: RecentFacts::default(),
             last_id: 0,
         }
     }
@@ -60,6 +65,7 @@ impl Context {
             container,
             target_abs,
             attribution: None,
+            explanation: None,
         }
     }
 
@@ -86,6 +92,14 @@ impl Context {
 }
 
 impl Context {
+    /// What explaining `attempt`'s failure needs from its caller (its target's mount,
+    /// privileges or missing path component), read now, while the caller usually still
+    /// lives (an identical failure of the same thread within a second reuses it); nothing for
+    /// a success or an EBUSY.
+    pub fn caller_facts(&mut self, attempt: &UmountAttempt) -> Arc<CallerFacts> {
+        self.facts.of(&attempt.call, Instant::now())
+    }
+
     /// Names, from what the directory knows, the holders' containers still unnamed: the
     /// transient holders, added after the pass named the others (the pass's listing knows
     /// their containers, or remembers them gone).

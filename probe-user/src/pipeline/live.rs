@@ -119,6 +119,11 @@ impl Live {
         })
     }
 
+    /// The mount-table cache (the explanation stage asks it what was mounted where).
+    pub fn mounts(&self) -> Arc<MountCache> {
+        Arc::clone(&self.mounts)
+    }
+
     fn with_scanner<T>(&self, f: impl FnOnce(&mut Scanner) -> T) -> anyhow::Result<T> {
         let mut guard = self
             .scanner

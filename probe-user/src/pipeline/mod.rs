@@ -1,8 +1,8 @@
 //! The event pipeline, the one path every live event takes:
 //!
 //! ```text
-//! RecordSource ─► decode ─► Context ─► AttemptFilter ─► Jobs (Attributor, blocking) ─► Sink
-//!  ring buffer     decode.rs  context.rs  filter.rs       jobs.rs, live.rs
+//! RecordSource ─► decode ─► Context ─► Explainer ─► AttemptFilter ─► Jobs (Attributor) ─► Sink
+//!  ring buffer     decode.rs  context.rs  explain/    filter.rs       jobs.rs, live.rs
 //!                  └─ releases ─► RecentReleases (transient.rs) ─► completes each EBUSY ─┘
 //! ```
 //!
@@ -37,8 +37,10 @@ use self::{
 use crate::{
     decode::{decode, DecodeError, KernelEvent},
     event::UmountAttempt,
+    explain::Explainer,
     filter::AttemptFilter,
     sink::Sink,
+    state::mount_cache::MountCache,
     stats::Stats,
 };
 
@@ -65,6 +67,7 @@ pub enum Stop {
 /// One run of the event pipeline into a sink.
 pub struct Pipeline<'s> {
     context: Context,
+    explainer: Explainer,
     filter: AttemptFilter,
     stats: Stats,
     releases: RecentReleases,
@@ -86,6 +89,7 @@ impl<'s> Pipeline<'s> {
     ) -> Self {
         Self {
             context,
+            explainer: Explainer::default(),
             filter,
             stats: Stats::default(),
             releases: RecentReleases::default(),
@@ -94,6 +98,12 @@ impl<'s> Pipeline<'s> {
             stats_every: None,
             sink,
         }
+    }
+
+    /// Explains failures with what the mount-table cache `mounts` knew was mounted where.
+    pub fn with_mounts(mut self, mounts: Option<Arc<MountCache>>) -> Self {
+        self.explainer = Explainer::new(mounts);
+        self
     }
 
     /// Reports the kernel side's losses from `counters` in every stats line.
@@ -178,13 +188,16 @@ impl<'s> Pipeline<'s> {
         }
     }
 
-    /// One decoded record: an attempt that passes the filter is returned; a release is kept
-    /// for the EBUSYs it may complete; an undecodable record is counted.
+    /// One decoded record: an attempt is explained (a failure) or remembered (a success) and
+    /// returned if it passes the filter; a release is kept for the EBUSYs it may complete; an
+    /// undecodable record is counted.
     fn take(&mut self, decoded: Result<KernelEvent, DecodeError>) -> Option<UmountAttempt> {
         match decoded {
             Ok(KernelEvent::Umount(call)) => {
                 self.stats.events += 1;
-                let attempt = self.context.attempt(call);
+                let mut attempt = self.context.attempt(call);
+                let facts = self.context.caller_facts(&attempt);
+                self.explainer.observe(&mut attempt, &facts);
                 self.filter.accepts(&attempt).then_some(attempt)
             }
             Ok(KernelEvent::Release(release)) => {
@@ -486,6 +499,74 @@ mod tests {
         assert_eq!(stats["type"], "stats");
         assert_eq!(stats["final"], true);
         assert_eq!(stats["events"], 2, "the umount and the release");
+    }
+
+    /// JSON Lines into a shared buffer; the `n`th `umount` line asks the pipeline to stop.
+    struct StopAfterLines {
+        lines: JsonLines<SharedBuf>,
+        left: usize,
+        stop: Option<oneshot::Sender<()>>,
+    }
+
+    impl Sink for StopAfterLines {
+        fn umount(&mut self, attempt: &UmountAttempt) -> io::Result<()> {
+            self.lines.umount(attempt)?;
+            self.left -= 1;
+            if self.left == 0 {
+                if let Some(stop) = self.stop.take() {
+                    let _ = stop.send(());
+                }
+            }
+            Ok(())
+        }
+
+        fn warning(&mut self, warning: &Warning) -> io::Result<()> {
+            self.lines.warning(warning)
+        }
+
+        fn stats(&mut self, ts: SystemTime, stats: &Stats, last: bool) -> io::Result<()> {
+            self.lines.stats(ts, stats, last)
+        }
+    }
+
+    /// Above the kernel's `PID_MAX_LIMIT`: no process has it (its facts are unknown).
+    const NO_SUCH_PID: u32 = 4_194_305;
+
+    /// A success, then the same process's EINVAL on the same target (an unmount-all loop's
+    /// end): the second line says so and names the first, through the whole pipeline.
+    #[test]
+    fn an_einval_after_the_same_callers_success_is_explained_in_the_stream() {
+        let mut source = Scripted::default();
+        source.slip_in(umount_record(NO_SUCH_PID, b"/mnt/x", 0, 0));
+        source.announce(umount_record(NO_SUCH_PID, b"/mnt/x", -22, 0));
+        let out = SharedBuf::default();
+        let (stop, stopped) = oneshot::channel();
+        let mut sink = StopAfterLines {
+            lines: JsonLines::new(out.clone()),
+            left: 2,
+            stop: Some(stop),
+        };
+        let context = Context::new(
+            BootClock::booted_at_ns(0),
+            ProcFs::at("/nonexistent/busyprobe-test"),
+            std::sync::Arc::new(crate::kubernetes::PodDirectory::off()),
+        );
+        let pipeline = Pipeline::new(context, AttemptFilter::default(), None, &mut sink);
+        let run = pipeline.run(&mut source, async {
+            let _ = stopped.await;
+            Stop::Asked
+        });
+        run_with_deadline(run, "the pipeline never wrote both attempts");
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines[0]["errno"], serde_json::Value::Null, "{text}");
+        assert!(lines[0].get("explanation").is_none(), "{text}");
+        let why = &lines[1]["explanation"];
+        assert_eq!(why["code"], "unmount_all_loop_end", "{text}");
+        assert_eq!(why["related_event"], lines[0]["id"], "{text}");
     }
 
     /// Asks to be woken 20 ms after it is made; its tick asks the pipeline to stop.

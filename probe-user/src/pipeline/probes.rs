@@ -87,8 +87,10 @@ pub async fn stream(args: &StreamArgs, mut out: Output) -> Result<ExitCode> {
         args.cri_socket.as_deref(),
     )));
     pods.prefetch();
-    let attributor = track_releases
+    let live = track_releases
         .then(|| live_attributor(&mut probes, prefix.clone(), out.open_times, pods.clone()));
+    let mounts = live.as_ref().map(|l| l.mounts());
+    let attributor = live.map(|l| l as Arc<dyn Attributor>);
     let filter = AttemptFilter {
         only_failed: args.only_failed,
         path_prefix: prefix,
@@ -100,6 +102,7 @@ pub async fn stream(args: &StreamArgs, mut out: Output) -> Result<ExitCode> {
         attributor,
         out.sink.as_mut(),
     )
+    .with_mounts(mounts)
     .with_losses(Box::new(losses))
     .with_stats_every(stats_every);
     tracing::info!(
@@ -140,7 +143,7 @@ fn live_attributor(
     prefix: Option<Vec<u8>>,
     open_times: OpenTimes,
     pods: Arc<PodDirectory>,
-) -> Arc<dyn Attributor> {
+) -> Arc<Live> {
     let tracked = probes
         .take_tracked_mounts()
         .map(|map| TrackedMounts::new(map, prefix));

@@ -180,6 +180,9 @@ pub fn incident(number: usize, inc: &Incident) -> String {
         f.ret,
         md(&serde_json::to_string(&f.flag_names).unwrap_or_default())
     );
+    if let Some(e) = &f.explanation {
+        let _ = writeln!(out, "\n{}", md_visible(&format::explanation(e)));
+    }
     if let Some(m) = &f.mount {
         let _ = writeln!(
             out,
@@ -246,5 +249,38 @@ fn timeline(out: &mut String, inc: &Incident) {
     }
     if folded {
         out.push_str("\n</details>\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::json::wire::UmountLine;
+
+    /// An incident that began with an explained failure says why, under its first failure.
+    #[test]
+    fn an_incident_says_why_its_first_failure_failed() {
+        let mut a = crate::event::sample_attempt(b"/run/m", Some(b"/run/m"), -22, 0);
+        a.explanation = Some(crate::model::Explanation {
+            code: crate::model::ExplanationCode::UnmountedEarlier,
+            sentence: "nothing is mounted at /run/m any more: containerd[77] unmounted it".into(),
+            related_event: Some(41),
+        });
+        let first = UmountLine::new(&a);
+        let inc = Incident {
+            target: first.target.clone(),
+            first,
+            timeline: vec![(42, "t".into(), "EINVAL".into())],
+            more_attempts: 0,
+            holders: Vec::new(),
+            resolved_by: None,
+        };
+        let text = incident(1, &inc);
+        assert!(
+            text.contains(
+                "\nwhy: nothing is mounted at /run/m any more: containerd\\[77\\] unmounted it\n"
+            ),
+            "{text}"
+        );
     }
 }

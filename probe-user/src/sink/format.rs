@@ -1,22 +1,17 @@
 //! The words every human-facing output shares (the text sink, the TUI, the Markdown report):
 //! durations, a process as `comm[pid]`, a holder's parts and when it opened or let go of the
-//! file ("opened 1.8ms before the call", "closed 400.0µs after it"). Each is written here
+//! file ("opened 1.8ms before the call", "closed 400.0µs after it"), why a failure failed. Each is written here
 //! once; the outputs lay the parts out their own way (a line, a pane, a table).
 //!
 //! Everything returned is safe for a terminal (`paths::escape_for_terminal`): names and paths
 //! come from the holder's exact bytes (`_b64` when the wire carried one).
 
-use super::json::wire::{AccessorWire, ContainerWire, HolderWire, K8sWire};
+use super::json::wire::{AccessorWire, ContainerWire, ExplanationWire, HolderWire, K8sWire};
 use crate::paths::escape_for_terminal;
 
-/// A duration for people: `999ns`, `1.5µs`, `2.5ms`, `3.00s`.
+/// A duration for people: `999ns`, `1.5µs`, `2.5ms`, `3.00s` ([`crate::clock::for_people`]).
 pub fn duration(ns: u64) -> String {
-    match ns {
-        0..=999 => format!("{ns}ns"),
-        1_000..=999_999 => format!("{:.1}µs", ns as f64 / 1e3),
-        1_000_000..=999_999_999 => format!("{:.1}ms", ns as f64 / 1e6),
-        _ => format!("{:.2}s", ns as f64 / 1e9),
-    }
+    crate::clock::for_people(ns)
 }
 
 /// `opened 1.8ms before the call`: when a holder (or an accessor) opened its file.
@@ -27,6 +22,11 @@ pub fn opened_before(ns: u64) -> String {
 /// `closed 400.0µs after it`: when a holder let go, after the failing call returned.
 pub fn closed_after(ns: u64) -> String {
     format!("closed {} after it", duration(ns))
+}
+
+/// `why: end of an unmount-all loop: ...`: why a failure other than EBUSY failed.
+pub fn explanation(e: &ExplanationWire) -> String {
+    format!("why: {}", escape_for_terminal(e.sentence.as_bytes()))
 }
 
 /// A process: `comm[pid]`.

@@ -74,6 +74,9 @@ pub fn format_umount(u: &UmountLine) -> String {
             escape_for_terminal(e.as_bytes())
         ));
     }
+    if let Some(e) = &u.explanation {
+        line.push_str(&format!("\n    {}", format::explanation(e)));
+    }
     line
 }
 
@@ -233,6 +236,23 @@ mod tests {
             "10:01:02.123456  ok     containerd[1234] uid=0 mntns=4026532001  mnt (= /tmp/x/mnt)  [MNT_DETACH]  5.1µs"
         );
         assert!(format_attempt(&attempt(b"mnt", None, 0, 0)).contains("mnt (cwd unknown)"));
+    }
+
+    #[test]
+    fn says_why_a_failure_other_than_ebusy_failed() {
+        let mut a = attempt(b"/run/m", Some(b"/run/m"), -22, 0);
+        a.explanation = Some(crate::model::Explanation {
+            code: crate::model::ExplanationCode::UnmountAllLoopEnd,
+            sentence: "end of an unmount-all loop: containerd[1234]\x1b unmounted /run/m".into(),
+            related_event: Some(41),
+        });
+        let line = format_attempt(&a);
+        assert!(
+            line.ends_with(
+                "\n    why: end of an unmount-all loop: containerd[1234]\\u{1b} unmounted /run/m"
+            ),
+            "{line}"
+        );
     }
 
     #[test]

@@ -1,7 +1,16 @@
 //! `statx(2)` for what mounts are about: the mount id of a path (following magic links such
 //! as `/proc/PID/fd/N`, so the answer is the mount the open file was reached through).
 
-use std::{ffi::CString, io, mem::MaybeUninit, os::unix::ffi::OsStrExt, path::Path};
+use std::{
+    ffi::{CStr, CString},
+    io,
+    mem::MaybeUninit,
+    os::{
+        fd::{AsRawFd, BorrowedFd, RawFd},
+        unix::ffi::OsStrExt,
+    },
+    path::Path,
+};
 
 /// Mount id and device of a path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,13 +31,27 @@ pub struct MountOf {
 pub fn mount_of(path: &Path) -> io::Result<MountOf> {
     let c_path =
         CString::new(path.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    statx_at(libc::AT_FDCWD, &c_path, libc::AT_STATX_SYNC_AS_STAT)
+}
+
+/// The mount of the file `fd` is open on (an `O_PATH` fd will do), from the attributes the
+/// kernel has cached: no round trip to a network filesystem's server or a FUSE daemon.
+pub fn mount_of_fd(fd: BorrowedFd<'_>) -> io::Result<MountOf> {
+    statx_at(
+        fd.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+    )
+}
+
+fn statx_at(dirfd: RawFd, path: &CStr, flags: i32) -> io::Result<MountOf> {
     let mut buf = MaybeUninit::<libc::statx>::zeroed();
     // SAFETY: valid NUL-terminated path and a writable statx buffer.
     let ret = unsafe {
         libc::statx(
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            libc::AT_STATX_SYNC_AS_STAT,
+            dirfd,
+            path.as_ptr(),
+            flags,
             libc::STATX_MNT_ID | libc::STATX_INO,
             buf.as_mut_ptr(),
         )
@@ -70,5 +93,13 @@ mod tests {
         let cwd = mount_of(Path::new("/proc/self/cwd")).unwrap();
         assert_eq!(cwd, mount_of(&std::env::current_dir().unwrap()).unwrap());
         assert!(mount_of(Path::new("/no/such/path")).is_err());
+    }
+
+    #[test]
+    fn an_fd_names_its_mount_without_syncing() {
+        let dir = std::fs::File::open("/proc").unwrap();
+        let of = mount_of_fd(std::os::fd::AsFd::as_fd(&dir)).unwrap();
+        assert_eq!(of, mount_of(Path::new("/proc")).unwrap());
+        assert!(of.is_mount_root);
     }
 }

@@ -123,6 +123,37 @@ mod tests {
         );
     }
 
+    /// A failure's explanation comes last, after every field of the v1 line before it, and
+    /// reads back; a line without one (any older recording's) reads as none.
+    #[test]
+    fn an_explanation_is_the_last_field_of_a_failure() {
+        let mut a = crate::event::sample_attempt(b"/run/m", Some(b"/run/m"), -22, 0);
+        a.explanation = Some(crate::model::Explanation {
+            code: crate::model::ExplanationCode::UnmountedEarlier,
+            sentence: "nothing is mounted at /run/m any more".into(),
+            related_event: Some(41),
+        });
+        let out = write(|s| s.umount(&a));
+        let read = crate::recording::parse_line(out.trim_end().as_bytes()).expect("reads back");
+        assert_eq!(serde_json::to_string(&read).unwrap(), out.trim_end());
+        let Ok(wire::Line::Umount(old)) = crate::recording::parse_line(
+            write(|s| s.umount(&attempt(b"/m", Some(b"/m"))))
+                .trim_end()
+                .as_bytes(),
+        ) else {
+            panic!("a line without an explanation (an older recording's) reads too");
+        };
+        assert_eq!(old.explanation, None);
+        assert!(
+            out.ends_with(concat!(
+                r#""errno":"EINVAL","duration_ns":5120,"explanation":{"code":"unmounted_earlier","#,
+                r#""sentence":"nothing is mounted at /run/m any more","related_event":41}}"#,
+                "\n"
+            )),
+            "{out}"
+        );
+    }
+
     #[test]
     fn non_utf8_paths_carry_exact_bytes_in_b64() {
         let out = write(|s| s.umount(&attempt(b"mnt\xff", Some(b"/t/mnt\xff"))));

@@ -20,7 +20,9 @@ use super::SCHEMA_VERSION;
 use crate::{
     container::Container,
     event::{UmountAttempt, Warning},
-    model::{Accessor, Attribution, Holder, HolderProcess, MountSummary, Uninspectable},
+    model::{
+        Accessor, Attribution, Explanation, Holder, HolderProcess, MountSummary, Uninspectable,
+    },
     stats::Stats,
 };
 
@@ -225,6 +227,10 @@ pub struct UmountLine {
     /// Why there is no attribution, instead of the four above.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attribution_error: Option<String>,
+    /// Why a failure other than EBUSY failed (a schema v1 addition: absent on successes,
+    /// EBUSYs, failures busyprobe cannot explain, and in older recordings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<ExplanationWire>,
 }
 
 impl UmountLine {
@@ -268,6 +274,7 @@ impl UmountLine {
             accessors: None,
             uninspectable: None,
             attribution_error: None,
+            explanation: a.explanation.as_ref().map(ExplanationWire::new),
         }
         .with_attribution(a.attribution.as_ref())
     }
@@ -316,6 +323,28 @@ impl UmountLine {
     /// The holders named, none when there was no attribution.
     pub fn holders(&self) -> &[HolderWire] {
         self.holders.as_deref().unwrap_or_default()
+    }
+}
+
+/// The `explanation` object of a failed `umount` line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplanationWire {
+    /// Which explanation: a stable snake_case code (`unmounted_earlier`, ...).
+    pub code: String,
+    /// The explanation for people.
+    pub sentence: String,
+    /// The `id` of the `umount` line it relates to (the earlier successful unmount), or null.
+    pub related_event: Option<u64>,
+}
+
+impl ExplanationWire {
+    /// The object for an explanation.
+    pub fn new(e: &Explanation) -> Self {
+        Self {
+            code: e.code.as_str().to_string(),
+            sentence: e.sentence.clone(),
+            related_event: e.related_event,
+        }
     }
 }
 

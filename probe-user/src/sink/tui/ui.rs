@@ -112,6 +112,7 @@ pub fn detail_lines(e: &UmountLine) -> Vec<String> {
             e.ret
         ),
     ];
+    lines.extend(e.explanation.as_ref().map(format::explanation));
     if let Some(m) = &e.mount {
         lines.push(format!(
             "mount {} {} from {} ({})",
@@ -397,6 +398,24 @@ mod tests {
             "{lines}"
         );
         assert!(!lines.contains("0123456789ab"), "{lines}");
+    }
+
+    /// A failure other than EBUSY: the detail pane says why, under the call.
+    #[test]
+    fn detail_pane_says_why_a_failure_failed() {
+        let mut app = App::new(100, "replay".into());
+        let mut e = umount_line(9, "kata-agent", "/run/kata/m", Some("EINVAL"));
+        e.explanation = serde_json::from_str(
+            r#"{"code":"unmounted_earlier","sentence":"nothing is mounted at /run/kata/m any more: containerd[77] unmounted it 1.20s earlier (event 8)","related_event":8}"#,
+        )
+        .unwrap();
+        app.push(Line::Umount(Box::new(e)));
+        app.toggle_detail();
+        let lines = screen(&app, 100, 24).join("\n");
+        assert!(
+            lines.contains("why: nothing is mounted at /run/kata/m any more: containerd[77]"),
+            "{lines}"
+        );
     }
 
     #[test]
