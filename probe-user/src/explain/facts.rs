@@ -233,8 +233,56 @@ impl CallersView {
         } else {
             path
         };
-        openat2(&self.base, std::ffi::OsStr::from_bytes(path), how)
+        match openat2(&self.base, std::ffi::OsStr::from_bytes(path), how) {
+            // Not cached: tmpfs and ramfs keep no negative dentry, so a missing name is never
+            // cached there. Looked up for real when its directory's filesystem is local.
+            Err(Errno::EAGAIN) if self.parent_is_local(path) => {
+                let how = OpenHow::new()
+                    .flags(flags)
+                    .resolve(self.resolve - ResolveFlag::from_bits_retain(libc::RESOLVE_CACHED));
+                openat2(&self.base, std::ffi::OsStr::from_bytes(path), how)
+            }
+            other => other,
+        }
     }
+
+    /// Whether the directory holding `path`'s last component (opened from the cache) is on a
+    /// filesystem whose lookups never wait on a server or a daemon.
+    fn parent_is_local(&self, path: &[u8]) -> bool {
+        let parent = match path.iter().rposition(|&b| b == b'/') {
+            Some(0) => b"/".as_slice(),
+            Some(i) => &path[..i],
+            None => b".".as_slice(),
+        };
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY)
+            .resolve(self.resolve);
+        openat2(&self.base, std::ffi::OsStr::from_bytes(parent), how)
+            .and_then(|fd| nix::sys::statfs::fstatfs(&fd))
+            // `f_type` is an i64 on x86-64, narrower elsewhere.
+            .is_ok_and(|fs| {
+                #[allow(clippy::unnecessary_cast)]
+                is_local(fs.filesystem_type().0 as i64)
+            })
+    }
+}
+
+/// Filesystems whose lookups are local: memory or a local disk, never a network server or a
+/// FUSE daemon.
+fn is_local(magic: i64) -> bool {
+    const LOCAL: [i64; 10] = [
+        0x0102_1994, // tmpfs
+        0x8584_58f6, // ramfs
+        0xEF53,      // ext2/3/4
+        0x5846_5342, // xfs
+        0x9123_683E, // btrfs
+        0x794c_7630, // overlay
+        0xF2F5_2010, // f2fs
+        0x7371_7368, // squashfs
+        0xE0F5_E1E2, // erofs
+        0x9fa0,      // proc
+    ];
+    LOCAL.contains(&magic)
 }
 
 /// An error of a cached-only lookup, said: EAGAIN means it would have needed the filesystem.
