@@ -21,7 +21,7 @@ fn md_bytes(bytes: &[u8]) -> String {
     md_visible(&escape_for_terminal(bytes))
 }
 
-/// Text already safe for a terminal (from [`format`]) made safe in Markdown: the characters
+/// Text already safe for a terminal (from [`format`](mod@format)) made safe in Markdown: the characters
 /// that format inline backslashed.
 fn md_visible(visible: &str) -> String {
     let mut out = String::with_capacity(visible.len());

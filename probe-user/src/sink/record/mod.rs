@@ -1,5 +1,5 @@
 //! The recording (`record -o FILE`, `agent -o FILE`): the event stream as JSON Lines in a
-//! [`RotatingFile`], which syncs and rotates itself ([`file`], [`sync`]).
+//! [`RotatingFile`], which syncs and rotates itself ([`file`](mod@file), [`sync`]).
 //!
 //! A line that cannot be written (the disk is full, an I/O error, a quota) does not end the
 //! stream: [`Recording`] counts it as lost (the file is cut back to its last whole line),
