@@ -356,12 +356,7 @@ mod tests {
         }
     }
 
-    /// JSON Lines into a shared buffer; the first `umount` line asks the pipeline to stop.
-    struct StopAfterFirstLine {
-        lines: JsonLines<SharedBuf>,
-        stop: Option<oneshot::Sender<()>>,
-    }
-
+    /// A buffer the test and the sink share.
     #[derive(Clone, Default)]
     struct SharedBuf(Arc<Mutex<Vec<u8>>>);
 
@@ -372,24 +367,6 @@ mod tests {
 
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
-        }
-    }
-
-    impl Sink for StopAfterFirstLine {
-        fn umount(&mut self, attempt: &UmountAttempt) -> io::Result<()> {
-            self.lines.umount(attempt)?;
-            if let Some(stop) = self.stop.take() {
-                let _ = stop.send(());
-            }
-            Ok(())
-        }
-
-        fn warning(&mut self, warning: &Warning) -> io::Result<()> {
-            self.lines.warning(warning)
-        }
-
-        fn stats(&mut self, ts: SystemTime, stats: &Stats, last: bool) -> io::Result<()> {
-            self.lines.stats(ts, stats, last)
         }
     }
 
@@ -417,8 +394,9 @@ mod tests {
     ) -> Vec<serde_json::Value> {
         let out = SharedBuf::default();
         let (stop, stopped) = oneshot::channel();
-        let mut sink = StopAfterFirstLine {
+        let mut sink = StopAfterLines {
             lines: JsonLines::new(out.clone()),
+            left: 1,
             stop: Some(stop),
         };
         let context = Context::new(
@@ -502,6 +480,7 @@ mod tests {
     }
 
     /// JSON Lines into a shared buffer; the `n`th `umount` line asks the pipeline to stop.
+    /// Writes JSON lines, and asks the pipeline to stop after `left` umount lines.
     struct StopAfterLines {
         lines: JsonLines<SharedBuf>,
         left: usize,
