@@ -38,7 +38,8 @@ pub enum DecodeError {
     BadSize {
         /// The kind.
         kind: EventKind,
-        /// The kind's struct size.
+        /// The fewest bytes a record of the kind has (its struct size, or for an unmount the part
+        /// before the target).
         need: usize,
         /// `header.size`.
         said: u32,
@@ -61,7 +62,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             Ok(KernelEvent::Umount(umount_call(&raw, header.size as usize)))
         }
         EventKind::Release => {
-            let raw: ReleaseEvent = read_sized(kind, &header, bytes)?;
+            let raw: ReleaseEvent = read_cut(kind, &header, bytes, size_of::<ReleaseEvent>())?;
             Ok(KernelEvent::Release(release(&raw)))
         }
     }
@@ -101,26 +102,8 @@ fn release(raw: &ReleaseEvent) -> Release {
     }
 }
 
-fn read_sized<T: Copy>(
-    kind: EventKind,
-    header: &EventHeader,
-    bytes: &[u8],
-) -> Result<T, DecodeError> {
-    let need = size_of::<T>();
-    if header.size as usize != need || bytes.len() < need {
-        return Err(DecodeError::BadSize {
-            kind,
-            need,
-            said: header.size,
-            got: bytes.len(),
-        });
-    }
-    // SAFETY: at least size_of::<T>() bytes; T is one of the plain-old-data event structs.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
-}
-
-/// A record cut after its first `fixed` bytes or later (see [`UmountEvent`]): the bytes sent,
-/// the rest zero.
+/// A record of `header.size` bytes, from `fixed` (the shortest the kind may be cut to, see
+/// [`UmountEvent`]) up to the whole struct: the bytes sent, the rest zero.
 fn read_cut<T: Copy>(
     kind: EventKind,
     header: &EventHeader,
