@@ -101,14 +101,21 @@ fn doctor_as_root_tries_every_probe_kind() {
         verdict, "yes",
         "the kernel holder scan must load here: {detail}"
     );
-    let fentry = row(&stdout, "fentry").0 == "yes";
     let mode = stdout
         .lines()
         .find_map(|l| l.strip_prefix("mode: "))
         .expect("mode line");
-    let want = if fentry { "fentry:" } else { "tracepoint:" };
+    let want = match expected_mode(&stdout) {
+        "enhanced" => "enhanced:",
+        "fentry" => "fentry:",
+        _ => "tracepoint:",
+    };
     assert!(mode.starts_with(want), "{mode}");
+    let fentry = row(&stdout, "fentry").0 == "yes";
     assert_eq!(mode.contains("fentry is refused"), !fentry, "{mode}");
+    if want == "fentry:" {
+        assert!(mode.contains("; no security hooks: "), "{mode}");
+    }
     let (_, losses) = row(&stdout, "losses");
     assert!(
         losses.contains(
@@ -174,30 +181,48 @@ fn watch_without_root_explains_and_fails() {
     );
 }
 
-/// `watch --mode auto` (the default) runs fentry mode where `doctor` says fentry works, else
-/// tracepoint mode with the reason on its `probes attached` line; `--mode fentry` where the
-/// kernel refuses it is an error that says so.
+/// The mode `--mode auto` runs in by doctor's rows: enhanced where fentry and the BPF LSM
+/// programs work and the `bpf` LSM is active, fentry where fentry works, else tracepoint.
+fn expected_mode(doctor: &str) -> &'static str {
+    let yes = |check: &str| row(doctor, check).0 == "yes";
+    match (yes("fentry"), yes("BPF LSM") && yes("active LSMs")) {
+        (true, true) => "enhanced",
+        (true, false) => "fentry",
+        (false, _) => "tracepoint",
+    }
+}
+
+/// `watch --mode auto` (the default) runs the mode `doctor` predicts, saying why on its
+/// `probes attached` line when it is less than enhanced; `--mode fentry` runs fentry mode
+/// where the kernel allows it; `--mode fentry` and `--mode enhanced` where the kernel refuses
+/// fentry are errors that say so.
 fn auto_mode_runs_what_doctor_predicts_and_says_why() {
     let (_, doctor, _) = run(Command::new(env!("CARGO_BIN_EXE_busyprobe")).arg("doctor"));
-    let fentry = row(&doctor, "fentry").0 == "yes";
+    let expected = expected_mode(&doctor);
     let attached = attached_line(&["watch", "--mode", "auto"]);
-    let want = if fentry {
-        "probes attached (fentry mode)"
-    } else {
-        "probes attached (tracepoint mode: fentry is refused here: "
+    let want = match expected {
+        "enhanced" => "probes attached (enhanced mode)",
+        "fentry" => "probes attached (fentry mode: no security hooks: ",
+        _ => "probes attached (tracepoint mode: fentry is refused here: ",
     };
     assert!(
         attached.contains(want),
-        "doctor says fentry {fentry}: {attached}"
+        "doctor predicts {expected}: {attached}\n{doctor}"
     );
-    if !fentry {
-        let (out, _, stderr) = run(Command::new(env!("CARGO_BIN_EXE_busyprobe"))
-            .args(["watch", "--mode", "fentry"])
-            .env_remove("BUSYPROBE_MODE"));
-        assert!(!out.status.success(), "{stderr}");
+    if expected == "tracepoint" {
+        for mode in ["fentry", "enhanced"] {
+            let (out, _, stderr) = run(Command::new(env!("CARGO_BIN_EXE_busyprobe"))
+                .args(["watch", "--mode", mode])
+                .env_remove("BUSYPROBE_MODE"));
+            assert!(!out.status.success(), "{stderr}");
+            let said = format!("--mode {mode}: this kernel refuses fentry programs");
+            assert!(stderr.contains(&said), "{stderr}");
+        }
+    } else {
+        let attached = attached_line(&["watch", "--mode", "fentry"]);
         assert!(
-            stderr.contains("--mode fentry: this kernel refuses fentry programs"),
-            "{stderr}"
+            attached.contains("probes attached (fentry mode)"),
+            "{attached}"
         );
     }
 }

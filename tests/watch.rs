@@ -96,6 +96,21 @@ fn ebusy_on_tmpfs_held_by_open_fd() {
     assert_eq!(line["mntns"], fixture.mntns);
     assert_eq!(line["comm"], fixture.comm.as_str());
     assert!(line["duration_ns"].as_u64().is_some_and(|d| d > 0));
+    // The sb_umount hook names the very mount: the one the target resolved to.
+    if watcher.hooks() {
+        assert!(line["mount"]["id"].is_u64(), "{line}");
+        assert_eq!(
+            line["hooked_mount"],
+            json!({"id": line["mount"]["id"], "mntns": fixture.mntns}),
+            "{line}"
+        );
+    } else {
+        assert!(
+            line.get("hooked_mount").is_none(),
+            "{} mode: {line}",
+            watcher.mode()
+        );
+    }
 }
 
 fn eperm_for_an_unprivileged_caller() {
@@ -153,9 +168,18 @@ fn successful_unmount() {
     let mnt = tmp.join("mnt");
     let watcher = Watcher::start(&NO_ARGS);
     let plan = busy_tmpfs(&mnt).release().umount2(&mnt, 0);
-    let (_fixture, call, line) = observe_one(&watcher, &plan);
+    let (fixture, call, line) = observe_one(&watcher, &plan);
     assert_succeeded(&call, &line);
     assert_eq!(line["target"], mnt.to_str().unwrap());
+    // The hook runs for every attempt that gets to the busy check, successes too.
+    let hooked = &line["hooked_mount"];
+    match watcher.hooks() {
+        true => assert!(
+            hooked["id"].is_u64() && hooked["mntns"] == fixture.mntns,
+            "{line}"
+        ),
+        false => assert!(hooked.is_null(), "{} mode: {line}", watcher.mode()),
+    }
 }
 
 fn einval_on_plain_directory() {
@@ -166,6 +190,8 @@ fn einval_on_plain_directory() {
     let (_fixture, call, line) = observe_one(&watcher, &plan);
     assert_failed_with(&call, &line, libc::EINVAL, "EINVAL");
     assert_eq!(line["target"], plain.to_str().unwrap());
+    // Not a mount point: the kernel refuses before the sb_umount hook, in every mode.
+    assert!(line.get("hooked_mount").is_none(), "{line}");
 }
 
 fn enoent_on_missing_path() {

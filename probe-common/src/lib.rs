@@ -103,10 +103,32 @@ pub struct UmountEvent {
     pub cgroup_id: u64,
     /// Inode number of the caller's mount namespace; 0 when the kernel offsets were unknown.
     pub mntns: u64,
+    /// The mount the security hook saw the call unmount (enhanced mode).
+    pub hooked: HookedMount,
     /// The caller's `comm`, NUL-padded.
     pub comm: [u8; COMM_LEN],
     /// The target path exactly as the caller passed it.
     pub target: PathBuf,
+}
+
+/// [`HookedMount::seen`]: the `sb_umount` security hook ran for the call.
+pub const HOOK_SAW_MOUNT: u32 = 1;
+
+/// The exact mount an unmount attempt is about, as the BPF LSM program on `sb_umount` sees it
+/// (the `struct vfsmount` being unmounted, before the busy check). The hook runs only once
+/// the kernel has resolved the target to a mount root it may unmount: never for an attempt
+/// that fails earlier (EINVAL, EPERM, ENOENT), nor outside the enhanced mode.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct HookedMount {
+    /// [`HOOK_SAW_MOUNT`] when the hook ran; 0 when it did not (the other fields are then 0).
+    pub seen: u32,
+    /// The mount's id.
+    pub mnt_id: u32,
+    /// Inode number of the mount namespace the mount is in (the caller's); 0 when unknown.
+    pub mnt_ns: u32,
+    /// Padding, always zero.
+    pub _pad: u32,
 }
 
 /// Bytes of an [`UmountEvent`] before the target's bytes: the shortest record (an empty or
@@ -352,10 +374,11 @@ mod tests {
         assert_eq!(offset_of!(UmountEvent, uid), 24);
         assert_eq!(offset_of!(UmountEvent, ret), 40);
         assert_eq!(offset_of!(UmountEvent, mntns), 64);
-        assert_eq!(offset_of!(UmountEvent, comm), 72);
-        assert_eq!(offset_of!(UmountEvent, target), 88);
-        assert_eq!(size_of::<UmountEvent>(), 88 + 8 + PATH_BUF_LEN);
-        assert_eq!(UMOUNT_EVENT_FIXED, 96);
+        assert_eq!(offset_of!(UmountEvent, hooked), 72);
+        assert_eq!(offset_of!(UmountEvent, comm), 88);
+        assert_eq!(offset_of!(UmountEvent, target), 104);
+        assert_eq!(size_of::<UmountEvent>(), 104 + 8 + PATH_BUF_LEN);
+        assert_eq!(UMOUNT_EVENT_FIXED, 112);
         assert_eq!(size_of::<ScanRecord>(), 40);
         assert_eq!(offset_of!(ReleaseEvent, mount_ns), 44);
         assert_eq!(offset_of!(ReleaseEvent, opened_ts_boot_ns), 48);

@@ -136,12 +136,15 @@ pub mod programs {
         SCAN_TASK = "scan_task";
         /// Iterator `iter/task_vma`: the holder scan's file mappings.
         SCAN_TASK_VMA = "scan_task_vma";
+        /// BPF LSM `sb_umount` (enhanced mode): the exact mount of an unmount attempt.
+        LSM_SB_UMOUNT = "lsm_sb_umount";
+        /// BPF LSM `file_open` (enhanced mode): open times of every open, the ones no `open*`
+        /// syscall makes included.
+        LSM_FILE_OPEN = "lsm_file_open";
         /// `busyprobe doctor`'s raw tracepoint.
         DOCTOR_RAW_TRACEPOINT = "doctor_raw_tracepoint";
         /// `busyprobe doctor`'s BTF-typed tracepoint.
         DOCTOR_TP_BTF = "doctor_tp_btf";
-        /// `busyprobe doctor`'s BPF LSM program.
-        DOCTOR_LSM = "doctor_lsm";
     }
 }
 
@@ -275,6 +278,12 @@ macro_rules! with_offset_globals {
             OFF_FS_USERS,
             /// `task_struct.comm`.
             OFF_TASK_COMM,
+            /// `files_struct.next_fd`.
+            OFF_FILES_NEXT_FD,
+            /// `fdtable.open_fds`.
+            OFF_FDT_OPEN_FDS,
+            /// `file.f_mode`.
+            OFF_FILE_F_MODE,
         }
     };
 }
@@ -306,10 +315,10 @@ mod tests {
     #[test]
     fn every_list_is_complete_and_without_repeats() {
         for (module, all, expected) in [
-            ("programs", programs::ALL, 42),
+            ("programs", programs::ALL, 43),
             ("maps", maps::ALL, 9),
             ("globals", globals::ALL, 3),
-            ("offsets", offsets::ALL, 41),
+            ("offsets", offsets::ALL, 44),
         ] {
             assert_eq!(all.len(), expected, "{module}");
             for (i, name) in all.iter().enumerate() {

@@ -1,10 +1,11 @@
 //! Tiny programs that `busyprobe doctor` loads (and attaches) one by one to learn which probe
 //! kinds this kernel really accepts. They do nothing when they run. (fentry is tried with
-//! fentry mode's own umount program, `syscall_fentry::fentry_umount`.)
+//! fentry mode's own umount program, `syscall_fentry::fentry_umount`, and BPF LSM with the
+//! enhanced mode's hooks, `lsm.rs`.)
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, lsm, raw_tracepoint},
-    programs::{BtfTracePointContext, LsmContext, RawTracePointContext},
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
 };
 use probe_common::{assert_symbol_name, names::programs};
 
@@ -21,10 +22,3 @@ pub fn doctor_tp_btf(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 assert_symbol_name!(doctor_tp_btf, programs::DOCTOR_TP_BTF);
-
-/// BPF LSM `sb_umount`: allows everything.
-#[lsm(hook = "sb_umount")]
-pub fn doctor_lsm(_ctx: LsmContext) -> i32 {
-    0
-}
-assert_symbol_name!(doctor_lsm, programs::DOCTOR_LSM);

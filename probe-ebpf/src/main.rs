@@ -1,7 +1,8 @@
 //! busyprobe's kernel side: every `umount`/`umount2` attempt streamed to user space through a
 //! ring buffer (`umount.rs`), release tracking around a failed unmount (`release.rs`,
 //! `window.rs`, `tracked.rs`, `walks.rs`) and open times (`open_times.rs`), each as syscall
-//! tracepoints and as fentry/fexit twins (`syscall_fentry.rs`); the holder scan's BPF iterators
+//! tracepoints and as fentry/fexit twins (`syscall_fentry.rs`); the enhanced mode's security
+//! hooks (`lsm.rs`: the exact mount of an attempt, and every open timed); the holder scan's BPF iterators
 //! (`holders.rs`, `fanotify.rs`); and tiny programs `busyprobe doctor` loads to learn which
 //! probe kinds this kernel accepts (`doctor.rs`). Maps and load-time globals are in `maps.rs`
 //! and `offsets.rs`; the names user space knows them by are `probe_common::names`.
@@ -12,6 +13,7 @@ mod doctor;
 mod fanotify;
 mod holders;
 mod kernel;
+mod lsm;
 mod maps;
 mod offsets;
 mod open_times;

@@ -20,14 +20,14 @@ use probe_common::{
 };
 
 use crate::{
-    kernel::{file_mount, tracepoint_field, SYS_EXIT_RET},
+    kernel::{file_mount, read, tracepoint_field, SYS_EXIT_RET},
     maps::{
         count_drop, CONTENDED_MOUNTS, OPEN_ENTRY, OPEN_TIMES, OPEN_TIMES_WHERE_CONTENDED,
         RECENT_OPENS_BY_MOUNT, UMOUNT_EPOCH,
     },
-    offsets::{self, OFF_TASK_COMM},
+    offsets::{self, OFF_FILE_F_MODE, OFF_TASK_COMM},
     tracked::tracked,
-    walks::current_file_of_fd,
+    walks::{current_file_of_fd, reserved_fd},
 };
 
 /// The thread that last entered an open syscall on a CPU, and the `UMOUNT_EPOCH` then.
@@ -107,13 +107,45 @@ fn record_open(fd: u32) -> Option<()> {
     if !timed(vfsmount, mnt_id) {
         return None;
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = bpf_get_current_pid_tgid() as u32;
+    time_open(fd, mnt_id, open_time(tid))
+}
+
+/// `file_mode` bit of a file the kernel opens on behalf of another (overlayfs's and
+/// cachefiles' backing files: `FMODE_NOACCOUNT`, the same bit in 6.1 and 6.12), inside the
+/// open of the file the process asked for, under the same reserved fd.
+const FMODE_NOACCOUNT: u32 = 1 << 29;
+
+/// The `file_open` security hook (enhanced mode): times the open of `file` when it is on a
+/// timed mount, under the fd the opener reserved for it. The hook runs once the file holds
+/// its mount, before the fd is installed, for every way a process gets a file: the `open*`
+/// syscalls, fanotify's event fds, io_uring. Its time is exact: no unmount can race it.
+pub fn on_file_open(file: u64) {
+    let _ = record_file_open(file);
+}
+
+fn record_file_open(file: u64) -> Option<()> {
+    let (vfsmount, mnt_id) = file_mount(file)?;
+    if !timed(vfsmount, mnt_id) {
+        return None;
+    }
+    let mode: u32 = read(file + offsets::get(&OFF_FILE_F_MODE)?)?;
+    if mode & FMODE_NOACCOUNT != 0 {
+        return None;
+    }
+    // SAFETY: helper without preconditions.
+    time_open(reserved_fd()?, mnt_id, unsafe { bpf_ktime_get_boot_ns() })
+}
+
+/// Keeps that the current process opened `fd` on `mnt_id` at `opened_ts_boot_ns` (0:
+/// unknown), in `OPEN_TIMES` and the mount's ring of recent opens.
+fn time_open(fd: u32, mnt_id: u32, opened_ts_boot_ns: u64) -> Option<()> {
     let key = FdKey {
-        pid: (pid_tgid >> 32) as u32,
+        pid: (bpf_get_current_pid_tgid() >> 32) as u32,
         fd,
     };
     let record = OpenRecord {
-        opened_ts_boot_ns: open_time(pid_tgid as u32),
+        opened_ts_boot_ns,
         mnt_id,
         _pad: 0,
     };

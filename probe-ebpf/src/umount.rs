@@ -15,12 +15,12 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use probe_common::{
-    assert_symbol_name, names::programs, DropCause, EventKind, PathBuf, UmountEvent, PATH_BUF_LEN,
-    PATH_TRUNCATED, PATH_UNREADABLE, UMOUNT_EVENT_FIXED,
+    assert_symbol_name, names::programs, DropCause, EventKind, HookedMount, PathBuf, UmountEvent,
+    HOOK_SAW_MOUNT, PATH_BUF_LEN, PATH_TRUNCATED, PATH_UNREADABLE, UMOUNT_EVENT_FIXED,
 };
 
 use crate::{
-    kernel::{self, read_ptr},
+    kernel::{self, read_ptr, vfsmount_id, vfsmount_ns},
     maps::{count_drop, EVENTS, UMOUNT_INFLIGHT, UMOUNT_SCRATCH},
     offsets::{self, OFF_NSPROXY_MNT_NS, OFF_TASK_NSPROXY},
 };
@@ -29,7 +29,7 @@ use crate::{
 const ENTER_NAME: usize = 16;
 const ENTER_FLAGS: usize = 24;
 
-/// What the entry probe keeps for the exit probe.
+/// What the entry probe keeps for the exit probe (and the `sb_umount` hook adds to).
 #[repr(C)]
 #[derive(Copy, Clone)]
 pub struct UmountStart {
@@ -37,6 +37,7 @@ pub struct UmountStart {
     name: u64,
     flags: u32,
     _pad: u32,
+    hooked: HookedMount,
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_umount")]
@@ -58,6 +59,7 @@ pub fn on_umount_entry(name: u64, flags: u32) {
         name,
         flags,
         _pad: 0,
+        hooked: HookedMount::default(),
     };
     crate::open_times::note_umount_entry();
     crate::window::open_attempt_window(start.ts_boot_ns);
@@ -72,6 +74,24 @@ pub fn sys_exit_umount(ctx: TracePointContext) -> u32 {
     0
 }
 assert_symbol_name!(sys_exit_umount, programs::SYS_EXIT_UMOUNT);
+
+/// The `sb_umount` security hook of the current thread's unmount attempt: notes the exact
+/// mount (`vfsmount`) it is about, for the exit to send.
+pub fn on_sb_umount(vfsmount: u64) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(start) = UMOUNT_INFLIGHT.get_ptr_mut(tid) else {
+        return;
+    };
+    // SAFETY: this thread's own entry: only its entry, hook and exit touch it, one at a time.
+    unsafe {
+        (*start).hooked = HookedMount {
+            seen: HOOK_SAW_MOUNT,
+            mnt_id: vfsmount_id(vfsmount).unwrap_or(0),
+            mnt_ns: vfsmount_ns(vfsmount),
+            _pad: 0,
+        };
+    }
+}
 
 /// `umount2` returning `ret`: sends the attempt (the body of [`sys_exit_umount`] and its fexit
 /// twin; `ctx` is for the log).
@@ -116,6 +136,7 @@ pub fn on_umount_exit<C: EbpfContext>(ctx: &C, ret: i64) -> Result<(), i64> {
         (*event).duration_ns = now.saturating_sub(start.ts_boot_ns);
         (*event).cgroup_id = bpf_get_current_cgroup_id();
         (*event).mntns = current_mntns();
+        (*event).hooked = start.hooked;
         (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         let len = read_user_path(start.name as *const u8, addr_of_mut!((*event).target));
         let size = UMOUNT_EVENT_FIXED + len.min(PATH_BUF_LEN);

@@ -190,15 +190,13 @@ pub unsafe fn fill_release(
     Some(())
 }
 
-/// The current task's `files->fdt->fd[fd]`, reading the BTF-typed task pointer directly
-/// (cheaper than `bpf_probe_read_kernel` for each step); only the array element needs the
-/// helper (the verifier refuses a variable offset into it).
-pub fn current_file_of_fd(fd: u32) -> Option<u64> {
-    let (files_off, fdt_off, max_off, fd_off) = (
+/// The current task's `files` and `files->fdt`, read from the BTF-typed task pointer directly
+/// (cheaper than `bpf_probe_read_kernel` for each step).
+#[inline(always)]
+fn current_files() -> Option<(*const u8, *const u8)> {
+    let (files_off, fdt_off) = (
         offsets::get(&OFF_TASK_FILES)?,
         offsets::get(&OFF_FILES_FDT)?,
-        offsets::get(&OFF_FDT_MAX_FDS)?,
-        offsets::get(&OFF_FDT_FD)?,
     );
     // SAFETY: the task pointer is trusted by the verifier; each load is checked against BTF.
     unsafe {
@@ -208,16 +206,57 @@ pub fn current_file_of_fd(fd: u32) -> Option<u64> {
             return None;
         }
         let fdt = *(files.add(fdt_off as usize) as *const *const u8);
-        if fdt.is_null() {
-            return None;
-        }
+        (!fdt.is_null()).then_some((files, fdt))
+    }
+}
+
+/// The current task's `files->fdt->fd[fd]` slot address, when `fd` is below `max_fds` (only
+/// the array element needs the helper: the verifier refuses a variable offset into it).
+#[inline(always)]
+fn current_fd_slot(fdt: *const u8, fd: u32) -> Option<u64> {
+    let (max_off, fd_off) = (
+        offsets::get(&OFF_FDT_MAX_FDS)?,
+        offsets::get(&OFF_FDT_FD)?,
+    );
+    // SAFETY: `fdt` is a BTF-typed pointer from `current_files`; the loads are checked.
+    unsafe {
         let max_fds = *(fdt.add(max_off as usize) as *const u32);
         if fd >= max_fds {
             return None;
         }
         let array = *(fdt.add(fd_off as usize) as *const *const u8) as u64;
-        read_ptr(array, u64::from(fd) * 8)
+        Some(array + u64::from(fd) * 8)
     }
+}
+
+/// The current task's `files->fdt->fd[fd]`.
+pub fn current_file_of_fd(fd: u32) -> Option<u64> {
+    let (_, fdt) = current_files()?;
+    read_ptr(current_fd_slot(fdt, fd)?, 0)
+}
+
+/// The fd the current task has reserved for the file it is opening, from a security hook on
+/// the open: `open*`, fanotify's event fds and io_uring all reserve the lowest free fd first
+/// (which leaves `files->next_fd` one past it), open the file, then install it. `None` when
+/// that fd is not reserved-but-empty (an open that reserves no fd, such as `execve`'s, or
+/// another thread of the process that moved `next_fd` in between).
+pub fn reserved_fd() -> Option<u32> {
+    let (next_off, open_off) = (
+        offsets::get(&OFF_FILES_NEXT_FD)?,
+        offsets::get(&OFF_FDT_OPEN_FDS)?,
+    );
+    let (files, fdt) = current_files()?;
+    // SAFETY: BTF-typed pointers from `current_files`; the loads are checked against BTF.
+    let (next_fd, open_fds) = unsafe {
+        (
+            *(files.add(next_off as usize) as *const u32),
+            *(fdt.add(open_off as usize) as *const *const u8) as u64,
+        )
+    };
+    let fd = next_fd.checked_sub(1)?;
+    let reserved = read::<u64>(open_fds + u64::from(fd / 64) * 8)? & (1 << (fd % 64)) != 0;
+    let empty = read::<u64>(current_fd_slot(fdt, fd)?)? == 0;
+    (reserved && empty).then_some(fd)
 }
 
 /// `task->files->fdt->fd[fd]`, when `fd` is open.

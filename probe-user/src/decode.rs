@@ -4,14 +4,14 @@
 use std::mem::size_of;
 
 use probe_common::{
-    EventHeader, EventKind, ReleaseEvent, UmountEvent, COMM_LEN, OPEN_RACED, PATH_BUF_LEN,
-    PATH_TRUNCATED, PATH_UNREADABLE, RELEASE_DEPTH, RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
-    UMOUNT_EVENT_FIXED,
+    EventHeader, EventKind, ReleaseEvent, UmountEvent, COMM_LEN, HOOK_SAW_MOUNT, OPEN_RACED,
+    PATH_BUF_LEN, PATH_TRUNCATED, PATH_UNREADABLE, RELEASE_DEPTH, RELEASE_NAME_CUT,
+    RELEASE_PATH_DEEPER, UMOUNT_EVENT_FIXED,
 };
 use thiserror::Error;
 
 use crate::{
-    event::{KernelPath, Release, ReleaseHow, UmountCall},
+    event::{ExactMount, KernelPath, Release, ReleaseHow, UmountCall},
     paths::nul_terminated,
 };
 
@@ -145,6 +145,10 @@ fn umount_call(raw: &UmountEvent, size: usize) -> UmountCall {
         flags: raw.flags,
         ret: raw.ret,
         duration_ns: raw.duration_ns,
+        hooked: (raw.hooked.seen & HOOK_SAW_MOUNT != 0).then_some(ExactMount {
+            id: u64::from(raw.hooked.mnt_id),
+            mntns: u64::from(raw.hooked.mnt_ns),
+        }),
     }
 }
 
@@ -271,9 +275,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_hooks_exact_mount_is_decoded_only_when_the_hook_ran() {
+        let mut bytes = umount_record(1234, b"/mnt/x", -16, 0);
+        let KernelEvent::Umount(call) = decode(&bytes).unwrap() else {
+            panic!("not an umount")
+        };
+        assert_eq!(call.hooked, None, "no hook: no exact mount");
+        let at = std::mem::offset_of!(UmountEvent, hooked);
+        for (i, v) in [HOOK_SAW_MOUNT, 812, 4026532001].into_iter().enumerate() {
+            bytes[at + 4 * i..at + 4 * i + 4].copy_from_slice(&v.to_ne_bytes());
+        }
+        let KernelEvent::Umount(call) = decode(&bytes).unwrap() else {
+            panic!("not an umount")
+        };
+        assert_eq!(
+            call.hooked,
+            Some(ExactMount {
+                id: 812,
+                mntns: 4026532001
+            })
+        );
+    }
+
+    #[test]
     fn decodes_an_umount_record() {
         let bytes = umount_record(1234, b"/mnt/x\xff", -16, 2);
-        assert_eq!(bytes.len(), 96 + 7, "cut after the target");
+        assert_eq!(bytes.len(), UMOUNT_EVENT_FIXED + 7, "cut after the target");
         let KernelEvent::Umount(call) = decode(&bytes).unwrap() else {
             panic!("not an umount")
         };
@@ -332,15 +359,13 @@ pub(crate) mod tests {
         unknown[0] = 99;
         assert_eq!(decode(&unknown), Err(DecodeError::UnknownKind(99)));
         let full = umount_record(1, b"/a", 0, 0);
+        let said = UMOUNT_EVENT_FIXED + 2;
         assert!(matches!(
-            decode(&full[..97]),
-            Err(DecodeError::BadSize {
-                got: 97,
-                said: 98,
-                ..
-            })
+            decode(&full[..said - 1]),
+            Err(DecodeError::BadSize { got, said: s, .. }) if got == said - 1 && s as usize == said
         ));
-        for size in [1u32, 95, 4193] {
+        let whole = size_of::<UmountEvent>() as u32;
+        for size in [1u32, UMOUNT_EVENT_FIXED as u32 - 1, whole + 1] {
             let mut wrong_size = full.clone();
             wrong_size.resize(4200, 0);
             wrong_size[4..8].copy_from_slice(&size.to_ne_bytes());

@@ -145,6 +145,18 @@ pub struct UmountCall {
     pub ret: i64,
     /// Entry to exit.
     pub duration_ns: u64,
+    /// The exact mount the call was about, when the `sb_umount` security hook saw it
+    /// (enhanced mode, and only for calls that got as far as the busy check).
+    pub hooked: Option<ExactMount>,
+}
+
+/// A mount as the kernel named it to the `sb_umount` security hook: no path to resolve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExactMount {
+    /// The mount id (`/proc/PID/mountinfo`'s first field).
+    pub id: u64,
+    /// Inode of the mount namespace it was in (the caller's); 0 when unknown.
+    pub mntns: u64,
 }
 
 impl UmountCall {
@@ -285,6 +297,7 @@ pub(crate) fn sample_ebusy_call(ts_boot_ns: u64, duration_ns: u64) -> UmountCall
         flags: 0,
         ret: -16,
         duration_ns,
+        hooked: None,
     }
 }
 
@@ -315,6 +328,7 @@ pub(crate) fn sample_attempt(
             flags,
             ret,
             duration_ns: 5120,
+            hooked: None,
         },
         cgroup: Some(b"/system.slice/containerd.service".to_vec()),
         container: None,

@@ -48,6 +48,8 @@ pub struct Watcher {
     /// The stderr reader; the test only waits on it for `probes attached` and end of file.
     stderr_lines: Lines,
     stderr: Arc<Mutex<String>>,
+    /// The probes' mode, from the `probes attached (MODE mode...)` line.
+    mode: String,
 }
 
 /// How a watcher ended after [`Watcher::stop`].
@@ -82,6 +84,7 @@ impl Watcher {
             stdout: None,
             stderr_lines,
             stderr,
+            mode: String::new(),
         };
         watcher.wait_attached();
         match stdout {
@@ -97,6 +100,9 @@ impl Watcher {
         loop {
             match self.stderr_lines.next_until(deadline) {
                 Next::Line(line) if line.contains("probes attached") => {
+                    self.mode = mode_of_attach_line(&line)
+                        .unwrap_or_else(|| self.fail(&format!("no mode in {line:?}")))
+                        .to_owned();
                     if started.elapsed() > SLOW_ATTACH {
                         eprintln!("the watcher attached in {:.1?}", started.elapsed());
                     }
@@ -112,6 +118,17 @@ impl Watcher {
                 }
             }
         }
+    }
+
+    /// The probes' mode: `tracepoint`, `fentry` or `enhanced`.
+    pub fn mode(&self) -> &str {
+        &self.mode
+    }
+
+    /// Whether the security hooks run (enhanced mode): each attempt carries its exact mount,
+    /// and every open is timed, fanotify's event fds included.
+    pub fn hooks(&self) -> bool {
+        self.mode == "enhanced"
     }
 
     /// Panics with `msg` and everything the watcher wrote to stderr so far.
@@ -313,4 +330,11 @@ pub fn wait_for_stderr(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The mode named by a `probes attached (MODE mode[: why]); ...` line.
+fn mode_of_attach_line(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once("probes attached (")?;
+    let (mode, _) = rest.split_once(" mode")?;
+    Some(mode)
 }

@@ -6,7 +6,7 @@ use std::{fmt::Write as _, path::Path, process::ExitCode};
 
 use anyhow::{Context, Result};
 use aya::{
-    programs::{BtfTracePoint, Lsm, RawTracePoint},
+    programs::{BtfTracePoint, RawTracePoint},
     Btf, Ebpf,
 };
 use probe_common::{names::programs, DropCause, OFFSET_UNKNOWN};
@@ -16,6 +16,7 @@ use crate::{
     kernel::{
         self,
         btf::{self, Resolved},
+        lsm,
         privileges::Privileges,
         tracefs,
     },
@@ -82,9 +83,10 @@ pub fn run(_args: &DoctorArgs) -> Result<ExitCode> {
     let privileges = Privileges::current();
     let mut rows = vec![row("kernel", Verdict::Info, kernel::release()), btf_row()];
     let offsets = offsets_rows(&mut rows);
-    rows.extend([tracefs_row(), privileges_row(&privileges), lsm_row()]);
+    let lsms = lsm_row(&privileges);
+    rows.extend([tracefs_row(), privileges_row(&privileges), lsms.clone()]);
     let probes = probe_rows(&privileges, &offsets);
-    let mode = mode_line(&probes);
+    let mode = mode_line(&probes, &lsms);
     rows.extend(probes);
     rows.push(losses_row());
     print!("{}", render(&rows));
@@ -173,25 +175,26 @@ fn privileges_row(p: &Privileges) -> Row {
     )
 }
 
-fn lsm_row() -> Row {
-    match std::fs::read_to_string("/sys/kernel/security/lsm") {
-        Ok(list) => {
-            let bpf = list.split(',').any(|l| l.trim() == "bpf");
-            row(
+/// The active LSMs: with root, securityfs is mounted when it is missing (as the enhanced
+/// mode does); without, a missing list is not checked.
+fn lsm_row(p: &Privileges) -> Row {
+    let active = if p.missing().is_empty() {
+        lsm::active().map_err(|e| format!("{e:#}"))
+    } else {
+        std::fs::read_to_string(lsm::LIST)
+            .map(|text| lsm::parse(&text))
+            .map_err(|_| "securityfs not mounted; run `sudo busyprobe doctor` to list them".into())
+    };
+    match active {
+        Ok(list) => match lsm::bpf_inactive(&list) {
+            None => row(
                 "active LSMs",
-                if bpf { Verdict::Yes } else { Verdict::No },
-                format!(
-                    "{} (bpf {})",
-                    list.trim(),
-                    if bpf { "listed" } else { "absent" }
-                ),
-            )
-        }
-        Err(_) => row(
-            "active LSMs",
-            Verdict::NotChecked,
-            "securityfs not mounted (`mount -t securityfs none /sys/kernel/security` to list them)",
-        ),
+                Verdict::Yes,
+                format!("{} (bpf listed: security hooks run)", list.join(",")),
+            ),
+            Some(why) => row("active LSMs", Verdict::No, why),
+        },
+        Err(why) => row("active LSMs", Verdict::NotChecked, why),
     }
 }
 
@@ -329,12 +332,22 @@ fn try_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<String> {
     Ok(format!("{} loads and attaches", umount.function))
 }
 
+/// The enhanced mode's own security hooks, so that the mode line says what `--mode auto`
+/// will run.
 fn try_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<String> {
-    try_btf_program!(ebpf, btf, Lsm, programs::DOCTOR_LSM, "sb_umount")
+    let hooks = [loader::UMOUNT_LSM, loader::OPEN_TIME_LSM];
+    for hook in &hooks {
+        loader::attach_hook(ebpf, btf, hook)?;
+    }
+    Ok(format!(
+        "{} and {} load and attach",
+        hooks[0].hook, hooks[1].hook
+    ))
 }
 
-/// Which mode `watch` will run in (with the default `--mode auto`), from the probe rows.
-fn mode_line(probes: &[Row]) -> String {
+/// Which mode `watch` will run in (with the default `--mode auto`), from the probe rows and
+/// the active LSMs.
+fn mode_line(probes: &[Row], lsms: &Row) -> String {
     let works = |check: &str| {
         probes
             .iter()
@@ -344,9 +357,20 @@ fn mode_line(probes: &[Row]) -> String {
     if !checked {
         return "not checked without root; on a kernel with tracepoints and a ring buffer, busyprobe uses tracepoint mode".into();
     }
-    if works("fentry") && works("ring buffer") {
+    let hooks_run = lsms.verdict == Verdict::Yes;
+    if works("fentry") && works("ring buffer") && works("BPF LSM") && hooks_run {
         format!(
-            "{}: every umount/umount2 call is captured by BPF trampolines on the syscall wrappers (only the traced calls pay; --mode tracepoint uses syscall tracepoints instead)",
+            "{}: every umount/umount2 call is captured by BPF trampolines on the syscall wrappers, with the exact mount from the sb_umount security hook, and every open is timed by the file_open hook (--mode fentry or tracepoint to run without them)",
+            Mode::Enhanced.as_str()
+        )
+    } else if works("fentry") && works("ring buffer") {
+        let why = if hooks_run {
+            "the BPF LSM programs are refused".to_string()
+        } else {
+            lsms.detail.clone()
+        };
+        format!(
+            "{}: every umount/umount2 call is captured by BPF trampolines on the syscall wrappers (only the traced calls pay; --mode tracepoint uses syscall tracepoints instead); no security hooks: {why}",
             Mode::Fentry.as_str()
         )
     } else if works("tracepoint") && works("ring buffer") {
@@ -401,27 +425,42 @@ mod tests {
     fn mode_follows_the_probe_rows() {
         let yes = |c| row(c, Verdict::Yes, "");
         let no = |c| row(c, Verdict::No, "");
+        let bpf_listed = yes("active LSMs");
         let tp_only = [
             yes("ring buffer"),
             yes("tracepoint"),
             no("fentry"),
             no("BPF LSM"),
         ];
-        assert!(mode_line(&tp_only).starts_with("tracepoint:"));
-        assert!(mode_line(&tp_only).contains("fentry is refused"));
+        let line = mode_line(&tp_only, &bpf_listed);
+        assert!(line.starts_with("tracepoint:") && line.contains("fentry is refused"));
         let all = [
             yes("ring buffer"),
             yes("tracepoint"),
             yes("fentry"),
             yes("BPF LSM"),
         ];
-        assert!(
-            mode_line(&all).starts_with("fentry:"),
-            "{}",
-            mode_line(&all)
+        let line = mode_line(&all, &bpf_listed);
+        assert!(line.starts_with("enhanced:"), "{line}");
+        let not_listed = row(
+            "active LSMs",
+            Verdict::No,
+            "the bpf LSM is not active (...)",
         );
-        assert!(mode_line(&[no("ring buffer"), yes("tracepoint")]).starts_with("none"));
-        assert!(mode_line(&[row("tracepoint", Verdict::NotChecked, "")]).starts_with("not checked"));
+        let line = mode_line(&all, &not_listed);
+        assert!(
+            line.starts_with("fentry:")
+                && line.ends_with("no security hooks: the bpf LSM is not active (...)"),
+            "{line}"
+        );
+        let refused = [yes("ring buffer"), yes("fentry"), no("BPF LSM")];
+        let line = mode_line(&refused, &bpf_listed);
+        assert!(line.ends_with("the BPF LSM programs are refused"), "{line}");
+        assert!(
+            mode_line(&[no("ring buffer"), yes("tracepoint")], &bpf_listed).starts_with("none")
+        );
+        let unchecked = [row("tracepoint", Verdict::NotChecked, "")];
+        assert!(mode_line(&unchecked, &bpf_listed).starts_with("not checked"));
     }
 
     #[test]

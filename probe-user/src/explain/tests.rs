@@ -25,6 +25,7 @@ fn call(pid: u32, target: &[u8], ret: i64, flags: u32) -> UmountCall {
         flags,
         ret,
         duration_ns: 1000,
+        hooked: None,
     }
 }
 

@@ -70,7 +70,7 @@ const FAN_TYPE: FieldSpec = FieldSpec {
 
 /// Every offset global of the eBPF object (`probe_common::with_offset_globals!`, in the same
 /// order) and its source.
-pub const GLOBALS: [(&str, OffsetSpec); 41] = [
+pub const GLOBALS: [(&str, OffsetSpec); 44] = [
     (
         offsets::OFF_TASK_NSPROXY,
         field("task_struct", &["nsproxy"]),
@@ -154,6 +154,12 @@ pub const GLOBALS: [(&str, OffsetSpec); 41] = [
     ),
     (offsets::OFF_FS_USERS, field("fs_struct", &["users"])),
     (offsets::OFF_TASK_COMM, field("task_struct", &["comm"])),
+    (
+        offsets::OFF_FILES_NEXT_FD,
+        field("files_struct", &["next_fd"]),
+    ),
+    (offsets::OFF_FDT_OPEN_FDS, field("fdtable", &["open_fds"])),
+    (offsets::OFF_FILE_F_MODE, field("file", &["f_mode"])),
 ];
 
 /// The offset globals resolved, with those that could not be.

@@ -1,6 +1,8 @@
-//! Facts about the running kernel and this process: privileges, tracefs, BTF struct offsets.
+//! Facts about the running kernel and this process: privileges, tracefs, BTF struct offsets,
+//! the active LSMs.
 
 pub mod btf;
+pub mod lsm;
 pub mod offset_cache;
 pub mod privileges;
 pub mod tracefs;

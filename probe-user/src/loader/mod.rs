@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use anyhow::{Context, Result};
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{Program, TracePoint},
+    programs::{lsm::LsmLinkId, Lsm, Program, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use probe_common::{
@@ -24,7 +24,7 @@ use probe_common::{
 
 use crate::kernel::{
     btf::{self, Resolved},
-    offset_cache,
+    lsm, offset_cache,
     privileges::Privileges,
     tracefs,
 };
@@ -153,6 +153,29 @@ pub const RELEASE_FENTRY: [FnAttachment; 13] = [
     traced(programs::FENTRY_EXECVEAT, "__x64_sys_execveat"),
 ];
 
+/// A BPF LSM program and the security hook it observes.
+#[derive(Clone, Copy, Debug)]
+pub struct HookAttachment {
+    /// The program's name in the object.
+    pub program: &'static str,
+    /// The hook (`sb_umount`: the program is `lsm/sb_umount`).
+    pub hook: &'static str,
+}
+
+/// The enhanced mode's umount hook: the exact mount of each attempt (beside fentry mode's
+/// umount capture).
+pub const UMOUNT_LSM: HookAttachment = HookAttachment {
+    program: programs::LSM_SB_UMOUNT,
+    hook: "sb_umount",
+};
+
+/// The enhanced mode's open times: one security hook on every open, instead of fentry mode's
+/// eight programs on the open syscalls (and it sees the opens no syscall makes).
+pub const OPEN_TIME_LSM: HookAttachment = HookAttachment {
+    program: programs::LSM_FILE_OPEN,
+    hook: "file_open",
+};
+
 /// fentry mode's open times.
 pub const OPEN_TIME_FENTRY: [FnAttachment; 8] = [
     traced(programs::FENTRY_OPEN, "__x64_sys_open"),
@@ -168,13 +191,16 @@ pub const OPEN_TIME_FENTRY: [FnAttachment; 8] = [
 /// Which probes to use, as asked (`--mode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ModeChoice {
-    /// fentry where the kernel allows it, else tracepoints.
+    /// The best the kernel allows: enhanced, else fentry, else tracepoints.
     #[default]
     Auto,
     /// Syscall tracepoints.
     Tracepoint,
     /// fentry/fexit on the syscall wrappers; an error where the kernel refuses them.
     Fentry,
+    /// fentry plus BPF LSM security hooks; fentry alone (said why) where BPF LSM is not
+    /// active, an error where fentry is refused.
+    Enhanced,
 }
 
 /// How the probes hook the kernel.
@@ -186,6 +212,11 @@ pub enum Mode {
     /// BPF trampolines (fentry/fexit) on the x86-64 syscall wrappers: only the traced calls
     /// pay. Needs a kernel that allows fentry (not under lockdown's function-tracing ban).
     Fentry,
+    /// fentry mode plus BPF LSM programs on the `sb_umount` and `file_open` security hooks:
+    /// each attempt carries the exact mount it is about, and every open is timed (fanotify's
+    /// event fds too) by one hook instead of the open syscalls' trampolines. Needs the `bpf`
+    /// LSM active.
+    Enhanced,
 }
 
 impl Mode {
@@ -194,6 +225,7 @@ impl Mode {
         match self {
             Mode::Tracepoint => "tracepoint",
             Mode::Fentry => "fentry",
+            Mode::Enhanced => "enhanced",
         }
     }
 }
@@ -225,7 +257,8 @@ impl std::fmt::Display for OpenTimes {
 pub struct ModeDecision {
     /// The mode.
     pub mode: Mode,
-    /// Why `auto` settled for tracepoints (fentry refused, and how).
+    /// Why the mode is less than the one asked for (`auto` asks for enhanced): BPF LSM not
+    /// active, fentry refused.
     pub fallback: Option<String>,
 }
 
@@ -240,23 +273,70 @@ impl std::fmt::Display for ModeDecision {
     }
 }
 
-/// The mode to run in for `choice`: `auto` tries fentry mode's umount program (a load,
-/// nothing attached) and falls back to tracepoints when the kernel refuses it; `fentry` fails
-/// then. `command` names the subcommand for the privilege error, checked first.
+/// The mode to run in for `choice`: `auto` and `enhanced` try fentry mode's umount program and
+/// the `sb_umount` hook's (loads, nothing attached) and settle for fentry mode when BPF LSM is
+/// not active or refused (saying why); `auto` settles for tracepoints when fentry is refused,
+/// `fentry` and `enhanced` fail then. `command` names the subcommand for the privilege error,
+/// checked first.
 pub fn resolve_mode(command: &str, choice: ModeChoice) -> Result<ModeDecision> {
     Privileges::current().require_probes(command)?;
     let decided = |mode, fallback| Ok(ModeDecision { mode, fallback });
     if choice == ModeChoice::Tracepoint {
         return decided(Mode::Tracepoint, None);
     }
-    match fentry_available() {
-        Ok(()) => decided(Mode::Fentry, None),
-        Err(e) if choice == ModeChoice::Auto => {
+    if let Err(e) = fentry_available() {
+        if choice == ModeChoice::Auto {
             let cause = e.root_cause();
-            decided(Mode::Tracepoint, Some(format!("fentry is refused here: {cause}")))
+            return decided(
+                Mode::Tracepoint,
+                Some(format!("fentry is refused here: {cause}")),
+            );
         }
-        Err(e) => Err(e.context("--mode fentry: this kernel refuses fentry programs; `busyprobe doctor` says what it allows, and --mode tracepoint works everywhere")),
+        let flag = if choice == ModeChoice::Fentry {
+            "fentry"
+        } else {
+            "enhanced"
+        };
+        return Err(e.context(format!("--mode {flag}: this kernel refuses fentry programs; `busyprobe doctor` says what it allows, and --mode tracepoint works everywhere")));
     }
+    if choice == ModeChoice::Fentry {
+        return decided(Mode::Fentry, None);
+    }
+    match lsm_available() {
+        Ok(()) => decided(Mode::Enhanced, None),
+        Err(e) => decided(Mode::Fentry, Some(format!("no security hooks: {e:#}"))),
+    }
+}
+
+/// Whether the `bpf` LSM is active and the kernel loads the `sb_umount` hook's program.
+fn lsm_available() -> Result<()> {
+    if let Some(why) = lsm::bpf_inactive(&lsm::active()?) {
+        anyhow::bail!(why);
+    }
+    let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
+    let mut ebpf = load_object(resolve_offsets())?;
+    load_hook(&mut ebpf, &btf, &UMOUNT_LSM).map(drop)
+}
+
+/// Loads a BPF LSM program at its hook (once: a loaded one is left as it is).
+fn load_hook<'e>(ebpf: &'e mut Ebpf, btf: &Btf, a: &HookAttachment) -> Result<&'e mut Lsm> {
+    let prog: &mut Lsm = ebpf
+        .program_mut(a.program)
+        .with_context(|| format!("program {} missing from the eBPF object", a.program))?
+        .try_into()
+        .with_context(|| format!("program {} is not a BPF LSM program", a.program))?;
+    if prog.fd().is_err() {
+        prog.load(a.hook, btf)
+            .with_context(|| format!("loading {} on the {} hook", a.program, a.hook))?;
+    }
+    Ok(prog)
+}
+
+/// Loads a BPF LSM program at its hook and attaches it.
+pub fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, a: &HookAttachment) -> Result<LsmLinkId> {
+    load_hook(ebpf, btf, a)?
+        .attach()
+        .with_context(|| format!("attaching {} to the {} hook", a.program, a.hook))
 }
 
 /// Whether the kernel loads fentry mode's umount program.
@@ -420,7 +500,7 @@ impl Probes {
         )?;
         let mut sets = match opts.mode {
             Mode::Tracepoint => ProbeSets::tracepoints(&mut ebpf),
-            Mode::Fentry => ProbeSets::fentry(&mut ebpf)?,
+            mode => ProbeSets::fentry(&mut ebpf, mode == Mode::Enhanced)?,
         };
         sets.umount()?;
         if opts.track_releases {
@@ -532,37 +612,51 @@ fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
 /// The programs of one mode, attached set by set.
 struct ProbeSets<'a> {
     ebpf: &'a mut Ebpf,
-    /// The kernel's BTF, in fentry mode.
+    /// The kernel's BTF, in fentry and enhanced modes.
     btf: Option<Btf>,
+    /// The security hooks too (enhanced mode).
+    hooks: bool,
 }
 
 impl<'a> ProbeSets<'a> {
     fn tracepoints(ebpf: &'a mut Ebpf) -> Self {
-        Self { ebpf, btf: None }
+        Self {
+            ebpf,
+            btf: None,
+            hooks: false,
+        }
     }
 
-    fn fentry(ebpf: &'a mut Ebpf) -> Result<Self> {
+    fn fentry(ebpf: &'a mut Ebpf, hooks: bool) -> Result<Self> {
         let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
         Ok(Self {
             ebpf,
             btf: Some(btf),
+            hooks,
         })
     }
 
-    /// The umount capture (nothing works without it).
+    /// The umount capture (nothing works without it), with its security hook in enhanced
+    /// mode.
     fn umount(&mut self) -> Result<()> {
-        let Self { ebpf, btf } = self;
+        let Self { ebpf, btf, hooks } = self;
         match btf {
             None => UMOUNT_TRACEPOINTS.iter().try_for_each(|a| attach(ebpf, a)),
-            Some(btf) => UMOUNT_FENTRY
-                .iter()
-                .try_for_each(|a| attach_traced(ebpf, btf, a)),
+            Some(btf) => {
+                UMOUNT_FENTRY
+                    .iter()
+                    .try_for_each(|a| attach_traced(ebpf, btf, a))?;
+                if *hooks {
+                    attach_hook(ebpf, btf, &UMOUNT_LSM)?;
+                }
+                Ok(())
+            }
         }
     }
 
     /// Release tracking; what could not be attached.
     fn releases(&mut self) -> Vec<anyhow::Error> {
-        let Self { ebpf, btf } = self;
+        let Self { ebpf, btf, .. } = self;
         match btf {
             None => failures(RELEASE_TRACEPOINTS.iter().map(|a| attach(ebpf, a))),
             Some(btf) => {
@@ -577,8 +671,11 @@ impl<'a> ProbeSets<'a> {
     /// The open-times programs loaded but not attached (an [`OpenTimeSwitch`] attaches them);
     /// what could not be loaded.
     fn load_open_times(&mut self) -> Vec<anyhow::Error> {
-        let Self { ebpf, btf } = self;
+        let Self { ebpf, btf, hooks } = self;
         match btf {
+            Some(btf) if *hooks => failures(std::iter::once(
+                load_hook(ebpf, btf, &OPEN_TIME_LSM).map(drop),
+            )),
             None => failures(
                 OPEN_TIME_TRACEPOINTS
                     .iter()
@@ -590,8 +687,11 @@ impl<'a> ProbeSets<'a> {
 
     /// Open times; what could not be attached.
     fn open_times(&mut self) -> Vec<anyhow::Error> {
-        let Self { ebpf, btf } = self;
+        let Self { ebpf, btf, hooks } = self;
         match btf {
+            Some(btf) if *hooks => failures(std::iter::once(
+                attach_hook(ebpf, btf, &OPEN_TIME_LSM).map(drop),
+            )),
             None => failures(OPEN_TIME_TRACEPOINTS.iter().map(|a| attach(ebpf, a))),
             Some(btf) => failures(OPEN_TIME_FENTRY.iter().map(|a| attach_traced(ebpf, btf, a))),
         }
@@ -685,6 +785,9 @@ mod tests {
         }
         for a in [&UMOUNT_FENTRY[..], &RELEASE_FENTRY, &OPEN_TIME_FENTRY].concat() {
             program(a.program, &["fentry", "fexit"], "fentry/fexit");
+        }
+        for a in [UMOUNT_LSM, OPEN_TIME_LSM] {
+            program(a.program, &["lsm"], "a BPF LSM program");
         }
         // The programs named elsewhere (the holder scan's iterators, doctor's probes).
         for name in programs::ALL {

@@ -185,6 +185,7 @@ mod tests {
             flags: 0,
             ret: -16,
             duration_ns: 1,
+            hooked: None,
         }
     }
 

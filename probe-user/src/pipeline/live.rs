@@ -5,6 +5,7 @@
 //! blocking threads ([`super::jobs`]), one scan at a time, so the event stream never waits; the
 //! EBUSYs of a pass share one scan ([`super::pass`] groups them by mount).
 
+use anyhow::Context as _;
 use std::{
     sync::{Arc, Mutex},
     time::SystemTime,
@@ -27,7 +28,7 @@ use crate::{
         target::{self, TargetMount, Viewpoint},
         Scanner,
     },
-    event::{UmountAttempt, Warning},
+    event::{ExactMount, UmountAttempt, Warning},
     kubernetes::{directory::PASS_LISTING_AGE, PodDirectory},
     model::{Attribution, Coverage, Holder, MountSummary, Seen},
     state::{
@@ -141,8 +142,13 @@ impl Live {
     /// nothing is left to scan: the mount the call named, from the mount-table cache, with no
     /// holders yet (the watch loop adds the releases traced after the call).
     fn in_vanished_namespace(&self, attempt: &UmountAttempt) -> Option<Attribution> {
-        let abs = attempt.target_abs.as_deref()?;
-        let entry = self.mounts.unmounted_at(attempt.call.mntns, abs)?;
+        let entry = match attempt.call.hooked {
+            Some(exact) => self.mounts.with_id(attempt.call.mntns, exact.id)?,
+            None => {
+                let abs = attempt.target_abs.as_deref()?;
+                self.mounts.unmounted_at(attempt.call.mntns, abs)?
+            }
+        };
         Some(Attribution {
             mount: MountSummary {
                 id: entry.id,
@@ -167,7 +173,7 @@ impl Live {
     /// namespace is gone, or why neither can be had.
     fn resolve(&self, attempt: &UmountAttempt) -> Result<Resolved, String> {
         let call = &attempt.call;
-        if call.target.truncated || call.target.unreadable {
+        if call.hooked.is_none() && (call.target.truncated || call.target.unreadable) {
             return Err("the probe could not read the whole target path".to_string());
         }
         let target = Viewpoint::of_caller(call.pid, call.tid, call.mntns)
@@ -187,6 +193,9 @@ impl Live {
     /// The mount an EBUSY was about: from the mount-table cache when it knew the mount point
     /// (so a lazy unmount racing the scan does not change the answer), else resolved now.
     fn target(&self, view: Viewpoint, attempt: &UmountAttempt) -> anyhow::Result<TargetMount> {
+        if let Some(exact) = attempt.call.hooked {
+            return self.hooked_target(view, attempt, exact);
+        }
         // Resolved now, the path names the mount the call failed on, unless that mount has
         // been detached since (a lazy unmount racing the scan): then the cache knows it.
         let live = target::resolve(view, &attempt.call.target.bytes);
@@ -214,6 +223,40 @@ impl Live {
     }
 }
 
+impl Live {
+    /// The mount the `sb_umount` security hook named: nothing to resolve. From the caller's
+    /// table now when it is there (at the target: a freed id may have been handed to a new
+    /// mount), else from the cache (detached since).
+    fn hooked_target(
+        &self,
+        view: Viewpoint,
+        attempt: &UmountAttempt,
+        exact: ExactMount,
+    ) -> anyhow::Result<TargetMount> {
+        let namespace = Namespace::of_pid(view.pid)
+            .with_context(|| format!("cannot read the mount table of process {}", view.pid))?;
+        let at_target = |m: &MountEntry| {
+            let abs = attempt.target_abs.as_deref();
+            abs.is_none_or(|abs| m.mount_point == abs)
+        };
+        let live = namespace.mount(exact.id).filter(|m| at_target(m)).cloned();
+        let entry = live
+            .or_else(|| self.mounts.with_id(attempt.call.mntns, exact.id))
+            .with_context(|| {
+                format!(
+                    "mount {} (named by the sb_umount hook) is gone from the caller's \
+                     namespace and busyprobe never saw it there",
+                    exact.id
+                )
+            })?;
+        Ok(TargetMount {
+            entry,
+            namespace,
+            is_mount_point: true,
+        })
+    }
+}
+
 impl Attributor for Live {
     /// Reads the caller's mount table now if the cache does not know it yet (a cheap no-op
     /// when it does): so that its mounts are known even if every process in it exits before
@@ -226,7 +269,11 @@ impl Attributor for Live {
         let mntns = attempt.call.mntns;
         self.mounts.learn(mntns, attempt.call.pid, target);
         if let Some(contention) = &self.contention {
-            if let Some(mount) = self.mounts.mounted_at(mntns, target) {
+            let mount = match attempt.call.hooked {
+                Some(exact) => self.mounts.with_id(mntns, exact.id),
+                None => self.mounts.mounted_at(mntns, target),
+            };
+            if let Some(mount) = mount {
                 contention.failed(mount.id, mntns, std::time::Instant::now());
             }
         }

@@ -183,6 +183,20 @@ impl MountCache {
             .or_else(|| tables.removed_at(mntns, mount_point))
     }
 
+    /// Mount `id` of namespace `mntns` now, or else the one most recently removed with that id:
+    /// the mount the `sb_umount` security hook named, even if it has been detached since.
+    pub fn with_id(&self, mntns: u64, id: u64) -> Option<MountEntry> {
+        let tables = self.inner.read().ok()?;
+        let current = tables.current.get(&mntns).into_iter().flatten();
+        current.rev().find(|m| m.id == id).cloned().or_else(|| {
+            let removed = tables.removed.iter().rev();
+            removed
+                .filter(|r| r.mntns == mntns && r.entry.id == id)
+                .map(|r| r.entry.clone())
+                .next()
+        })
+    }
+
     /// The tables around a mount: those of `mntns` and of every namespace where a mount shows
     /// the same tree as `tree` (same filesystem and root), now or within the last half minute,
     /// with the removed mounts: a namespace that died after a failed unmount (a container

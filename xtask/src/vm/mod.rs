@@ -58,9 +58,9 @@ pub struct Options {
     #[arg(long, default_value_t = 2)]
     pub smp: u32,
     /// The probes' mode for every busyprobe the tests start (`BUSYPROBE_MODE`): auto (the
-    /// default: fentry where the kernel allows it), tracepoint or fentry. Logs are then named
-    /// `<kernel>-<mode>.log`.
-    #[arg(long, value_parser = ["auto", "tracepoint", "fentry"])]
+    /// default: enhanced where BPF LSM is active, else fentry where the kernel allows it),
+    /// tracepoint, fentry or enhanced. Logs are then named `<kernel>-<mode>.log`.
+    #[arg(long, value_parser = ["auto", "tracepoint", "fentry", "enhanced"])]
     pub mode: Option<String>,
     /// Only boot, print `uname -r` and run `busyprobe doctor`; no integration tests.
     #[arg(long)]

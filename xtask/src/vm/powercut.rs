@@ -73,8 +73,9 @@ pub struct Options {
     /// Kill a guest after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
-    /// The probes' mode in the guest (`BUSYPROBE_MODE`): auto (default), tracepoint, fentry.
-    #[arg(long, value_parser = ["auto", "tracepoint", "fentry"])]
+    /// The probes' mode in the guest (`BUSYPROBE_MODE`): auto (default), tracepoint, fentry,
+    /// enhanced.
+    #[arg(long, value_parser = ["auto", "tracepoint", "fentry", "enhanced"])]
     pub mode: Option<String>,
     /// Print the guests' consoles as they arrive (they always go to the logs).
     #[arg(long)]

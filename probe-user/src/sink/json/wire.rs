@@ -212,6 +212,10 @@ pub struct UmountLine {
     pub errno: Option<String>,
     /// Time in the kernel.
     pub duration_ns: u64,
+    /// The mount the `sb_umount` security hook saw the call unmount (a schema v1 addition:
+    /// enhanced mode only, for calls that got as far as the busy check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooked_mount: Option<HookedMountWire>,
     /// The mount the target resolved to (EBUSY with holders).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mount: Option<MountWire>,
@@ -231,6 +235,15 @@ pub struct UmountLine {
     /// EBUSYs, failures busyprobe cannot explain, and in older recordings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explanation: Option<ExplanationWire>,
+}
+
+/// `hooked_mount`: a mount as the kernel named it to the `sb_umount` security hook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookedMountWire {
+    /// The mount id.
+    pub id: u64,
+    /// Inode of the mount namespace it was in; 0 when unknown.
+    pub mntns: u64,
 }
 
 impl UmountLine {
@@ -269,6 +282,10 @@ impl UmountLine {
             ret: c.ret,
             errno: c.errno_name(),
             duration_ns: c.duration_ns,
+            hooked_mount: c.hooked.map(|m| HookedMountWire {
+                id: m.id,
+                mntns: m.mntns,
+            }),
             mount: None,
             holders: None,
             accessors: None,
