@@ -11,8 +11,8 @@ use aya_ebpf::helpers::{
     generated::{bpf_get_current_task_btf, bpf_loop},
 };
 use probe_common::{
-    release_how, DropCause, EventKind, FdKey, ReleaseEvent, NAME_LEN, OPEN_RACED, RELEASE_DEPTH,
-    RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
+    release_how, DropCause, EventKind, FdKey, ReleaseEvent, NAME_LEN, OPEN_RACED, QUEUED_FILES,
+    RELEASE_DEPTH, RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
 };
 
 use crate::{
@@ -107,11 +107,23 @@ extern "C" fn walk_step<const GROUPS: bool>(index: u64, ctx: *mut c_void) -> i64
 pub fn report_file<const GROUPS: bool>(now: u64, fd: u32, file: u64, how: u32) -> Option<()> {
     if GROUPS && fanotify::is_group(file) {
         let queued = fanotify::queued::<Tracked>(file)?;
-        for (index, &path) in queued.paths.iter().enumerate() {
-            if path != 0 {
-                let group = GroupFile::new(queued.count, index as u32);
-                let _ = report_path(now, fd, path, how, group);
-            }
+        let mut group = GroupWalk {
+            queued,
+            now,
+            fd,
+            how,
+        };
+        // One loop body for every file kept: the verifier walks `report_path` once, not once
+        // per file, inside the fd walk's loop.
+        // SAFETY: the callback only reads kernel memory through probe reads; `group` outlives
+        // the call.
+        unsafe {
+            bpf_loop(
+                QUEUED_FILES as u32,
+                group_step as *mut c_void,
+                (&mut group as *mut GroupWalk).cast(),
+                0,
+            );
         }
         return Some(());
     }
@@ -122,6 +134,30 @@ pub fn report_file<const GROUPS: bool>(now: u64, fd: u32, file: u64, how: u32) -
         how,
         GroupFile::NONE,
     )
+}
+
+/// What reporting a fanotify group's files needs.
+#[repr(C)]
+struct GroupWalk {
+    queued: fanotify::Queued,
+    now: u64,
+    fd: u32,
+    how: u32,
+}
+
+/// One file kept of a group's queue: reported when its slot is filled.
+#[inline(never)]
+extern "C" fn group_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `GroupWalk` given to it.
+    let group = unsafe { &*(ctx as *const GroupWalk) };
+    let index = index as usize % QUEUED_FILES;
+    let path = group.queued.paths[index];
+    if path == 0 {
+        return 1;
+    }
+    let file = GroupFile::new(group.queued.count, index as u32);
+    let _ = report_path(group.now, group.fd, path, group.how, file);
+    0
 }
 
 /// For a fanotify group's release, the group's count of unread events on tracked mounts and

@@ -380,9 +380,9 @@ fn backing_file_holders(ids: &HashSet<u64>, viewers: &[u32]) -> Vec<Holder> {
 }
 
 /// fanotify listeners: exact ones (the kernel scan counted unread events pinning the mount,
-/// and named the files of the first: `path` the first's, each under the mount point of the
-/// target or of the copy it is on) or, from a `/proc` scan, suspects whose marks cover the
-/// target.
+/// and named the files of the first, each under the mount point of the target or of the copy
+/// it is on; `path` stays null, as a `/proc` scan's suspect has it: the listener holds no
+/// file there) or, from a `/proc` scan, suspects whose marks cover the target.
 fn fanotify_holders(target: &TargetMount, copies: &[MountCopy], scan: &ScanOutcome) -> Vec<Holder> {
     scan.fanotify
         .iter()
@@ -403,7 +403,6 @@ fn fanotify_holders(target: &TargetMount, copies: &[MountCopy], scan: &ScanOutco
             h.note = Some(note);
             h.queued_events = listener.queued;
             h.queued_files = queued_files(target, copies, &listener.files);
-            h.path = h.queued_files.first().map(|f| f.path.clone());
             Some(h)
         })
         .collect()
