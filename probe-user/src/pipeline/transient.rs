@@ -861,6 +861,15 @@ mod tests {
         assert_eq!(a.holders[0].seen, Seen::KernelScan);
     }
 
+    /// A holder's kind, pid, path, queued events and files (path, cut).
+    type Summary = (
+        HolderKind,
+        Option<u32>,
+        Option<Vec<u8>>,
+        Option<u32>,
+        Vec<(Vec<u8>, bool)>,
+    );
+
     /// A group let go with 7 unread events comes as one release per named file: one holder
     /// names them in queue order (a file on a mount that is not this one's left out), its
     /// path the first's; another group of the same listener (another time) is another holder.
@@ -888,13 +897,7 @@ mod tests {
         }
         let mut a = attribution();
         recent.complete(&call(), &mut a);
-        let got: Vec<(
-            HolderKind,
-            Option<u32>,
-            Option<Vec<u8>>,
-            Option<u32>,
-            Vec<(Vec<u8>, bool)>,
-        )> = a
+        let got: Vec<Summary> = a
             .holders
             .iter()
             .map(|h| {
