@@ -194,6 +194,9 @@ pub struct Expected {
     pub note_has: Option<String>,
     /// A check of the note that depends on the rest of the holder (how it was seen).
     pub note_check: Option<NoteCheck>,
+    /// For a fanotify listener: the files of its queued events on the mount, in order (see
+    /// [`queue_differences`]).
+    pub queue: Option<Vec<PathBuf>>,
 }
 
 /// Inode of `pid`'s mount namespace.
@@ -216,6 +219,7 @@ impl Expected {
             mntns: Some(mntns_of(pid)),
             note_has: None,
             note_check: None,
+            queue: None,
         }
     }
 
@@ -245,6 +249,13 @@ impl Expected {
     fn note_check(self, check: NoteCheck) -> Self {
         Self {
             note_check: Some(check),
+            ..self
+        }
+    }
+
+    fn queue(self, files: Vec<PathBuf>) -> Self {
+        Self {
+            queue: Some(files),
             ..self
         }
     }
@@ -283,6 +294,9 @@ impl Expected {
             if let Err(why) = check(h) {
                 out.push(format!("note: {why}"));
             }
+        }
+        if let Some(files) = &self.queue {
+            out.extend(queue_differences(h, files));
         }
         out
     }
@@ -652,31 +666,83 @@ fn swap_scene() -> Scene {
     scene
 }
 
+/// Files a fixture opens (and closes) on a fanotify listener's mount, in this order: more than
+/// busyprobe names of a queue (4), so that two are only counted.
+pub fn fanotify_files(mnt: &Path) -> Vec<PathBuf> {
+    ["a", "b", "c", "d", "e", "f"].map(|n| mnt.join(n)).to_vec()
+}
+
 /// A fanotify listener with a mount mark that never reads its events, then another process
-/// (the fixture) opens and closes a file on the mount: the queued event pins the mount.
+/// (the fixture) opens and closes six files on the mount: the queued events pin the mount. The
+/// kernel scan counts them and names the files of the first four.
 pub fn fanotify_scene() -> Scene {
     Scene::new("fanotify: a listener with unread queued events", |tmp| {
         let mnt = tmp.join("mnt");
-        let plan = Plan::new()
-            .tmpfs(&mnt)
-            .spawn(Helper::new().fanotify(&mnt))
-            .hold(mnt.join("touched"))
+        let files = fanotify_files(&mnt);
+        let plan = files
+            .iter()
+            .fold(
+                Plan::new().tmpfs(&mnt).spawn(Helper::new().fanotify(&mnt)),
+                Plan::hold,
+            )
             .release();
         let expect: Expect = Box::new(move |r| {
             let h = helper(r);
             vec![Expected::process("fanotify", h.pid, None)
                 .fd(h.fds[0])
-                .note_check(fanotify_note)]
+                .note_check(fanotify_note)
+                .queue(files.clone())]
         });
         (mnt, plan, expect)
     })
 }
 
+/// What differs between a fanotify holder's queue and `files` (the fixture's opens on the
+/// mount, in order): `queued_events` their number and `queued_files` the first 4 of them, where
+/// its queue was seen (kernel scan, traced); neither field from a `/proc` scan.
+pub fn queue_differences(h: &Value, files: &[PathBuf]) -> Vec<String> {
+    let mut out = Vec::new();
+    if h["seen"] == "proc-scan" {
+        for field in ["queued_events", "queued_files"] {
+            if h.get(field).is_some() {
+                out.push(format!(
+                    "{field}: expected none from a /proc scan, got {}",
+                    h[field]
+                ));
+            }
+        }
+        return out;
+    }
+    if h["queued_events"] != files.len() {
+        out.push(format!(
+            "queued_events: expected {}, got {}",
+            files.len(),
+            h["queued_events"]
+        ));
+    }
+    let named: Option<Vec<Option<Vec<u8>>>> = h["queued_files"]
+        .as_array()
+        .map(|a| a.iter().map(|f| path_bytes(f, "path")).collect());
+    let want: Vec<Option<Vec<u8>>> = files
+        .iter()
+        .take(4)
+        .map(|p| Some(p.as_os_str().as_encoded_bytes().to_vec()))
+        .collect();
+    if named.as_ref() != Some(&want) {
+        out.push(format!(
+            "queued_files: expected {:?}, got {}",
+            &files[..4],
+            h["queued_files"]
+        ));
+    }
+    out
+}
+
 /// A fanotify holder's note: a `/proc` scan only suspects the listener ("suspected: ..."); the
-/// kernel scan counts its unread events on the mount, exactly one here (the fixture's open).
+/// kernel scan counts its unread events on the mount, exactly six here (the fixture's opens).
 fn fanotify_note(h: &Value) -> Result<(), String> {
     let note = h["note"].as_str().unwrap_or_default();
-    let (seen, want) = (h["seen"].as_str(), "its queue holds 1 unread event on");
+    let (seen, want) = (h["seen"].as_str(), "its queue holds 6 unread events on");
     let ok = match seen {
         Some("proc-scan") => note.starts_with("suspected:"),
         Some("kernel-scan") => note.starts_with(want),

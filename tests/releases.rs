@@ -22,13 +22,16 @@ use nix::{
 };
 use serde_json::{json, Value};
 
-use crate::support::{
-    fixture::Plan,
-    holder::Helper,
-    incident::{Fixture, FIXTURE_TIMEOUT},
-    lines::Lines,
-    process,
-    watcher::{is_umount_of, Watcher, LINE_TIMEOUT},
+use crate::{
+    holders,
+    support::{
+        fixture::Plan,
+        holder::Helper,
+        incident::{Fixture, FIXTURE_TIMEOUT},
+        lines::Lines,
+        process,
+        watcher::{is_umount_of, Watcher, LINE_TIMEOUT},
+    },
 };
 
 /// Every trial.
@@ -465,29 +468,32 @@ fn a_mount_gone_before_the_scan_never_blames_the_mount_below() {
     }
 }
 
-/// An antivirus agent's fanotify listener never reads the event of the fixture's open on the
-/// mount: the unread event pins the mount and the unmount fails; the listener is killed right
-/// after (an agent restarted). Its queue went with it, so no scan can see it: release tracking
-/// follows the group into its queue as the listener exits and names it, with its group fd and
-/// the file of the event. A scan that ran before the kill sees the queue instead (a `fanotify`
-/// holder seen by the kernel scan): then the trial runs again, at most 5 times.
+/// An antivirus agent's fanotify listener never reads the events of the fixture's opens of six
+/// files on the mount: the unread events pin the mount and the unmount fails; the listener is
+/// killed right after (an agent restarted). Its queue went with it, so no scan can see it:
+/// release tracking follows the group into its queue as the listener exits and names it, with
+/// its group fd, the count of the events and the files of the first four (`path` the first's).
+/// A scan that ran before the kill sees the queue instead (a `fanotify` holder seen by the
+/// kernel scan): then the trial runs again, at most 5 times.
 fn a_listener_gone_with_unread_events_is_named() {
     let watcher = Watcher::start(&[OsStr::new("--only-failed")]);
     for trial in 1..=5 {
         let dir = tempfile::tempdir().unwrap();
         let tmp = dir.path().canonicalize().unwrap();
         let mnt = tmp.join("mnt");
-        let touched = mnt.join("touched");
-        let plan = Plan::new()
-            .tmpfs(&mnt)
-            .spawn(Helper::new().fanotify(&mnt))
-            .hold(&touched)
+        let files = holders::fanotify_files(&mnt);
+        let plan = files
+            .iter()
+            .fold(
+                Plan::new().tmpfs(&mnt).spawn(Helper::new().fanotify(&mnt)),
+                Plan::hold,
+            )
             .release()
             .umount2(&mnt, 0)
             .kill_helpers();
         let fixture = Fixture::run(&plan);
         let errnos: Vec<i32> = fixture.report.calls.iter().map(|c| c.errno).collect();
-        assert_eq!(errnos, [libc::EBUSY], "the unread event pins the mount");
+        assert_eq!(errnos, [libc::EBUSY], "the unread events pin the mount");
         let listener = &fixture.report.helpers[0];
         let line = watcher.umount_lines_of(fixture.pid(), 1).remove(0);
         let holders = line["holders"]
@@ -498,6 +504,11 @@ fn a_listener_gone_with_unread_events_is_named() {
         assert_eq!(h["kind"], "fanotify", "{line}");
         assert_eq!(h["pid"], listener.pid, "{line}");
         assert_eq!(h["fd"], listener.fds[0], "the group fd: {line}");
+        assert_eq!(
+            holders::queue_differences(h, &files),
+            Vec::<String>::new(),
+            "{line}"
+        );
         if h["seen"] == "kernel-scan" && trial < 5 {
             eprintln!("trial {trial}: the scan saw the listener before it was killed; again");
             continue;
@@ -505,13 +516,13 @@ fn a_listener_gone_with_unread_events_is_named() {
         assert_eq!(h["seen"], "traced", "{line}");
         assert_eq!(
             h["path"],
-            touched.to_str().unwrap(),
-            "the event's file: {line}"
+            files[0].to_str().unwrap(),
+            "the first event's file: {line}"
         );
         let note = h["note"].as_str().unwrap_or_default();
         assert!(
             note.starts_with(
-                "exited after the failing call, letting go of its fanotify group with 1 unread event on this mount"
+                "exited after the failing call, letting go of its fanotify group with 6 unread events on this mount"
             ),
             "{line}"
         );

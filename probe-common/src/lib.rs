@@ -201,10 +201,14 @@ pub struct ReleaseEvent {
     /// The process's `comm`.
     pub comm: [u8; COMM_LEN],
     /// For a fanotify group let go (`fd` is the group's): how many of its unread events were
-    /// on tracked mounts; the event names the file of the last of them. 0 for any other file.
+    /// on tracked mounts. A group is reported as one event per file of the first
+    /// [`QUEUED_FILES`] of them, in queue order, with the same header, `fd` and count. 0 for any
+    /// other file.
     pub queued_events: u32,
-    /// Padding, always zero.
-    pub _pad: u32,
+    /// For a fanotify group let go: which of those first events' files this event names (0:
+    /// the first); 0 for any other file. (Was padding, always zero: events of older objects
+    /// read as the first file.)
+    pub queued_index: u32,
     /// Path components from the file up to (not including) the mount's root, NUL-terminated.
     pub names: [[u8; NAME_LEN]; RELEASE_DEPTH],
 }
@@ -325,7 +329,15 @@ pub mod scan_kind {
     pub const MMAP: u32 = 5;
     /// A fanotify group fd with `count` queued events on a wanted mount.
     pub const FANOTIFY: u32 = 6;
+    /// The file of one of the first [`super::QUEUED_FILES`] queued events of the group of
+    /// the `FANOTIFY` record just before it: a [`super::ScanFileRecord`], longer than a
+    /// [`super::ScanRecord`].
+    pub const FANOTIFY_FILE: u32 = 7;
 }
+
+/// Files of a fanotify group's unread events named (the first ones in its queue, on the
+/// mounts looked for); the rest are counted only.
+pub const QUEUED_FILES: usize = 4;
 
 /// One record written by the holder-scan iterators (`iter/task_file`, `iter/task`,
 /// `iter/task_vma`) with `bpf_seq_write`.
@@ -348,6 +360,22 @@ pub struct ScanRecord {
     pub addr: u64,
     /// For `MMAP`: the mapping's end.
     pub addr_end: u64,
+}
+
+/// A [`scan_kind::FANOTIFY_FILE`] record: the file of one queued event of a fanotify group,
+/// as its path within its mount (leaf-first names, as in a [`ReleaseEvent`]).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ScanFileRecord {
+    /// `kind` [`scan_kind::FANOTIFY_FILE`], the listener's `pid`, `tid` and group `fd`,
+    /// `mnt_id` the file's mount, `count` the event's index among those named (0: the first).
+    pub record: ScanRecord,
+    /// Components filled in `names`.
+    pub depth: u32,
+    /// [`RELEASE_PATH_DEEPER`], [`RELEASE_NAME_CUT`].
+    pub flags: u32,
+    /// Path components from the file up to (not including) the mount's root, NUL-terminated.
+    pub names: [[u8; NAME_LEN]; RELEASE_DEPTH],
 }
 
 #[cfg(feature = "user")]
@@ -385,6 +413,9 @@ mod tests {
         assert_eq!(offset_of!(ReleaseEvent, comm), 56);
         assert_eq!(offset_of!(ReleaseEvent, queued_events), 72);
         assert_eq!(size_of::<ReleaseEvent>(), 80 + NAME_LEN * RELEASE_DEPTH);
+        assert_eq!(offset_of!(ReleaseEvent, queued_index), 76);
+        assert_eq!(offset_of!(ScanFileRecord, names), 48);
+        assert_eq!(size_of::<ScanFileRecord>(), 48 + NAME_LEN * RELEASE_DEPTH);
     }
 
     #[test]

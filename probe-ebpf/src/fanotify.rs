@@ -1,11 +1,13 @@
 //! fanotify groups, shared by the holder scan and release tracking: whether a file is a
 //! group, and a walk over its queue of unread events that counts the path events on the
-//! mounts the caller wants (a [`MountFilter`]: the scan's targets, or the tracked mounts).
-//! Each such event holds a reference to its file's mount until it is read.
+//! mounts the caller wants (a [`MountFilter`]: the scan's targets, or the tracked mounts),
+//! keeping the files of the first [`QUEUED_FILES`] of them. Each such event holds a reference
+//! to its file's mount until it is read.
 
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::generated::bpf_loop;
+use probe_common::QUEUED_FILES;
 
 use crate::{
     kernel::{read, read_ptr},
@@ -38,8 +40,9 @@ pub struct Queued {
     pub count: u32,
     /// The mount of the last one counted.
     pub mnt_id: u32,
-    /// The `struct path` of the last one counted (its file).
-    pub path: u64,
+    /// The `struct path`s (their files) of the first [`QUEUED_FILES`] counted, in queue
+    /// order; 0 in the slots beyond `count`.
+    pub paths: [u64; QUEUED_FILES],
 }
 
 /// State of the walk over a group's notification list.
@@ -62,7 +65,7 @@ pub fn queued<F: MountFilter>(file: u64) -> Option<Queued> {
         queued: Queued {
             count: 0,
             mnt_id: 0,
-            path: 0,
+            paths: [0; QUEUED_FILES],
         },
     };
     // SAFETY: the callback only reads kernel memory through probe reads; `walk` outlives the call.
@@ -77,9 +80,10 @@ pub fn queued<F: MountFilter>(file: u64) -> Option<Queued> {
     (walk.queued.count > 0).then_some(walk.queued)
 }
 
-/// One event of the queue: counted when it is a path event on a wanted mount. The match is
-/// stored whatever the count so far (a branch on the loop-carried count kept the verifier
-/// from seeing the callback's states converge).
+/// One event of the queue: counted when it is a path event on a wanted mount, and its path
+/// kept in the first free slot. The match is stored whatever the count so far (a branch on
+/// the loop-carried count kept the verifier from seeing the callback's states converge): a
+/// free slot is found by its contents, which the verifier does not track.
 #[inline(never)]
 extern "C" fn queue_step<F: MountFilter>(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the `QueueWalk` given to it.
@@ -92,7 +96,9 @@ extern "C" fn queue_step<F: MountFilter>(_index: u64, ctx: *mut c_void) -> i64 {
         if let Some(id) = F::wants(path) {
             walk.queued.count += 1;
             walk.queued.mnt_id = id;
-            walk.queued.path = path;
+            if let Some(slot) = walk.queued.paths.iter_mut().find(|p| **p == 0) {
+                *slot = path;
+            }
         }
     }
     match read_ptr(event, 0) {

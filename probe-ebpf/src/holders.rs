@@ -2,7 +2,9 @@
 //! (`iter/task_file`), working directory, root and executable (`iter/task`) and file
 //! mappings (`iter/task_vma`), compare the exact `struct mount` with the wanted mount ids in
 //! `SCAN_MOUNTS`, and write one [`ScanRecord`] per hit. A fanotify group fd is followed into
-//! its queue of unread events to count those that pin a wanted mount.
+//! its queue of unread events to count those that pin a wanted mount, and a
+//! [`ScanFileRecord`](probe_common::ScanFileRecord) follows its record for each of the first
+//! files they refer to.
 
 use core::ffi::c_void;
 
@@ -11,9 +13,10 @@ use probe_common::{assert_symbol_name, names::programs, scan_kind, ScanRecord};
 
 use crate::{
     fanotify::{self, MountFilter},
-    kernel::{file_mount_id, path_mount_id, read, read_ptr},
-    maps::{bump, SCAN_COUNTS, SCAN_MOUNTS},
+    kernel::{file_mount_id, path_mount, path_mount_id, read, read_ptr},
+    maps::{bump, SCAN_COUNTS, SCAN_FILE_SCRATCH, SCAN_MOUNTS},
     offsets::{self, *},
+    walks::path_names,
 };
 
 /// `struct bpf_iter_meta`.
@@ -82,14 +85,43 @@ fn record(kind: u32, task: u64, mnt_id: u32) -> ScanRecord {
     }
 }
 
-fn emit(seq: *mut seq_file, rec: &ScanRecord) {
-    // SAFETY: `seq` comes from the iterator context; the record is a plain stack value.
+/// Writes `rec` (a plain record, on the stack or in a map) to the iterator's output.
+#[inline(always)]
+fn emit<T>(seq: *mut seq_file, rec: &T) {
+    // SAFETY: `seq` comes from the iterator context; the record is plain data of that size.
     unsafe {
         bpf_seq_write(
             seq,
-            (rec as *const ScanRecord).cast(),
-            core::mem::size_of::<ScanRecord>() as u32,
+            (rec as *const T).cast(),
+            core::mem::size_of::<T>() as u32,
         );
+    }
+}
+
+/// Writes a [`ScanFileRecord`](probe_common::ScanFileRecord) for each file kept of a group's
+/// queue, after its `FANOTIFY` record `group`: the file's names within its mount.
+fn emit_queued_files(seq: *mut seq_file, group: &ScanRecord, paths: &[u64]) {
+    let Some(file) = SCAN_FILE_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot, written and emitted before the program returns.
+    let file = unsafe { &mut *file };
+    for (index, &path) in paths.iter().enumerate() {
+        let Some((vfsmount, mnt_id)) = path_mount(path).filter(|_| path != 0) else {
+            continue;
+        };
+        let Some((depth, flags)) = path_names(path, vfsmount, &mut file.names) else {
+            continue;
+        };
+        file.record = ScanRecord {
+            kind: scan_kind::FANOTIFY_FILE,
+            mnt_id,
+            count: index as u32,
+            ..*group
+        };
+        file.depth = depth;
+        file.flags = flags;
+        emit(seq, file);
     }
 }
 
@@ -121,6 +153,7 @@ pub fn scan_task_file(ctx: *mut c_void) -> i32 {
                 rec.fd = fd;
                 rec.count = queued.count;
                 emit(seq, &rec);
+                emit_queued_files(seq, &rec, &queued.paths);
             }
         }
     }

@@ -8,8 +8,8 @@ use aya_ebpf::{
     Global,
 };
 use probe_common::{
-    assert_symbol_name, names, DropCause, FdKey, OpenRecord, RecentOpens, UmountEvent,
-    RECENT_OPEN_RINGS,
+    assert_symbol_name, names, DropCause, FdKey, OpenRecord, RecentOpens, ScanFileRecord,
+    UmountEvent, RECENT_OPEN_RINGS,
 };
 
 use crate::{open_times::OpenEntry, release::PendingDirRelease, umount::UmountStart};
@@ -52,6 +52,11 @@ assert_symbol_name!(SCAN_MOUNTS, names::maps::SCAN_MOUNTS);
 #[map]
 pub static SCAN_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 assert_symbol_name!(SCAN_COUNTS, names::maps::SCAN_COUNTS);
+
+/// `[0]`: per CPU, the record of a fanotify group's queued file being written by the scan
+/// (too big for the stack).
+#[map]
+pub static SCAN_FILE_SCRATCH: PerCpuArray<ScanFileRecord> = PerCpuArray::with_max_entries(1, 0);
 
 // Open times (`open_times.rs`).
 

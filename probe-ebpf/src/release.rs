@@ -28,7 +28,7 @@ use crate::{
     maps::{count_drop, EVENTS, PENDING_DIR},
     offsets::{self, *},
     tracked::tracked,
-    walks::{fill_release, report_fd, report_file, report_path, walk_fds},
+    walks::{fill_release, report_fd, report_file, report_path, walk_fds, GroupFile},
     window::window_open,
 };
 
@@ -302,13 +302,13 @@ fn report_exit_dirs(now: u64) -> Option<()> {
         NO_FD,
         fs + offsets::get(&OFF_FS_PWD)?,
         release_how::EXIT,
-        0,
+        GroupFile::NONE,
     );
     report_path(
         now,
         NO_FD,
         fs + offsets::get(&OFF_FS_ROOT)?,
         release_how::EXIT,
-        0,
+        GroupFile::NONE,
     )
 }

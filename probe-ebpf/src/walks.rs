@@ -11,8 +11,8 @@ use aya_ebpf::helpers::{
     generated::{bpf_get_current_task_btf, bpf_loop},
 };
 use probe_common::{
-    release_how, DropCause, EventKind, FdKey, ReleaseEvent, NAME_LEN, OPEN_RACED, RELEASE_DEPTH,
-    RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
+    release_how, DropCause, EventKind, FdKey, ReleaseEvent, NAME_LEN, OPEN_RACED, QUEUED_FILES,
+    RELEASE_DEPTH, RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
 };
 
 use crate::{
@@ -100,21 +100,86 @@ extern "C" fn walk_step<const GROUPS: bool>(index: u64, ctx: *mut c_void) -> i64
 }
 
 /// Reports `file` (at `fd`) let go `how`, when it is on a tracked mount. With `GROUPS`, a
-/// fanotify group with unread events on tracked mounts is reported too: its queue pinned
-/// those mounts, and goes with it (only `close` and exit follow groups: each program that
-/// does carries the queue walk, and the others are loaded faster without it).
+/// fanotify group with unread events on tracked mounts is reported too, one event per file of
+/// the first [`QUEUED_FILES`](probe_common::QUEUED_FILES) of them: its queue pinned those
+/// mounts, and goes with it (only `close` and exit follow groups: each program that does
+/// carries the queue walk, and the others are loaded faster without it).
 pub fn report_file<const GROUPS: bool>(now: u64, fd: u32, file: u64, how: u32) -> Option<()> {
     if GROUPS && fanotify::is_group(file) {
         let queued = fanotify::queued::<Tracked>(file)?;
-        return report_path(now, fd, queued.path, how, queued.count);
+        let mut group = GroupWalk {
+            queued,
+            now,
+            fd,
+            how,
+        };
+        // One loop body for every file kept: the verifier walks `report_path` once, not once
+        // per file, inside the fd walk's loop.
+        // SAFETY: the callback only reads kernel memory through probe reads; `group` outlives
+        // the call.
+        unsafe {
+            bpf_loop(
+                QUEUED_FILES as u32,
+                group_step as *mut c_void,
+                (&mut group as *mut GroupWalk).cast(),
+                0,
+            );
+        }
+        return Some(());
     }
-    report_path(now, fd, file + offsets::get(&OFF_FILE_F_PATH)?, how, 0)
+    report_path(
+        now,
+        fd,
+        file + offsets::get(&OFF_FILE_F_PATH)?,
+        how,
+        GroupFile::NONE,
+    )
+}
+
+/// What reporting a fanotify group's files needs.
+#[repr(C)]
+struct GroupWalk {
+    queued: fanotify::Queued,
+    now: u64,
+    fd: u32,
+    how: u32,
+}
+
+/// One file kept of a group's queue: reported when its slot is filled.
+#[inline(never)]
+extern "C" fn group_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `GroupWalk` given to it.
+    let group = unsafe { &*(ctx as *const GroupWalk) };
+    let index = index as usize % QUEUED_FILES;
+    let path = group.queued.paths[index];
+    if path == 0 {
+        return 1;
+    }
+    let file = GroupFile::new(group.queued.count, index as u32);
+    let _ = report_path(group.now, group.fd, path, group.how, file);
+    0
+}
+
+/// For a fanotify group's release, the group's count of unread events on tracked mounts and
+/// which of their files the event names ([`ReleaseEvent::queued_events`],
+/// [`ReleaseEvent::queued_index`]), in one word: BPF calls take at most five arguments.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub struct GroupFile(u64);
+
+impl GroupFile {
+    /// Not a group: any other file.
+    pub const NONE: Self = Self(0);
+
+    /// The file at `index` among a group's `count` unread events.
+    fn new(count: u32, index: u32) -> Self {
+        Self(u64::from(count) | u64::from(index) << 32)
+    }
 }
 
 /// Reports the `struct path` at `path` (of `fd`, or [`NO_FD`](probe_common::NO_FD) for a cwd or root) let go
-/// `how`, when it is on a tracked mount; `queued_events` for a fanotify group (see
-/// [`ReleaseEvent::queued_events`]).
-pub fn report_path(now: u64, fd: u32, path: u64, how: u32, queued_events: u32) -> Option<()> {
+/// `how`, when it is on a tracked mount; `group` for a fanotify group's event file.
+pub fn report_path(now: u64, fd: u32, path: u64, how: u32, group: GroupFile) -> Option<()> {
     let (vfsmount, mnt_id) = path_mount(path)?;
     if !tracked(vfsmount, mnt_id) {
         return None;
@@ -127,7 +192,8 @@ pub fn report_path(now: u64, fd: u32, path: u64, how: u32, queued_events: u32) -
     // SAFETY: a reserved record; `fill_release` writes every field before submit.
     let filled = unsafe {
         fill_release(ev, now, fd, how, path, vfsmount, mnt_id).map(|()| {
-            (*ev).queued_events = queued_events;
+            (*ev).queued_events = group.0 as u32;
+            (*ev).queued_index = (group.0 >> 32) as u32;
         })
     };
     if filled.is_none() {
@@ -152,8 +218,6 @@ pub unsafe fn fill_release(
     vfsmount: u64,
     mnt_id: u32,
 ) -> Option<()> {
-    let dentry = read_ptr(path, offsets::get(&OFF_PATH_DENTRY)?)?;
-    let root = read_ptr(vfsmount, offsets::get(&OFF_VFSMOUNT_ROOT)?)?;
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: the caller's promise.
     unsafe {
@@ -167,7 +231,7 @@ pub unsafe fn fill_release(
         (*ev).mnt_id = mnt_id;
         (*ev).mount_ns = kernel::vfsmount_ns(vfsmount);
         (*ev).queued_events = 0;
-        (*ev)._pad = 0;
+        (*ev).queued_index = 0;
         let key = FdKey {
             pid: (pid_tgid >> 32) as u32,
             fd,
@@ -180,7 +244,7 @@ pub unsafe fn fill_release(
             None => 0,
         };
         (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        let (depth, flags) = walk_names(dentry, root, &mut (*ev).names);
+        let (depth, flags) = path_names(path, vfsmount, &mut (*ev).names)?;
         (*ev).depth = depth;
         (*ev).flags = flags;
         if flags != 0 {
@@ -188,6 +252,19 @@ pub unsafe fn fill_release(
         }
     }
     Some(())
+}
+
+/// The names of the `struct path` at `path` on `vfsmount` within that mount, leaf first,
+/// into `names`: how many and the truncation flags (see [`ReleaseEvent::names`]).
+#[inline(always)]
+pub fn path_names(
+    path: u64,
+    vfsmount: u64,
+    names: &mut [[u8; NAME_LEN]; RELEASE_DEPTH],
+) -> Option<(u32, u32)> {
+    let dentry = read_ptr(path, offsets::get(&OFF_PATH_DENTRY)?)?;
+    let root = read_ptr(vfsmount, offsets::get(&OFF_VFSMOUNT_ROOT)?)?;
+    Some(walk_names(dentry, root, names))
 }
 
 /// The current task's `files` and `files->fdt`, read from the BTF-typed task pointer directly

@@ -4,8 +4,8 @@
 use std::mem::size_of;
 
 use probe_common::{
-    EventHeader, EventKind, ReleaseEvent, UmountEvent, COMM_LEN, HOOK_SAW_MOUNT, OPEN_RACED,
-    PATH_BUF_LEN, PATH_TRUNCATED, PATH_UNREADABLE, RELEASE_DEPTH, RELEASE_NAME_CUT,
+    EventHeader, EventKind, ReleaseEvent, UmountEvent, COMM_LEN, HOOK_SAW_MOUNT, NAME_LEN,
+    OPEN_RACED, PATH_BUF_LEN, PATH_TRUNCATED, PATH_UNREADABLE, RELEASE_DEPTH, RELEASE_NAME_CUT,
     RELEASE_PATH_DEEPER, UMOUNT_EVENT_FIXED,
 };
 use thiserror::Error;
@@ -68,18 +68,35 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
     }
 }
 
-fn release(raw: &ReleaseEvent) -> Release {
-    let depth = (raw.depth as usize).min(RELEASE_DEPTH);
+/// A path within its mount from the probe's leaf-first `names` (`depth` of them) and their
+/// truncation `flags` (as a [`ReleaseEvent`] carries them): the path, and whether it was cut.
+pub fn path_within_mount(
+    names: &[[u8; NAME_LEN]; RELEASE_DEPTH],
+    depth: u32,
+    flags: u32,
+) -> (Vec<u8>, bool) {
+    let depth = (depth as usize).min(RELEASE_DEPTH);
     // Components come leaf first; the path within the mount is root first. When the walk
     // stopped short of the mount's root, the path starts with `/…` (it is not whole).
     let mut within = Vec::new();
-    if raw.flags & RELEASE_PATH_DEEPER != 0 {
+    if flags & RELEASE_PATH_DEEPER != 0 {
         within.extend_from_slice("/…".as_bytes());
     }
-    for name in raw.names[..depth].iter().rev() {
+    for name in names[..depth].iter().rev() {
         within.push(b'/');
         within.extend_from_slice(nul_terminated(name));
     }
+    if within.is_empty() {
+        within.push(b'/');
+    }
+    (
+        within,
+        flags & (RELEASE_PATH_DEEPER | RELEASE_NAME_CUT) != 0,
+    )
+}
+
+fn release(raw: &ReleaseEvent) -> Release {
+    let (path_within_mount, truncated) = path_within_mount(&raw.names, raw.depth, raw.flags);
     Release {
         ts_boot_ns: raw.header.ts_boot_ns,
         pid: raw.header.pid,
@@ -89,16 +106,13 @@ fn release(raw: &ReleaseEvent) -> Release {
         how: ReleaseHow::from_raw(raw.how),
         mnt_id: u64::from(raw.mnt_id),
         mount_ns: (raw.mount_ns != 0).then_some(u64::from(raw.mount_ns)),
-        path_within_mount: if within.is_empty() {
-            b"/".to_vec()
-        } else {
-            within
-        },
-        truncated: raw.flags & (RELEASE_PATH_DEEPER | RELEASE_NAME_CUT) != 0,
+        path_within_mount,
+        truncated,
         opened_ts_boot_ns: (raw.opened_ts_boot_ns != 0 && raw.opened_ts_boot_ns != OPEN_RACED)
             .then_some(raw.opened_ts_boot_ns),
         open_raced: raw.opened_ts_boot_ns == OPEN_RACED,
         queued_events: raw.queued_events,
+        queued_index: raw.queued_index,
     }
 }
 

@@ -38,6 +38,9 @@ pub struct Release {
     /// For a fanotify group let go (`fd` is the group's): its unread events on tracked mounts
     /// (the path is the file of one of them); 0 for any other file.
     pub queued_events: u32,
+    /// For a fanotify group let go: which of the first of those events' files the path is (0:
+    /// the first; a group comes as one release per file named, with the same time and fd).
+    pub queued_index: u32,
 }
 
 /// How a process let go of a file.

@@ -30,6 +30,12 @@ pub fn join(base: &[u8], rel: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The absolute path of a file at `within` (`/dir/file`, as the probes give a path within its
+/// mount) on the mount at `mount_point`.
+pub fn on_mount(mount_point: &[u8], within: &[u8]) -> Vec<u8> {
+    join(mount_point, within.strip_prefix(b"/").unwrap_or(within))
+}
+
 /// Bytes made printable for a terminal: valid UTF-8 stays as it is except control characters
 /// (escaped `\n`, `\t`, `\x1b`...), and bytes that are not UTF-8 become `\xNN`. A terminal
 /// never receives a raw control byte from a path or comm.

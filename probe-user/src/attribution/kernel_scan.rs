@@ -18,11 +18,12 @@ use aya::{
 };
 use probe_common::{
     names::{maps, programs},
-    scan_kind, ScanRecord,
+    scan_kind, ScanFileRecord, ScanRecord,
 };
 
-use super::proc_scan::{process_facts, FanotifyFd, Hold, ScanOutcome};
+use super::proc_scan::{process_facts, FanotifyFd, Hold, QueuedOnMount, ScanOutcome};
 use crate::{
+    decode::path_within_mount,
     loader,
     model::{HolderKind, Seen},
     state::process::{self, proc_path},
@@ -132,7 +133,7 @@ impl KernelScanner {
     }
 
     /// Runs one iterator to the end and decodes its records.
-    fn run(&mut self, program: &str) -> Result<Vec<ScanRecord>> {
+    fn run(&mut self, program: &str) -> Result<Vec<Record>> {
         let prog: &mut Iter = self
             .ebpf
             .program_mut(program)
@@ -150,17 +151,44 @@ impl KernelScanner {
     }
 }
 
-/// The fixed-size records in an iterator's output (a trailing partial record is dropped).
-pub fn decode_records(bytes: &[u8]) -> Vec<ScanRecord> {
-    bytes
-        .chunks_exact(std::mem::size_of::<ScanRecord>())
-        // SAFETY: each chunk has exactly the size of the plain-old-data record.
-        .map(|chunk| unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast::<ScanRecord>()) })
-        .collect()
+/// One record of an iterator's output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A hold, or a fanotify group with its count.
+    Hold(ScanRecord),
+    /// The file of a queued event of the group just before it.
+    File(Box<ScanFileRecord>),
+}
+
+/// The records in an iterator's output: [`ScanRecord`]s, and, after a fanotify group's, the
+/// longer [`ScanFileRecord`]s of its files (a trailing partial record is dropped).
+pub fn decode_records(mut bytes: &[u8]) -> Vec<Record> {
+    let mut out = Vec::new();
+    while let Some(rec) = read_record::<ScanRecord>(bytes) {
+        if rec.kind != scan_kind::FANOTIFY_FILE {
+            out.push(Record::Hold(rec));
+            bytes = &bytes[std::mem::size_of::<ScanRecord>()..];
+            continue;
+        }
+        let Some(file) = read_record::<ScanFileRecord>(bytes) else {
+            break;
+        };
+        out.push(Record::File(Box::new(file)));
+        bytes = &bytes[std::mem::size_of::<ScanFileRecord>()..];
+    }
+    out
+}
+
+/// The plain-old-data record `T` at the start of `bytes`, if they hold a whole one.
+fn read_record<T: Copy>(bytes: &[u8]) -> Option<T> {
+    (bytes.len() >= std::mem::size_of::<T>())
+        // SAFETY: enough bytes for `T`, a `#[repr(C)]` record of integers and byte arrays
+        // (any bit pattern is valid); `read_unaligned` needs no alignment.
+        .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
 /// Names the records' holds and groups them by process, as the `/proc` scan does.
-fn outcome(records: &[ScanRecord]) -> ScanOutcome {
+fn outcome(records: &[Record]) -> ScanOutcome {
     let own = std::process::id();
     let mut holds: BTreeMap<u32, BTreeSet<Hold>> = BTreeMap::new();
     let mut out = ScanOutcome {
@@ -168,12 +196,23 @@ fn outcome(records: &[ScanRecord]) -> ScanOutcome {
         method: Seen::KernelScan,
         ..ScanOutcome::default()
     };
-    for r in records.iter().filter(|r| r.pid != own && r.pid != 0) {
+    for r in records {
+        let r = match r {
+            Record::Hold(r) => r,
+            Record::File(f) => {
+                add_queued_file(&mut out.fanotify, f);
+                continue;
+            }
+        };
+        if r.pid == own || r.pid == 0 {
+            continue;
+        }
         if r.kind == scan_kind::FANOTIFY {
             out.fanotify.push(FanotifyFd {
                 process: process_facts(r.pid),
                 fd: r.fd as i32,
                 queued: Some(r.count),
+                files: Vec::new(),
             });
             continue;
         }
@@ -200,6 +239,23 @@ fn outcome(records: &[ScanRecord]) -> ScanOutcome {
     out
 }
 
+/// Adds the queued file `f` to its group: the last listener found, when it is the same
+/// process and fd (the iterator writes a group's files right after it).
+fn add_queued_file(listeners: &mut [FanotifyFd], f: &ScanFileRecord) {
+    let Some(group) = listeners
+        .last_mut()
+        .filter(|l| l.process.pid == f.record.pid && l.fd == f.record.fd as i32)
+    else {
+        return;
+    };
+    let (within, cut) = path_within_mount(&f.names, f.depth, f.flags);
+    group.files.push(QueuedOnMount {
+        mount_id: u64::from(f.record.mnt_id),
+        within,
+        cut,
+    });
+}
+
 /// The hold's kind and the `/proc` magic link that names it.
 fn link_of(r: &ScanRecord) -> Option<(HolderKind, std::path::PathBuf)> {
     let task = |link: &str| proc_path(r.pid, &format!("task/{}/{link}", r.tid));
@@ -219,6 +275,48 @@ fn link_of(r: &ScanRecord) -> Option<(HolderKind, std::path::PathBuf)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use probe_common::{NAME_LEN, RELEASE_DEPTH};
+    use std::mem::size_of;
+
+    /// `record`'s bytes.
+    fn bytes_of<T>(record: &T) -> &[u8] {
+        // SAFETY: viewing a plain struct as bytes.
+        unsafe {
+            std::slice::from_raw_parts(std::ptr::from_ref(record).cast::<u8>(), size_of::<T>())
+        }
+    }
+
+    fn group(pid: u32, fd: u32, count: u32) -> ScanRecord {
+        ScanRecord {
+            kind: scan_kind::FANOTIFY,
+            pid,
+            tid: pid,
+            fd,
+            mnt_id: 99,
+            count,
+            addr: 0,
+            addr_end: 0,
+        }
+    }
+
+    /// A group's queued file: `names` leaf first.
+    fn file(pid: u32, fd: u32, index: u32, mnt_id: u32, names: &[&[u8]]) -> ScanFileRecord {
+        let mut f = ScanFileRecord {
+            record: ScanRecord {
+                kind: scan_kind::FANOTIFY_FILE,
+                mnt_id,
+                count: index,
+                ..group(pid, fd, 0)
+            },
+            depth: names.len() as u32,
+            flags: 0,
+            names: [[0; NAME_LEN]; RELEASE_DEPTH],
+        };
+        for (slot, name) in f.names.iter_mut().zip(names) {
+            slot[..name.len()].copy_from_slice(name);
+        }
+        f
+    }
 
     #[test]
     fn decodes_whole_records_only() {
@@ -232,15 +330,55 @@ mod tests {
             addr: 1,
             addr_end: 2,
         };
-        // SAFETY: viewing a plain struct as bytes.
-        let one = unsafe {
-            std::slice::from_raw_parts(
-                (&raw const rec).cast::<u8>(),
-                std::mem::size_of::<ScanRecord>(),
-            )
-        };
-        let mut bytes = [one, one].concat();
+        let mut bytes = [bytes_of(&rec), bytes_of(&rec)].concat();
         bytes.extend_from_slice(&[1, 2, 3]);
-        assert_eq!(decode_records(&bytes), [rec, rec]);
+        assert_eq!(
+            decode_records(&bytes),
+            [Record::Hold(rec), Record::Hold(rec)]
+        );
+    }
+
+    #[test]
+    fn a_groups_files_follow_it_as_longer_records() {
+        let (g, f0, f1) = (
+            group(7, 4, 6),
+            file(7, 4, 0, 99, &[b"a"]),
+            file(7, 4, 1, 98, &[b"b", b"dir"]),
+        );
+        let fd = ScanRecord {
+            kind: scan_kind::FD,
+            ..group(8, 3, 0)
+        };
+        let whole = [bytes_of(&g), bytes_of(&f0), bytes_of(&f1), bytes_of(&fd)].concat();
+        let want = [
+            Record::Hold(g),
+            Record::File(Box::new(f0)),
+            Record::File(Box::new(f1)),
+            Record::Hold(fd),
+        ];
+        assert_eq!(decode_records(&whole), want);
+        // A file record cut short is dropped, not read as holds.
+        let cut = &whole[..whole.len() - size_of::<ScanRecord>() - 1];
+        assert_eq!(decode_records(cut), want[..2]);
+    }
+
+    #[test]
+    fn queued_files_join_their_group_in_queue_order() {
+        let mut listeners = vec![FanotifyFd {
+            process: process_facts(7),
+            fd: 4,
+            queued: Some(6),
+            files: Vec::new(),
+        }];
+        add_queued_file(&mut listeners, &file(7, 4, 0, 99, &[b"a"]));
+        add_queued_file(&mut listeners, &file(7, 4, 1, 98, &[b"b", b"dir"]));
+        // Another group's file (never written so, but not this group's).
+        add_queued_file(&mut listeners, &file(7, 5, 2, 99, &[b"c"]));
+        let files: Vec<(u64, &[u8])> = listeners[0]
+            .files
+            .iter()
+            .map(|f| (f.mount_id, f.within.as_slice()))
+            .collect();
+        assert_eq!(files, [(99, &b"/a"[..]), (98, b"/dir/b")]);
     }
 }

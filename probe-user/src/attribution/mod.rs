@@ -23,7 +23,9 @@ use self::{
     target::{TargetMount, Viewpoint},
 };
 use crate::{
-    model::{Attribution, Coverage, Holder, HolderKind, HolderProcess, MountSummary, Seen},
+    model::{
+        Attribution, Coverage, Holder, HolderKind, HolderProcess, MountSummary, QueuedFile, Seen,
+    },
     state::{mountinfo::MountEntry, process},
 };
 
@@ -160,7 +162,7 @@ impl<'t> Look<'t> {
         viewers.extend(self.copies.iter().filter_map(|c| c.pid));
         viewers.push(std::process::id());
         holders.extend(backing_file_holders(&self.ids, &viewers));
-        holders.extend(fanotify_holders(target, scan));
+        holders.extend(fanotify_holders(target, &self.copies, scan));
         holders.extend(private_copy_notes(&self.copies, &holders));
         holders.sort_by_key(|h| (!h.blamed, h.kind, h.process.as_ref().map(|p| p.pid), h.fd));
 
@@ -377,9 +379,11 @@ fn backing_file_holders(ids: &HashSet<u64>, viewers: &[u32]) -> Vec<Holder> {
         .collect()
 }
 
-/// fanotify listeners: exact ones (the kernel scan counted unread events pinning the mount)
-/// or, from a `/proc` scan, suspects whose marks cover the target.
-fn fanotify_holders(target: &TargetMount, scan: &ScanOutcome) -> Vec<Holder> {
+/// fanotify listeners: exact ones (the kernel scan counted unread events pinning the mount,
+/// and named the files of the first, each under the mount point of the target or of the copy
+/// it is on; `path` stays null, as a `/proc` scan's suspect has it: the listener holds no
+/// file there) or, from a `/proc` scan, suspects whose marks cover the target.
+fn fanotify_holders(target: &TargetMount, copies: &[MountCopy], scan: &ScanOutcome) -> Vec<Holder> {
     scan.fanotify
         .iter()
         .filter_map(|listener| {
@@ -397,7 +401,32 @@ fn fanotify_holders(target: &TargetMount, scan: &ScanOutcome) -> Vec<Holder> {
             h.process = Some(listener.process.clone());
             h.fd = Some(listener.fd);
             h.note = Some(note);
+            h.queued_events = listener.queued;
+            h.queued_files = queued_files(target, copies, &listener.files);
             Some(h)
+        })
+        .collect()
+}
+
+/// The queued files the kernel scan named, as absolute paths on the target or its copies
+/// (a file on another mount, never looked for, is left out).
+fn queued_files(
+    target: &TargetMount,
+    copies: &[MountCopy],
+    files: &[proc_scan::QueuedOnMount],
+) -> Vec<QueuedFile> {
+    files
+        .iter()
+        .filter_map(|f| {
+            let mount_point = if f.mount_id == target.entry.id {
+                &target.entry.mount_point
+            } else {
+                &copies.iter().find(|c| c.id == f.mount_id)?.mount_point
+            };
+            Some(QueuedFile {
+                path: crate::paths::on_mount(mount_point, &f.within),
+                cut: f.cut,
+            })
         })
         .collect()
 }
@@ -606,6 +635,7 @@ mod tests {
                 .unwrap(),
             fd: 4,
             queued,
+            files: Vec::new(),
         };
         let mut scan = ScanOutcome::default();
         assert!(!counted_fanotify_queues(&scan));

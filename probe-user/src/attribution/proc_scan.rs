@@ -36,6 +36,20 @@ pub struct FanotifyFd {
     /// Unread events in its queue that reference the mounts of interest, when the kernel
     /// scan could count them (`None` from a `/proc` scan, which cannot see the queue).
     pub queued: Option<u32>,
+    /// The files of the first of those events, in queue order (the kernel scan's; empty from
+    /// a `/proc` scan).
+    pub files: Vec<QueuedOnMount>,
+}
+
+/// The file of a queued fanotify event, as the kernel scan names it: within its mount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedOnMount {
+    /// The file's mount (one of the mounts looked for).
+    pub mount_id: u64,
+    /// Its path within that mount (`/dir/file`).
+    pub within: Vec<u8>,
+    /// The probe could not walk the whole path (too deep or a name too long).
+    pub cut: bool,
 }
 
 /// What the walk found.
@@ -113,6 +127,7 @@ fn scan_process(pid: u32, ids: &HashSet<u64>, anon_mount: Option<u64>, out: &mut
             process: process.clone(),
             fd,
             queued: None,
+            files: Vec::new(),
         }));
     if !holds.is_empty() {
         out.holders.push((process, holds));

@@ -144,6 +144,21 @@ pub struct Holder {
     pub open_time_unknown: Option<OpenTimeUnknown>,
     /// For `transient`: how long after the failing call returned the file was let go.
     pub closed_ns_after: Option<u64>,
+    /// For `fanotify` when its queue was seen (the kernel scan, or its release traced): its
+    /// unread events on the mount.
+    pub queued_events: Option<u32>,
+    /// For `fanotify` when its queue was seen: the files of the first of those events (at
+    /// most [`probe_common::QUEUED_FILES`]), in queue order; the rest are only counted.
+    pub queued_files: Vec<QueuedFile>,
+}
+
+/// The file of an unread fanotify event queued on the mount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedFile {
+    /// Its absolute path, as the mount's namespace names it.
+    pub path: Vec<u8>,
+    /// The probe could not walk the whole path (too deep or a name too long).
+    pub cut: bool,
 }
 
 impl Holder {
@@ -162,6 +177,8 @@ impl Holder {
             opened_ns_before: None,
             open_time_unknown: None,
             closed_ns_after: None,
+            queued_events: None,
+            queued_files: Vec::new(),
         }
     }
 }

@@ -16,4 +16,4 @@ pub use copy::MountCopy;
 pub use explanation::{Explanation, ExplanationCode};
 #[cfg(test)]
 pub(crate) use holder::sample_process_holder;
-pub use holder::{Holder, HolderKind, HolderProcess, OpenTimeUnknown, Seen};
+pub use holder::{Holder, HolderKind, HolderProcess, OpenTimeUnknown, QueuedFile, Seen};

@@ -7,7 +7,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use crate::{
     container::Container,
     event::{Release, UmountCall},
-    model::{Attribution, Holder, HolderKind, HolderProcess, MountCopy, OpenTimeUnknown, Seen},
+    model::{
+        Attribution, Holder, HolderKind, HolderProcess, MountCopy, OpenTimeUnknown, QueuedFile,
+        Seen,
+    },
     paths,
     state::process,
 };
@@ -98,24 +101,31 @@ impl RecentReleases {
                 .is_none_or(|t| call.opened_before(t).is_some())
         };
         let held = super::opens::held_fds(&attribution.holders);
+        // A listener's path is a queued event's file, not a file it holds.
         let mut seen: HashSet<(u32, Vec<u8>)> = attribution
             .holders
             .iter()
+            .filter(|h| h.kind != HolderKind::Fanotify)
             .filter_map(|h| Some((h.process.as_ref()?.pid, h.path.clone()?)))
             .collect();
+        let mut groups = HashSet::new();
         for r in self
             .releases
             .iter()
             .filter(|r| r.ts_boot_ns >= call.ts_boot_ns && mounts.holds(r))
             .filter(held_at_call)
         {
+            // A group comes as one release per queued file: one holder names them all.
+            if r.queued_events > 0 && !groups.insert(group_of(r)) {
+                continue;
+            }
             let path = mounts.path_of(r);
             // Already a holder: the same file (by path), or the same fd (its path may be cut).
             if held.contains(&(r.pid, r.fd)) || !seen.insert((r.pid, path.clone())) {
                 continue;
             }
             let container = self.container_of(r.pid);
-            let holder = transient(r, path, call, container);
+            let holder = self.with_queued_files(transient(r, path, call, container), r, &mounts);
             attribution
                 .holders
                 .push(mounts.on_copy(r, holder, self.was_gone(r.pid)));
@@ -129,12 +139,40 @@ impl RecentReleases {
             if let Some(r) = self.closed_just_before(call, &mounts) {
                 let container = self.container_of(r.pid);
                 let holder = closed_before(r, mounts.path_of(r), call, container);
+                let holder = self.with_queued_files(holder, r, &mounts);
                 attribution
                     .holders
                     .push(mounts.on_copy(r, holder, self.was_gone(r.pid)));
             }
         }
         attribution.add_unknown_if_unexplained();
+    }
+
+    /// `holder`, for release `r`, with the files of its group's unread events on `mounts`
+    /// when `r` let go of a fanotify group (its releases, one per file, in queue order; `path`
+    /// the first's); as it is for any other release.
+    fn with_queued_files(&self, mut holder: Holder, r: &Release, mounts: &Mounts) -> Holder {
+        if r.queued_events == 0 {
+            return holder;
+        }
+        let mut files: Vec<&Release> = self
+            .releases
+            .iter()
+            .filter(|x| x.queued_events > 0 && group_of(x) == group_of(r) && mounts.holds(x))
+            .collect();
+        files.sort_by_key(|x| x.queued_index);
+        holder.queued_events = Some(r.queued_events);
+        holder.queued_files = files
+            .iter()
+            .map(|x| QueuedFile {
+                path: mounts.path_of(x),
+                cut: x.truncated,
+            })
+            .collect();
+        if let Some(first) = holder.queued_files.first() {
+            holder.path = Some(first.path.clone());
+        }
+        holder
     }
 
     /// The container of a releasing process, as read when its first release arrived.
@@ -256,6 +294,12 @@ impl Mounts {
     }
 }
 
+/// Which group let go a fanotify group's release is of: its releases (one per queued file
+/// named) share the process, the fd and the time.
+fn group_of(r: &Release) -> (u32, u32, u64) {
+    (r.pid, r.fd, r.ts_boot_ns)
+}
+
 /// A process that held a file on `copy` held it through the copy of its own namespace, as a
 /// container's process does (one outside it, through `/proc/PID/root`, is the rare
 /// exception): where its namespace could not be read (it is gone), it is the copy's; and
@@ -271,12 +315,7 @@ fn in_namespace_of(p: &mut HolderProcess, copy: &MountCopy, gone: bool) {
 
 /// The absolute path of a released file: the mount point joined with its path in the mount.
 fn path_on_mount(mount_point: &[u8], r: &Release) -> Vec<u8> {
-    paths::join(
-        mount_point,
-        r.path_within_mount
-            .strip_prefix(b"/")
-            .unwrap_or(&r.path_within_mount),
-    )
+    paths::on_mount(mount_point, &r.path_within_mount)
 }
 
 /// A `transient` holder for a file let go shortly before the failing call by a closer that may
@@ -299,7 +338,7 @@ fn closed_before(
 
 /// The holder for a release after the failing call: `transient`, or `fanotify` for a group
 /// let go with unread events on the mount (its queue held the mount; `path` is the file of one
-/// of those events).
+/// of those events, and [`RecentReleases::with_queued_files`] names them).
 fn transient(
     r: &Release,
     path: Vec<u8>,
@@ -329,7 +368,7 @@ fn transient(
             1 => "1 unread event".to_owned(),
             n => format!("{n} unread events"),
         };
-        format!("{how} after the failing call, letting go of its fanotify group with {events} on this mount (its queue held the mount; the path is one event's file)")
+        format!("{how} after the failing call, letting go of its fanotify group with {events} on this mount (its queue held the mount; the path is the first one's file)")
     } else {
         h.opened_ns_before = r.opened_ts_boot_ns.and_then(|t| call.opened_before(t));
         if r.opened_ts_boot_ns.is_none() {
@@ -377,6 +416,7 @@ mod tests {
             mnt_id,
             mount_ns: None,
             queued_events: 0,
+            queued_index: 0,
             path_within_mount: path.to_vec(),
             truncated: false,
             opened_ts_boot_ns: opened,
@@ -807,7 +847,7 @@ mod tests {
         assert_eq!(h.path.as_deref(), Some(&b"/var/lib/m/etc/passwd"[..]));
         assert_eq!(
             h.note.as_deref(),
-            Some("exited after the failing call, letting go of its fanotify group with 2 unread events on this mount (its queue held the mount; the path is one event's file)")
+            Some("exited after the failing call, letting go of its fanotify group with 2 unread events on this mount (its queue held the mount; the path is the first one's file)")
         );
 
         // The scan saw the listener's queue already (same process, same group fd): once.
@@ -819,6 +859,89 @@ mod tests {
         recent.complete(&call(), &mut a);
         assert_eq!(kinds_pids(&a), [(HolderKind::Fanotify, Some(9))]);
         assert_eq!(a.holders[0].seen, Seen::KernelScan);
+    }
+
+    /// A holder's kind, pid, path, queued events and files (path, cut).
+    type Summary = (
+        HolderKind,
+        Option<u32>,
+        Option<Vec<u8>>,
+        Option<u32>,
+        Vec<(Vec<u8>, bool)>,
+    );
+
+    /// A group let go with 7 unread events comes as one release per named file: one holder
+    /// names them in queue order (a file on a mount that is not this one's left out), its
+    /// path the first's; another group of the same listener (another time) is another holder.
+    #[test]
+    fn a_listeners_group_names_its_queued_files_once() {
+        let file = |index: u32, mnt_id: u64, path: &[u8], at: u64| Release {
+            how: ReleaseHow::Close,
+            fd: 4,
+            queued_events: 7,
+            queued_index: index,
+            truncated: index == 3,
+            ..release(9, CALL_TS + at, mnt_id, path, None)
+        };
+        let mut recent = RecentReleases::default();
+        // Arrived out of order, with a plain release between them.
+        for r in [
+            file(1, 812, b"/b", 300_000),
+            file(0, 812, b"/a", 300_000),
+            release(10, CALL_TS + 300_000, 812, b"/x", None),
+            file(2, 999, b"/elsewhere", 300_000),
+            file(3, 812, b"/\xe2\x80\xa6/deep", 300_000),
+            file(0, 812, b"/later", 900_000),
+        ] {
+            recent.record(r);
+        }
+        let mut a = attribution();
+        recent.complete(&call(), &mut a);
+        let got: Vec<Summary> = a
+            .holders
+            .iter()
+            .map(|h| {
+                let files = h
+                    .queued_files
+                    .iter()
+                    .map(|f| (f.path.clone(), f.cut))
+                    .collect();
+                (
+                    h.kind,
+                    h.process.as_ref().map(|p| p.pid),
+                    h.path.clone(),
+                    h.queued_events,
+                    files,
+                )
+            })
+            .collect();
+        let at = |p: &str| format!("/var/lib/m{p}").into_bytes();
+        assert_eq!(
+            got,
+            [
+                (
+                    HolderKind::Fanotify,
+                    Some(9),
+                    Some(at("/a")),
+                    Some(7),
+                    vec![(at("/a"), false), (at("/b"), false), (at("/…/deep"), true)]
+                ),
+                (
+                    HolderKind::Transient,
+                    Some(10),
+                    Some(at("/x")),
+                    None,
+                    vec![]
+                ),
+                (
+                    HolderKind::Fanotify,
+                    Some(9),
+                    Some(at("/later")),
+                    Some(7),
+                    vec![(at("/later"), false)]
+                ),
+            ]
+        );
     }
 
     #[test]

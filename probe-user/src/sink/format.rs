@@ -60,9 +60,42 @@ pub fn holder_timing(h: &HolderWire) -> Vec<String> {
     opened.into_iter().chain(closed).collect()
 }
 
-/// The holder's note.
+/// The holder's note, and for a fanotify listener the files of its queued events
+/// ([`queued_files`]).
 pub fn holder_note(h: &HolderWire) -> Option<String> {
-    h.note.as_ref().map(|n| escape_for_terminal(n.as_bytes()))
+    let note = h.note.as_ref().map(|n| escape_for_terminal(n.as_bytes()));
+    match (note, queued_files(h)) {
+        (Some(note), Some(files)) => Some(format!("{note}; {files}")),
+        (note, files) => note.or(files),
+    }
+}
+
+/// `queued events: 7 — /mnt/x/a, /mnt/x/b, /mnt/x/c, /mnt/x/d and 3 more`: a fanotify
+/// listener's unread events on the mount, by the files of the first (a path the probe could
+/// not walk whole is marked `(cut)`); `None` when no file was named.
+pub fn queued_files(h: &HolderWire) -> Option<String> {
+    if h.queued_files.is_empty() {
+        return None;
+    }
+    let named = h.queued_files.len();
+    let count = h.queued_events.map_or(named, |n| (n as usize).max(named));
+    let files: Vec<String> = h
+        .queued_files
+        .iter()
+        .map(|f| {
+            let path = escape_for_terminal(&f.path_bytes());
+            if f.path_cut {
+                format!("{path} (cut)")
+            } else {
+                path
+            }
+        })
+        .collect();
+    let mut line = format!("queued events: {count} — {}", files.join(", "));
+    if count > named {
+        line.push_str(&format!(" and {} more", count - named));
+    }
+    Some(line)
 }
 
 /// `containerd 0123456789ab pod <uid>`: runtime, short id, pod.
@@ -231,6 +264,57 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&live).unwrap()).unwrap();
         assert!(read.comm_b64.is_some());
         assert_eq!(holder_line(&read), holder_line(&live));
+    }
+
+    /// A listener found by the kernel scan with 7 unread events on the mount, 4 named.
+    fn listener(named: &[&[u8]], queued_events: u32) -> Holder {
+        let mut h = Holder::new(HolderKind::Fanotify, 812, Seen::KernelScan);
+        h.process = Some(HolderProcess {
+            pid: 77,
+            comm: b"av".to_vec(),
+            mntns: None,
+            container: None,
+        });
+        h.fd = Some(5);
+        h.note = Some("its queue holds 7 unread events on files opened through this mount".into());
+        h.queued_events = Some(queued_events);
+        h.queued_files = named
+            .iter()
+            .map(|p| crate::model::QueuedFile {
+                path: p.to_vec(),
+                cut: false,
+            })
+            .collect();
+        h.path = h.queued_files.first().map(|f| f.path.clone());
+        h
+    }
+
+    #[test]
+    fn a_listeners_queued_files_are_named_with_the_count_of_the_rest() {
+        let h = listener(&[b"/mnt/x/a", b"/mnt/x/b", b"/mnt/x/c", b"/mnt/x/d"], 7);
+        assert_eq!(
+            holder_line(&HolderWire::new(&h)),
+            "fanotify   av[77] fd 5  /mnt/x/a  (its queue holds 7 unread events on files opened \
+             through this mount; queued events: 7 — /mnt/x/a, /mnt/x/b, /mnt/x/c, /mnt/x/d and \
+             3 more)"
+        );
+        // All named: no rest; a cut path is marked, one not UTF-8 escaped from its bytes.
+        let mut h = listener(&[b"/m/\xff\x1b", b"/m/\xe2\x80\xa6/deep"], 2);
+        h.queued_files[1].cut = true;
+        let read: HolderWire =
+            serde_json::from_str(&serde_json::to_string(&HolderWire::new(&h)).unwrap()).unwrap();
+        assert_eq!(
+            queued_files(&read).as_deref(),
+            Some("queued events: 2 — /m/\\xff\\u{1b}, /m/…/deep (cut)")
+        );
+        // No file named (a /proc scan's suspect; an older recording): the note alone.
+        let mut h = listener(&[], 7);
+        h.queued_events = None;
+        assert_eq!(queued_files(&HolderWire::new(&h)), None);
+        assert_eq!(
+            holder_note(&HolderWire::new(&h)).as_deref(),
+            h.note.as_deref()
+        );
     }
 
     #[test]

@@ -95,6 +95,7 @@ impl<W: io::Write> Sink for JsonLines<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{sample_attribution, Holder, HolderKind, QueuedFile, Seen};
     use std::time::UNIX_EPOCH;
 
     fn attempt(target: &[u8], abs: Option<&[u8]>) -> UmountAttempt {
@@ -209,9 +210,7 @@ mod tests {
     /// container, a copy held `via`, information only), accessors, uninspectable processes,
     /// an attribution error.
     fn sample_lines() -> Vec<Vec<u8>> {
-        use crate::model::{
-            sample_attribution, Accessor, Holder, HolderKind, HolderProcess, Seen, Uninspectable,
-        };
+        use crate::model::{Accessor, HolderProcess, Uninspectable};
         let mut in_pod = crate::container::from_cgroup_path(
             b"/kubepods.slice/kubepods-pod0f0e0d0c_0b0a_0908_0706_050403020100.slice/\
               cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope",
@@ -239,7 +238,8 @@ mod tests {
         let mut copy = Holder::new(HolderKind::MountCopy, 813, Seen::MountTable);
         copy.via = Some(HolderKind::Submount);
         copy.blamed = false;
-        let mut attribution = sample_attribution("/m\u{e9}", vec![fd, transient, copy]);
+        let listener = queued_listener();
+        let mut attribution = sample_attribution("/m\u{e9}", vec![fd, transient, copy, listener]);
         attribution.accessors.push(Accessor {
             pid: 998,
             comm: b"c\xffat".to_vec(),
@@ -303,6 +303,50 @@ mod tests {
             lines.push(write(|s| s.warning(&warning)).into_bytes());
         }
         lines
+    }
+
+    /// A fanotify listener seen by the kernel scan with 7 unread events on the mount, the
+    /// files of two named (one not UTF-8 and cut).
+    fn queued_listener() -> Holder {
+        let mut h = Holder::new(HolderKind::Fanotify, 812, Seen::KernelScan);
+        h.fd = Some(5);
+        h.queued_events = Some(7);
+        h.queued_files = vec![
+            QueuedFile {
+                path: b"/m/a".to_vec(),
+                cut: false,
+            },
+            QueuedFile {
+                path: b"/m/\xff".to_vec(),
+                cut: true,
+            },
+        ];
+        h.path = Some(b"/m/a".to_vec());
+        h
+    }
+
+    /// A listener's queue is a v1 addition: `queued_events` and `queued_files` after every
+    /// field of a holder before it, each file's path as a path field is (`path_b64`), and
+    /// absent on other holders.
+    #[test]
+    fn a_listeners_queued_files_follow_the_holders_fields() {
+        let mut a = attempt(b"/m", Some(b"/m"));
+        let mut other = Holder::new(HolderKind::Transient, 812, Seen::Traced);
+        other.fd = Some(3);
+        a.attribution = Some(Ok(sample_attribution("/m", vec![queued_listener(), other])));
+        let out = write(|s| s.umount(&a));
+        assert!(
+            out.contains(concat!(
+                r#""opened_ns_before":null,"closed_ns_after":null,"queued_events":7,"#,
+                r#""queued_files":[{"path":"/m/a"},"#,
+                r#"{"path":"/m/"#,
+                "\u{fffd}",
+                r#"","path_b64":"L20v/w==","path_cut":true}]},"#,
+                r#"{"pid":null"#
+            )),
+            "{out}"
+        );
+        assert_eq!(out.matches("queued_").count(), 2, "{out}");
     }
 
     /// What the sinks write reads back into the typed model and writes out again byte for

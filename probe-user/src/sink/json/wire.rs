@@ -21,7 +21,8 @@ use crate::{
     container::Container,
     event::{UmountAttempt, Warning},
     model::{
-        Accessor, Attribution, Explanation, Holder, HolderProcess, MountSummary, Uninspectable,
+        Accessor, Attribution, Explanation, Holder, HolderProcess, MountSummary, QueuedFile,
+        Uninspectable,
     },
     stats::Stats,
 };
@@ -472,6 +473,45 @@ pub struct HolderWire {
     pub open_time_unknown: Option<Name>,
     /// How long after the failing call it was let go.
     pub closed_ns_after: Option<u64>,
+    /// For `fanotify` when its queue was seen: its unread events on the mount; absent
+    /// otherwise (a schema v1 addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_events: Option<u32>,
+    /// For `fanotify` when its queue was seen: the files of its first unread events on the
+    /// mount, in queue order (at most 4; `queued_events` minus their number are not named);
+    /// absent when none were named (a schema v1 addition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queued_files: Vec<QueuedFileWire>,
+}
+
+/// One element of a holder's `queued_files`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueuedFileWire {
+    /// The file's absolute path.
+    pub path: String,
+    /// `path`'s exact bytes when not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_b64: Option<String>,
+    /// True when the probe could not walk the whole path (deeper than 12 components, which
+    /// `path` then starts with `/…` for, or a name over 63 bytes, cut); absent otherwise.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub path_cut: bool,
+}
+
+impl QueuedFileWire {
+    fn new(f: &QueuedFile) -> Self {
+        let (path, path_b64) = TextBytes::split(&f.path);
+        Self {
+            path,
+            path_b64,
+            path_cut: f.cut,
+        }
+    }
+
+    /// The path, exact.
+    pub fn path_bytes(&self) -> Cow<'_, [u8]> {
+        TextBytes::exact(&self.path, self.path_b64.as_deref())
+    }
 }
 
 impl HolderWire {
@@ -499,6 +539,8 @@ impl HolderWire {
             opened_ns_before: h.opened_ns_before,
             open_time_unknown: h.open_time_unknown.map(|u| Cow::Borrowed(u.as_str())),
             closed_ns_after: h.closed_ns_after,
+            queued_events: h.queued_events,
+            queued_files: h.queued_files.iter().map(QueuedFileWire::new).collect(),
         }
     }
 
