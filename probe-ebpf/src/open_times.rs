@@ -111,9 +111,10 @@ fn record_open(fd: u32) -> Option<()> {
     time_open(fd, mnt_id, open_time(tid))
 }
 
-/// `file_mode` bit of a file the kernel opens on behalf of another (overlayfs's and
-/// cachefiles' backing files: `FMODE_NOACCOUNT`, the same bit in 6.1 and 6.12), inside the
-/// open of the file the process asked for, under the same reserved fd.
+/// `f_mode` bit 29: set on a file the kernel opens on behalf of another (overlayfs's real
+/// files, cachefiles), inside the open of the file the process asked for and under its
+/// reserved fd (`FMODE_NOACCOUNT` in 6.1 and again in recent kernels; for a while
+/// `FMODE_FAKE_PATH`/`FMODE_BACKING`, set on the same files).
 const FMODE_NOACCOUNT: u32 = 1 << 29;
 
 /// The `file_open` security hook (enhanced mode): times the open of `file` when it is on a
