@@ -154,6 +154,48 @@ mod tests {
         );
     }
 
+    /// The caller's own recent opens are not in `accessors` (other processes only) but in
+    /// `caller_accesses`, right after it; a line without any has no `caller_accesses` and
+    /// reads back (as older recordings' lines do).
+    #[test]
+    fn the_callers_own_opens_are_written_apart() {
+        use crate::model::{sample_attribution, Accessor};
+        let open = |pid, comm: &[u8], fd, by_caller| Accessor {
+            pid,
+            comm: comm.to_vec(),
+            fd,
+            mount_id: 812,
+            opened_ns_before: 1_200_000,
+            by_caller,
+        };
+        let mut attribution = sample_attribution("/m", Vec::new());
+        attribution.accessors = vec![
+            open(1234, b"umount", 3, true),
+            open(998, b"cat", 4, false),
+            open(1234, b"sh", 0, true),
+        ];
+        let mut a = attempt(b"/m", Some(b"/m"));
+        a.attribution = Some(Ok(attribution.clone()));
+        let out = write(|s| s.umount(&a));
+        assert!(
+            out.contains(concat!(
+                r#""accessors":[{"pid":998,"comm":"cat","fd":4,"mount_id":812,"opened_ns_before":1200000}],"#,
+                r#""caller_accesses":[{"pid":1234,"comm":"umount","fd":3,"mount_id":812,"opened_ns_before":1200000},"#,
+                r#"{"pid":1234,"comm":"sh","fd":0,"mount_id":812,"opened_ns_before":1200000}],"uninspectable":[]"#
+            )),
+            "{out}"
+        );
+        attribution.accessors.retain(|x| !x.by_caller);
+        a.attribution = Some(Ok(attribution));
+        let out = write(|s| s.umount(&a));
+        assert!(!out.contains("caller_accesses"), "{out}");
+        let Ok(wire::Line::Umount(read)) = crate::recording::parse_line(out.trim_end().as_bytes())
+        else {
+            panic!("a line without caller_accesses reads back: {out}");
+        };
+        assert!(read.caller_accesses.is_empty());
+    }
+
     #[test]
     fn non_utf8_paths_carry_exact_bytes_in_b64() {
         let out = write(|s| s.umount(&attempt(b"mnt\xff", Some(b"/t/mnt\xff"))));
@@ -246,6 +288,15 @@ mod tests {
             fd: 4,
             mount_id: 812,
             opened_ns_before: 40_000_000,
+            by_caller: false,
+        });
+        attribution.accessors.push(Accessor {
+            pid: 1234,
+            comm: b"umount".to_vec(),
+            fd: 3,
+            mount_id: 812,
+            opened_ns_before: 1_200_000,
+            by_caller: true,
         });
         attribution.uninspectable.push(Uninspectable {
             pid: 7,

@@ -218,9 +218,13 @@ pub struct UmountLine {
     /// What holds it, blamed holders first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub holders: Option<Vec<HolderWire>>,
-    /// Recent accessors: context, not holders.
+    /// Recent accessors: context, not holders; other processes than the caller.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accessors: Option<Vec<AccessorWire>>,
+    /// The caller's own recent opens on the mount, let go before the call (`umount(8)` checks
+    /// its target so): context about the caller (a schema v1 addition, absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caller_accesses: Vec<AccessorWire>,
     /// Processes that could not be inspected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uninspectable: Option<Vec<UninspectableWire>>,
@@ -272,6 +276,7 @@ impl UmountLine {
             mount: None,
             holders: None,
             accessors: None,
+            caller_accesses: Vec::new(),
             uninspectable: None,
             attribution_error: None,
             explanation: a.explanation.as_ref().map(ExplanationWire::new),
@@ -284,7 +289,10 @@ impl UmountLine {
             Some(Ok(a)) => {
                 self.mount = Some(MountWire::new(&a.mount));
                 self.holders = Some(a.holders.iter().map(HolderWire::new).collect());
-                self.accessors = Some(a.accessors.iter().map(AccessorWire::new).collect());
+                let (caller, others): (Vec<_>, Vec<_>) =
+                    a.accessors.iter().partition(|x| x.by_caller);
+                self.accessors = Some(others.into_iter().map(AccessorWire::new).collect());
+                self.caller_accesses = caller.into_iter().map(AccessorWire::new).collect();
                 self.uninspectable =
                     Some(a.uninspectable.iter().map(UninspectableWire::new).collect());
             }
