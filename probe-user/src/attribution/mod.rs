@@ -105,6 +105,9 @@ struct Look<'t> {
     target: &'t TargetMount,
     copies: Vec<MountCopy>,
     ids: HashSet<u64>,
+    /// The target was detached since it was resolved ([`detached_alone`]): its holders' paths
+    /// are named from its root.
+    detached: bool,
 }
 
 impl<'t> Look<'t> {
@@ -132,6 +135,7 @@ impl<'t> Look<'t> {
             target,
             copies,
             ids,
+            detached: detached_alone(&target.entry, reread),
         }
     }
 
@@ -155,6 +159,13 @@ impl<'t> Look<'t> {
                 }
             })
         });
+        if self.detached {
+            // Named by the kernel from the detached mount's root (`/f`): said as they were.
+            holders
+                .iter_mut()
+                .filter(|h| h.mount_id == target.entry.id && h.process.is_some())
+                .for_each(|h| h.on_detached_mount(&target.entry.mount_point));
+        }
         holders.extend(submount_holders(target));
         let mut viewers: Vec<u32> = vec![target.namespace.pid];
         viewers.extend(self.copies.iter().filter_map(|c| c.pid));
@@ -183,6 +194,17 @@ impl<'t> Look<'t> {
             },
         }
     }
+}
+
+/// Whether `target` was detached since it was resolved, alone or with what is mounted below
+/// it: `recheck`, its namespace read again, no longer has it but has its parent. With its
+/// parent gone too it left with a tree detached above it, which the kernel names its files
+/// from: their paths cannot be told under the target's mount point.
+fn detached_alone(target: &MountEntry, recheck: Option<&Namespace>) -> bool {
+    let Some(ns) = recheck else {
+        return false;
+    };
+    !copies::still_mounted(target, Some(ns)) && ns.mount(target.parent).is_some()
 }
 
 /// The targets' id sets (by index) grouped into scans of at most `max_ids` mount ids each,
@@ -233,7 +255,7 @@ pub fn alive_after_unmounts(unmounted: &[MountEntry], scanner: &mut Scanner) -> 
         let ids: HashSet<u64> = pass.iter().map(|&i| unmounted[i].id).collect();
         let scan = scanner.scan(&ids);
         for &i in &pass {
-            all[i].extend(detached_holders(unmounted[i].id, &scan));
+            all[i].extend(detached_holders(&unmounted[i], &scan));
         }
     }
     all
@@ -261,13 +283,15 @@ fn still_mounted_elsewhere(
     holders
 }
 
-/// The processes in `scan` holding the detached mount `id`.
-fn detached_holders(id: u64, scan: &ScanOutcome) -> Vec<Holder> {
+/// The processes in `scan` holding the detached mount `unmounted`, each named by the path it
+/// had under the mount's old mount point.
+fn detached_holders(unmounted: &MountEntry, scan: &ScanOutcome) -> Vec<Holder> {
     let mut holders = Vec::new();
     for (process, holds) in &scan.holders {
-        for hold in holds.iter().filter(|h| h.mount_id == id) {
+        for hold in holds.iter().filter(|h| h.mount_id == unmounted.id) {
             let mut h = process_hold(process, hold, scan.method);
             h.note = Some("holds the detached mount".into());
+            h.on_detached_mount(&unmounted.mount_point);
             holders.push(h);
         }
     }
@@ -457,6 +481,11 @@ mod tests {
         parse_line(line.as_bytes()).unwrap()
     }
 
+    /// Where [`hold`]'s file was, on a mount at `/old/m` detached since.
+    fn held_at(mount_id: u64) -> String {
+        format!("/old/m/held/on/{mount_id}")
+    }
+
     fn hold(kind: HolderKind, mount_id: u64, fd: Option<i32>) -> proc_scan::Hold {
         proc_scan::Hold {
             kind,
@@ -498,11 +527,13 @@ mod tests {
             target: &ta,
             copies: vec![copy],
             ids: ids(&[900030, 900040]),
+            detached: false,
         };
         let look_b = Look {
             target: &tb,
             copies: Vec::new(),
             ids: ids(&[900031]),
+            detached: false,
         };
         let process = |pid: u32| {
             sample_process_holder(HolderKind::Fd, 0, pid, b"p", None)
@@ -558,6 +589,95 @@ mod tests {
     }
 
     #[test]
+    fn a_target_detached_alone_is_told_from_one_left_with_its_parent() {
+        let parent = tmpfs(900060, 1, 9060, "/s");
+        let target = tmpfs(900061, 900060, 9061, "/s/m");
+        let ns = |mounts: Vec<MountEntry>| Namespace {
+            mntns: 4026530001,
+            pid: 4_000_000,
+            mounts,
+        };
+        let still = ns(vec![parent.clone(), target.clone()]);
+        assert!(!detached_alone(&target, Some(&still)));
+        let alone = ns(vec![parent.clone()]);
+        assert!(detached_alone(&target, Some(&alone)));
+        // Its parent went too (a lazy unmount of /s): paths are named from /s's root.
+        assert!(!detached_alone(&target, Some(&ns(Vec::new()))));
+        // Another mount with its id (reused) is not the target.
+        let reused = ns(vec![parent, tmpfs(900061, 900060, 9099, "/s/m")]);
+        assert!(detached_alone(&target, Some(&reused)));
+        assert!(
+            !detached_alone(&target, None),
+            "the namespace could not be read"
+        );
+    }
+
+    /// The holders of a target detached since it was resolved are named by their paths under
+    /// its old mount point, and marked; holders of its copies (still mounted) are not.
+    #[test]
+    fn holders_of_a_detached_target_are_named_under_its_old_mount_point() {
+        let entry = tmpfs(900070, 1, 9070, "/s/a");
+        let target = TargetMount {
+            entry: entry.clone(),
+            namespace: Namespace {
+                mntns: 4026530001,
+                pid: 4_000_000,
+                mounts: vec![entry],
+            },
+            is_mount_point: true,
+        };
+        let copy = MountCopy {
+            id: 900071,
+            mntns: 4026530002,
+            pid: Some(4_000_001),
+            mount_point: b"/elsewhere/a".to_vec(),
+            propagation: "parent shared:7".into(),
+            counted: true,
+            container: None,
+        };
+        let look = Look {
+            target: &target,
+            copies: vec![copy],
+            ids: ids(&[900070, 900071]),
+            detached: true,
+        };
+        let process = sample_process_holder(HolderKind::Fd, 0, 4_100_001, b"p", None)
+            .process
+            .unwrap();
+        let mut root = hold(HolderKind::Cwd, 900070, None);
+        root.path = b"/".to_vec();
+        let scan = ScanOutcome {
+            holders: vec![(
+                process,
+                vec![
+                    hold(HolderKind::Fd, 900070, Some(3)),
+                    root,
+                    hold(HolderKind::Fd, 900071, Some(4)),
+                ],
+            )],
+            method: Seen::KernelScan,
+            ..ScanOutcome::default()
+        };
+        let got: Vec<(HolderKind, String, bool)> = look
+            .attribution(&scan, &BTreeMap::new())
+            .holders
+            .iter()
+            .map(|h| {
+                let path = String::from_utf8(h.path.clone().unwrap()).unwrap();
+                (h.kind, path, h.mount_detached)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (HolderKind::Fd, "/s/a/held/on/900070".to_owned(), true),
+                (HolderKind::Cwd, "/s/a".to_owned(), true),
+                (HolderKind::MountCopy, "/held/on/900071".to_owned(), false),
+            ]
+        );
+    }
+
+    #[test]
     fn one_scan_for_several_detached_mounts_gives_each_its_own_holders() {
         let process = |pid: u32| {
             sample_process_holder(HolderKind::Fd, 0, pid, b"p", None)
@@ -581,20 +701,28 @@ mod tests {
             method: Seen::KernelScan,
             ..ScanOutcome::default()
         };
-        let summary = |id| -> Vec<(HolderKind, u32, Option<i32>)> {
-            detached_holders(id, &scan)
+        let summary = |id| -> Vec<(HolderKind, u32, Option<i32>, String, bool)> {
+            detached_holders(&tmpfs(id, 1, 60, "/old/m"), &scan)
                 .iter()
-                .map(|h| (h.kind, h.process.as_ref().unwrap().pid, h.fd))
+                .map(|h| {
+                    let path = String::from_utf8(h.path.clone().unwrap()).unwrap();
+                    let pid = h.process.as_ref().unwrap().pid;
+                    (h.kind, pid, h.fd, path, h.mount_detached)
+                })
                 .collect()
         };
+        // The kernel named each file from the detached mount's root: said under /old/m.
         assert_eq!(
             summary(900050),
             [
-                (HolderKind::Fd, 4_100_001, Some(3)),
-                (HolderKind::Fd, 4_100_002, Some(4))
+                (HolderKind::Fd, 4_100_001, Some(3), held_at(900050), true),
+                (HolderKind::Fd, 4_100_002, Some(4), held_at(900050), true)
             ]
         );
-        assert_eq!(summary(900051), [(HolderKind::Cwd, 4_100_002, None)]);
+        assert_eq!(
+            summary(900051),
+            [(HolderKind::Cwd, 4_100_002, None, held_at(900051), true)]
+        );
         assert!(summary(900052).is_empty());
     }
 

@@ -48,9 +48,14 @@ pub fn holder_process(h: &HolderWire) -> Option<String> {
     Some(process(&h.comm_bytes()?, h.pid?))
 }
 
-/// The held path.
+/// The held path; on a mount detached since, `/mnt/x/f (mount detached since)`: the path
+/// it had.
 pub fn holder_path(h: &HolderWire) -> Option<String> {
-    h.path_bytes().map(|p| escape_for_terminal(&p))
+    let path = escape_for_terminal(&h.path_bytes()?);
+    Some(match h.mount_detached {
+        true => format!("{path} (mount detached since)"),
+        false => path,
+    })
 }
 
 /// When the holder opened the file and when it let go, as far as they were traced.
@@ -253,6 +258,25 @@ mod tests {
             opened_ns_before: ns,
             by_caller,
         })
+    }
+
+    /// A holder of a mount detached since is named by the path it had, and said so.
+    #[test]
+    fn a_holder_of_a_detached_mount_says_so() {
+        let mut h = Holder::new(HolderKind::Fd, 812, Seen::KernelScan);
+        h.process = Some(HolderProcess {
+            pid: 999,
+            comm: b"app".to_vec(),
+            mntns: Some(4026532001),
+            container: None,
+        });
+        h.fd = Some(3);
+        h.path = Some(b"/f".to_vec());
+        h.on_detached_mount(b"/mnt/x");
+        assert_eq!(
+            holder_line(&HolderWire::new(&h)),
+            "fd         app[999] fd 3  /mnt/x/f (mount detached since)  mntns=4026532001"
+        );
     }
 
     #[test]

@@ -278,10 +278,13 @@ mod tests {
         let mut transient = Holder::new(HolderKind::Transient, 812, Seen::Traced);
         transient.closed_ns_after = Some(400_000);
         transient.note = Some("closed it after the failing call".into());
+        let mut detached = Holder::new(HolderKind::Cwd, 812, Seen::KernelScan);
+        detached.path = Some(b"/d".to_vec());
+        detached.on_detached_mount("/m\u{e9}".as_bytes());
         let mut copy = Holder::new(HolderKind::MountCopy, 813, Seen::MountTable);
         copy.via = Some(HolderKind::Submount);
         copy.blamed = false;
-        let mut attribution = sample_attribution("/m\u{e9}", vec![fd, transient, copy]);
+        let mut attribution = sample_attribution("/m\u{e9}", vec![fd, transient, detached, copy]);
         attribution.accessors.push(Accessor {
             pid: 998,
             comm: b"c\xffat".to_vec(),
@@ -426,6 +429,19 @@ mod tests {
             &*held.accessors.as_ref().unwrap()[0].comm_bytes(),
             b"c\xffat"
         );
+        let detached = &held.holders()[2];
+        assert_eq!(
+            detached.path_bytes().as_deref(),
+            Some("/m\u{e9}/d".as_bytes())
+        );
+        assert!(detached.mount_detached);
+        assert!(!held.holders()[0].mount_detached);
+        let written = String::from_utf8_lossy(&lines[2]);
+        assert!(
+            written.contains(r#""closed_ns_after":null,"mount_detached":true},"#),
+            "the addition is last, absent when false: {written}"
+        );
+        assert_eq!(written.matches("mount_detached").count(), 1, "{written}");
         assert_eq!(
             &*held.mount.as_ref().unwrap().mount_point_bytes(),
             "/m\u{e9}".as_bytes()

@@ -463,6 +463,10 @@ pub struct HolderWire {
     pub open_time_unknown: Option<Name>,
     /// How long after the failing call it was let go.
     pub closed_ns_after: Option<u64>,
+    /// The mount held had been detached (lazily unmounted) by the scan: `path` is the old
+    /// mount point joined with the path within it (a schema v1 addition, absent otherwise).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub mount_detached: bool,
 }
 
 impl HolderWire {
@@ -490,6 +494,7 @@ impl HolderWire {
             opened_ns_before: h.opened_ns_before,
             open_time_unknown: h.open_time_unknown.map(|u| Cow::Borrowed(u.as_str())),
             closed_ns_after: h.closed_ns_after,
+            mount_detached: h.mount_detached,
         }
     }
 
