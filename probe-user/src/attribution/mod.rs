@@ -481,6 +481,28 @@ mod tests {
         parse_line(line.as_bytes()).unwrap()
     }
 
+    /// Namespace 4026530001 (its process 4_000_000) with `mounts`.
+    fn namespace_of(mounts: Vec<MountEntry>) -> Namespace {
+        Namespace {
+            mntns: 4026530001,
+            pid: 4_000_000,
+            mounts,
+        }
+    }
+
+    /// A copy `id` at `/elsewhere/a` in namespace 4026530002 that receives the unmount.
+    fn counted_copy(id: u64) -> MountCopy {
+        MountCopy {
+            id,
+            mntns: 4026530002,
+            pid: Some(4_000_001),
+            mount_point: b"/elsewhere/a".to_vec(),
+            propagation: "parent shared:7".into(),
+            counted: true,
+            container: None,
+        }
+    }
+
     /// Where [`hold`]'s file was, on a mount at `/old/m` detached since.
     fn held_at(mount_id: u64) -> String {
         format!("/old/m/held/on/{mount_id}")
@@ -503,29 +525,16 @@ mod tests {
             tmpfs(900030, 1, 9030, "/s/a"),
             tmpfs(900031, 1, 9031, "/s/b"),
         );
-        let namespace = Namespace {
-            mntns: 4026530001,
-            pid: 4_000_000,
-            mounts: vec![a.clone(), b.clone()],
-        };
+        let namespace = namespace_of(vec![a.clone(), b.clone()]);
         let target = |entry: &MountEntry| TargetMount {
             entry: entry.clone(),
             namespace: namespace.clone(),
             is_mount_point: true,
         };
         let (ta, tb) = (target(&a), target(&b));
-        let copy = MountCopy {
-            id: 900040,
-            mntns: 4026530002,
-            pid: Some(4_000_001),
-            mount_point: b"/elsewhere/a".to_vec(),
-            propagation: "parent shared:7".into(),
-            counted: true,
-            container: None,
-        };
         let look_a = Look {
             target: &ta,
-            copies: vec![copy],
+            copies: vec![counted_copy(900040)],
             ids: ids(&[900030, 900040]),
             detached: false,
         };
@@ -592,19 +601,14 @@ mod tests {
     fn a_target_detached_alone_is_told_from_one_left_with_its_parent() {
         let parent = tmpfs(900060, 1, 9060, "/s");
         let target = tmpfs(900061, 900060, 9061, "/s/m");
-        let ns = |mounts: Vec<MountEntry>| Namespace {
-            mntns: 4026530001,
-            pid: 4_000_000,
-            mounts,
-        };
-        let still = ns(vec![parent.clone(), target.clone()]);
+        let still = namespace_of(vec![parent.clone(), target.clone()]);
         assert!(!detached_alone(&target, Some(&still)));
-        let alone = ns(vec![parent.clone()]);
+        let alone = namespace_of(vec![parent.clone()]);
         assert!(detached_alone(&target, Some(&alone)));
         // Its parent went too (a lazy unmount of /s): paths are named from /s's root.
-        assert!(!detached_alone(&target, Some(&ns(Vec::new()))));
+        assert!(!detached_alone(&target, Some(&namespace_of(Vec::new()))));
         // Another mount with its id (reused) is not the target.
-        let reused = ns(vec![parent, tmpfs(900061, 900060, 9099, "/s/m")]);
+        let reused = namespace_of(vec![parent, tmpfs(900061, 900060, 9099, "/s/m")]);
         assert!(detached_alone(&target, Some(&reused)));
         assert!(
             !detached_alone(&target, None),
@@ -619,25 +623,12 @@ mod tests {
         let entry = tmpfs(900070, 1, 9070, "/s/a");
         let target = TargetMount {
             entry: entry.clone(),
-            namespace: Namespace {
-                mntns: 4026530001,
-                pid: 4_000_000,
-                mounts: vec![entry],
-            },
+            namespace: namespace_of(vec![entry]),
             is_mount_point: true,
-        };
-        let copy = MountCopy {
-            id: 900071,
-            mntns: 4026530002,
-            pid: Some(4_000_001),
-            mount_point: b"/elsewhere/a".to_vec(),
-            propagation: "parent shared:7".into(),
-            counted: true,
-            container: None,
         };
         let look = Look {
             target: &target,
-            copies: vec![copy],
+            copies: vec![counted_copy(900071)],
             ids: ids(&[900070, 900071]),
             detached: true,
         };
