@@ -139,6 +139,34 @@ impl<'t> Look<'t> {
         }
     }
 
+    /// The target's process holders named as they were if the target was detached: the
+    /// kernel names a file on a detached mount from the mount's root (`/f`), and on an
+    /// attached one under its mount point. Detached before its namespace was read again for
+    /// the scan ([`Self::detached`]), every one is; detached while the scan ran (found by
+    /// `recheck`, which reads its namespace again, asked only when a holder's path is not
+    /// under the mount point), those read after the detach, whose paths are not.
+    fn name_detached_holders(&self, holders: &mut [Holder], recheck: impl FnOnce() -> bool) {
+        let entry = &self.target.entry;
+        let named_from_root = |h: &Holder| {
+            h.path
+                .as_deref()
+                .is_some_and(|p| !crate::paths::is_under(p, &entry.mount_point))
+        };
+        let mut on_target: Vec<&mut Holder> = holders
+            .iter_mut()
+            .filter(|h| h.mount_id == entry.id && h.process.is_some())
+            .collect();
+        if !self.detached {
+            on_target.retain(|h| named_from_root(h));
+            if on_target.is_empty() || !recheck() {
+                return;
+            }
+        }
+        for h in on_target {
+            h.on_detached_mount(&entry.mount_point);
+        }
+    }
+
     /// The target's holders in `scan` (which may have looked for other mounts too).
     fn attribution(
         &self,
@@ -159,13 +187,9 @@ impl<'t> Look<'t> {
                 }
             })
         });
-        if self.detached {
-            // Named by the kernel from the detached mount's root (`/f`): said as they were.
-            holders
-                .iter_mut()
-                .filter(|h| h.mount_id == target.entry.id && h.process.is_some())
-                .for_each(|h| h.on_detached_mount(&target.entry.mount_point));
-        }
+        self.name_detached_holders(&mut holders, || {
+            detached_alone(&target.entry, reread(&target.namespace).as_ref())
+        });
         holders.extend(submount_holders(target));
         let mut viewers: Vec<u32> = vec![target.namespace.pid];
         viewers.extend(self.copies.iter().filter_map(|c| c.pid));
@@ -666,6 +690,58 @@ mod tests {
                 (HolderKind::MountCopy, "/held/on/900071".to_owned(), false),
             ]
         );
+    }
+
+    /// A target detached while the scan ran: a holder read after the detach (named from the
+    /// mount's root) is named as it was once its namespace, read again, says so; one read
+    /// before keeps its path. Nothing is read again while every path is under the mount point.
+    #[test]
+    fn holders_of_a_target_detached_during_the_scan_are_named_as_they_were() {
+        let entry = tmpfs(900080, 1, 9080, "/s/a");
+        let target = TargetMount {
+            entry: entry.clone(),
+            namespace: namespace_of(vec![entry]),
+            is_mount_point: true,
+        };
+        let look = Look {
+            target: &target,
+            copies: Vec::new(),
+            ids: ids(&[900080]),
+            detached: false,
+        };
+        let holder = |path: &str| {
+            let mut h = sample_process_holder(HolderKind::Fd, 900080, 4_100_001, b"p", None);
+            h.path = Some(path.as_bytes().to_vec());
+            h
+        };
+        let named = |holders: &[Holder]| -> Vec<(String, bool)> {
+            holders
+                .iter()
+                .map(|h| {
+                    let path = String::from_utf8(h.path.clone().unwrap()).unwrap();
+                    (path, h.mount_detached)
+                })
+                .collect()
+        };
+        let mut holders = vec![holder("/s/a/before"), holder("/after")];
+        look.name_detached_holders(&mut holders, || true);
+        assert_eq!(
+            named(&holders),
+            [
+                ("/s/a/before".to_owned(), false),
+                ("/s/a/after".to_owned(), true)
+            ]
+        );
+        let mut holders = vec![holder("/elsewhere")];
+        look.name_detached_holders(&mut holders, || false);
+        assert_eq!(
+            named(&holders),
+            [("/elsewhere".to_owned(), false)],
+            "still mounted"
+        );
+        let mut holders = vec![holder("/s/a/f")];
+        look.name_detached_holders(&mut holders, || panic!("nothing to check"));
+        assert_eq!(named(&holders), [("/s/a/f".to_owned(), false)]);
     }
 
     #[test]
