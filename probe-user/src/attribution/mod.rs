@@ -527,6 +527,27 @@ mod tests {
         }
     }
 
+    /// A tmpfs `id` at `/s/a`, alone in [`namespace_of`].
+    fn target_at_s_a(id: u64) -> TargetMount {
+        let entry = tmpfs(id, 1, id - 890000, "/s/a");
+        TargetMount {
+            entry: entry.clone(),
+            namespace: namespace_of(vec![entry]),
+            is_mount_point: true,
+        }
+    }
+
+    /// Each holder's kind, path and whether its mount was detached.
+    fn named(holders: &[Holder]) -> Vec<(HolderKind, String, bool)> {
+        holders
+            .iter()
+            .map(|h| {
+                let path = String::from_utf8(h.path.clone().unwrap()).unwrap();
+                (h.kind, path, h.mount_detached)
+            })
+            .collect()
+    }
+
     /// Where [`hold`]'s file was, on a mount at `/old/m` detached since.
     fn held_at(mount_id: u64) -> String {
         format!("/old/m/held/on/{mount_id}")
@@ -644,12 +665,7 @@ mod tests {
     /// its old mount point, and marked; holders of its copies (still mounted) are not.
     #[test]
     fn holders_of_a_detached_target_are_named_under_its_old_mount_point() {
-        let entry = tmpfs(900070, 1, 9070, "/s/a");
-        let target = TargetMount {
-            entry: entry.clone(),
-            namespace: namespace_of(vec![entry]),
-            is_mount_point: true,
-        };
+        let target = target_at_s_a(900070);
         let look = Look {
             target: &target,
             copies: vec![counted_copy(900071)],
@@ -673,17 +689,8 @@ mod tests {
             method: Seen::KernelScan,
             ..ScanOutcome::default()
         };
-        let got: Vec<(HolderKind, String, bool)> = look
-            .attribution(&scan, &BTreeMap::new())
-            .holders
-            .iter()
-            .map(|h| {
-                let path = String::from_utf8(h.path.clone().unwrap()).unwrap();
-                (h.kind, path, h.mount_detached)
-            })
-            .collect();
         assert_eq!(
-            got,
+            named(&look.attribution(&scan, &BTreeMap::new()).holders),
             [
                 (HolderKind::Fd, "/s/a/held/on/900070".to_owned(), true),
                 (HolderKind::Cwd, "/s/a".to_owned(), true),
@@ -697,12 +704,7 @@ mod tests {
     /// before keeps its path. Nothing is read again while every path is under the mount point.
     #[test]
     fn holders_of_a_target_detached_during_the_scan_are_named_as_they_were() {
-        let entry = tmpfs(900080, 1, 9080, "/s/a");
-        let target = TargetMount {
-            entry: entry.clone(),
-            namespace: namespace_of(vec![entry]),
-            is_mount_point: true,
-        };
+        let target = target_at_s_a(900080);
         let look = Look {
             target: &target,
             copies: Vec::new(),
@@ -714,34 +716,26 @@ mod tests {
             h.path = Some(path.as_bytes().to_vec());
             h
         };
-        let named = |holders: &[Holder]| -> Vec<(String, bool)> {
-            holders
-                .iter()
-                .map(|h| {
-                    let path = String::from_utf8(h.path.clone().unwrap()).unwrap();
-                    (path, h.mount_detached)
-                })
-                .collect()
-        };
+        let fd = HolderKind::Fd;
         let mut holders = vec![holder("/s/a/before"), holder("/after")];
         look.name_detached_holders(&mut holders, || true);
         assert_eq!(
             named(&holders),
             [
-                ("/s/a/before".to_owned(), false),
-                ("/s/a/after".to_owned(), true)
+                (fd, "/s/a/before".to_owned(), false),
+                (fd, "/s/a/after".to_owned(), true)
             ]
         );
         let mut holders = vec![holder("/elsewhere")];
         look.name_detached_holders(&mut holders, || false);
         assert_eq!(
             named(&holders),
-            [("/elsewhere".to_owned(), false)],
+            [(fd, "/elsewhere".to_owned(), false)],
             "still mounted"
         );
         let mut holders = vec![holder("/s/a/f")];
         look.name_detached_holders(&mut holders, || panic!("nothing to check"));
-        assert_eq!(named(&holders), [("/s/a/f".to_owned(), false)]);
+        assert_eq!(named(&holders), [(fd, "/s/a/f".to_owned(), false)]);
     }
 
     #[test]
