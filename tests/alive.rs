@@ -5,7 +5,7 @@
 use libtest_mimic::Trial;
 use std::path::Path;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::support::{
     contract::assert_umount_line,
@@ -20,6 +20,7 @@ pub fn trials() -> Vec<Trial> {
     trials![
         private_copy_keeps_the_filesystem_alive_after_unmount,
         lazy_unmount_with_an_open_file_warns,
+        a_holder_of_a_mount_detached_before_the_scan_is_named_by_its_old_path,
     ]
 }
 
@@ -30,24 +31,25 @@ fn only_under(dir: &Path) -> Watcher {
 }
 
 /// Runs a fixture that sets up with `setup`, then holds `mnt/held` and fails to unmount `mnt`
-/// (EBUSY), then, once told, lets go of it if `let_go` and unmounts `mnt` with `flags`;
-/// returns the fixture, the second call and its line. busyprobe knows what a successful unmount removed from the mount
-/// tables it keeps, and it finds a new namespace's table within a second, or at once when an
-/// EBUSY comes from it: the test lets the fixture go on once that EBUSY's line is written
-/// (it is written after the table was read), as a runtime retries after a failure.
+/// (EBUSY), then, once told, lets go of it if `let_go` and unmounts `mnt` with each of
+/// `flags` in turn; returns the fixture and those calls with their lines. busyprobe knows
+/// what a successful unmount removed from the mount tables it keeps, and it finds a new
+/// namespace's table within a second, or at once when an EBUSY comes from it: the test lets
+/// the fixture go on once that EBUSY's line is written (it is written after the table was
+/// read), as a runtime retries after a failure.
 fn unmount_after_an_ebusy(
     watcher: &Watcher,
     setup: Plan,
     mnt: &Path,
     let_go: bool,
-    flags: i32,
-) -> (Fixture, Call, Value) {
+    flags: &[i32],
+) -> (Fixture, Vec<(Call, Value)>) {
     let go = mnt.with_file_name("go");
     let mut plan = setup.hold(mnt.join("held")).umount2(mnt, 0).wait_for(&go);
     if let_go {
         plan = plan.release();
     }
-    let plan = plan.umount2(mnt, flags);
+    let plan = flags.iter().fold(plan, |plan, &f| plan.umount2(mnt, f));
     let fixture = std::thread::spawn(move || Fixture::run(&plan));
     let target = mnt.to_str().unwrap();
     watcher.read_until("the EBUSY before the unmount", |v| {
@@ -56,12 +58,16 @@ fn unmount_after_an_ebusy(
     std::fs::write(&go, b"").unwrap();
     let fixture = fixture.join().expect("the fixture ran");
     let calls = &fixture.report.calls;
-    assert_eq!(calls.len(), 2, "plan makes two umount2 calls");
+    assert_eq!(calls.len(), 1 + flags.len(), "the plan's umount2 calls");
     assert_eq!(calls[0].errno, libc::EBUSY, "the held file makes it busy");
-    let line = watcher.umount_lines_of(fixture.pid(), 1).remove(0);
-    assert_umount_line(&line, &fixture, &calls[1]);
-    let call = calls[1].clone();
-    (fixture, call, line)
+    // An EBUSY's line is written once its scan is done, maybe after later calls': by `id`.
+    let mut lines = watcher.umount_lines_of(fixture.pid(), flags.len());
+    lines.sort_by_key(|l| l["id"].as_u64());
+    let after: Vec<(Call, Value)> = calls[1..].iter().cloned().zip(lines).collect();
+    for (call, line) in &after {
+        assert_umount_line(line, &fixture, call);
+    }
+    (fixture, after)
 }
 
 /// The warning line that follows the successful unmount line `line`.
@@ -94,7 +100,8 @@ fn private_copy_keeps_the_filesystem_alive_after_unmount() {
         .wrapped(&["unshare", "-m", "--propagation", "private"])
         .chdir(&inside);
     let setup = Plan::new().tmpfs(&mnt).mkdir(&inside).spawn(helper);
-    let (fixture, call, line) = unmount_after_an_ebusy(&watcher, setup, &mnt, true, 0);
+    let (fixture, mut after) = unmount_after_an_ebusy(&watcher, setup, &mnt, true, &[0]);
+    let (call, line) = after.remove(0);
     assert_eq!(call.errno, 0, "a private copy cannot make the unmount fail");
     let warning = warning_after(&watcher, &line);
     assert_eq!(
@@ -123,8 +130,9 @@ fn lazy_unmount_with_an_open_file_warns() {
     let watcher = only_under(&tmp);
     let setup = Plan::new().tmpfs(&mnt);
     // The file that made the plain unmount fail still holds the lazily detached mount.
-    let (fixture, call, line) =
-        unmount_after_an_ebusy(&watcher, setup, &mnt, false, libc::MNT_DETACH);
+    let (fixture, mut after) =
+        unmount_after_an_ebusy(&watcher, setup, &mnt, false, &[libc::MNT_DETACH]);
+    let (call, line) = after.remove(0);
     assert_eq!(call.errno, 0, "a lazy unmount succeeds");
     let warning = warning_after(&watcher, &line);
     let fd = holders(&warning)
@@ -133,9 +141,58 @@ fn lazy_unmount_with_an_open_file_warns() {
         .unwrap_or_else(|| panic!("no fd holder: {warning}"));
     assert_eq!(fd["pid"], fixture.pid(), "{warning}");
     assert_eq!(fd["mount_id"], warning["mount"]["id"], "{warning}");
-    let path = fd["path"].as_str().unwrap_or_default();
-    assert!(
-        Path::new(path).ends_with("held"),
-        "the detached file: {warning}"
+    // The kernel names it `/held` (from the detached mount's root): named as it was.
+    assert_eq!(
+        (&fd["path"], &fd["mount_detached"]),
+        (&json!(mnt.join("held").to_str().unwrap()), &json!(true)),
+        "the detached file, by the path it had: {warning}"
     );
+}
+
+/// A file held on a mount makes its unmount fail, and the mount is lazily unmounted right
+/// after (`umount -l` retried by a runtime), before busyprobe scans for holders: the kernel
+/// then names the held file from the detached mount's root (`/held`). The holder is named by
+/// the path it had under the old mount point, marked `mount_detached`.
+/// A scan that ran before the detach (it runs on its own thread, the detach follows the
+/// failure by one call) sees the mount still there: then the trial runs again, at most 5
+/// times.
+fn a_holder_of_a_mount_detached_before_the_scan_is_named_by_its_old_path() {
+    for trial in 1..=5 {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().canonicalize().unwrap();
+        let mnt = tmp.join("mnt");
+        let watcher = only_under(&tmp);
+        let setup = Plan::new().tmpfs(&mnt);
+        let (fixture, after) =
+            unmount_after_an_ebusy(&watcher, setup, &mnt, false, &[0, libc::MNT_DETACH]);
+        let errnos: Vec<i32> = after.iter().map(|(call, _)| call.errno).collect();
+        assert_eq!(errnos, [libc::EBUSY, 0], "busy again, then detached");
+        let line = &after[0].1;
+        let holders = line["holders"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no holders: {line}"));
+        let [fd] = holders.as_slice() else {
+            panic!("one holder: {line}");
+        };
+        let held = mnt.join("held");
+        assert_eq!(
+            (&fd["kind"], &fd["pid"], &fd["path"]),
+            (
+                &json!("fd"),
+                &json!(fixture.pid()),
+                &json!(held.to_str().unwrap())
+            ),
+            "{line}"
+        );
+        assert_eq!(fd["mount_id"], line["mount"]["id"], "{line}");
+        if fd["mount_detached"] != true && trial < 5 {
+            eprintln!("trial {trial}: the scan ran before the detach; again");
+            continue;
+        }
+        assert_eq!(
+            fd["mount_detached"], true,
+            "detached before the scan: {line}"
+        );
+        return;
+    }
 }

@@ -42,6 +42,7 @@ pub fn trials() -> Vec<Trial> {
         a_release_too_deep_to_walk_is_cut_marked_and_counted,
         every_way_of_letting_go_is_a_transient_holder,
         a_recent_accessor_is_context_not_a_holder,
+        the_callers_own_opens_are_the_callers_not_context,
         a_holder_gone_with_its_namespaces_copy_is_named,
     ]
 }
@@ -372,6 +373,93 @@ fn a_recent_accessor_is_context_not_a_holder() {
             .any(|a| a["pid"] == holders[0]["pid"] && a["fd"] == holders[0]["fd"]),
         "the holder is not also an accessor: {line}"
     );
+}
+
+/// A shell runs `cat` on a file of the mount, reads another file into a builtin itself, and
+/// execs the real `umount(8)` on the mount, which a file the fixture holds keeps busy:
+/// `umount(8)` opens its target (`O_PATH`) before it calls `umount2`, and the shell's own
+/// read was made under the same pid. Both are the caller's own opens, under
+/// `caller_accesses` (newest first, each under the comm it had), none of them under
+/// `accessors`, which still lists `cat`; the holder is the fixture's file.
+fn the_callers_own_opens_are_the_callers_not_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().canonicalize().unwrap();
+    let mnt = tmp.join("mnt");
+    let (touched, read, held) = (mnt.join("touched"), mnt.join("read"), mnt.join("held"));
+    let watcher = Watcher::start(&[OsStr::new("--only-failed")]);
+    let script = r#"echo $$; cat "$1" >/dev/null & echo $!; wait; read x < "$2"; exec umount "$3""#;
+    let plan = Plan::new()
+        .tmpfs(&mnt)
+        .write(&touched, 10)
+        .write(&read, 10)
+        .hold(&held)
+        .run(&[
+            OsStr::new("sh"),
+            OsStr::new("-c"),
+            OsStr::new(script),
+            OsStr::new("sh"),
+            touched.as_os_str(),
+            read.as_os_str(),
+            mnt.as_os_str(),
+        ]);
+    let fixture = Fixture::run(&plan);
+    let run = &fixture.report.runs[0];
+    assert_eq!(run.status, 32, "umount(8) fails (target is busy): {run:?}");
+    let pids: Vec<u32> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let [shell, cat] = pids[..] else {
+        panic!("the shell's and cat's pids: {run:?}");
+    };
+    let line = watcher.umount_lines_of(shell, 1).remove(0);
+    assert_eq!(line["comm"], "umount", "{line}");
+    assert_eq!(line["errno"], "EBUSY", "{line}");
+    let holders = line["holders"].as_array().unwrap();
+    assert_eq!(holders.len(), 1, "{line}");
+    assert_eq!(
+        (&holders[0]["kind"], &holders[0]["pid"], &holders[0]["path"]),
+        (
+            &json!("fd"),
+            &json!(fixture.pid()),
+            &json!(held.to_str().unwrap())
+        ),
+        "{line}"
+    );
+    let opens = |field: &str| -> Vec<(u64, String, u64, u64)> {
+        let list = line[field].as_array();
+        let list = list.unwrap_or_else(|| panic!("no {field}: {line}"));
+        list.iter()
+            .map(|a| {
+                let before = a["opened_ns_before"].as_u64().unwrap();
+                assert!(before < 2_000_000_000, "{field}: {line}");
+                let comm = a["comm"].as_str().unwrap().to_owned();
+                let id = a["mount_id"].as_u64().unwrap();
+                (
+                    a["pid"].as_u64().unwrap(),
+                    comm,
+                    a["fd"].as_u64().unwrap(),
+                    id,
+                )
+            })
+            .collect()
+    };
+    let mount_id = line["mount"]["id"].as_u64().unwrap();
+    let (shell, cat) = (u64::from(shell), u64::from(cat));
+    assert_eq!(
+        opens("caller_accesses"),
+        [
+            (shell, "umount".to_owned(), 3, mount_id),
+            (shell, "sh".to_owned(), 3, mount_id)
+        ],
+        "umount(8)'s look at its target, then the shell's read: {line}"
+    );
+    // The fixture wrote the files it made just before: it is an accessor too.
+    let others: Vec<_> = opens("accessors")
+        .into_iter()
+        .filter(|a| a.0 != u64::from(fixture.pid()))
+        .collect();
+    assert_eq!(others, [(cat, "cat".to_owned(), 3, mount_id)], "{line}");
 }
 
 /// A file 14 directories deep (the probe walks 12 names) is held at the failing call and let

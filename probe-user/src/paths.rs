@@ -30,10 +30,14 @@ pub fn join(base: &[u8], rel: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The absolute path of a file at `within` (`/dir/file`, as the probes give a path within its
-/// mount) on the mount at `mount_point`.
-pub fn on_mount(mount_point: &[u8], within: &[u8]) -> Vec<u8> {
-    join(mount_point, within.strip_prefix(b"/").unwrap_or(within))
+/// The path `within` a mount (from its root, `/` the root itself) as seen under its mount
+/// point: `/mnt/x` and `/f` give `/mnt/x/f`, `/mnt/x` and `/` give `/mnt/x`.
+pub fn under_mount_point(mount_point: &[u8], within: &[u8]) -> Vec<u8> {
+    let rel = &within[within.iter().take_while(|&&b| b == b'/').count()..];
+    if rel.is_empty() {
+        return mount_point.to_vec();
+    }
+    join(mount_point, rel)
 }
 
 /// Bytes made printable for a terminal: valid UTF-8 stays as it is except control characters
@@ -87,6 +91,18 @@ mod tests {
         assert_eq!(join(b"/tmp/x", b"mnt"), b"/tmp/x/mnt");
         assert_eq!(join(b"/", b"mnt"), b"/mnt");
         assert_eq!(join(b"/tmp/", b"../m"), b"/tmp/../m");
+    }
+
+    #[test]
+    fn paths_within_a_mount_go_under_its_mount_point() {
+        assert_eq!(under_mount_point(b"/mnt/x", b"/f"), b"/mnt/x/f");
+        assert_eq!(under_mount_point(b"/mnt/x/", b"/d/f"), b"/mnt/x/d/f");
+        assert_eq!(under_mount_point(b"/mnt/x", b"/"), b"/mnt/x");
+        assert_eq!(under_mount_point(b"/", b"/f"), b"/f");
+        assert_eq!(
+            under_mount_point(b"/mnt/x", b"/f (deleted)"),
+            b"/mnt/x/f (deleted)"
+        );
     }
 
     #[test]

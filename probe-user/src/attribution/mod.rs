@@ -107,6 +107,9 @@ struct Look<'t> {
     target: &'t TargetMount,
     copies: Vec<MountCopy>,
     ids: HashSet<u64>,
+    /// The target was detached since it was resolved ([`detached_alone`]): its holders' paths
+    /// are named from its root.
+    detached: bool,
 }
 
 impl<'t> Look<'t> {
@@ -134,6 +137,35 @@ impl<'t> Look<'t> {
             target,
             copies,
             ids,
+            detached: detached_alone(&target.entry, reread),
+        }
+    }
+
+    /// The target's process holders named as they were if the target was detached: the
+    /// kernel names a file on a detached mount from the mount's root (`/f`), and on an
+    /// attached one under its mount point. Detached before its namespace was read again for
+    /// the scan ([`Self::detached`]), every one is; detached while the scan ran (found by
+    /// `recheck`, which reads its namespace again, asked only when a holder's path is not
+    /// under the mount point), those read after the detach, whose paths are not.
+    fn name_detached_holders(&self, holders: &mut [Holder], recheck: impl FnOnce() -> bool) {
+        let entry = &self.target.entry;
+        let named_from_root = |h: &Holder| {
+            h.path
+                .as_deref()
+                .is_some_and(|p| !crate::paths::is_under(p, &entry.mount_point))
+        };
+        let mut on_target: Vec<&mut Holder> = holders
+            .iter_mut()
+            .filter(|h| h.mount_id == entry.id && h.process.is_some())
+            .collect();
+        if !self.detached {
+            on_target.retain(|h| named_from_root(h));
+            if on_target.is_empty() || !recheck() {
+                return;
+            }
+        }
+        for h in on_target {
+            h.on_detached_mount(&entry.mount_point);
         }
     }
 
@@ -156,6 +188,9 @@ impl<'t> Look<'t> {
                         .cloned(),
                 }
             })
+        });
+        self.name_detached_holders(&mut holders, || {
+            detached_alone(&target.entry, reread(&target.namespace).as_ref())
         });
         holders.extend(submount_holders(target));
         let mut viewers: Vec<u32> = vec![target.namespace.pid];
@@ -185,6 +220,17 @@ impl<'t> Look<'t> {
             },
         }
     }
+}
+
+/// Whether `target` was detached since it was resolved, alone or with what is mounted below
+/// it: `recheck`, its namespace read again, no longer has it but has its parent. With its
+/// parent gone too it left with a tree detached above it, which the kernel names its files
+/// from: their paths cannot be told under the target's mount point.
+fn detached_alone(target: &MountEntry, recheck: Option<&Namespace>) -> bool {
+    let Some(ns) = recheck else {
+        return false;
+    };
+    !copies::still_mounted(target, Some(ns)) && ns.mount(target.parent).is_some()
 }
 
 /// The targets' id sets (by index) grouped into scans of at most `max_ids` mount ids each,
@@ -235,7 +281,7 @@ pub fn alive_after_unmounts(unmounted: &[MountEntry], scanner: &mut Scanner) -> 
         let ids: HashSet<u64> = pass.iter().map(|&i| unmounted[i].id).collect();
         let scan = scanner.scan(&ids);
         for &i in &pass {
-            all[i].extend(detached_holders(unmounted[i].id, &scan));
+            all[i].extend(detached_holders(&unmounted[i], &scan));
         }
     }
     all
@@ -263,13 +309,15 @@ fn still_mounted_elsewhere(
     holders
 }
 
-/// The processes in `scan` holding the detached mount `id`.
-fn detached_holders(id: u64, scan: &ScanOutcome) -> Vec<Holder> {
+/// The processes in `scan` holding the detached mount `unmounted`, each named by the path it
+/// had under the mount's old mount point.
+fn detached_holders(unmounted: &MountEntry, scan: &ScanOutcome) -> Vec<Holder> {
     let mut holders = Vec::new();
     for (process, holds) in &scan.holders {
-        for hold in holds.iter().filter(|h| h.mount_id == id) {
+        for hold in holds.iter().filter(|h| h.mount_id == unmounted.id) {
             let mut h = process_hold(process, hold, scan.method);
             h.note = Some("holds the detached mount".into());
+            h.on_detached_mount(&unmounted.mount_point);
             holders.push(h);
         }
     }
@@ -424,7 +472,7 @@ fn queued_files(
                 &copies.iter().find(|c| c.id == f.mount_id)?.mount_point
             };
             Some(QueuedFile {
-                path: crate::paths::on_mount(mount_point, &f.within),
+                path: crate::paths::under_mount_point(mount_point, &f.within),
                 cut: f.cut,
             })
         })
@@ -486,6 +534,54 @@ mod tests {
         parse_line(line.as_bytes()).unwrap()
     }
 
+    /// Namespace 4026530001 (its process 4_000_000) with `mounts`.
+    fn namespace_of(mounts: Vec<MountEntry>) -> Namespace {
+        Namespace {
+            mntns: 4026530001,
+            pid: 4_000_000,
+            mounts,
+        }
+    }
+
+    /// A copy `id` at `/elsewhere/a` in namespace 4026530002 that receives the unmount.
+    fn counted_copy(id: u64) -> MountCopy {
+        MountCopy {
+            id,
+            mntns: 4026530002,
+            pid: Some(4_000_001),
+            mount_point: b"/elsewhere/a".to_vec(),
+            propagation: "parent shared:7".into(),
+            counted: true,
+            container: None,
+        }
+    }
+
+    /// A tmpfs `id` at `/s/a`, alone in [`namespace_of`].
+    fn target_at_s_a(id: u64) -> TargetMount {
+        let entry = tmpfs(id, 1, id - 890000, "/s/a");
+        TargetMount {
+            entry: entry.clone(),
+            namespace: namespace_of(vec![entry]),
+            is_mount_point: true,
+        }
+    }
+
+    /// Each holder's kind, path and whether its mount was detached.
+    fn named(holders: &[Holder]) -> Vec<(HolderKind, String, bool)> {
+        holders
+            .iter()
+            .map(|h| {
+                let path = String::from_utf8(h.path.clone().unwrap()).unwrap();
+                (h.kind, path, h.mount_detached)
+            })
+            .collect()
+    }
+
+    /// Where [`hold`]'s file was, on a mount at `/old/m` detached since.
+    fn held_at(mount_id: u64) -> String {
+        format!("/old/m/held/on/{mount_id}")
+    }
+
     fn hold(kind: HolderKind, mount_id: u64, fd: Option<i32>) -> proc_scan::Hold {
         proc_scan::Hold {
             kind,
@@ -503,35 +599,24 @@ mod tests {
             tmpfs(900030, 1, 9030, "/s/a"),
             tmpfs(900031, 1, 9031, "/s/b"),
         );
-        let namespace = Namespace {
-            mntns: 4026530001,
-            pid: 4_000_000,
-            mounts: vec![a.clone(), b.clone()],
-        };
+        let namespace = namespace_of(vec![a.clone(), b.clone()]);
         let target = |entry: &MountEntry| TargetMount {
             entry: entry.clone(),
             namespace: namespace.clone(),
             is_mount_point: true,
         };
         let (ta, tb) = (target(&a), target(&b));
-        let copy = MountCopy {
-            id: 900040,
-            mntns: 4026530002,
-            pid: Some(4_000_001),
-            mount_point: b"/elsewhere/a".to_vec(),
-            propagation: "parent shared:7".into(),
-            counted: true,
-            container: None,
-        };
         let look_a = Look {
             target: &ta,
-            copies: vec![copy],
+            copies: vec![counted_copy(900040)],
             ids: ids(&[900030, 900040]),
+            detached: false,
         };
         let look_b = Look {
             target: &tb,
             copies: Vec::new(),
             ids: ids(&[900031]),
+            detached: false,
         };
         let process = |pid: u32| {
             sample_process_holder(HolderKind::Fd, 0, pid, b"p", None)
@@ -587,6 +672,102 @@ mod tests {
     }
 
     #[test]
+    fn a_target_detached_alone_is_told_from_one_left_with_its_parent() {
+        let parent = tmpfs(900060, 1, 9060, "/s");
+        let target = tmpfs(900061, 900060, 9061, "/s/m");
+        let still = namespace_of(vec![parent.clone(), target.clone()]);
+        assert!(!detached_alone(&target, Some(&still)));
+        let alone = namespace_of(vec![parent.clone()]);
+        assert!(detached_alone(&target, Some(&alone)));
+        // Its parent went too (a lazy unmount of /s): paths are named from /s's root.
+        assert!(!detached_alone(&target, Some(&namespace_of(Vec::new()))));
+        // Another mount with its id (reused) is not the target.
+        let reused = namespace_of(vec![parent, tmpfs(900061, 900060, 9099, "/s/m")]);
+        assert!(detached_alone(&target, Some(&reused)));
+        assert!(
+            !detached_alone(&target, None),
+            "the namespace could not be read"
+        );
+    }
+
+    /// The holders of a target detached since it was resolved are named by their paths under
+    /// its old mount point, and marked; holders of its copies (still mounted) are not.
+    #[test]
+    fn holders_of_a_detached_target_are_named_under_its_old_mount_point() {
+        let target = target_at_s_a(900070);
+        let look = Look {
+            target: &target,
+            copies: vec![counted_copy(900071)],
+            ids: ids(&[900070, 900071]),
+            detached: true,
+        };
+        let process = sample_process_holder(HolderKind::Fd, 0, 4_100_001, b"p", None)
+            .process
+            .unwrap();
+        let mut root = hold(HolderKind::Cwd, 900070, None);
+        root.path = b"/".to_vec();
+        let scan = ScanOutcome {
+            holders: vec![(
+                process,
+                vec![
+                    hold(HolderKind::Fd, 900070, Some(3)),
+                    root,
+                    hold(HolderKind::Fd, 900071, Some(4)),
+                ],
+            )],
+            method: Seen::KernelScan,
+            ..ScanOutcome::default()
+        };
+        assert_eq!(
+            named(&look.attribution(&scan, &BTreeMap::new()).holders),
+            [
+                (HolderKind::Fd, "/s/a/held/on/900070".to_owned(), true),
+                (HolderKind::Cwd, "/s/a".to_owned(), true),
+                (HolderKind::MountCopy, "/held/on/900071".to_owned(), false),
+            ]
+        );
+    }
+
+    /// A target detached while the scan ran: a holder read after the detach (named from the
+    /// mount's root) is named as it was once its namespace, read again, says so; one read
+    /// before keeps its path. Nothing is read again while every path is under the mount point.
+    #[test]
+    fn holders_of_a_target_detached_during_the_scan_are_named_as_they_were() {
+        let target = target_at_s_a(900080);
+        let look = Look {
+            target: &target,
+            copies: Vec::new(),
+            ids: ids(&[900080]),
+            detached: false,
+        };
+        let holder = |path: &str| {
+            let mut h = sample_process_holder(HolderKind::Fd, 900080, 4_100_001, b"p", None);
+            h.path = Some(path.as_bytes().to_vec());
+            h
+        };
+        let fd = HolderKind::Fd;
+        let mut holders = vec![holder("/s/a/before"), holder("/after")];
+        look.name_detached_holders(&mut holders, || true);
+        assert_eq!(
+            named(&holders),
+            [
+                (fd, "/s/a/before".to_owned(), false),
+                (fd, "/s/a/after".to_owned(), true)
+            ]
+        );
+        let mut holders = vec![holder("/elsewhere")];
+        look.name_detached_holders(&mut holders, || false);
+        assert_eq!(
+            named(&holders),
+            [(fd, "/elsewhere".to_owned(), false)],
+            "still mounted"
+        );
+        let mut holders = vec![holder("/s/a/f")];
+        look.name_detached_holders(&mut holders, || panic!("nothing to check"));
+        assert_eq!(named(&holders), [(fd, "/s/a/f".to_owned(), false)]);
+    }
+
+    #[test]
     fn one_scan_for_several_detached_mounts_gives_each_its_own_holders() {
         let process = |pid: u32| {
             sample_process_holder(HolderKind::Fd, 0, pid, b"p", None)
@@ -610,20 +791,28 @@ mod tests {
             method: Seen::KernelScan,
             ..ScanOutcome::default()
         };
-        let summary = |id| -> Vec<(HolderKind, u32, Option<i32>)> {
-            detached_holders(id, &scan)
+        let summary = |id| -> Vec<(HolderKind, u32, Option<i32>, String, bool)> {
+            detached_holders(&tmpfs(id, 1, 60, "/old/m"), &scan)
                 .iter()
-                .map(|h| (h.kind, h.process.as_ref().unwrap().pid, h.fd))
+                .map(|h| {
+                    let path = String::from_utf8(h.path.clone().unwrap()).unwrap();
+                    let pid = h.process.as_ref().unwrap().pid;
+                    (h.kind, pid, h.fd, path, h.mount_detached)
+                })
                 .collect()
         };
+        // The kernel named each file from the detached mount's root: said under /old/m.
         assert_eq!(
             summary(900050),
             [
-                (HolderKind::Fd, 4_100_001, Some(3)),
-                (HolderKind::Fd, 4_100_002, Some(4))
+                (HolderKind::Fd, 4_100_001, Some(3), held_at(900050), true),
+                (HolderKind::Fd, 4_100_002, Some(4), held_at(900050), true)
             ]
         );
-        assert_eq!(summary(900051), [(HolderKind::Cwd, 4_100_002, None)]);
+        assert_eq!(
+            summary(900051),
+            [(HolderKind::Cwd, 4_100_002, None, held_at(900051), true)]
+        );
         assert!(summary(900052).is_empty());
     }
 

@@ -184,6 +184,9 @@ pub struct Accessor {
     pub mount_id: u64,
     /// How long before the call it opened the file.
     pub opened_ns_before: u64,
+    /// Whether the opener was the caller itself (its thread group, under any `comm`): not
+    /// another process's activity, written apart (`caller_accesses`).
+    pub by_caller: bool,
 }
 
 /// A process that could not be inspected.

@@ -144,6 +144,10 @@ pub struct Holder {
     pub open_time_unknown: Option<OpenTimeUnknown>,
     /// For `transient`: how long after the failing call returned the file was let go.
     pub closed_ns_after: Option<u64>,
+    /// The held mount had been detached (lazily unmounted) by the time of the scan: `path`
+    /// is then the mount's old mount point joined with the path within it (the kernel names
+    /// a file on a detached mount from the mount's root, `/f`).
+    pub mount_detached: bool,
     /// For `fanotify` when its queue was seen (the kernel scan, or its release traced): its
     /// unread events on the mount.
     pub queued_events: Option<u32>,
@@ -179,6 +183,18 @@ impl Holder {
             closed_ns_after: None,
             queued_events: None,
             queued_files: Vec::new(),
+            mount_detached: false,
+        }
+    }
+
+    /// This holder of a detached mount named as it was before: its path, as the kernel names
+    /// a file on a detached mount (from the mount's root: `/f`), under `mount_point`, the
+    /// mount's old mount point, and marked [`Self::mount_detached`]. A path that is not
+    /// absolute (not a file's) stays as it is.
+    pub fn on_detached_mount(&mut self, mount_point: &[u8]) {
+        if let Some(path) = self.path.as_mut().filter(|p| p.starts_with(b"/")) {
+            *path = crate::paths::under_mount_point(mount_point, path);
+            self.mount_detached = true;
         }
     }
 }

@@ -79,7 +79,9 @@ fn apply_open_times(
 }
 
 /// The opens in `rings` (mount id, ring) made within [`RECENT_NS`] before the call by an fd
-/// that is not among `holders`, newest first, each once.
+/// that is not among `holders`, newest first, each once; those of the caller's own thread
+/// group (whatever its `comm` then: `umount(8)` opens its target before it calls `umount2`,
+/// and a shell's child has the caller's pid until it execs it) marked [`Accessor::by_caller`].
 fn recent_accessors(
     rings: &[(u64, RecentOpens)],
     call: &UmountCall,
@@ -100,6 +102,7 @@ fn recent_accessors(
             fd: s.fd,
             mount_id,
             opened_ns_before: call.ts_boot_ns - s.opened_ts_boot_ns,
+            by_caller: s.pid == call.pid,
         })
         .collect();
     out.sort_by_key(|x| x.opened_ns_before);
@@ -189,8 +192,12 @@ mod tests {
     }
 
     fn slot(pid: u32, fd: u32, opened: u64) -> RecentOpen {
+        named_slot(pid, fd, opened, b"scanner")
+    }
+
+    fn named_slot(pid: u32, fd: u32, opened: u64, name: &[u8]) -> RecentOpen {
         let mut comm = [0u8; 16];
-        comm[..7].copy_from_slice(b"scanner");
+        comm[..name.len()].copy_from_slice(name);
         RecentOpen {
             opened_ts_boot_ns: opened,
             pid,
@@ -220,6 +227,31 @@ mod tests {
             [
                 (23, 7, 813, 3_000_000, b"scanner".to_vec()),
                 (20, 5, 812, 40_000_000, b"scanner".to_vec()),
+            ]
+        );
+        assert!(got.iter().all(|x| x.0 != call().pid));
+    }
+
+    #[test]
+    fn the_callers_own_opens_are_marked_as_the_callers() {
+        let caller = call().pid;
+        let mut cpu0 = RecentOpens::default();
+        // umount(8) opens its target (O_PATH) and closes it before it calls umount2.
+        cpu0.slots[0] = named_slot(caller, 3, CALL_TS - 1_200_000, b"umount");
+        // Before that, as the shell's child it had not yet exec'd, it redirected a file.
+        cpu0.slots[1] = named_slot(caller, 0, CALL_TS - 4_000_000, b"sh");
+        cpu0.slots[2] = slot(20, 5, CALL_TS - 2_000_000); // another process
+        let got = recent_accessors(&[(812, cpu0)], &call(), &[]);
+        let got: Vec<_> = got
+            .iter()
+            .map(|x| (x.pid, x.fd, x.comm.clone(), x.by_caller))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (caller, 3, b"umount".to_vec(), true),
+                (20, 5, b"scanner".to_vec(), false),
+                (caller, 0, b"sh".to_vec(), true),
             ]
         );
     }

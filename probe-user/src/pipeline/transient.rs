@@ -315,7 +315,7 @@ fn in_namespace_of(p: &mut HolderProcess, copy: &MountCopy, gone: bool) {
 
 /// The absolute path of a released file: the mount point joined with its path in the mount.
 fn path_on_mount(mount_point: &[u8], r: &Release) -> Vec<u8> {
-    paths::on_mount(mount_point, &r.path_within_mount)
+    paths::under_mount_point(mount_point, &r.path_within_mount)
 }
 
 /// A `transient` holder for a file let go shortly before the failing call by a closer that may

@@ -48,9 +48,14 @@ pub fn holder_process(h: &HolderWire) -> Option<String> {
     Some(process(&h.comm_bytes()?, h.pid?))
 }
 
-/// The held path.
+/// The held path; on a mount detached since, `/mnt/x/f (mount detached since)`: the path
+/// it had.
 pub fn holder_path(h: &HolderWire) -> Option<String> {
-    h.path_bytes().map(|p| escape_for_terminal(&p))
+    let path = escape_for_terminal(&h.path_bytes()?);
+    Some(match h.mount_detached {
+        true => format!("{path} (mount detached since)"),
+        false => path,
+    })
 }
 
 /// When the holder opened the file and when it let go, as far as they were traced.
@@ -164,8 +169,19 @@ pub fn holder_line(h: &HolderWire) -> String {
 
 /// A recent accessor on one line: not a holder, context.
 pub fn accessor_line(a: &AccessorWire) -> String {
+    context_line("", a)
+}
+
+/// One of the caller's own recent opens on one line (`umount(8)` opens its target before it
+/// calls `umount2`): context about the caller, told apart from other processes'.
+pub fn caller_access_line(a: &AccessorWire) -> String {
+    context_line("the caller itself ", a)
+}
+
+/// `(context) {subject}opened a file here 40.0ms before the call and had let go: cat[998] fd 3`.
+fn context_line(subject: &str, a: &AccessorWire) -> String {
     format!(
-        "(context) opened a file here {} before the call and had let go: {} fd {}",
+        "(context) {subject}opened a file here {} before the call and had let go: {} fd {}",
         duration(a.opened_ns_before),
         process(&a.comm_bytes(), a.pid),
         a.fd
@@ -317,18 +333,49 @@ mod tests {
         );
     }
 
+    fn accessor(pid: u32, comm: &[u8], fd: u32, ns: u64, by_caller: bool) -> AccessorWire {
+        AccessorWire::new(&crate::model::Accessor {
+            pid,
+            comm: comm.to_vec(),
+            fd,
+            mount_id: 812,
+            opened_ns_before: ns,
+            by_caller,
+        })
+    }
+
+    /// A holder of a mount detached since is named by the path it had, and said so.
+    #[test]
+    fn a_holder_of_a_detached_mount_says_so() {
+        let mut h = Holder::new(HolderKind::Fd, 812, Seen::KernelScan);
+        h.process = Some(HolderProcess {
+            pid: 999,
+            comm: b"app".to_vec(),
+            mntns: Some(4026532001),
+            container: None,
+        });
+        h.fd = Some(3);
+        h.path = Some(b"/f".to_vec());
+        h.on_detached_mount(b"/mnt/x");
+        assert_eq!(
+            holder_line(&HolderWire::new(&h)),
+            "fd         app[999] fd 3  /mnt/x/f (mount detached since)  mntns=4026532001"
+        );
+    }
+
     #[test]
     fn an_accessor_is_context() {
-        let a = crate::model::Accessor {
-            pid: 998,
-            comm: b"cat".to_vec(),
-            fd: 3,
-            mount_id: 812,
-            opened_ns_before: 40_000_000,
-        };
         assert_eq!(
-            accessor_line(&AccessorWire::new(&a)),
+            accessor_line(&accessor(998, b"cat", 3, 40_000_000, false)),
             "(context) opened a file here 40.0ms before the call and had let go: cat[998] fd 3"
+        );
+    }
+
+    #[test]
+    fn the_callers_own_access_is_the_callers() {
+        assert_eq!(
+            caller_access_line(&accessor(901, b"umount", 3, 1_200_000, true)),
+            "(context) the caller itself opened a file here 1.2ms before the call and had let go: umount[901] fd 3"
         );
     }
 }

@@ -68,6 +68,10 @@ pub fn format_umount(u: &UmountLine) -> String {
         line.push_str("\n    ");
         line.push_str(&format::accessor_line(accessor));
     }
+    for access in &u.caller_accesses {
+        line.push_str("\n    ");
+        line.push_str(&format::caller_access_line(access));
+    }
     if let Some(e) = &u.attribution_error {
         line.push_str(&format!(
             "\n    holders unknown: {}",

@@ -155,6 +155,48 @@ mod tests {
         );
     }
 
+    /// The caller's own recent opens are not in `accessors` (other processes only) but in
+    /// `caller_accesses`, right after it; a line without any has no `caller_accesses` and
+    /// reads back (as older recordings' lines do).
+    #[test]
+    fn the_callers_own_opens_are_written_apart() {
+        use crate::model::{sample_attribution, Accessor};
+        let open = |pid, comm: &[u8], fd, by_caller| Accessor {
+            pid,
+            comm: comm.to_vec(),
+            fd,
+            mount_id: 812,
+            opened_ns_before: 1_200_000,
+            by_caller,
+        };
+        let mut attribution = sample_attribution("/m", Vec::new());
+        attribution.accessors = vec![
+            open(1234, b"umount", 3, true),
+            open(998, b"cat", 4, false),
+            open(1234, b"sh", 0, true),
+        ];
+        let mut a = attempt(b"/m", Some(b"/m"));
+        a.attribution = Some(Ok(attribution.clone()));
+        let out = write(|s| s.umount(&a));
+        assert!(
+            out.contains(concat!(
+                r#""accessors":[{"pid":998,"comm":"cat","fd":4,"mount_id":812,"opened_ns_before":1200000}],"#,
+                r#""caller_accesses":[{"pid":1234,"comm":"umount","fd":3,"mount_id":812,"opened_ns_before":1200000},"#,
+                r#"{"pid":1234,"comm":"sh","fd":0,"mount_id":812,"opened_ns_before":1200000}],"uninspectable":[]"#
+            )),
+            "{out}"
+        );
+        attribution.accessors.retain(|x| !x.by_caller);
+        a.attribution = Some(Ok(attribution));
+        let out = write(|s| s.umount(&a));
+        assert!(!out.contains("caller_accesses"), "{out}");
+        let Ok(wire::Line::Umount(read)) = crate::recording::parse_line(out.trim_end().as_bytes())
+        else {
+            panic!("a line without caller_accesses reads back: {out}");
+        };
+        assert!(read.caller_accesses.is_empty());
+    }
+
     #[test]
     fn non_utf8_paths_carry_exact_bytes_in_b64() {
         let out = write(|s| s.umount(&attempt(b"mnt\xff", Some(b"/t/mnt\xff"))));
@@ -235,17 +277,30 @@ mod tests {
         let mut transient = Holder::new(HolderKind::Transient, 812, Seen::Traced);
         transient.closed_ns_after = Some(400_000);
         transient.note = Some("closed it after the failing call".into());
+        let mut detached = Holder::new(HolderKind::Cwd, 812, Seen::KernelScan);
+        detached.path = Some(b"/d".to_vec());
+        detached.on_detached_mount("/m\u{e9}".as_bytes());
         let mut copy = Holder::new(HolderKind::MountCopy, 813, Seen::MountTable);
         copy.via = Some(HolderKind::Submount);
         copy.blamed = false;
         let listener = queued_listener();
-        let mut attribution = sample_attribution("/m\u{e9}", vec![fd, transient, copy, listener]);
+        let mut attribution =
+            sample_attribution("/m\u{e9}", vec![fd, transient, detached, copy, listener]);
         attribution.accessors.push(Accessor {
             pid: 998,
             comm: b"c\xffat".to_vec(),
             fd: 4,
             mount_id: 812,
             opened_ns_before: 40_000_000,
+            by_caller: false,
+        });
+        attribution.accessors.push(Accessor {
+            pid: 1234,
+            comm: b"umount".to_vec(),
+            fd: 3,
+            mount_id: 812,
+            opened_ns_before: 1_200_000,
+            by_caller: true,
         });
         attribution.uninspectable.push(Uninspectable {
             pid: 7,
@@ -419,6 +474,19 @@ mod tests {
             &*held.accessors.as_ref().unwrap()[0].comm_bytes(),
             b"c\xffat"
         );
+        let detached = &held.holders()[2];
+        assert_eq!(
+            detached.path_bytes().as_deref(),
+            Some("/m\u{e9}/d".as_bytes())
+        );
+        assert!(detached.mount_detached);
+        assert!(!held.holders()[0].mount_detached);
+        let written = String::from_utf8_lossy(&lines[2]);
+        assert!(
+            written.contains(r#""closed_ns_after":null,"mount_detached":true},"#),
+            "the addition is last, absent when false: {written}"
+        );
+        assert_eq!(written.matches("mount_detached").count(), 1, "{written}");
         assert_eq!(
             &*held.mount.as_ref().unwrap().mount_point_bytes(),
             "/m\u{e9}".as_bytes()

@@ -223,9 +223,13 @@ pub struct UmountLine {
     /// What holds it, blamed holders first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub holders: Option<Vec<HolderWire>>,
-    /// Recent accessors: context, not holders.
+    /// Recent accessors: context, not holders; other processes than the caller.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accessors: Option<Vec<AccessorWire>>,
+    /// The caller's own recent opens on the mount, let go before the call (`umount(8)` checks
+    /// its target so): context about the caller (a schema v1 addition, absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caller_accesses: Vec<AccessorWire>,
     /// Processes that could not be inspected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uninspectable: Option<Vec<UninspectableWire>>,
@@ -290,6 +294,7 @@ impl UmountLine {
             mount: None,
             holders: None,
             accessors: None,
+            caller_accesses: Vec::new(),
             uninspectable: None,
             attribution_error: None,
             explanation: a.explanation.as_ref().map(ExplanationWire::new),
@@ -302,7 +307,10 @@ impl UmountLine {
             Some(Ok(a)) => {
                 self.mount = Some(MountWire::new(&a.mount));
                 self.holders = Some(a.holders.iter().map(HolderWire::new).collect());
-                self.accessors = Some(a.accessors.iter().map(AccessorWire::new).collect());
+                let (caller, others): (Vec<_>, Vec<_>) =
+                    a.accessors.iter().partition(|x| x.by_caller);
+                self.accessors = Some(others.into_iter().map(AccessorWire::new).collect());
+                self.caller_accesses = caller.into_iter().map(AccessorWire::new).collect();
                 self.uninspectable =
                     Some(a.uninspectable.iter().map(UninspectableWire::new).collect());
             }
@@ -473,6 +481,10 @@ pub struct HolderWire {
     pub open_time_unknown: Option<Name>,
     /// How long after the failing call it was let go.
     pub closed_ns_after: Option<u64>,
+    /// The mount held had been detached (lazily unmounted) by the scan: `path` is the old
+    /// mount point joined with the path within it (a schema v1 addition, absent otherwise).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub mount_detached: bool,
     /// For `fanotify` when its queue was seen: its unread events on the mount; absent
     /// otherwise (a schema v1 addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -541,6 +553,7 @@ impl HolderWire {
             closed_ns_after: h.closed_ns_after,
             queued_events: h.queued_events,
             queued_files: h.queued_files.iter().map(QueuedFileWire::new).collect(),
+            mount_detached: h.mount_detached,
         }
     }
 

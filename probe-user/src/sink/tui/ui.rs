@@ -13,7 +13,7 @@ use crate::{
     paths::escape_for_terminal,
     sink::{
         format,
-        json::wire::{HolderWire, UmountLine},
+        json::wire::{AccessorWire, HolderWire, UmountLine},
     },
 };
 
@@ -137,10 +137,28 @@ pub fn detail_lines(e: &UmountLine) -> Vec<String> {
         lines.push(line);
         lines.push(holder_context(h));
     }
-    let accessors = e.accessors.iter().flatten();
-    for (i, a) in accessors.enumerate() {
+    context_lines(
+        &mut lines,
+        "recently (let go before the call; context, not holders):",
+        e.accessors.iter().flatten(),
+    );
+    context_lines(
+        &mut lines,
+        "the caller itself, before the call (umount(8) opens its target to check it):",
+        &e.caller_accesses,
+    );
+    lines
+}
+
+/// `heading`, then one line per recent open in `opens` (nothing when there is none).
+fn context_lines<'a>(
+    lines: &mut Vec<String>,
+    heading: &str,
+    opens: impl IntoIterator<Item = &'a AccessorWire>,
+) {
+    for (i, a) in opens.into_iter().enumerate() {
         if i == 0 {
-            lines.push("recently (let go before the call; context, not holders):".into());
+            lines.push(heading.into());
         }
         lines.push(format!(
             "  {} fd {}  {}",
@@ -149,7 +167,6 @@ pub fn detail_lines(e: &UmountLine) -> Vec<String> {
             format::opened_before(a.opened_ns_before)
         ));
     }
-    lines
 }
 
 /// A holder's second line: its namespace, container, how it was seen, and any note.
@@ -364,6 +381,39 @@ mod tests {
                 .iter()
                 .any(|l| l.contains("attempt 7 at 2026-11-23T10:01:02.123456789Z")),
             "{lines:#?}"
+        );
+    }
+
+    /// The caller's own recent opens are listed apart from other processes', under a heading
+    /// that says whose they are.
+    #[test]
+    fn detail_pane_tells_the_callers_own_opens_apart() {
+        let mut app = App::new(100, "replay".into());
+        let mut e = umount_line(9, "umount", "/var/lib/m", Some("EBUSY"));
+        let open = |pid: u32, comm: &str, fd: u32, ns: u64| {
+            serde_json::from_str::<AccessorWire>(&format!(
+                r#"{{"pid":{pid},"comm":"{comm}","fd":{fd},"mount_id":812,"opened_ns_before":{ns}}}"#
+            ))
+            .unwrap()
+        };
+        e.accessors = Some(vec![open(998, "cat", 3, 40_000_000)]);
+        e.caller_accesses = vec![open(109, "umount", 3, 1_200_000)];
+        app.push(Line::Umount(Box::new(e)));
+        app.toggle_detail();
+        let lines = screen(&app, 100, 24);
+        let text: Vec<&str> = lines.iter().map(|l| l.trim_matches(['│', ' '])).collect();
+        let heading = text
+            .iter()
+            .position(|l| l.starts_with("the caller itself, before the call"))
+            .unwrap_or_else(|| panic!("the caller's heading: {lines:#?}"));
+        assert_eq!(
+            text[heading - 2..=heading + 1],
+            [
+                "recently (let go before the call; context, not holders):",
+                "cat[998] fd 3  opened 40.0ms before the call",
+                "the caller itself, before the call (umount(8) opens its target to check it):",
+                "umount[109] fd 3  opened 1.2ms before the call",
+            ]
         );
     }
 
