@@ -214,7 +214,7 @@ fn top_live_names_the_holder_of_a_failed_unmount() {
 
     // Which mode runs is checked by `auto_mode_runs_what_doctor_predicts_and_says_why`.
     assert!(
-        ["tracepoint", "fentry"]
+        ["tracepoint", "fentry", "enhanced"]
             .iter()
             .any(|mode| text.contains(&format!(" live, {mode} mode, holders on | "))),
         "the status bar: {text}"

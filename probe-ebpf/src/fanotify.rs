@@ -11,6 +11,7 @@ use probe_common::QUEUED_FILES;
 
 use crate::{
     kernel::{read, read_ptr},
+    maps::QUEUED_PATHS,
     offsets::{self, *},
 };
 
@@ -19,6 +20,8 @@ const MAX_QUEUE_WALK: u32 = 1 << 16;
 
 /// Which mounts a queue walk counts events on.
 pub trait MountFilter {
+    /// The walk's entry in `QUEUED_PATHS` (one per kind of program that walks).
+    const SLOT: u32;
     /// The mount id of the `struct path` at `path` when its mount is wanted.
     fn wants(path: u64) -> Option<u32>;
 }
@@ -59,6 +62,9 @@ pub fn queued<F: MountFilter>(file: u64) -> Option<Queued> {
     let group = read_ptr(file, offsets::get(&OFF_FILE_PRIVATE_DATA)?)?;
     let q_len: u32 = read(group + offsets::get(&OFF_GROUP_Q_LEN)?)?;
     let head = group + offsets::get(&OFF_GROUP_NOTIFICATION_LIST)?;
+    let kept = QUEUED_PATHS.get_ptr_mut(F::SLOT)?;
+    // SAFETY: this CPU's entry of this kind of walk; emptied before the walk fills it.
+    unsafe { *kept = [0; QUEUED_FILES] };
     let mut walk = QueueWalk {
         head,
         next: read_ptr(head, 0)?,
@@ -76,14 +82,15 @@ pub fn queued<F: MountFilter>(file: u64) -> Option<Queued> {
             (&mut walk as *mut QueueWalk).cast(),
             0,
         );
+        walk.queued.paths = *kept;
     }
     (walk.queued.count > 0).then_some(walk.queued)
 }
 
 /// One event of the queue: counted when it is a path event on a wanted mount, and its path
-/// kept in the first free slot. The match is stored whatever the count so far (a branch on
-/// the loop-carried count kept the verifier from seeing the callback's states converge): a
-/// free slot is found by its contents, which the verifier does not track.
+/// kept in the first free slot of `QUEUED_PATHS` (see there why not on the stack). The match
+/// is stored whatever the count so far (a branch on the loop-carried count kept the verifier
+/// from seeing the callback's states converge): a free slot is found by its contents.
 #[inline(never)]
 extern "C" fn queue_step<F: MountFilter>(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the `QueueWalk` given to it.
@@ -96,9 +103,7 @@ extern "C" fn queue_step<F: MountFilter>(_index: u64, ctx: *mut c_void) -> i64 {
         if let Some(id) = F::wants(path) {
             walk.queued.count += 1;
             walk.queued.mnt_id = id;
-            if let Some(slot) = walk.queued.paths.iter_mut().find(|p| **p == 0) {
-                *slot = path;
-            }
+            keep::<F>(path);
         }
     }
     match read_ptr(event, 0) {
@@ -107,6 +112,17 @@ extern "C" fn queue_step<F: MountFilter>(_index: u64, ctx: *mut c_void) -> i64 {
             0
         }
         None => 1,
+    }
+}
+
+/// Keeps `path` in the first free slot of this walk's `QUEUED_PATHS` entry, if any is free.
+fn keep<F: MountFilter>(path: u64) {
+    let Some(kept) = QUEUED_PATHS.get_ptr_mut(F::SLOT) else {
+        return;
+    };
+    // SAFETY: this CPU's entry of this kind of walk, which only the walk writes.
+    if let Some(slot) = unsafe { (*kept).iter_mut().find(|p| **p == 0) } {
+        *slot = path;
     }
 }
 

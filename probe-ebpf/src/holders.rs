@@ -59,6 +59,8 @@ const MOUNT_ANON: u32 = 2;
 struct Wanted;
 
 impl MountFilter for Wanted {
+    const SLOT: u32 = 0;
+
     fn wants(path: u64) -> Option<u32> {
         path_mount_id(path).filter(|&id| wanted(id))
     }

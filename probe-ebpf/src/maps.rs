@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use probe_common::{
     assert_symbol_name, names, DropCause, FdKey, OpenRecord, RecentOpens, ScanFileRecord,
-    UmountEvent, RECENT_OPEN_RINGS,
+    UmountEvent, QUEUED_FILES, RECENT_OPEN_RINGS,
 };
 
 use crate::{open_times::OpenEntry, release::PendingDirRelease, umount::UmountStart};
@@ -57,6 +57,15 @@ assert_symbol_name!(SCAN_COUNTS, names::maps::SCAN_COUNTS);
 /// (too big for the stack).
 #[map]
 pub static SCAN_FILE_SCRATCH: PerCpuArray<ScanFileRecord> = PerCpuArray::with_max_entries(1, 0);
+
+// fanotify queue walks (`fanotify.rs`).
+
+/// Per CPU, the files a fanotify queue walk keeps: `[0]` the holder scan's, `[1]` release
+/// tracking's. In a map, not on the walk's stack: kernels before 6.7 verify a `bpf_loop`
+/// callback once, with the caller's stack as it was at the call (every slot still 0), and
+/// hard-wire the branches that finds dead, so "the first free slot" was always slot 0 there.
+#[map]
+pub static QUEUED_PATHS: PerCpuArray<[u64; QUEUED_FILES]> = PerCpuArray::with_max_entries(2, 0);
 
 // Open times (`open_times.rs`).
 

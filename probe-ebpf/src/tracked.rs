@@ -62,6 +62,8 @@ fn is_pseudo(vfsmount: u64) -> bool {
 pub struct Tracked;
 
 impl MountFilter for Tracked {
+    const SLOT: u32 = 1;
+
     fn wants(path: u64) -> Option<u32> {
         let (vfsmount, mnt_id) = path_mount(path)?;
         tracked(vfsmount, mnt_id).then_some(mnt_id)
