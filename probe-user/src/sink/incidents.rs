@@ -1,0 +1,322 @@
+//! Incidents: the failed attempts on one target (its exact bytes) up to the attempt that
+//! worked. The one place of that rule, for `busyprobe report` (`recording/report.rs`, over a
+//! whole recording) and the `top` view (`sink/tui/incidents.rs`, live):
+//! - a failure on a target with no open incident opens one;
+//! - every later attempt on that target joins it;
+//! - the first one that works ends it: a later failure on the same target (mounted anew)
+//!   opens a new incident.
+//!
+//! Each incident is bounded (its timeline and its holders), and filing an attempt costs one
+//! hash lookup, so a stream of any length is grouped in constant time per attempt.
+
+use std::{borrow::Cow, collections::HashMap, time::UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::json::wire::{HolderWire, MountWire, UmountLine};
+
+/// Most attempts an incident's timeline lists (the rest are counted).
+pub const MAX_TIMELINE: usize = 100;
+/// Most distinct holders an incident lists.
+pub const MAX_HOLDERS: usize = 100;
+
+/// An incident: failed attempts on one target, up to the one that worked.
+#[derive(Clone, Debug, Serialize)]
+pub struct Incident {
+    /// The target (lossy when not UTF-8: `first` has its exact bytes).
+    pub target: String,
+    /// The first failed attempt (the whole line).
+    pub first: UmountLine,
+    /// Every attempt: `(id, ts, errno or "ok")`, at most [`MAX_TIMELINE`].
+    pub timeline: Vec<(u64, String, String)>,
+    /// Attempts not listed in `timeline`.
+    pub more_attempts: u64,
+    /// Distinct holders seen over the failed attempts (by kind, pid and exact path), with
+    /// how many attempts named each.
+    pub holders: Vec<(HolderWire, u64)>,
+    /// The attempt that worked, if any.
+    pub resolved_by: Option<u64>,
+    /// Failed attempts (all of them, listed in `timeline` or not).
+    #[serde(skip)]
+    pub failures: u64,
+    /// When the first failure entered the kernel, in ns since the epoch (0 when its `ts`
+    /// could not be read).
+    #[serde(skip)]
+    pub first_ns: u64,
+    /// When the last failure entered the kernel (ns since the epoch).
+    #[serde(skip)]
+    pub last_failure_ns: u64,
+    /// When the last attempt, failed or not, entered the kernel (ns since the epoch).
+    #[serde(skip)]
+    pub last_attempt_ns: u64,
+    /// The mount the first attempt that named one resolved to (EBUSYs with holders).
+    #[serde(skip)]
+    pub mount: Option<MountWire>,
+}
+
+/// An attempt's `ts` in ns since the epoch; 0 when it cannot be read.
+pub fn ts_ns(ts: &str) -> u64 {
+    humantime::parse_rfc3339(ts)
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Whether two holders are one: same kind, process and exact path (no allocation: a burst
+/// of retries compares every holder it names with the incident's).
+fn same_holder(a: &HolderWire, b: &HolderWire) -> bool {
+    a.kind == b.kind && a.pid == b.pid && a.path_bytes() == b.path_bytes()
+}
+
+impl Incident {
+    /// The incident `first` (a failure) opens.
+    pub fn new(first: &UmountLine) -> Self {
+        let ns = ts_ns(&first.ts);
+        let mut me = Self {
+            target: first.target.clone(),
+            first: first.clone(),
+            timeline: Vec::new(),
+            more_attempts: 0,
+            holders: Vec::new(),
+            resolved_by: None,
+            failures: 0,
+            first_ns: ns,
+            last_failure_ns: ns,
+            last_attempt_ns: ns,
+            mount: None,
+        };
+        me.add(first);
+        me
+    }
+
+    /// Files one more attempt on the target.
+    pub fn add(&mut self, a: &UmountLine) {
+        if self.timeline.len() < MAX_TIMELINE {
+            self.timeline
+                .push((a.id, a.ts.clone(), a.result().to_owned()));
+        } else {
+            self.more_attempts += 1;
+        }
+        for h in a.holders() {
+            match self
+                .holders
+                .iter()
+                .position(|(seen, _)| same_holder(seen, h))
+            {
+                Some(i) => self.holders[i].1 += 1,
+                None if self.holders.len() < MAX_HOLDERS => self.holders.push((h.clone(), 1)),
+                None => {}
+            }
+        }
+        if self.mount.is_none() {
+            self.mount.clone_from(&a.mount);
+        }
+        let ns = ts_ns(&a.ts);
+        self.last_attempt_ns = self.last_attempt_ns.max(ns);
+        if a.failed() {
+            self.failures += 1;
+            self.last_failure_ns = self.last_failure_ns.max(ns);
+        } else {
+            self.resolved_by = Some(a.id);
+        }
+    }
+
+    /// Whether attempt `id` is part of this incident.
+    pub fn contains(&self, id: u64) -> bool {
+        self.timeline.iter().any(|(i, _, _)| *i == id)
+    }
+
+    /// The target's exact bytes.
+    pub fn target_bytes(&self) -> Cow<'_, [u8]> {
+        self.first.target_bytes()
+    }
+
+    /// The main holder: the one most attempts named, blamed holders before information-only
+    /// ones (the first seen on a tie), with that count.
+    pub fn main_holder(&self) -> Option<&(HolderWire, u64)> {
+        // `max_by_key` keeps the last of equals: walk backwards to keep the first.
+        self.holders
+            .iter()
+            .rev()
+            .max_by_key(|(h, n)| (h.blamed, *n))
+    }
+}
+
+/// The open incidents by target: where each attempt goes by the rule above. `H` is what the
+/// caller keeps of an open incident: the incident itself (`report`), or where it keeps it.
+#[derive(Debug)]
+pub struct OpenByTarget<H> {
+    open: HashMap<Vec<u8>, H>,
+}
+
+impl<H> Default for OpenByTarget<H> {
+    fn default() -> Self {
+        Self {
+            open: HashMap::new(),
+        }
+    }
+}
+
+/// What an attempt did to the incidents.
+#[derive(Debug)]
+pub enum Filed<'a, H> {
+    /// Nothing: it worked and no incident was open on its target.
+    Outside,
+    /// It failed and opened an incident (the caller's `H`, just made).
+    Opened(&'a mut H),
+    /// It failed again on the target of an open incident.
+    Joined(&'a mut H),
+    /// It worked and ended the open incident, which is no longer open.
+    Ended(H),
+}
+
+impl<H> OpenByTarget<H> {
+    /// Files `attempt`: `open` makes the `H` of an incident it opens.
+    pub fn file(&mut self, attempt: &UmountLine, open: impl FnOnce() -> H) -> Filed<'_, H> {
+        let target = attempt.target_bytes();
+        if !attempt.failed() {
+            return match self.open.remove(target.as_ref()) {
+                Some(h) => Filed::Ended(h),
+                None => Filed::Outside,
+            };
+        }
+        if self.open.contains_key(target.as_ref()) {
+            return Filed::Joined(self.open.get_mut(target.as_ref()).expect("just found"));
+        }
+        Filed::Opened(self.open.entry(target.into_owned()).or_insert_with(open))
+    }
+
+    /// Forgets the open incident on `target` if `is_it` says it is the one kept there.
+    pub fn forget(&mut self, target: &[u8], is_it: impl FnOnce(&H) -> bool) {
+        if self.open.get(target).is_some_and(is_it) {
+            self.open.remove(target);
+        }
+    }
+
+    /// The incidents still open, in no order.
+    pub fn into_open(self) -> impl Iterator<Item = H> {
+        self.open.into_values()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// An attempt `id` on `target` at 10:00:00 + `at_ms`, failed with EBUSY or not, held by
+    /// `holders` (`(comm, pid)`, each holding `target/f` by an fd).
+    pub(crate) fn attempt_at(
+        id: u64,
+        target: &str,
+        at_ms: u64,
+        failed: bool,
+        holders: &[(&str, u32)],
+    ) -> UmountLine {
+        let ret = if failed { -16 } else { 0 };
+        let mut a =
+            crate::event::sample_attempt(target.as_bytes(), Some(target.as_bytes()), ret, 0);
+        a.id = id;
+        a.ts = UNIX_EPOCH + std::time::Duration::from_millis(1_795_000_000_000 + at_ms);
+        if !holders.is_empty() {
+            let holders = holders
+                .iter()
+                .map(|(comm, pid)| {
+                    let mut h = crate::model::sample_process_holder(
+                        crate::model::HolderKind::Fd,
+                        1,
+                        *pid,
+                        comm.as_bytes(),
+                        None,
+                    );
+                    h.path = Some(format!("{target}/f").into_bytes());
+                    h
+                })
+                .collect();
+            a.attribution = Some(Ok(crate::model::sample_attribution(target, holders)));
+        }
+        UmountLine::new(&a)
+    }
+
+    /// Files every attempt; returns the incidents, ended ones first in the order they ended,
+    /// then the open ones by their first attempt.
+    fn group(attempts: &[UmountLine]) -> Vec<Incident> {
+        let mut open = OpenByTarget::default();
+        let mut done = Vec::new();
+        for a in attempts {
+            match open.file(a, || Incident::new(a)) {
+                Filed::Joined(inc) => inc.add(a),
+                Filed::Ended(mut inc) => {
+                    inc.add(a);
+                    done.push(inc);
+                }
+                Filed::Opened(_) | Filed::Outside => {}
+            }
+        }
+        let mut rest: Vec<Incident> = open.into_open().collect();
+        rest.sort_by_key(|i| i.first.id);
+        done.extend(rest);
+        done
+    }
+
+    #[test]
+    fn the_retries_of_one_target_are_one_incident() {
+        let attempts: Vec<UmountLine> = (1..=50)
+            .map(|id| attempt_at(id, "/m", id * 50, true, &[("scanner", 9)]))
+            .chain([attempt_at(51, "/m", 2600, false, &[])])
+            .collect();
+        let incidents = group(&attempts);
+        assert_eq!(incidents.len(), 1);
+        let inc = &incidents[0];
+        assert_eq!((inc.failures, inc.resolved_by), (50, Some(51)));
+        assert_eq!(inc.holders.len(), 1, "one holder, named 50 times");
+        assert_eq!(inc.main_holder().unwrap().1, 50);
+        assert_eq!(inc.last_attempt_ns - inc.first_ns, 2_550_000_000);
+        assert_eq!(inc.last_failure_ns - inc.first_ns, 2_450_000_000);
+    }
+
+    #[test]
+    fn two_targets_interleaved_are_two_incidents() {
+        let attempts = [
+            attempt_at(1, "/a", 0, true, &[("x", 1)]),
+            attempt_at(2, "/b", 1, true, &[("y", 2)]),
+            attempt_at(3, "/a", 2, true, &[("x", 1)]),
+            attempt_at(4, "/b", 3, false, &[]),
+            attempt_at(5, "/a", 4, true, &[("z", 3)]),
+        ];
+        let incidents = group(&attempts);
+        let got: Vec<(&str, u64, Option<u64>)> = incidents
+            .iter()
+            .map(|i| (i.target.as_str(), i.failures, i.resolved_by))
+            .collect();
+        assert_eq!(got, [("/b", 1, Some(4)), ("/a", 3, None)]);
+        assert_eq!(incidents[1].holders.len(), 2);
+        assert_eq!(incidents[1].main_holder().unwrap().0.pid, Some(1));
+    }
+
+    #[test]
+    fn a_target_failing_again_after_it_was_unmounted_is_a_new_incident() {
+        let attempts = [
+            attempt_at(1, "/m", 0, true, &[]),
+            attempt_at(2, "/m", 1, false, &[]),
+            attempt_at(3, "/m", 2, false, &[]),
+            attempt_at(4, "/m", 3, true, &[]),
+        ];
+        let incidents = group(&attempts);
+        let got: Vec<(u64, u64, Option<u64>)> = incidents
+            .iter()
+            .map(|i| (i.first.id, i.failures, i.resolved_by))
+            .collect();
+        assert_eq!(got, [(1, 1, Some(2)), (4, 1, None)]);
+    }
+
+    #[test]
+    fn forgetting_checks_which_incident_is_open() {
+        let mut open: OpenByTarget<u64> = OpenByTarget::default();
+        let a = attempt_at(1, "/m", 0, true, &[]);
+        assert!(matches!(open.file(&a, || 7), Filed::Opened(7)));
+        open.forget(b"/m", |h| *h == 6);
+        assert!(matches!(open.file(&a, || 8), Filed::Joined(7)));
+        open.forget(b"/m", |h| *h == 7);
+        assert!(matches!(open.file(&a, || 8), Filed::Opened(8)));
+    }
+}
