@@ -193,7 +193,7 @@ pub fn incidents(files: &[PathBuf], mut incident: impl FnMut(Incident)) -> std::
                 inc.add(&attempt);
                 incident(inc)
             }
-            Filed::Opened(_) | Filed::Outside => {}
+            Filed::Opened | Filed::Outside => {}
         }
     })?;
     let mut rest: Vec<Incident> = open.into_open().collect();

@@ -162,8 +162,8 @@ impl<H> Default for OpenByTarget<H> {
 pub enum Filed<'a, H> {
     /// Nothing: it worked and no incident was open on its target.
     Outside,
-    /// It failed and opened an incident (the caller's `H`, just made).
-    Opened(&'a mut H),
+    /// It failed and opened an incident (the caller's `H`, just made, is kept for it).
+    Opened,
     /// It failed again on the target of an open incident.
     Joined(&'a mut H),
     /// It worked and ended the open incident, which is no longer open.
@@ -183,7 +183,8 @@ impl<H> OpenByTarget<H> {
         if self.open.contains_key(target.as_ref()) {
             return Filed::Joined(self.open.get_mut(target.as_ref()).expect("just found"));
         }
-        Filed::Opened(self.open.entry(target.into_owned()).or_insert_with(open))
+        self.open.insert(target.into_owned(), open());
+        Filed::Opened
     }
 
     /// Forgets the open incident on `target` if `is_it` says it is the one kept there.
@@ -249,7 +250,7 @@ pub(crate) mod tests {
                     inc.add(a);
                     done.push(inc);
                 }
-                Filed::Opened(_) | Filed::Outside => {}
+                Filed::Opened | Filed::Outside => {}
             }
         }
         let mut rest: Vec<Incident> = open.into_open().collect();
@@ -313,10 +314,11 @@ pub(crate) mod tests {
     fn forgetting_checks_which_incident_is_open() {
         let mut open: OpenByTarget<u64> = OpenByTarget::default();
         let a = attempt_at(1, "/m", 0, true, &[]);
-        assert!(matches!(open.file(&a, || 7), Filed::Opened(7)));
+        assert!(matches!(open.file(&a, || 7), Filed::Opened));
         open.forget(b"/m", |h| *h == 6);
         assert!(matches!(open.file(&a, || 8), Filed::Joined(7)));
         open.forget(b"/m", |h| *h == 7);
-        assert!(matches!(open.file(&a, || 8), Filed::Opened(8)));
+        assert!(matches!(open.file(&a, || 8), Filed::Opened));
+        assert!(matches!(open.file(&a, || 9), Filed::Joined(8)));
     }
 }
