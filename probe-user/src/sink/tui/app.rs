@@ -304,8 +304,10 @@ impl App {
         };
     }
 
-    /// Sort the incidents by the next order (last failure, failures, target).
+    /// Sort the incidents by the next order (last failure, failures, target); the selected
+    /// incident stays selected.
     pub fn cycle_sort(&mut self) {
+        self.chosen = self.current_incident().map(|(n, _)| n);
         self.sort = self.sort.next();
     }
 
@@ -349,8 +351,11 @@ impl App {
     /// Write the selected incident's Markdown report to `busyprobe-incident-ID.md` (ID: its
     /// first attempt) in the current directory.
     pub fn write_report(&mut self) {
-        let (Some(render), Some((_, inc))) = (self.renderer, self.current_incident()) else {
-            self.message = Some("no incident to report".into());
+        let Some((_, inc)) = self.current_incident() else {
+            return;
+        };
+        let Some(render) = self.renderer else {
+            self.message = Some("reports are not available here".into());
             return;
         };
         self.action = Some(Action::Write {

@@ -154,4 +154,71 @@ mod tests {
         );
         assert!(app.quit);
     }
+
+    /// The incidents' keys: sort, open and close, the actions, the raw list and back.
+    #[test]
+    fn incident_keys_drive_the_verbs() {
+        use crate::sink::tui::{actions::Action, incidents::Sort, ui::tests::incidents_app};
+        let mut app = incidents_app().with_renderer(crate::recording::markdown::incident);
+        let target = |app: &App| app.current_incident().unwrap().1.target.clone();
+        assert_eq!(target(&app), "/mnt/data", "the latest failure first");
+        press(&mut app, KeyCode::Char('s'));
+        assert_eq!(app.sort, Sort::Failures);
+        assert_eq!(
+            target(&app),
+            "/mnt/data",
+            "the selection stays on its incident"
+        );
+        press(&mut app, KeyCode::Char('k'));
+        press(&mut app, KeyCode::Char('k'));
+        press(&mut app, KeyCode::Char('k'));
+        assert_eq!(
+            target(&app),
+            "/var/lib/containerd/tmpmounts/m1",
+            "the most failures"
+        );
+        press(&mut app, KeyCode::Enter);
+        assert!(matches!(app.view, View::Incident(_)));
+        press(&mut app, KeyCode::Char('y'));
+        assert_eq!(
+            app.action.take(),
+            Some(Action::Copy {
+                what: "the who command".into(),
+                text: "busyprobe who '/var/lib/containerd/tmpmounts/m1'".into()
+            })
+        );
+        press(&mut app, KeyCode::Char('Y'));
+        let Some(Action::Copy { text, .. }) = app.action.take() else {
+            panic!("Y copies")
+        };
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (json["resolved_by"].as_u64(), json["first"]["id"].as_u64()),
+            (Some(60), Some(10))
+        );
+        press(&mut app, KeyCode::Char('r'));
+        let Some(Action::Write { path, text }) = app.action.take() else {
+            panic!("r writes")
+        };
+        assert_eq!(path.to_str(), Some("busyprobe-incident-10.md"));
+        assert!(
+            text.contains("## 1. /var/lib/containerd/tmpmounts/m1: 50 failed attempt(s), then attempt 60 worked"),
+            "{text}"
+        );
+        press(&mut app, KeyCode::Char('j'));
+        assert!(
+            matches!(app.view, View::Incident(_)),
+            "j opens the next incident"
+        );
+        assert_eq!(target(&app), "/var/lib/kubelet/pods/u/volumes/v");
+        press(&mut app, KeyCode::Esc);
+        assert_eq!(app.view, View::Incidents);
+        assert!(!app.quit, "Esc closes the incident");
+        press(&mut app, KeyCode::Tab);
+        assert_eq!(app.view, View::Attempts);
+        press(&mut app, KeyCode::Char('a'));
+        assert_eq!(app.view, View::Incidents);
+        press(&mut app, KeyCode::Esc);
+        assert!(app.quit);
+    }
 }

@@ -544,7 +544,7 @@ fn draw_help(frame: &mut Frame) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::sink::incidents::tests::attempt_at;
     use crate::sink::json::wire::Line;
@@ -889,6 +889,8 @@ mod tests {
     fn incident_screen_at_80x24() {
         let mut app = incidents_app();
         app.cycle_sort();
+        app.previous();
+        app.previous();
         app.open_incident();
         let lines = screen(&app, 80, 24);
         insta::assert_snapshot!("incident_80x24", lines.join("\n"));
