@@ -193,6 +193,8 @@ pub fn incidents(files: &[PathBuf], mut incident: impl FnMut(Incident)) -> std::
                 inc.add(&attempt);
                 incident(inc)
             }
+            // Written already: a late failure opens an incident of its own.
+            Filed::Late(_) => open.open_anew(&attempt, Incident::new(&attempt)),
             Filed::Opened | Filed::Outside => {}
         }
     })?;

@@ -4,7 +4,11 @@
 //! - a failure on a target with no open incident opens one;
 //! - every later attempt on that target joins it;
 //! - the first one that works ends it: a later failure on the same target (mounted anew)
-//!   opens a new incident.
+//!   opens a new incident;
+//! - a failure that arrives after the attempt that ended its incident, though it was made
+//!   before it (a stream writes a failure once its holders are known, and a success at
+//!   once), is *late*: it belongs to the incident that ended (the live view files it there;
+//!   the report, which has written that incident by then, opens a new one).
 //!
 //! Each incident is bounded (its timeline and its holders), and filing an attempt costs one
 //! hash lookup, so a stream of any length is grouped in constant time per attempt.
@@ -147,12 +151,19 @@ impl Incident {
 #[derive(Debug)]
 pub struct OpenByTarget<H> {
     open: HashMap<Vec<u8>, H>,
+    /// The id and time of the attempt that ended the last incident of each target (at most
+    /// [`MAX_ENDED`] targets: beyond, a late failure opens a new incident).
+    ended_by: HashMap<Vec<u8>, (u64, u64)>,
 }
+
+/// Most targets whose last incident's end is remembered, to tell late failures.
+pub const MAX_ENDED: usize = 10_000;
 
 impl<H> Default for OpenByTarget<H> {
     fn default() -> Self {
         Self {
             open: HashMap::new(),
+            ended_by: HashMap::new(),
         }
     }
 }
@@ -168,6 +179,9 @@ pub enum Filed<'a, H> {
     Joined(&'a mut H),
     /// It worked and ended the open incident, which is no longer open.
     Ended(H),
+    /// It failed before the attempt (this id) that ended its target's last incident, but
+    /// arrived after it: it belongs to that incident.
+    Late(u64),
 }
 
 impl<H> OpenByTarget<H> {
@@ -175,10 +189,23 @@ impl<H> OpenByTarget<H> {
     pub fn file(&mut self, attempt: &UmountLine, open: impl FnOnce() -> H) -> Filed<'_, H> {
         let target = attempt.target_bytes();
         if !attempt.failed() {
-            return match self.open.remove(target.as_ref()) {
-                Some(h) => Filed::Ended(h),
-                None => Filed::Outside,
+            let Some(h) = self.open.remove(target.as_ref()) else {
+                return Filed::Outside;
             };
+            let end = (attempt.id, ts_ns(&attempt.ts));
+            if let Some(known) = self.ended_by.get_mut(target.as_ref()) {
+                *known = end;
+            } else if self.ended_by.len() < MAX_ENDED {
+                self.ended_by.insert(target.into_owned(), end);
+            }
+            return Filed::Ended(h);
+        }
+        // Made before the end (by id and by time: ids start again with each run of a
+        // recorder, and a replay may read several runs).
+        if let Some(&(ended_by, at)) = self.ended_by.get(target.as_ref()) {
+            if attempt.id < ended_by && ts_ns(&attempt.ts) <= at {
+                return Filed::Late(ended_by);
+            }
         }
         if self.open.contains_key(target.as_ref()) {
             return Filed::Joined(self.open.get_mut(target.as_ref()).expect("just found"));
@@ -187,10 +214,20 @@ impl<H> OpenByTarget<H> {
         Filed::Opened
     }
 
-    /// Forgets the open incident on `target` if `is_it` says it is the one kept there.
-    pub fn forget(&mut self, target: &[u8], is_it: impl FnOnce(&H) -> bool) {
+    /// Opens an incident on `attempt`'s target kept as `h`, whatever was open there (the
+    /// report's way with a late failure).
+    pub fn open_anew(&mut self, attempt: &UmountLine, h: H) {
+        self.open.insert(attempt.target_bytes().into_owned(), h);
+    }
+
+    /// Forgets the incident on `target`: the open one if `is_it` says it is the one kept
+    /// there, and the end of the last one if attempt `ended_by` ended it.
+    pub fn forget(&mut self, target: &[u8], is_it: impl FnOnce(&H) -> bool, ended_by: Option<u64>) {
         if self.open.get(target).is_some_and(is_it) {
             self.open.remove(target);
+        }
+        if ended_by.is_some() && self.ended_by.get(target).map(|(id, _)| *id) == ended_by {
+            self.ended_by.remove(target);
         }
     }
 
@@ -250,6 +287,12 @@ pub(crate) mod tests {
                     inc.add(a);
                     done.push(inc);
                 }
+                Filed::Late(id) => done
+                    .iter_mut()
+                    .rev()
+                    .find(|i| i.resolved_by == Some(id))
+                    .expect("the incident it belongs to")
+                    .add(a),
                 Filed::Opened | Filed::Outside => {}
             }
         }
@@ -310,14 +353,32 @@ pub(crate) mod tests {
         assert_eq!(got, [(1, 1, Some(2)), (4, 1, None)]);
     }
 
+    /// A stream writes a failure once its holders are known, and a success at once: the
+    /// failure before the success arrives after it, and still belongs to its incident.
+    #[test]
+    fn a_failure_arriving_after_the_success_that_followed_it_is_late() {
+        let attempts = [
+            attempt_at(1, "/m", 0, true, &[("x", 1)]),
+            attempt_at(3, "/m", 100, false, &[]),
+            attempt_at(2, "/m", 50, true, &[("scanner", 2)]),
+            attempt_at(4, "/m", 200, true, &[]),
+        ];
+        let incidents = group(&attempts);
+        let got: Vec<(u64, u64, Option<u64>, usize)> = incidents
+            .iter()
+            .map(|i| (i.first.id, i.failures, i.resolved_by, i.holders.len()))
+            .collect();
+        assert_eq!(got, [(1, 2, Some(3), 2), (4, 1, None, 0)]);
+    }
+
     #[test]
     fn forgetting_checks_which_incident_is_open() {
         let mut open: OpenByTarget<u64> = OpenByTarget::default();
         let a = attempt_at(1, "/m", 0, true, &[]);
         assert!(matches!(open.file(&a, || 7), Filed::Opened));
-        open.forget(b"/m", |h| *h == 6);
+        open.forget(b"/m", |h| *h == 6, None);
         assert!(matches!(open.file(&a, || 8), Filed::Joined(7)));
-        open.forget(b"/m", |h| *h == 7);
+        open.forget(b"/m", |h| *h == 7, None);
         assert!(matches!(open.file(&a, || 8), Filed::Opened));
         assert!(matches!(open.file(&a, || 9), Filed::Joined(8)));
     }

@@ -121,6 +121,17 @@ impl Incidents {
                     inc.add(a);
                 }
             }
+            // Its incident ended lately: among the newest, found from the newest.
+            Filed::Late(ended_by) => {
+                if let Some(inc) = self
+                    .kept
+                    .iter_mut()
+                    .rev()
+                    .find(|inc| inc.resolved_by == Some(ended_by))
+                {
+                    inc.add(a);
+                }
+            }
         }
         if opened {
             self.kept.push_back(Incident::new(a));
@@ -137,10 +148,9 @@ impl Incidents {
 
     fn drop_oldest(&mut self) {
         if let Some(gone) = self.kept.pop_front() {
-            if gone.resolved_by.is_none() {
-                let number = self.first;
-                self.open.forget(&gone.target_bytes(), |n| *n == number);
-            }
+            let number = self.first;
+            self.open
+                .forget(&gone.target_bytes(), |n| *n == number, gone.resolved_by);
             self.first += 1;
         }
     }
