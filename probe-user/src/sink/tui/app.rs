@@ -313,36 +313,31 @@ impl App {
 
     /// Copy the selected incident's `busyprobe who` command (its mount point when known).
     pub fn copy_who(&mut self) {
-        let Some((_, inc)) = self.current_incident() else {
-            return;
-        };
-        let path = match &inc.mount {
-            Some(m) => m.mount_point_bytes().into_owned(),
-            None => inc
-                .first
-                .target_abs_bytes()
-                .unwrap_or(inc.first.target_bytes())
-                .into_owned(),
-        };
-        let text = format!(
-            "busyprobe who {}",
-            shell_word(&String::from_utf8_lossy(&path))
-        );
-        self.action = Some(Action::Copy {
-            what: "the who command".into(),
-            text,
+        self.copy("the who command", |inc| {
+            let path = match &inc.mount {
+                Some(m) => m.mount_point_bytes().into_owned(),
+                None => inc
+                    .first
+                    .target_abs_bytes()
+                    .unwrap_or(inc.first.target_bytes())
+                    .into_owned(),
+            };
+            let path = shell_word(&String::from_utf8_lossy(&path));
+            Some(format!("busyprobe who {path}"))
         });
     }
 
     /// Copy the selected incident as one line of JSON (as `busyprobe report --format json`
     /// writes each).
     pub fn copy_json(&mut self) {
-        let Some((_, inc)) = self.current_incident() else {
-            return;
-        };
-        if let Ok(text) = serde_json::to_string(inc) {
+        self.copy("the incident's JSON", |inc| serde_json::to_string(inc).ok());
+    }
+
+    /// Copy `text` of the selected incident, named `what` in the status bar.
+    fn copy(&mut self, what: &str, text: impl FnOnce(&Incident) -> Option<String>) {
+        if let Some(text) = self.current_incident().and_then(|(_, inc)| text(inc)) {
             self.action = Some(Action::Copy {
-                what: "the incident's JSON".into(),
+                what: what.into(),
                 text,
             });
         }
