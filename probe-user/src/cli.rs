@@ -68,8 +68,8 @@ pub enum Command {
     /// keys, `q` quits. Plain `busyprobe` on a terminal runs this.
     Top(TopArgs),
     /// The `top` view over a recording (no root, no probes): rotated files oldest first, the
-    /// recording's host, kernel and probe mode in the status bar. Malformed lines are skipped
-    /// and listed once the screen closes.
+    /// recording's host, kernel and probe mode in the header, incidents by the recording's
+    /// time. Malformed lines are skipped and listed once the screen closes.
     Replay(ReplayArgs),
     /// Record every unmount attempt to a file, headless, for a node that fails now and then.
     ///

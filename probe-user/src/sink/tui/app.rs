@@ -65,7 +65,7 @@ pub struct App {
     held: VecDeque<UmountLine>,
     /// The input mode.
     pub mode: Mode,
-    /// Counters for the status bar.
+    /// Counters for the header (events lost).
     pub stats: Stats,
     /// Lines of the stream this screen did not get (`lost` lines: it read too slowly from
     /// the agent).

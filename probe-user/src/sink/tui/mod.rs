@@ -119,4 +119,26 @@ mod tests {
         drop(tx);
         assert!(!take_waiting(&mut app, &rx), "the stream ended");
     }
+
+    /// 100,000 failures on 20,000 targets (interleaved, each failing five times) keep
+    /// `--keep` incidents, and the incidents screen draws them in one frame.
+    #[test]
+    fn a_burst_on_many_targets_keeps_the_incidents_bounded() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for id in 0..100_000u64 {
+            let target = format!("/mnt/{}", id % 20_000);
+            tx.send(app::tests::attempt(id, "umount", &target, Some("EBUSY")))
+                .unwrap();
+        }
+        let mut app = App::new(10_000, "live".into());
+        assert!(take_waiting(&mut app, &rx));
+        assert_eq!(app.incidents.len(), 10_000, "bounded by --keep");
+        let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        terminal.draw(|f| ui::draw(f, &app)).unwrap();
+        let top = terminal.backend().buffer().content()[4 * 80..5 * 80]
+            .iter()
+            .map(|c| c.symbol())
+            .collect::<String>();
+        assert!(top.contains("failing       1 "), "{top}");
+    }
 }
