@@ -17,7 +17,7 @@ use serde::{Serialize, Serializer};
 use super::{for_each_line, LineProblem};
 pub use crate::sink::incidents::Incident;
 use crate::sink::{
-    incidents::{Filed, OpenByTarget},
+    incidents::Grouping,
     json::wire::{HeaderLine, Line, UmountLine, WarningLine},
 };
 
@@ -182,25 +182,13 @@ pub fn summarize(files: &[PathBuf]) -> std::io::Result<(Summary, Vec<LineProblem
 
 /// The second pass: every incident, in the order it ended (those that never ended last).
 pub fn incidents(files: &[PathBuf], mut incident: impl FnMut(Incident)) -> std::io::Result<()> {
-    let mut open: OpenByTarget<Incident> = OpenByTarget::default();
+    let mut grouping = Grouping::default();
     for_each_line(files, |line| {
-        let Line::Umount(attempt) = line else {
-            return;
-        };
-        match open.file(&attempt, || Incident::new(&attempt)) {
-            Filed::Joined(inc) => inc.add(&attempt),
-            Filed::Ended(mut inc) => {
-                inc.add(&attempt);
-                incident(inc)
-            }
-            // Written already: a late failure opens an incident of its own.
-            Filed::Late(_) => open.open_anew(&attempt, Incident::new(&attempt)),
-            Filed::Opened | Filed::Outside => {}
+        if let Line::Umount(attempt) = line {
+            grouping.add(&attempt, &mut incident);
         }
     })?;
-    let mut rest: Vec<Incident> = open.into_open().collect();
-    rest.sort_by_key(|i| i.first.id);
-    rest.into_iter().for_each(incident);
+    grouping.finish(incident);
     Ok(())
 }
 

@@ -7,13 +7,17 @@
 //!   opens a new incident;
 //! - a failure that arrives after the attempt that ended its incident, though it was made
 //!   before it (a stream writes a failure once its holders are known, and a success at
-//!   once), is *late*: it belongs to the incident that ended (the live view files it there;
-//!   the report, which has written that incident by then, opens a new one).
+//!   once), is *late*: it belongs to the incident that ended. A stream's incidents are
+//!   therefore handed out ([`Grouping`]) only [`LATE_WINDOW_NS`] after they ended.
 //!
 //! Each incident is bounded (its timeline and its holders), and filing an attempt costs one
 //! hash lookup, so a stream of any length is grouped in constant time per attempt.
 
-use std::{borrow::Cow, collections::HashMap, time::UNIX_EPOCH};
+use std::{
+    borrow::Cow,
+    collections::{HashMap, VecDeque},
+    time::UNIX_EPOCH,
+};
 
 use serde::Serialize;
 
@@ -237,6 +241,60 @@ impl<H> OpenByTarget<H> {
     }
 }
 
+/// How long (of the stream's time) after the attempt that ended an incident a late failure
+/// of it is still looked for: an EBUSY waits for its attribution pass, seconds at most.
+pub const LATE_WINDOW_NS: u64 = 10_000_000_000;
+
+/// The incidents of a stream read once (`busyprobe report`), each handed out when it is
+/// over: [`LATE_WINDOW_NS`] of the stream's time after it ended (so that a late failure
+/// joins it), or at the end of the stream. Memory: the open incidents, and those ended
+/// within the window.
+#[derive(Default)]
+pub struct Grouping {
+    open: OpenByTarget<Incident>,
+    /// Ended incidents not yet handed out, in the order they ended.
+    ended: VecDeque<Incident>,
+}
+
+impl Grouping {
+    /// Files `attempt`; hands `over` every incident over by its time, in the order they ended.
+    pub fn add(&mut self, attempt: &UmountLine, mut over: impl FnMut(Incident)) {
+        match self.open.file(attempt, || Incident::new(attempt)) {
+            Filed::Joined(inc) => inc.add(attempt),
+            Filed::Ended(mut inc) => {
+                inc.add(attempt);
+                self.ended.push_back(inc);
+            }
+            Filed::Late(id) => match self
+                .ended
+                .iter_mut()
+                .rev()
+                .find(|inc| inc.resolved_by == Some(id))
+            {
+                Some(inc) => inc.add(attempt),
+                // Later than the window: an incident of its own.
+                None => self.open.open_anew(attempt, Incident::new(attempt)),
+            },
+            Filed::Opened | Filed::Outside => {}
+        }
+        let now = ts_ns(&attempt.ts);
+        while let Some(inc) = self
+            .ended
+            .pop_front_if(|inc| inc.last_attempt_ns.saturating_add(LATE_WINDOW_NS) < now)
+        {
+            over(inc);
+        }
+    }
+
+    /// The stream has ended: hands `over` the ended incidents not handed out yet, in the
+    /// order they ended, then the open ones by their first attempt.
+    pub fn finish(self, over: impl FnMut(Incident)) {
+        let mut open: Vec<Incident> = self.open.into_open().collect();
+        open.sort_by_key(|i| i.first.id);
+        self.ended.into_iter().chain(open).for_each(over);
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -278,28 +336,36 @@ pub(crate) mod tests {
     /// Files every attempt; returns the incidents, ended ones first in the order they ended,
     /// then the open ones by their first attempt.
     fn group(attempts: &[UmountLine]) -> Vec<Incident> {
-        let mut open = OpenByTarget::default();
-        let mut done = Vec::new();
+        let mut grouping = Grouping::default();
+        let mut over = Vec::new();
         for a in attempts {
-            match open.file(a, || Incident::new(a)) {
-                Filed::Joined(inc) => inc.add(a),
-                Filed::Ended(mut inc) => {
-                    inc.add(a);
-                    done.push(inc);
-                }
-                Filed::Late(id) => done
-                    .iter_mut()
-                    .rev()
-                    .find(|i| i.resolved_by == Some(id))
-                    .expect("the incident it belongs to")
-                    .add(a),
-                Filed::Opened | Filed::Outside => {}
-            }
+            grouping.add(a, |inc| over.push(inc));
         }
-        let mut rest: Vec<Incident> = open.into_open().collect();
-        rest.sort_by_key(|i| i.first.id);
-        done.extend(rest);
-        done
+        grouping.finish(|inc| over.push(inc));
+        over
+    }
+
+    /// An incident is handed out once no late failure can come: the window after its end.
+    #[test]
+    fn an_ended_incident_is_handed_out_after_the_window() {
+        let mut grouping = Grouping::default();
+        let mut over = Vec::new();
+        grouping.add(&attempt_at(1, "/m", 0, true, &[]), |i| {
+            over.push(i.first.id)
+        });
+        grouping.add(&attempt_at(2, "/m", 10, false, &[]), |i| {
+            over.push(i.first.id)
+        });
+        grouping.add(&attempt_at(3, "/n", 5_000, true, &[]), |i| {
+            over.push(i.first.id)
+        });
+        assert!(over.is_empty(), "within the window");
+        grouping.add(&attempt_at(4, "/n", 10_011, true, &[]), |i| {
+            over.push(i.first.id)
+        });
+        assert_eq!(over, [1]);
+        grouping.finish(|i| over.push(i.first.id));
+        assert_eq!(over, [1, 3]);
     }
 
     #[test]
