@@ -1,6 +1,7 @@
-//! `busyprobe top`, driven for real inside tmux: the live screen lists a failed unmount with
-//! the caller's pid and opens the holder's pid and path in the detail pane; `q` quits with
-//! status 0; `replay` shows a recording and reports its malformed lines once the terminal
+//! `busyprobe top`, driven for real inside tmux: the first screen lists incidents with their
+//! main holder (the demo's holder is named without a key pressed); the raw list (`a`) lists a
+//! failed unmount with the caller's pid and opens the holder's pid and path in the detail
+//! pane; `q` quits with status 0; `replay` shows a recording and reports its malformed lines once the terminal
 //! is back; `top --connect` shows a running agent's stream; without a terminal it refuses
 //! clearly.
 
@@ -139,6 +140,14 @@ impl Drop for Screen {
     }
 }
 
+/// Switches `screen` from the incidents (the first screen, once it is up) to the raw list of
+/// attempts.
+fn show_attempts(screen: &Screen) {
+    screen.wait_for("┌ incidents (");
+    screen.keys(&["a"]);
+    screen.wait_for("┌ unmounts (");
+}
+
 /// The detail pane's first line (`attempt N at TIME`): which attempt it shows.
 fn detail_attempt(text: &str) -> Option<&str> {
     text.lines()
@@ -182,6 +191,7 @@ fn top_live_names_the_holder_of_a_failed_unmount() {
     let (_dir, tmp) = temp_dir();
     // Plain `busyprobe` on a terminal is `top`.
     let screen = Screen::start(&[]);
+    show_attempts(&screen);
     wait_until_attached(&screen, &tmp);
     let mnt = tmp.join("mnt");
     let held = mnt.join("held");
@@ -214,10 +224,28 @@ fn top_live_names_the_holder_of_a_failed_unmount() {
 
     // Which mode runs is checked by `auto_mode_runs_what_doctor_predicts_and_says_why`.
     assert!(
-        ["tracepoint", "fentry", "enhanced"]
-            .iter()
-            .any(|mode| text.contains(&format!(" live, {mode} mode, holders on | "))),
-        "the status bar: {text}"
+        ["tracepoint", "enhanced", "fentry"].iter().any(|mode| text
+            .lines()
+            .any(|l| l == format!(" live, {mode} mode, holders on"))),
+        "the header: {text}"
+    );
+    // Back to the incidents (still filtered to this mount): its row names the holder, and
+    // Enter opens it.
+    screen.keys(&["a"]);
+    let text = screen.wait_for(&format!("held by fd {comm}[{pid}] …/held"));
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("│") && l.contains(&format!(" {} ", mnt.display()))),
+        "{text}"
+    );
+    screen.keys(&["Enter"]);
+    let text = screen.wait_for("holders (attempts that named each):");
+    assert!(
+        text.contains(&format!(
+            "    1  fd          {comm}[{pid}]  {}",
+            held.display()
+        )),
+        "{text}"
     );
     screen.keys(&["q"]);
     let text = screen.wait_for("EXIT=");
@@ -247,6 +275,7 @@ fn top_connect_shows_a_running_agents_stream() {
         " live from the agent at {socket_arg} (host {}, kernel ",
         host.to_string_lossy()
     ));
+    show_attempts(&screen);
     let mnt = tmp.join("mnt");
     let go = GoAhead(tmp.join("go"));
     let plan = Plan::new()
@@ -293,12 +322,43 @@ fn top_replays_a_recording() {
     let recording =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("src/recording/testdata/incident.jsonl");
     let screen = Screen::start(&["replay", recording.to_str().unwrap()]);
-    let text = screen.wait_for(" replay of ");
+    // The first screen: the incidents, each with its main holder.
+    let text = screen.wait_for("held by ");
+    let lines: Vec<&str> = text.lines().take(8).collect();
+    assert_eq!(
+        lines,
+        [
+            " replay of incident.jsonl (host node-7, kernel 6.18.44, tracepoint mode)",
+            " 2 incidents: 1 failing, 0 gave up (still mounted) | lost 0",
+            " failures/s    0 (peak 4) █",
+            &format!("┌ incidents (2, by last failure) {}┐", "─".repeat(86)),
+            &format!("│unmounted     3 10:01:02-10:01:02 /var/lib/containerd/tmpmounts/containerd-mount123{}│", " ".repeat(35)),
+            &format!("│  held by transient scanner[999] pod security/scanner-x7 …/etc/passwd +1 more{}│", " ".repeat(41)),
+            &format!("│failing       1 10:01:02-10:01:02 /mnt/not_a_mount{}│", " ".repeat(68)),
+            &format!("│  EINVAL{}│", " ".repeat(110)),
+        ],
+        "{text}"
+    );
+    // The incident: its holders with how many attempts named each, which attempt worked.
+    screen.keys(&["Enter"]);
+    let text = screen.wait_for("attempt 5 worked, 150.0ms after the first failure");
     assert!(
-        text.contains(" replay of incident.jsonl (host node-7, kernel 6.18.44, tracepoint mode) | 5 events, 4 failed | lost 0 |"),
+        text.contains("│    2  transient   scanner[999]  /var/lib/containerd/tmpmounts/containerd-mount123/etc/passwd"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "retry timeline: #1 EBUSY +0ns, #3 EBUSY +50.0ms, #4 EBUSY +100.0ms, #5 ok +150.0ms"
+        ),
+        "{text}"
+    );
+    // The raw list of attempts.
+    screen.keys(&["Escape", "a"]);
+    let text = screen.wait_for("┌ unmounts (5) ");
+    assert!(
+        text.contains(" attempts: 5 events, 4 failed | ? help  q quit"),
         "the status bar: {text}"
     );
-    assert!(text.contains("┌ unmounts (5) "), "{text}");
     assert!(text.contains("10:01:02.200 EBUSY  containerd[1234] /var/lib/containerd/tmpmounts/containerd-mount123  1 holder(s)"), "{text}");
     assert!(
         text.contains("10:01:02.120 EINVAL umount[77] /mnt/not_a_mount"),
@@ -325,9 +385,19 @@ fn replay_of_stdin_shows_a_stream_and_stays_until_quit() {
     let redirect = format!("< {}", recording.display());
     let screen = Screen::start(&["replay", "-", &redirect]);
     // The stream has ended (end of file): the screen stays up with every event.
-    let text = screen.wait_for(
-        " replay of stdin (host node-7, kernel 6.18.44, tracepoint mode) | 5 events, 4 failed |",
+    let text = screen.wait_for(" 2 incidents: 1 failing, 0 gave up (still mounted) | lost 0");
+    assert!(
+        text.contains(" replay of stdin (host node-7, kernel 6.18.44, tracepoint mode)\n"),
+        "{text}"
     );
+    assert!(
+        text.contains(
+            "  held by transient scanner[999] pod security/scanner-x7 …/etc/passwd +1 more"
+        ),
+        "{text}"
+    );
+    show_attempts(&screen);
+    let text = screen.wait_for(" attempts: 5 events, 4 failed |");
     assert!(
         text.contains("10:01:02.120 EINVAL umount[77] /mnt/not_a_mount"),
         "{text}"
@@ -343,10 +413,28 @@ fn replay_of_stdin_shows_a_stream_and_stays_until_quit() {
 
 fn demo_on_a_terminal_opens_the_top_view() {
     let screen = Screen::start(&["demo"]);
-    screen.wait_for(" demo (every process is busyprobe) | ");
+    let layer = "/tmpmounts/containerd-mount1";
+    // The first screen, no key pressed: the incident on the layer, and who held it.
+    let text = screen.wait_until("the layer's incident and its holder", |text| {
+        let lines: Vec<&str> = text.lines().collect();
+        lines.windows(2).any(|rows| {
+            rows[0].contains("│unmounted     2 ")
+                && rows[0].contains(layer)
+                && rows[1].contains("  held by ")
+                && rows[1].contains(" busyprobe[")
+                && ["…/etc/passwd +1 more", "…/etc/hosts +1 more"]
+                    .iter()
+                    .any(|file| rows[1].contains(file))
+        })
+    });
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(" demo (every process is busyprobe)")),
+        "{text}"
+    );
+    show_attempts(&screen);
     // The rows may come after the status bar: wait for the unmount that worked.
     let text = screen.wait_for(" ok     busyprobe[");
-    let layer = "/tmpmounts/containerd-mount1";
     // Rows are listed as they arrive: a failure's row comes once its holders are known, which
     // on a slow machine can be after the unmount that worked.
     let rows: Vec<&str> = text.lines().filter(|l| l.contains(layer)).collect();

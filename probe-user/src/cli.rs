@@ -51,17 +51,25 @@ pub enum Command {
     /// docs/json-schema.md): one `umount` object per attempt and periodic `stats` objects
     /// with the counts of lost events. Stops on Ctrl-C or SIGTERM.
     Watch(WatchArgs),
-    /// A live full-screen view of every unmount attempt and who held each failed one (needs
-    /// root and a terminal).
+    /// A live full-screen view of the incidents (failed unmounts of one target up to the one
+    /// that worked) and who held each (needs root and a terminal).
     ///
-    /// Newest first; failures in red. Enter opens the details (the mount, each holder, and how
-    /// long before or after the failure a transient holder had the file open); `/` filters by
-    /// command or path, `f` shows failures only, `p` pauses, `?` lists the keys, `q` quits.
-    /// The status bar counts events lost, by cause. Plain `busyprobe` on a terminal runs this.
+    /// One row per incident: failing, unmounted, or gave up (still mounted); its failures,
+    /// first and last; the target; its main holder (kind, process, pod, file) and how many
+    /// more. The header shows failures per second over the last minutes, mounts still mounted
+    /// after failing, and events lost, by cause. Enter opens an incident (its holders with
+    /// how many attempts named each, the retry timeline, the mount); `s` sorts by last
+    /// failure, failures or target; `y` copies its `busyprobe who` command and `Y` its JSON
+    /// to the terminal's clipboard (OSC 52); `r` writes its Markdown report (as `busyprobe
+    /// report`) to ./busyprobe-incident-ID.md. `a` (or Tab) switches to every unmount attempt,
+    /// newest first, failures in red, where Enter opens the details (the mount, each holder,
+    /// and how long before or after the failure a transient holder had the file open) and
+    /// `f` shows failures only. `/` filters by command or path, `p` pauses, `?` lists the
+    /// keys, `q` quits. Plain `busyprobe` on a terminal runs this.
     Top(TopArgs),
     /// The `top` view over a recording (no root, no probes): rotated files oldest first, the
-    /// recording's host, kernel and probe mode in the status bar. Malformed lines are skipped
-    /// and listed once the screen closes.
+    /// recording's host, kernel and probe mode in the header, incidents by the recording's
+    /// time. Malformed lines are skipped and listed once the screen closes.
     Replay(ReplayArgs),
     /// Record every unmount attempt to a file, headless, for a node that fails now and then.
     ///
@@ -165,7 +173,8 @@ pub struct WatchArgs {
 /// Options of `busyprobe top`.
 #[derive(Args, Debug, Clone)]
 pub struct TopArgs {
-    /// Most events kept on screen (the oldest go first), so memory stays flat.
+    /// Most events kept on screen, and most incidents (the oldest go first), so memory stays
+    /// flat.
     #[arg(long, value_name = "N", default_value_t = KEEP_ON_SCREEN)]
     pub keep: usize,
     /// Show the stream of a running `busyprobe agent` from its socket instead of loading
@@ -200,7 +209,7 @@ pub struct ReplayArgs {
     /// busyprobe replay -` (keys then come from the terminal).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
-    /// Most events kept on screen (the newest are kept).
+    /// Most events kept on screen, and most incidents (the newest are kept).
     #[arg(long, value_name = "N", default_value_t = KEEP_ON_SCREEN)]
     pub keep: usize,
 }

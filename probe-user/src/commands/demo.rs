@@ -90,7 +90,7 @@ pub fn run() -> Result<ExitCode> {
     stop(watch)?;
     status.context("the demo incident failed")?;
     if let Some(recording) = recording {
-        println!("Opening the result in the `top` view (Enter: details, ?: keys, q: quit)...");
+        println!("Opening the result in the `top` view (Enter: the incident, a: every attempt, ?: keys, q: quit)...");
         sleep(Duration::from_secs(1));
         super::top::show_recording(
             &[recording],

@@ -17,7 +17,7 @@ use crate::{
     cli::{ReplayArgs, TopArgs},
     loader,
     loader::OpenTimes,
-    recording::{files_in_order, for_each_line, parse_line},
+    recording::{files_in_order, for_each_line, markdown, parse_line},
     sink::{
         json::wire::Line,
         tui::{self, app::App, feed::Feed, term::TerminalGuard},
@@ -40,6 +40,7 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
             "replay -",
             title,
             "stdin",
+            false,
         )?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -58,10 +59,16 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The screen's state, empty: at most `keep` events (and incidents), titled `source`; `r`
+/// writes an incident's report as `busyprobe report` does.
+fn screen(keep: usize, source: String) -> App {
+    App::new(keep, source).with_renderer(markdown::incident)
+}
+
 /// The screen over the lines of `files` (in order), titled `source`; malformed lines are
 /// listed on stderr once the terminal is back.
 pub fn show_recording(files: &[PathBuf], keep: usize, source: String) -> Result<()> {
-    let mut app = App::new(keep, source);
+    let mut app = screen(keep, source);
     let problems = for_each_line(files, |line| app.push(line)).context("reading the recording")?;
     tui::show(TerminalGuard::new("replay")?, app, None)?;
     for problem in &problems {
@@ -72,13 +79,15 @@ pub fn show_recording(files: &[PathBuf], keep: usize, source: String) -> Result<
 
 /// The screen (of `command`, titled `title`) over JSON Lines arriving on `input` as they
 /// come; it stays up after the stream ends, until the user quits. Malformed lines are listed
-/// once the terminal is back, each after `source:`.
+/// once the terminal is back, each after `source:`. A `live` stream moves the screen's time
+/// on by the wall clock too.
 fn show_stream(
     input: impl io::BufRead + Send + 'static,
     keep: usize,
     command: &str,
     title: String,
     source: &str,
+    live: bool,
 ) -> Result<()> {
     let guard = TerminalGuard::new(command)?;
     let (to_screen, lines) = mpsc::channel();
@@ -87,7 +96,9 @@ fn show_stream(
         // Keep the channel open: the screen stays until `q`, not until the stream ends.
         (problems, to_screen)
     });
-    tui::show(guard, App::new(keep, title), Some(lines))?;
+    let app = screen(keep, title);
+    let app = if live { app.on_the_wall_clock() } else { app };
+    tui::show(guard, app, Some(lines))?;
     if reader.is_finished() {
         if let Ok((problems, _)) = reader.join() {
             for problem in problems {
@@ -122,7 +133,7 @@ pub fn live(args: &TopArgs) -> Result<ExitCode> {
         let input = super::connect::connect(socket)?;
         let title = format!("live from the agent at {}", socket.display());
         let source = socket.display().to_string();
-        show_stream(input, args.keep, "top --connect", title, &source)?;
+        show_stream(input, args.keep, "top --connect", title, &source, true)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mode = loader::resolve_mode("top", args.stream.mode)?;
@@ -132,10 +143,11 @@ pub fn live(args: &TopArgs) -> Result<ExitCode> {
     } else {
         "holders on"
     };
-    let app = App::new(
+    let app = screen(
         args.keep,
         format!("live, {} mode, {tracking}", mode.mode.as_str()),
-    );
+    )
+    .on_the_wall_clock();
     let (to_screen, lines) = mpsc::channel();
     // Messages (warnings, the probes' logs) would scribble over the screen: they are kept
     // and printed once the terminal is back.

@@ -153,8 +153,7 @@ pub fn by_pod(pods: &IncidentsByPod) -> String {
 /// One incident: the first failure, the mount, the holders, the timeline.
 pub fn incident(number: usize, inc: &Incident) -> String {
     let f = &inc.first;
-    let failed =
-        inc.timeline.iter().filter(|(_, _, r)| r != "ok").count() as u64 + inc.more_attempts;
+    let failed = inc.failures;
     let outcome = match inc.resolved_by {
         Some(id) => format!("then attempt {id} worked"),
         None => "never worked in this recording".into(),
@@ -267,14 +266,7 @@ mod tests {
             related_event: Some(41),
         });
         let first = UmountLine::new(&a);
-        let inc = Incident {
-            target: first.target.clone(),
-            first,
-            timeline: vec![(42, "t".into(), "EINVAL".into())],
-            more_attempts: 0,
-            holders: Vec::new(),
-            resolved_by: None,
-        };
+        let inc = Incident::new(&first);
         let text = incident(1, &inc);
         assert!(
             text.contains(

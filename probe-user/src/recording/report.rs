@@ -2,9 +2,9 @@
 //!
 //! Two streaming passes over the files (constant memory whatever their size): the first
 //! counts (attempts, failures by errno, the mounts that failed most, the holders seen most),
-//! the second groups failures into *incidents*: consecutive failed attempts on one target up
-//! to the attempt that worked (or the end of the recording), each with its holders and its
-//! retry timeline.
+//! the second groups failures into *incidents* (`sink/incidents.rs` has the rule: failed
+//! attempts on one target up to the attempt that worked, or the end of the recording), each
+//! with its holders and its retry timeline.
 
 use std::{
     borrow::Cow,
@@ -15,14 +15,14 @@ use std::{
 use serde::{Serialize, Serializer};
 
 use super::{for_each_line, LineProblem};
-use crate::sink::json::wire::{HeaderLine, HolderWire, Line, UmountLine, WarningLine};
+pub use crate::sink::incidents::Incident;
+use crate::sink::{
+    incidents::Grouping,
+    json::wire::{HeaderLine, Line, UmountLine, WarningLine},
+};
 
 /// Most distinct keys a summary table counts (then the rest is "other").
 const MAX_KEYS: usize = 10_000;
-/// Most attempts an incident's timeline lists (the rest are counted).
-const MAX_TIMELINE: usize = 100;
-/// Most distinct holders an incident lists.
-const MAX_HOLDERS: usize = 100;
 
 /// Counts over the whole recording. Targets and comms are counted by their exact bytes; in
 /// JSON they are keys, lossy when not UTF-8 (keys that come out the same are added up).
@@ -149,68 +149,6 @@ impl Summary {
     }
 }
 
-/// Consecutive failed attempts on one target (its exact bytes), up to the one that worked.
-#[derive(Debug, Serialize)]
-pub struct Incident {
-    /// The target (lossy when not UTF-8: `first` has its exact bytes).
-    pub target: String,
-    /// The first failed attempt (the whole line).
-    pub first: UmountLine,
-    /// Every attempt: `(id, ts, errno or "ok")`, at most [`MAX_TIMELINE`].
-    pub timeline: Vec<(u64, String, String)>,
-    /// Attempts not listed in `timeline`.
-    pub more_attempts: u64,
-    /// Distinct holders seen over the failed attempts (by kind, pid and exact path), with
-    /// how many attempts named each.
-    pub holders: Vec<(HolderWire, u64)>,
-    /// The attempt that worked, if any.
-    pub resolved_by: Option<u64>,
-}
-
-impl Incident {
-    fn new(first: &UmountLine) -> Self {
-        let mut me = Self {
-            target: first.target.clone(),
-            first: first.clone(),
-            timeline: Vec::new(),
-            more_attempts: 0,
-            holders: Vec::new(),
-            resolved_by: None,
-        };
-        me.add(first);
-        me
-    }
-
-    fn add(&mut self, a: &UmountLine) {
-        if self.timeline.len() < MAX_TIMELINE {
-            self.timeline
-                .push((a.id, a.ts.clone(), a.result().to_owned()));
-        } else {
-            self.more_attempts += 1;
-        }
-        for h in a.holders() {
-            let key = |h: &HolderWire| (h.kind.clone(), h.pid, h.path_bytes().map(Cow::into_owned));
-            let known = self
-                .holders
-                .iter()
-                .position(|(seen, _)| key(seen) == key(h));
-            match known {
-                Some(i) => self.holders[i].1 += 1,
-                None if self.holders.len() < MAX_HOLDERS => self.holders.push((h.clone(), 1)),
-                None => {}
-            }
-        }
-        if a.ret == 0 {
-            self.resolved_by = Some(a.id);
-        }
-    }
-
-    /// Whether attempt `id` is part of this incident.
-    pub fn contains(&self, id: u64) -> bool {
-        self.timeline.iter().any(|(i, _, _)| *i == id)
-    }
-}
-
 /// The incidents each pod took part in, by their numbers in the report: as a holder's pod, or
 /// as the pod of the process whose unmount failed (pods by `namespace/pod`, in order).
 #[derive(Debug, Default)]
@@ -244,30 +182,13 @@ pub fn summarize(files: &[PathBuf]) -> std::io::Result<(Summary, Vec<LineProblem
 
 /// The second pass: every incident, in the order it ended (those that never ended last).
 pub fn incidents(files: &[PathBuf], mut incident: impl FnMut(Incident)) -> std::io::Result<()> {
-    let mut open: HashMap<Vec<u8>, Incident> = HashMap::new();
+    let mut grouping = Grouping::default();
     for_each_line(files, |line| {
-        let Line::Umount(attempt) = line else {
-            return;
-        };
-        let target = attempt.target_bytes().into_owned();
-        match open.remove(&target) {
-            Some(mut inc) => {
-                inc.add(&attempt);
-                if attempt.failed() {
-                    open.insert(target, inc);
-                } else {
-                    incident(inc)
-                }
-            }
-            None if attempt.failed() => {
-                open.insert(target, Incident::new(&attempt));
-            }
-            None => {}
+        if let Line::Umount(attempt) = line {
+            grouping.add(&attempt, &mut incident);
         }
     })?;
-    let mut rest: Vec<Incident> = open.into_values().collect();
-    rest.sort_by_key(|i| i.first.id);
-    rest.into_iter().for_each(incident);
+    grouping.finish(incident);
     Ok(())
 }
 

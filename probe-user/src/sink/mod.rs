@@ -5,6 +5,7 @@
 pub mod clients;
 pub mod fanout;
 pub mod format;
+pub mod incidents;
 pub mod json;
 pub mod metrics;
 pub mod record;

@@ -1,18 +1,40 @@
 //! The TUI's state and the verbs a user has over it. No terminal here: every verb is tested
-//! on its own.
+//! on its own (one that must reach outside the screen leaves an [`Action`] for the loop).
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, path::PathBuf, time::SystemTime};
 
+use super::{
+    actions::{shell_word, Action},
+    incidents::{Incidents, Sort},
+};
 use crate::{
     paths::escape_for_terminal,
-    sink::json::wire::{Line, UmountLine},
+    sink::{
+        incidents::{ts_ns, Incident},
+        json::wire::{Line, UmountLine},
+    },
     stats::Stats,
 };
+
+/// Which screen the body shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// One row per incident (the default).
+    Incidents,
+    /// One incident, by its number: holders, retry timeline, mount.
+    Incident(u64),
+    /// Every unmount attempt, newest first, with a detail pane.
+    Attempts,
+}
+
+/// Renders incident `number` as Markdown (`busyprobe report`'s renderer, which the command
+/// hands over: the screen does not depend on the report).
+pub type Renderer = fn(usize, &Incident) -> String;
 
 /// Which overlay or input mode is active.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// The event list.
+    /// No overlay: the view's keys.
     List,
     /// Typing a filter after `/`.
     Filter,
@@ -43,7 +65,7 @@ pub struct App {
     held: VecDeque<UmountLine>,
     /// The input mode.
     pub mode: Mode,
-    /// Counters for the status bar.
+    /// Counters for the header (events lost).
     pub stats: Stats,
     /// Lines of the stream this screen did not get (`lost` lines: it read too slowly from
     /// the agent).
@@ -54,6 +76,23 @@ pub struct App {
     pub header: Option<String>,
     /// Set when the user asked to quit.
     pub quit: bool,
+    /// The attempts grouped into incidents.
+    pub incidents: Incidents,
+    /// The screen shown.
+    pub view: View,
+    /// The order of the incident rows.
+    pub sort: Sort,
+    /// The selected incident (its number); the first row when none or gone.
+    chosen: Option<u64>,
+    /// Whether the wall clock moves the stream's time on (live: an incident whose target saw
+    /// no attempt for a while is given up even if no line comes).
+    wall_clock: bool,
+    /// The Markdown renderer for `r`.
+    renderer: Option<Renderer>,
+    /// What the loop must do next outside the screen.
+    pub action: Option<Action>,
+    /// What the last action did, for the status bar.
+    pub message: Option<String>,
 }
 
 impl App {
@@ -75,6 +114,37 @@ impl App {
             source,
             header: None,
             quit: false,
+            incidents: Incidents::new(capacity),
+            view: View::Incidents,
+            sort: Sort::LastFailure,
+            chosen: None,
+            wall_clock: false,
+            renderer: None,
+            action: None,
+            message: None,
+        }
+    }
+
+    /// The same, with `r` writing an incident's report with `renderer`.
+    pub fn with_renderer(mut self, renderer: Renderer) -> Self {
+        self.renderer = Some(renderer);
+        self
+    }
+
+    /// The same, with the wall clock moving the stream's time (live sources).
+    pub fn on_the_wall_clock(mut self) -> Self {
+        self.wall_clock = true;
+        self
+    }
+
+    /// The time is `now` (called every pass of the loop): live, incidents left alone long
+    /// enough are given up.
+    pub fn tick(&mut self, now: SystemTime) {
+        if self.wall_clock {
+            let ns = now
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            self.incidents.saw_time(ns);
         }
     }
 
@@ -83,7 +153,10 @@ impl App {
         match line {
             Line::Umount(attempt) if self.paused => self.hold(*attempt),
             Line::Umount(attempt) => self.list(*attempt),
-            Line::Stats(stats) => self.stats = stats.stats(),
+            Line::Stats(stats) => {
+                self.incidents.saw_time(ts_ns(&stats.ts));
+                self.stats = stats.stats();
+            }
             Line::Header(h) => {
                 self.header = Some(format!(
                     "host {}, kernel {}, {} mode",
@@ -106,6 +179,7 @@ impl App {
     }
 
     fn list(&mut self, attempt: UmountLine) {
+        self.incidents.add(&attempt);
         self.failures += usize::from(attempt.failed());
         self.events.push_front(attempt);
         while self.events.len() > self.capacity {
@@ -150,15 +224,139 @@ impl App {
         (self.events.len(), self.failures)
     }
 
-    /// Down one event.
+    /// Down one row (an event, or an incident).
     pub fn next(&mut self) {
-        let last = self.visible().len().saturating_sub(1);
-        self.selected = (self.selected + 1).min(last);
+        if self.view == View::Attempts {
+            let last = self.visible().len().saturating_sub(1);
+            self.selected = (self.selected + 1).min(last);
+        } else {
+            self.move_incident(1);
+        }
     }
 
-    /// Up one event.
+    /// Up one row.
     pub fn previous(&mut self) {
-        self.selected = self.selected.saturating_sub(1);
+        if self.view == View::Attempts {
+            self.selected = self.selected.saturating_sub(1);
+        } else {
+            self.move_incident(-1);
+        }
+    }
+
+    /// The incidents shown (filtered), as `(number, incident)`, in the chosen order.
+    pub fn visible_incidents(&self) -> Vec<(u64, &Incident)> {
+        let needle = self.filter.to_lowercase();
+        self.incidents.sorted(self.sort, |inc| {
+            needle.is_empty()
+                || inc.target.to_lowercase().contains(&needle)
+                || inc.first.comm.to_lowercase().contains(&needle)
+                || inc.holders.iter().any(|(h, _)| {
+                    h.comm
+                        .as_ref()
+                        .is_some_and(|c| c.to_lowercase().contains(&needle))
+                })
+        })
+    }
+
+    /// The row of the selected incident among `rows` (the first when it is not there).
+    pub fn incident_row(&self, rows: &[(u64, &Incident)]) -> usize {
+        self.chosen
+            .and_then(|n| rows.iter().position(|(number, _)| *number == n))
+            .unwrap_or(0)
+    }
+
+    /// The selected incident: the one open, or the selected row's.
+    pub fn current_incident(&self) -> Option<(u64, &Incident)> {
+        if let View::Incident(n) = self.view {
+            return self.incidents.get(n).map(|inc| (n, inc));
+        }
+        let rows = self.visible_incidents();
+        rows.get(self.incident_row(&rows)).copied()
+    }
+
+    fn move_incident(&mut self, by: isize) {
+        let rows = self.visible_incidents();
+        if rows.is_empty() {
+            return;
+        }
+        let at = self.incident_row(&rows).saturating_add_signed(by);
+        self.chosen = Some(rows[at.min(rows.len() - 1)].0);
+    }
+
+    /// Open the selected incident.
+    pub fn open_incident(&mut self) {
+        if let Some((n, _)) = self.current_incident() {
+            self.chosen = Some(n);
+            self.view = View::Incident(n);
+        }
+    }
+
+    /// Back to the incident rows.
+    pub fn close_incident(&mut self) {
+        self.view = View::Incidents;
+    }
+
+    /// Switch between the incidents and the raw list of attempts.
+    pub fn toggle_attempts(&mut self) {
+        self.view = match self.view {
+            View::Attempts => View::Incidents,
+            View::Incidents | View::Incident(_) => View::Attempts,
+        };
+    }
+
+    /// Sort the incidents by the next order (last failure, failures, target); the selected
+    /// incident stays selected.
+    pub fn cycle_sort(&mut self) {
+        self.chosen = self.current_incident().map(|(n, _)| n);
+        self.sort = self.sort.next();
+    }
+
+    /// Copy the selected incident's `busyprobe who` command (its mount point when known).
+    pub fn copy_who(&mut self) {
+        self.copy("the who command", |inc| {
+            let path = match &inc.mount {
+                Some(m) => m.mount_point_bytes().into_owned(),
+                None => inc
+                    .first
+                    .target_abs_bytes()
+                    .unwrap_or(inc.first.target_bytes())
+                    .into_owned(),
+            };
+            let path = shell_word(&String::from_utf8_lossy(&path));
+            Some(format!("busyprobe who {path}"))
+        });
+    }
+
+    /// Copy the selected incident as one line of JSON (as `busyprobe report --format json`
+    /// writes each).
+    pub fn copy_json(&mut self) {
+        self.copy("the incident's JSON", |inc| serde_json::to_string(inc).ok());
+    }
+
+    /// Copy `text` of the selected incident, named `what` in the status bar.
+    fn copy(&mut self, what: &str, text: impl FnOnce(&Incident) -> Option<String>) {
+        if let Some(text) = self.current_incident().and_then(|(_, inc)| text(inc)) {
+            self.action = Some(Action::Copy {
+                what: what.into(),
+                text,
+            });
+        }
+    }
+
+    /// Write the selected incident's Markdown report to `busyprobe-incident-ID.md` (ID: its
+    /// first attempt) in the current directory.
+    pub fn write_report(&mut self) {
+        let Some((_, inc)) = self.current_incident() else {
+            return;
+        };
+        let Some(render) = self.renderer else {
+            self.message = Some("reports are not available here".into());
+            return;
+        };
+        self.action = Some(Action::Write {
+            path: PathBuf::from(format!("busyprobe-incident-{}.md", inc.first.id)),
+            text: format!("# busyprobe: one incident\n{}", render(1, inc)),
+        });
     }
 
     /// Open or close the detail pane.
@@ -277,6 +475,7 @@ pub(crate) mod tests {
     #[test]
     fn selection_moves_and_follows_its_event() {
         let mut app = App::new(10, "test".into());
+        app.toggle_attempts();
         (1..=3).for_each(|i| app.push(attempt(i, "umount", "/m", None)));
         app.next();
         app.next();
@@ -291,6 +490,7 @@ pub(crate) mod tests {
     #[test]
     fn a_burst_of_100k_events_keeps_memory_bounded_and_the_selection() {
         let mut app = App::new(1000, "test".into());
+        app.toggle_attempts();
         app.push(attempt(0, "umount", "/m", Some("EBUSY")));
         app.push(attempt(1, "umount", "/m", None));
         app.next();

@@ -1,14 +1,22 @@
-//! The terminal UI (`busyprobe top`): every unmount attempt as a live list, newest first, with
-//! the holders of each failure in a detail pane. It draws the same lines (the typed wire
+//! The terminal UI (`busyprobe top`): incidents first (one row per target whose unmount
+//! failed, with its main holder; Enter opens its holders, retry timeline and mount), under a
+//! header that says whether it is getting worse (failures per second, mounts left mounted
+//! after failing, events lost); a key switches to every unmount attempt as a live list,
+//! newest first, with the holders of each failure in a detail pane. It draws the same lines (the typed wire
 //! model, `sink::json::wire::Line`) that `watch --json` prints and recordings hold, so `top --replay FILE` shows a recording the
 //! way it looked live.
 //!
-//! `app` is the state and its verbs, `keys` maps key presses onto them, `ui` draws (pure,
-//! snapshot-tested), `term` owns the terminal, `feed` is the live stream's sink.
+//! `app` is the state and its verbs, `incidents` groups attempts as they come (by
+//! `sink/incidents.rs`'s rule), `rate` counts failures per second, `keys` maps key presses
+//! onto the verbs, `ui` draws (pure, snapshot-tested), `actions` does what a verb asks outside
+//! the screen (clipboard, files), `term` owns the terminal, `feed` is the live stream's sink.
 
+pub mod actions;
 pub mod app;
 pub mod feed;
+pub mod incidents;
 pub mod keys;
+pub mod rate;
 pub mod term;
 pub mod ui;
 
@@ -39,6 +47,10 @@ pub fn show(mut guard: TerminalGuard, mut app: App, lines: Option<Receiver<Line>
             if !take_waiting(&mut app, lines) {
                 return Ok(());
             }
+        }
+        app.tick(std::time::SystemTime::now());
+        if let Some(action) = app.action.take() {
+            app.message = Some(actions::perform(action, guard.terminal.backend_mut()));
         }
         guard.terminal.draw(|frame| ui::draw(frame, &app))?;
         // Wait on the terminal ourselves: crossterm's own wait spins forever on a terminal
@@ -106,5 +118,27 @@ mod tests {
         );
         drop(tx);
         assert!(!take_waiting(&mut app, &rx), "the stream ended");
+    }
+
+    /// 100,000 failures on 20,000 targets (interleaved, each failing five times) keep
+    /// `--keep` incidents, and the incidents screen draws them in one frame.
+    #[test]
+    fn a_burst_on_many_targets_keeps_the_incidents_bounded() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for id in 0..100_000u64 {
+            let target = format!("/mnt/{}", id % 20_000);
+            tx.send(app::tests::attempt(id, "umount", &target, Some("EBUSY")))
+                .unwrap();
+        }
+        let mut app = App::new(10_000, "live".into());
+        assert!(take_waiting(&mut app, &rx));
+        assert_eq!(app.incidents.len(), 10_000, "bounded by --keep");
+        let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        terminal.draw(|f| ui::draw(f, &app)).unwrap();
+        let top = terminal.backend().buffer().content()[4 * 80..5 * 80]
+            .iter()
+            .map(|c| c.symbol())
+            .collect::<String>();
+        assert!(top.contains("failing       1 "), "{top}");
     }
 }

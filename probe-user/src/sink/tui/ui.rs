@@ -4,15 +4,19 @@ use ratatui::{
     layout::{Constraint, Layout, Rect},
     style::{Color, Modifier, Style},
     text::Line,
-    widgets::{Block, Borders, Clear, List, ListItem, ListState, Paragraph, Wrap},
+    widgets::{Block, Borders, Clear, List, ListItem, ListState, Paragraph, Sparkline, Wrap},
     Frame,
 };
 
-use super::app::{App, Mode};
+use super::{
+    app::{App, Mode, View},
+    incidents::State,
+};
 use crate::{
     paths::escape_for_terminal,
     sink::{
         format,
+        incidents::{ts_ns, Incident},
         json::wire::{AccessorWire, HolderWire, UmountLine},
     },
 };
@@ -27,17 +31,29 @@ fn or_dash(n: Option<impl ToString>) -> String {
     n.map_or("-".into(), |n| n.to_string())
 }
 
-/// The whole screen: the list (and the detail pane), the status bar, overlays.
+/// The whole screen: the header, the view (incidents, one incident, or the attempts and
+/// their detail pane), the status bar, overlays.
 pub fn draw(frame: &mut Frame, app: &App) {
-    let [body, status] =
-        Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
-    if app.detail {
-        let [list, detail] =
-            Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(body);
-        draw_list(frame, app, list);
-        draw_detail(frame, app, detail);
-    } else {
-        draw_list(frame, app, body);
+    // A terminal too small for the header and a few rows leaves the header out.
+    let header_height = if frame.area().height >= 12 { 3 } else { 0 };
+    let [header, body, status] = Layout::vertical([
+        Constraint::Length(header_height),
+        Constraint::Min(3),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    draw_header(frame, app, header);
+    match app.view {
+        View::Incidents => draw_incidents(frame, app, body),
+        View::Incident(_) => draw_incident(frame, app, body),
+        View::Attempts if app.detail => {
+            let [list, detail] =
+                Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)])
+                    .areas(body);
+            draw_list(frame, app, list);
+            draw_detail(frame, app, detail);
+        }
+        View::Attempts => draw_list(frame, app, body),
     }
     frame.render_widget(
         Paragraph::new(status_line(app)).style(Style::new().add_modifier(Modifier::REVERSED)),
@@ -46,6 +62,247 @@ pub fn draw(frame: &mut Frame, app: &App) {
     if app.mode == Mode::Help {
         draw_help(frame);
     }
+}
+
+/// The header's first line: where the events come from.
+pub fn source_line(app: &App) -> String {
+    match &app.header {
+        Some(header) => format!(" {} ({header})", app.source),
+        None => format!(" {}", app.source),
+    }
+}
+
+/// The header's second line: is it getting worse (incidents failing, mounts left mounted
+/// after failing, events lost).
+pub fn trend_line(app: &App) -> String {
+    let (failing, gave_up) = app.incidents.counts();
+    format!(
+        " {} incidents: {failing} failing, {gave_up} gave up (still mounted) | {}",
+        app.incidents.len(),
+        losses(app)
+    )
+}
+
+/// The header: source, trend, and failures per second over the last minutes.
+fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
+    let [source, trend, graph] = Layout::vertical([Constraint::Length(1); 3]).areas(area);
+    frame.render_widget(Paragraph::new(source_line(app)), source);
+    frame.render_widget(Paragraph::new(trend_line(app)), trend);
+    let rate = &app.incidents.rate;
+    let label = format!(" failures/s {:>4} (peak {}) ", rate.now(), rate.peak());
+    let [label_area, spark] =
+        Layout::horizontal([Constraint::Length(label.len() as u16), Constraint::Min(0)])
+            .areas(graph);
+    frame.render_widget(Paragraph::new(label), label_area);
+    let data = rate.last(usize::from(spark.width));
+    frame.render_widget(
+        Sparkline::default()
+            .data(&data)
+            .style(Style::new().fg(Color::Red)),
+        spark,
+    );
+}
+
+/// `HH:MM:SS` of a time in ns since the epoch.
+fn clock(ns: u64) -> String {
+    let s = ns / 1_000_000_000 % 86_400;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// A held path, shortened to `…/rest` when it lies under the incident's target.
+fn held_path(h: &HolderWire, inc: &Incident) -> Option<String> {
+    let path = format::holder_path(h)?;
+    let target = escape_for_terminal(&inc.target_bytes());
+    Some(match path.strip_prefix(target.trim_end_matches('/')) {
+        Some(rest) if rest.starts_with('/') => format!("…{rest}"),
+        _ => path,
+    })
+}
+
+/// A holder in a few words: kind, process (its pod when known), the file.
+fn holder_summary(h: &HolderWire, inc: &Incident) -> String {
+    let mut parts = vec![format::holder_kind(h)];
+    parts.extend(format::holder_process(h));
+    if let Some(k) = &h.k8s {
+        parts.push(format!("pod {}", text(&k.pod_ref())));
+    }
+    parts.extend(held_path(h, inc));
+    parts.join(" ")
+}
+
+/// One incident row, two lines: state, failures, first and last failure, target; then the
+/// main holder (kind, process, its pod when known, the file) and how many more, or for a
+/// failure without holders its errno and why.
+pub fn incident_row(inc: &Incident, state: State) -> [String; 2] {
+    let first = format!(
+        "{:<9} {:>5} {}-{} {}",
+        state.as_str(),
+        inc.failures,
+        clock(inc.first_ns),
+        clock(inc.last_failure_ns),
+        escape_for_terminal(&inc.target_bytes())
+    );
+    let second = match inc.main_holder() {
+        Some((h, _)) => {
+            let mut line = format!("  held by {}", holder_summary(h, inc));
+            if inc.holders.len() > 1 {
+                line.push_str(&format!(" +{} more", inc.holders.len() - 1));
+            }
+            line
+        }
+        None => {
+            let why = inc.first.explanation.as_ref().map(format::explanation);
+            format!("  {} {}", text(inc.first.result()), why.unwrap_or_default())
+        }
+    };
+    [first, second]
+}
+
+fn draw_incidents(frame: &mut Frame, app: &App, area: Rect) {
+    let rows = app.visible_incidents();
+    let selected = app.incident_row(&rows);
+    // Two lines a row.
+    let height = usize::from(area.height.saturating_sub(2) / 2).max(1);
+    let first = selected.saturating_sub(height - 1);
+    if app.incidents.is_empty() {
+        let none = Paragraph::new(" no unmount has failed yet (a: every attempt)").block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" incidents (0) "),
+        );
+        frame.render_widget(none, area);
+        return;
+    }
+    let items: Vec<ListItem> = rows
+        .iter()
+        .skip(first)
+        .take(height)
+        .map(|(_, inc)| {
+            let state = app.incidents.state(inc);
+            let style = match state {
+                State::Failing => Style::new().fg(Color::Red),
+                State::GaveUp => Style::new().fg(Color::Yellow),
+                State::Unmounted => Style::new(),
+            };
+            ListItem::new(incident_row(inc, state).map(Line::from).to_vec()).style(style)
+        })
+        .collect();
+    let title = format!(" incidents ({}, by {}) ", rows.len(), app.sort.as_str());
+    let list = List::new(items)
+        .block(Block::default().borders(Borders::ALL).title(title))
+        .highlight_style(Style::new().add_modifier(Modifier::REVERSED));
+    let mut state =
+        ListState::default().with_selected((!rows.is_empty()).then_some(selected - first));
+    frame.render_stateful_widget(list, area, &mut state);
+}
+
+/// The lines of one incident: where it stands, its first failure, the mount, its holders
+/// with how many attempts named each, the retry timeline.
+pub fn incident_lines(inc: &Incident, state: State, now_ns: u64) -> Vec<String> {
+    let f = &inc.first;
+    let mut lines = vec![format!(
+        "{}: {} failed attempt(s), the first at {}, the last {} later",
+        state.as_str(),
+        inc.failures,
+        text(&f.ts),
+        format::duration(inc.last_failure_ns.saturating_sub(inc.first_ns))
+    )];
+    lines.push(match inc.resolved_by {
+        Some(id) => format!(
+            "attempt {id} worked, {} after the first failure",
+            format::duration(inc.last_attempt_ns.saturating_sub(inc.first_ns))
+        ),
+        None => format!(
+            "no attempt worked: still mounted (the last attempt {} ago)",
+            format::duration(now_ns.saturating_sub(inc.last_attempt_ns))
+        ),
+    });
+    let mut caller = format!(
+        "first failure: attempt {} by {}: {}",
+        f.id,
+        format::process(&f.comm_bytes(), f.pid),
+        text(f.result())
+    );
+    if let Some(w) = format::workload(f.container.as_ref(), f.k8s.as_ref(), " ") {
+        caller.push_str(&format!("  ({w})"));
+    }
+    lines.push(caller);
+    lines.extend(f.explanation.as_ref().map(format::explanation));
+    if let Some(m) = &inc.mount {
+        lines.push(mount_line(m));
+    }
+    if inc.holders.is_empty() {
+        lines.push("no holders recorded (a failure other than EBUSY, or holders off)".into());
+    } else {
+        lines.push("holders (attempts that named each):".into());
+    }
+    for (h, n) in &inc.holders {
+        let mut line = format!("{n:>5}  {:<10}", format::holder_kind(h));
+        for part in format::holder_process(h)
+            .into_iter()
+            .chain(format::holder_path(h))
+            .chain(format::workload(h.container.as_ref(), h.k8s.as_ref(), " "))
+            .chain(format::holder_timing(h))
+        {
+            line.push_str("  ");
+            line.push_str(&part);
+        }
+        lines.push(line);
+    }
+    lines.push(format!("retry timeline: {}", timeline(inc)));
+    lines
+}
+
+/// The attempts of an incident, each with its time since the first failure: the first 3
+/// and the last 4 when there are more than 8 (and how many are left out between); only the
+/// first 3 when the incident kept no more of its timeline.
+fn timeline(inc: &Incident) -> String {
+    let step = |(id, ts, result): &(u64, String, String)| {
+        let after = ts_ns(ts).saturating_sub(inc.first_ns);
+        format!("#{id} {} +{}", text(result), format::duration(after))
+    };
+    let all = &inc.timeline;
+    if all.len() <= 8 && inc.more_attempts == 0 {
+        return all.iter().map(step).collect::<Vec<_>>().join(", ");
+    }
+    let head = all.iter().take(3).map(step);
+    let left_out = all.len().saturating_sub(3) as u64 + inc.more_attempts;
+    let steps: Vec<String> = if inc.more_attempts > 0 {
+        head.chain([format!("… {left_out} more")]).collect()
+    } else {
+        head.chain([format!("… {} more …", left_out - 4)])
+            .chain(all[all.len() - 4..].iter().map(step))
+            .collect()
+    };
+    steps.join(", ")
+}
+
+fn draw_incident(frame: &mut Frame, app: &App, area: Rect) {
+    let (title, lines) = match app.current_incident() {
+        Some((_, inc)) => (
+            format!(" incident: {} ", escape_for_terminal(&inc.target_bytes())),
+            incident_lines(inc, app.incidents.state(inc), app.incidents.now_ns()),
+        ),
+        None => (" incident ".into(), vec!["no longer kept (--keep)".into()]),
+    };
+    let body: Vec<Line> = lines.into_iter().map(Line::from).collect();
+    frame.render_widget(
+        Paragraph::new(body)
+            .wrap(Wrap { trim: false })
+            .block(Block::default().borders(Borders::ALL).title(title)),
+        area,
+    );
+}
+
+/// `mount ID FSTYPE from SOURCE (PROPAGATION)`.
+fn mount_line(m: &crate::sink::json::wire::MountWire) -> String {
+    format!(
+        "mount {} {} from {} ({})",
+        m.id,
+        text(&m.fstype),
+        escape_for_terminal(&m.source_bytes()),
+        text(&m.propagation)
+    )
 }
 
 /// One row: time, result, caller, target, holders.
@@ -114,13 +371,7 @@ pub fn detail_lines(e: &UmountLine) -> Vec<String> {
     ];
     lines.extend(e.explanation.as_ref().map(format::explanation));
     if let Some(m) = &e.mount {
-        lines.push(format!(
-            "mount {} {} from {} ({})",
-            m.id,
-            text(&m.fstype),
-            escape_for_terminal(&m.source_bytes()),
-            text(&m.propagation)
-        ));
+        lines.push(mount_line(m));
     }
     for h in e.holders() {
         let mut line = format!("  {:<10}", text(&h.kind));
@@ -223,18 +474,21 @@ fn losses(app: &App) -> String {
     }
 }
 
-/// The status bar: source, counts, losses, filters, keys.
+/// The status bar: the view's counts, filters, what the last action did, keys.
 pub fn status_line(app: &App) -> String {
-    let (events, failures) = app.counts();
-    let mut s = format!(" {}", app.source);
-    if let Some(header) = &app.header {
-        s.push_str(&format!(" ({header})"));
-    }
-    s.push_str(&format!(
-        " | {events} events, {failures} failed | {}",
-        losses(app)
-    ));
-    if app.only_failures {
+    let mut s = match app.view {
+        View::Attempts => {
+            let (events, failures) = app.counts();
+            format!(" attempts: {events} events, {failures} failed")
+        }
+        View::Incidents | View::Incident(_) => format!(
+            " {} attempts in {} incidents | sort: {}",
+            app.counts().0,
+            app.incidents.len(),
+            app.sort.as_str()
+        ),
+    };
+    if app.only_failures && app.view == View::Attempts {
         s.push_str(" | failures only");
     }
     if !app.filter.is_empty() || app.mode == Mode::Filter {
@@ -246,17 +500,28 @@ pub fn status_line(app: &App) -> String {
     if app.paused {
         s.push_str(" | PAUSED");
     }
+    if let Some(message) = &app.message {
+        s.push_str(&format!(" | {}", text(message)));
+    }
     s.push_str(" | ? help  q quit");
     s
 }
 
 /// What the keys do.
-pub const HELP: [&str; 8] = [
-    "j / down     next event",
-    "k / up       previous event",
-    "Enter        open or close the details",
+pub const HELP: [&str; 16] = [
+    "j / down     next row",
+    "k / up       previous row",
+    "Enter        open an incident (back: Enter or Esc);",
+    "             attempts: open or close the details",
+    "a / Tab      attempts (every unmount), or incidents",
+    "s            sort incidents: last failure, failures,",
+    "             target",
+    "y            copy the incident's `who` command (OSC 52)",
+    "Y            copy the incident's JSON (OSC 52)",
+    "r            write the incident's Markdown report to",
+    "             ./busyprobe-incident-ID.md",
     "/            filter by command or path (Enter to keep)",
-    "f            failures only, or everything",
+    "f            attempts: failures only, or everything",
     "p            pause or resume",
     "?            this help",
     "q / Esc      quit (Ctrl-C too)",
@@ -265,10 +530,10 @@ pub const HELP: [&str; 8] = [
 fn draw_help(frame: &mut Frame) {
     let area = frame.area();
     let help = Rect {
-        x: area.width.saturating_sub(50) / 2,
-        y: 2,
-        width: area.width.min(50),
-        height: 10.min(area.height),
+        x: area.width.saturating_sub(58) / 2,
+        y: 1.min(area.height),
+        width: area.width.min(58),
+        height: (HELP.len() as u16 + 2).min(area.height.saturating_sub(1)),
     };
     frame.render_widget(Clear, help);
     let lines: Vec<Line> = HELP.iter().map(|l| Line::from(*l)).collect();
@@ -279,8 +544,9 @@ fn draw_help(frame: &mut Frame) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::sink::incidents::tests::attempt_at;
     use crate::sink::json::wire::Line;
     use crate::sink::tui::app::tests::{attempt, line, umount_line, HEADER};
     use ratatui::{backend::TestBackend, Terminal};
@@ -301,8 +567,9 @@ mod tests {
     }
 
     #[test]
-    fn main_screen_at_80x24() {
+    fn attempts_screen_at_80x24() {
         let mut app = App::new(100, "live, tracepoint mode".into());
+        app.view = View::Attempts;
         app.push(attempt(1, "umount", "/mnt/ok", None));
         app.push(attempt(
             2,
@@ -311,25 +578,24 @@ mod tests {
             Some("EBUSY"),
         ));
         let lines = screen(&app, 80, 24);
-        insta::assert_snapshot!("main_80x24", lines.join("\n"));
-        assert_eq!(lines[0], format!("┌ unmounts (2) {}┐", "─".repeat(64)));
+        insta::assert_snapshot!("attempts_80x24", lines.join("\n"));
+        assert_eq!(lines[0], " live, tracepoint mode");
+        assert_eq!(lines[3], format!("┌ unmounts (2) {}┐", "─".repeat(64)));
         assert_eq!(
-            lines[1],
+            lines[4],
             "│10:01:02.123 EBUSY  containerd[102] /var/lib/containerd/tmpmounts/m1          │"
         );
         assert_eq!(
-            lines[2],
+            lines[5],
             "│10:01:02.123 ok     umount[101] /mnt/ok                                       │"
         );
-        assert_eq!(
-            lines[23],
-            " live, tracepoint mode | 2 events, 1 failed | lost 0 | ? help  q quit"
-        );
+        assert_eq!(lines[23], " attempts: 2 events, 1 failed | ? help  q quit");
     }
 
     #[test]
     fn detail_pane_lists_the_holders() {
         let mut app = App::new(100, "replay".into());
+        app.view = View::Attempts;
         let mut e = umount_line(7, "containerd", "/var/lib/m", Some("EBUSY"));
         e.holders = Some(vec![serde_json::from_str(
             r#"{"pid":999,"comm":"scanner","kind":"transient","path":"/var/lib/m/etc/passwd","fd":null,
@@ -353,7 +619,7 @@ mod tests {
             "the recent accessor: {lines:#?}"
         );
         assert_eq!(
-            lines[1],
+            lines[4],
             "│10:01:02.123 EBUSY  containerd[107] /var/lib/m  1 holder(s)                   │"
         );
         let holder = lines
@@ -389,6 +655,7 @@ mod tests {
     #[test]
     fn detail_pane_tells_the_callers_own_opens_apart() {
         let mut app = App::new(100, "replay".into());
+        app.view = View::Attempts;
         let mut e = umount_line(9, "umount", "/var/lib/m", Some("EBUSY"));
         let open = |pid: u32, comm: &str, fd: u32, ns: u64| {
             serde_json::from_str::<AccessorWire>(&format!(
@@ -422,6 +689,7 @@ mod tests {
     #[test]
     fn detail_pane_names_the_pods() {
         let mut app = App::new(100, "replay".into());
+        app.view = View::Attempts;
         let mut e = umount_line(8, "containerd", "/var/lib/m", Some("EBUSY"));
         let pod =
             r#""k8s":{"pod":"scanner-x7","namespace":"security","uid":"u","container":"scan"}"#;
@@ -454,6 +722,7 @@ mod tests {
     #[test]
     fn detail_pane_says_why_a_failure_failed() {
         let mut app = App::new(100, "replay".into());
+        app.view = View::Attempts;
         let mut e = umount_line(9, "kata-agent", "/run/kata/m", Some("EINVAL"));
         e.explanation = serde_json::from_str(
             r#"{"code":"unmounted_earlier","sentence":"nothing is mounted at /run/kata/m any more: containerd[77] unmounted it 1.20s earlier (event 8)","related_event":8}"#,
@@ -471,12 +740,13 @@ mod tests {
     #[test]
     fn filter_and_help_show_in_place() {
         let mut app = App::new(100, "live".into());
+        app.view = View::Attempts;
         app.push(attempt(1, "umount", "/a", None));
         app.start_filter();
         app.type_filter('x');
         let lines = screen(&app, 80, 24);
         insta::assert_snapshot!("filter_80x24", lines.join("\n"));
-        assert_eq!(lines[0], format!("┌ unmounts (0) {}┐", "─".repeat(64)));
+        assert_eq!(lines[3], format!("┌ unmounts (0) {}┐", "─".repeat(64)));
         assert!(lines[23].contains("| filter: x |"), "{}", lines[23]);
         app.end_filter();
         app.toggle_help();
@@ -485,38 +755,43 @@ mod tests {
         assert!(
             lines
                 .iter()
-                .any(|l| l.contains("f            failures only, or everything")),
+                .any(|l| l.contains("f            attempts: failures only, or everything")),
             "{lines:#?}"
         );
     }
 
     #[test]
-    fn the_status_bar_names_every_loss_and_the_recording() {
+    fn the_header_names_every_loss_and_the_recording() {
         let mut app = App::new(100, "replay of r.jsonl".into());
+        app.view = View::Attempts;
         app.push(line(HEADER));
         app.push(line(
             r#"{"v":1,"type":"stats","ts":"2026-11-23T10:01:03.000000000Z","events":9,"drops":{"ringbuf_full":2,"path_truncated":1},"decode_errors":0,"final":true}"#,
         ));
         assert_eq!(
-            status_line(&app),
-            " replay of r.jsonl (host node-7, kernel 6.8.0, tracepoint mode) | 0 events, 0 failed \
-             | lost 2 | ringbuf_full 2, path_truncated 1 | ? help  q quit"
+            source_line(&app),
+            " replay of r.jsonl (host node-7, kernel 6.8.0, tracepoint mode)"
+        );
+        assert_eq!(
+            trend_line(&app),
+            " 0 incidents: 0 failing, 0 gave up (still mounted) | lost 2 | ringbuf_full 2, \
+             path_truncated 1"
         );
         app.push(line(
             r#"{"v":1,"type":"lost","ts":"2026-11-23T10:01:04.000000000Z","lines":5,"cause":"slow_client","message":"5 lines lost here"}"#,
         ));
         assert!(
-            status_line(&app).contains(
-                "| lost 2 | ringbuf_full 2, path_truncated 1, lines not read in time 5 |"
-            ),
+            trend_line(&app)
+                .ends_with("| lost 2 | ringbuf_full 2, path_truncated 1, lines not read in time 5"),
             "{}",
-            status_line(&app)
+            trend_line(&app)
         );
     }
 
     #[test]
     fn a_long_history_shows_the_window_around_the_selection() {
         let mut app = App::new(1000, "live".into());
+        app.view = View::Attempts;
         for id in 0..300 {
             app.push(attempt(id, "umount", &format!("/mnt/{id}"), None));
         }
@@ -526,13 +801,140 @@ mod tests {
         let lines = screen(&app, 80, 24);
         // Newest first: the 251st row is attempt 49, on the window's last row.
         assert!(lines[21].contains("umount[149] /mnt/49"), "{lines:#?}");
-        assert!(lines[1].contains("umount[169] /mnt/69"), "{lines:#?}");
-        assert_eq!(lines[0], format!("┌ unmounts (300) {}┐", "─".repeat(62)));
+        assert!(lines[4].contains("umount[166] /mnt/66"), "{lines:#?}");
+        assert_eq!(lines[3], format!("┌ unmounts (300) {}┐", "─".repeat(62)));
+    }
+
+    /// Three incidents: a pod volume whose unmount was given up (held by postgres), an image
+    /// layer that containerd retried 50 times while a scanner pod held it (then it worked),
+    /// and a mount failing now.
+    pub(crate) fn incidents_app() -> App {
+        let mut app = App::new(100, "replay of incident.jsonl".into());
+        app.push(line(HEADER));
+        let mut push = |a: UmountLine| app.push(Line::Umount(Box::new(a)));
+        let volume = "/var/lib/kubelet/pods/u/volumes/v";
+        for i in 0..3 {
+            push(attempt_at(
+                1 + i,
+                volume,
+                i * 1000,
+                true,
+                &[("postgres", 40)],
+            ));
+        }
+        let layer = "/var/lib/containerd/tmpmounts/m1";
+        for i in 0..50 {
+            let holders: &[(&str, u32)] = if i == 49 {
+                &[("scanner", 999), ("cat", 998)]
+            } else {
+                &[("scanner", 999)]
+            };
+            let mut a = attempt_at(10 + i, layer, 40_000 + i * 50, true, holders);
+            for h in a.holders.iter_mut().flatten() {
+                if h.pid == Some(999) {
+                    h.k8s = serde_json::from_str(
+                        r#"{"pod":"scanner-x7","namespace":"security","uid":"u","container":"scan"}"#,
+                    )
+                    .unwrap();
+                }
+            }
+            push(a);
+        }
+        push(attempt_at(60, layer, 42_600, false, &[]));
+        push(attempt_at(61, "/mnt/data", 44_000, true, &[("bash", 77)]));
+        push(attempt_at(62, "/mnt/data", 45_000, true, &[("bash", 77)]));
+        app
+    }
+
+    #[test]
+    fn incidents_screen_at_80x24() {
+        let app = incidents_app();
+        let lines = screen(&app, 80, 24);
+        insta::assert_snapshot!("incidents_80x24", lines.join("\n"));
+        assert_eq!(
+            lines[1],
+            " 3 incidents: 1 failing, 1 gave up (still mounted) | lost 0"
+        );
+        assert!(
+            lines[2].starts_with(" failures/s    1 (peak 20) "),
+            "{}",
+            lines[2]
+        );
+        assert_eq!(
+            lines[3],
+            format!("┌ incidents (3, by last failure) {}┐", "─".repeat(46))
+        );
+        let rows: Vec<&str> = lines[4..10]
+            .iter()
+            .map(|l| l.trim_matches(['│', ' ']))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                "failing       2 11:07:24-11:07:25 /mnt/data",
+                "held by fd bash[77] …/f",
+                "unmounted    50 11:07:20-11:07:22 /var/lib/containerd/tmpmounts/m1",
+                "held by fd scanner[999] pod security/scanner-x7 …/f +1 more",
+                "gave up       3 11:06:40-11:06:42 /var/lib/kubelet/pods/u/volumes/v",
+                "held by fd postgres[40] …/f",
+            ]
+        );
+        assert_eq!(
+            lines[23],
+            " 56 attempts in 3 incidents | sort: last failure | ? help  q quit"
+        );
+    }
+
+    #[test]
+    fn incident_screen_at_80x24() {
+        let mut app = incidents_app();
+        app.cycle_sort();
+        app.previous();
+        app.previous();
+        app.open_incident();
+        let lines = screen(&app, 80, 24);
+        insta::assert_snapshot!("incident_80x24", lines.join("\n"));
+        let (_, inc) = app.current_incident().unwrap();
+        let text = incident_lines(inc, State::Unmounted, 0);
+        assert_eq!(text[1], "attempt 60 worked, 2.60s after the first failure");
+        assert_eq!(
+            text[5],
+            "   50  fd          scanner[999]  /var/lib/containerd/tmpmounts/m1/f  pod \
+             security/scanner-x7 container scan"
+        );
+        assert_eq!(
+            text[7],
+            "retry timeline: #10 EBUSY +0ns, #11 EBUSY +50.0ms, #12 EBUSY +100.0ms, … 44 more …, \
+             #57 EBUSY +2.35s, #58 EBUSY +2.40s, #59 EBUSY +2.45s, #60 ok +2.60s"
+        );
+    }
+
+    #[test]
+    fn a_narrow_terminal_shows_the_incidents() {
+        let app = incidents_app();
+        let lines = screen(&app, 60, 20);
+        insta::assert_snapshot!("incidents_60x20", lines.join("\n"));
+        assert!(lines[5].contains("held by fd bash[77] …/f"), "{lines:#?}");
+    }
+
+    #[test]
+    fn help_over_the_incidents() {
+        let mut app = incidents_app();
+        app.toggle_help();
+        let lines = screen(&app, 80, 24);
+        insta::assert_snapshot!("help_incidents_80x24", lines.join("\n"));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("y            copy the incident's `who` command (OSC 52)")),
+            "{lines:#?}"
+        );
     }
 
     #[test]
     fn a_small_terminal_still_draws() {
         let mut app = App::new(100, "live".into());
+        app.view = View::Attempts;
         app.push(attempt(
             1,
             "umount",
