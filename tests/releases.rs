@@ -375,6 +375,15 @@ fn a_recent_accessor_is_context_not_a_holder() {
     );
 }
 
+/// util-linux's `umount(8)`: the first `umount` on PATH.
+fn util_linux_umount() -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("umount"))
+        .find(|p| p.is_file())
+        .expect("umount(8) on PATH")
+}
+
 /// A shell runs `cat` on a file of the mount, reads another file into a builtin itself, and
 /// execs the real `umount(8)` on the mount, which a file the fixture holds keeps busy:
 /// `umount(8)` opens its target (`O_PATH`) before it calls `umount2`, and the shell's own
@@ -387,7 +396,10 @@ fn the_callers_own_opens_are_the_callers_not_context() {
     let mnt = tmp.join("mnt");
     let (touched, read, held) = (mnt.join("touched"), mnt.join("read"), mnt.join("held"));
     let watcher = Watcher::start(&[OsStr::new("--only-failed")]);
-    let script = r#"echo $$; cat "$1" >/dev/null & echo $!; wait; read x < "$2"; exec umount "$3""#;
+    // By its path: busybox's sh (the VM guests' /bin/sh) runs its own umount applet for a bare
+    // `umount`, whatever PATH says.
+    let umount = util_linux_umount();
+    let script = r#"echo $$; cat "$1" >/dev/null & echo $!; wait; read x < "$2"; exec "$4" "$3""#;
     let plan = Plan::new()
         .tmpfs(&mnt)
         .write(&touched, 10)
@@ -401,6 +413,7 @@ fn the_callers_own_opens_are_the_callers_not_context() {
             touched.as_os_str(),
             read.as_os_str(),
             mnt.as_os_str(),
+            umount.as_os_str(),
         ]);
     let fixture = Fixture::run(&plan);
     let run = &fixture.report.runs[0];

@@ -214,14 +214,16 @@ impl Live {
             }),
             // The call failed with EBUSY, so its target was a mount point then: what is
             // there now is the mount below (never blame its holders).
-            _ if live.is_ok() => anyhow::bail!(
-                "the mount was gone before busyprobe could read the mount table (unmounted \
-                 right after the failure); its holders are unknown"
-            ),
+            _ if live.is_ok() => anyhow::bail!(MOUNT_GONE),
             _ => live,
         }
     }
 }
+
+/// Why an EBUSY has no holders when its mount was unmounted before busyprobe read the table
+/// it was in (the `sb_umount` hook's mount id alone does not say what it was).
+const MOUNT_GONE: &str = "the mount was gone before busyprobe could read the mount table \
+                          (unmounted right after the failure); its holders are unknown";
 
 impl Live {
     /// The mount the `sb_umount` security hook named: nothing to resolve. From the caller's
@@ -242,13 +244,7 @@ impl Live {
         let live = namespace.mount(exact.id).filter(|m| at_target(m)).cloned();
         let entry = live
             .or_else(|| self.mounts.with_id(attempt.call.mntns, exact.id))
-            .with_context(|| {
-                format!(
-                    "mount {} (named by the sb_umount hook) is gone from the caller's \
-                     namespace and busyprobe never saw it there",
-                    exact.id
-                )
-            })?;
+            .context(MOUNT_GONE)?;
         Ok(TargetMount {
             entry,
             namespace,
