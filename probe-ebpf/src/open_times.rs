@@ -30,11 +30,14 @@ use crate::{
     walks::{current_file_of_fd, reserved_fd},
 };
 
-/// The thread that last entered an open syscall on a CPU, and the `UMOUNT_EPOCH` then.
+/// The thread that last entered an open syscall on a CPU, the `UMOUNT_EPOCH` then, and
+/// whether the `file_open` hook has timed the open since (enhanced mode).
 #[repr(C)]
 pub struct OpenEntry {
     tid: u32,
     umount_epoch: u32,
+    hooked: u32,
+    _pad: u32,
 }
 
 /// Notes that an unmount attempt entered (from the umount entry probe).
@@ -67,6 +70,7 @@ pub fn on_open_entry() {
         unsafe {
             (*entry).tid = bpf_get_current_pid_tgid() as u32;
             (*entry).umount_epoch = umount_epoch();
+            (*entry).hooked = 0;
         }
     }
 }
@@ -103,12 +107,23 @@ pub fn on_open_exit(ret: i64) {
 }
 
 fn record_open(fd: u32) -> Option<()> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if timed_by_the_hook(tid) {
+        return None;
+    }
     let (vfsmount, mnt_id) = current_file_of_fd(fd).and_then(file_mount)?;
     if !timed(vfsmount, mnt_id) {
         return None;
     }
-    let tid = bpf_get_current_pid_tgid() as u32;
     time_open(fd, mnt_id, open_time(tid))
+}
+
+/// Whether the `file_open` hook timed the open thread `tid` is leaving (exactly: its exit
+/// must not overwrite that).
+fn timed_by_the_hook(tid: u32) -> bool {
+    OPEN_ENTRY
+        .get(0)
+        .is_some_and(|e| e.tid == tid && e.hooked != 0)
 }
 
 /// `f_mode` bit 29: set on a file the kernel opens on behalf of another (overlayfs's real
@@ -119,8 +134,11 @@ const FMODE_NOACCOUNT: u32 = 1 << 29;
 
 /// The `file_open` security hook (enhanced mode): times the open of `file` when it is on a
 /// timed mount, under the fd the opener reserved for it. The hook runs once the file holds
-/// its mount, before the fd is installed, for every way a process gets a file: the `open*`
-/// syscalls, fanotify's event fds, io_uring. Its time is exact: no unmount can race it.
+/// its mount, before the fd is installed, for nearly every way a process gets a file: the
+/// `open*` syscalls, fanotify's event fds, io_uring. Its time is exact: no unmount can race
+/// it. It never runs for `O_PATH` opens (`do_dentry_open` returns before the hook), which
+/// the open syscalls' probes, attached beside it, time as in fentry mode: their exit leaves
+/// an open the hook timed alone (`OpenEntry::hooked`).
 pub fn on_file_open(file: u64) {
     let _ = record_file_open(file);
 }
@@ -135,7 +153,17 @@ fn record_file_open(file: u64) -> Option<()> {
         return None;
     }
     // SAFETY: helper without preconditions.
-    time_open(reserved_fd()?, mnt_id, unsafe { bpf_ktime_get_boot_ns() })
+    time_open(reserved_fd()?, mnt_id, unsafe { bpf_ktime_get_boot_ns() })?;
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if let Some(entry) = OPEN_ENTRY.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; programs on one CPU do not run concurrently.
+        unsafe {
+            if (*entry).tid == tid {
+                (*entry).hooked = 1;
+            }
+        }
+    }
+    Some(())
 }
 
 /// Keeps that the current process opened `fd` on `mnt_id` at `opened_ts_boot_ns` (0:

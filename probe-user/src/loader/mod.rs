@@ -169,8 +169,9 @@ pub const UMOUNT_LSM: HookAttachment = HookAttachment {
     hook: "sb_umount",
 };
 
-/// The enhanced mode's open times: one security hook on every open, instead of fentry mode's
-/// eight programs on the open syscalls (and it sees the opens no syscall makes).
+/// The enhanced mode's open times, beside fentry mode's programs on the open syscalls: the
+/// hook times every open but `O_PATH` ones exactly, the opens no syscall makes (fanotify's
+/// event fds) included; the syscalls' probes time the `O_PATH` ones.
 pub const OPEN_TIME_LSM: HookAttachment = HookAttachment {
     program: programs::LSM_FILE_OPEN,
     hook: "file_open",
@@ -214,8 +215,8 @@ pub enum Mode {
     Fentry,
     /// fentry mode plus BPF LSM programs on the `sb_umount` and `file_open` security hooks:
     /// each attempt carries the exact mount it is about, and every open is timed (fanotify's
-    /// event fds too) by one hook instead of the open syscalls' trampolines. Needs the `bpf`
-    /// LSM active.
+    /// event fds too) by one hook beside the open syscalls' trampolines (which time `O_PATH`
+    /// opens, the hook never sees). Needs the `bpf` LSM active.
     Enhanced,
 }
 
@@ -673,9 +674,12 @@ impl<'a> ProbeSets<'a> {
     fn load_open_times(&mut self) -> Vec<anyhow::Error> {
         let Self { ebpf, btf, hooks } = self;
         match btf {
-            Some(btf) if *hooks => failures(std::iter::once(
-                load_hook(ebpf, btf, &OPEN_TIME_LSM).map(drop),
-            )),
+            Some(btf) if *hooks => {
+                let mut failed =
+                    failures(OPEN_TIME_FENTRY.iter().map(|a| load_traced(ebpf, btf, a)));
+                failed.extend(load_hook(ebpf, btf, &OPEN_TIME_LSM).err());
+                failed
+            }
             None => failures(
                 OPEN_TIME_TRACEPOINTS
                     .iter()
@@ -689,9 +693,12 @@ impl<'a> ProbeSets<'a> {
     fn open_times(&mut self) -> Vec<anyhow::Error> {
         let Self { ebpf, btf, hooks } = self;
         match btf {
-            Some(btf) if *hooks => failures(std::iter::once(
-                attach_hook(ebpf, btf, &OPEN_TIME_LSM).map(drop),
-            )),
+            Some(btf) if *hooks => {
+                let mut failed =
+                    failures(OPEN_TIME_FENTRY.iter().map(|a| attach_traced(ebpf, btf, a)));
+                failed.extend(attach_hook(ebpf, btf, &OPEN_TIME_LSM).err());
+                failed
+            }
             None => failures(OPEN_TIME_TRACEPOINTS.iter().map(|a| attach(ebpf, a))),
             Some(btf) => failures(OPEN_TIME_FENTRY.iter().map(|a| attach_traced(ebpf, btf, a))),
         }

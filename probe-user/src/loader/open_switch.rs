@@ -53,7 +53,7 @@ impl OpenTimeSwitch {
         let attached = match self.mode {
             Mode::Tracepoint => self.attach_tracepoints(),
             Mode::Fentry => self.attach_fentry(),
-            Mode::Enhanced => self.attach_hook(),
+            Mode::Enhanced => self.attach_fentry().and_then(|()| self.attach_hook()),
         };
         if attached.is_err() {
             self.off();
