@@ -291,10 +291,7 @@ fn current_files() -> Option<(*const u8, *const u8)> {
 /// the array element needs the helper: the verifier refuses a variable offset into it).
 #[inline(always)]
 fn current_fd_slot(fdt: *const u8, fd: u32) -> Option<u64> {
-    let (max_off, fd_off) = (
-        offsets::get(&OFF_FDT_MAX_FDS)?,
-        offsets::get(&OFF_FDT_FD)?,
-    );
+    let (max_off, fd_off) = (offsets::get(&OFF_FDT_MAX_FDS)?, offsets::get(&OFF_FDT_FD)?);
     // SAFETY: `fdt` is a BTF-typed pointer from `current_files`; the loads are checked.
     unsafe {
         let max_fds = *(fdt.add(max_off as usize) as *const u32);
