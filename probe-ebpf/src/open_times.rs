@@ -22,22 +22,19 @@ use probe_common::{
 use crate::{
     kernel::{file_mount, read, tracepoint_field, SYS_EXIT_RET},
     maps::{
-        count_drop, CONTENDED_MOUNTS, OPEN_ENTRY, OPEN_TIMES, OPEN_TIMES_WHERE_CONTENDED,
-        RECENT_OPENS_BY_MOUNT, UMOUNT_EPOCH,
+        count_drop, CONTENDED_MOUNTS, FILE_OPEN_HOOKED, OPEN_ENTRY, OPEN_TIMES,
+        OPEN_TIMES_WHERE_CONTENDED, RECENT_OPENS_BY_MOUNT, UMOUNT_EPOCH,
     },
     offsets::{self, OFF_FILE_F_MODE, OFF_TASK_COMM},
     tracked::tracked,
     walks::{current_file_of_fd, reserved_fd},
 };
 
-/// The thread that last entered an open syscall on a CPU, the `UMOUNT_EPOCH` then, and
-/// whether the `file_open` hook has timed the open since (enhanced mode).
+/// The thread that last entered an open syscall on a CPU, and the `UMOUNT_EPOCH` then.
 #[repr(C)]
 pub struct OpenEntry {
     tid: u32,
     umount_epoch: u32,
-    hooked: u32,
-    _pad: u32,
 }
 
 /// Notes that an unmount attempt entered (from the umount entry probe).
@@ -70,7 +67,6 @@ pub fn on_open_entry() {
         unsafe {
             (*entry).tid = bpf_get_current_pid_tgid() as u32;
             (*entry).umount_epoch = umount_epoch();
-            (*entry).hooked = 0;
         }
     }
 }
@@ -107,23 +103,25 @@ pub fn on_open_exit(ret: i64) {
 }
 
 fn record_open(fd: u32) -> Option<()> {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    if timed_by_the_hook(tid) {
+    let file = current_file_of_fd(fd)?;
+    if FILE_OPEN_HOOKED.load() == 1 && !is_o_path(file) {
         return None;
     }
-    let (vfsmount, mnt_id) = current_file_of_fd(fd).and_then(file_mount)?;
+    let (vfsmount, mnt_id) = file_mount(file)?;
     if !timed(vfsmount, mnt_id) {
         return None;
     }
-    time_open(fd, mnt_id, open_time(tid))
+    time_open(fd, mnt_id, open_time(bpf_get_current_pid_tgid() as u32))
 }
 
-/// Whether the `file_open` hook timed the open thread `tid` is leaving (exactly: its exit
-/// must not overwrite that).
-fn timed_by_the_hook(tid: u32) -> bool {
-    OPEN_ENTRY
-        .get(0)
-        .is_some_and(|e| e.tid == tid && e.hooked != 0)
+/// `f_mode` bit of an `O_PATH` file (the same since 2.6.39).
+const FMODE_PATH: u32 = 0x4000;
+
+/// Whether `file` was opened with `O_PATH`: the one open the `file_open` hook never sees.
+fn is_o_path(file: u64) -> bool {
+    offsets::get(&OFF_FILE_F_MODE)
+        .and_then(|off| read::<u32>(file + off))
+        .is_some_and(|mode| mode & FMODE_PATH != 0)
 }
 
 /// `f_mode` bit 29: set on a file the kernel opens on behalf of another (overlayfs's real
@@ -137,8 +135,8 @@ const FMODE_NOACCOUNT: u32 = 1 << 29;
 /// its mount, before the fd is installed, for nearly every way a process gets a file: the
 /// `open*` syscalls, fanotify's event fds, io_uring. Its time is exact: no unmount can race
 /// it. It never runs for `O_PATH` opens (`do_dentry_open` returns before the hook), which
-/// the open syscalls' probes, attached beside it, time as in fentry mode: their exit leaves
-/// an open the hook timed alone (`OpenEntry::hooked`).
+/// the open syscalls' probes, attached beside it, time as in fentry mode: with
+/// `FILE_OPEN_HOOKED` their exit times `O_PATH` files only.
 pub fn on_file_open(file: u64) {
     let _ = record_file_open(file);
 }
@@ -153,17 +151,7 @@ fn record_file_open(file: u64) -> Option<()> {
         return None;
     }
     // SAFETY: helper without preconditions.
-    time_open(reserved_fd()?, mnt_id, unsafe { bpf_ktime_get_boot_ns() })?;
-    let tid = bpf_get_current_pid_tgid() as u32;
-    if let Some(entry) = OPEN_ENTRY.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot; programs on one CPU do not run concurrently.
-        unsafe {
-            if (*entry).tid == tid {
-                (*entry).hooked = 1;
-            }
-        }
-    }
-    Some(())
+    time_open(reserved_fd()?, mnt_id, unsafe { bpf_ktime_get_boot_ns() })
 }
 
 /// Keeps that the current process opened `fd` on `mnt_id` at `opened_ts_boot_ns` (0:
