@@ -114,6 +114,12 @@ fn record_open(fd: u32) -> Option<()> {
     time_open(fd, mnt_id, open_time(bpf_get_current_pid_tgid() as u32))
 }
 
+/// `f_mode` bit of a file fanotify opened for a listener's event (`FMODE_NONOTIFY`, 6.1 to
+/// 6.13). Not timed: the event's queue entry held the mount before the file was opened, so
+/// an event fd opened after an unmount call may well have pinned it then, and an exact open
+/// time would drop it as "opened after the call" (naming the listener needs the queue time).
+const FMODE_NONOTIFY: u32 = 0x0400_0000;
+
 /// `f_mode` bit of an `O_PATH` file (the same since 2.6.39).
 const FMODE_PATH: u32 = 0x4000;
 
@@ -133,8 +139,8 @@ const FMODE_NOACCOUNT: u32 = 1 << 29;
 /// The `file_open` security hook (enhanced mode): times the open of `file` when it is on a
 /// timed mount, under the fd the opener reserved for it. The hook runs once the file holds
 /// its mount, before the fd is installed, for nearly every way a process gets a file: the
-/// `open*` syscalls, fanotify's event fds, io_uring. Its time is exact: no unmount can race
-/// it. It never runs for `O_PATH` opens (`do_dentry_open` returns before the hook), which
+/// `open*` syscalls, io_uring (fanotify's event fds are left untimed: see `FMODE_NONOTIFY`).
+/// Its time is exact: no unmount can race it. It never runs for `O_PATH` opens (`do_dentry_open` returns before the hook), which
 /// the open syscalls' probes, attached beside it, time as in fentry mode: with
 /// `FILE_OPEN_HOOKED` their exit times `O_PATH` files only.
 pub fn on_file_open(file: u64) {
@@ -147,7 +153,7 @@ fn record_file_open(file: u64) -> Option<()> {
         return None;
     }
     let mode: u32 = read(file + offsets::get(&OFF_FILE_F_MODE)?)?;
-    if mode & FMODE_NOACCOUNT != 0 {
+    if mode & (FMODE_NOACCOUNT | FMODE_NONOTIFY) != 0 {
         return None;
     }
     // SAFETY: helper without preconditions.

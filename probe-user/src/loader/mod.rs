@@ -170,8 +170,8 @@ pub const UMOUNT_LSM: HookAttachment = HookAttachment {
 };
 
 /// The enhanced mode's open times, beside fentry mode's programs on the open syscalls: the
-/// hook times every open but `O_PATH` ones exactly, the opens no syscall makes (fanotify's
-/// event fds) included; the syscalls' probes time the `O_PATH` ones.
+/// hook times every open exactly but `O_PATH` ones, which the syscalls' probes time, and
+/// fanotify's event fds, left untimed (their queued event held the mount before).
 pub const OPEN_TIME_LSM: HookAttachment = HookAttachment {
     program: programs::LSM_FILE_OPEN,
     hook: "file_open",
@@ -214,9 +214,9 @@ pub enum Mode {
     /// pay. Needs a kernel that allows fentry (not under lockdown's function-tracing ban).
     Fentry,
     /// fentry mode plus BPF LSM programs on the `sb_umount` and `file_open` security hooks:
-    /// each attempt carries the exact mount it is about, and every open is timed (fanotify's
-    /// event fds too) by one hook beside the open syscalls' trampolines (which time `O_PATH`
-    /// opens, the hook never sees). Needs the `bpf` LSM active.
+    /// each attempt carries the exact mount it is about, and opens are timed exactly by one
+    /// hook beside the open syscalls' trampolines (which time `O_PATH` opens, the hook never
+    /// sees). Needs the `bpf` LSM active.
     Enhanced,
 }
 
