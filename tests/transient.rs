@@ -429,16 +429,8 @@ fn mount_was_gone(line: &Value) -> bool {
 /// emulation, attaching fentry mode's trampolines, several retries later), so `not_timed` is accepted only while `untimed_ok`; an
 /// open that overlapped an unmount's entry is said to have (`raced_an_unmount`: the open
 /// scanner's, or the fanotify opener's own). A fanotify scanner's event fds are installed by
-/// the kernel: no open syscall to time (the file_open hook leaves them untimed too). With the
-/// hook (`hooks`, enhanced mode) every other open is timed exactly: never `raced_an_unmount`.
-/// Returns how many were timed.
-fn check_open_times(
-    kind: Scanner,
-    hooks: bool,
-    untimed_ok: bool,
-    what: &str,
-    line: &Value,
-) -> usize {
+/// the kernel: no open syscall to time. Returns how many were timed.
+fn check_open_times(kind: Scanner, untimed_ok: bool, what: &str, line: &Value) -> usize {
     let fds = line["holders"]
         .as_array()
         .into_iter()
@@ -450,7 +442,7 @@ fn check_open_times(
         match (h["opened_ns_before"].as_u64(), unknown) {
             (Some(_), None) => timed += 1,
             // The open scanner's opens, or the fanotify opener's own.
-            (None, Some("raced_an_unmount")) if !hooks => {}
+            (None, Some("raced_an_unmount")) => {}
             (None, Some("not_timed")) if kind == Scanner::Fanotify || untimed_ok => {}
             other => panic!("{what}: a holder's open time is {other:?}: {line}"),
         }
@@ -493,7 +485,7 @@ fn race_test(kind: Scanner, open_times: OpenTimes) {
                 "{kind:?} scanner, open times {open_times:?}, failure {}",
                 nth + 1
             );
-            let timed_here = check_open_times(kind, watcher.hooks(), !probes_on, &what, line);
+            let timed_here = check_open_times(kind, !probes_on, &what, line);
 
             probes_on |= timed_here > 0;
             timed += timed_here;

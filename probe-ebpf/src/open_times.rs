@@ -95,10 +95,20 @@ pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
 }
 assert_symbol_name!(sys_exit_open, programs::SYS_EXIT_OPEN);
 
-/// The body of [`sys_exit_open`]: `ret` is the open's result.
+/// The body of [`sys_exit_open`]: `ret` is the open's result. Leaves the thread's open
+/// entry (so the `file_open` hook no longer takes the thread for one inside an open).
 pub fn on_open_exit(ret: i64) {
     if ret >= 0 {
         let _ = record_open(ret as u32);
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if let Some(entry) = OPEN_ENTRY.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; programs on one CPU do not run concurrently.
+        unsafe {
+            if (*entry).tid == tid {
+                (*entry).tid = 0;
+            }
+        }
     }
 }
 
@@ -114,11 +124,13 @@ fn record_open(fd: u32) -> Option<()> {
     time_open(fd, mnt_id, open_time(bpf_get_current_pid_tgid() as u32))
 }
 
-/// `f_mode` bit of a file fanotify opened for a listener's event (`FMODE_NONOTIFY`, 6.1 to
-/// 6.13). Not timed: the event's queue entry held the mount before the file was opened, so
-/// an event fd opened after an unmount call may well have pinned it then, and an exact open
-/// time would drop it as "opened after the call" (naming the listener needs the queue time).
-const FMODE_NONOTIFY: u32 = 0x0400_0000;
+/// Whether thread `tid` is inside an open syscall on this CPU (its entry noted it, its exit
+/// has not cleared it). The hook times only those opens: a file opened for a fanotify
+/// listener's event (in its `read`) pinned the mount before, through the queued event, so an
+/// exact open time after an unmount call would wrongly clear the listener.
+fn in_open_syscall(tid: u32) -> bool {
+    OPEN_ENTRY.get(0).is_some_and(|e| e.tid == tid)
+}
 
 /// `f_mode` bit of an `O_PATH` file (the same since 2.6.39).
 const FMODE_PATH: u32 = 0x4000;
@@ -138,9 +150,9 @@ const FMODE_NOACCOUNT: u32 = 1 << 29;
 
 /// The `file_open` security hook (enhanced mode): times the open of `file` when it is on a
 /// timed mount, under the fd the opener reserved for it. The hook runs once the file holds
-/// its mount, before the fd is installed, for nearly every way a process gets a file: the
-/// `open*` syscalls, io_uring (fanotify's event fds are left untimed: see `FMODE_NONOTIFY`).
-/// Its time is exact: no unmount can race it. It never runs for `O_PATH` opens (`do_dentry_open` returns before the hook), which
+/// its mount, before the fd is installed. It times the opens of the `open*` syscalls only
+/// (see [`in_open_syscall`]), exactly: no unmount can race it. It never runs for `O_PATH`
+/// opens (`do_dentry_open` returns before the hook), which
 /// the open syscalls' probes, attached beside it, time as in fentry mode: with
 /// `FILE_OPEN_HOOKED` their exit times `O_PATH` files only.
 pub fn on_file_open(file: u64) {
@@ -152,8 +164,11 @@ fn record_file_open(file: u64) -> Option<()> {
     if !timed(vfsmount, mnt_id) {
         return None;
     }
+    if !in_open_syscall(bpf_get_current_pid_tgid() as u32) {
+        return None;
+    }
     let mode: u32 = read(file + offsets::get(&OFF_FILE_F_MODE)?)?;
-    if mode & (FMODE_NOACCOUNT | FMODE_NONOTIFY) != 0 {
+    if mode & FMODE_NOACCOUNT != 0 {
         return None;
     }
     // SAFETY: helper without preconditions.

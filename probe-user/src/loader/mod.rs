@@ -169,9 +169,11 @@ pub const UMOUNT_LSM: HookAttachment = HookAttachment {
     hook: "sb_umount",
 };
 
-/// The enhanced mode's open times, beside fentry mode's programs on the open syscalls: the
-/// hook times every open exactly but `O_PATH` ones, which the syscalls' probes time, and
-/// fanotify's event fds, left untimed (their queued event held the mount before).
+/// The `file_open` hook: `doctor` checks that it loads and attaches, but no mode attaches it
+/// yet. Timing opens with it beside the open syscalls' probes (it never sees `O_PATH` opens)
+/// lost or mis-timed opens in the VM matrix (a thread moved between CPUs mid-open; fanotify's
+/// event fds, whose queued event pins the mount before the fd is opened): enhanced mode times
+/// opens as fentry mode does until that is settled.
 pub const OPEN_TIME_LSM: HookAttachment = HookAttachment {
     program: programs::LSM_FILE_OPEN,
     hook: "file_open",
@@ -502,7 +504,8 @@ impl Probes {
             Some(opts.ring_buffer_size),
             opts.allow_list,
             opts.open_times == OpenTimes::Contended,
-            opts.mode == Mode::Enhanced,
+            // The file_open hook is not attached by any mode yet (see OPEN_TIME_LSM).
+            false,
         )?;
         let mut sets = match opts.mode {
             Mode::Tracepoint => ProbeSets::tracepoints(&mut ebpf),
@@ -677,14 +680,8 @@ impl<'a> ProbeSets<'a> {
     /// The open-times programs loaded but not attached (an [`OpenTimeSwitch`] attaches them);
     /// what could not be loaded.
     fn load_open_times(&mut self) -> Vec<anyhow::Error> {
-        let Self { ebpf, btf, hooks } = self;
+        let Self { ebpf, btf, .. } = self;
         match btf {
-            Some(btf) if *hooks => {
-                let mut failed =
-                    failures(OPEN_TIME_FENTRY.iter().map(|a| load_traced(ebpf, btf, a)));
-                failed.extend(load_hook(ebpf, btf, &OPEN_TIME_LSM).err());
-                failed
-            }
             None => failures(
                 OPEN_TIME_TRACEPOINTS
                     .iter()
@@ -696,14 +693,8 @@ impl<'a> ProbeSets<'a> {
 
     /// Open times; what could not be attached.
     fn open_times(&mut self) -> Vec<anyhow::Error> {
-        let Self { ebpf, btf, hooks } = self;
+        let Self { ebpf, btf, .. } = self;
         match btf {
-            Some(btf) if *hooks => {
-                let mut failed =
-                    failures(OPEN_TIME_FENTRY.iter().map(|a| attach_traced(ebpf, btf, a)));
-                failed.extend(attach_hook(ebpf, btf, &OPEN_TIME_LSM).err());
-                failed
-            }
             None => failures(OPEN_TIME_TRACEPOINTS.iter().map(|a| attach(ebpf, a))),
             Some(btf) => failures(OPEN_TIME_FENTRY.iter().map(|a| attach_traced(ebpf, btf, a))),
         }
