@@ -186,9 +186,6 @@ pub mod globals {
         /// [`CONTENDED_MOUNTS`](super::maps::CONTENDED_MOUNTS) (`--open-times contended`), 0
         /// on every tracked mount.
         OPEN_TIMES_WHERE_CONTENDED;
-        /// `u8`: 1 when the `file_open` hook times opens (enhanced mode): the open syscalls'
-        /// exits then time only `O_PATH` files, which the hook never sees.
-        FILE_OPEN_HOOKED;
     }
 }
 
@@ -320,7 +317,7 @@ mod tests {
         for (module, all, expected) in [
             ("programs", programs::ALL, 43),
             ("maps", maps::ALL, 9),
-            ("globals", globals::ALL, 4),
+            ("globals", globals::ALL, 3),
             ("offsets", offsets::ALL, 44),
         ] {
             assert_eq!(all.len(), expected, "{module}");

@@ -106,12 +106,6 @@ assert_symbol_name!(
     names::globals::OPEN_TIMES_WHERE_CONTENDED
 );
 
-/// 1: the `file_open` hook times opens (enhanced mode), and the open syscalls' exits time
-/// only the `O_PATH` files it never sees; 0: the exits time every open.
-#[unsafe(no_mangle)]
-pub static FILE_OPEN_HOOKED: Global<u8> = Global::new(0);
-assert_symbol_name!(FILE_OPEN_HOOKED, names::globals::FILE_OPEN_HOOKED);
-
 // The busy window (`window.rs`).
 
 /// How long after an EBUSY releases are reported, in ns (the loader leaves this default).

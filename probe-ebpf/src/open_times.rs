@@ -22,8 +22,8 @@ use probe_common::{
 use crate::{
     kernel::{file_mount, read, tracepoint_field, SYS_EXIT_RET},
     maps::{
-        count_drop, CONTENDED_MOUNTS, FILE_OPEN_HOOKED, OPEN_ENTRY, OPEN_TIMES,
-        OPEN_TIMES_WHERE_CONTENDED, RECENT_OPENS_BY_MOUNT, UMOUNT_EPOCH,
+        count_drop, CONTENDED_MOUNTS, OPEN_ENTRY, OPEN_TIMES, OPEN_TIMES_WHERE_CONTENDED,
+        RECENT_OPENS_BY_MOUNT, UMOUNT_EPOCH,
     },
     offsets::{self, OFF_FILE_F_MODE, OFF_TASK_COMM},
     tracked::tracked,
@@ -95,51 +95,20 @@ pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
 }
 assert_symbol_name!(sys_exit_open, programs::SYS_EXIT_OPEN);
 
-/// The body of [`sys_exit_open`]: `ret` is the open's result. Leaves the thread's open
-/// entry (so the `file_open` hook no longer takes the thread for one inside an open).
+/// The body of [`sys_exit_open`]: `ret` is the open's result.
 pub fn on_open_exit(ret: i64) {
     if ret >= 0 {
         let _ = record_open(ret as u32);
     }
-    let tid = bpf_get_current_pid_tgid() as u32;
-    if let Some(entry) = OPEN_ENTRY.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot; programs on one CPU do not run concurrently.
-        unsafe {
-            if (*entry).tid == tid {
-                (*entry).tid = 0;
-            }
-        }
-    }
 }
 
 fn record_open(fd: u32) -> Option<()> {
-    let file = current_file_of_fd(fd)?;
-    if FILE_OPEN_HOOKED.load() == 1 && !is_o_path(file) {
-        return None;
-    }
-    let (vfsmount, mnt_id) = file_mount(file)?;
+    let (vfsmount, mnt_id) = current_file_of_fd(fd).and_then(file_mount)?;
     if !timed(vfsmount, mnt_id) {
         return None;
     }
-    time_open(fd, mnt_id, open_time(bpf_get_current_pid_tgid() as u32))
-}
-
-/// Whether thread `tid` is inside an open syscall on this CPU (its entry noted it, its exit
-/// has not cleared it). The hook times only those opens: a file opened for a fanotify
-/// listener's event (in its `read`) pinned the mount before, through the queued event, so an
-/// exact open time after an unmount call would wrongly clear the listener.
-fn in_open_syscall(tid: u32) -> bool {
-    OPEN_ENTRY.get(0).is_some_and(|e| e.tid == tid)
-}
-
-/// `f_mode` bit of an `O_PATH` file (the same since 2.6.39).
-const FMODE_PATH: u32 = 0x4000;
-
-/// Whether `file` was opened with `O_PATH`: the one open the `file_open` hook never sees.
-fn is_o_path(file: u64) -> bool {
-    offsets::get(&OFF_FILE_F_MODE)
-        .and_then(|off| read::<u32>(file + off))
-        .is_some_and(|mode| mode & FMODE_PATH != 0)
+    let pid_tgid = bpf_get_current_pid_tgid();
+    time_open(pid_tgid, fd, mnt_id, open_time(pid_tgid as u32))
 }
 
 /// `f_mode` bit 29: set on a file the kernel opens on behalf of another (overlayfs's real
@@ -148,13 +117,10 @@ fn is_o_path(file: u64) -> bool {
 /// `FMODE_FAKE_PATH`/`FMODE_BACKING`, set on the same files).
 const FMODE_NOACCOUNT: u32 = 1 << 29;
 
-/// The `file_open` security hook (enhanced mode): times the open of `file` when it is on a
-/// timed mount, under the fd the opener reserved for it. The hook runs once the file holds
-/// its mount, before the fd is installed. It times the opens of the `open*` syscalls only
-/// (see [`in_open_syscall`]), exactly: no unmount can race it. It never runs for `O_PATH`
-/// opens (`do_dentry_open` returns before the hook), which
-/// the open syscalls' probes, attached beside it, time as in fentry mode: with
-/// `FILE_OPEN_HOOKED` their exit times `O_PATH` files only.
+/// The `file_open` security hook: times the open of `file` when it is on a timed mount, under
+/// the fd the opener reserved for it, at the moment the file holds its mount. `doctor` loads
+/// and attaches it; no mode does yet: it never runs for `O_PATH` opens (`do_dentry_open`
+/// returns before the hook), and fanotify's event fds need their queue time, not this.
 pub fn on_file_open(file: u64) {
     let _ = record_file_open(file);
 }
@@ -164,22 +130,20 @@ fn record_file_open(file: u64) -> Option<()> {
     if !timed(vfsmount, mnt_id) {
         return None;
     }
-    if !in_open_syscall(bpf_get_current_pid_tgid() as u32) {
-        return None;
-    }
     let mode: u32 = read(file + offsets::get(&OFF_FILE_F_MODE)?)?;
     if mode & FMODE_NOACCOUNT != 0 {
         return None;
     }
     // SAFETY: helper without preconditions.
-    time_open(reserved_fd()?, mnt_id, unsafe { bpf_ktime_get_boot_ns() })
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    time_open(bpf_get_current_pid_tgid(), reserved_fd()?, mnt_id, now)
 }
 
-/// Keeps that the current process opened `fd` on `mnt_id` at `opened_ts_boot_ns` (0:
-/// unknown), in `OPEN_TIMES` and the mount's ring of recent opens.
-fn time_open(fd: u32, mnt_id: u32, opened_ts_boot_ns: u64) -> Option<()> {
+/// Keeps that the current process (`pid_tgid`) opened `fd` on `mnt_id` at
+/// `opened_ts_boot_ns` (0: unknown), in `OPEN_TIMES` and the mount's ring of recent opens.
+fn time_open(pid_tgid: u64, fd: u32, mnt_id: u32, opened_ts_boot_ns: u64) -> Option<()> {
     let key = FdKey {
-        pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        pid: (pid_tgid >> 32) as u32,
         fd,
     };
     let record = OpenRecord {

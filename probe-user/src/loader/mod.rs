@@ -411,7 +411,7 @@ pub struct Probes {
 /// For a holder scan or `doctor` (no event stream): the event maps are made as small as the
 /// kernel allows, so that nothing is allocated for them.
 pub fn load_object(offsets: &Resolved) -> Result<Ebpf> {
-    load_object_with(offsets, None, false, false, false)
+    load_object_with(offsets, None, false, false)
 }
 
 /// The maps that only the event stream fills, which a lean load shrinks to one entry.
@@ -425,25 +425,21 @@ const STREAM_MAPS: [&str; 5] = [
 
 /// Loads the object: with `ring_buffer_size` for the event stream (full maps), without for a
 /// lean load; `allow_list` says how `TRACKED_MOUNTS` is read, `where_contended` that opens
-/// are timed only on `CONTENDED_MOUNTS`, `hooked` that the `file_open` hook times them
-/// (enhanced mode: the open syscalls' exits then time `O_PATH` files only).
+/// are timed only on `CONTENDED_MOUNTS`.
 fn load_object_with(
     offsets: &Resolved,
     ring_buffer_size: Option<u32>,
     allow_list: bool,
     where_contended: bool,
-    hooked: bool,
 ) -> Result<Ebpf> {
     let allow = u8::from(allow_list);
     let contended = u8::from(where_contended);
-    let hooked = u8::from(hooked);
     let mut loader = EbpfLoader::new();
     for (name, value) in &offsets.values {
         loader.override_global(name, value, true);
     }
     loader.override_global(globals::FILTER_IS_ALLOW_LIST, &allow, true);
     loader.override_global(globals::OPEN_TIMES_WHERE_CONTENDED, &contended, true);
-    loader.override_global(globals::FILE_OPEN_HOOKED, &hooked, true);
     match ring_buffer_size {
         Some(size) => {
             loader.map_max_entries(maps::EVENTS, size);
@@ -504,8 +500,6 @@ impl Probes {
             Some(opts.ring_buffer_size),
             opts.allow_list,
             opts.open_times == OpenTimes::Contended,
-            // The file_open hook is not attached by any mode yet (see OPEN_TIME_LSM).
-            false,
         )?;
         let mut sets = match opts.mode {
             Mode::Tracepoint => ProbeSets::tracepoints(&mut ebpf),
@@ -853,9 +847,9 @@ mod tests {
         for name in globals::ALL {
             let size = match *name {
                 // as `load_object_with` writes them
-                globals::FILTER_IS_ALLOW_LIST
-                | globals::OPEN_TIMES_WHERE_CONTENDED
-                | globals::FILE_OPEN_HOOKED => size_of::<u8>(),
+                globals::FILTER_IS_ALLOW_LIST | globals::OPEN_TIMES_WHERE_CONTENDED => {
+                    size_of::<u8>()
+                }
                 globals::BUSY_WINDOW_NS => size_of::<u64>(),
                 other => panic!("no size known for global {other}: add it here"),
             };
