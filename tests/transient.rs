@@ -334,8 +334,9 @@ const CLOSED_JUST_BEFORE: &str = "transient, closed just before the call";
 const OPEN_TIME_UNKNOWN: &str = "transient, open raced an unmount (time unknown)";
 
 /// Checks one EBUSY line of a round; returns the kinds of the scanner's holders (a transient
-/// holder that closed just before the call as [`CLOSED_JUST_BEFORE`]).
-fn check_line(kind: Scanner, round: &Round, line: &Value) -> Vec<String> {
+/// holder that closed just before the call as [`CLOSED_JUST_BEFORE`]). `hooks`: the watcher
+/// runs the security hooks (enhanced mode).
+fn check_line(kind: Scanner, hooks: bool, round: &Round, line: &Value) -> Vec<String> {
     let holders = line["holders"]
         .as_array()
         .unwrap_or_else(|| panic!("no holders: {line}"));
@@ -382,12 +383,12 @@ fn check_line(kind: Scanner, round: &Round, line: &Value) -> Vec<String> {
                 exact_file();
                 assert_eq!(h["seen"], "traced", "{line}");
                 // A fanotify event's fd is installed by the kernel: no open syscall to time,
-                // and the file_open hook (enhanced mode) leaves it untimed: its queued event
-                // held the mount first. An open that an unmount attempt entered during is
-                // recorded by the syscall probes with its time unknown (it cannot be placed on
-                // either side of the call): counted apart.
-                let timed = h["opened_ns_before"].is_u64();
-                if kind == Scanner::Fanotify {
+                // only the file_open hook sees it (and may time one read after the call,
+                // whose event held the mount). An open that an unmount attempt entered
+                // during is recorded by the syscall probes with its time unknown (it cannot
+                // be placed on either side of the call): counted apart.
+                let timed = h["opened_ns_before"].is_u64() || h["opened_ns_after"].is_u64();
+                if kind == Scanner::Fanotify && !hooks {
                     assert!(!timed, "{line}");
                 }
                 if h["closed_ns_after"].is_u64() {
@@ -426,28 +427,57 @@ fn mount_was_gone(line: &Value) -> bool {
 /// opens each file itself: with every tracked mount timed its fds are timed on every failure;
 /// with contended mounts timed, from the failure on which the open probes were on (the first
 /// made the mount contended, and they are attached within milliseconds on the host — under
-/// emulation, attaching fentry mode's trampolines, several retries later), so `not_timed` is accepted only while `untimed_ok`; an
-/// open that overlapped an unmount's entry is said to have (`raced_an_unmount`: the open
-/// scanner's, or the fanotify opener's own). A fanotify scanner's event fds are installed by
-/// the kernel: no open syscall to time. Returns how many were timed.
-fn check_open_times(kind: Scanner, untimed_ok: bool, what: &str, line: &Value) -> usize {
+/// emulation, attaching fentry mode's trampolines, several retries later), so `not_timed` is
+/// accepted only while `untimed_ok`; an open that overlapped an unmount's entry is said to have
+/// (`raced_an_unmount`: the open scanner's, or the fanotify opener's own). A fanotify scanner's
+/// event fds are installed by the kernel: no open syscall to time, unless the file_open hook
+/// runs (`hooks`, enhanced mode), which times every open exactly (never `raced_an_unmount`)
+/// and marks the scanner's event fds (`event_fd`, and no other fd): one opened after the call
+/// says how long after (`opened_ns_after`: its event, queued before, held the mount). Returns
+/// how many of the scanner's (`scanner`) holders and of the others were timed.
+fn check_open_times(
+    kind: Scanner,
+    hooks: bool,
+    untimed_ok: bool,
+    scanner: u32,
+    what: &str,
+    line: &Value,
+) -> (usize, usize) {
     let fds = line["holders"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|h| h["kind"] == "fd" || h["kind"] == "transient");
-    let mut timed = 0;
+    let (mut scanners, mut others) = (0, 0);
     for h in fds {
+        let event_fd = h["event_fd"] == true;
+        let an_event_fd = kind == Scanner::Fanotify && h["pid"] == scanner;
         let unknown = h["open_time_unknown"].as_str();
-        match (h["opened_ns_before"].as_u64(), unknown) {
-            (Some(_), None) => timed += 1,
+        let times = (
+            h["opened_ns_before"].as_u64(),
+            h["opened_ns_after"].as_u64(),
+        );
+        let timed = match (times, unknown) {
+            ((Some(_), None), None) => true,
+            ((None, Some(_)), None) if event_fd => true,
             // The open scanner's opens, or the fanotify opener's own.
-            (None, Some("raced_an_unmount")) => {}
-            (None, Some("not_timed")) if kind == Scanner::Fanotify || untimed_ok => {}
+            ((None, None), Some("raced_an_unmount")) if !hooks => false,
+            ((None, None), Some("not_timed")) if (an_event_fd && !hooks) || untimed_ok => false,
             other => panic!("{what}: a holder's open time is {other:?}: {line}"),
+        };
+        if timed {
+            assert_eq!(
+                event_fd,
+                hooks && an_event_fd,
+                "{what}: marked as an event fd only in enhanced mode, only the scanner's: {line}"
+            );
+        }
+        match h["pid"] == scanner {
+            true => scanners += usize::from(timed),
+            false => others += usize::from(timed),
         }
     }
-    timed
+    (scanners, others)
 }
 
 /// Rounds of the race until both `fd` and `transient` were seen (at most 12): every EBUSY
@@ -459,6 +489,10 @@ fn race_test(kind: Scanner, open_times: OpenTimes) {
     // with --path the allow list learns of a new mount only when the mount tables show it.
     let watcher = Watcher::start(&["--only-failed", "--open-times", open_times.arg()]);
     let mut timed = 0;
+    // The scanner's holders with an open time (a fanotify scanner's: its event fds).
+    let mut scanner_timed = 0;
+    // Of those, event fds the scanner read after the call (whose queued event held the mount).
+    let mut read_after_call = 0;
     // Failures, after a round's first, whose holders were timed.
     let mut retries_timed = 0;
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
@@ -485,12 +519,26 @@ fn race_test(kind: Scanner, open_times: OpenTimes) {
                 "{kind:?} scanner, open times {open_times:?}, failure {}",
                 nth + 1
             );
-            let timed_here = check_open_times(kind, !probes_on, &what, line);
-
+            let (scanners, others) = check_open_times(
+                kind,
+                watcher.hooks(),
+                !probes_on,
+                round.scanner,
+                &what,
+                line,
+            );
+            let timed_here = scanners + others;
+            scanner_timed += scanners;
+            read_after_call += line["holders"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|h| h["opened_ns_after"].is_u64())
+                .count();
             probes_on |= timed_here > 0;
             timed += timed_here;
             retries_timed += usize::from(nth > 0 && timed_here > 0);
-            for k in check_line(kind, &round, line) {
+            for k in check_line(kind, watcher.hooks(), &round, line) {
                 *kinds.entry(k).or_default() += 1;
             }
         }
@@ -500,10 +548,17 @@ fn race_test(kind: Scanner, open_times: OpenTimes) {
     }
     eprintln!(
         "{kind:?} scanner race, {} mode, open times {open_times:?}: {total} EBUSY, every one \
-         names the scanner: {kinds:?}; {timed} fd and transient holders timed, on \
-         {retries_timed} retries",
+         names the scanner: {kinds:?}; {timed} fd and transient holders timed ({scanner_timed} of \
+         the scanner's, {read_after_call} event fds read after the call), on {retries_timed} \
+         retries",
         watcher.mode()
     );
+    if kind == Scanner::Fanotify && watcher.hooks() {
+        assert!(
+            scanner_timed > 0,
+            "enhanced mode: the file_open hook timed none of the scanner's event fds"
+        );
+    }
     if kind == Scanner::Open && open_times == OpenTimes::Contended {
         assert!(
             retries_timed > 0,

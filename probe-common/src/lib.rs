@@ -144,6 +144,9 @@ pub const NAME_LEN: usize = 64;
 pub const RELEASE_PATH_DEEPER: u32 = 1;
 /// [`ReleaseEvent::flags`] bit: a component was longer than [`NAME_LEN`]` - 1`.
 pub const RELEASE_NAME_CUT: u32 = 2;
+/// [`ReleaseEvent::flags`]: the file let go was a fanotify event fd ([`OPENED_FOR_EVENT`] in
+/// its open record).
+pub const RELEASE_OPENED_FOR_EVENT: u32 = 4;
 
 /// How a file was let go.
 pub mod release_how {
@@ -189,7 +192,7 @@ pub struct ReleaseEvent {
     pub mnt_id: u32,
     /// Components filled in `names`.
     pub depth: u32,
-    /// [`RELEASE_PATH_DEEPER`], [`RELEASE_NAME_CUT`].
+    /// [`RELEASE_PATH_DEEPER`], [`RELEASE_NAME_CUT`], [`RELEASE_OPENED_FOR_EVENT`].
     pub flags: u32,
     /// Inode number of the mount namespace the file's mount is in (`mount.mnt_ns->ns.inum`):
     /// a mount id freed by an unmount is soon handed to a new mount, maybe in another
@@ -232,9 +235,14 @@ pub struct OpenRecord {
     pub opened_ts_boot_ns: u64,
     /// Mount id of the file.
     pub mnt_id: u32,
-    /// Padding, always zero.
-    pub _pad: u32,
+    /// [`OPENED_FOR_EVENT`] or 0. (Was padding, always zero.)
+    pub flags: u32,
 }
+
+/// [`OpenRecord::flags`]: the file was opened by fanotify for one of the opener's events (an
+/// event fd, timed by the `file_open` hook in enhanced mode): the queued event held the
+/// file's mount before the fd was opened.
+pub const OPENED_FOR_EVENT: u32 = 1;
 
 /// Opens on one mount kept per CPU, most recent first after sorting by time.
 pub const RECENT_OPENS: usize = 8;

@@ -141,6 +141,11 @@ pub mod programs {
         /// BPF LSM `file_open` (enhanced mode): open times of every open, the ones no `open*`
         /// syscall makes included.
         LSM_FILE_OPEN = "lsm_file_open";
+        /// fentry on `fanotify_read` (enhanced mode): a listener starts reading its events,
+        /// each opened as an event fd (which the `file_open` hook then marks as such).
+        FENTRY_FANOTIFY_READ = "fentry_fanotify_read";
+        /// fexit on `fanotify_read` (enhanced mode): the listener is done reading.
+        FEXIT_FANOTIFY_READ = "fexit_fanotify_read";
         /// `busyprobe doctor`'s raw tracepoint.
         DOCTOR_RAW_TRACEPOINT = "doctor_raw_tracepoint";
         /// `busyprobe doctor`'s BTF-typed tracepoint.
@@ -186,6 +191,9 @@ pub mod globals {
         /// [`CONTENDED_MOUNTS`](super::maps::CONTENDED_MOUNTS) (`--open-times contended`), 0
         /// on every tracked mount.
         OPEN_TIMES_WHERE_CONTENDED;
+        /// `u8`: 1 when the `file_open` hook times opens (enhanced mode): the open syscalls'
+        /// exits then time only `O_PATH` files, which the hook never sees.
+        FILE_OPEN_HOOKED;
     }
 }
 
@@ -284,6 +292,8 @@ macro_rules! with_offset_globals {
             OFF_FDT_OPEN_FDS,
             /// `file.f_mode`.
             OFF_FILE_F_MODE,
+            /// `file.f_flags`.
+            OFF_FILE_F_FLAGS,
         }
     };
 }
@@ -315,10 +325,10 @@ mod tests {
     #[test]
     fn every_list_is_complete_and_without_repeats() {
         for (module, all, expected) in [
-            ("programs", programs::ALL, 43),
+            ("programs", programs::ALL, 45),
             ("maps", maps::ALL, 9),
-            ("globals", globals::ALL, 3),
-            ("offsets", offsets::ALL, 44),
+            ("globals", globals::ALL, 4),
+            ("offsets", offsets::ALL, 45),
         ] {
             assert_eq!(all.len(), expected, "{module}");
             for (i, name) in all.iter().enumerate() {

@@ -1,7 +1,7 @@
 //! The enhanced mode's BPF LSM programs: `sb_umount` notes the exact mount an unmount attempt
 //! is about (the `struct vfsmount` in the caller's namespace, before the busy check), and
-//! `file_open` times every open of a file on a tracked mount exactly (but `O_PATH` ones, which
-//! it never sees, and fanotify's event fds). They only observe: they always allow.
+//! `file_open` times every open of a file on a tracked mount, the ones no `open*` syscall
+//! makes included (fanotify's event fds). They only observe: they always allow.
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use probe_common::{assert_symbol_name, names::programs};

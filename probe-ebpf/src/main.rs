@@ -2,7 +2,8 @@
 //! ring buffer (`umount.rs`), release tracking around a failed unmount (`release.rs`,
 //! `window.rs`, `tracked.rs`, `walks.rs`) and open times (`open_times.rs`), each as syscall
 //! tracepoints and as fentry/fexit twins (`syscall_fentry.rs`); the enhanced mode's security
-//! hooks (`lsm.rs`: the exact mount of an attempt, and every open timed); the holder scan's BPF iterators
+//! hooks (`lsm.rs`: the exact mount of an attempt, and every open timed, fanotify's event fds
+//! told apart by `event_fds.rs`); the holder scan's BPF iterators
 //! (`holders.rs`, `fanotify.rs`); and tiny programs `busyprobe doctor` loads to learn which
 //! probe kinds this kernel accepts (`doctor.rs`). Maps and load-time globals are in `maps.rs`
 //! and `offsets.rs`; the names user space knows them by are `probe_common::names`.
@@ -10,6 +11,7 @@
 #![no_main]
 
 mod doctor;
+mod event_fds;
 mod fanotify;
 mod holders;
 mod kernel;

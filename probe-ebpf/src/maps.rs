@@ -106,6 +106,19 @@ assert_symbol_name!(
     names::globals::OPEN_TIMES_WHERE_CONTENDED
 );
 
+/// 1: the `file_open` hook times opens (enhanced mode), and the open syscalls' exits time
+/// only the `O_PATH` files it never sees; 0: the exits time every open.
+#[unsafe(no_mangle)]
+pub static FILE_OPEN_HOOKED: Global<u8> = Global::new(0);
+assert_symbol_name!(FILE_OPEN_HOOKED, names::globals::FILE_OPEN_HOOKED);
+
+// fanotify's event fds (`event_fds.rs`).
+
+/// The threads inside `fanotify_read` (tid → 1): a file the `file_open` hook sees them open
+/// is an event fd. Blocking reads wait inside, so one entry per listener thread.
+#[map]
+pub static READING_EVENTS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+
 // The busy window (`window.rs`).
 
 /// How long after an EBUSY releases are reported, in ns (the loader leaves this default).

@@ -15,17 +15,18 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use probe_common::{
-    assert_symbol_name, names::programs, DropCause, FdKey, OpenRecord, RECENT_OPENS,
-    RECENT_OPEN_RINGS,
+    assert_symbol_name, names::programs, DropCause, FdKey, OpenRecord, OPENED_FOR_EVENT,
+    RECENT_OPENS, RECENT_OPEN_RINGS,
 };
 
 use crate::{
+    event_fds,
     kernel::{file_mount, read, tracepoint_field, SYS_EXIT_RET},
     maps::{
-        count_drop, CONTENDED_MOUNTS, OPEN_ENTRY, OPEN_TIMES, OPEN_TIMES_WHERE_CONTENDED,
-        RECENT_OPENS_BY_MOUNT, UMOUNT_EPOCH,
+        count_drop, CONTENDED_MOUNTS, FILE_OPEN_HOOKED, OPEN_ENTRY, OPEN_TIMES,
+        OPEN_TIMES_WHERE_CONTENDED, RECENT_OPENS_BY_MOUNT, UMOUNT_EPOCH,
     },
-    offsets::{self, OFF_FILE_F_MODE, OFF_TASK_COMM},
+    offsets::{self, OFF_FILE_F_FLAGS, OFF_FILE_F_MODE, OFF_TASK_COMM},
     tracked::tracked,
     walks::{current_file_of_fd, reserved_fd},
 };
@@ -103,12 +104,26 @@ pub fn on_open_exit(ret: i64) {
 }
 
 fn record_open(fd: u32) -> Option<()> {
-    let (vfsmount, mnt_id) = current_file_of_fd(fd).and_then(file_mount)?;
+    let file = current_file_of_fd(fd)?;
+    if FILE_OPEN_HOOKED.load() == 1 && !is_o_path(file) {
+        return None;
+    }
+    let (vfsmount, mnt_id) = file_mount(file)?;
     if !timed(vfsmount, mnt_id) {
         return None;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    time_open(pid_tgid, fd, mnt_id, open_time(pid_tgid as u32))
+    time_open(pid_tgid, fd, mnt_id, open_time(pid_tgid as u32), 0)
+}
+
+/// `f_mode` bit of an `O_PATH` file (the same since 2.6.39).
+const FMODE_PATH: u32 = 0x4000;
+
+/// Whether `file` was opened with `O_PATH`: the one open the `file_open` hook never sees.
+fn is_o_path(file: u64) -> bool {
+    offsets::get(&OFF_FILE_F_MODE)
+        .and_then(|off| read::<u32>(file + off))
+        .is_some_and(|mode| mode & FMODE_PATH != 0)
 }
 
 /// `f_mode` bit 29: set on a file the kernel opens on behalf of another (overlayfs's real
@@ -117,10 +132,31 @@ fn record_open(fd: u32) -> Option<()> {
 /// `FMODE_FAKE_PATH`/`FMODE_BACKING`, set on the same files).
 const FMODE_NOACCOUNT: u32 = 1 << 29;
 
-/// The `file_open` security hook: times the open of `file` when it is on a timed mount, under
-/// the fd the opener reserved for it, at the moment the file holds its mount. `doctor` loads
-/// and attaches it; no mode does yet: it never runs for `O_PATH` opens (`do_dentry_open`
-/// returns before the hook), and fanotify's event fds need their queue time, not this.
+/// `f_flags` bits above every open flag a process can pass (`O_*` use bits 0-22 on x86-64,
+/// and `build_open_flags` drops the others): only the kernel's own `__FMODE_NONOTIFY` lands
+/// there, which fanotify passes when it opens an event fd (bit 26 on 6.1, 25 on Debian's 6.12;
+/// kernels from 6.14 set it in `f_mode` instead, through `dentry_open_nonotify`).
+const KERNEL_OPEN_FLAGS: u32 = !((1 << 23) - 1);
+
+/// Whether `file`, being opened, is a fanotify event fd: its `f_flags` carry
+/// `__FMODE_NONOTIFY`, or the opener is inside `fanotify_read` (`event_fds`, for kernels that
+/// no longer pass the flag; it misses a read that was already waiting when it was attached).
+fn is_event_fd(file: u64) -> bool {
+    let nonotify = offsets::get(&OFF_FILE_F_FLAGS)
+        .and_then(|off| read::<u32>(file + off))
+        .is_some_and(|flags| flags & KERNEL_OPEN_FLAGS != 0);
+    nonotify || event_fds::reading_events()
+}
+
+/// The `file_open` security hook (enhanced mode): times the open of `file` when it is on a
+/// timed mount, under the fd the opener reserved for it. The hook runs once the file holds
+/// its mount, before the fd is installed, for nearly every way a process gets a file: the
+/// `open*` syscalls, fanotify's event fds (marked [`OPENED_FOR_EVENT`]: [`is_event_fd`]),
+/// io_uring. Its time is exact: no unmount can race it. It never runs for `O_PATH` opens
+/// (`do_dentry_open` returns before the hook), which the open syscalls' probes, attached
+/// beside it, time as in fentry mode: with `FILE_OPEN_HOOKED` their exits time `O_PATH`
+/// files only (read from the file, not from a mark the hook would leave per CPU: the opener
+/// may move to another CPU between the hook and its exit).
 pub fn on_file_open(file: u64) {
     let _ = record_file_open(file);
 }
@@ -134,14 +170,32 @@ fn record_file_open(file: u64) -> Option<()> {
     if mode & FMODE_NOACCOUNT != 0 {
         return None;
     }
+    let flags = if is_event_fd(file) {
+        OPENED_FOR_EVENT
+    } else {
+        0
+    };
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    time_open(bpf_get_current_pid_tgid(), reserved_fd()?, mnt_id, now)
+    time_open(
+        bpf_get_current_pid_tgid(),
+        reserved_fd()?,
+        mnt_id,
+        now,
+        flags,
+    )
 }
 
 /// Keeps that the current process (`pid_tgid`) opened `fd` on `mnt_id` at
-/// `opened_ts_boot_ns` (0: unknown), in `OPEN_TIMES` and the mount's ring of recent opens.
-fn time_open(pid_tgid: u64, fd: u32, mnt_id: u32, opened_ts_boot_ns: u64) -> Option<()> {
+/// `opened_ts_boot_ns` (0: unknown), with [`OpenRecord::flags`] `flags`, in `OPEN_TIMES` and
+/// the mount's ring of recent opens.
+fn time_open(
+    pid_tgid: u64,
+    fd: u32,
+    mnt_id: u32,
+    opened_ts_boot_ns: u64,
+    flags: u32,
+) -> Option<()> {
     let key = FdKey {
         pid: (pid_tgid >> 32) as u32,
         fd,
@@ -149,7 +203,7 @@ fn time_open(pid_tgid: u64, fd: u32, mnt_id: u32, opened_ts_boot_ns: u64) -> Opt
     let record = OpenRecord {
         opened_ts_boot_ns,
         mnt_id,
-        _pad: 0,
+        flags,
     };
     note_recent_open(mnt_id, key, record.opened_ts_boot_ns);
     // fd numbers are reused at once: overwriting the slot in place is far cheaper than an

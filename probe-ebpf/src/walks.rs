@@ -11,8 +11,8 @@ use aya_ebpf::helpers::{
     generated::{bpf_get_current_task_btf, bpf_loop},
 };
 use probe_common::{
-    release_how, DropCause, EventKind, FdKey, ReleaseEvent, NAME_LEN, OPEN_RACED, QUEUED_FILES,
-    RELEASE_DEPTH, RELEASE_NAME_CUT, RELEASE_PATH_DEEPER,
+    release_how, DropCause, EventKind, FdKey, ReleaseEvent, NAME_LEN, OPENED_FOR_EVENT, OPEN_RACED,
+    QUEUED_FILES, RELEASE_DEPTH, RELEASE_NAME_CUT, RELEASE_OPENED_FOR_EVENT, RELEASE_PATH_DEEPER,
 };
 
 use crate::{
@@ -238,16 +238,23 @@ pub unsafe fn fill_release(
         };
         // An entry left by an earlier file on another mount under the same fd number (this
         // one came from fanotify, a socket, dup...) is not this file's open.
-        (*ev).opened_ts_boot_ns = match OPEN_TIMES.get(key).filter(|r| r.mnt_id == mnt_id) {
+        let record = OPEN_TIMES.get(key).filter(|r| r.mnt_id == mnt_id);
+        (*ev).opened_ts_boot_ns = match record {
             Some(r) if r.opened_ts_boot_ns == 0 => OPEN_RACED,
             Some(r) => r.opened_ts_boot_ns,
             None => 0,
         };
+        let for_event = record.is_some_and(|r| r.flags & OPENED_FOR_EVENT != 0);
         (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        let (depth, flags) = path_names(path, vfsmount, &mut (*ev).names)?;
+        let (depth, cut) = path_names(path, vfsmount, &mut (*ev).names)?;
         (*ev).depth = depth;
-        (*ev).flags = flags;
-        if flags != 0 {
+        (*ev).flags = cut
+            | if for_event {
+                RELEASE_OPENED_FOR_EVENT
+            } else {
+                0
+            };
+        if cut != 0 {
             count_drop(DropCause::ReleasePathCut);
         }
     }

@@ -6,7 +6,7 @@ use std::mem::size_of;
 use probe_common::{
     EventHeader, EventKind, ReleaseEvent, UmountEvent, COMM_LEN, HOOK_SAW_MOUNT, NAME_LEN,
     OPEN_RACED, PATH_BUF_LEN, PATH_TRUNCATED, PATH_UNREADABLE, RELEASE_DEPTH, RELEASE_NAME_CUT,
-    RELEASE_PATH_DEEPER, UMOUNT_EVENT_FIXED,
+    RELEASE_OPENED_FOR_EVENT, RELEASE_PATH_DEEPER, UMOUNT_EVENT_FIXED,
 };
 use thiserror::Error;
 
@@ -111,6 +111,7 @@ fn release(raw: &ReleaseEvent) -> Release {
         opened_ts_boot_ns: (raw.opened_ts_boot_ns != 0 && raw.opened_ts_boot_ns != OPEN_RACED)
             .then_some(raw.opened_ts_boot_ns),
         open_raced: raw.opened_ts_boot_ns == OPEN_RACED,
+        opened_for_event: raw.flags & RELEASE_OPENED_FOR_EVENT != 0,
         queued_events: raw.queued_events,
         queued_index: raw.queued_index,
     }
@@ -285,7 +286,15 @@ pub(crate) mod tests {
                 panic!("not a release")
             };
             assert_eq!((r.opened_ts_boot_ns, r.open_raced), decoded);
+            assert!(!r.opened_for_event);
         }
+        // A fanotify event fd: the flag beside the path's, which stays whole.
+        ev.flags = RELEASE_OPENED_FOR_EVENT;
+        let KernelEvent::Release(r) = decode(&bytes_of(&ev)).unwrap() else {
+            panic!("not a release")
+        };
+        assert!(r.opened_for_event && !r.truncated);
+        assert_eq!(r.path_within_mount, b"/etc/passwd");
     }
 
     #[test]

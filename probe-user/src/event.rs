@@ -29,12 +29,15 @@ pub struct Release {
     pub path_within_mount: Vec<u8>,
     /// The probe could not walk the whole path (too deep or a name too long).
     pub truncated: bool,
-    /// When the file was opened, if the open probe saw it (not for fds made by fanotify,
-    /// `dup`, Unix sockets, or opened before busyprobe started).
+    /// When the file was opened, if the open probe saw it (not for fds made by `dup`, Unix
+    /// sockets, fanotify outside enhanced mode, or opened before busyprobe started).
     pub opened_ts_boot_ns: Option<u64>,
     /// The open probe saw the open, but it overlapped an unmount attempt's entry (so
     /// `opened_ts_boot_ns` is `None`).
     pub open_raced: bool,
+    /// The file was a fanotify event fd, opened for one of the process's events (seen by
+    /// the `file_open` hook in enhanced mode): its queued event held the mount before.
+    pub opened_for_event: bool,
     /// For a fanotify group let go (`fd` is the group's): its unread events on tracked mounts
     /// (the path is the file of one of them); 0 for any other file.
     pub queued_events: u32,

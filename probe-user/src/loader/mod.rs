@@ -169,15 +169,23 @@ pub const UMOUNT_LSM: HookAttachment = HookAttachment {
     hook: "sb_umount",
 };
 
-/// The `file_open` hook: `doctor` checks that it loads and attaches, but no mode attaches it
-/// yet. Timing opens with it beside the open syscalls' probes (it never sees `O_PATH` opens)
-/// lost or mis-timed opens in the VM matrix (a thread moved between CPUs mid-open; fanotify's
-/// event fds, whose queued event pins the mount before the fd is opened): enhanced mode times
-/// opens as fentry mode does until that is settled.
+/// The enhanced mode's open times, beside fentry mode's programs on the open syscalls: the
+/// hook times every open but `O_PATH` ones exactly, the opens no syscall makes (fanotify's
+/// event fds, marked as such with [`EVENT_FD_FENTRY`]) included; the syscalls' probes time
+/// the `O_PATH` ones.
 pub const OPEN_TIME_LSM: HookAttachment = HookAttachment {
     program: programs::LSM_FILE_OPEN,
     hook: "file_open",
 };
+
+/// The enhanced mode's marks on fanotify's event fds: the threads inside `fanotify_read`,
+/// whose opens the `file_open` hook marks as event fds. Attached before the hook; a read
+/// already waiting for events then is not marked (its event fds are timed as the listener's
+/// own opens).
+pub const EVENT_FD_FENTRY: [FnAttachment; 2] = [
+    traced(programs::FENTRY_FANOTIFY_READ, "fanotify_read"),
+    traced(programs::FEXIT_FANOTIFY_READ, "fanotify_read"),
+];
 
 /// fentry mode's open times.
 pub const OPEN_TIME_FENTRY: [FnAttachment; 8] = [
@@ -216,9 +224,9 @@ pub enum Mode {
     /// pay. Needs a kernel that allows fentry (not under lockdown's function-tracing ban).
     Fentry,
     /// fentry mode plus BPF LSM programs on the `sb_umount` and `file_open` security hooks:
-    /// each attempt carries the exact mount it is about, and opens are timed exactly by one
-    /// hook beside the open syscalls' trampolines (which time `O_PATH` opens, the hook never
-    /// sees). Needs the `bpf` LSM active.
+    /// each attempt carries the exact mount it is about, and every open is timed (fanotify's
+    /// event fds too) by one hook beside the open syscalls' trampolines (which time `O_PATH`
+    /// opens, the hook never sees). Needs the `bpf` LSM active.
     Enhanced,
 }
 
@@ -411,7 +419,7 @@ pub struct Probes {
 /// For a holder scan or `doctor` (no event stream): the event maps are made as small as the
 /// kernel allows, so that nothing is allocated for them.
 pub fn load_object(offsets: &Resolved) -> Result<Ebpf> {
-    load_object_with(offsets, None, false, false)
+    load_object_with(offsets, None, false, false, false)
 }
 
 /// The maps that only the event stream fills, which a lean load shrinks to one entry.
@@ -425,21 +433,25 @@ const STREAM_MAPS: [&str; 5] = [
 
 /// Loads the object: with `ring_buffer_size` for the event stream (full maps), without for a
 /// lean load; `allow_list` says how `TRACKED_MOUNTS` is read, `where_contended` that opens
-/// are timed only on `CONTENDED_MOUNTS`.
+/// are timed only on `CONTENDED_MOUNTS`, `hooked` that the `file_open` hook times them
+/// (enhanced mode: the open syscalls' exits then time `O_PATH` files only).
 fn load_object_with(
     offsets: &Resolved,
     ring_buffer_size: Option<u32>,
     allow_list: bool,
     where_contended: bool,
+    hooked: bool,
 ) -> Result<Ebpf> {
     let allow = u8::from(allow_list);
     let contended = u8::from(where_contended);
+    let hooked = u8::from(hooked);
     let mut loader = EbpfLoader::new();
     for (name, value) in &offsets.values {
         loader.override_global(name, value, true);
     }
     loader.override_global(globals::FILTER_IS_ALLOW_LIST, &allow, true);
     loader.override_global(globals::OPEN_TIMES_WHERE_CONTENDED, &contended, true);
+    loader.override_global(globals::FILE_OPEN_HOOKED, &hooked, true);
     match ring_buffer_size {
         Some(size) => {
             loader.map_max_entries(maps::EVENTS, size);
@@ -500,6 +512,7 @@ impl Probes {
             Some(opts.ring_buffer_size),
             opts.allow_list,
             opts.open_times == OpenTimes::Contended,
+            opts.mode == Mode::Enhanced,
         )?;
         let mut sets = match opts.mode {
             Mode::Tracepoint => ProbeSets::tracepoints(&mut ebpf),
@@ -674,8 +687,14 @@ impl<'a> ProbeSets<'a> {
     /// The open-times programs loaded but not attached (an [`OpenTimeSwitch`] attaches them);
     /// what could not be loaded.
     fn load_open_times(&mut self) -> Vec<anyhow::Error> {
-        let Self { ebpf, btf, .. } = self;
+        let Self { ebpf, btf, hooks } = self;
         match btf {
+            Some(btf) if *hooks => {
+                let traced = [&OPEN_TIME_FENTRY[..], &EVENT_FD_FENTRY].concat();
+                let mut failed = failures(traced.iter().map(|a| load_traced(ebpf, btf, a)));
+                failed.extend(load_hook(ebpf, btf, &OPEN_TIME_LSM).err());
+                failed
+            }
             None => failures(
                 OPEN_TIME_TRACEPOINTS
                     .iter()
@@ -687,8 +706,14 @@ impl<'a> ProbeSets<'a> {
 
     /// Open times; what could not be attached.
     fn open_times(&mut self) -> Vec<anyhow::Error> {
-        let Self { ebpf, btf, .. } = self;
+        let Self { ebpf, btf, hooks } = self;
         match btf {
+            Some(btf) if *hooks => {
+                let traced = [&OPEN_TIME_FENTRY[..], &EVENT_FD_FENTRY].concat();
+                let mut failed = failures(traced.iter().map(|a| attach_traced(ebpf, btf, a)));
+                failed.extend(attach_hook(ebpf, btf, &OPEN_TIME_LSM).err());
+                failed
+            }
             None => failures(OPEN_TIME_TRACEPOINTS.iter().map(|a| attach(ebpf, a))),
             Some(btf) => failures(OPEN_TIME_FENTRY.iter().map(|a| attach_traced(ebpf, btf, a))),
         }
@@ -780,7 +805,14 @@ mod tests {
         for a in tracepoints.concat() {
             program(a.program, &["tracepoint"], "a tracepoint");
         }
-        for a in [&UMOUNT_FENTRY[..], &RELEASE_FENTRY, &OPEN_TIME_FENTRY].concat() {
+        for a in [
+            &UMOUNT_FENTRY[..],
+            &RELEASE_FENTRY,
+            &OPEN_TIME_FENTRY,
+            &EVENT_FD_FENTRY,
+        ]
+        .concat()
+        {
             program(a.program, &["fentry", "fexit"], "fentry/fexit");
         }
         for a in [UMOUNT_LSM, OPEN_TIME_LSM] {
@@ -847,9 +879,9 @@ mod tests {
         for name in globals::ALL {
             let size = match *name {
                 // as `load_object_with` writes them
-                globals::FILTER_IS_ALLOW_LIST | globals::OPEN_TIMES_WHERE_CONTENDED => {
-                    size_of::<u8>()
-                }
+                globals::FILTER_IS_ALLOW_LIST
+                | globals::OPEN_TIMES_WHERE_CONTENDED
+                | globals::FILE_OPEN_HOOKED => size_of::<u8>(),
                 globals::BUSY_WINDOW_NS => size_of::<u64>(),
                 other => panic!("no size known for global {other}: add it here"),
             };

@@ -6,17 +6,24 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, Result};
 use aya::{
-    programs::{fentry::FEntryLinkId, fexit::FExitLinkId, trace_point::TracePointLinkId, Program},
+    programs::{
+        fentry::FEntryLinkId, fexit::FExitLinkId, lsm::LsmLinkId, trace_point::TracePointLinkId,
+        Lsm, Program,
+    },
     Ebpf,
 };
 
-use super::{tracepoint, Mode, OPEN_TIME_FENTRY, OPEN_TIME_TRACEPOINTS};
+use super::{
+    tracepoint, FnAttachment, Mode, EVENT_FD_FENTRY, OPEN_TIME_FENTRY, OPEN_TIME_LSM,
+    OPEN_TIME_TRACEPOINTS,
+};
 
 /// One attachment of an open program, to undo.
 enum OpenLink {
     TracePoint(&'static str, TracePointLinkId),
     FEntry(&'static str, FEntryLinkId),
     FExit(&'static str, FExitLinkId),
+    Lsm(&'static str, LsmLinkId),
 }
 
 /// Attaches and detaches the open-time programs of the mode the probes run in.
@@ -48,7 +55,12 @@ impl OpenTimeSwitch {
         }
         let attached = match self.mode {
             Mode::Tracepoint => self.attach_tracepoints(),
-            Mode::Fentry | Mode::Enhanced => self.attach_fentry(),
+            Mode::Fentry => self.attach_fentry(&OPEN_TIME_FENTRY),
+            // The event fds' marks before the hook that reads them.
+            Mode::Enhanced => self
+                .attach_fentry(&OPEN_TIME_FENTRY)
+                .and_then(|()| self.attach_fentry(&EVENT_FD_FENTRY))
+                .and_then(|()| self.attach_hook()),
         };
         if attached.is_err() {
             self.off();
@@ -80,9 +92,9 @@ impl OpenTimeSwitch {
         Ok(())
     }
 
-    fn attach_fentry(&mut self) -> Result<()> {
+    fn attach_fentry(&mut self, programs: &[FnAttachment]) -> Result<()> {
         let mut ebpf = self.ebpf.lock().unwrap_or_else(PoisonError::into_inner);
-        for a in &OPEN_TIME_FENTRY {
+        for a in programs {
             let link = match ebpf.program_mut(a.program) {
                 Some(Program::FEntry(p)) => p.attach().map(|l| OpenLink::FEntry(a.program, l)),
                 Some(Program::FExit(p)) => p.attach().map(|l| OpenLink::FExit(a.program, l)),
@@ -94,6 +106,24 @@ impl OpenTimeSwitch {
         }
         Ok(())
     }
+
+    fn attach_hook(&mut self) -> Result<()> {
+        let mut ebpf = self.ebpf.lock().unwrap_or_else(PoisonError::into_inner);
+        let a = OPEN_TIME_LSM;
+        let link = lsm_program(&mut ebpf, a.program)?
+            .attach()
+            .with_context(|| format!("attaching {} to the {} hook", a.program, a.hook))?;
+        self.links.push(OpenLink::Lsm(a.program, link));
+        Ok(())
+    }
+}
+
+/// The BPF LSM program `name` of the object.
+fn lsm_program<'e>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut Lsm> {
+    ebpf.program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?
+        .try_into()
+        .with_context(|| format!("program {name} is not a BPF LSM program"))
 }
 
 /// Undoes one attachment.
@@ -108,6 +138,7 @@ fn detach(ebpf: &mut Ebpf, link: OpenLink) -> Result<()> {
             Some(Program::FExit(p)) => p.detach(id)?,
             _ => anyhow::bail!("program {name} is not an fexit program"),
         },
+        OpenLink::Lsm(name, id) => lsm_program(ebpf, name)?.detach(id)?,
     }
     Ok(())
 }

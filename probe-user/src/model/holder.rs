@@ -142,6 +142,12 @@ pub struct Holder {
     pub opened_ns_before: Option<u64>,
     /// For `fd`: why `opened_ns_before` is not known.
     pub open_time_unknown: Option<OpenTimeUnknown>,
+    /// For `fd` and `transient`: the fd is a fanotify event fd, which the kernel opened for
+    /// one of the process's events (enhanced mode's `file_open` hook tells them apart).
+    pub event_fd: bool,
+    /// For an event fd opened after the failing call returned: how long after. Its event,
+    /// queued before, held the mount at the busy check (`opened_ns_before` is then `None`).
+    pub opened_ns_after: Option<u64>,
     /// For `transient`: how long after the failing call returned the file was let go.
     pub closed_ns_after: Option<u64>,
     /// The held mount had been detached (lazily unmounted) by the time of the scan: `path`
@@ -180,6 +186,8 @@ impl Holder {
             note: None,
             opened_ns_before: None,
             open_time_unknown: None,
+            event_fd: false,
+            opened_ns_after: None,
             closed_ns_after: None,
             queued_events: None,
             queued_files: Vec::new(),

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use probe_common::{FdKey, OpenRecord, RecentOpens, RECENT_OPEN_RINGS};
+use probe_common::{FdKey, OpenRecord, RecentOpens, OPENED_FOR_EVENT, RECENT_OPEN_RINGS};
 
 use crate::{
     event::UmountCall,
@@ -70,12 +70,33 @@ fn apply_open_times(
                 h.open_time_unknown = Some(OpenTimeUnknown::RacedAnUnmount)
             }
             Some(r) => {
-                h.opened_ns_before = call.opened_before(r.opened_ts_boot_ns);
-                return h.opened_ns_before.is_some();
+                let for_event = r.flags & OPENED_FOR_EVENT != 0;
+                return place_open(h, call, r.opened_ts_boot_ns, for_event);
             }
         }
         true
     });
+}
+
+/// Says when `h` opened its file (at `opened_ts_boot_ns`; a fanotify event fd when
+/// `for_event`): how long before `call`, or, for an event fd opened after the call returned,
+/// how long after (its event, queued before, held the mount at the busy check). False for any
+/// other file opened after the call returned: it did not hold the mount when the kernel said
+/// busy.
+pub fn place_open(
+    h: &mut Holder,
+    call: &UmountCall,
+    opened_ts_boot_ns: u64,
+    for_event: bool,
+) -> bool {
+    h.event_fd = for_event;
+    h.opened_ns_before = call.opened_before(opened_ts_boot_ns);
+    if h.opened_ns_before.is_some() {
+        return true;
+    }
+    let returned = call.ts_boot_ns + call.duration_ns;
+    h.opened_ns_after = for_event.then(|| opened_ts_boot_ns.saturating_sub(returned));
+    for_event
 }
 
 /// The opens in `rings` (mount id, ring) made within [`RECENT_NS`] before the call by an fd
@@ -143,11 +164,18 @@ mod tests {
         sample_attribution("/mnt", holders)
     }
 
+    fn event_record(opened: u64) -> OpenRecord {
+        OpenRecord {
+            flags: OPENED_FOR_EVENT,
+            ..record(opened, 812)
+        }
+    }
+
     fn record(opened: u64, mnt_id: u32) -> OpenRecord {
         OpenRecord {
             opened_ts_boot_ns: opened,
             mnt_id,
-            _pad: 0,
+            flags: 0,
         }
     }
 
@@ -160,6 +188,8 @@ mod tests {
             fd_holder(13, 3), // open never seen (fanotify, passed, before start)
             fd_holder(14, 3), // open time unknown (raced an unmount)
             fd_holder(15, 3), // the record is of an earlier file on another mount
+            fd_holder(16, 3), // a fanotify event fd opened 2 ms before the call
+            fd_holder(17, 3), // an event fd opened after the call: its event held the mount
         ]);
         let opened = |key: FdKey| match key.pid {
             10 => Some(record(CALL_TS - 2_000_000, 812)),
@@ -167,6 +197,8 @@ mod tests {
             12 => Some(record(CALL_TS + CALL_NS + 1, 812)),
             14 => Some(record(0, 812)),
             15 => Some(record(CALL_TS + CALL_NS + 1, 99)),
+            16 => Some(event_record(CALL_TS - 2_000_000)),
+            17 => Some(event_record(CALL_TS + CALL_NS + 300)),
             _ => None,
         };
         apply_open_times(&call(), &mut a, opened);
@@ -186,8 +218,24 @@ mod tests {
                 (11, Some(0), None),
                 (13, None, Some(NotTimed)),
                 (14, None, Some(RacedAnUnmount)),
-                (15, None, Some(NotTimed))
+                (15, None, Some(NotTimed)),
+                (16, Some(2_000_000), None),
+                (17, None, None),
             ]
+        );
+        let events: Vec<_> = a
+            .holders
+            .iter()
+            .map(|h| (h.event_fd, h.opened_ns_after))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                [(false, None); 5].as_slice(),
+                &[(true, None), (true, Some(300))]
+            ]
+            .concat(),
+            "only the event fds are marked; the one opened after the call says how long after"
         );
     }
 

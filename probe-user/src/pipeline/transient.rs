@@ -95,10 +95,12 @@ impl RecentReleases {
     pub fn complete(&self, call: &UmountCall, attribution: &mut Attribution) {
         let mounts = Mounts::of(attribution);
         // A file opened after the call returned did not hold the mount when the kernel said
-        // busy; one opened during the call may have (before its busy check).
+        // busy (a fanotify event fd's queued event did); one opened during the call may have
+        // (before its busy check).
         let held_at_call = |r: &&Release| {
-            r.opened_ts_boot_ns
-                .is_none_or(|t| call.opened_before(t).is_some())
+            r.opened_for_event
+                || r.opened_ts_boot_ns
+                    .is_none_or(|t| call.opened_before(t).is_some())
         };
         let held = super::opens::held_fds(&attribution.holders);
         // A listener's path is a queued event's file, not a file it holds.
@@ -370,13 +372,15 @@ fn transient(
         };
         format!("{how} after the failing call, letting go of its fanotify group with {events} on this mount (its queue held the mount; the path is the first one's file)")
     } else {
-        h.opened_ns_before = r.opened_ts_boot_ns.and_then(|t| call.opened_before(t));
-        if r.opened_ts_boot_ns.is_none() {
-            h.open_time_unknown = Some(if r.open_raced {
-                OpenTimeUnknown::RacedAnUnmount
-            } else {
-                OpenTimeUnknown::NotTimed
-            });
+        match r.opened_ts_boot_ns {
+            Some(t) => drop(super::opens::place_open(
+                &mut h,
+                call,
+                t,
+                r.opened_for_event,
+            )),
+            None if r.open_raced => h.open_time_unknown = Some(OpenTimeUnknown::RacedAnUnmount),
+            None => h.open_time_unknown = Some(OpenTimeUnknown::NotTimed),
         }
         format!("{how} after the failing call")
     };
@@ -421,6 +425,7 @@ mod tests {
             truncated: false,
             opened_ts_boot_ns: opened,
             open_raced: false,
+            opened_for_event: false,
         }
     }
 
@@ -499,6 +504,17 @@ mod tests {
         let mut raced = release(12, CALL_TS + 900_000, 812, b"/raced", None);
         raced.open_raced = true; // seen, but it overlapped an unmount's entry
         recent.record(raced);
+        // A fanotify event fd opened after the call returned: its event, queued before, held
+        // the mount at the busy check.
+        let mut event_fd = release(
+            13,
+            CALL_TS + 950_000,
+            812,
+            b"/scanned",
+            Some(CALL_TS + 7_000),
+        );
+        event_fd.opened_for_event = true;
+        recent.record(event_fd);
         let mut a = attribution();
         recent.complete(&call(), &mut a);
         let got: Vec<_> = a
@@ -518,9 +534,23 @@ mod tests {
         use OpenTimeUnknown::{NotTimed, RacedAnUnmount};
         assert_eq!(
             unknown,
-            [None, None, Some(NotTimed), Some(RacedAnUnmount)],
+            [None, None, Some(NotTimed), Some(RacedAnUnmount), None],
             "why an open time is missing"
         );
+        let event = a.holders.last().unwrap();
+        assert_eq!(
+            (
+                event.process.as_ref().unwrap().pid,
+                event.event_fd,
+                event.opened_ns_before,
+                event.opened_ns_after
+            ),
+            (13, true, None, Some(2_000)),
+            "the event fd opened 2,000 ns after the call returned is kept"
+        );
+        assert!(a.holders[..4]
+            .iter()
+            .all(|h| !h.event_fd && h.opened_ns_after.is_none()));
         assert_eq!(
             got[..3],
             [

@@ -19,6 +19,16 @@ pub fn opened_before(ns: u64) -> String {
     format!("opened {} before the call", duration(ns))
 }
 
+/// `event fd opened 1.8ms after the call, for an event queued before it`: a fanotify listener's
+/// event fd opened after the failing call returned; its queued event held the mount at the
+/// busy check.
+pub fn event_fd_opened_after(ns: u64) -> String {
+    format!(
+        "event fd opened {} after the call, for an event queued before it",
+        duration(ns)
+    )
+}
+
 /// `closed 400.0µs after it`: when a holder let go, after the failing call returned.
 pub fn closed_after(ns: u64) -> String {
     format!("closed {} after it", duration(ns))
@@ -60,7 +70,12 @@ pub fn holder_path(h: &HolderWire) -> Option<String> {
 
 /// When the holder opened the file and when it let go, as far as they were traced.
 pub fn holder_timing(h: &HolderWire) -> Vec<String> {
-    let opened = h.opened_ns_before.map(opened_before);
+    let opened = match (h.opened_ns_before, h.opened_ns_after) {
+        (Some(ns), _) if h.event_fd => Some(format!("event fd {}", opened_before(ns))),
+        (Some(ns), _) => Some(opened_before(ns)),
+        (None, Some(ns)) => Some(event_fd_opened_after(ns)),
+        (None, None) => None,
+    };
     let closed = h.closed_ns_after.map(closed_after);
     opened.into_iter().chain(closed).collect()
 }
@@ -204,6 +219,25 @@ mod tests {
         assert_eq!(duration(3_000_000_000), "3.00s");
         assert_eq!(opened_before(1_800_000), "opened 1.8ms before the call");
         assert_eq!(closed_after(400_000), "closed 400.0µs after it");
+    }
+
+    #[test]
+    fn an_event_fd_says_it_is_one_and_when_it_was_opened() {
+        let mut h = transient();
+        h.event_fd = true;
+        assert_eq!(
+            holder_timing(&HolderWire::new(&h)),
+            [
+                "event fd opened 1.8ms before the call",
+                "closed 400.0µs after it"
+            ]
+        );
+        h.opened_ns_before = None;
+        h.opened_ns_after = Some(250_000);
+        assert_eq!(
+            holder_timing(&HolderWire::new(&h))[0],
+            "event fd opened 250.0µs after the call, for an event queued before it"
+        );
     }
 
     fn transient() -> Holder {

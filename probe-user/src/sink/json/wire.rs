@@ -479,6 +479,16 @@ pub struct HolderWire {
     /// absent when it is known (a schema v1 addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_time_unknown: Option<Name>,
+    /// For `fd` and `transient`: true when the fd is a fanotify event fd, which the kernel
+    /// opened for one of the process's events (told apart in enhanced mode only); absent
+    /// otherwise (a schema v1 addition).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub event_fd: bool,
+    /// For an event fd opened after the failing call returned: how long after (its event,
+    /// queued before, held the mount at the busy check); absent otherwise (a schema v1
+    /// addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_ns_after: Option<u64>,
     /// How long after the failing call it was let go.
     pub closed_ns_after: Option<u64>,
     /// The mount held had been detached (lazily unmounted) by the scan: `path` is the old
@@ -550,6 +560,8 @@ impl HolderWire {
             note: h.note.clone(),
             opened_ns_before: h.opened_ns_before,
             open_time_unknown: h.open_time_unknown.map(|u| Cow::Borrowed(u.as_str())),
+            event_fd: h.event_fd,
+            opened_ns_after: h.opened_ns_after,
             closed_ns_after: h.closed_ns_after,
             queued_events: h.queued_events,
             queued_files: h.queued_files.iter().map(QueuedFileWire::new).collect(),
