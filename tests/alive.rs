@@ -21,6 +21,7 @@ pub fn trials() -> Vec<Trial> {
         private_copy_keeps_the_filesystem_alive_after_unmount,
         lazy_unmount_with_an_open_file_warns,
         a_holder_of_a_mount_detached_before_the_scan_is_named_by_its_old_path,
+        a_mount_detached_before_any_table_showed_it_is_exact_with_the_hook,
     ]
 }
 
@@ -193,6 +194,90 @@ fn a_holder_of_a_mount_detached_before_the_scan_is_named_by_its_old_path() {
             fd["mount_detached"], true,
             "detached before the scan: {line}"
         );
+        return;
+    }
+}
+
+/// A mount made in a brand-new namespace, failed (a file held on it) and lazily unmounted by
+/// the very next call, before busyprobe read a table showing it. In enhanced mode the
+/// `sb_umount` hook's mount (its id, device and root) is enough: the holder is named, by the
+/// path it had, on that very mount. Outside it the path alone cannot say what was there: the
+/// line says the mount was gone (unless busyprobe read the new namespace's table before the
+/// detach: then the holder is named the same way). A scan that ran before the detach sees
+/// the mount still there: then the trial runs again, at most 5 times.
+fn a_mount_detached_before_any_table_showed_it_is_exact_with_the_hook() {
+    for trial in 1..=5 {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().canonicalize().unwrap();
+        let mnt = tmp.join("mnt");
+        let watcher = only_under(&tmp);
+        let plan = Plan::new()
+            .tmpfs(&mnt)
+            .hold(mnt.join("held"))
+            .umount2(&mnt, 0)
+            .umount2(&mnt, libc::MNT_DETACH);
+        let fixture = Fixture::run(&plan);
+        let calls = &fixture.report.calls;
+        let errnos: Vec<i32> = calls.iter().map(|c| c.errno).collect();
+        assert_eq!(errnos, [libc::EBUSY, 0], "busy, then detached");
+        let mut lines = watcher.umount_lines_of(fixture.pid(), 2);
+        lines.sort_by_key(|l| l["id"].as_u64());
+        let line = &lines[0];
+        assert_umount_line(line, &fixture, &calls[0]);
+        let gone = line["attribution_error"].as_str().is_some_and(|e| {
+            e.starts_with("the mount was gone before busyprobe could read the mount table")
+        });
+        if gone {
+            assert!(
+                !watcher.hooks(),
+                "enhanced mode: the hook's mount is enough to find its holders: {line}"
+            );
+            eprintln!(
+                "{} mode: the mount was gone, as expected: {line}",
+                watcher.mode()
+            );
+            return;
+        }
+        let holders = line["holders"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no holders: {line}"));
+        let [fd] = holders.as_slice() else {
+            panic!("one holder: {line}");
+        };
+        let held = mnt.join("held");
+        assert_eq!(
+            (&fd["kind"], &fd["pid"], &fd["path"], &fd["mount_id"]),
+            (
+                &json!("fd"),
+                &json!(fixture.pid()),
+                &json!(held.to_str().unwrap()),
+                &line["mount"]["id"]
+            ),
+            "{line}"
+        );
+        assert_eq!(
+            line["mount"]["mount_point"],
+            mnt.to_str().unwrap(),
+            "{line}"
+        );
+        assert_eq!(line["mount"]["root"], "/", "{line}");
+        if watcher.hooks() {
+            assert_eq!(line["mount"]["id"], line["hooked_mount"]["id"], "{line}");
+        }
+        if fd["mount_detached"] != true && trial < 5 {
+            eprintln!("trial {trial}: the scan ran before the detach; again");
+            continue;
+        }
+        assert_eq!(
+            fd["mount_detached"], true,
+            "detached before the scan: {line}"
+        );
+        // Seen in no table (the hook's mount): its type is unknown.
+        let how = match line["mount"]["fstype"].as_str() {
+            Some("") => "as the hook saw it",
+            _ => "from a table read before the detach",
+        };
+        eprintln!("{} mode: the mount {how}: {line}", watcher.mode());
         return;
     }
 }

@@ -111,8 +111,11 @@ pub struct UmountEvent {
     pub target: PathBuf,
 }
 
-/// [`HookedMount::seen`]: the `sb_umount` security hook ran for the call.
+/// [`HookedMount::seen`] bit: the `sb_umount` security hook ran for the call.
 pub const HOOK_SAW_MOUNT: u32 = 1;
+/// [`HookedMount::seen`] bit: the mount's root is its filesystem's root (`mnt_root ==
+/// s_root`: not a bind mount of a directory within it).
+pub const HOOK_FS_ROOT: u32 = 2;
 
 /// The exact mount an unmount attempt is about, as the BPF LSM program on `sb_umount` sees it
 /// (the `struct vfsmount` being unmounted, before the busy check). The hook runs only once
@@ -121,14 +124,16 @@ pub const HOOK_SAW_MOUNT: u32 = 1;
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct HookedMount {
-    /// [`HOOK_SAW_MOUNT`] when the hook ran; 0 when it did not (the other fields are then 0).
+    /// [`HOOK_SAW_MOUNT`] (and [`HOOK_FS_ROOT`]) when the hook ran; 0 when it did not (the
+    /// other fields are then 0).
     pub seen: u32,
     /// The mount's id.
     pub mnt_id: u32,
     /// Inode number of the mount namespace the mount is in (the caller's); 0 when unknown.
     pub mnt_ns: u32,
-    /// Padding, always zero.
-    pub _pad: u32,
+    /// Its filesystem's device (`super_block.s_dev`, the kernel's encoding: major << 20 |
+    /// minor); 0 when unknown. (Was padding, always zero.)
+    pub dev: u32,
 }
 
 /// Bytes of an [`UmountEvent`] before the target's bytes: the shortest record (an empty or

@@ -294,6 +294,10 @@ macro_rules! with_offset_globals {
             OFF_FILE_F_MODE,
             /// `file.f_flags`.
             OFF_FILE_F_FLAGS,
+            /// `super_block.s_dev`.
+            OFF_SB_DEV,
+            /// `super_block.s_root`.
+            OFF_SB_ROOT,
         }
     };
 }
@@ -328,7 +332,7 @@ mod tests {
             ("programs", programs::ALL, 45),
             ("maps", maps::ALL, 9),
             ("globals", globals::ALL, 4),
-            ("offsets", offsets::ALL, 45),
+            ("offsets", offsets::ALL, 47),
         ] {
             assert_eq!(all.len(), expected, "{module}");
             for (i, name) in all.iter().enumerate() {

@@ -5,7 +5,7 @@ use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::TracePointContext, Ebpf
 
 use crate::offsets::{
     self, OFF_FILE_F_PATH, OFF_MNT_NS_INUM, OFF_MOUNT_MNT, OFF_MOUNT_MNT_ID, OFF_MOUNT_MNT_NS,
-    OFF_PATH_MNT,
+    OFF_PATH_MNT, OFF_SB_DEV, OFF_SB_ROOT, OFF_VFSMOUNT_ROOT, OFF_VFSMOUNT_SB,
 };
 
 /// Reads a `T` at kernel address `addr`.
@@ -42,6 +42,16 @@ fn mount_of(vfsmount: u64) -> Option<u64> {
 #[inline(always)]
 pub fn vfsmount_id(vfsmount: u64) -> Option<u32> {
     read::<u32>(mount_of(vfsmount)? + offsets::get(&OFF_MOUNT_MNT_ID)?)
+}
+
+/// The filesystem of the `struct vfsmount` at `vfsmount`: its device (`s_dev`, the kernel's
+/// encoding) and whether the mount shows it from its root (`mnt_root == s_root`).
+pub fn vfsmount_fs(vfsmount: u64) -> Option<(u32, bool)> {
+    let sb = read_ptr(vfsmount, offsets::get(&OFF_VFSMOUNT_SB)?)?;
+    let dev = read::<u32>(sb + offsets::get(&OFF_SB_DEV)?)?;
+    let fs_root = read_ptr(sb, offsets::get(&OFF_SB_ROOT)?)?;
+    let mnt_root = read_ptr(vfsmount, offsets::get(&OFF_VFSMOUNT_ROOT)?)?;
+    Some((dev, fs_root == mnt_root))
 }
 
 /// Inode number of the mount namespace the `struct vfsmount` at `vfsmount` is in; 0 when it

@@ -151,9 +151,16 @@ assert_symbol_name!(FILTER_IS_ALLOW_LIST, names::globals::FILTER_IS_ALLOW_LIST);
 
 // Release tracking (`release.rs`).
 
-/// `[0]`: per CPU, the directory release being prepared by `chdir`/`fchdir`/`chroot`.
+/// `[0]`: per CPU, where `chdir`/`fchdir`/`chroot` prepare a directory release before keeping
+/// it in `PENDING_DIRS`.
 #[map]
-pub static PENDING_DIR: PerCpuArray<PendingDirRelease> = PerCpuArray::with_max_entries(1, 0);
+pub static DIR_RELEASE_SCRATCH: PerCpuArray<PendingDirRelease> =
+    PerCpuArray::with_max_entries(1, 0);
+
+/// The directory releases prepared by threads inside `chdir`/`fchdir`/`chroot` (tid → release),
+/// sent or dropped as the call returns (on whatever CPU).
+#[map]
+pub static PENDING_DIRS: HashMap<u32, PendingDirRelease> = HashMap::with_max_entries(256, 0);
 
 /// Adds one to the per-CPU counter `index` of `counters`.
 #[inline(always)]

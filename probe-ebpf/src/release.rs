@@ -3,7 +3,7 @@
 //! fd replaced), `close_range` (without `CLOSE_RANGE_CLOEXEC`), `execve`/`execveat` (the fds
 //! marked close-on-exec, as the call enters), `munmap` (the file of the first mapping of the
 //! range), `chdir`/`fchdir`/`chroot` (the old directory, prepared as the call enters in
-//! `PENDING_DIR` and sent from the exit when the call worked and left the mount) and
+//! `PENDING_DIRS` and sent from the exit when the call worked and left the mount) and
 //! `sched_process_exit` (the last user of an fd table or `fs_struct`: its files, working and
 //! root directories) report files on tracked mounts as `ReleaseEvent`s (`walks.rs`). Each
 //! tracepoint's body is an `on_*` function that its fentry twin (`syscall_fentry.rs`) runs too.
@@ -25,7 +25,7 @@ use probe_common::{
 
 use crate::{
     kernel::{path_mount, read, read_ptr, tracepoint_field, SYS_EXIT_RET},
-    maps::{count_drop, EVENTS, PENDING_DIR},
+    maps::{count_drop, DIR_RELEASE_SCRATCH, EVENTS, PENDING_DIRS},
     offsets::{self, *},
     tracked::tracked,
     walks::{fill_release, report_fd, report_file, report_path, walk_fds, GroupFile},
@@ -120,14 +120,15 @@ pub fn on_exec() {
 }
 
 /// A working or root directory about to be let go: prepared as `chdir`/`fchdir`/`chroot`
-/// enters (while the old directory is still referenced, so its names can be read), sent when
-/// the call returns having moved off that mount.
+/// enters (while the old directory is still referenced, so its names can be read), kept by
+/// thread (the call may sleep and return on another CPU), sent when the call returns having
+/// moved off that mount.
 #[repr(C)]
 pub struct PendingDirRelease {
-    tid: u32,
     /// The `fs_struct` member changed: `fs_struct.pwd` or `fs_struct.root` offset.
     which: u32,
-    /// The old directory's vfsmount; 0: nothing pending.
+    _pad: u32,
+    /// The old directory's vfsmount.
     vfsmount: u64,
     event: ReleaseEvent,
 }
@@ -179,8 +180,9 @@ fn prepare_dir_release(now: u64, which: &Global<u32>, how: u32) -> Option<()> {
     if !tracked(vfsmount, mnt_id) {
         return None;
     }
-    let pending = PENDING_DIR.get_ptr_mut(0)?;
-    // SAFETY: this CPU's slot; `fill_release` writes every field of the event.
+    let pending = DIR_RELEASE_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot (too big for the stack), copied into `PENDING_DIRS` before this
+    // program ends; `fill_release` writes every field of the event.
     unsafe {
         fill_release(
             &raw mut (*pending).event,
@@ -191,9 +193,15 @@ fn prepare_dir_release(now: u64, which: &Global<u32>, how: u32) -> Option<()> {
             vfsmount,
             mnt_id,
         )?;
-        (*pending).tid = bpf_get_current_pid_tgid() as u32;
         (*pending).which = which as u32;
+        (*pending)._pad = 0;
         (*pending).vfsmount = vfsmount;
+        if PENDING_DIRS
+            .insert(bpf_get_current_pid_tgid() as u32, &*pending, 0)
+            .is_err()
+        {
+            count_drop(DropCause::InflightMapFull);
+        }
     }
     Some(())
 }
@@ -201,19 +209,30 @@ fn prepare_dir_release(now: u64, which: &Global<u32>, how: u32) -> Option<()> {
 /// `chdir`/`fchdir`/`chroot` returning `ret`: sends the prepared release when the call worked
 /// and the directory is now on another mount.
 pub fn finish_dir_release(ret: i64) -> Option<()> {
-    let pending = PENDING_DIR.get_ptr_mut(0)?;
-    // SAFETY: this CPU's slot.
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let pending = PENDING_DIRS.get_ptr_mut(tid)?;
+    // SAFETY: this thread's entry: only this thread writes it, and it removes it below.
     unsafe {
-        let old = (*pending).vfsmount;
-        (*pending).vfsmount = 0;
-        if old == 0 || ret != 0 || (*pending).tid != bpf_get_current_pid_tgid() as u32 {
-            return None;
+        if ret == 0 {
+            send_dir_release(pending);
         }
+    }
+    let _ = PENDING_DIRS.remove(tid);
+    Some(())
+}
+
+/// Sends `pending` when the directory it changed is now on another mount.
+///
+/// # Safety
+/// `pending` must point at a `PENDING_DIRS` value.
+unsafe fn send_dir_release(pending: *mut PendingDirRelease) -> Option<()> {
+    // SAFETY: the caller's promise.
+    unsafe {
         let now_on = read_ptr(
             current_dir(u64::from((*pending).which))?,
             offsets::get(&OFF_PATH_MNT)?,
         )?;
-        if now_on == old {
+        if now_on == (*pending).vfsmount {
             return None; // moved within the mount: still holding it
         }
         (*pending).event.header.ts_boot_ns = bpf_ktime_get_boot_ns();

@@ -16,11 +16,12 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use probe_common::{
     assert_symbol_name, names::programs, DropCause, EventKind, HookedMount, PathBuf, UmountEvent,
-    HOOK_SAW_MOUNT, PATH_BUF_LEN, PATH_TRUNCATED, PATH_UNREADABLE, UMOUNT_EVENT_FIXED,
+    HOOK_FS_ROOT, HOOK_SAW_MOUNT, PATH_BUF_LEN, PATH_TRUNCATED, PATH_UNREADABLE,
+    UMOUNT_EVENT_FIXED,
 };
 
 use crate::{
-    kernel::{self, read_ptr, vfsmount_id, vfsmount_ns},
+    kernel::{self, read_ptr, vfsmount_fs, vfsmount_id, vfsmount_ns},
     maps::{count_drop, EVENTS, UMOUNT_INFLIGHT, UMOUNT_SCRATCH},
     offsets::{self, OFF_NSPROXY_MNT_NS, OFF_TASK_NSPROXY},
 };
@@ -84,11 +85,12 @@ pub fn on_sb_umount(vfsmount: u64) {
     };
     // SAFETY: this thread's own entry: only its entry, hook and exit touch it, one at a time.
     unsafe {
+        let (dev, fs_root) = vfsmount_fs(vfsmount).unwrap_or((0, false));
         (*start).hooked = HookedMount {
-            seen: HOOK_SAW_MOUNT,
+            seen: HOOK_SAW_MOUNT | if fs_root { HOOK_FS_ROOT } else { 0 },
             mnt_id: vfsmount_id(vfsmount).unwrap_or(0),
             mnt_ns: vfsmount_ns(vfsmount),
-            _pad: 0,
+            dev,
         };
     }
 }

@@ -4,9 +4,9 @@
 use std::mem::size_of;
 
 use probe_common::{
-    EventHeader, EventKind, ReleaseEvent, UmountEvent, COMM_LEN, HOOK_SAW_MOUNT, NAME_LEN,
-    OPEN_RACED, PATH_BUF_LEN, PATH_TRUNCATED, PATH_UNREADABLE, RELEASE_DEPTH, RELEASE_NAME_CUT,
-    RELEASE_OPENED_FOR_EVENT, RELEASE_PATH_DEEPER, UMOUNT_EVENT_FIXED,
+    EventHeader, EventKind, ReleaseEvent, UmountEvent, COMM_LEN, HOOK_FS_ROOT, HOOK_SAW_MOUNT,
+    NAME_LEN, OPEN_RACED, PATH_BUF_LEN, PATH_TRUNCATED, PATH_UNREADABLE, RELEASE_DEPTH,
+    RELEASE_NAME_CUT, RELEASE_OPENED_FOR_EVENT, RELEASE_PATH_DEEPER, UMOUNT_EVENT_FIXED,
 };
 use thiserror::Error;
 
@@ -163,6 +163,8 @@ fn umount_call(raw: &UmountEvent, size: usize) -> UmountCall {
         hooked: (raw.hooked.seen & HOOK_SAW_MOUNT != 0).then_some(ExactMount {
             id: u64::from(raw.hooked.mnt_id),
             mntns: u64::from(raw.hooked.mnt_ns),
+            dev: (raw.hooked.dev != 0).then_some((raw.hooked.dev >> 20, raw.hooked.dev & 0xf_ffff)),
+            fs_root: raw.hooked.seen & HOOK_FS_ROOT != 0,
         }),
     }
 }
@@ -305,19 +307,38 @@ pub(crate) mod tests {
         };
         assert_eq!(call.hooked, None, "no hook: no exact mount");
         let at = std::mem::offset_of!(UmountEvent, hooked);
-        for (i, v) in [HOOK_SAW_MOUNT, 812, 4026532001].into_iter().enumerate() {
-            bytes[at + 4 * i..at + 4 * i + 4].copy_from_slice(&v.to_ne_bytes());
-        }
-        let KernelEvent::Umount(call) = decode(&bytes).unwrap() else {
-            panic!("not an umount")
+        let mut hooked = |fields: [u32; 4]| {
+            for (i, v) in fields.into_iter().enumerate() {
+                bytes[at + 4 * i..at + 4 * i + 4].copy_from_slice(&v.to_ne_bytes());
+            }
+            let KernelEvent::Umount(call) = decode(&bytes).unwrap() else {
+                panic!("not an umount")
+            };
+            call.hooked
         };
-        assert_eq!(
-            call.hooked,
-            Some(ExactMount {
-                id: 812,
-                mntns: 4026532001
-            })
-        );
+        // Device 0:57 (the kernel's encoding: major << 20 | minor), shown from its root.
+        let got = hooked([HOOK_SAW_MOUNT | HOOK_FS_ROOT, 812, 4026532001, 57]);
+        let want = ExactMount {
+            id: 812,
+            mntns: 4026532001,
+            dev: Some((0, 57)),
+            fs_root: true,
+        };
+        assert_eq!(got, Some(want));
+        let got = hooked([HOOK_SAW_MOUNT, 812, 4026532001, (8 << 20) | 1]);
+        let bind = ExactMount {
+            dev: Some((8, 1)),
+            fs_root: false,
+            ..want
+        };
+        assert_eq!(got, Some(bind), "a bind mount of a directory of sda1");
+        let got = hooked([HOOK_SAW_MOUNT, 812, 4026532001, 0]);
+        let unknown = ExactMount {
+            dev: None,
+            fs_root: false,
+            ..want
+        };
+        assert_eq!(got, Some(unknown), "the device unread");
     }
 
     #[test]

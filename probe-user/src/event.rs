@@ -163,6 +163,10 @@ pub struct ExactMount {
     pub id: u64,
     /// Inode of the mount namespace it was in (the caller's); 0 when unknown.
     pub mntns: u64,
+    /// Its filesystem's device (major, minor), when the hook could read it.
+    pub dev: Option<(u32, u32)>,
+    /// Whether it showed its filesystem from the root (not a bind mount of a directory).
+    pub fs_root: bool,
 }
 
 impl UmountCall {

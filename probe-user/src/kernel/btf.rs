@@ -70,7 +70,7 @@ const FAN_TYPE: FieldSpec = FieldSpec {
 
 /// Every offset global of the eBPF object (`probe_common::with_offset_globals!`, in the same
 /// order) and its source.
-pub const GLOBALS: [(&str, OffsetSpec); 45] = [
+pub const GLOBALS: [(&str, OffsetSpec); 47] = [
     (
         offsets::OFF_TASK_NSPROXY,
         field("task_struct", &["nsproxy"]),
@@ -161,6 +161,8 @@ pub const GLOBALS: [(&str, OffsetSpec); 45] = [
     (offsets::OFF_FDT_OPEN_FDS, field("fdtable", &["open_fds"])),
     (offsets::OFF_FILE_F_MODE, field("file", &["f_mode"])),
     (offsets::OFF_FILE_F_FLAGS, field("file", &["f_flags"])),
+    (offsets::OFF_SB_DEV, field("super_block", &["s_dev"])),
+    (offsets::OFF_SB_ROOT, field("super_block", &["s_root"])),
 ];
 
 /// The offset globals resolved, with those that could not be.

@@ -221,14 +221,16 @@ impl Live {
 }
 
 /// Why an EBUSY has no holders when its mount was unmounted before busyprobe read the table
-/// it was in (the `sb_umount` hook's mount id alone does not say what it was).
+/// it was in (outside enhanced mode the path alone does not say what it was; in it, when the
+/// hook could not read the mount's device or the call's path is unknown).
 const MOUNT_GONE: &str = "the mount was gone before busyprobe could read the mount table \
                           (unmounted right after the failure); its holders are unknown";
 
 impl Live {
     /// The mount the `sb_umount` security hook named: nothing to resolve. From the caller's
     /// table now when it is there (at the target: a freed id may have been handed to a new
-    /// mount), else from the cache (detached since).
+    /// mount), else from the cache (detached since), else as the hook saw it
+    /// ([`unseen_mount`]: made, failed and detached before any table showed it).
     fn hooked_target(
         &self,
         view: Viewpoint,
@@ -244,6 +246,7 @@ impl Live {
         let live = namespace.mount(exact.id).filter(|m| at_target(m)).cloned();
         let entry = live
             .or_else(|| self.mounts.with_id(attempt.call.mntns, exact.id))
+            .or_else(|| unseen_mount(view, attempt, exact))
             .context(MOUNT_GONE)?;
         Ok(TargetMount {
             entry,
@@ -251,6 +254,43 @@ impl Live {
             is_mount_point: true,
         })
     }
+}
+
+/// The mount the hook named (`exact`) as far as the hook and the call tell it, for one that no
+/// table read ever showed: its id, device and, when it showed its filesystem from the root,
+/// that root (else an empty root, which no copy matches); its mount point the call's target,
+/// its parent the mount that path is on now in the caller's namespace (what it was mounted
+/// on, once it is detached). Its type, source and options are unknown (empty). `None` without
+/// the device or the target.
+fn unseen_mount(view: Viewpoint, attempt: &UmountAttempt, exact: ExactMount) -> Option<MountEntry> {
+    let (major, minor) = exact.dev?;
+    let mount_point = attempt.target_abs.clone()?;
+    let now_on = target::resolve(view, &mount_point).ok()?;
+    let parent = match now_on.is_mount_point {
+        // Something else was mounted there since: what the target was on is below it.
+        true => now_on.entry.parent,
+        false => now_on.entry.id,
+    };
+    tracing::debug!(
+        "mount {} was never in a table read: taken as the hook saw it, under mount {parent}",
+        exact.id
+    );
+    Some(MountEntry {
+        id: exact.id,
+        parent,
+        major,
+        minor,
+        root: if exact.fs_root {
+            b"/".to_vec()
+        } else {
+            Vec::new()
+        },
+        mount_point,
+        options: String::new(),
+        propagation: Default::default(),
+        fstype: String::new(),
+        source: Vec::new(),
+    })
 }
 
 impl Attributor for Live {
