@@ -339,9 +339,14 @@ fn try_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<String> {
     for hook in &hooks {
         loader::attach_hook(ebpf, btf, hook)?;
     }
+    for traced in &loader::EVENT_FD_FENTRY {
+        loader::attach_traced(ebpf, btf, traced)?;
+    }
     Ok(format!(
-        "{} and {} load and attach",
-        hooks[0].hook, hooks[1].hook
+        "{} and {} load and attach, and {} is traced (fanotify's event fds told apart)",
+        hooks[0].hook,
+        hooks[1].hook,
+        loader::EVENT_FD_FENTRY[0].function
     ))
 }
 
