@@ -186,6 +186,10 @@ fn a_holder_of_a_mount_detached_before_the_scan_is_named_by_its_old_path() {
             "{line}"
         );
         assert_eq!(fd["mount_id"], line["mount"]["id"], "{line}");
+        assert_eq!(
+            fd["by_caller"], true,
+            "the fixture holds what it unmounts: {line}"
+        );
         if fd["mount_detached"] != true && trial < 5 {
             eprintln!("trial {trial}: the scan ran before the detach; again");
             continue;
@@ -261,6 +265,10 @@ fn a_mount_detached_before_any_table_showed_it_is_exact_with_the_hook() {
             "{line}"
         );
         assert_eq!(line["mount"]["root"], "/", "{line}");
+        assert_eq!(
+            fd["by_caller"], true,
+            "the fixture holds what it unmounts: {line}"
+        );
         if watcher.hooks() {
             assert_eq!(line["mount"]["id"], line["hooked_mount"]["id"], "{line}");
         }

@@ -211,7 +211,7 @@ fn top_live_names_the_holder_of_a_failed_unmount() {
     screen.keys(&["-l", mnt.to_str().unwrap()]);
     screen.keys(&["Enter", "Enter"]);
     // The pane's title is drawn before its lines: wait for the last line wanted.
-    let holder = format!("fd         {comm}[{pid}] {}", held.display());
+    let holder = format!("fd         {comm}[{pid}] (the caller) {}", held.display());
     let text = screen.wait_for(&holder);
     assert!(
         text.contains(&format!("caller {comm}[{pid}] uid 0")),
@@ -232,7 +232,7 @@ fn top_live_names_the_holder_of_a_failed_unmount() {
     // Back to the incidents (still filtered to this mount): its row names the holder, and
     // Enter opens it.
     screen.keys(&["a"]);
-    let text = screen.wait_for(&format!("held by fd {comm}[{pid}] …/held"));
+    let text = screen.wait_for(&format!("held by fd {comm}[{pid}] (the caller) …/held"));
     assert!(
         text.lines()
             .any(|l| l.starts_with("│") && l.contains(&format!(" {} ", mnt.display()))),
@@ -242,7 +242,7 @@ fn top_live_names_the_holder_of_a_failed_unmount() {
     let text = screen.wait_for("holders (attempts that named each):");
     assert!(
         text.contains(&format!(
-            "    1  fd          {comm}[{pid}]  {}",
+            "    1  fd          {comm}[{pid}] (the caller)  {}",
             held.display()
         )),
         "{text}"

@@ -59,6 +59,13 @@ impl Attribution {
         self.holders.iter().filter(|h| h.blamed)
     }
 
+    /// Marks the holders that are the failing call's own process (`pid`).
+    pub fn mark_caller(&mut self, pid: u32) {
+        for h in &mut self.holders {
+            h.by_caller = h.process.as_ref().is_some_and(|p| p.pid == pid);
+        }
+    }
+
     /// The kinds of its blamed holders, each once, in [`HolderKind`] order.
     pub fn blamed_kinds(&self) -> Vec<HolderKind> {
         let mut kinds: Vec<HolderKind> = self.blamed().map(|h| h.kind).collect();

@@ -154,6 +154,10 @@ pub struct Holder {
     /// is then the mount's old mount point joined with the path within it (the kernel names
     /// a file on a detached mount from the mount's root, `/f`).
     pub mount_detached: bool,
+    /// The holder is the failing call's own process (`cd /mnt/x && umount /mnt/x`: its
+    /// working directory; `umount(8)` holds nothing itself, so this is usually a program that
+    /// unmounts what it still uses).
+    pub by_caller: bool,
     /// For `fanotify` when its queue was seen (the kernel scan, or its release traced): its
     /// unread events on the mount.
     pub queued_events: Option<u32>,
@@ -192,6 +196,7 @@ impl Holder {
             queued_events: None,
             queued_files: Vec::new(),
             mount_detached: false,
+            by_caller: false,
         }
     }
 

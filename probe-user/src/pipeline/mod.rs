@@ -227,6 +227,7 @@ impl<'s> Pipeline<'s> {
             if let Some(Ok(attribution)) = &mut attempt.attribution {
                 self.releases.complete(&attempt.call, attribution);
                 self.context.name_holders_from_cache(attribution);
+                attribution.mark_caller(attempt.call.pid);
             }
             self.sink.umount(&attempt)?;
         }

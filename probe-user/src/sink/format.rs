@@ -53,9 +53,14 @@ pub fn holder_kind(h: &HolderWire) -> String {
     }
 }
 
-/// The holder's process, for holders that are processes.
+/// The holder's process, for holders that are processes: `umount[1234] (the caller)`
+/// when it is the failing call's own.
 pub fn holder_process(h: &HolderWire) -> Option<String> {
-    Some(process(&h.comm_bytes()?, h.pid?))
+    let p = process(&h.comm_bytes()?, h.pid?);
+    Some(match h.by_caller {
+        true => format!("{p} (the caller)"),
+        false => p,
+    })
 }
 
 /// The held path; on a mount detached since, `/mnt/x/f (mount detached since)`: the path
@@ -219,6 +224,17 @@ mod tests {
         assert_eq!(duration(3_000_000_000), "3.00s");
         assert_eq!(opened_before(1_800_000), "opened 1.8ms before the call");
         assert_eq!(closed_after(400_000), "closed 400.0µs after it");
+    }
+
+    #[test]
+    fn a_holder_that_is_the_caller_says_so() {
+        let mut h = transient();
+        h.by_caller = true;
+        let line = holder_line(&HolderWire::new(&h));
+        assert!(
+            line.starts_with("transient  scan\\xffner[999] (the caller) fd 3"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -495,6 +495,9 @@ pub struct HolderWire {
     /// mount point joined with the path within it (a schema v1 addition, absent otherwise).
     #[serde(default, skip_serializing_if = "is_false")]
     pub mount_detached: bool,
+    /// The holder is the failing call's own process (a schema v1 addition, absent otherwise).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub by_caller: bool,
     /// For `fanotify` when its queue was seen: its unread events on the mount; absent
     /// otherwise (a schema v1 addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -566,6 +569,7 @@ impl HolderWire {
             queued_events: h.queued_events,
             queued_files: h.queued_files.iter().map(QueuedFileWire::new).collect(),
             mount_detached: h.mount_detached,
+            by_caller: h.by_caller,
         }
     }
 
