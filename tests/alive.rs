@@ -150,6 +150,48 @@ fn lazy_unmount_with_an_open_file_warns() {
     );
 }
 
+/// The one holder of the EBUSY `line`: the fixture (the caller) holding `mnt/held`, on the
+/// line's mount.
+fn the_fixtures_held_file<'a>(line: &'a Value, fixture: &Fixture, mnt: &Path) -> &'a Value {
+    let holders = line["holders"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no holders: {line}"));
+    let [fd] = holders.as_slice() else {
+        panic!("one holder: {line}");
+    };
+    let held = mnt.join("held");
+    assert_eq!(
+        (&fd["kind"], &fd["pid"], &fd["path"], &fd["mount_id"]),
+        (
+            &json!("fd"),
+            &json!(fixture.pid()),
+            &json!(held.to_str().unwrap()),
+            &line["mount"]["id"]
+        ),
+        "{line}"
+    );
+    assert_eq!(
+        fd["by_caller"], true,
+        "the fixture holds what it unmounts: {line}"
+    );
+    fd
+}
+
+/// Whether the fixture's held file `fd` (of the EBUSY `line`) is named as on a detached
+/// mount; false, to run the trial again, when the scan ran before the detach on a trial
+/// before the 5th.
+fn detached_when_scanned(fd: &Value, trial: u32, line: &Value) -> bool {
+    if fd["mount_detached"] != true && trial < 5 {
+        eprintln!("trial {trial}: the scan ran before the detach; again");
+        return false;
+    }
+    assert_eq!(
+        fd["mount_detached"], true,
+        "detached before the scan: {line}"
+    );
+    true
+}
+
 /// A file held on a mount makes its unmount fail, and the mount is lazily unmounted right
 /// after (`umount -l` retried by a runtime), before busyprobe scans for holders: the kernel
 /// then names the held file from the detached mount's root (`/held`). The holder is named by
@@ -169,35 +211,10 @@ fn a_holder_of_a_mount_detached_before_the_scan_is_named_by_its_old_path() {
         let errnos: Vec<i32> = after.iter().map(|(call, _)| call.errno).collect();
         assert_eq!(errnos, [libc::EBUSY, 0], "busy again, then detached");
         let line = &after[0].1;
-        let holders = line["holders"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no holders: {line}"));
-        let [fd] = holders.as_slice() else {
-            panic!("one holder: {line}");
-        };
-        let held = mnt.join("held");
-        assert_eq!(
-            (&fd["kind"], &fd["pid"], &fd["path"]),
-            (
-                &json!("fd"),
-                &json!(fixture.pid()),
-                &json!(held.to_str().unwrap())
-            ),
-            "{line}"
-        );
-        assert_eq!(fd["mount_id"], line["mount"]["id"], "{line}");
-        assert_eq!(
-            fd["by_caller"], true,
-            "the fixture holds what it unmounts: {line}"
-        );
-        if fd["mount_detached"] != true && trial < 5 {
-            eprintln!("trial {trial}: the scan ran before the detach; again");
+        let fd = the_fixtures_held_file(line, &fixture, &mnt);
+        if !detached_when_scanned(fd, trial, line) {
             continue;
         }
-        assert_eq!(
-            fd["mount_detached"], true,
-            "detached before the scan: {line}"
-        );
         return;
     }
 }
@@ -242,44 +259,19 @@ fn a_mount_detached_before_any_table_showed_it_is_exact_with_the_hook() {
             );
             return;
         }
-        let holders = line["holders"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no holders: {line}"));
-        let [fd] = holders.as_slice() else {
-            panic!("one holder: {line}");
-        };
-        let held = mnt.join("held");
-        assert_eq!(
-            (&fd["kind"], &fd["pid"], &fd["path"], &fd["mount_id"]),
-            (
-                &json!("fd"),
-                &json!(fixture.pid()),
-                &json!(held.to_str().unwrap()),
-                &line["mount"]["id"]
-            ),
-            "{line}"
-        );
+        let fd = the_fixtures_held_file(line, &fixture, &mnt);
         assert_eq!(
             line["mount"]["mount_point"],
             mnt.to_str().unwrap(),
             "{line}"
         );
         assert_eq!(line["mount"]["root"], "/", "{line}");
-        assert_eq!(
-            fd["by_caller"], true,
-            "the fixture holds what it unmounts: {line}"
-        );
         if watcher.hooks() {
             assert_eq!(line["mount"]["id"], line["hooked_mount"]["id"], "{line}");
         }
-        if fd["mount_detached"] != true && trial < 5 {
-            eprintln!("trial {trial}: the scan ran before the detach; again");
+        if !detached_when_scanned(fd, trial, line) {
             continue;
         }
-        assert_eq!(
-            fd["mount_detached"], true,
-            "detached before the scan: {line}"
-        );
         // Seen in no table (the hook's mount): its type is unknown.
         let how = match line["mount"]["fstype"].as_str() {
             Some("") => "as the hook saw it",
