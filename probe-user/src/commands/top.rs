@@ -34,14 +34,7 @@ pub fn on_a_terminal() -> bool {
 pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     if args.files.len() == 1 && args.files[0].as_os_str() == "-" {
         let title = "replay of stdin".to_string();
-        show_stream(
-            io::BufReader::new(io::stdin()),
-            args.keep,
-            "replay -",
-            title,
-            "stdin",
-            false,
-        )?;
+        show_stream(io::stdin(), args.keep, "replay -", title, "stdin", false)?;
         return Ok(ExitCode::SUCCESS);
     }
     let files = files_in_order(&args.files);
@@ -82,7 +75,7 @@ pub fn show_recording(files: &[PathBuf], keep: usize, source: String) -> Result<
 /// once the terminal is back, each after `source:`. A `live` stream moves the screen's time
 /// on by the wall clock too.
 fn show_stream(
-    input: impl io::BufRead + Send + 'static,
+    input: impl Read + Send + 'static,
     keep: usize,
     command: &str,
     title: String,
@@ -92,6 +85,7 @@ fn show_stream(
     let guard = TerminalGuard::new(command)?;
     let (to_screen, lines) = mpsc::channel();
     let reader = thread::spawn(move || {
+        let input = io::BufReader::with_capacity(BATCH_BYTES, Batched::new(input));
         let problems = forward_lines(input, &to_screen);
         // Keep the channel open: the screen stays until `q`, not until the stream ends.
         (problems, to_screen)
@@ -127,10 +121,45 @@ fn forward_lines(input: impl io::BufRead, to_screen: &mpsc::Sender<Line>) -> Vec
     problems
 }
 
+/// How long the reader of a stream lets lines gather once it has read all there was: the
+/// screen draws at most every 100 ms, and a line read as soon as it is written costs a
+/// wake-up of its own (at 10,000 lines a second, more than parsing them).
+const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The reader's buffer: more than [`BATCH_WAIT`] of lines at 10,000 a second.
+const BATCH_BYTES: usize = 256 << 10;
+
+/// A stream read in batches: after a read that found less than it could take (all there
+/// was: the reader caught up with the writer), the next one waits [`BATCH_WAIT`] first.
+struct Batched<R> {
+    inner: R,
+    caught_up: bool,
+}
+
+impl<R> Batched<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            caught_up: false,
+        }
+    }
+}
+
+impl<R: Read> Read for Batched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.caught_up {
+            thread::sleep(BATCH_WAIT);
+        }
+        let read = self.inner.read(buf)?;
+        self.caught_up = read < buf.len();
+        Ok(read)
+    }
+}
+
 /// `busyprobe top`: the screen over the live stream.
 pub fn live(args: &TopArgs) -> Result<ExitCode> {
     if let Some(socket) = &args.connect {
-        let input = super::connect::connect(socket)?;
+        let input = super::connect::connect(socket)?.into_inner();
         let title = format!("live from the agent at {}", socket.display());
         let source = socket.display().to_string();
         show_stream(input, args.keep, "top --connect", title, &source, true)?;
@@ -212,5 +241,30 @@ impl CapturedStderr {
         self.file.read_to_end(&mut text)?;
         io::stderr().write_all(&text)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte comes through; only a read that found less than it could take makes the
+    /// next one wait.
+    #[test]
+    fn a_batched_stream_waits_only_once_caught_up() {
+        let mut input = Batched::new(io::Cursor::new(b"0123456789".to_vec()));
+        let mut buf = [0; 4];
+        let mut read = Vec::new();
+        let mut waits = Vec::new();
+        loop {
+            let n = input.read(&mut buf).unwrap();
+            read.extend_from_slice(&buf[..n]);
+            waits.push(input.caught_up);
+            if n == 0 {
+                break;
+            }
+        }
+        assert_eq!(read, b"0123456789");
+        assert_eq!(waits, [false, false, true, true]);
     }
 }
