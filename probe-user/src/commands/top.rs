@@ -1,6 +1,7 @@
 //! `busyprobe top`: the terminal UI, fed live by the probes or by a recording.
 
 use std::{
+    collections::VecDeque,
     fs::File,
     io::{self, IsTerminal, Read, Seek, Write},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -17,7 +18,7 @@ use crate::{
     cli::{ReplayArgs, TopArgs},
     loader,
     loader::OpenTimes,
-    recording::{files_in_order, for_each_line, markdown, parse_line},
+    recording::{files_in_order, for_each_line_with_text, markdown, parse_line},
     sink::{
         json::wire::Line,
         tui::{self, app::App, feed::Feed, term::TerminalGuard},
@@ -62,7 +63,24 @@ fn screen(keep: usize, source: String) -> App {
 /// listed on stderr once the terminal is back.
 pub fn show_recording(files: &[PathBuf], keep: usize, source: String) -> Result<()> {
     let mut app = screen(keep, source);
-    let problems = for_each_line(files, |line| app.push(line)).context("reading the recording")?;
+    // Every attempt is grouped as it is read; the newest `keep` (the list's) are kept as
+    // text, one allocation each, and listed once the recording is read.
+    let mut newest: VecDeque<Vec<u8>> = VecDeque::with_capacity(keep.min(1 << 16));
+    let problems = for_each_line_with_text(files, |text, line| {
+        if let Line::Umount(_) = line {
+            if newest.len() == keep.max(1) {
+                newest.pop_front();
+            }
+            newest.push_back(text.to_vec());
+        }
+        app.group(line);
+    })
+    .context("reading the recording")?;
+    for text in newest {
+        if let Ok(Line::Umount(attempt)) = parse_line(&text) {
+            app.list_grouped(*attempt);
+        }
+    }
     tui::show(TerminalGuard::new("replay")?, app, None)?;
     for problem in &problems {
         eprintln!("busyprobe: {problem}");

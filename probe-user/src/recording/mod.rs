@@ -65,6 +65,14 @@ pub fn for_each_line(
     files: &[PathBuf],
     mut each: impl FnMut(Line),
 ) -> io::Result<Vec<LineProblem>> {
+    for_each_line_with_text(files, |_, line| each(line))
+}
+
+/// [`for_each_line`], with each line's text (its bytes as read, newline included) beside it.
+pub fn for_each_line_with_text(
+    files: &[PathBuf],
+    mut each: impl FnMut(&[u8], Line),
+) -> io::Result<Vec<LineProblem>> {
     let mut problems = Vec::new();
     for file in files {
         read_file(file, &mut each, &mut problems)?;
@@ -74,7 +82,7 @@ pub fn for_each_line(
 
 fn read_file(
     path: &Path,
-    each: &mut impl FnMut(Line),
+    each: &mut impl FnMut(&[u8], Line),
     problems: &mut Vec<LineProblem>,
 ) -> io::Result<()> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
@@ -126,7 +134,7 @@ fn read_file(
             why,
         };
         match parse_line(&buf) {
-            Ok(line) => each(line),
+            Ok(line) => each(&buf, line),
             Err(_) if !whole => problems.push(problem(
                 "torn last line (the recorder stopped while writing it): skipped".into(),
             )),
