@@ -147,8 +147,13 @@ const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
 /// The reader's buffer: more than [`BATCH_WAIT`] of lines at 10,000 a second.
 const BATCH_BYTES: usize = 256 << 10;
 
-/// A stream read in batches: after a read that found less than it could take (all there
-/// was: the reader caught up with the writer), the next one waits [`BATCH_WAIT`] first.
+/// A read shorter than this found a trickle (a few lines): the writer is slower than the
+/// reader. A fast writer (a pipe of 64 KiB kept full) gives longer reads, and is never waited
+/// on.
+const TRICKLE_BYTES: usize = 4 << 10;
+
+/// A stream read in batches: after a read that found a trickle (the reader caught up with a
+/// slow writer), the next one waits [`BATCH_WAIT`] first.
 struct Batched<R> {
     inner: R,
     caught_up: bool,
@@ -169,7 +174,7 @@ impl<R: Read> Read for Batched<R> {
             thread::sleep(BATCH_WAIT);
         }
         let read = self.inner.read(buf)?;
-        self.caught_up = read < buf.len();
+        self.caught_up = read < buf.len().min(TRICKLE_BYTES);
         Ok(read)
     }
 }
@@ -266,10 +271,20 @@ impl CapturedStderr {
 mod tests {
     use super::*;
 
-    /// Every byte comes through; only a read that found less than it could take makes the
-    /// next one wait.
+    /// Every byte comes through; only a read that found less than it could take (and
+    /// less than a trickle) makes the next one wait.
     #[test]
     fn a_batched_stream_waits_only_once_caught_up() {
+        let mut fast = Batched::new(io::Cursor::new(vec![b'x'; 3 * TRICKLE_BYTES]));
+        let mut buf = vec![0; 2 * TRICKLE_BYTES];
+        assert_eq!(fast.read(&mut buf).unwrap(), 2 * TRICKLE_BYTES);
+        assert!(!fast.caught_up);
+        assert_eq!(fast.read(&mut buf).unwrap(), TRICKLE_BYTES);
+        assert!(
+            !fast.caught_up,
+            "a read of a trickle or more is never waited after"
+        );
+
         let mut input = Batched::new(io::Cursor::new(b"0123456789".to_vec()));
         let mut buf = [0; 4];
         let mut read = Vec::new();
