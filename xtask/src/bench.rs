@@ -17,6 +17,9 @@
 //! `agent` runs `busyprobe agent` with everything on for minutes and samples its RSS, CPU and
 //! scrape time (see [`agent`]).
 //!
+//! `replay` times `busyprobe replay` grouping a million recorded attempts into incidents,
+//! and its peak memory (see [`replay`]).
+//!
 //! `storm` makes held mounts fail to unmount 1000 times a second in all while `watch --json`
 //! runs, and measures how far its lines fall behind, whether each names its holder, and its
 //! memory (see [`storm`]).
@@ -35,6 +38,7 @@ mod pods;
 mod prometheus;
 mod reading;
 mod record;
+mod replay;
 mod report;
 mod scratch;
 mod storm;
@@ -116,6 +120,10 @@ pub enum Benchmark {
     /// calls with metrics scraped and two live clients, then `record`'s throughput with all of
     /// it on.
     Agent,
+    /// `busyprobe replay` grouping 1,000,000 recorded attempts (2,000 targets, retried
+    /// EBUSYs) into incidents: seconds to its first screen and peak memory, against one
+    /// serde_json pass over the same file. Needs tmux, not root; about 1 GB of temporary disk.
+    Replay,
     /// `busyprobe report` over 100 MB and 1 GB recordings: time against `wc -l`, and peak
     /// memory (constant whatever the size). Needs no root; about 1.2 GB of temporary disk.
     Reading,
@@ -164,6 +172,10 @@ pub fn bench(opts: &Options) -> Result<ExitCode> {
                 pods::run(&opts.pods, &binary, &tests)
             }
             None => Ok(ExitCode::FAILURE),
+        },
+        Some(Benchmark::Replay) => match &opts.binary {
+            Some(binary) => replay::run(binary),
+            None => replay::run(&crate::run::build_busyprobe(true)?),
         },
         Some(Benchmark::Reading) => match &opts.binary {
             Some(binary) => reading::run(binary),

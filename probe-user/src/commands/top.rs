@@ -1,6 +1,7 @@
 //! `busyprobe top`: the terminal UI, fed live by the probes or by a recording.
 
 use std::{
+    collections::VecDeque,
     fs::File,
     io::{self, IsTerminal, Read, Seek, Write},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -17,7 +18,7 @@ use crate::{
     cli::{ReplayArgs, TopArgs},
     loader,
     loader::OpenTimes,
-    recording::{files_in_order, for_each_line, markdown, parse_line},
+    recording::{files_in_order, for_each_line_with_text, markdown, parse_line},
     sink::{
         json::wire::Line,
         tui::{self, app::App, feed::Feed, term::TerminalGuard},
@@ -34,14 +35,7 @@ pub fn on_a_terminal() -> bool {
 pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     if args.files.len() == 1 && args.files[0].as_os_str() == "-" {
         let title = "replay of stdin".to_string();
-        show_stream(
-            io::BufReader::new(io::stdin()),
-            args.keep,
-            "replay -",
-            title,
-            "stdin",
-            false,
-        )?;
+        show_stream(io::stdin(), args.keep, "replay -", title, "stdin", false)?;
         return Ok(ExitCode::SUCCESS);
     }
     let files = files_in_order(&args.files);
@@ -69,7 +63,24 @@ fn screen(keep: usize, source: String) -> App {
 /// listed on stderr once the terminal is back.
 pub fn show_recording(files: &[PathBuf], keep: usize, source: String) -> Result<()> {
     let mut app = screen(keep, source);
-    let problems = for_each_line(files, |line| app.push(line)).context("reading the recording")?;
+    // Every attempt is grouped as it is read; the newest `keep` (the list's) are kept as
+    // text, one allocation each, and listed once the recording is read.
+    let mut newest: VecDeque<Vec<u8>> = VecDeque::with_capacity(keep.min(1 << 16));
+    let problems = for_each_line_with_text(files, |text, line| {
+        if let Line::Umount(_) = line {
+            if newest.len() == keep.max(1) {
+                newest.pop_front();
+            }
+            newest.push_back(text.to_vec());
+        }
+        app.group(line);
+    })
+    .context("reading the recording")?;
+    for text in newest {
+        if let Ok(Line::Umount(attempt)) = parse_line(&text) {
+            app.list_grouped(*attempt);
+        }
+    }
     tui::show(TerminalGuard::new("replay")?, app, None)?;
     for problem in &problems {
         eprintln!("busyprobe: {problem}");
@@ -82,7 +93,7 @@ pub fn show_recording(files: &[PathBuf], keep: usize, source: String) -> Result<
 /// once the terminal is back, each after `source:`. A `live` stream moves the screen's time
 /// on by the wall clock too.
 fn show_stream(
-    input: impl io::BufRead + Send + 'static,
+    input: impl Read + Send + 'static,
     keep: usize,
     command: &str,
     title: String,
@@ -92,6 +103,7 @@ fn show_stream(
     let guard = TerminalGuard::new(command)?;
     let (to_screen, lines) = mpsc::channel();
     let reader = thread::spawn(move || {
+        let input = io::BufReader::with_capacity(BATCH_BYTES, Batched::new(input));
         let problems = forward_lines(input, &to_screen);
         // Keep the channel open: the screen stays until `q`, not until the stream ends.
         (problems, to_screen)
@@ -127,10 +139,50 @@ fn forward_lines(input: impl io::BufRead, to_screen: &mpsc::Sender<Line>) -> Vec
     problems
 }
 
+/// How long the reader of a stream lets lines gather once it has read all there was: the
+/// screen draws at most every 100 ms, and a line read as soon as it is written costs a
+/// wake-up of its own (at 10,000 lines a second, more than parsing them).
+const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The reader's buffer: more than [`BATCH_WAIT`] of lines at 10,000 a second.
+const BATCH_BYTES: usize = 256 << 10;
+
+/// A read shorter than this found a trickle (a few lines): the writer is slower than the
+/// reader. A fast writer (a pipe of 64 KiB kept full) gives longer reads, and is never waited
+/// on.
+const TRICKLE_BYTES: usize = 4 << 10;
+
+/// A stream read in batches: after a read that found a trickle (the reader caught up with a
+/// slow writer), the next one waits [`BATCH_WAIT`] first.
+struct Batched<R> {
+    inner: R,
+    caught_up: bool,
+}
+
+impl<R> Batched<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            caught_up: false,
+        }
+    }
+}
+
+impl<R: Read> Read for Batched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.caught_up {
+            thread::sleep(BATCH_WAIT);
+        }
+        let read = self.inner.read(buf)?;
+        self.caught_up = read < buf.len().min(TRICKLE_BYTES);
+        Ok(read)
+    }
+}
+
 /// `busyprobe top`: the screen over the live stream.
 pub fn live(args: &TopArgs) -> Result<ExitCode> {
     if let Some(socket) = &args.connect {
-        let input = super::connect::connect(socket)?;
+        let input = super::connect::connect(socket)?.into_inner();
         let title = format!("live from the agent at {}", socket.display());
         let source = socket.display().to_string();
         show_stream(input, args.keep, "top --connect", title, &source, true)?;
@@ -212,5 +264,40 @@ impl CapturedStderr {
         self.file.read_to_end(&mut text)?;
         io::stderr().write_all(&text)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte comes through; only a read that found less than it could take (and
+    /// less than a trickle) makes the next one wait.
+    #[test]
+    fn a_batched_stream_waits_only_once_caught_up() {
+        let mut fast = Batched::new(io::Cursor::new(vec![b'x'; 3 * TRICKLE_BYTES]));
+        let mut buf = vec![0; 2 * TRICKLE_BYTES];
+        assert_eq!(fast.read(&mut buf).unwrap(), 2 * TRICKLE_BYTES);
+        assert!(!fast.caught_up);
+        assert_eq!(fast.read(&mut buf).unwrap(), TRICKLE_BYTES);
+        assert!(
+            !fast.caught_up,
+            "a read of a trickle or more is never waited after"
+        );
+
+        let mut input = Batched::new(io::Cursor::new(b"0123456789".to_vec()));
+        let mut buf = [0; 4];
+        let mut read = Vec::new();
+        let mut waits = Vec::new();
+        loop {
+            let n = input.read(&mut buf).unwrap();
+            read.extend_from_slice(&buf[..n]);
+            waits.push(input.caught_up);
+            if n == 0 {
+                break;
+            }
+        }
+        assert_eq!(read, b"0123456789");
+        assert_eq!(waits, [false, false, true, true]);
     }
 }

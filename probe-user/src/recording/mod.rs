@@ -65,6 +65,14 @@ pub fn for_each_line(
     files: &[PathBuf],
     mut each: impl FnMut(Line),
 ) -> io::Result<Vec<LineProblem>> {
+    for_each_line_with_text(files, |_, line| each(line))
+}
+
+/// [`for_each_line`], with each line's text (its bytes as read, newline included) beside it.
+pub fn for_each_line_with_text(
+    files: &[PathBuf],
+    mut each: impl FnMut(&[u8], Line),
+) -> io::Result<Vec<LineProblem>> {
     let mut problems = Vec::new();
     for file in files {
         read_file(file, &mut each, &mut problems)?;
@@ -74,7 +82,7 @@ pub fn for_each_line(
 
 fn read_file(
     path: &Path,
-    each: &mut impl FnMut(Line),
+    each: &mut impl FnMut(&[u8], Line),
     problems: &mut Vec<LineProblem>,
 ) -> io::Result<()> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
@@ -126,7 +134,7 @@ fn read_file(
             why,
         };
         match parse_line(&buf) {
-            Ok(line) => each(line),
+            Ok(line) => each(&buf, line),
             Err(_) if !whole => problems.push(problem(
                 "torn last line (the recorder stopped while writing it): skipped".into(),
             )),
@@ -169,6 +177,9 @@ fn read_line(
 /// typed model. A line of a known type that lacks a field or has one of the wrong type is
 /// malformed.
 pub fn parse_line(bytes: &[u8]) -> Result<Line, String> {
+    if let Some(line) = parse_well_formed(bytes) {
+        return Ok(line);
+    }
     let (text, value) = parse_any_version(bytes)?;
     match value.get("v").and_then(Value::as_u64) {
         // Read again from the text, typed: through the `Value`, objects would lose their order.
@@ -181,6 +192,34 @@ pub fn parse_line(bytes: &[u8]) -> Result<Line, String> {
              read it with the busyprobe that wrote it"
         )),
         None => Err("no schema version (\"v\"): not a busyprobe line".into()),
+    }
+}
+
+/// The envelope of a line: its schema version and type, every other field skipped unread.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    v: Option<u64>,
+    #[serde(rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The fast way to [`parse_line`]'s answer for a well-formed line of schema
+/// [`KNOWN_SCHEMA`]: its envelope, then its type's struct straight from the text (no
+/// `Value`, and no buffering of the fields that a tagged enum does); `None` for anything
+/// else, which the slow way reads again to say what is wrong. At 10,000 lines a second,
+/// parsing is most of what `replay -` does.
+fn parse_well_formed(bytes: &[u8]) -> Option<Line> {
+    let text = std::str::from_utf8(bytes)
+        .ok()?
+        .trim_end_matches(['\n', '\r']);
+    let envelope: Envelope = serde_json::from_str(text).ok()?;
+    if envelope.v != Some(KNOWN_SCHEMA) {
+        return None;
+    }
+    match envelope.kind?.as_ref() {
+        "umount" => serde_json::from_str(text).ok().map(Line::Umount),
+        "stats" => serde_json::from_str(text).ok().map(Line::Stats),
+        _ => serde_json::from_str(text).ok(),
     }
 }
 
@@ -312,6 +351,44 @@ mod tests {
             "not UTF-8 (a recording is JSON)"
         );
         assert_eq!(parse_line(b"\n").unwrap_err(), "empty line");
+    }
+
+    /// The fast way reads what the slow way reads, and leaves everything else to it.
+    #[test]
+    fn the_fast_way_agrees_with_the_slow_one() {
+        let slow = |text: &str| {
+            let (text, _) = parse_any_version(text.as_bytes()).unwrap();
+            serde_json::from_str::<Line>(text).unwrap()
+        };
+        let stats = serde_json::to_string(&crate::sink::json::wire::StatsLine::new(
+            std::time::SystemTime::now(),
+            &crate::stats::Stats::default(),
+            true,
+        ))
+        .unwrap();
+        let header = r#"{"v":1,"type":"header","x":1}"#;
+        let lost = serde_json::to_string(&crate::sink::json::wire::LostLine::slow_client(
+            std::time::SystemTime::now(),
+            4,
+        ))
+        .unwrap();
+        for text in [umount_line(7).as_str(), &stats, &lost] {
+            assert_eq!(
+                parse_well_formed(text.as_bytes()),
+                Some(slow(text)),
+                "{text}"
+            );
+        }
+        for text in [
+            header,
+            r#"{"v":2,"type":"umount"}"#,
+            r#"{"v":1.0,"type":"stats"}"#,
+            r#"{"v":1,"type":7}"#,
+            r#"{"v":1}"#,
+            "{\"v\":1,\"type\":",
+        ] {
+            assert_eq!(parse_well_formed(text.as_bytes()), None, "{text}");
+        }
     }
 
     #[test]

@@ -144,7 +144,7 @@ pub fn synthetic_line(n: u64) -> String {
 }
 
 /// The baseline: reads `file` line by line, parsing each with serde_json; its wall time.
-fn parse_every_line(file: &Path) -> Result<Duration> {
+pub fn parse_every_line(file: &Path) -> Result<Duration> {
     use std::io::BufRead;
     let started = Instant::now();
     let mut objects = 0u64;

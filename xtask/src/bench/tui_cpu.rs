@@ -132,15 +132,16 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
 }
 
 /// `busyprobe ARGS` in a detached tmux session of its own (private socket); killed on drop.
-struct InTmux {
+pub struct InTmux {
     socket: String,
-    pid: u32,
+    /// busyprobe's pid (the pane's: the shell execs it).
+    pub pid: u32,
 }
 
 impl InTmux {
     /// Starts `busyprobe ARGS` (`args` as the shell reads them) and waits until the screen
     /// shows `ready` (nothing to wait for when empty).
-    fn start(binary: &Path, args: &str, ready: &str) -> Result<Self> {
+    pub fn start(binary: &Path, args: &str, ready: &str) -> Result<Self> {
         let mut session = Self {
             socket: format!("busyprobe-bench-{}-{}", std::process::id(), args.len()),
             pid: 0,
@@ -161,7 +162,7 @@ impl InTmux {
             if Instant::now() > deadline {
                 bail!("busyprobe {args} did not start in tmux");
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(20));
         }
         let pid = session.tmux(&["list-panes", "-F", "#{pane_pid}"])?;
         session.pid = String::from_utf8_lossy(&pid.stdout).trim().parse()?;

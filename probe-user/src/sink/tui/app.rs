@@ -171,6 +171,11 @@ impl App {
     }
 
     /// Keeps an event for when the pause ends: the newest `capacity` of them.
+    fn list(&mut self, attempt: UmountLine) {
+        self.incidents.add(&attempt);
+        self.list_grouped(attempt);
+    }
+
     fn hold(&mut self, attempt: UmountLine) {
         self.held.push_back(attempt);
         if self.held.len() > self.capacity {
@@ -178,8 +183,19 @@ impl App {
         }
     }
 
-    fn list(&mut self, attempt: UmountLine) {
-        self.incidents.add(&attempt);
+    /// Takes one line of a recording read ahead of the screen: an attempt is only grouped
+    /// into its incident (the caller lists the newest afterwards with
+    /// [`App::list_grouped`]: listing every one would keep each line `capacity` lines long,
+    /// and free it cold); any other line as [`App::push`] takes it.
+    pub fn group(&mut self, line: Line) {
+        match line {
+            Line::Umount(attempt) if !self.paused => self.incidents.add(&attempt),
+            line => self.push(line),
+        }
+    }
+
+    /// Lists an attempt that [`App::group`] grouped already.
+    pub fn list_grouped(&mut self, attempt: UmountLine) {
         self.failures += usize::from(attempt.failed());
         self.events.push_front(attempt);
         while self.events.len() > self.capacity {
@@ -446,6 +462,37 @@ pub(crate) mod tests {
     /// A line of the stream from its JSON.
     pub(crate) fn line(json: &str) -> Line {
         serde_json::from_str(json).unwrap()
+    }
+
+    /// A recording grouped first and its newest attempts listed after is the screen that
+    /// pushing every line makes.
+    #[test]
+    fn grouping_then_listing_the_newest_is_pushing_every_line() {
+        let lines: Vec<UmountLine> = (1..=50)
+            .map(|i| {
+                let target = format!("/mnt/{}", i % 7);
+                umount_line(i, "kubelet", &target, (i % 3 != 0).then_some("EBUSY"))
+            })
+            .collect();
+        let mut pushed = App::new(10, "test".into());
+        let mut grouped = App::new(10, "test".into());
+        for line in &lines {
+            pushed.push(Line::Umount(Box::new(line.clone())));
+            grouped.group(Line::Umount(Box::new(line.clone())));
+        }
+        for line in &lines[40..] {
+            grouped.list_grouped(line.clone());
+        }
+        let ids = |app: &App| app.visible().iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(ids(&grouped), ids(&pushed));
+        assert_eq!(grouped.counts(), pushed.counts());
+        let incidents = |app: &App| {
+            app.visible_incidents()
+                .iter()
+                .map(|(n, i)| (*n, i.failures, i.resolved_by))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(incidents(&grouped), incidents(&pushed));
     }
 
     #[test]

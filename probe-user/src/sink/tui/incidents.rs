@@ -212,11 +212,18 @@ impl Incidents {
             .zip(&self.kept)
             .filter(|(_, inc)| keep(inc))
             .collect();
-        rows.reverse();
+        // Drawn every frame, over up to `--keep` rows: an unstable sort (no buffer), each
+        // tie broken by the number, newest first.
         match sort {
-            Sort::LastFailure => rows.sort_by_key(|(_, i)| Reverse(i.last_failure_ns)),
-            Sort::Failures => rows.sort_by_key(|(_, i)| Reverse(i.failures)),
-            Sort::Target => rows.sort_by(|(_, a), (_, b)| a.target_bytes().cmp(&b.target_bytes())),
+            Sort::LastFailure => {
+                rows.sort_unstable_by_key(|(n, i)| (Reverse(i.last_failure_ns), Reverse(*n)))
+            }
+            Sort::Failures => {
+                rows.sort_unstable_by_key(|(n, i)| (Reverse(i.failures), Reverse(*n)))
+            }
+            Sort::Target => rows.sort_unstable_by(|(m, a), (n, b)| {
+                a.target_bytes().cmp(&b.target_bytes()).then(n.cmp(m))
+            }),
         }
         rows
     }
