@@ -244,7 +244,8 @@ fn agent_clients_get_the_recordings_lines_and_a_stalled_one_delays_nobody() {
     );
     assert!(
         holder.starts_with("    fd ")
-            && holder.contains(&format!(" {comm}[{pid}] fd "))
+            // The fixture holds what it unmounts.
+            && holder.contains(&format!(" {comm}[{pid}] (the caller) fd "))
             && holder.contains(&format!("  {}", held.display())),
         "{holder}"
     );

@@ -262,6 +262,10 @@ fn agent_outlives_a_full_disk_and_marks_the_gap_in_its_recording() {
         assert_eq!(warning["cause"], "ENOSPC", "{warning}");
         assert_eq!(ebusy_lines(&lines[gap + 1..]), AFTER, "{lines:#?}");
         assert_eq!(lines.len(), gap + 1 + AFTER, "{lines:#?}");
+        // Said on stderr as the line is written: its reader may lag the file.
+        wait_for_stderr(&stderr, METRICS_TIMEOUT, "that it writes again", |said| {
+            said.contains(SAID_AGAIN)
+        });
         let said = stderr.lock().unwrap().clone();
         assert_eq!(said.matches(SAID_FAILING).count(), 1, "{said}");
         assert_eq!(said.matches(SAID_AGAIN).count(), 1, "{said}");
@@ -358,6 +362,10 @@ fn record_outlives_a_full_disk_too() {
             "EBUSY",
             "the event written with it"
         );
+        // Said on stderr as the line is written: its reader may lag the file.
+        wait_for_stderr(&stderr, METRICS_TIMEOUT, "that it writes again", |said| {
+            said.contains(SAID_AGAIN)
+        });
         let said = stderr.lock().unwrap().clone();
         assert_eq!(said.matches(SAID_FAILING).count(), 1, "{said}");
         assert_eq!(said.matches(SAID_AGAIN).count(), 1, "{said}");

@@ -125,7 +125,7 @@ pub fn synthetic_line(n: u64) -> String {
     );
     if n.is_multiple_of(10_000) {
         return format!(
-            r#"{{"v":1,"type":"stats","ts":"{ts}","events":{n},"drops":{{"ringbuf_full":0,"inflight_map_full":0,"path_truncated":0,"path_unreadable":0,"release_path_cut":0}},"decode_errors":0}}"#
+            r#"{{"v":1,"type":"stats","ts":"{ts}","events":{n},"drops":{{"ringbuf_full":0,"inflight_map_full":0,"path_truncated":0,"path_unreadable":0,"release_path_cut":0}},"decode_errors":0,"final":false}}"#
         ) + "\n";
     }
     let target = format!("/var/lib/containerd/tmpmounts/containerd-mount{}", n % 397);
@@ -190,6 +190,10 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
             assert_eq!(v["type"], kind, "{line}");
             assert_eq!(v["v"], 1);
+            if kind == "stats" {
+                // Without it busyprobe skips the line as malformed.
+                assert_eq!(v["final"], false, "{line}");
+            }
         }
         let busy: serde_json::Value = serde_json::from_str(&synthetic_line(20)).unwrap();
         assert_eq!(busy["errno"], "EBUSY");

@@ -5,7 +5,7 @@ use std::{collections::VecDeque, path::PathBuf, time::SystemTime};
 
 use super::{
     actions::{shell_word, Action},
-    incidents::{Incidents, Sort},
+    incidents::{Incidents, Sort, State},
 };
 use crate::{
     paths::escape_for_terminal,
@@ -259,18 +259,21 @@ impl App {
         }
     }
 
-    /// The incidents shown (filtered), as `(number, incident)`, in the chosen order.
+    /// The incidents shown (filtered; with `f` the unresolved only: still failing, or given
+    /// up and still mounted), as `(number, incident)`, in the chosen order.
     pub fn visible_incidents(&self) -> Vec<(u64, &Incident)> {
         let needle = self.filter.to_lowercase();
         self.incidents.sorted(self.sort, |inc| {
-            needle.is_empty()
-                || inc.target.to_lowercase().contains(&needle)
-                || inc.first.comm.to_lowercase().contains(&needle)
-                || inc.holders.iter().any(|(h, _)| {
-                    h.comm
-                        .as_ref()
-                        .is_some_and(|c| c.to_lowercase().contains(&needle))
-                })
+            let unresolved = self.incidents.state(inc) != State::Unmounted;
+            (!self.only_failures || unresolved)
+                && (needle.is_empty()
+                    || inc.target.to_lowercase().contains(&needle)
+                    || inc.first.comm.to_lowercase().contains(&needle)
+                    || inc.holders.iter().any(|(h, _)| {
+                        h.comm
+                            .as_ref()
+                            .is_some_and(|c| c.to_lowercase().contains(&needle))
+                    }))
         })
     }
 
@@ -380,7 +383,7 @@ impl App {
         self.detail = !self.detail;
     }
 
-    /// Show only failures, or everything.
+    /// Show only failures (attempts) and unresolved incidents, or everything.
     pub fn toggle_failures(&mut self) {
         self.only_failures = !self.only_failures;
         self.selected = 0;
@@ -517,6 +520,28 @@ pub(crate) mod tests {
         assert_eq!(app.visible().len(), 2, "case-insensitive filter on comm");
         assert_eq!(app.mode, Mode::List);
         assert_eq!(app.counts(), (3, 2));
+    }
+
+    #[test]
+    fn f_keeps_the_unresolved_incidents_only() {
+        let mut app = App::new(10, "test".into());
+        app.push(attempt(1, "containerd", "/mnt/a", Some("EBUSY")));
+        app.push(attempt(2, "containerd", "/mnt/b", Some("EBUSY")));
+        app.push(attempt(3, "containerd", "/mnt/b", None));
+        let targets = |app: &App| {
+            let mut t: Vec<String> = app
+                .visible_incidents()
+                .iter()
+                .map(|(_, i)| i.target.clone())
+                .collect();
+            t.sort();
+            t
+        };
+        assert_eq!(targets(&app), ["/mnt/a", "/mnt/b"]);
+        app.toggle_failures();
+        assert_eq!(targets(&app), ["/mnt/a"], "/mnt/b was unmounted at last");
+        app.toggle_failures();
+        assert_eq!(targets(&app), ["/mnt/a", "/mnt/b"]);
     }
 
     #[test]

@@ -488,8 +488,11 @@ pub fn status_line(app: &App) -> String {
             app.sort.as_str()
         ),
     };
-    if app.only_failures && app.view == View::Attempts {
-        s.push_str(" | failures only");
+    if app.only_failures {
+        s.push_str(match app.view {
+            View::Attempts => " | failures only",
+            View::Incidents | View::Incident(_) => " | unresolved only",
+        });
     }
     if !app.filter.is_empty() || app.mode == Mode::Filter {
         s.push_str(&format!(
@@ -508,7 +511,7 @@ pub fn status_line(app: &App) -> String {
 }
 
 /// What the keys do.
-pub const HELP: [&str; 16] = [
+pub const HELP: [&str; 17] = [
     "j / down     next row",
     "k / up       previous row",
     "Enter        open an incident (back: Enter or Esc);",
@@ -521,7 +524,8 @@ pub const HELP: [&str; 16] = [
     "r            write the incident's Markdown report to",
     "             ./busyprobe-incident-ID.md",
     "/            filter by command or path (Enter to keep)",
-    "f            attempts: failures only, or everything",
+    "f            failures only (attempts); unresolved",
+    "             only (incidents: failing, gave up)",
     "p            pause or resume",
     "?            this help",
     "q / Esc      quit (Ctrl-C too)",
@@ -755,7 +759,7 @@ pub(crate) mod tests {
         assert!(
             lines
                 .iter()
-                .any(|l| l.contains("f            attempts: failures only, or everything")),
+                .any(|l| l.contains("f            failures only (attempts); unresolved")),
             "{lines:#?}"
         );
     }
