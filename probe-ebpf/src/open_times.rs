@@ -6,6 +6,9 @@
 //! both on an EBUSY: fds opened after the call are not its holders, and the recent opens name
 //! the recent accessors. With `--open-times contended` only the contended mounts' opens are
 //! timed (`CONTENDED_MOUNTS`), and user space attaches these programs only while there is one.
+//! In enhanced mode the `file_open` security hook (`on_file_open`) times every open but
+//! `O_PATH` ones exactly and marks fanotify's event fds (`OPENED_FOR_EVENT`); the syscall
+//! exits then time `O_PATH` files only (`FILE_OPEN_HOOKED`).
 
 use aya_ebpf::{
     helpers::{
