@@ -195,8 +195,13 @@ impl UmountCall {
     /// can tell), or `None` when it was opened after the call returned and so cannot have
     /// held the mount when the kernel said busy.
     pub fn opened_before(&self, opened_ts_boot_ns: u64) -> Option<u64> {
-        let end = self.ts_boot_ns + self.duration_ns;
-        (opened_ts_boot_ns <= end).then(|| self.ts_boot_ns.saturating_sub(opened_ts_boot_ns))
+        (opened_ts_boot_ns <= self.returned_ts_boot_ns())
+            .then(|| self.ts_boot_ns.saturating_sub(opened_ts_boot_ns))
+    }
+
+    /// `CLOCK_BOOTTIME` ns when the call returned.
+    pub fn returned_ts_boot_ns(&self) -> u64 {
+        self.ts_boot_ns + self.duration_ns
     }
 }
 

@@ -71,32 +71,31 @@ fn apply_open_times(
             }
             Some(r) => {
                 let for_event = r.flags & OPENED_FOR_EVENT != 0;
-                return place_open(h, call, r.opened_ts_boot_ns, for_event);
+                place_open(h, call, r.opened_ts_boot_ns, for_event);
+                return held_at_the_call(call, r.opened_ts_boot_ns, for_event);
             }
         }
         true
     });
 }
 
+/// Whether a file opened at `opened_ts_boot_ns` (a fanotify event fd when `for_event`) can
+/// have held the mount at `call`'s busy check: opened before the call returned, or an event
+/// fd, whose event, queued before, held it. Any other file opened after the call returned
+/// did not hold the mount when the kernel said busy.
+pub fn held_at_the_call(call: &UmountCall, opened_ts_boot_ns: u64, for_event: bool) -> bool {
+    for_event || call.opened_before(opened_ts_boot_ns).is_some()
+}
+
 /// Says when `h` opened its file (at `opened_ts_boot_ns`; a fanotify event fd when
 /// `for_event`): how long before `call`, or, for an event fd opened after the call returned,
-/// how long after (its event, queued before, held the mount at the busy check). False for any
-/// other file opened after the call returned: it did not hold the mount when the kernel said
-/// busy.
-pub fn place_open(
-    h: &mut Holder,
-    call: &UmountCall,
-    opened_ts_boot_ns: u64,
-    for_event: bool,
-) -> bool {
+/// how long after.
+pub fn place_open(h: &mut Holder, call: &UmountCall, opened_ts_boot_ns: u64, for_event: bool) {
     h.event_fd = for_event;
     h.opened_ns_before = call.opened_before(opened_ts_boot_ns);
-    if h.opened_ns_before.is_some() {
-        return true;
+    if h.opened_ns_before.is_none() && for_event {
+        h.opened_ns_after = Some(opened_ts_boot_ns.saturating_sub(call.returned_ts_boot_ns()));
     }
-    let returned = call.ts_boot_ns + call.duration_ns;
-    h.opened_ns_after = for_event.then(|| opened_ts_boot_ns.saturating_sub(returned));
-    for_event
 }
 
 /// The opens in `rings` (mount id, ring) made within [`RECENT_NS`] before the call by an fd

@@ -98,9 +98,8 @@ impl RecentReleases {
         // busy (a fanotify event fd's queued event did); one opened during the call may have
         // (before its busy check).
         let held_at_call = |r: &&Release| {
-            r.opened_for_event
-                || r.opened_ts_boot_ns
-                    .is_none_or(|t| call.opened_before(t).is_some())
+            r.opened_ts_boot_ns
+                .is_none_or(|t| super::opens::held_at_the_call(call, t, r.opened_for_event))
         };
         let held = super::opens::held_fds(&attribution.holders);
         // A listener's path is a queued event's file, not a file it holds.
@@ -347,7 +346,7 @@ fn transient(
     call: &UmountCall,
     container: Option<Container>,
 ) -> Holder {
-    let call_end = call.ts_boot_ns + call.duration_ns;
+    let call_end = call.returned_ts_boot_ns();
     let group = r.queued_events > 0;
     let kind = if group {
         HolderKind::Fanotify
@@ -373,12 +372,7 @@ fn transient(
         format!("{how} after the failing call, letting go of its fanotify group with {events} on this mount (its queue held the mount; the path is the first one's file)")
     } else {
         match r.opened_ts_boot_ns {
-            Some(t) => drop(super::opens::place_open(
-                &mut h,
-                call,
-                t,
-                r.opened_for_event,
-            )),
+            Some(t) => super::opens::place_open(&mut h, call, t, r.opened_for_event),
             None if r.open_raced => h.open_time_unknown = Some(OpenTimeUnknown::RacedAnUnmount),
             None => h.open_time_unknown = Some(OpenTimeUnknown::NotTimed),
         }

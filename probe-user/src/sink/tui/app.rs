@@ -264,8 +264,7 @@ impl App {
     pub fn visible_incidents(&self) -> Vec<(u64, &Incident)> {
         let needle = self.filter.to_lowercase();
         self.incidents.sorted(self.sort, |inc| {
-            let unresolved = self.incidents.state(inc) != State::Unmounted;
-            (!self.only_failures || unresolved)
+            (!self.only_failures || self.incidents.state(inc) != State::Unmounted)
                 && (needle.is_empty()
                     || inc.target.to_lowercase().contains(&needle)
                     || inc.first.comm.to_lowercase().contains(&needle)
