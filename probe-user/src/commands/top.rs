@@ -18,7 +18,9 @@ use crate::{
     cli::{ReplayArgs, TopArgs},
     loader,
     loader::OpenTimes,
-    recording::{files_in_order, for_each_line_with_text, markdown, parse_line},
+    recording::{
+        files_in_order, for_each_sketch, markdown, parse_line, whole_attempt, LineProblem, Sketched,
+    },
     sink::{
         json::wire::Line,
         tui::{self, app::App, feed::Feed, term::TerminalGuard},
@@ -63,29 +65,56 @@ fn screen(keep: usize, source: String) -> App {
 /// listed on stderr once the terminal is back.
 pub fn show_recording(files: &[PathBuf], keep: usize, source: String) -> Result<()> {
     let mut app = screen(keep, source);
-    // Every attempt is grouped as it is read; the newest `keep` (the list's) are kept as
-    // text, one allocation each, and listed once the recording is read.
-    let mut newest: VecDeque<Vec<u8>> = VecDeque::with_capacity(keep.min(1 << 16));
-    let problems = for_each_line_with_text(files, |text, line| {
-        if let Line::Umount(_) = line {
-            if newest.len() == keep.max(1) {
-                newest.pop_front();
-            }
-            newest.push_back(text.to_vec());
-        }
-        app.group(line);
-    })
-    .context("reading the recording")?;
-    for text in newest {
-        if let Ok(Line::Umount(attempt)) = parse_line(&text) {
-            app.list_grouped(*attempt);
-        }
-    }
+    let problems = read_recording(&mut app, files, keep).context("reading the recording")?;
     tui::show(TerminalGuard::new("replay")?, app, None)?;
     for problem in &problems {
         eprintln!("busyprobe: {problem}");
     }
     Ok(())
+}
+
+/// Reads the recording `files` into `app`, whose list keeps `keep` attempts; returns the
+/// lines skipped. Every attempt is grouped as it is read, from its sketch (its whole line is
+/// read only when its incident takes something from it); the newest `keep` are kept as text
+/// and listed once the recording is read.
+fn read_recording(
+    app: &mut App,
+    files: &[PathBuf],
+    keep: usize,
+) -> std::io::Result<Vec<LineProblem>> {
+    let mut newest: VecDeque<Vec<u8>> = VecDeque::with_capacity(keep.min(1 << 16));
+    let problems = for_each_sketch(files, |text, line| {
+        match line {
+            Sketched::Attempt(mut attempt) => {
+                let whole = match app.needs_whole(&attempt) {
+                    true => Some(whole_attempt(text)?),
+                    false => None,
+                };
+                attempt.whole = whole.as_deref();
+                app.group_sketch(&attempt);
+            }
+            Sketched::Line(line @ Line::Umount(_)) => app.group(line),
+            Sketched::Line(line) => {
+                app.group(line);
+                return Ok(());
+            }
+        }
+        // The oldest kept text's buffer takes the newest (no allocation once `keep` are kept).
+        let mut kept = match newest.len() == keep.max(1) {
+            true => newest.pop_front().unwrap_or_default(),
+            false => Vec::new(),
+        };
+        kept.clear();
+        kept.extend_from_slice(text);
+        newest.push_back(kept);
+        Ok(())
+    })?;
+    for text in newest {
+        if let Ok(Line::Umount(attempt)) = parse_line(&text) {
+            app.list_grouped(*attempt);
+        }
+    }
+    Ok(problems)
 }
 
 /// The screen (of `command`, titled `title`) over JSON Lines arriving on `input` as they
@@ -270,6 +299,69 @@ impl CapturedStderr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A recording read as sketches groups as its lines pushed whole do (the live way):
+    /// the same incidents (holders named late, a late failure, targets not UTF-8, more
+    /// incidents than are kept), the same list, the same header; and a line grouped as a
+    /// sketch whose whole line is malformed is reported.
+    #[test]
+    fn a_recording_read_as_sketches_groups_as_its_whole_lines_do() {
+        use crate::sink::incidents::tests::attempt_at;
+        let mut attempts = Vec::new();
+        for round in 0..4u64 {
+            let t = round * 100_000;
+            let target = |name: &str| format!("/m/{name}{round}");
+            let (a, b) = (target("a"), target("b\u{fffd}"));
+            attempts.extend([
+                attempt_at(t + 1, &a, t, true, &[("scanner", 9)]),
+                attempt_at(t + 2, &b, t + 1, true, &[]),
+                attempt_at(t + 3, &a, t + 2, true, &[("scanner", 9), ("backup", 10)]),
+                attempt_at(t + 5, &a, t + 10, false, &[]),
+                attempt_at(t + 4, &a, t + 5, true, &[("late", 11)]),
+                attempt_at(t + 6, &b, t + 20, true, &[("sh", 12)]),
+                attempt_at(t + 7, &target("c"), t + 30, false, &[]),
+                attempt_at(t + 8, &a, t + 40, true, &[]),
+            ]);
+        }
+        let mut text = String::new();
+        for a in &attempts {
+            text.push_str(&serde_json::to_string(a).unwrap());
+            text.push('\n');
+        }
+        // A line whose grouped fields read well but whose whole is malformed, opening an
+        // incident: reported, and grouped nowhere.
+        let bad = attempt_at(999_999, "/m/bad", 999_999, true, &[]);
+        let bad = serde_json::to_string(&bad)
+            .unwrap()
+            .replace("\"uid\":0", "\"uid\":\"x\"");
+        text.push_str(&bad);
+        text.push('\n');
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.jsonl");
+        std::fs::write(&file, &text).unwrap();
+        for keep in [3, 100] {
+            let mut live = App::new(keep, "s".into());
+            for a in &attempts {
+                live.push(Line::Umount(Box::new(a.clone())));
+            }
+            let mut read = App::new(keep, "s".into());
+            let problems = read_recording(&mut read, std::slice::from_ref(&file), keep).unwrap();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].line, attempts.len() + 1);
+            assert_eq!(problems[0].why, parse_line(bad.as_bytes()).unwrap_err());
+            let incidents = |app: &App| {
+                app.visible_incidents()
+                    .iter()
+                    .map(|(n, inc)| format!("{n} {inc:?}"))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(incidents(&read), incidents(&live), "keep {keep}");
+            assert_eq!(read.incidents.len(), keep.min(12), "keep {keep}");
+            let ids = |app: &App| app.visible().iter().map(|a| a.id).collect::<Vec<_>>();
+            assert_eq!(ids(&read), ids(&live));
+            assert_eq!(read.incidents.rate.last(10), live.incidents.rate.last(10));
+        }
+    }
 
     /// Every byte comes through; only a read that found less than it could take (and
     /// less than a trickle) makes the next one wait.

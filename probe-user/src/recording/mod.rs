@@ -11,8 +11,12 @@ use std::{
 
 use serde_json::Value;
 
-use crate::sink::json::wire::Line;
+use crate::sink::{
+    incidents::AttemptSketch,
+    json::wire::{Line, UmountLine},
+};
 
+mod ahead;
 pub mod markdown;
 pub mod report;
 
@@ -73,18 +77,75 @@ pub fn for_each_line_with_text(
     files: &[PathBuf],
     mut each: impl FnMut(&[u8], Line),
 ) -> io::Result<Vec<LineProblem>> {
-    let mut problems = Vec::new();
-    for file in files {
-        read_file(file, &mut each, &mut problems)?;
-    }
-    Ok(problems)
+    for_each_text(files, |text| {
+        each(text, parse_line(text)?);
+        Ok(())
+    })
 }
 
-fn read_file(
-    path: &Path,
-    each: &mut impl FnMut(&[u8], Line),
-    problems: &mut Vec<LineProblem>,
-) -> io::Result<()> {
+pub use ahead::for_each_sketch;
+
+/// A line as grouping reads it: an attempt's sketch, or any other line whole.
+pub enum Sketched<'a> {
+    /// An `umount` line, sketched.
+    Attempt(AttemptSketch<'a>),
+    /// Any other line (or an `umount` line only the whole parse could read).
+    Line(Line),
+}
+
+/// Calls `each` with the text of every line of `files` that is not too long, in order;
+/// returns the lines it was given and found malformed, and those too long.
+fn for_each_text(
+    files: &[PathBuf],
+    each: impl FnMut(&[u8]) -> Result<(), String>,
+) -> io::Result<Vec<LineProblem>> {
+    let mut lines = OneByOne {
+        buf: Vec::new(),
+        each,
+        problems: Vec::new(),
+    };
+    for (i, file) in files.iter().enumerate() {
+        read_file(file, i, &mut lines)?;
+    }
+    Ok(lines.problems)
+}
+
+/// Where [`read_file`] puts what it reads.
+trait Lines {
+    /// The buffer the next line is appended to.
+    fn buffer(&mut self) -> &mut Vec<u8>;
+    /// The line appended to the buffer at `start..` (newline included), line `number` of
+    /// file `file` (an index into the files read); an error says what is wrong with it.
+    fn line(&mut self, start: usize, file: usize, number: usize) -> Result<(), String>;
+    /// A line skipped.
+    fn problem(&mut self, problem: LineProblem);
+}
+
+/// Each line handed to a function as it is read.
+struct OneByOne<F> {
+    buf: Vec<u8>,
+    each: F,
+    problems: Vec<LineProblem>,
+}
+
+impl<F: FnMut(&[u8]) -> Result<(), String>> Lines for OneByOne<F> {
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    fn line(&mut self, start: usize, _: usize, _: usize) -> Result<(), String> {
+        let answer = (self.each)(&self.buf[start..]);
+        self.buf.truncate(start);
+        answer
+    }
+
+    fn problem(&mut self, problem: LineProblem) {
+        self.problems.push(problem);
+    }
+}
+
+/// Reads the lines of file `path`, file number `index` of those read, into `lines`.
+fn read_file(path: &Path, index: usize, lines: &mut impl Lines) -> io::Result<()> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
     let file = File::open(path).map_err(named)?;
     if file.metadata().map_err(named)?.is_dir() {
@@ -97,18 +158,18 @@ fn read_file(
             ),
         ));
     }
-    let mut reader = BufReader::new(file);
-    let mut buf = Vec::new();
+    let mut reader = BufReader::with_capacity(READ_BYTES, file);
     let mut number = 0;
     loop {
-        buf.clear();
-        let (read, too_long) = read_line(&mut reader, &mut buf, MAX_LINE).map_err(named)?;
+        let buf = lines.buffer();
+        let start = buf.len();
+        let (read, too_long) = read_line(&mut reader, buf, MAX_LINE).map_err(named)?;
         if read == 0 {
             return Ok(());
         }
         number += 1;
         if number == 1 {
-            if let Some(v) = unreadable_header(&buf) {
+            if let Some(v) = unreadable_header(&buf[start..]) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
@@ -120,44 +181,52 @@ fn read_file(
             }
         }
         if too_long {
-            problems.push(LineProblem {
+            lines.problem(LineProblem {
                 file: path.to_path_buf(),
                 line: number,
                 why: format!("longer than {} MiB: skipped", MAX_LINE >> 20),
             });
             continue;
         }
-        let whole = buf.last() == Some(&b'\n');
-        let problem = |why: String| LineProblem {
-            file: path.to_path_buf(),
-            line: number,
-            why,
-        };
-        match parse_line(&buf) {
-            Ok(line) => each(&buf, line),
-            Err(_) if !whole => problems.push(problem(
-                "torn last line (the recorder stopped while writing it): skipped".into(),
-            )),
-            Err(why) => problems.push(problem(why)),
+        let ended = buf.last() == Some(&b'\n');
+        if let Err(why) = lines.line(start, index, number) {
+            lines.problem(LineProblem {
+                file: path.to_path_buf(),
+                line: number,
+                why: why_skipped(why, ended),
+            });
         }
     }
 }
 
-/// Reads one line into `buf`, at most `max` bytes of it: a longer line is consumed to its end
-/// without being kept. Returns the bytes consumed and whether the line was too long.
+/// Why a malformed line is skipped: `why`, or, for a last line without its newline, that
+/// the recorder stopped while writing it.
+fn why_skipped(why: String, ended: bool) -> String {
+    match ended {
+        true => why,
+        false => "torn last line (the recorder stopped while writing it): skipped".into(),
+    }
+}
+
+/// The reading buffer's size.
+const READ_BYTES: usize = 256 << 10;
+
+/// Appends one line to `buf`, at most `max` bytes of it: a longer line is consumed to its
+/// end without being kept. Returns the bytes consumed and whether the line was too long.
 fn read_line(
     reader: &mut impl BufRead,
     buf: &mut Vec<u8>,
     max: usize,
 ) -> io::Result<(usize, bool)> {
+    let start = buf.len();
     let mut read = reader
         .by_ref()
         .take(max as u64 + 1)
         .read_until(b'\n', buf)?;
-    if buf.len() <= max || buf.last() == Some(&b'\n') {
+    if buf.len() - start <= max || buf.last() == Some(&b'\n') {
         return Ok((read, false));
     }
-    buf.clear();
+    buf.truncate(start);
     loop {
         let available = reader.fill_buf()?;
         let (used, ended) = match available.iter().position(|b| *b == b'\n') {
@@ -192,6 +261,27 @@ pub fn parse_line(bytes: &[u8]) -> Result<Line, String> {
              read it with the busyprobe that wrote it"
         )),
         None => Err("no schema version (\"v\"): not a busyprobe line".into()),
+    }
+}
+
+/// A line as [`for_each_sketch`] reads it: an `umount` line of schema [`KNOWN_SCHEMA`] as a
+/// sketch when its grouped fields read well (the others are checked as JSON only), anything
+/// else as [`parse_line`] reads it.
+pub fn parse_sketch(bytes: &[u8]) -> Result<Sketched<'_>, String> {
+    let sketch = std::str::from_utf8(bytes).ok().and_then(|text| {
+        AttemptSketch::from_text(text.trim_end_matches(['\n', '\r']), KNOWN_SCHEMA)
+    });
+    match sketch {
+        Some(sketch) => Ok(Sketched::Attempt(sketch)),
+        None => parse_line(bytes).map(Sketched::Line),
+    }
+}
+
+/// The whole line of an attempt read as a sketch, or why it is malformed.
+pub fn whole_attempt(bytes: &[u8]) -> Result<Box<UmountLine>, String> {
+    match parse_line(bytes)? {
+        Line::Umount(attempt) => Ok(attempt),
+        _ => Err("not an umount line".into()),
     }
 }
 
@@ -249,7 +339,7 @@ fn parse_any_version(bytes: &[u8]) -> Result<(&str, Value), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::json::wire::UmountLine;
+    use crate::sink::incidents::AttemptSketch;
 
     /// A whole `umount` line (with its newline) of attempt `id`, as `watch --json` writes it.
     fn umount_line(id: u64) -> String {
@@ -477,6 +567,97 @@ mod tests {
         );
     }
 
+    /// Attempts with every kind of field a sketch reads: text and not UTF-8, with escapes,
+    /// holders that are processes or not, with and without a path, a mount or not.
+    fn varied_attempts() -> Vec<UmountLine> {
+        use crate::model::{sample_attribution, sample_process_holder, Holder, HolderKind, Seen};
+        let mut out = Vec::new();
+        for (n, target) in [&b"/m"[..], b"/m\xff\xfe", b"/a \"q\"\\b\n\t"]
+            .into_iter()
+            .enumerate()
+        {
+            let mut a = crate::event::sample_attempt(target, Some(target), -16, 0);
+            a.id = 10 * n as u64;
+            out.push(UmountLine::new(&a));
+            let mut fd = sample_process_holder(HolderKind::Fd, 812, 7, b"scanner", None);
+            fd.path = Some([target, b"/f\xff \"x\""].concat());
+            let cwd = sample_process_holder(HolderKind::Cwd, 812, 8, b"sh", None);
+            let kernel = Holder::new(HolderKind::Submount, 812, Seen::KernelScan);
+            a.id += 1;
+            a.attribution = Some(Ok(sample_attribution("/m", vec![fd, cwd, kernel])));
+            out.push(UmountLine::new(&a));
+            a.id += 1;
+            a.call.ret = 0;
+            a.attribution = None;
+            out.push(UmountLine::new(&a));
+        }
+        out
+    }
+
+    /// A sketch reads what the whole line says, and crosses threads intact.
+    #[test]
+    fn a_sketch_reads_what_the_whole_line_says() {
+        for line in varied_attempts() {
+            let text = serde_json::to_string(&line).unwrap();
+            let Ok(Sketched::Attempt(sketch)) = parse_sketch(text.as_bytes()) else {
+                panic!("not sketched: {text}");
+            };
+            let mut whole = AttemptSketch::of(&line);
+            whole.whole = None;
+            assert_eq!(sketch, whole, "{text}");
+            assert_eq!(
+                sketch.detach(text.as_bytes()).attach(text.as_bytes()),
+                whole
+            );
+        }
+        assert!(
+            varied_attempts()
+                .iter()
+                .any(|l| l.target_b64.is_some() && l.holders().len() == 3),
+            "the cases include a target not UTF-8, with holders"
+        );
+    }
+
+    /// Read ahead in batches, over files and batch boundaries: every line in order, each
+    /// problem at its place, with its file and number.
+    #[test]
+    fn lines_read_ahead_come_in_order_with_their_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        let (older, newer) = (dir.path().join("r.jsonl.1"), dir.path().join("r.jsonl"));
+        let (mut text, mut last) = (String::new(), 0);
+        while text.len() < 3 * super::ahead::BATCH_BYTES {
+            last += 1;
+            text.push_str(&umount_line(last));
+            if last == 3000 {
+                text.push_str("garbage\n");
+            }
+        }
+        std::fs::write(&older, &text).unwrap();
+        std::fs::write(&newer, format!("{}{{\"v\":1", umount_line(last + 1))).unwrap();
+        let mut ids = Vec::new();
+        let problems = for_each_sketch(&[older.clone(), newer.clone()], |text, line| {
+            let Sketched::Attempt(a) = line else {
+                panic!("not sketched")
+            };
+            assert_eq!(whole_attempt(text).map(|w| w.id), Ok(a.id), "its own text");
+            ids.push(a.id);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(ids, (1..=last + 1).collect::<Vec<_>>());
+        let places: Vec<(PathBuf, usize)> =
+            problems.iter().map(|p| (p.file.clone(), p.line)).collect();
+        assert_eq!(places, [(older, 3001), (newer.clone(), 2)]);
+        assert!(
+            problems[1].why.starts_with("torn last line"),
+            "{}",
+            problems[1]
+        );
+        // A line `each` finds malformed is reported at its place too.
+        let problems = for_each_sketch(std::slice::from_ref(&newer), |_, _| Err("no".into()));
+        assert_eq!(problems.unwrap()[0].line, 1);
+    }
+
     /// 10,000 generated corrupt recordings: never a panic, every bad line reported.
     #[test]
     fn corrupt_recordings_never_panic() {
@@ -508,6 +689,17 @@ mod tests {
             std::fs::write(&file, &bytes).unwrap();
             let mut lines = 0;
             let problems = for_each_line(std::slice::from_ref(&file), |_| lines += 1).unwrap();
+            // Read as sketches, each attempt's whole line read too: the same answers.
+            let mut sketched = 0;
+            let same = for_each_sketch(std::slice::from_ref(&file), |text, line| {
+                if let Sketched::Attempt(_) = line {
+                    whole_attempt(text)?;
+                }
+                sketched += 1;
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!((sketched, &same), (lines, &problems), "case {case}");
             // Lines as read_until sees them: every newline ends one, and a tail without one.
             let newlines = bytes.iter().filter(|&&b| b == b'\n').count();
             let total = newlines + usize::from(bytes.last().is_some_and(|&b| b != b'\n'));

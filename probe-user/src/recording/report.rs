@@ -17,7 +17,7 @@ use serde::{Serialize, Serializer};
 use super::{for_each_line, LineProblem};
 pub use crate::sink::incidents::Incident;
 use crate::sink::{
-    incidents::Grouping,
+    incidents::{AttemptSketch, Grouping},
     json::wire::{HeaderLine, Line, UmountLine, WarningLine},
 };
 
@@ -185,7 +185,7 @@ pub fn incidents(files: &[PathBuf], mut incident: impl FnMut(Incident)) -> std::
     let mut grouping = Grouping::default();
     for_each_line(files, |line| {
         if let Line::Umount(attempt) = line {
-            grouping.add(&attempt, &mut incident);
+            grouping.add(&AttemptSketch::of(&attempt), &mut incident);
         }
     })?;
     grouping.finish(incident);

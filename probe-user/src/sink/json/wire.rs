@@ -73,6 +73,12 @@ impl TextBytes {
     }
 }
 
+/// The exact bytes of a text field read back with its `_b64` sibling (see [`Line`]'s
+/// encoding rule): the sibling's bytes when there is one and it decodes, else the text's.
+pub fn exact_bytes<'a>(text: &'a str, b64: Option<&str>) -> Cow<'a, [u8]> {
+    TextBytes::exact(text, b64)
+}
+
 /// RFC 3339 with nanoseconds, UTC.
 fn rfc3339(ts: SystemTime) -> String {
     humantime::format_rfc3339_nanos(ts).to_string()

@@ -10,7 +10,7 @@ use super::{
 use crate::{
     paths::escape_for_terminal,
     sink::{
-        incidents::{ts_ns, Incident},
+        incidents::{ts_ns, AttemptSketch, Incident},
         json::wire::{Line, UmountLine},
     },
     stats::Stats,
@@ -172,7 +172,7 @@ impl App {
 
     /// Keeps an event for when the pause ends: the newest `capacity` of them.
     fn list(&mut self, attempt: UmountLine) {
-        self.incidents.add(&attempt);
+        self.incidents.add(&AttemptSketch::of(&attempt));
         self.list_grouped(attempt);
     }
 
@@ -189,9 +189,23 @@ impl App {
     /// and free it cold); any other line as [`App::push`] takes it.
     pub fn group(&mut self, line: Line) {
         match line {
-            Line::Umount(attempt) if !self.paused => self.incidents.add(&attempt),
+            Line::Umount(attempt) if !self.paused => {
+                self.incidents.add(&AttemptSketch::of(&attempt));
+            }
             line => self.push(line),
         }
+    }
+
+    /// [`App::group`] of an attempt read as a sketch: with its whole line when
+    /// [`App::needs_whole`] says so.
+    pub fn group_sketch(&mut self, attempt: &AttemptSketch) {
+        self.incidents.add(attempt);
+    }
+
+    /// Whether grouping `attempt` takes anything from its whole line (an incident it opens,
+    /// a holder or a mount its incident does not know yet).
+    pub fn needs_whole(&self, attempt: &AttemptSketch) -> bool {
+        self.incidents.needs_whole(attempt)
     }
 
     /// Lists an attempt that [`App::group`] grouped already.

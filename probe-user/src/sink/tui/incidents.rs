@@ -6,10 +6,7 @@
 use std::{cmp::Reverse, collections::VecDeque};
 
 use super::rate::FailureRate;
-use crate::sink::{
-    incidents::{ts_ns, Filed, Incident, OpenByTarget},
-    json::wire::UmountLine,
-};
+use crate::sink::incidents::{AttemptSketch, Filed, Incident, OpenByTarget, Peek};
 
 /// An incident whose target saw no attempt for this long (and never worked) is taken as
 /// given up: the target is still mounted after failing, a leak.
@@ -97,12 +94,13 @@ impl Incidents {
         }
     }
 
-    /// Files one attempt (constant time: one lookup, and at most one incident dropped).
-    pub fn add(&mut self, a: &UmountLine) {
+    /// Files one attempt (constant time: one lookup, and at most one incident dropped). An
+    /// incident opens only with the attempt's whole line (see [`AttemptSketch::whole`]).
+    pub fn add(&mut self, a: &AttemptSketch) {
         let next = self.first + self.kept.len() as u64;
         let first = self.first;
         let mut opened = false;
-        match self.open.file(a, || next) {
+        match self.open.file(a, || a.whole.map(|_| next)) {
             Filed::Outside => {}
             Filed::Opened => opened = true,
             Filed::Joined(number) if *number >= first => {
@@ -110,40 +108,62 @@ impl Incidents {
             }
             // Its incident was dropped (more than `--keep` since): this one opens anew.
             Filed::Joined(number) => {
-                *number = next;
-                opened = true;
+                if a.whole.is_some() {
+                    *number = next;
+                    opened = true;
+                }
             }
             Filed::Ended(number) => {
-                if let Some(inc) = number
-                    .checked_sub(first)
-                    .and_then(|i| self.kept.get_mut(i as usize))
-                {
+                if let Some(inc) = self.kept_mut(number) {
                     inc.add(a);
                 }
             }
-            // Its incident ended lately: among the newest, found from the newest.
             Filed::Late(ended_by) => {
-                if let Some(inc) = self
-                    .kept
-                    .iter_mut()
-                    .rev()
-                    .find(|inc| inc.resolved_by == Some(ended_by))
-                {
+                if let Some(inc) = self.ended_by(ended_by) {
                     inc.add(a);
                 }
             }
         }
-        if opened {
-            self.kept.push_back(Incident::new(a));
+        if let (true, Some(whole)) = (opened, a.whole) {
+            self.kept.push_back(Incident::new(whole));
             if self.kept.len() > self.capacity {
                 self.drop_oldest();
             }
         }
-        let ns = ts_ns(&a.ts);
         if a.failed() {
-            self.rate.failure(ns);
+            self.rate.failure(a.ts_ns);
         }
-        self.saw_time(ns);
+        self.saw_time(a.ts_ns);
+    }
+
+    /// Whether filing `a` takes anything from its whole line.
+    pub fn needs_whole(&self, a: &AttemptSketch) -> bool {
+        match self.open.peek(a) {
+            Peek::Outside => false,
+            Peek::Opens => true,
+            Peek::Joins(number) => self.get(*number).is_none_or(|inc| inc.needs_whole(a)),
+            Peek::Ends(number) => self.get(*number).is_some_and(|inc| inc.needs_whole(a)),
+            Peek::Late(ended_by) => self
+                .kept
+                .iter()
+                .rev()
+                .find(|inc| inc.resolved_by == Some(ended_by))
+                .is_some_and(|inc| inc.needs_whole(a)),
+        }
+    }
+
+    /// Incident `number`, while it is kept.
+    fn kept_mut(&mut self, number: u64) -> Option<&mut Incident> {
+        let i = number.checked_sub(self.first)?;
+        self.kept.get_mut(i as usize)
+    }
+
+    /// The kept incident that attempt `id` ended: among the newest, found from the newest.
+    fn ended_by(&mut self, id: u64) -> Option<&mut Incident> {
+        self.kept
+            .iter_mut()
+            .rev()
+            .find(|inc| inc.resolved_by == Some(id))
     }
 
     fn drop_oldest(&mut self) {
@@ -237,9 +257,9 @@ mod tests {
     #[test]
     fn incidents_are_kept_bounded_and_their_state_follows_the_stream() {
         let mut incidents = Incidents::new(2);
-        incidents.add(&attempt_at(1, "/a", 0, true, &[]));
-        incidents.add(&attempt_at(2, "/b", 10, true, &[]));
-        incidents.add(&attempt_at(3, "/b", 20, false, &[]));
+        incidents.add(&AttemptSketch::of(&attempt_at(1, "/a", 0, true, &[])));
+        incidents.add(&AttemptSketch::of(&attempt_at(2, "/b", 10, true, &[])));
+        incidents.add(&AttemptSketch::of(&attempt_at(3, "/b", 20, false, &[])));
         let a = incidents.get(0).unwrap();
         assert_eq!(incidents.state(a), State::Failing);
         assert_eq!(incidents.state(incidents.get(1).unwrap()), State::Unmounted);
@@ -247,9 +267,9 @@ mod tests {
         assert_eq!(incidents.state(incidents.get(0).unwrap()), State::GaveUp);
         assert_eq!(incidents.counts(), (0, 1));
         // A third incident drops the oldest (/a, still open): /a failing again opens anew.
-        incidents.add(&attempt_at(4, "/c", 40_000, true, &[]));
+        incidents.add(&AttemptSketch::of(&attempt_at(4, "/c", 40_000, true, &[])));
         assert!(incidents.get(0).is_none());
-        incidents.add(&attempt_at(5, "/a", 40_010, true, &[]));
+        incidents.add(&AttemptSketch::of(&attempt_at(5, "/a", 40_010, true, &[])));
         assert_eq!(incidents.len(), 2);
         let targets: Vec<&str> = incidents
             .sorted(Sort::Target, |_| true)
@@ -269,7 +289,7 @@ mod tests {
     fn sorts_by_failures_last_failure_and_target() {
         let mut incidents = Incidents::new(10);
         for (id, target, at) in [(1, "/b", 0), (2, "/a", 1), (3, "/b", 2), (4, "/c", 3)] {
-            incidents.add(&attempt_at(id, target, at, true, &[]));
+            incidents.add(&AttemptSketch::of(&attempt_at(id, target, at, true, &[])));
         }
         let order = |sort| -> Vec<String> {
             incidents
@@ -289,7 +309,13 @@ mod tests {
     fn a_flood_of_targets_keeps_memory_bounded() {
         let mut incidents = Incidents::new(1000);
         for id in 0..100_000u64 {
-            incidents.add(&attempt_at(id, &format!("/m/{id}"), id, true, &[]));
+            incidents.add(&AttemptSketch::of(&attempt_at(
+                id,
+                &format!("/m/{id}"),
+                id,
+                true,
+                &[],
+            )));
         }
         assert_eq!(incidents.len(), 1000);
         assert_eq!(incidents.open.into_open().count(), 1000, "the open map too");

@@ -23,6 +23,9 @@ use serde::Serialize;
 
 use super::json::wire::{HolderWire, MountWire, UmountLine};
 
+pub mod sketch;
+pub use sketch::{AttemptSketch, DetachedSketch};
+
 /// Most attempts an incident's timeline lists (the rest are counted).
 pub const MAX_TIMELINE: usize = 100;
 /// Most distinct holders an incident lists.
@@ -70,16 +73,11 @@ pub fn ts_ns(ts: &str) -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Whether two holders are one: same kind, process and exact path (no allocation: a burst
-/// of retries compares every holder it names with the incident's).
-fn same_holder(a: &HolderWire, b: &HolderWire) -> bool {
-    a.kind == b.kind && a.pid == b.pid && a.path_bytes() == b.path_bytes()
-}
-
 impl Incident {
     /// The incident `first` (a failure) opens.
     pub fn new(first: &UmountLine) -> Self {
-        let ns = ts_ns(&first.ts);
+        let sketch = AttemptSketch::of(first);
+        let ns = sketch.ts_ns;
         let mut me = Self {
             target: first.target.clone(),
             first: first.clone(),
@@ -93,33 +91,50 @@ impl Incident {
             last_attempt_ns: ns,
             mount: None,
         };
-        me.add(first);
+        me.add(&sketch);
         me
     }
 
-    /// Files one more attempt on the target.
-    pub fn add(&mut self, a: &UmountLine) {
+    /// Whether filing `a` takes anything from its whole line: a holder not listed yet (while
+    /// there is room for one), or its mount when the incident knows none yet.
+    pub fn needs_whole(&self, a: &AttemptSketch) -> bool {
+        (self.mount.is_none() && a.has_mount)
+            || (self.holders.len() < MAX_HOLDERS
+                && a.holders
+                    .iter()
+                    .any(|k| !self.holders.iter().any(|(seen, _)| k.is(seen))))
+    }
+
+    /// Files one more attempt on the target (what [`Incident::needs_whole`] asks of its
+    /// whole line is left out when `a` lacks it).
+    pub fn add(&mut self, a: &AttemptSketch) {
         if self.timeline.len() < MAX_TIMELINE {
             self.timeline
-                .push((a.id, a.ts.clone(), a.result().to_owned()));
+                .push((a.id, a.ts.clone().into_owned(), a.result().to_owned()));
         } else {
             self.more_attempts += 1;
         }
-        for h in a.holders() {
-            match self
-                .holders
-                .iter()
-                .position(|(seen, _)| same_holder(seen, h))
-            {
+        let whole_holders = a.whole.map(UmountLine::holders).unwrap_or_default();
+        for (k, whole) in a
+            .holders
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k, whole_holders.get(i)))
+        {
+            match self.holders.iter().position(|(seen, _)| k.is(seen)) {
                 Some(i) => self.holders[i].1 += 1,
-                None if self.holders.len() < MAX_HOLDERS => self.holders.push((h.clone(), 1)),
+                None if self.holders.len() < MAX_HOLDERS => {
+                    self.holders.extend(whole.map(|h| (h.clone(), 1)));
+                }
                 None => {}
             }
         }
         if self.mount.is_none() {
-            self.mount.clone_from(&a.mount);
+            if let Some(whole) = a.whole {
+                self.mount.clone_from(&whole.mount);
+            }
         }
-        let ns = ts_ns(&a.ts);
+        let ns = a.ts_ns;
         self.last_attempt_ns = self.last_attempt_ns.max(ns);
         if a.failed() {
             self.failures += 1;
@@ -154,11 +169,15 @@ impl Incident {
 /// caller keeps of an open incident: the incident itself (`report`), or where it keeps it.
 #[derive(Debug)]
 pub struct OpenByTarget<H> {
-    open: HashMap<Vec<u8>, H>,
+    open: ByTarget<H>,
     /// The id and time of the attempt that ended the last incident of each target (at most
     /// [`MAX_ENDED`] targets: beyond, a late failure opens a new incident).
-    ended_by: HashMap<Vec<u8>, (u64, u64)>,
+    ended_by: ByTarget<(u64, u64)>,
 }
+
+/// A map by target (each attempt looks its target up a few times: a fast hash; the targets
+/// are the recording's own, not chosen to collide).
+type ByTarget<V> = HashMap<Vec<u8>, V, foldhash::fast::RandomState>;
 
 /// Most targets whose last incident's end is remembered, to tell late failures.
 pub const MAX_ENDED: usize = 10_000;
@@ -166,10 +185,40 @@ pub const MAX_ENDED: usize = 10_000;
 impl<H> Default for OpenByTarget<H> {
     fn default() -> Self {
         Self {
-            open: HashMap::new(),
-            ended_by: HashMap::new(),
+            open: ByTarget::default(),
+            ended_by: ByTarget::default(),
         }
     }
+}
+
+/// Where an attempt goes, before it is filed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// It worked and no incident is open on its target.
+    Outside,
+    /// It failed and no incident is open on its target: it opens one.
+    Opens,
+    /// It failed on the target of an open incident.
+    Joins,
+    /// It worked: it ends the open incident.
+    Ends,
+    /// It failed before the attempt (this id) that ended its target's last incident.
+    Late(u64),
+}
+
+/// What an attempt will do to the incidents ([`OpenByTarget::peek`]).
+#[derive(Debug)]
+pub enum Peek<'a, H> {
+    /// Nothing.
+    Outside,
+    /// It opens an incident.
+    Opens,
+    /// It joins this open incident.
+    Joins(&'a H),
+    /// It ends this open incident.
+    Ends(&'a H),
+    /// It is late for the incident ended by attempt this id.
+    Late(u64),
 }
 
 /// What an attempt did to the incidents.
@@ -189,39 +238,81 @@ pub enum Filed<'a, H> {
 }
 
 impl<H> OpenByTarget<H> {
-    /// Files `attempt`: `open` makes the `H` of an incident it opens.
-    pub fn file(&mut self, attempt: &UmountLine, open: impl FnOnce() -> H) -> Filed<'_, H> {
-        let target = attempt.target_bytes();
+    /// Where `attempt` goes: the rule of this module, in one place.
+    fn place(&self, attempt: &AttemptSketch) -> Place {
+        let target = attempt.target.as_ref();
         if !attempt.failed() {
-            let Some(h) = self.open.remove(target.as_ref()) else {
-                return Filed::Outside;
+            return if self.open.contains_key(target) {
+                Place::Ends
+            } else {
+                Place::Outside
             };
-            let end = (attempt.id, ts_ns(&attempt.ts));
-            if let Some(known) = self.ended_by.get_mut(target.as_ref()) {
-                *known = end;
-            } else if self.ended_by.len() < MAX_ENDED {
-                self.ended_by.insert(target.into_owned(), end);
-            }
-            return Filed::Ended(h);
         }
         // Made before the end (by id and by time: ids start again with each run of a
         // recorder, and a replay may read several runs).
-        if let Some(&(ended_by, at)) = self.ended_by.get(target.as_ref()) {
-            if attempt.id < ended_by && ts_ns(&attempt.ts) <= at {
-                return Filed::Late(ended_by);
+        if let Some(&(ended_by, at)) = self.ended_by.get(target) {
+            if attempt.id < ended_by && attempt.ts_ns <= at {
+                return Place::Late(ended_by);
             }
         }
-        if self.open.contains_key(target.as_ref()) {
-            return Filed::Joined(self.open.get_mut(target.as_ref()).expect("just found"));
+        if self.open.contains_key(target) {
+            Place::Joins
+        } else {
+            Place::Opens
         }
-        self.open.insert(target.into_owned(), open());
-        Filed::Opened
+    }
+
+    /// What filing `attempt` would do, without filing it.
+    pub fn peek(&self, attempt: &AttemptSketch) -> Peek<'_, H> {
+        let open = || &self.open[attempt.target.as_ref()];
+        match self.place(attempt) {
+            Place::Outside => Peek::Outside,
+            Place::Opens => Peek::Opens,
+            Place::Joins => Peek::Joins(open()),
+            Place::Ends => Peek::Ends(open()),
+            Place::Late(id) => Peek::Late(id),
+        }
+    }
+
+    /// Files `attempt`: `open` makes the `H` of an incident it opens (none: the incident
+    /// cannot be opened, and the attempt is left out).
+    pub fn file(
+        &mut self,
+        attempt: &AttemptSketch,
+        open: impl FnOnce() -> Option<H>,
+    ) -> Filed<'_, H> {
+        let target = attempt.target.as_ref();
+        match self.place(attempt) {
+            Place::Outside => Filed::Outside,
+            Place::Ends => {
+                let h = self
+                    .open
+                    .remove(target)
+                    .expect("placed by its open incident");
+                let end = (attempt.id, attempt.ts_ns);
+                if let Some(known) = self.ended_by.get_mut(target) {
+                    *known = end;
+                } else if self.ended_by.len() < MAX_ENDED {
+                    self.ended_by.insert(target.to_vec(), end);
+                }
+                Filed::Ended(h)
+            }
+            Place::Late(id) => Filed::Late(id),
+            Place::Joins => Filed::Joined(self.open.get_mut(target).expect("placed by it")),
+            Place::Opens => match open() {
+                Some(h) => {
+                    self.open.insert(target.to_vec(), h);
+                    Filed::Opened
+                }
+                None => Filed::Outside,
+            },
+        }
     }
 
     /// Opens an incident on `attempt`'s target kept as `h`, whatever was open there (the
     /// report's way with a late failure).
-    pub fn open_anew(&mut self, attempt: &UmountLine, h: H) {
-        self.open.insert(attempt.target_bytes().into_owned(), h);
+    pub fn open_anew(&mut self, attempt: &AttemptSketch, h: H) {
+        self.open.insert(attempt.target.to_vec(), h);
     }
 
     /// Forgets the incident on `target`: the open one if `is_it` says it is the one kept
@@ -258,32 +349,40 @@ pub struct Grouping {
 
 impl Grouping {
     /// Files `attempt`; hands `over` every incident over by its time, in the order they ended.
-    pub fn add(&mut self, attempt: &UmountLine, mut over: impl FnMut(Incident)) {
-        match self.open.file(attempt, || Incident::new(attempt)) {
+    pub fn add(&mut self, attempt: &AttemptSketch, mut over: impl FnMut(Incident)) {
+        let new = || attempt.whole.map(Incident::new);
+        match self.open.file(attempt, new) {
             Filed::Joined(inc) => inc.add(attempt),
             Filed::Ended(mut inc) => {
                 inc.add(attempt);
                 self.ended.push_back(inc);
             }
-            Filed::Late(id) => match self
-                .ended
-                .iter_mut()
-                .rev()
-                .find(|inc| inc.resolved_by == Some(id))
-            {
+            Filed::Late(id) => match self.ended_by(id) {
                 Some(inc) => inc.add(attempt),
                 // Later than the window: an incident of its own.
-                None => self.open.open_anew(attempt, Incident::new(attempt)),
+                None => {
+                    if let Some(inc) = new() {
+                        self.open.open_anew(attempt, inc);
+                    }
+                }
             },
             Filed::Opened | Filed::Outside => {}
         }
-        let now = ts_ns(&attempt.ts);
+        let now = attempt.ts_ns;
         while let Some(inc) = self
             .ended
             .pop_front_if(|inc| inc.last_attempt_ns.saturating_add(LATE_WINDOW_NS) < now)
         {
             over(inc);
         }
+    }
+
+    /// The ended incident not handed out yet that attempt `id` ended.
+    fn ended_by(&mut self, id: u64) -> Option<&mut Incident> {
+        self.ended
+            .iter_mut()
+            .rev()
+            .find(|inc| inc.resolved_by == Some(id))
     }
 
     /// The stream has ended: hands `over` the ended incidents not handed out yet, in the
@@ -339,7 +438,7 @@ pub(crate) mod tests {
         let mut grouping = Grouping::default();
         let mut over = Vec::new();
         for a in attempts {
-            grouping.add(a, |inc| over.push(inc));
+            grouping.add(&AttemptSketch::of(a), |inc| over.push(inc));
         }
         grouping.finish(|inc| over.push(inc));
         over
@@ -350,19 +449,23 @@ pub(crate) mod tests {
     fn an_ended_incident_is_handed_out_after_the_window() {
         let mut grouping = Grouping::default();
         let mut over = Vec::new();
-        grouping.add(&attempt_at(1, "/m", 0, true, &[]), |i| {
-            over.push(i.first.id)
-        });
-        grouping.add(&attempt_at(2, "/m", 10, false, &[]), |i| {
-            over.push(i.first.id)
-        });
-        grouping.add(&attempt_at(3, "/n", 5_000, true, &[]), |i| {
-            over.push(i.first.id)
-        });
+        grouping.add(
+            &AttemptSketch::of(&attempt_at(1, "/m", 0, true, &[])),
+            |i| over.push(i.first.id),
+        );
+        grouping.add(
+            &AttemptSketch::of(&attempt_at(2, "/m", 10, false, &[])),
+            |i| over.push(i.first.id),
+        );
+        grouping.add(
+            &AttemptSketch::of(&attempt_at(3, "/n", 5_000, true, &[])),
+            |i| over.push(i.first.id),
+        );
         assert!(over.is_empty(), "within the window");
-        grouping.add(&attempt_at(4, "/n", 10_011, true, &[]), |i| {
-            over.push(i.first.id)
-        });
+        grouping.add(
+            &AttemptSketch::of(&attempt_at(4, "/n", 10_011, true, &[])),
+            |i| over.push(i.first.id),
+        );
         assert_eq!(over, [1]);
         grouping.finish(|i| over.push(i.first.id));
         assert_eq!(over, [1, 3]);
@@ -440,12 +543,13 @@ pub(crate) mod tests {
     #[test]
     fn forgetting_checks_which_incident_is_open() {
         let mut open: OpenByTarget<u64> = OpenByTarget::default();
-        let a = attempt_at(1, "/m", 0, true, &[]);
-        assert!(matches!(open.file(&a, || 7), Filed::Opened));
+        let line = attempt_at(1, "/m", 0, true, &[]);
+        let a = AttemptSketch::of(&line);
+        assert!(matches!(open.file(&a, || Some(7)), Filed::Opened));
         open.forget(b"/m", |h| *h == 6, None);
-        assert!(matches!(open.file(&a, || 8), Filed::Joined(7)));
+        assert!(matches!(open.file(&a, || Some(8)), Filed::Joined(7)));
         open.forget(b"/m", |h| *h == 7, None);
-        assert!(matches!(open.file(&a, || 8), Filed::Opened));
-        assert!(matches!(open.file(&a, || 9), Filed::Joined(8)));
+        assert!(matches!(open.file(&a, || Some(8)), Filed::Opened));
+        assert!(matches!(open.file(&a, || Some(9)), Filed::Joined(8)));
     }
 }
