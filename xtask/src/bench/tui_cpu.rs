@@ -37,6 +37,10 @@ pub fn measure(binary: &Path, dir: &Path, hammer: impl Fn(Option<u64>) -> u64) -
     let view = view_share(binary, dir)?;
     let top = {
         let session = InTmux::start(binary, "top", " live, ")?;
+        // The title is up before the probes are attached: a phase of calls first, until the
+        // screen shows them, so that loading and attaching are not counted.
+        hammer(Some(EVENTS_PER_SEC));
+        session.wait_for("EINVAL")?;
         println!(
             "xtask: bench record: `busyprobe top` in tmux, umount2 paced at {EVENTS_PER_SEC}/s"
         );
@@ -155,18 +159,24 @@ impl InTmux {
             "tmux new-session failed: {}",
             String::from_utf8_lossy(&started.stderr)
         );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !String::from_utf8_lossy(&session.tmux(&["capture-pane", "-p"])?.stdout)
-            .contains(ready)
-        {
-            if Instant::now() > deadline {
-                bail!("busyprobe {args} did not start in tmux");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        session
+            .wait_for(ready)
+            .with_context(|| format!("busyprobe {args} did not start in tmux"))?;
         let pid = session.tmux(&["list-panes", "-F", "#{pane_pid}"])?;
         session.pid = String::from_utf8_lossy(&pid.stdout).trim().parse()?;
         Ok(session)
+    }
+
+    /// Waits (30 s at most) until the screen shows `text`.
+    pub fn wait_for(&self, text: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p"])?.stdout).contains(text) {
+            if Instant::now() > deadline {
+                bail!("the screen did not show {text:?} within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     fn tmux(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
