@@ -2,7 +2,7 @@
 //!
 //! Two streaming passes over the files (constant memory whatever their size): the first
 //! counts (attempts, failures by errno, the mounts that failed most, the holders seen most),
-//! the second groups failures into *incidents* (`sink/incidents.rs` has the rule: failed
+//! the second groups failures into *incidents* (`sink/incidents/` has the rule: failed
 //! attempts on one target up to the attempt that worked, or the end of the recording), each
 //! with its holders and its retry timeline.
 

@@ -10,8 +10,10 @@
 //!   once), is *late*: it belongs to the incident that ended. A stream's incidents are
 //!   therefore handed out ([`Grouping`]) only [`LATE_WINDOW_NS`] after they ended.
 //!
-//! Each incident is bounded (its timeline and its holders), and filing an attempt costs one
-//! hash lookup, so a stream of any length is grouped in constant time per attempt.
+//! Each incident is bounded (its timeline and its holders), and filing an attempt costs a few
+//! hash lookups, so a stream of any length is grouped in constant time per attempt. Attempts
+//! are filed as sketches ([`AttemptSketch`]): what the rule reads of them, and the whole line
+//! only where an incident keeps something of it.
 
 use std::{
     borrow::Cow,

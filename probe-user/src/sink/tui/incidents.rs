@@ -1,5 +1,5 @@
 //! The `top` view's incidents, kept as attempts arrive: grouped by the rule of
-//! `sink/incidents.rs` (one hash lookup per attempt), at most `--keep` of them (the oldest
+//! `sink/incidents/` (a few hash lookups per attempt), at most `--keep` of them (the oldest
 //! go first), with the failures per second for the header. Time is the stream's: the
 //! newest time its lines carry (or the wall clock, live), so a replay looks as it did live.
 

@@ -7,7 +7,7 @@
 //! way it looked live.
 //!
 //! `app` is the state and its verbs, `incidents` groups attempts as they come (by
-//! `sink/incidents.rs`'s rule), `rate` counts failures per second, `keys` maps key presses
+//! `sink/incidents/`'s rule), `rate` counts failures per second, `keys` maps key presses
 //! onto the verbs, `ui` draws (pure, snapshot-tested), `actions` does what a verb asks outside
 //! the screen (clipboard, files), `term` owns the terminal, `feed` is the live stream's sink.
 
