@@ -658,6 +658,29 @@ mod tests {
         assert_eq!(problems.unwrap()[0].line, 1);
     }
 
+    /// An I/O error while reading ahead (a file missing) is the caller's error, naming the
+    /// file, once the lines before it were handed over.
+    #[test]
+    fn reading_ahead_stops_at_an_unreadable_file_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (good, missing) = (dir.path().join("r.jsonl"), dir.path().join("gone.jsonl"));
+        std::fs::write(&good, umount_line(1) + &umount_line(2)).unwrap();
+        let mut ids = Vec::new();
+        let err = for_each_sketch(&[good, missing.clone()], |_, line| {
+            if let Sketched::Attempt(a) = line {
+                ids.push(a.id);
+            }
+            Ok(())
+        })
+        .unwrap_err();
+        assert_eq!(ids, [1, 2]);
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(
+            err.to_string().starts_with(&missing.display().to_string()),
+            "{err}"
+        );
+    }
+
     /// 10,000 generated corrupt recordings: never a panic, every bad line reported.
     #[test]
     fn corrupt_recordings_never_panic() {
