@@ -69,7 +69,9 @@ pub enum Command {
     Top(TopArgs),
     /// The `top` view over a recording (no root, no probes): rotated files oldest first, the
     /// recording's host, kernel and probe mode in the header, incidents by the recording's
-    /// time. Malformed lines are skipped and listed once the screen closes.
+    /// time. Malformed lines are skipped and listed once the screen closes. A big recording
+    /// (a gigabyte reads in about two seconds) shows its progress on stderr until the screen
+    /// opens.
     Replay(ReplayArgs),
     /// Record every unmount attempt to a file, headless, for a node that fails now and then.
     ///
@@ -143,7 +145,8 @@ pub enum Command {
     /// failed most, the holders seen most); then each incident: consecutive failed attempts on
     /// one target up to the one that worked, with the mount, the holders and the retry
     /// timeline. Rotated files (FILE.1 ...) are read oldest first. Streams: any size, constant
-    /// memory. A torn last line or a malformed line is skipped and said on stderr.
+    /// memory. A torn last line or a malformed line is skipped and said on stderr. Written to a
+    /// file or a pipe, the report shows the progress of its two passes on stderr.
     Report(ReportArgs),
     /// Report what this kernel offers and which mode busyprobe will use.
     ///

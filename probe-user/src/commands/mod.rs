@@ -4,6 +4,7 @@ mod agent;
 mod connect;
 mod demo;
 mod doctor;
+mod progress;
 mod record;
 mod report;
 mod shell_help;

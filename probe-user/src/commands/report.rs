@@ -1,7 +1,8 @@
 //! `busyprobe report FILE...`: Markdown or JSON, streamed to stdout.
 
+use super::progress::Progress;
 use std::{
-    io::{self, Write},
+    io::{self, IsTerminal, Write},
     path::PathBuf,
     process::ExitCode,
 };
@@ -21,9 +22,18 @@ use crate::{
 pub fn run(args: &ReportArgs) -> Result<ExitCode> {
     let files = files_in_order(&args.files);
     let mut out = io::stdout().lock();
-    let written = write_report(&files, args.event, args.format, &mut out, &mut |p| {
-        eprintln!("busyprobe: warning: {p}");
-    })?;
+    // Progress on the terminal only when the report goes elsewhere (a file, a pipe).
+    let progress = !io::stdout().is_terminal();
+    let written = write_report(
+        &files,
+        args.event,
+        args.format,
+        &mut out,
+        progress,
+        &mut |p| {
+            eprintln!("busyprobe: warning: {p}");
+        },
+    )?;
     if let (Some(id), 0) = (args.event, written) {
         bail!("no failed attempt with id {id} in the recording");
     }
@@ -31,15 +41,20 @@ pub fn run(args: &ReportArgs) -> Result<ExitCode> {
 }
 
 /// Writes the report of `files` to `out` (only the incident containing attempt `event`,
-/// when given); tells `warn` of every skipped line; returns how many incidents were written.
+/// when given), with a line of `progress` on stderr while each pass reads (when it is a
+/// terminal); tells `warn` of every skipped line; returns how many incidents were written.
 pub fn write_report(
     files: &[PathBuf],
     event: Option<u64>,
     format: ReportFormat,
     out: &mut dyn Write,
+    progress: bool,
     warn: &mut dyn FnMut(&LineProblem),
 ) -> Result<usize> {
-    let (summary, problems) = report::summarize(files).context("reading the recording")?;
+    let mut first = Progress::on_stderr("reading the recording (1 of 2)", files, progress);
+    let summarized = report::summarize(files, |n| first.add(n));
+    first.finish();
+    let (summary, problems) = summarized.context("reading the recording")?;
     problems.iter().for_each(&mut *warn);
     match format {
         ReportFormat::Markdown => {
@@ -57,15 +72,21 @@ pub fn write_report(
     let mut written = 0usize;
     let mut failed: Option<io::Error> = None;
     let mut by_pod = IncidentsByPod::default();
-    report::incidents(files, |inc: Incident| {
-        if failed.is_some() || event.is_some_and(|id| !inc.contains(id)) {
-            return;
-        }
-        written += 1;
-        by_pod.add(written, &inc);
-        failed = write_incident(out, format, written, &inc).err();
-    })
-    .context("reading the recording")?;
+    let mut second = Progress::on_stderr("reading the recording (2 of 2)", files, progress);
+    let grouped = report::incidents(
+        files,
+        |n| second.add(n),
+        |inc: Incident| {
+            if failed.is_some() || event.is_some_and(|id| !inc.contains(id)) {
+                return;
+            }
+            written += 1;
+            by_pod.add(written, &inc);
+            failed = write_incident(out, format, written, &inc).err();
+        },
+    );
+    second.finish();
+    grouped.context("reading the recording")?;
     if let Some(e) = failed {
         return Err(e).context("writing the report");
     }
@@ -114,6 +135,7 @@ mod tests {
             event,
             format,
             &mut out,
+            false,
             &mut |p| problems.push(p.to_string()),
         )
         .unwrap();
@@ -154,6 +176,7 @@ mod tests {
             None,
             ReportFormat::Markdown,
             &mut Vec::new(),
+            false,
             &mut |_| {},
         )
         .unwrap_err();

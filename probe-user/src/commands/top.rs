@@ -13,6 +13,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
+use super::progress::Progress;
 use crate::pipeline::probes::{block_on, stream, Output};
 use crate::{
     cli::{ReplayArgs, TopArgs},
@@ -65,7 +66,10 @@ fn screen(keep: usize, source: String) -> App {
 /// listed on stderr once the terminal is back.
 pub fn show_recording(files: &[PathBuf], keep: usize, source: String) -> Result<()> {
     let mut app = screen(keep, source);
-    let problems = read_recording(&mut app, files, keep).context("reading the recording")?;
+    let mut progress = Progress::on_stderr("reading the recording", files, true);
+    let read = read_recording(&mut app, files, keep, &mut progress);
+    progress.finish();
+    let problems = read.context("reading the recording")?;
     tui::show(TerminalGuard::new("replay")?, app, None)?;
     for problem in &problems {
         eprintln!("busyprobe: {problem}");
@@ -73,17 +77,19 @@ pub fn show_recording(files: &[PathBuf], keep: usize, source: String) -> Result<
     Ok(())
 }
 
-/// Reads the recording `files` into `app`, whose list keeps `keep` attempts; returns the
-/// lines skipped. Every attempt is grouped as it is read, from its sketch (its whole line is
-/// read only when its incident takes something from it); the newest `keep` are kept as text
-/// and listed once the recording is read.
+/// Reads the recording `files` into `app`, whose list keeps `keep` attempts, telling
+/// `progress` of every line read; returns the lines skipped. Every attempt is grouped as it
+/// is read, from its sketch (its whole line is read only when its incident takes something
+/// from it); the newest `keep` are kept as text and listed once the recording is read.
 fn read_recording(
     app: &mut App,
     files: &[PathBuf],
     keep: usize,
+    progress: &mut Progress<impl Write>,
 ) -> std::io::Result<Vec<LineProblem>> {
     let mut newest: VecDeque<Vec<u8>> = VecDeque::with_capacity(keep.min(1 << 16));
     let problems = for_each_sketch(files, |text, line| {
+        progress.add(text.len());
         match line {
             Sketched::Attempt(mut attempt) => {
                 let whole = match app.needs_whole(&attempt) {
@@ -345,7 +351,15 @@ mod tests {
                 live.push(Line::Umount(Box::new(a.clone())));
             }
             let mut read = App::new(keep, "s".into());
-            let problems = read_recording(&mut read, std::slice::from_ref(&file), keep).unwrap();
+            let mut progress = Progress::new("r", 1, Some(Vec::new()), std::time::Instant::now());
+            let problems =
+                read_recording(&mut read, std::slice::from_ref(&file), keep, &mut progress)
+                    .unwrap();
+            assert_eq!(
+                progress.done(),
+                text.len() as u64,
+                "every line's bytes counted"
+            );
             assert_eq!(problems.len(), 1, "{problems:?}");
             assert_eq!(problems[0].line, attempts.len() + 1);
             assert_eq!(problems[0].why, parse_line(bad.as_bytes()).unwrap_err());

@@ -96,9 +96,9 @@ impl Lines for Filling {
 /// Calls `each` with every well-formed line of `files` in order, its text beside it (newline
 /// included): an `umount` line of schema 1 as a sketch (`parse_sketch`), any other as
 /// `parse_line` reads it, read ahead on another thread. Returns the lines skipped, in order:
-/// as `for_each_line` does, and those `each` found malformed after all (their whole parse,
-/// `whole_attempt`, failed: `each` said why). An I/O error is an error naming the file,
-/// once the lines before it were handed to `each`.
+/// as `for_each_line_with_text` does, and those `each` found malformed after all (their
+/// whole parse, `whole_attempt`, failed: `each` said why). An I/O error is an error naming
+/// the file, once the lines before it were handed to `each`.
 pub fn for_each_sketch(
     files: &[PathBuf],
     mut each: impl FnMut(&[u8], Sketched<'_>) -> Result<(), String>,

@@ -64,7 +64,9 @@ pub fn files_in_order(paths: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Calls `each` with every well-formed line of `files`, in order; returns the lines that were
-/// skipped. An I/O error (a missing file, a directory) is an error naming the file.
+/// skipped. An I/O error (a missing file, a directory) is an error naming the file. (The
+/// tests' way: the commands read each line's text too, for their progress.)
+#[cfg(test)]
 pub fn for_each_line(
     files: &[PathBuf],
     mut each: impl FnMut(Line),
@@ -72,7 +74,9 @@ pub fn for_each_line(
     for_each_line_with_text(files, |_, line| each(line))
 }
 
-/// [`for_each_line`], with each line's text (its bytes as read, newline included) beside it.
+/// Calls `each` with every well-formed line of `files`, in order, its text (its bytes as
+/// read, newline included) beside it; returns the lines that were skipped. An I/O error (a
+/// missing file, a directory) is an error naming the file.
 pub fn for_each_line_with_text(
     files: &[PathBuf],
     mut each: impl FnMut(&[u8], Line),

@@ -14,7 +14,7 @@ use std::{
 
 use serde::{Serialize, Serializer};
 
-use super::{for_each_line, LineProblem};
+use super::{for_each_line_with_text, LineProblem};
 pub use crate::sink::incidents::Incident;
 use crate::sink::{
     incidents::{AttemptSketch, Grouping},
@@ -172,18 +172,31 @@ impl IncidentsByPod {
     }
 }
 
-/// The first pass: the counts, and the lines that had to be skipped.
-pub fn summarize(files: &[PathBuf]) -> std::io::Result<(Summary, Vec<LineProblem>)> {
+/// The first pass: the counts, and the lines that had to be skipped; `read` is told the size
+/// of every line read well (for progress).
+pub fn summarize(
+    files: &[PathBuf],
+    mut read: impl FnMut(usize),
+) -> std::io::Result<(Summary, Vec<LineProblem>)> {
     let mut summary = Summary::default();
-    let problems = for_each_line(files, |line| summary.add(&line))?;
+    let problems = for_each_line_with_text(files, |text, line| {
+        read(text.len());
+        summary.add(&line);
+    })?;
     summary.events_lost += std::mem::take(&mut summary.run_events_lost);
     Ok((summary, problems))
 }
 
-/// The second pass: every incident, in the order it ended (those that never ended last).
-pub fn incidents(files: &[PathBuf], mut incident: impl FnMut(Incident)) -> std::io::Result<()> {
+/// The second pass: every incident, in the order it ended (those that never ended last);
+/// `read` is told the size of every line read well.
+pub fn incidents(
+    files: &[PathBuf],
+    mut read: impl FnMut(usize),
+    mut incident: impl FnMut(Incident),
+) -> std::io::Result<()> {
     let mut grouping = Grouping::default();
-    for_each_line(files, |line| {
+    for_each_line_with_text(files, |text, line| {
+        read(text.len());
         if let Line::Umount(attempt) = line {
             grouping.add(&AttemptSketch::of(&attempt), &mut incident);
         }
@@ -272,16 +285,18 @@ mod tests {
         }
         std::fs::write(&file, text).unwrap();
         let files = [file];
-        let (summary, problems) = summarize(&files).unwrap();
+        let (summary, problems) = summarize(&files, |_| {}).unwrap();
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(
             Summary::top(&summary.failures_by_target, 10),
             [(&b"/m\xff"[..], 2), (&b"/m\xfe"[..], 1)]
         );
         let mut seen = Vec::new();
-        incidents(&files, |inc| {
-            seen.push((inc.timeline.len(), markdown::incident(1, &inc)))
-        })
+        incidents(
+            &files,
+            |_| {},
+            |inc| seen.push((inc.timeline.len(), markdown::incident(1, &inc))),
+        )
         .unwrap();
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[0].0, 2);
@@ -317,7 +332,7 @@ mod tests {
         // of 2.
         let text = [stats(1), stats(3), gap(5), stats(0), stats(1), gap(2)].join("\n");
         std::fs::write(&file, text + "\n").unwrap();
-        let (summary, problems) = summarize(&[file]).unwrap();
+        let (summary, problems) = summarize(&[file], |_| {}).unwrap();
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!((summary.lines_not_recorded, summary.events_lost), (7, 6));
         let top = markdown::summary(&summary, 1);
