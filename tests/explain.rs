@@ -22,6 +22,7 @@ const NO_ARGS: [&str; 0] = [];
 pub fn trials() -> Vec<Trial> {
     trials![
         explain_einval_after_another_process_unmounted_it,
+        explain_einval_after_an_unmount_propagated_from_another_namespace,
         explain_einval_at_the_end_of_an_unmount_all_loop,
         explain_einval_on_a_directory_inside_a_tmpfs,
         explain_einval_for_mnt_expire_with_mnt_detach,
@@ -49,6 +50,16 @@ fn explanation(line: &Value) -> (&str, &Value, &str) {
     }
 }
 
+/// umount(8)'s successful unmount of `mnt` among `seen`.
+fn unmount_by_umount8<'a>(seen: &'a [Value], mnt: &Path) -> &'a Value {
+    let line = seen
+        .iter()
+        .find(|v| v["type"] == "umount" && v["target_abs"] == text(mnt) && v["ret"] == 0)
+        .unwrap_or_else(|| panic!("umount(8)'s unmount of {mnt:?}: {}", lines_text(seen)));
+    assert_eq!(line["comm"], "umount", "{line}");
+    line
+}
+
 /// The path as the sentences write it.
 fn text(path: &Path) -> &str {
     path.to_str().expect("temp paths are UTF-8")
@@ -73,11 +84,7 @@ fn explain_einval_after_another_process_unmounted_it() {
     let line = seen.last().expect("the fixture's line");
     assert_umount_line(line, &fixture, &fixture.report.calls[0]);
     assert_eq!(line["errno"], "EINVAL", "{line}");
-    let earlier = seen
-        .iter()
-        .find(|v| v["type"] == "umount" && v["target_abs"] == text(&mnt) && v["ret"] == 0)
-        .unwrap_or_else(|| panic!("umount(8)'s unmount before it: {}", lines_text(&seen)));
-    assert_eq!(earlier["comm"], "umount", "{earlier}");
+    let earlier = unmount_by_umount8(&seen, &mnt);
     assert_eq!(earlier["mntns"], fixture.mntns, "{earlier}");
     let other = earlier["pid"].as_u64().expect("pid");
     assert_ne!(other, u64::from(fixture.pid()));
@@ -95,6 +102,75 @@ fn explain_einval_after_another_process_unmounted_it() {
         "{sentence}"
     );
     assert!(earlier.get("explanation").is_none(), "a success has none");
+}
+
+/// The mount is gone from the caller's namespace because another namespace, a peer of it (as a
+/// pod's namespace is of the host's), unmounted the same path: the EINVAL names that unmount,
+/// by its process, namespace and event. The fixture first fails with EBUSY (busyprobe then
+/// knows its namespace's table), waits for the test to have seen that line, and lets go; then
+/// a peer namespace (`unshare -m --propagation unchanged`) unmounts it, and the fixture's own
+/// `umount2` fails with EINVAL.
+fn explain_einval_after_an_unmount_propagated_from_another_namespace() {
+    let (_dir, tmp) = temp_dir();
+    let (base, go) = (tmp.join("base"), crate::agent::GoAhead(tmp.join("go")));
+    let mnt = base.join("mnt");
+    let watcher = Watcher::start(&NO_ARGS);
+    let none: [&str; 0] = [];
+    let unshare = ["unshare", "-m", "--propagation", "unchanged"];
+    let umount = tool("umount");
+    let in_a_peer: Vec<&std::ffi::OsStr> = unshare
+        .iter()
+        .map(std::ffi::OsStr::new)
+        .chain([umount.as_os_str(), mnt.as_os_str()])
+        .collect();
+    let plan = Plan::new()
+        .tmpfs(&base)
+        .make_shared(&base)
+        .tmpfs(&mnt)
+        .hold(mnt.join("f"))
+        .umount2(&mnt, 0)
+        .release()
+        .wait_for(&go.0)
+        .must_run(&in_a_peer, &none)
+        .umount2(&mnt, 0);
+    let fixture = std::thread::scope(|threads| {
+        let fixture = threads.spawn(|| Fixture::run(&plan));
+        watcher.read_until("the fixture's EBUSY", |v| {
+            v["type"] == "umount" && v["target_abs"] == text(&mnt) && v["errno"] == "EBUSY"
+        });
+        drop(go);
+        fixture.join().expect("the fixture")
+    });
+    let seen = watcher.read_until("the fixture's EINVAL", |v| {
+        is_umount_of(v, fixture.pid()) && v["errno"] == "EINVAL"
+    });
+    let line = seen.last().expect("the EINVAL line");
+    assert_umount_line(line, &fixture, &fixture.report.calls[1]);
+    let peer = unmount_by_umount8(&seen, &mnt);
+    assert_ne!(peer["mntns"], fixture.mntns, "another namespace: {peer}");
+    let (code, related, sentence) = explanation(line);
+    assert_eq!(code, "unmounted_earlier", "{line}");
+    assert_eq!(related, &peer["id"], "{line}");
+    let mount = mount_id_at(fixture.pid(), &base);
+    let start = format!("nothing is mounted at {} any more: mount ", text(&mnt));
+    let named = format!(
+        "most likely by propagation: umount[{}] unmounted the same path in mount namespace {} ",
+        peer["pid"], peer["mntns"]
+    );
+    assert!(sentence.starts_with(&start), "{sentence}");
+    assert!(sentence.contains("(tmpfs, shared:"), "{sentence}");
+    assert!(sentence.contains(&named), "{sentence}");
+    assert!(
+        sentence.contains(&format!("before (event {})", peer["id"])),
+        "{sentence}"
+    );
+    assert!(
+        sentence.ends_with(&format!(
+            "now inside mount {mount} (tmpfs on {})",
+            text(&base)
+        )),
+        "{sentence}"
+    );
 }
 
 /// The same process unmounts the same target twice (containerd's unmount-all loop): the second

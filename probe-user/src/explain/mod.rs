@@ -1,6 +1,6 @@
 //! Why a failed unmount that is not an EBUSY failed: EINVAL (bad flags; nothing mounted at the
-//! target, and why: an unmount-all loop's end, an earlier unmount by another process, a path
-//! inside a mount), EPERM (no `CAP_SYS_ADMIN` where it counts) and ENOENT (the first missing
+//! target, and why: an unmount-all loop's end, an earlier unmount by another process, one of
+//! the same path in a peer namespace that propagated, a path inside a mount), EPERM (no `CAP_SYS_ADMIN` where it counts) and ENOENT (the first missing
 //! component). The caller's side is read in the context stage ([`facts`]); the [`Explainer`]
 //! adds what busyprobe saw before: the successful unmounts ([`UnmountHistory`]) and the mount
 //! tables ([`MountCache`]). It runs on the event loop, in the kernel's order of the calls, and
@@ -21,7 +21,7 @@ use crate::{
     model::{Explanation, ExplanationCode},
     state::{
         memo::Memo,
-        mount_cache::MountCache,
+        mount_cache::{MountCache, REMEMBER_REMOVED},
         mountinfo::MountEntry,
         unmount_history::{UnmountHistory, Unmounted, KEEP_FOR_NS},
     },
@@ -81,9 +81,22 @@ impl Explainer {
             }
             _ => None,
         };
+        // A mount gone from the caller's table that follows other namespaces' unmounts (a
+        // peer, or a slave) may have gone with an unmount of the same path in another one.
+        let follows = |m: &MountEntry| m.propagation.shared.or(m.propagation.master).is_some();
+        let propagated_from = match (abs, &cached_mount) {
+            (Some(target), Some(gone)) if follows(gone) => self.history.last_elsewhere(
+                call.mntns,
+                target,
+                call.ts_boot_ns,
+                REMEMBER_REMOVED.as_nanos() as u64,
+            ),
+            _ => None,
+        };
         let seen = Seen {
             last_unmount,
             cached_mount,
+            propagated_from,
             watched_ns: call.ts_boot_ns.saturating_sub(self.started_boot_ns),
         };
         attempt.explanation = explain(call, abs, facts, &seen);
@@ -126,6 +139,10 @@ pub struct Seen<'a> {
     /// The mount the mount-table cache last knew at the target (there now, or removed in the
     /// last half minute).
     pub cached_mount: Option<MountEntry>,
+    /// When that mount follows other namespaces' unmounts (shared or a slave): the last
+    /// successful unmount of the same path in another namespace, in the last half minute,
+    /// with that namespace.
+    pub propagated_from: Option<(u64, &'a Unmounted)>,
     /// How long busyprobe had been watching when the call entered.
     pub watched_ns: u64,
 }
@@ -179,7 +196,10 @@ fn einval(
     if mounted_there == Some(false) {
         let now = now?;
         if let Some(gone) = &seen.cached_mount {
-            return Some(gone_unseen(&target, gone, now));
+            return Some(match seen.propagated_from {
+                Some((mntns, by)) => gone_with_a_peer(call, &target, gone, now, (mntns, by)),
+                None => gone_unseen(&target, gone, now),
+            });
         }
         return Some(inside_a_mount(&target, now, seen.watched_ns));
     }
@@ -254,6 +274,32 @@ fn gone_unseen(target: &str, gone: &MountEntry, now: &TargetNow) -> Explanation 
         mount_words(now)
     );
     explanation(ExplanationCode::UnmountedEarlier, s, None)
+}
+
+/// A mount was at the target lately and is gone with no unmount of it in this namespace, but
+/// `by` unmounted the same path in namespace `mntns` shortly before, and the mount follows
+/// its peers' or its master's unmounts: most likely it went by that propagation.
+fn gone_with_a_peer(
+    call: &UmountCall,
+    target: &str,
+    gone: &MountEntry,
+    now: &TargetNow,
+    (mntns, by): (u64, &Unmounted),
+) -> Explanation {
+    let ago = clock::for_people(call.ts_boot_ns.saturating_sub(by.ts_boot_ns));
+    let s = format!(
+        "nothing is mounted at {target} any more: mount {} ({}, {}) was there and is gone \
+         without an unmount busyprobe saw in this namespace, most likely by propagation: {} \
+         unmounted the same path in mount namespace {mntns} {ago} before (event {}), and this \
+         mount follows the unmounts of its peer group; the path is now inside {}",
+        gone.id,
+        gone.fstype,
+        gone.propagation.describe(),
+        process(&by.comm, by.pid),
+        by.id,
+        mount_words(now)
+    );
+    explanation(ExplanationCode::UnmountedEarlier, s, Some(by.id))
 }
 
 /// Nothing was mounted at the target since busyprobe started (or in the history's window,

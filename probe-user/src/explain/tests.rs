@@ -126,6 +126,38 @@ fn a_path_inside_a_mount_names_that_mount() {
     assert_eq!(code(&got), Some(("unmounted_earlier", None)));
 }
 
+/// A mount gone from the caller's namespace, shared with peers, right after another namespace
+/// unmounted the same path: that unmount is named, as the likely propagation.
+#[test]
+fn a_mount_gone_with_its_peers_unmount_names_it() {
+    let c = call(200, b"/run/m/dir", EINVAL, 0);
+    let mut gone = tmpfs();
+    gone.mount_point = b"/run/m/dir".to_vec();
+    gone.id = 900;
+    gone.propagation.shared = Some(5);
+    let by = Unmounted {
+        id: 9,
+        pid: 77,
+        comm: b"kubelet".to_vec(),
+        ts_boot_ns: 2_000_000_000,
+    };
+    let seen = Seen {
+        cached_mount: Some(gone),
+        propagated_from: Some((4026532999, &by)),
+        ..Seen::default()
+    };
+    let got = explain(&c, Some(b"/run/m/dir"), &on_tmpfs(false), &seen);
+    assert_eq!(code(&got), Some(("unmounted_earlier", Some(9))));
+    assert_eq!(
+        got.unwrap().sentence,
+        "nothing is mounted at /run/m/dir any more: mount 900 (tmpfs, shared:5) was there and \
+         is gone without an unmount busyprobe saw in this namespace, most likely by \
+         propagation: kubelet[77] unmounted the same path in mount namespace 4026532999 1.00s \
+         before (event 9), and this mount follows the unmounts of its peer group; the path is \
+         now inside mount 812 (tmpfs on /run/m)"
+    );
+}
+
 #[test]
 fn flags_are_blamed_in_the_kernels_order() {
     // Unknown bits first, whatever the target.

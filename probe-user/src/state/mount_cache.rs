@@ -25,7 +25,7 @@ use super::{
 use crate::container::Container;
 
 /// How long a removed mount is remembered.
-const REMEMBER_REMOVED: Duration = Duration::from_secs(30);
+pub const REMEMBER_REMOVED: Duration = Duration::from_secs(30);
 /// How often new mount namespaces are looked for.
 const DISCOVER_EVERY: Duration = Duration::from_secs(1);
 

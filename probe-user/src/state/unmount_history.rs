@@ -29,6 +29,8 @@ type Key = (u64, Vec<u8>);
 #[derive(Debug)]
 pub struct UnmountHistory {
     latest: HashMap<Key, Unmounted>,
+    /// The namespace of the latest unmount of each target, whichever namespace it was in.
+    by_target: HashMap<Vec<u8>, u64>,
     /// Every recorded unmount's key and id, oldest first (an id no longer in `latest` was
     /// replaced by a later unmount of the same target).
     order: VecDeque<(Key, u64, u64)>,
@@ -47,6 +49,7 @@ impl UnmountHistory {
     pub fn bounded(keep_for_ns: u64, max_entries: usize) -> Self {
         Self {
             latest: HashMap::new(),
+            by_target: HashMap::new(),
             order: VecDeque::new(),
             keep_for_ns,
             max_entries: max_entries.max(1),
@@ -62,7 +65,23 @@ impl UnmountHistory {
         let key = (mntns, target.to_vec());
         self.order
             .push_back((key.clone(), unmounted.id, unmounted.ts_boot_ns));
+        self.by_target.insert(target.to_vec(), mntns);
         self.latest.insert(key, unmounted);
+    }
+
+    /// The last successful unmount of `target` (the same path) in a namespace other than
+    /// `mntns`, at most `within_ns` before `now_boot_ns`, with its namespace.
+    pub fn last_elsewhere(
+        &self,
+        mntns: u64,
+        target: &[u8],
+        now_boot_ns: u64,
+        within_ns: u64,
+    ) -> Option<(u64, &Unmounted)> {
+        let other = *self.by_target.get(target).filter(|ns| **ns != mntns)?;
+        let found = self.latest.get(&(other, target.to_vec()))?;
+        (now_boot_ns.saturating_sub(found.ts_boot_ns) <= within_ns.min(self.keep_for_ns))
+            .then_some((other, found))
     }
 
     /// The last successful unmount of `target` in namespace `mntns` at most [`KEEP_FOR_NS`]
@@ -94,6 +113,9 @@ impl UnmountHistory {
         };
         if self.latest.get(&key).is_some_and(|u| u.id == id) {
             self.latest.remove(&key);
+            if self.by_target.get(&key.1) == Some(&key.0) {
+                self.by_target.remove(&key.1);
+            }
         }
     }
 }
@@ -121,6 +143,39 @@ mod tests {
         assert_eq!(h.last(8, b"/run/a", 40).map(|u| u.id), Some(3));
         assert_eq!(h.last(9, b"/run/a", 40), None, "another namespace");
         assert_eq!(h.last(7, b"/run/b", 40), None, "another target");
+    }
+
+    #[test]
+    fn the_last_unmount_of_a_path_elsewhere_is_found_within_a_window() {
+        let mut h = UnmountHistory::bounded(100, 10);
+        h.record(8, b"/run/a", unmounted(1, 10));
+        assert_eq!(
+            h.last_elsewhere(7, b"/run/a", 40, 50)
+                .map(|(ns, u)| (ns, u.id)),
+            Some((8, 1))
+        );
+        assert_eq!(
+            h.last_elsewhere(7, b"/run/a", 70, 50),
+            None,
+            "outside the window"
+        );
+        assert_eq!(
+            h.last_elsewhere(8, b"/run/a", 40, 50),
+            None,
+            "its own namespace"
+        );
+        assert_eq!(h.last_elsewhere(7, b"/run/b", 40, 50), None, "another path");
+        h.record(7, b"/run/a", unmounted(2, 20));
+        assert_eq!(
+            h.last_elsewhere(7, b"/run/a", 40, 50),
+            None,
+            "the latest is its own"
+        );
+        let mut h = UnmountHistory::bounded(u64::MAX, 1);
+        h.record(8, b"/run/a", unmounted(1, 10));
+        h.record(8, b"/run/b", unmounted(2, 20));
+        assert_eq!(h.last_elsewhere(7, b"/run/a", 40, 50), None, "forgotten");
+        assert_eq!(h.by_target.len(), 1, "and its path with it");
     }
 
     #[test]
