@@ -114,6 +114,14 @@ impl Screen {
         self.wait_until(&format!("{needle:?}"), |text| text.contains(needle))
     }
 
+    /// The screen once it contains every one of `needles` (a frame can be caught half
+    /// written: what is asserted together is waited for together).
+    fn wait_for_all(&self, needles: &[&str]) -> String {
+        self.wait_until(&format!("{needles:?}"), |text| {
+            needles.iter().all(|n| text.contains(n))
+        })
+    }
+
     /// The screen once `done` accepts it (polled every 100 ms); panics with the screen after
     /// 60 s, saying it never showed `what`.
     fn wait_until(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
@@ -322,12 +330,9 @@ fn top_replays_a_recording() {
     let recording =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("src/recording/testdata/incident.jsonl");
     let screen = Screen::start(&["replay", recording.to_str().unwrap()]);
-    // The first screen: the incidents, each with its main holder.
-    let text = screen.wait_for("held by ");
-    let lines: Vec<&str> = text.lines().take(8).collect();
-    assert_eq!(
-        lines,
-        [
+    // The first screen: the incidents, each with its main holder (waited for whole: tmux may
+    // show a frame half written).
+    let first = [
             " replay of incident.jsonl (host node-7, kernel 6.18.44, tracepoint mode)",
             " 2 incidents: 1 failing, 0 gave up (still mounted) | lost 0",
             " failures/s    0 (peak 4) █",
@@ -336,40 +341,31 @@ fn top_replays_a_recording() {
             &format!("│  held by transient scanner[999] pod security/scanner-x7 …/etc/passwd +1 more{}│", " ".repeat(41)),
             &format!("│failing       1 10:01:02-10:01:02 /mnt/not_a_mount{}│", " ".repeat(68)),
             &format!("│  EINVAL{}│", " ".repeat(110)),
-        ],
-        "{text}"
-    );
+    ];
+    screen.wait_until("the first screen", |text| {
+        text.lines().take(8).eq(first.iter().copied())
+    });
     // The incident: its holders with how many attempts named each, which attempt worked.
     screen.keys(&["Enter"]);
-    let text = screen.wait_for("attempt 5 worked, 150.0ms after the first failure");
-    assert!(
-        text.contains("│    2  transient   scanner[999]  /var/lib/containerd/tmpmounts/containerd-mount123/etc/passwd"),
-        "{text}"
-    );
-    assert!(
-        text.contains(
-            "retry timeline: #1 EBUSY +0ns, #3 EBUSY +50.0ms, #4 EBUSY +100.0ms, #5 ok +150.0ms"
-        ),
-        "{text}"
-    );
+    screen.wait_for_all(&[
+        "attempt 5 worked, 150.0ms after the first failure",
+        "│    2  transient   scanner[999]  /var/lib/containerd/tmpmounts/containerd-mount123/etc/passwd",
+        "retry timeline: #1 EBUSY +0ns, #3 EBUSY +50.0ms, #4 EBUSY +100.0ms, #5 ok +150.0ms",
+    ]);
     // The raw list of attempts.
     screen.keys(&["Escape", "a"]);
-    let text = screen.wait_for("┌ unmounts (5) ");
-    assert!(
-        text.contains(" attempts: 5 events, 4 failed | ? help  q quit"),
-        "the status bar: {text}"
-    );
-    assert!(text.contains("10:01:02.200 EBUSY  containerd[1234] /var/lib/containerd/tmpmounts/containerd-mount123  1 holder(s)"), "{text}");
-    assert!(
-        text.contains("10:01:02.120 EINVAL umount[77] /mnt/not_a_mount"),
-        "{text}"
-    );
+    screen.wait_for_all(&[
+        "┌ unmounts (5) ",
+        " attempts: 5 events, 4 failed | ? help  q quit",
+        "10:01:02.200 EBUSY  containerd[1234] /var/lib/containerd/tmpmounts/containerd-mount123  1 holder(s)",
+        "10:01:02.120 EINVAL umount[77] /mnt/not_a_mount",
+    ]);
     // Failures only, then the oldest failure's details.
     screen.keys(&["f", "j", "j", "j", "Enter"]);
-    let text = screen.wait_for(
+    screen.wait_for_all(&[
         "transient  scanner[999] /var/lib/containerd/tmpmounts/containerd-mount123/etc/passwd",
-    );
-    assert!(text.contains("failures only"), "{text}");
+        "failures only",
+    ]);
     screen.keys(&["q"]);
     let text = screen.wait_for("EXIT=");
     assert!(text.contains("EXIT=0"), "{text}");
@@ -385,17 +381,11 @@ fn replay_of_stdin_shows_a_stream_and_stays_until_quit() {
     let redirect = format!("< {}", recording.display());
     let screen = Screen::start(&["replay", "-", &redirect]);
     // The stream has ended (end of file): the screen stays up with every event.
-    let text = screen.wait_for(" 2 incidents: 1 failing, 0 gave up (still mounted) | lost 0");
-    assert!(
-        text.contains(" replay of stdin (host node-7, kernel 6.18.44, tracepoint mode)\n"),
-        "{text}"
-    );
-    assert!(
-        text.contains(
-            "  held by transient scanner[999] pod security/scanner-x7 …/etc/passwd +1 more"
-        ),
-        "{text}"
-    );
+    screen.wait_for_all(&[
+        " replay of stdin (host node-7, kernel 6.18.44, tracepoint mode)\n",
+        " 2 incidents: 1 failing, 0 gave up (still mounted) | lost 0",
+        "  held by transient scanner[999] pod security/scanner-x7 …/etc/passwd +1 more",
+    ]);
     show_attempts(&screen);
     let text = screen.wait_for(" attempts: 5 events, 4 failed |");
     assert!(
