@@ -76,16 +76,12 @@ impl<'a> AttemptSketch<'a> {
         if wire.v != schema || wire.kind != "umount" {
             return None;
         }
-        let target = match wire.target_b64 {
-            Some(Text(b64)) => Cow::Owned(exact_bytes(&wire.target, Some(&b64)).into_owned()),
-            None => cow_bytes(wire.target),
-        };
         Some(Self {
             id: wire.id,
             ts_ns: ts_ns(&wire.ts),
             ts: wire.ts,
             errno: wire.errno.map(|Text(errno)| errno),
-            target,
+            target: exact(wire.target, wire.target_b64),
             has_mount: wire.mount.is_some(),
             holders: wire
                 .holders
@@ -124,11 +120,13 @@ impl<'a> HolderSketch<'a> {
     }
 }
 
-/// A string's bytes, borrowed when the string is.
-fn cow_bytes(text: Cow<'_, str>) -> Cow<'_, [u8]> {
-    match text {
-        Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
-        Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+/// A text field's exact bytes, with its `_b64` sibling as the wire reads them
+/// ([`exact_bytes`]); borrowed when the text is and has no sibling.
+fn exact<'a>(text: Cow<'a, str>, b64: Option<Text<'_>>) -> Cow<'a, [u8]> {
+    match (text, b64) {
+        (text, Some(Text(b64))) => Cow::Owned(exact_bytes(&text, Some(&b64)).into_owned()),
+        (Cow::Borrowed(s), None) => Cow::Borrowed(s.as_bytes()),
+        (Cow::Owned(s), None) => Cow::Owned(s.into_bytes()),
     }
 }
 
@@ -173,14 +171,10 @@ struct HolderSketchWire<'a> {
 
 impl<'a> HolderSketchWire<'a> {
     fn sketch(self) -> HolderSketch<'a> {
-        let path = self.path.map(|Text(path)| match self.path_b64 {
-            Some(Text(b64)) => Cow::Owned(exact_bytes(&path, Some(&b64)).into_owned()),
-            None => cow_bytes(path),
-        });
         HolderSketch {
             kind: self.kind,
             pid: self.pid,
-            path,
+            path: self.path.map(|Text(path)| exact(path, self.path_b64)),
         }
     }
 }

@@ -119,8 +119,8 @@ impl Incidents {
                 }
             }
             Filed::Late(ended_by) => {
-                if let Some(inc) = self.ended_by(ended_by) {
-                    inc.add(a);
+                if let Some(i) = self.ended_by(ended_by) {
+                    self.kept[i].add(a);
                 }
             }
         }
@@ -144,11 +144,8 @@ impl Incidents {
             Peek::Joins(number) => self.get(*number).is_none_or(|inc| inc.needs_whole(a)),
             Peek::Ends(number) => self.get(*number).is_some_and(|inc| inc.needs_whole(a)),
             Peek::Late(ended_by) => self
-                .kept
-                .iter()
-                .rev()
-                .find(|inc| inc.resolved_by == Some(ended_by))
-                .is_some_and(|inc| inc.needs_whole(a)),
+                .ended_by(ended_by)
+                .is_some_and(|i| self.kept[i].needs_whole(a)),
         }
     }
 
@@ -158,12 +155,12 @@ impl Incidents {
         self.kept.get_mut(i as usize)
     }
 
-    /// The kept incident that attempt `id` ended: among the newest, found from the newest.
-    fn ended_by(&mut self, id: u64) -> Option<&mut Incident> {
+    /// Where in `kept` the incident that attempt `id` ended is: among the newest, found from
+    /// the newest.
+    fn ended_by(&self, id: u64) -> Option<usize> {
         self.kept
-            .iter_mut()
-            .rev()
-            .find(|inc| inc.resolved_by == Some(id))
+            .iter()
+            .rposition(|inc| inc.resolved_by == Some(id))
     }
 
     fn drop_oldest(&mut self) {
